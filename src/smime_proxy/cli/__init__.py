@@ -1,0 +1,77 @@
+"""The `smime-proxy` command line: argument parsing and dispatch (top layer).
+
+Each command group lives in its own module exposing `register(subparsers)`; handlers take the
+parsed namespace and return an exit code. Exit codes: 0 success, 1 negative result (invalid
+signature, cannot decrypt, wrong password), 2 usage or input error - always one readable line
+on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from smime_proxy.errors import (
+    CryptoError,
+    InputError,
+    KeyStoreError,
+    SmimeProxyError,
+)
+
+# Command-group modules, each with register(subparsers).
+_GROUPS = ("msg", "keys", "mime")
+
+EXIT_OK = 0
+EXIT_NEGATIVE = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="smime-proxy", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("SMIME_PROXY_DATA_DIR"),
+        help="data directory of the key store (env SMIME_PROXY_DATA_DIR)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in _GROUPS:
+        module = importlib.import_module(f"smime_proxy.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except InputError as exc:
+        _fail(exc)
+        return EXIT_USAGE
+    except (CryptoError, KeyStoreError) as exc:
+        _fail(exc)
+        return EXIT_NEGATIVE
+    except SmimeProxyError as exc:
+        _fail(exc)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_USAGE
+    return code
+
+
+def _fail(exc: Exception) -> None:
+    text = str(exc) or type(exc).__name__
+    sys.stderr.write(f"smime-proxy: {text}\n")
