@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 # --- Debian packages -------------------------------------------------------------------------
-debs=(openssl gpgsm gpg-agent)
+debs=(openssl gpgsm gpg-agent
+      dovecot-imapd dovecot-lmtpd dovecot-submissiond postfix)  # real upstream (tests/integration)
 missing=()
 for pkg in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -16,6 +17,8 @@ done
 if ((${#missing[@]})); then
     echo "test.sh: installing Debian packages: ${missing[*]}"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    # Postfix asks how to configure itself unless preseeded; the harness brings its own config.
+    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
