@@ -1,0 +1,86 @@
+"""IMAP data values as Python objects, and their rendering to wire bytes.
+
+The value model (RFC 9051 section 4): `None` is NIL, `int` a number, `Atom` an atom (rendered
+verbatim), `bytes` a string (rendered quoted when it can be, else as a literal), and a `list` or
+`tuple` a parenthesised list. `Literal` forces literal form, `Binary` the `~{n}` form of
+RFC 3516. Stdlib only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Union
+
+from smime_proxy.errors import LocalProtocolError
+
+
+class Atom(str):
+    """An atom or other verbatim token (flags, NIL-less keywords): rendered as is."""
+
+    __slots__ = ()
+
+
+class Literal(bytes):
+    """A string that must be sent as a synchronising-form literal `{n}CRLF...`."""
+
+    __slots__ = ()
+
+
+class Binary(bytes):
+    """A literal8 `~{n}CRLF...` (RFC 3516 / RFC 9051 BINARY)."""
+
+    __slots__ = ()
+
+
+Value = Union[None, int, Atom, bytes, Sequence["Value"]]
+
+# RFC 9051 quoted = DQUOTE *QUOTED-CHAR DQUOTE; QUOTED-CHAR excludes CR, LF, NUL and 8-bit.
+_QUOTABLE = frozenset(range(0x01, 0x80)) - {0x0A, 0x0D}
+
+
+def render(value: Value) -> bytes:
+    """Wire bytes for one value."""
+    out: list[bytes] = []
+    _render_into(value, out)
+    return b"".join(out)
+
+
+def _render_into(value: Value, out: list[bytes]) -> None:
+    if value is None:
+        out.append(b"NIL")
+    elif isinstance(value, bool):
+        raise LocalProtocolError("a bool is not an IMAP value")
+    elif isinstance(value, int):
+        if value < 0:
+            raise LocalProtocolError("IMAP numbers are non-negative")
+        out.append(str(value).encode("ascii"))
+    elif isinstance(value, Atom):
+        out.append(value.encode("ascii"))
+    elif isinstance(value, Binary):
+        out.append(b"~{%d}\r\n" % len(value))
+        out.append(bytes(value))
+    elif isinstance(value, Literal):
+        out.append(b"{%d}\r\n" % len(value))
+        out.append(bytes(value))
+    elif isinstance(value, bytes):
+        out.append(render_string(value))
+    elif isinstance(value, (list, tuple)):
+        out.append(b"(")
+        for index, item in enumerate(value):
+            if index:
+                out.append(b" ")
+            _render_into(item, out)
+        out.append(b")")
+    else:
+        raise LocalProtocolError(f"not an IMAP value: {type(value).__name__}")
+
+
+def render_string(data: bytes) -> bytes:
+    """A string as a quoted string when every byte allows it (and it is short), else a literal."""
+    if len(data) <= 1024 and all(byte in _QUOTABLE for byte in data):
+        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return b"{%d}\r\n" % len(data) + data
+
+
+def render_nstring(data: bytes | None) -> bytes:
+    return b"NIL" if data is None else render_string(data)

@@ -1,0 +1,8 @@
+"""Top-level pytest configuration: make `tests/support` importable as `support`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,1 @@
+"""Test support code (importable as `support` with tests/ on sys.path)."""
