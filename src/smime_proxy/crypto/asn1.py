@@ -1,0 +1,116 @@
+"""The thin adapter around asn1crypto: the only module that imports it for parsing CMS.
+
+Fixes applied on import (notes/crypto.md rules 1 and 3):
+- indefinite-length (BER, streamed) strings are merged in linear time: asn1crypto 1.5.1 joins
+  chunks with `+=`, quadratic in the number of chunks (58 s for a 40 MB `openssl cms -stream`);
+- callers read attributes by OID (`attribute_values`) and never call `.native` on a whole
+  attribute set, so unknown attributes (NSS adds Microsoft's 1.3.6.1.4.1.311.16.4) stay opaque.
+
+May import: errors, asn1crypto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from asn1crypto import core
+
+from smime_proxy.errors import MalformedMessage
+
+_MAX_NESTING = 64
+
+
+def _merge_chunks_linear(self: Any) -> Any:
+    """Constructable._merge_chunks without the quadratic `+=` (X.690 8.7.3 / 8.21)."""
+    if not self._indefinite:
+        return self._as_chunk()
+    parts: list[Any] = []
+    pointer = 0
+    contents = self.contents
+    contents_len = len(contents)
+    while pointer < contents_len:
+        sub_value, pointer = core._parse_build(contents, pointer, spec=self.__class__)
+        parts.append(sub_value._merge_chunks())
+    if not parts:
+        return self._as_chunk()
+    first = parts[0]
+    if isinstance(first, bytes):
+        return b"".join(parts)
+    if isinstance(first, str):
+        return "".join(parts)
+    merged = first
+    for part in parts[1:]:
+        merged += part
+    return merged
+
+
+core.Constructable._merge_chunks = _merge_chunks_linear
+
+
+def parse(spec: type[Any], data: bytes, what: str) -> Any:
+    """Parse and fully load `data` as `spec`, turning any parser error into MalformedMessage."""
+    try:
+        value = spec.load(data, strict=False)
+        _force(value, 0)
+    except MalformedMessage:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError) as exc:
+        raise MalformedMessage(f"malformed {what}: {_short(exc)}") from None
+    except RecursionError:
+        raise MalformedMessage(f"malformed {what}: nested too deeply") from None
+    return value
+
+
+def _force(value: Any, depth: int) -> None:
+    """Parse lazily-parsed children now, so errors surface here and not deep in callers."""
+    if depth > _MAX_NESTING:
+        raise MalformedMessage("structure nested too deeply")
+    if isinstance(value, core.Sequence | core.SequenceOf):
+        for child in value:
+            _force(child, depth + 1)
+    elif isinstance(value, core.Choice):
+        _force(value.chosen, depth + 1)
+
+
+def guarded(what: str, func: Callable[[], Any]) -> Any:
+    """Run one asn1crypto access, mapping its exceptions to MalformedMessage."""
+    try:
+        return func()
+    except MalformedMessage:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError) as exc:
+        raise MalformedMessage(f"malformed {what}: {_short(exc)}") from None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
+
+
+def attribute_values(attributes: Any, oid: str) -> list[list[Any]]:
+    """The value lists of every attribute with this OID (a list per occurrence)."""
+    found: list[list[Any]] = []
+    if attributes is None or isinstance(attributes, core.Void):
+        return found
+    for attribute in attributes:
+        if attribute["type"].dotted == oid:
+            found.append(list(attribute["values"]))
+    return found
+
+
+def oid_of(algorithm: Any) -> str:
+    """The dotted OID of an AlgorithmIdentifier-like value."""
+    dotted: str = algorithm["algorithm"].dotted
+    return dotted
+
+
+def raw_parameters(algorithm: Any) -> bytes | None:
+    """The DER of an AlgorithmIdentifier's parameters, or None when absent or NULL."""
+    params = algorithm["parameters"]
+    if isinstance(params, core.Void) or params is None:
+        return None
+    data: bytes = params.dump()
+    if data in (b"", b"\x05\x00"):
+        return None
+    return data

@@ -1,0 +1,420 @@
+"""CMS EnvelopedData (RFC 5652 section 6) and AuthEnvelopedData (RFC 5083): build and open.
+
+Recipients: RSA key transport (PKCS#1 v1.5, OAEP per RFC 8017 / RFC 4055) and ECDH
+ephemeral-static key agreement (RFC 5753, X9.63 KDF, AES key wrap). Content: AES-CBC
+(RFC 3565), AES-GCM (RFC 5084), 3DES-CBC for reading old mail; RC2/DES/RC4 are refused with
+ObsoleteAlgorithm.
+
+Oracle rules: PKCS#1 v1.5 follows RFC 3218 (the KeyAgent returns a random key on any failure,
+so only the content decryption fails, always with the same DecryptionFailed); GCM content is
+never returned before its tag verifies; every other failure is the same DecryptionFailed.
+
+May import: errors, crypto.*, cryptography, asn1crypto (parsing through crypto.asn1).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from asn1crypto import cms, core, keys
+from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes, keywrap
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from smime_proxy.crypto import asn1, der, oids
+from smime_proxy.crypto.keyagent import KeyAgent, KeyTransportPadding, hash_algorithm
+from smime_proxy.crypto.signed import issuer_and_serial
+from smime_proxy.errors import (
+    DecryptionFailed,
+    MalformedMessage,
+    NoMatchingRecipient,
+    ObsoleteAlgorithm,
+    UnsupportedAlgorithm,
+)
+
+ContentCipher = Literal["aes-256-gcm", "aes-128-gcm", "aes-256-cbc", "aes-128-cbc"]
+
+
+@dataclass(frozen=True)
+class RecipientKey:
+    """A recipient certificate and how to transport the key to it (RSA only)."""
+
+    certificate: x509.Certificate
+    key_transport: Literal["pkcs1", "oaep"] = "pkcs1"
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def build_enveloped(
+    content: bytes, recipients: Sequence[RecipientKey], cipher: ContentCipher
+) -> bytes:
+    """DER ContentInfo of EnvelopedData (CBC) or AuthEnvelopedData (GCM) for `content`."""
+    if not recipients:
+        raise UnsupportedAlgorithm("no recipients to encrypt to")
+    key_size = 32 if cipher.startswith("aes-256") else 16
+    cek = os.urandom(key_size)
+    infos = [_recipient_info(r, cek) for r in recipients]
+    any_kari = any(info[0] == 0xA1 for info in infos)
+    if cipher.endswith("gcm"):
+        nonce = os.urandom(12)
+        sealed = AESGCM(cek).encrypt(nonce, content, None)
+        ciphertext, tag = sealed[:-16], sealed[-16:]
+        gcm_params = der.sequence(der.octet_string(nonce), der.integer(16))
+        eci = der.sequence(
+            der.oid(oids.DATA),
+            der.algorithm(oids.AES_GCM_OID[key_size], gcm_params),
+            der.implicit(0, der.octet_string(ciphertext), constructed=False),
+        )
+        body = der.sequence(der.integer(0), der.set_of(infos), eci, der.octet_string(tag))
+        return der.sequence(der.oid(oids.AUTH_ENVELOPED_DATA), der.explicit(0, body))
+    iv = os.urandom(16)
+    padder = sym_padding.PKCS7(128).padder()
+    padded = padder.update(content) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padded) + encryptor.finalize()
+    eci = der.sequence(
+        der.oid(oids.DATA),
+        der.algorithm(oids.AES_CBC_OID[key_size], der.octet_string(iv)),
+        der.implicit(0, der.octet_string(ciphertext), constructed=False),
+    )
+    version = 2 if any_kari else 0  # RFC 5652 6.1
+    body = der.sequence(der.integer(version), der.set_of(infos), eci)
+    return der.sequence(der.oid(oids.ENVELOPED_DATA), der.explicit(0, body))
+
+
+def _recipient_info(recipient: RecipientKey, cek: bytes) -> bytes:
+    public_key = recipient.certificate.public_key()
+    rid = issuer_and_serial(recipient.certificate)
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if recipient.key_transport == "oaep":
+            sha256 = der.algorithm(oids.DIGEST_OID["sha256"])
+            params = der.sequence(
+                der.explicit(0, sha256), der.explicit(1, der.algorithm(oids.MGF1, sha256))
+            )
+            alg = der.algorithm(oids.RSAES_OAEP, params)
+            encrypted = public_key.encrypt(
+                cek,
+                padding.OAEP(
+                    mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+                ),
+            )
+        else:
+            alg = der.algorithm(oids.RSA_ENCRYPTION, der.null())
+            encrypted = public_key.encrypt(cek, padding.PKCS1v15())
+        return der.sequence(der.integer(0), rid, alg, der.octet_string(encrypted))
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return _kari(public_key, rid, cek)
+    raise UnsupportedAlgorithm("recipient key is neither RSA nor EC")
+
+
+def _kari(public_key: ec.EllipticCurvePublicKey, rid: bytes, cek: bytes) -> bytes:
+    """KeyAgreeRecipientInfo, ephemeral-static ECDH (RFC 5753 section 3.1.1)."""
+    kdf_hash = "sha384" if public_key.curve.key_size >= 384 else "sha256"
+    wrap_size = 32
+    wrap_alg = der.algorithm(oids.AES_WRAP_OID[wrap_size])
+    ephemeral = ec.generate_private_key(public_key.curve)
+    shared = ephemeral.exchange(ec.ECDH(), public_key)
+    kek = _x963(shared, kdf_hash, wrap_alg, wrap_size, ukm=None)
+    wrapped = keywrap.aes_key_wrap(kek, cek)
+    point = ephemeral.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    originator = der.explicit(
+        0,
+        der.implicit(
+            1,
+            der.sequence(der.algorithm(oids.EC_PUBLIC_KEY), der.bit_string(point)),
+            constructed=True,
+        ),
+    )
+    key_enc_alg = der.algorithm(oids.ECDH_STD_SCHEME[kdf_hash], wrap_alg)
+    encrypted_keys = der.sequence(der.sequence(rid, der.octet_string(wrapped)))
+    kari = der.sequence(der.integer(3), originator, key_enc_alg, encrypted_keys)
+    return der.implicit(1, kari, constructed=True)
+
+
+def _x963(shared: bytes, kdf_hash: str, wrap_alg_der: bytes, size: int, ukm: bytes | None) -> bytes:
+    """ECC-CMS-SharedInfo (RFC 5753 section 7.2) into the ANSI X9.63 KDF."""
+    shared_info = der.sequence(
+        wrap_alg_der,
+        der.explicit(0, der.octet_string(ukm)) if ukm is not None else b"",
+        der.explicit(2, der.octet_string((size * 8).to_bytes(4, "big"))),
+    )
+    return X963KDF(algorithm=hash_algorithm(kdf_hash), length=size, sharedinfo=shared_info).derive(
+        shared
+    )
+
+
+# --- opening -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Opened:
+    content: bytes
+    cipher: str
+    authenticated: bool
+
+
+def content_type_of(cms_der: bytes) -> str:
+    info = asn1.parse(cms.ContentInfo, cms_der, "CMS object")
+    dotted: str = asn1.guarded("content type", lambda: info["content_type"].dotted)
+    return dotted
+
+
+def open_enveloped(cms_der: bytes, agent: KeyAgent) -> Opened:
+    """Decrypt EnvelopedData or AuthEnvelopedData with the agent's key."""
+    info = asn1.parse(cms.ContentInfo, cms_der, "encrypted message")
+    kind = asn1.guarded("content type", lambda: info["content_type"].dotted)
+    if kind not in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA):
+        raise MalformedMessage("the CMS object is not EnvelopedData or AuthEnvelopedData")
+    body = info["content"]
+    eci = body[
+        "auth_encrypted_content_info"
+        if kind == oids.AUTH_ENVELOPED_DATA
+        else "encrypted_content_info"
+    ]
+    alg = eci["content_encryption_algorithm"]
+    alg_oid = asn1.guarded("content encryption algorithm", lambda: asn1.oid_of(alg))
+    if alg_oid in oids.OBSOLETE_CIPHERS:
+        raise ObsoleteAlgorithm(
+            f"message is encrypted with the obsolete algorithm {oids.OBSOLETE_CIPHERS[alg_oid]}; "
+            "open it with an old mail client"
+        )
+    key_length, cipher_name = _content_cipher(alg_oid, kind)
+    ciphertext = asn1.guarded("encrypted content", lambda: _encrypted_content(eci))
+    recipient_infos = list(body["recipient_infos"])
+    cek = _recover_key(recipient_infos, agent, key_length, ciphertext_check=None)
+    if kind == oids.AUTH_ENVELOPED_DATA:
+        tag: bytes = asn1.guarded("authentication tag", lambda: body["mac"].native)
+        if not isinstance(body["auth_attrs"], core.Void):
+            raise UnsupportedAlgorithm("authenticated attributes in AuthEnvelopedData")
+        return Opened(_decrypt_gcm(cek, alg, ciphertext, tag), cipher_name, True)
+    return Opened(_decrypt_cbc(alg_oid, cek, alg, ciphertext), cipher_name, False)
+
+
+def _content_cipher(alg_oid: str, kind: str) -> tuple[int, str]:
+    if kind == oids.AUTH_ENVELOPED_DATA:
+        if alg_oid in oids.AES_GCM:
+            size = oids.AES_GCM[alg_oid]
+            return size, f"aes-{size * 8}-gcm"
+        raise UnsupportedAlgorithm(f"unsupported authenticated cipher {alg_oid}")
+    if alg_oid in oids.AES_CBC:
+        size = oids.AES_CBC[alg_oid]
+        return size, f"aes-{size * 8}-cbc"
+    if alg_oid == oids.DES_EDE3_CBC:
+        return 24, "3des-cbc"
+    raise UnsupportedAlgorithm(f"unsupported content encryption algorithm {alg_oid}")
+
+
+def _encrypted_content(eci: Any) -> bytes:
+    value = eci["encrypted_content"]
+    if isinstance(value, core.Void) or value is None:
+        raise UnsupportedAlgorithm("detached encrypted content is not supported")
+    data: bytes = value.native
+    return data
+
+
+def _recover_key(
+    recipient_infos: list[Any], agent: KeyAgent, key_length: int, ciphertext_check: None
+) -> bytes:
+    """Find our RecipientInfo and recover the content-encryption key.
+
+    Matching is by issuer+serial or subject key identifier. When none matches (re-issued
+    certificate, same key) only ECDH recipients are tried one by one: AES key wrap has an
+    integrity check. Never RSA PKCS#1 v1.5 (notes/crypto.md rule 9).
+    """
+    del ciphertext_check
+    cert = agent.certificate
+    our_ias = issuer_and_serial(cert)
+    our_ski = _ski(cert)
+    kari_fallbacks: list[tuple[Any, Any]] = []
+    for ri in recipient_infos:
+        kind = ri.name
+        if kind == "ktri":
+            ktri = ri.chosen
+            if _rid_matches(ktri["rid"], our_ias, our_ski):
+                return _unwrap_ktri(ktri, agent, key_length)
+        elif kind == "kari":
+            kari = ri.chosen
+            for rek in kari["recipient_encrypted_keys"]:
+                if _kari_rid_matches(rek["rid"], our_ias, our_ski):
+                    return _unwrap_kari(kari, rek, agent, key_length)
+                kari_fallbacks.append((kari, rek))
+    if isinstance(cert.public_key(), ec.EllipticCurvePublicKey):
+        for kari, rek in kari_fallbacks:
+            try:
+                return _unwrap_kari(kari, rek, agent, key_length)
+            except DecryptionFailed:
+                continue
+    raise NoMatchingRecipient("this message was not encrypted to your certificate")
+
+
+def _ski(cert: x509.Certificate) -> bytes | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _rid_matches(rid: Any, our_ias: bytes, our_ski: bytes | None) -> bool:
+    if rid.name == "issuer_and_serial_number":
+        return _ias_equal(rid.chosen, our_ias)
+    if rid.name == "subject_key_identifier":
+        return our_ski is not None and rid.chosen.native == our_ski
+    return False
+
+
+def _kari_rid_matches(rid: Any, our_ias: bytes, our_ski: bytes | None) -> bool:
+    if rid.name == "issuer_and_serial_number":
+        return _ias_equal(rid.chosen, our_ias)
+    if rid.name == "r_key_id":
+        return our_ski is not None and rid.chosen["subject_key_identifier"].native == our_ski
+    return False
+
+
+def _ias_equal(ias: Any, our_ias: bytes) -> bool:
+    ours = cms.IssuerAndSerialNumber.load(our_ias)
+    result: bool = ias["serial_number"].native == ours["serial_number"].native and (
+        ias["issuer"] == ours["issuer"]
+    )
+    return result
+
+
+def _unwrap_ktri(ktri: Any, agent: KeyAgent, key_length: int) -> bytes:
+    alg = ktri["key_encryption_algorithm"]
+    alg_oid = asn1.oid_of(alg)
+    encrypted_key: bytes = ktri["encrypted_key"].native
+    if alg_oid == oids.RSA_ENCRYPTION:
+        pad = KeyTransportPadding("pkcs1")
+    elif alg_oid == oids.RSAES_OAEP:
+        pad = _oaep_padding(alg)
+    else:
+        raise UnsupportedAlgorithm(f"unsupported key transport algorithm {alg_oid}")
+    return agent.unwrap_key(encrypted_key, pad, key_length)
+
+
+def _oaep_padding(alg: Any) -> KeyTransportPadding:
+    """RSAES-OAEP-params (RFC 4055 section 4.1); absent fields default to SHA-1 / empty label."""
+    params = asn1.raw_parameters(alg)
+    if params is None:
+        return KeyTransportPadding("oaep")
+    from asn1crypto import algos
+
+    parsed = asn1.parse(algos.RSAESOAEPParams, params, "RSA-OAEP parameters")
+    hash_name = oids.DIGESTS.get(parsed["hash_algorithm"]["algorithm"].dotted)
+    mgf = parsed["mask_gen_algorithm"]
+    mgf_hash = oids.DIGESTS.get(mgf["parameters"]["algorithm"].dotted)
+    if hash_name is None or mgf_hash is None:
+        raise UnsupportedAlgorithm("unsupported RSA-OAEP hash")
+    label: bytes | None = None
+    source = parsed["p_source_algorithm"]
+    if source["algorithm"].dotted == oids.P_SPECIFIED:
+        value = source["parameters"].native
+        label = value or None
+    return KeyTransportPadding("oaep", hash_name, mgf_hash, label)
+
+
+def _unwrap_kari(kari: Any, rek: Any, agent: KeyAgent, key_length: int) -> bytes:
+    scheme_alg = kari["key_encryption_algorithm"]
+    scheme_oid = asn1.oid_of(scheme_alg)
+    kdf_hash = oids.ECDH_SCHEMES.get(scheme_oid)
+    if kdf_hash is None:
+        raise UnsupportedAlgorithm(f"unsupported key agreement scheme {scheme_oid}")
+    wrap_der = asn1.raw_parameters(scheme_alg)
+    if wrap_der is None:
+        raise MalformedMessage("key agreement without a key wrap algorithm")
+    wrap = asn1.parse(cms.KeyEncryptionAlgorithm, wrap_der, "key wrap algorithm")
+    wrap_size = oids.AES_WRAP.get(wrap["algorithm"].dotted)
+    if wrap_size is None:
+        raise UnsupportedAlgorithm("unsupported key wrap algorithm")
+    originator = kari["originator"]
+    if originator.name != "originator_key":
+        raise UnsupportedAlgorithm("static-static key agreement is not supported")
+    point: bytes = originator.chosen["public_key"].native
+    our_key = agent.certificate.public_key()
+    if not isinstance(our_key, ec.EllipticCurvePublicKey):
+        raise DecryptionFailed("cannot decrypt this message")
+    try:
+        peer = ec.EllipticCurvePublicKey.from_encoded_point(our_key.curve, point)
+        shared = agent.ecdh(peer)
+    except ValueError:
+        raise DecryptionFailed("cannot decrypt this message") from None
+    ukm_value = kari["ukm"]
+    ukm = None if isinstance(ukm_value, core.Void) else ukm_value.native
+    kek = _x963(shared, kdf_hash, wrap_der, wrap_size, ukm)
+    try:
+        cek = keywrap.aes_key_unwrap(kek, rek["encrypted_key"].native)
+    except keywrap.InvalidUnwrap:
+        raise DecryptionFailed("cannot decrypt this message") from None
+    if len(cek) != key_length:
+        raise DecryptionFailed("cannot decrypt this message")
+    return cek
+
+
+def _decrypt_gcm(cek: bytes, alg: Any, ciphertext: bytes, tag: bytes) -> bytes:
+    params_der = asn1.raw_parameters(alg)
+    if params_der is None:
+        raise MalformedMessage("AES-GCM without parameters")
+    params = asn1.parse(_GCMParameters, params_der, "AES-GCM parameters")
+    nonce: bytes = params["aes_nonce"].native
+    icv_len: int = params["aes_icv_len"].native
+    if icv_len != len(tag) or not 12 <= icv_len <= 16 or not nonce:
+        raise MalformedMessage("AES-GCM tag length does not match its parameters")
+    try:
+        # AESGCM checks the tag before returning anything: no unauthenticated plaintext.
+        from cryptography.exceptions import InvalidTag
+
+        return (
+            AESGCM(cek).decrypt(nonce, ciphertext + tag, None)
+            if len(tag) == 16
+            else _gcm_short_tag(cek, nonce, ciphertext, tag)
+        )
+    except InvalidTag:
+        raise DecryptionFailed("cannot decrypt this message") from None
+
+
+def _gcm_short_tag(cek: bytes, nonce: bytes, ciphertext: bytes, tag: bytes) -> bytes:
+    decryptor = Cipher(algorithms.AES(cek), modes.GCM(nonce, tag, min_tag_length=12)).decryptor()
+    # finalize() verifies the tag; the plaintext is only returned after it.
+    plain = decryptor.update(ciphertext)
+    decryptor.finalize()
+    return plain
+
+
+def _decrypt_cbc(alg_oid: str, cek: bytes, alg: Any, ciphertext: bytes) -> bytes:
+    params_der = asn1.raw_parameters(alg)
+    if params_der is None:
+        raise MalformedMessage("CBC cipher without an IV")
+    iv = asn1.parse(core.OctetString, params_der, "IV").native
+    block: Any = TripleDES(cek) if alg_oid == oids.DES_EDE3_CBC else algorithms.AES(cek)
+    block_bytes = block.block_size // 8
+    if len(iv) != block_bytes or not ciphertext or len(ciphertext) % block_bytes:
+        raise DecryptionFailed("cannot decrypt this message")
+    decryptor = Cipher(block, modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = sym_padding.PKCS7(block.block_size).unpadder()
+    try:
+        return unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        raise DecryptionFailed("cannot decrypt this message") from None
+
+
+class _GCMParameters(core.Sequence):  # type: ignore[misc]
+    """GCMParameters ::= SEQUENCE { aes-nonce OCTET STRING, aes-ICVlen INTEGER DEFAULT 12 }
+    (RFC 5084 section 3.2): missing from asn1crypto 1.5.1 (notes/crypto.md rule 5)."""
+
+    _fields = [  # noqa: RUF012
+        ("aes_nonce", core.OctetString),
+        ("aes_icv_len", core.Integer, {"default": 12}),
+    ]
+
+
+del keys  # imported for its side effect of registering key structures used by cms

@@ -1,0 +1,361 @@
+"""CMS SignedData (RFC 5652 section 5): build with a KeyAgent, verify with explicit rules.
+
+Verification follows notes/crypto.md rules 3, 4, 7: signed attributes are read by OID; only
+the signer's certificate is loaded into cryptography; eContent plus detached content, zero
+SignerInfos, a missing or repeated contentType / messageDigest attribute, or any SignerInfo
+that does not verify are all failures. Every parser exception becomes MalformedMessage.
+
+May import: errors, crypto.*, cryptography, asn1crypto (through crypto.asn1 only for parsing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from asn1crypto import cms, core
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from smime_proxy.crypto import asn1, der, oids
+from smime_proxy.crypto.keyagent import KeyAgent, hash_algorithm
+from smime_proxy.errors import MalformedMessage, SignatureInvalid, UnsupportedAlgorithm
+
+# What we announce in smimeCapabilities (RFC 8551 2.5.2), strongest first.
+_CAPABILITIES = (
+    der.algorithm(oids.AES_GCM_OID[32]),
+    der.algorithm(oids.AES_CBC_OID[32]),
+    der.algorithm(oids.AES_GCM_OID[16]),
+    der.algorithm(oids.AES_CBC_OID[16]),
+    der.algorithm(oids.RSAES_OAEP),
+    der.algorithm(oids.ECDH_STD_SCHEME["sha256"], der.algorithm(oids.AES_WRAP_OID[32])),
+)
+
+
+def _digest(hash_name: str, data: bytes) -> bytes:
+    return hashlib.new(hash_name, data).digest()
+
+
+def issuer_and_serial(cert: x509.Certificate) -> bytes:
+    """IssuerAndSerialNumber ::= SEQUENCE { issuer Name, serialNumber INTEGER }.
+
+    RFC 5652 section 10.2.4.
+    """
+    return der.sequence(cert.issuer.public_bytes(), der.integer(cert.serial_number))
+
+
+def _attribute(oid: str, *values: bytes) -> bytes:
+    return der.sequence(der.oid(oid), der.set_of(values))
+
+
+def build_signed_data(
+    content: bytes,
+    agent: KeyAgent,
+    *,
+    detached: bool,
+    digest: str = "sha256",
+    pss: bool = False,
+    extra_certs: Sequence[x509.Certificate] = (),
+    signing_time: dt.datetime | None = None,
+) -> bytes:
+    """DER ContentInfo(SignedData) over `content` signed by the agent's key."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    cert = agent.certificate
+    public_key = cert.public_key()
+    digest_alg = der.algorithm(oids.DIGEST_OID[digest])
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if pss:
+            scheme = "pss"
+            hash_alg = der.algorithm(oids.DIGEST_OID[digest])
+            pss_params = der.sequence(
+                der.explicit(0, hash_alg),
+                der.explicit(1, der.algorithm(oids.MGF1, hash_alg)),
+                der.explicit(2, der.integer(hash_algorithm(digest).digest_size)),
+            )
+            signature_alg = der.algorithm(oids.RSASSA_PSS, pss_params)
+        else:
+            scheme = "pkcs1"
+            signature_alg = der.algorithm(oids.RSA_ENCRYPTION, der.null())
+    elif isinstance(public_key, ec.EllipticCurvePublicKey):
+        scheme = "ecdsa"
+        signature_alg = der.algorithm(oids.ECDSA_OID[digest])
+    else:
+        raise UnsupportedAlgorithm("only RSA and EC keys can sign")
+
+    attributes = [
+        _attribute(oids.CONTENT_TYPE, der.oid(oids.DATA)),
+        _attribute(oids.SIGNING_TIME, der.utc_or_generalized_time(signing_time or _utcnow())),
+        _attribute(oids.MESSAGE_DIGEST, der.octet_string(_digest(digest, content))),
+        _attribute(oids.SMIME_CAPABILITIES, der.sequence(*_CAPABILITIES)),
+        # SMIMEEncryptionKeyPreference ::= CHOICE { issuerAndSerialNumber [0] IMPLICIT ... }
+        _attribute(
+            oids.ENCRYPTION_KEY_PREFERENCE,
+            der.implicit(0, issuer_and_serial(cert), constructed=True),
+        ),
+    ]
+    signed_attrs_set = der.set_of(attributes)  # the SET OF encoding is what gets signed
+    signature = agent.sign_digest(_digest(digest, signed_attrs_set), digest, scheme)  # type: ignore[arg-type]
+    signer_info = der.sequence(
+        der.integer(1),
+        issuer_and_serial(cert),
+        digest_alg,
+        der.implicit(0, signed_attrs_set, constructed=True),
+        signature_alg,
+        der.octet_string(signature),
+    )
+    encap = der.sequence(
+        der.oid(oids.DATA),
+        b"" if detached else der.explicit(0, der.octet_string(content)),
+    )
+    certs = [cert, *[c for c in extra_certs if c != cert]]
+    signed_data = der.sequence(
+        der.integer(1),
+        der.set_of([digest_alg]),
+        encap,
+        der.implicit(0, der.set_of(c.public_bytes(Encoding.DER) for c in certs), constructed=True),
+        der.set_of([signer_info]),
+    )
+    return der.sequence(der.oid(oids.SIGNED_DATA), der.explicit(0, signed_data))
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# --- verification ---------------------------------------------------------------------------
+
+
+@dataclass
+class SignerCheck:
+    """The outcome for one SignerInfo (before path validation)."""
+
+    certificate: x509.Certificate | None
+    signature_valid: bool
+    problem: str | None
+    digest: str | None = None
+    signing_time: dt.datetime | None = None
+    capabilities: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParsedSignedData:
+    content: bytes | None  # eContent when encapsulated (opaque), else None
+    content_type: str
+    signers: list[SignerCheck]
+    certificates: list[x509.Certificate]  # every certificate that loads (intermediates)
+
+
+def parse_signed_data(cms_der: bytes, detached_content: bytes | None) -> ParsedSignedData:
+    """Parse a ContentInfo(SignedData) and check every SignerInfo's signature.
+
+    Raises MalformedMessage for unparsable input and SignatureInvalid for structural rule
+    violations that make the whole object unusable (no signers, content both ways or neither).
+    Per-signer failures are reported in `signers`.
+    """
+    info = asn1.parse(cms.ContentInfo, cms_der, "CMS signature")
+    if asn1.guarded("content type", lambda: info["content_type"].dotted) != oids.SIGNED_DATA:
+        raise MalformedMessage("the CMS object is not SignedData")
+    signed = info["content"]
+    encap = signed["encap_content_info"]
+    econtent_type: str = asn1.guarded("eContentType", lambda: encap["content_type"].dotted)
+    econtent_value = encap["content"]
+    econtent: bytes | None = None
+    if not isinstance(econtent_value, core.Void) and econtent_value is not None:
+        econtent = asn1.guarded("eContent", lambda: _octets(econtent_value))
+    if econtent is not None and detached_content is not None:
+        raise SignatureInvalid("signature carries content and is also detached from content")
+    content = econtent if econtent is not None else detached_content
+    if content is None:
+        raise SignatureInvalid("signature covers no content")
+
+    signer_infos = list(signed["signer_infos"])
+    if not signer_infos:
+        raise SignatureInvalid("signature has no signers")
+    raw_certs = []
+    certs_field = signed["certificates"]
+    if not isinstance(certs_field, core.Void) and certs_field is not None:
+        raw_certs = [choice for choice in certs_field if choice.name == "certificate"]
+
+    loaded: list[x509.Certificate] = []
+    for choice in raw_certs:
+        try:
+            loaded.append(x509.load_der_x509_certificate(choice.chosen.dump()))
+        except ValueError:
+            continue  # an odd bundled certificate must not break verification (rule 4)
+    checks = [_check_signer(si, content, econtent_type, raw_certs) for si in signer_infos]
+    return ParsedSignedData(econtent, econtent_type, checks, loaded)
+
+
+def _octets(value: Any) -> bytes:
+    if isinstance(value, core.ParsableOctetString | core.OctetString):
+        data: bytes = (
+            value.native if not isinstance(value, core.ParsableOctetString) else value.__bytes__()
+        )
+        return data
+    raise MalformedMessage("eContent is not an OCTET STRING")
+
+
+def _find_certificate(sid: Any, raw_certs: list[Any]) -> x509.Certificate | None:
+    for choice in raw_certs:
+        tbs = choice.chosen["tbs_certificate"]
+        if sid.name == "issuer_and_serial_number":
+            ias = sid.chosen
+            if tbs["serial_number"].native != ias["serial_number"].native:
+                continue
+            if tbs["issuer"] != ias["issuer"]:
+                continue
+        elif sid.name == "subject_key_identifier":
+            ski = choice.chosen.key_identifier_value
+            if ski is None or ski.native != sid.chosen.native:
+                continue
+        else:
+            continue
+        try:
+            return x509.load_der_x509_certificate(choice.chosen.dump())
+        except ValueError:
+            return None
+    return None
+
+
+def _check_signer(si: Any, content: bytes, econtent_type: str, raw_certs: list[Any]) -> SignerCheck:
+    try:
+        return _check_signer_inner(si, content, econtent_type, raw_certs)
+    except MalformedMessage as exc:
+        return SignerCheck(None, False, str(exc))
+
+
+def _check_signer_inner(
+    si: Any, content: bytes, econtent_type: str, raw_certs: list[Any]
+) -> SignerCheck:
+    cert = asn1.guarded("signer identifier", lambda: _find_certificate(si["sid"], raw_certs))
+    if cert is None:
+        return SignerCheck(None, False, "signer certificate not included or not readable")
+    digest_oid = asn1.guarded("digest algorithm", lambda: asn1.oid_of(si["digest_algorithm"]))
+    digest = oids.DIGESTS.get(digest_oid)
+    if digest is None:
+        return SignerCheck(cert, False, f"unsupported digest algorithm {digest_oid}")
+    content_digest = _digest(digest, content)
+
+    signed_attrs = si["signed_attrs"]
+    signing_time: dt.datetime | None = None
+    capabilities: list[str] = []
+    if isinstance(signed_attrs, core.Void) or signed_attrs is None:
+        data_to_verify = content
+    else:
+        problem, signing_time, capabilities = _check_attributes(
+            signed_attrs, econtent_type, content_digest
+        )
+        if problem:
+            return SignerCheck(cert, False, problem, digest)
+        # RFC 5652 5.4: the signature covers the DER of the SET OF, not the [0] tag.
+        contents: bytes = signed_attrs.contents
+        data_to_verify = b"\x31" + der.length(len(contents)) + contents
+
+    signature: bytes = asn1.guarded("signature", lambda: si["signature"].native)
+    sig_alg = si["signature_algorithm"]
+    sig_oid = asn1.guarded("signature algorithm", lambda: asn1.oid_of(sig_alg))
+    try:
+        _verify_signature(cert, sig_oid, sig_alg, digest, signature, data_to_verify)
+    except InvalidSignature:
+        return SignerCheck(cert, False, "signature does not match the content", digest)
+    except UnsupportedAlgorithm as exc:
+        return SignerCheck(cert, False, str(exc), digest)
+    return SignerCheck(cert, True, None, digest, signing_time, capabilities)
+
+
+def _check_attributes(
+    attrs: Any, econtent_type: str, content_digest: bytes
+) -> tuple[str | None, dt.datetime | None, list[str]]:
+    content_types = asn1.attribute_values(attrs, oids.CONTENT_TYPE)
+    if len(content_types) != 1 or len(content_types[0]) != 1:
+        return "signed attributes must hold exactly one contentType", None, []
+    value = content_types[0][0]
+    declared = asn1.guarded(
+        "contentType attribute", lambda: core.ObjectIdentifier.load(value.dump()).dotted
+    )
+    if declared != econtent_type:
+        return "contentType attribute does not match the content", None, []
+    digests = asn1.attribute_values(attrs, oids.MESSAGE_DIGEST)
+    if len(digests) != 1 or len(digests[0]) != 1:
+        return "signed attributes must hold exactly one messageDigest", None, []
+    claimed = asn1.guarded(
+        "messageDigest attribute", lambda: core.OctetString.load(digests[0][0].dump()).native
+    )
+    if claimed != content_digest:
+        return "message digest does not match the content", None, []
+    signing_time: dt.datetime | None = None
+    times = asn1.attribute_values(attrs, oids.SIGNING_TIME)
+    if times:
+        if len(times) != 1 or len(times[0]) != 1:
+            return "signed attributes must hold at most one signingTime", None, []
+        try:
+            signing_time = cms.Time.load(times[0][0].dump()).native
+        except (ValueError, TypeError, KeyError) as exc:
+            return f"malformed signingTime attribute ({type(exc).__name__})", None, []
+        if not isinstance(signing_time, dt.datetime):
+            return "malformed signingTime attribute", None, []
+    capabilities: list[str] = []
+    for values in asn1.attribute_values(attrs, oids.SMIME_CAPABILITIES):
+        for cap_list in values:
+            try:
+                seq = core.SequenceOf.load(cap_list.dump())
+                for cap in seq:
+                    capabilities.append(core.ObjectIdentifier.load(cap[0].dump()).dotted)
+            except (ValueError, TypeError, KeyError, IndexError):
+                break  # capabilities are advisory: ignore a malformed list
+    return None, signing_time, capabilities
+
+
+def _verify_signature(
+    cert: x509.Certificate,
+    sig_oid: str,
+    sig_alg: Any,
+    digest: str,
+    signature: bytes,
+    data: bytes,
+) -> None:
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if sig_oid == oids.RSASSA_PSS:
+            pss_hash, salt = _pss_parameters(sig_alg, digest)
+            key.verify(
+                signature,
+                data,
+                padding.PSS(mgf=padding.MGF1(hash_algorithm(pss_hash)), salt_length=salt),
+                hash_algorithm(pss_hash),
+            )
+            return
+        if sig_oid == oids.RSA_ENCRYPTION or sig_oid in oids.RSA_WITH:
+            sig_hash = oids.RSA_WITH.get(sig_oid, digest)
+            key.verify(signature, data, padding.PKCS1v15(), hash_algorithm(sig_hash))
+            return
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if sig_oid in oids.ECDSA_WITH or sig_oid == oids.EC_PUBLIC_KEY:
+            sig_hash = oids.ECDSA_WITH.get(sig_oid, digest)
+            key.verify(signature, data, ec.ECDSA(hash_algorithm(sig_hash)))
+            return
+    if sig_oid in oids.DSA_FAMILY:
+        raise UnsupportedAlgorithm("DSA signatures are not supported")
+    raise UnsupportedAlgorithm(f"unsupported signature algorithm {sig_oid} for this key")
+
+
+def _pss_parameters(sig_alg: Any, default_hash: str) -> tuple[str, int]:
+    """RSASSA-PSS-params (RFC 4055 section 3.1): hash, MGF1 hash (must match), salt length."""
+    params = asn1.raw_parameters(sig_alg)
+    if params is None:
+        return "sha1", 20
+    from asn1crypto import algos
+
+    parsed = asn1.parse(algos.RSASSAPSSParams, params, "RSA-PSS parameters")
+    hash_name = oids.DIGESTS.get(parsed["hash_algorithm"]["algorithm"].dotted)
+    mgf_hash = oids.DIGESTS.get(parsed["mask_gen_algorithm"]["parameters"]["algorithm"].dotted)
+    if hash_name is None or mgf_hash != hash_name:
+        raise UnsupportedAlgorithm("unsupported RSA-PSS parameters")
+    salt: int = parsed["salt_length"].native
+    del default_hash
+    return hash_name, salt
