@@ -1,0 +1,378 @@
+"""`SecureMail`: the users' keys, their Secure Mail Password, unlock and auto-lock.
+
+The Secure Mail Password is never stored: it only encrypts the key at rest (`keystore.pkcs`).
+`unlock` decrypts the key and keeps an unlocked handle (`InProcessKeyAgent`) in this process,
+subject to an idle timeout (default 180 s, refreshed by every `agent_for`) and an absolute
+maximum from the moment of unlocking (default 8 h). Time is always passed in (`now`, an aware
+datetime), so tests drive the clock. Callers must fetch the agent through `agent_for(user, now)`
+for each operation and not keep it: the expiry is enforced there.
+
+Unlocked state is per process (per proxy node); the stored records are shared through the
+`KeyStore` port. Every method is synchronous and may take ~0.2-0.5 s (PBKDF2): the asyncio
+shells call it in a worker thread. Methods are thread-safe.
+
+Errors: `WrongPassword` (the same message whether the user has no key or the password is
+wrong), `KeyLocked`, `NoSuchKey`, `KeyExists`, `KeyMismatch`, `ImportRejected`, `InputError`.
+No message, repr or log line contains a password or key material.
+
+May import: errors, crypto.keyagent, keystore.*, cryptography.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from smime_proxy.crypto.keyagent import InProcessKeyAgent
+from smime_proxy.errors import (
+    InputError,
+    KeyExists,
+    KeyLocked,
+    KeyMismatch,
+    KeyStoreError,
+    NoSuchKey,
+    WrongPassword,
+)
+from smime_proxy.keystore.ca import USER_VALIDITY_DAYS, ServerCA, new_private_key
+from smime_proxy.keystore.certs import CertificateSummary, certificate_addresses
+from smime_proxy.keystore.pkcs import (
+    IMPORT_ITERATION_CAP,
+    KDF_ITERATIONS,
+    KeyMaterial,
+    PrivateKey,
+    export_pkcs12,
+    load_key_file,
+    public_key_der,
+    unwrap_private_key,
+    wrap_private_key,
+)
+from smime_proxy.keystore.ports import KeyRecord, KeyStore
+
+DEFAULT_IDLE_TIMEOUT = timedelta(seconds=180)
+DEFAULT_MAX_UNLOCK = timedelta(hours=8)
+UNLOCK_FAILED = "wrong user name or Secure Mail Password"
+MAX_USER_LENGTH = 320
+
+Password = bytes | str
+
+
+def _secret(password: Password) -> bytes:
+    return password.encode("utf-8") if isinstance(password, str) else bytes(password)
+
+
+def _new_secret(password: Password) -> bytes:
+    value = _secret(password)
+    if not value:
+        raise InputError("the new Secure Mail Password must not be empty")
+    return value
+
+
+def check_user(user: str) -> str:
+    """A user name as the store keys it; `InputError` if unusable."""
+    if not user or len(user) > MAX_USER_LENGTH or not user.isprintable() or user != user.strip():
+        raise InputError("invalid user name")
+    return user
+
+
+def _check_now(now: datetime) -> datetime:
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    return now
+
+
+@dataclass
+class _Session:
+    agent: InProcessKeyAgent
+    unlocked_at: datetime
+    last_used: datetime
+
+
+@dataclass(frozen=True)
+class UnlockState:
+    """Whether a user's key is unlocked at a moment, and until when at most."""
+
+    unlocked: bool
+    idle_expires: datetime | None = None
+    absolute_expires: datetime | None = None
+
+    @property
+    def expires(self) -> datetime | None:
+        """The earlier of the two deadlines."""
+        if self.idle_expires is None or self.absolute_expires is None:
+            return None
+        return min(self.idle_expires, self.absolute_expires)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A user's stored key, described without the key: `keys show`."""
+
+    user: str
+    certificate: CertificateSummary
+    chain: tuple[CertificateSummary, ...]
+
+
+class SecureMail:
+    """Users' keys: import, generate, unlock/lock, change password, export, remove."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        ca: ServerCA | None = None,
+        kdf_iterations: int = KDF_ITERATIONS,
+        idle_timeout: timedelta = DEFAULT_IDLE_TIMEOUT,
+        max_unlock: timedelta = DEFAULT_MAX_UNLOCK,
+        import_iteration_cap: int = IMPORT_ITERATION_CAP,
+    ) -> None:
+        """`kdf_iterations` below 600,000 are for tests only; production uses the default."""
+        if kdf_iterations < 1 or import_iteration_cap < kdf_iterations:
+            raise ValueError("bad KDF iteration settings")
+        if idle_timeout <= timedelta(0) or max_unlock < idle_timeout:
+            raise ValueError("bad unlock timeouts")
+        self.store = store
+        self.ca = ca
+        self.kdf_iterations = kdf_iterations
+        self.idle_timeout = idle_timeout
+        self.max_unlock = max_unlock
+        self.import_iteration_cap = import_iteration_cap
+        self._sessions: dict[str, _Session] = {}
+        self._lock = threading.Lock()
+        self._dummy: bytes | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SecureMail(store={self.store!r}, unlocked={len(self._sessions)}, "
+            f"idle_timeout={self.idle_timeout}, max_unlock={self.max_unlock})"
+        )
+
+    # --- reading (no password needed) ---------------------------------------------------
+
+    def _record(self, user: str) -> KeyRecord:
+        record = self.store.get(check_user(user))
+        if record is None:
+            raise NoSuchKey(f"user {user!r} has no key")
+        return record
+
+    def has_key(self, user: str) -> bool:
+        return self.store.get(check_user(user)) is not None
+
+    def certificate(self, user: str) -> x509.Certificate:
+        """The user's own certificate (to encrypt to self: no unlock needed)."""
+        return _load_cert(self._record(user).certificate)
+
+    def chain(self, user: str) -> tuple[x509.Certificate, ...]:
+        """The issuers of the user's certificate, as stored (EE excluded)."""
+        return tuple(_load_cert(der) for der in self._record(user).chain)
+
+    def key_info(self, user: str) -> KeyInfo:
+        record = self._record(user)
+        return KeyInfo(
+            user=user,
+            certificate=CertificateSummary.of(_load_cert(record.certificate)),
+            chain=tuple(CertificateSummary.of(_load_cert(der)) for der in record.chain),
+        )
+
+    def addresses(self, user: str) -> tuple[str, ...]:
+        return certificate_addresses(self.certificate(user))
+
+    # --- unlock / lock ------------------------------------------------------------------
+
+    def _open(self, record: KeyRecord, password: bytes) -> PrivateKey:
+        """Decrypt the stored key; WrongPassword (generic) on any mismatch."""
+        try:
+            key = unwrap_private_key(
+                record.encrypted_key, password, max_iterations=self.import_iteration_cap
+            )
+        except WrongPassword:
+            raise WrongPassword(UNLOCK_FAILED) from None
+        if public_key_der(key) != public_key_der(_load_cert(record.certificate)):
+            raise WrongPassword(UNLOCK_FAILED)
+        return key
+
+    def _waste_time(self, password: bytes) -> None:
+        """Cost of a real unlock for a user without a key: no timing difference."""
+        if self._dummy is None:
+            dummy_key = ec.generate_private_key(ec.SECP256R1())
+            self._dummy = wrap_private_key(
+                dummy_key, b"\x00not-a-password", iterations=self.kdf_iterations
+            )
+        with contextlib.suppress(WrongPassword):
+            unwrap_private_key(self._dummy, password or b"-")
+
+    def unlock(self, user: str, password: Password, now: datetime) -> InProcessKeyAgent:
+        """Decrypt the key with the Secure Mail Password; it stays unlocked until idle for
+        `idle_timeout`, `max_unlock` after now, or `lock`."""
+        _check_now(now)
+        secret = _secret(password)
+        record = self.store.get(check_user(user))
+        if record is None:
+            self._waste_time(secret)
+            raise WrongPassword(UNLOCK_FAILED)
+        key = self._open(record, secret)
+        agent = InProcessKeyAgent(
+            key,
+            _load_cert(record.certificate),
+            tuple(_load_cert(der) for der in record.chain),
+        )
+        with self._lock:
+            self._sessions[user] = _Session(agent, unlocked_at=now, last_used=now)
+        return agent
+
+    def _expired(self, session: _Session, now: datetime) -> bool:
+        return (
+            now - session.last_used >= self.idle_timeout
+            or now - session.unlocked_at >= self.max_unlock
+            or now < session.unlocked_at  # the clock went back: be safe
+        )
+
+    def agent_for(self, user: str, now: datetime) -> InProcessKeyAgent:
+        """The unlocked key's agent (refreshes the idle timer); `KeyLocked` if not unlocked."""
+        _check_now(now)
+        with self._lock:
+            session = self._sessions.get(user)
+            if session is not None and self._expired(session, now):
+                del self._sessions[user]
+                session = None
+            if session is None:
+                raise KeyLocked(
+                    f"the key of user {user!r} is locked: unlock it with the Secure Mail Password"
+                )
+            session.last_used = max(session.last_used, now)
+            return session.agent
+
+    def unlock_state(self, user: str, now: datetime) -> UnlockState:
+        """Whether the key is unlocked at `now` (does not refresh the idle timer)."""
+        _check_now(now)
+        with self._lock:
+            session = self._sessions.get(user)
+            if session is None or self._expired(session, now):
+                return UnlockState(False)
+            return UnlockState(
+                True,
+                idle_expires=session.last_used + self.idle_timeout,
+                absolute_expires=session.unlocked_at + self.max_unlock,
+            )
+
+    def lock(self, user: str) -> None:
+        with self._lock:
+            self._sessions.pop(user, None)
+
+    def lock_expired(self, now: datetime) -> list[str]:
+        """Drop every expired session (the daemon's periodic sweep); returns the users."""
+        _check_now(now)
+        with self._lock:
+            gone = [u for u, s in self._sessions.items() if self._expired(s, now)]
+            for user in gone:
+                del self._sessions[user]
+        return gone
+
+    # --- changing keys ------------------------------------------------------------------
+
+    def change_password(self, user: str, old_password: Password, new_password: Password) -> None:
+        """Re-encrypt the same key under a new Secure Mail Password."""
+        new = _new_secret(new_password)
+        record = self._record(user)
+        key = self._open(record, _secret(old_password))
+        rewrapped = KeyRecord(
+            user=record.user,
+            encrypted_key=wrap_private_key(key, new, iterations=self.kdf_iterations),
+            certificate=record.certificate,
+            chain=record.chain,
+        )
+        self.store.replace(rewrapped, expected_key=record.encrypted_key)
+
+    def _store_new(self, user: str, material: KeyMaterial, password: bytes) -> None:
+        encrypted = wrap_private_key(
+            material.private_key, password, iterations=self.kdf_iterations
+        )
+        self.store.add(
+            KeyRecord(
+                user=user,
+                encrypted_key=encrypted,
+                certificate=material.certificate.public_bytes(serialization.Encoding.DER),
+                chain=tuple(c.public_bytes(serialization.Encoding.DER) for c in material.chain),
+            )
+        )
+
+    def import_pkcs12(
+        self, user: str, data: bytes, file_password: Password, new_password: Password
+    ) -> x509.Certificate:
+        """Import a PKCS#12 (or PEM key + certificates) file as the user's key, protected by
+        `new_password` (the Secure Mail Password). Returns the user's certificate."""
+        check_user(user)
+        new = _new_secret(new_password)
+        if self.store.get(user) is not None:
+            raise KeyExists(f"user {user!r} already has a key: remove it first")
+        material = load_key_file(data, _secret(file_password), cap=self.import_iteration_cap)
+        self._store_new(user, material, new)
+        return material.certificate
+
+    def generate(
+        self,
+        user: str,
+        email: str,
+        password: Password,
+        now: datetime,
+        *,
+        key_type: str = "rsa2048",
+        validity_days: int = USER_VALIDITY_DAYS,
+    ) -> x509.Certificate:
+        """A new key and a certificate for `email` issued by the server CA."""
+        _check_now(now)
+        check_user(user)
+        new = _new_secret(password)
+        if self.ca is None:
+            raise KeyStoreError("no server CA: run `smime-proxy ca init` first")
+        if self.store.get(user) is not None:
+            raise KeyExists(f"user {user!r} already has a key: remove it first")
+        key = new_private_key(key_type)
+        certificate = self.ca.issue_user_certificate(
+            email, key.public_key(), now, validity_days
+        )
+        self._store_new(user, KeyMaterial(key, certificate, (self.ca.certificate,)), new)
+        return certificate
+
+    def export_pkcs12(
+        self, user: str, password: Password, export_password: Password, legacy: bool = False
+    ) -> bytes:
+        """The key, certificate and chain as PKCS#12 under `export_password`.
+
+        Modern: PBES2/AES-256/PBKDF2-SHA256 (OpenSSL 3, NSS); `legacy`: PBE-SHA1-3DES with a
+        SHA-1 MAC (gpgsm 2.2, old Outlook).
+        """
+        export = _secret(export_password)
+        if not export:
+            raise InputError("the export file password must not be empty")
+        record = self._record(user)
+        key = self._open(record, _secret(password))
+        certificate = _load_cert(record.certificate)
+        addresses = certificate_addresses(certificate)
+        name = (addresses[0] if addresses else user).encode("utf-8")
+        material = KeyMaterial(key, certificate, tuple(_load_cert(d) for d in record.chain))
+        return export_pkcs12(
+            material, export, legacy=legacy, iterations=self.kdf_iterations, friendly_name=name
+        )
+
+    def remove(self, user: str, p12_data: bytes, file_password: Password) -> None:
+        """Delete the user's key, only if the given PKCS#12 holds the same key."""
+        record = self._record(user)
+        material = load_key_file(p12_data, _secret(file_password), cap=self.import_iteration_cap)
+        if public_key_der(material.private_key) != public_key_der(_load_cert(record.certificate)):
+            raise KeyMismatch("the file holds a different key: nothing removed")
+        self.lock(user)
+        if not self.store.delete(user):
+            raise NoSuchKey(f"user {user!r} has no key")
+
+
+def _load_cert(der: bytes) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise KeyStoreError("a stored certificate is damaged") from None
