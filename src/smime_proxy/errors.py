@@ -34,8 +34,8 @@ class ObsoleteAlgorithm(UnsupportedAlgorithm):
     """An algorithm we refuse on purpose (RC2, 40-bit, DES): readable with old tools only."""
 
 
-class NotEncrypted(CryptoError):
-    """The message is not a whole-message S/MIME encryption."""
+class NotEncrypted(CryptoError, InputError):
+    """The message is not a whole-message S/MIME encryption (an input error, exit 2)."""
 
 
 class DecryptionFailed(CryptoError):

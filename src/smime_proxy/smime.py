@@ -8,14 +8,55 @@ May import: errors, crypto/, mime/, cryptography.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email
+import email.policy
+import io
+import quopri
+import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.generator import BytesGenerator
 from typing import Any, Literal
 
 from cryptography import x509
 
+from smime_proxy.crypto import oids
+from smime_proxy.crypto.certpath import validate_signer_chain
+from smime_proxy.crypto.enveloped import (
+    RecipientKey,
+    build_enveloped,
+    content_type_of,
+    open_enveloped,
+)
 from smime_proxy.crypto.keyagent import KeyAgent
+from smime_proxy.crypto.signed import (
+    ParsedSignedData,
+    SignerCheck,
+    build_signed_data,
+    parse_signed_data,
+)
+from smime_proxy.errors import (
+    ChainUntrusted,
+    InputError,
+    MalformedMessage,
+    NoRecipientCertificate,
+    NotEncrypted,
+    NotSigned,
+    SignatureInvalid,
+    SignerMismatch,
+    VerificationError,
+)
+from smime_proxy.keystore.certs import certificate_addresses
+from smime_proxy.mime.entity import (
+    Entity,
+    canonical_crlf,
+    parse_entity,
+    split_multipart,
+)
 
 Cipher = Literal["aes-256-gcm", "aes-256-cbc", "aes-128-cbc"]
 KeyTransport = Literal["pkcs1", "oaep"]
@@ -83,6 +124,21 @@ class DecryptedMessage:
     authenticated: bool  # AEAD (GCM): the content is integrity-protected
 
 
+_MICALG = {
+    "sha1": "sha-1",
+    "sha224": "sha-224",
+    "sha256": "sha-256",
+    "sha384": "sha-384",
+    "sha512": "sha-512",
+}
+_PKCS7_MIME = ("application/pkcs7-mime", "application/x-pkcs7-mime")
+_PKCS7_SIGNATURE = ("application/pkcs7-signature", "application/x-pkcs7-signature")
+_MAX_BASE64_LINE = 76
+
+
+# --- building -------------------------------------------------------------------------------
+
+
 def sign_message(
     message: bytes,
     agent: KeyAgent,
@@ -93,8 +149,46 @@ def sign_message(
     extra_certs: Sequence[x509.Certificate] = (),
     now: datetime | None = None,
 ) -> bytes:
-    """Sign a whole RFC 5322 message; return the signed message (headers kept outside)."""
-    raise NotImplementedError
+    """Sign a whole RFC 5322 message; return the signed message (headers kept outside).
+
+    The signed entity is the message's MIME entity (its Content-* fields and body), first
+    canonicalised to CRLF and with 8-bit/binary parts re-encoded (quoted-printable or base64)
+    so that no relay can change the signed bytes.
+    """
+    if digest not in _MICALG:
+        raise InputError(f"unsupported digest {digest}")
+    outer = parse_entity(canonical_crlf(message))
+    inner = _seven_bit_entity(outer)
+    chain = list(extra_certs) or list(agent.chain)
+    cms_der = build_signed_data(
+        inner,
+        agent,
+        detached=not opaque,
+        digest=digest,
+        pss=pss,
+        extra_certs=chain,
+        signing_time=now,
+    )
+    headers = _outer_header(outer)
+    if opaque:
+        return headers + _pkcs7_mime_part("signed-data", cms_der)
+    boundary = _boundary()
+    return (
+        headers
+        + b"MIME-Version: 1.0\r\n"
+        + b'Content-Type: multipart/signed; protocol="application/pkcs7-signature";\r\n'
+        + f' micalg={_MICALG[digest]}; boundary="{boundary}"\r\n'.encode("ascii")
+        + b"\r\nThis is a cryptographically signed message in MIME format.\r\n\r\n"
+        + f"--{boundary}\r\n".encode("ascii")
+        + inner
+        + f"\r\n--{boundary}\r\n".encode("ascii")
+        + b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+        + b"Content-Transfer-Encoding: base64\r\n"
+        + b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
+        + b"Content-Description: S/MIME Cryptographic Signature\r\n\r\n"
+        + _base64_lines(cms_der)
+        + f"--{boundary}--\r\n".encode("ascii")
+    )
 
 
 def encrypt_message(
@@ -103,24 +197,341 @@ def encrypt_message(
     *,
     cipher: Cipher | None = None,
 ) -> bytes:
-    """Encrypt a whole message to every recipient; return the application/pkcs7-mime message."""
-    raise NotImplementedError
+    """Encrypt a whole message to every recipient; return the application/pkcs7-mime message.
+
+    With no explicit cipher: AES-256-GCM (AuthEnvelopedData) when every recipient is known
+    to read it, else AES-256-CBC (EnvelopedData) (DESIGN decision 2). Key transport per
+    recipient: as given, else OAEP for GCM and PKCS#1 v1.5 for CBC.
+    """
+    if not recipients:
+        raise NoRecipientCertificate([])
+    if cipher is None:
+        cipher = "aes-256-gcm" if all(r.supports_gcm for r in recipients) else "aes-256-cbc"
+    default_transport: KeyTransport = "oaep" if cipher.endswith("gcm") else "pkcs1"
+    keys = [RecipientKey(r.certificate, r.key_transport or default_transport) for r in recipients]
+    outer = parse_entity(canonical_crlf(message))
+    inner = _entity_bytes(outer)
+    cms_der = build_enveloped(inner, keys, cipher)
+    smime_type = "authEnveloped-data" if cipher.endswith("gcm") else "enveloped-data"
+    return _outer_header(outer) + _pkcs7_mime_part(smime_type, cms_der)
+
+
+# --- opening ------------------------------------------------------------------------------
 
 
 def decrypt_message(message: bytes, agent: KeyAgent) -> DecryptedMessage:
-    """Decrypt a whole-message encryption (never a nested one: DESIGN decision 3)."""
-    raise NotImplementedError
+    """Decrypt a whole-message encryption (never a nested one: DESIGN decision 3).
+
+    The result is the message the client should see: the outer header fields (minus the
+    S/MIME Content-* fields and any field the inner entity repeats) followed by the
+    decrypted entity.
+    """
+    outer = parse_entity(message)
+    cms_der = _whole_message_cms(outer)
+    if cms_der is None:
+        raise NotEncrypted(_not_whole_reason(outer, "encrypted"))
+    kind = content_type_of(cms_der)
+    if kind not in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA):
+        raise NotEncrypted("the message is S/MIME but not encrypted")
+    opened = open_enveloped(cms_der, agent)
+    return DecryptedMessage(_merge(outer, opened.content), opened.cipher, opened.authenticated)
 
 
 def inspect_signature(
     message: bytes, trust_roots: Sequence[x509.Certificate], *, now: datetime
 ) -> SignatureReport:
-    """Report on the message's signature without raising for a negative result."""
-    raise NotImplementedError
+    """Report on the message's signature without raising for a negative result.
+
+    `valid` holds only under DESIGN decision 4: the whole message is signed, every
+    signature verifies, every signer chains to a trust root at `now`, and the single From
+    address is an address of a signer certificate.
+    """
+    outer = parse_entity(message)
+    from_address, from_problem = _single_from(outer)
+    try:
+        content, parsed, opaque = _signed_parts(outer)
+    except VerificationError as exc:
+        return SignatureReport(False, str(exc), from_address, ())
+    signers: list[SignerReport] = []
+    for check in parsed.signers:
+        signers.append(_signer_report(check, parsed.certificates, trust_roots, now))
+    reason = _first_problem(signers, from_address, from_problem)
+    return SignatureReport(reason is None, reason, from_address, tuple(signers), opaque, content)
 
 
 def verify_message(
     message: bytes, trust_roots: Sequence[x509.Certificate], *, now: datetime
 ) -> SignatureReport:
     """As inspect_signature, but raise the precise VerificationError unless valid."""
-    raise NotImplementedError
+    report = inspect_signature(message, trust_roots, now=now)
+    if report.valid:
+        return report
+    reason = report.reason or "not valid"
+    if not report.signers:
+        error: VerificationError = (
+            NotSigned(reason) if reason.startswith(_NOT_SIGNED) else SignatureInvalid(reason)
+        )
+    elif not all(s.signature_valid for s in report.signers):
+        error = SignatureInvalid(reason)
+    elif not all(s.chain_trusted for s in report.signers):
+        error = ChainUntrusted(reason)
+    else:
+        error = SignerMismatch(reason)
+    error.report = report  # type: ignore[attr-defined]
+    raise error
+
+
+def is_signed(message: bytes) -> bool:
+    """Whether the message as a whole is an S/MIME signature (multipart/signed or opaque)."""
+    outer = parse_entity(message)
+    mime_type, _ = outer.content_type()
+    if mime_type == "multipart/signed":
+        return True
+    cms_der = _whole_message_cms(outer)
+    if cms_der is None:
+        return False
+    try:
+        return content_type_of(cms_der) == oids.SIGNED_DATA
+    except MalformedMessage:
+        return False
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+_NOT_SIGNED = "the message is not signed"
+
+
+def _signed_parts(outer: Entity) -> tuple[bytes, ParsedSignedData, bool]:
+    mime_type, params = outer.content_type()
+    if mime_type == "multipart/signed":
+        try:
+            parts = split_multipart(outer.body, params.get("boundary", ""))
+        except MalformedMessage as exc:
+            raise SignatureInvalid(f"malformed multipart/signed: {exc}") from None
+        if len(parts) != 2:
+            raise SignatureInvalid("multipart/signed must have exactly two parts")
+        signed_entity = canonical_crlf(parts[0])
+        signature_part = parse_entity(parts[1])
+        sig_type, _ = signature_part.content_type()
+        if sig_type not in _PKCS7_SIGNATURE:
+            raise SignatureInvalid(f"unsupported signature type {sig_type}")
+        cms_der = _decode_body(signature_part)
+        try:
+            parsed = parse_signed_data(cms_der, signed_entity)
+        except MalformedMessage as exc:
+            raise SignatureInvalid(str(exc)) from None
+        return signed_entity, parsed, False
+    opaque_der = _whole_message_cms(outer)
+    if opaque_der is not None:
+        try:
+            if content_type_of(opaque_der) == oids.SIGNED_DATA:
+                parsed = parse_signed_data(opaque_der, None)
+                if parsed.content is None:
+                    raise SignatureInvalid("opaque signature without content")
+                return parsed.content, parsed, True
+        except MalformedMessage as exc:
+            raise SignatureInvalid(str(exc)) from None
+    raise NotSigned(_not_whole_reason(outer, "signed"))
+
+
+def _not_whole_reason(outer: Entity, what: str) -> str:
+    mime_type, _ = outer.content_type()
+    if mime_type.startswith("multipart/") and (
+        b"application/pkcs7" in outer.body.lower()
+        or b"application/x-pkcs7" in outer.body.lower()
+        or b"multipart/signed" in outer.body.lower()
+    ):
+        return (
+            f"the message is not {what} as a whole: an S/MIME part is nested inside a larger "
+            "message and is not trusted"
+        )
+    return f"the message is not {what}"
+
+
+def _whole_message_cms(outer: Entity) -> bytes | None:
+    """The CMS DER of a whole-message application/pkcs7-mime body, else None."""
+    mime_type, params = outer.content_type()
+    name = (params.get("name") or "").lower()
+    if mime_type not in _PKCS7_MIME and not (
+        mime_type == "application/octet-stream" and name.endswith(".p7m")
+    ):
+        return None
+    return _decode_body(outer)
+
+
+def _decode_body(entity: Entity) -> bytes:
+    encoding = (entity.get("content-transfer-encoding") or b"7bit").strip().lower()
+    if encoding == b"base64":
+        try:
+            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", entity.body), validate=True)
+        except binascii.Error:
+            raise MalformedMessage("malformed base64 in the S/MIME part") from None
+    if encoding in (b"7bit", b"8bit", b"binary"):
+        return entity.body
+    raise MalformedMessage(f"unsupported transfer encoding {encoding.decode('ascii', 'replace')}")
+
+
+def _signer_report(
+    check: SignerCheck,
+    intermediates: list[x509.Certificate],
+    trust_roots: Sequence[x509.Certificate],
+    now: datetime,
+) -> SignerReport:
+    cert = check.certificate
+    if cert is None:
+        return SignerReport((), "", "", None, None, False, False, check.problem)
+    chain_trusted = False
+    problem = check.problem
+    try:
+        validate_signer_chain(cert, intermediates, trust_roots, now)
+        chain_trusted = True
+    except ChainUntrusted as exc:
+        problem = problem or str(exc)
+    return SignerReport(
+        certificate_addresses(cert),
+        cert.subject.rfc4514_string(),
+        cert.issuer.rfc4514_string(),
+        cert.not_valid_before_utc,
+        cert.not_valid_after_utc,
+        check.signature_valid,
+        chain_trusted,
+        problem,
+        cert,
+    )
+
+
+def _single_from(outer: Entity) -> tuple[str | None, str | None]:
+    """(the single From address, or None; a problem with From/Sender, or None)."""
+    values = outer.get_all("from")
+    if len(values) != 1:
+        return None, "the message must have exactly one From field"
+    address, problem = _one_address(values[0])
+    if problem:
+        return address, problem
+    sender = outer.get_all("sender")
+    if sender:
+        sender_address, sender_problem = _one_address(sender[0])
+        if sender_problem or len(sender) > 1 or sender_address != address:
+            return address, "the Sender field names another address than From"
+    return address, None
+
+
+def _one_address(value: bytes) -> tuple[str | None, str | None]:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "the From field is not valid UTF-8"
+    if "\r" in text or "\n" in text:
+        return None, "the From field holds line breaks"
+    # email.policy.default parses strictly and records defects (CVE-2023-27043 class bugs in
+    # the legacy parser): any defect or anything but exactly one mailbox is refused.
+    header = email.message_from_string(f"From: {text}\n\n", policy=email.policy.default)
+    field = header["From"]
+    addresses: tuple[Any, ...] = tuple(getattr(field, "addresses", ()))
+    defects: tuple[Any, ...] = tuple(getattr(field, "defects", ()))
+    if len(addresses) != 1 or defects:
+        return None, "the From field must hold exactly one well-formed address"
+    address = addresses[0]
+    if not address.username or not address.domain:
+        return None, "the From field must hold exactly one well-formed address"
+    return f"{address.username}@{address.domain}".lower(), None
+
+
+def _first_problem(
+    signers: list[SignerReport], from_address: str | None, from_problem: str | None
+) -> str | None:
+    for index, signer in enumerate(signers, 1):
+        label = f"signer {index}" if len(signers) > 1 else "signer"
+        if not signer.signature_valid:
+            return f"{label}: {signer.problem or 'signature not valid'}"
+    for index, signer in enumerate(signers, 1):
+        label = f"signer {index}" if len(signers) > 1 else "signer"
+        if not signer.chain_trusted:
+            return f"{label}: {signer.problem or 'certificate not trusted'}"
+    if from_problem:
+        return from_problem
+    if from_address is None or not any(from_address in s.email for s in signers):
+        return "the From address is not an address of the signer certificate"
+    return None
+
+
+def _merge(outer: Entity, inner_bytes: bytes) -> bytes:
+    inner = parse_entity(inner_bytes)
+    inner_names = {f.name for f in inner.fields}
+    kept = [f.raw for f in outer.other_fields() if f.name not in inner_names]
+    if kept and not kept[-1].endswith(b"\n"):
+        kept[-1] += b"\r\n"
+    if "mime-version" not in inner_names:
+        kept.append(b"MIME-Version: 1.0\r\n")
+    return b"".join(kept) + inner_bytes
+
+
+def _outer_header(outer: Entity) -> bytes:
+    fields = [f.raw for f in outer.other_fields() if f.name != "bcc"]
+    if fields and not fields[-1].endswith(b"\n"):
+        fields[-1] += b"\r\n"
+    return b"".join(fields)
+
+
+def _entity_bytes(outer: Entity) -> bytes:
+    """The MIME entity of a message: its Content-* fields and body (RFC 8551 3.1)."""
+    content = [f.raw for f in outer.content_fields() if f.name != "mime-version"]
+    if not content:
+        content = [b"Content-Type: text/plain; charset=us-ascii\r\n"]
+    if not content[-1].endswith(b"\n"):
+        content[-1] += b"\r\n"
+    return b"".join(content) + b"\r\n" + outer.body
+
+
+def _seven_bit_entity(outer: Entity) -> bytes:
+    """The entity to sign: 8-bit or binary parts re-encoded so relays cannot alter them."""
+    entity = _entity_bytes(outer)
+    if all(byte < 0x80 for byte in entity) and b"\x00" not in entity:
+        return entity
+    parsed = email.message_from_bytes(entity, policy=email.policy.compat32)
+    for part in parsed.walk():
+        if part.is_multipart():
+            if part.get("Content-Transfer-Encoding", "").lower() in ("8bit", "binary"):
+                del part["Content-Transfer-Encoding"]
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        if all(byte < 0x80 for byte in payload) and part.get(
+            "Content-Transfer-Encoding", "7bit"
+        ).lower() not in ("8bit", "binary"):
+            continue
+        del part["Content-Transfer-Encoding"]
+        if part.get_content_maintype() == "text":
+            part.set_payload(quopri.encodestring(canonical_crlf(payload)).decode("ascii"))
+            part["Content-Transfer-Encoding"] = "quoted-printable"
+        else:
+            part.set_payload(base64.encodebytes(payload).decode("ascii"))
+            part["Content-Transfer-Encoding"] = "base64"
+    out = io.BytesIO()
+    generator = BytesGenerator(out, mangle_from_=False, policy=email.policy.SMTP)
+    generator.flatten(parsed)  # type: ignore[arg-type]
+    return canonical_crlf(out.getvalue())
+
+
+def _pkcs7_mime_part(smime_type: str, cms_der: bytes) -> bytes:
+    return (
+        b"MIME-Version: 1.0\r\n"
+        + b"Content-Type: application/pkcs7-mime; smime-type="
+        + smime_type.encode("ascii")
+        + b'; name="smime.p7m"\r\n'
+        + b"Content-Transfer-Encoding: base64\r\n"
+        + b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
+        + b"Content-Description: S/MIME Cryptographic Message\r\n\r\n"
+        + _base64_lines(cms_der)
+    )
+
+
+def _base64_lines(data: bytes) -> bytes:
+    encoded = base64.b64encode(data)
+    step = _MAX_BASE64_LINE
+    return b"".join(encoded[i : i + step] + b"\r\n" for i in range(0, len(encoded), step))
+
+
+def _boundary() -> str:
+    return "----=_smime_" + secrets.token_hex(12)

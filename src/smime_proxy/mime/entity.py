@@ -1,0 +1,168 @@
+"""Byte-exact helpers for whole RFC 5322 / MIME entities as the S/MIME recipes need them.
+
+Split a message into its header block and body, list header fields without re-serialising
+them, read one unfolded field value, read Content-Type parameters, split a multipart body at
+its delimiters (RFC 2046 section 5.1.1), and canonicalise line ends to CRLF (RFC 8551 3.1.1).
+The IMAP views use the fuller byte-offset tree of this package; these helpers stay small
+because signatures must be computed over exactly the bytes that are sent.
+
+May import: errors, stdlib.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.message import Message
+
+from smime_proxy.errors import MalformedMessage
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+MAX_HEADER_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HeaderField:
+    name: str  # lower-case field name
+    raw: bytes  # the whole field, continuation lines and line end included
+
+    def value(self) -> bytes:
+        """The unfolded value (RFC 5322 2.2.3), without leading/trailing white space."""
+        _, _, value = self.raw.partition(b":")
+        return re.sub(rb"\r?\n(?=[ \t])", b"", value).strip()
+
+
+@dataclass(frozen=True)
+class Entity:
+    header: bytes  # header block: the fields with their line ends, no blank line
+    body: bytes
+    fields: tuple[HeaderField, ...]
+
+    def get(self, name: str) -> bytes | None:
+        name = name.lower()
+        for field in self.fields:
+            if field.name == name:
+                return field.value()
+        return None
+
+    def get_all(self, name: str) -> list[bytes]:
+        name = name.lower()
+        return [field.value() for field in self.fields if field.name == name]
+
+    def content_type(self) -> tuple[str, dict[str, str]]:
+        return parse_content_type(self.get("content-type"))
+
+    def content_fields(self) -> list[HeaderField]:
+        """Content-* and MIME-Version fields: what belongs to the MIME entity itself."""
+        return [f for f in self.fields if is_content_field(f.name)]
+
+    def other_fields(self) -> list[HeaderField]:
+        return [f for f in self.fields if not is_content_field(f.name)]
+
+
+def is_content_field(name: str) -> bool:
+    return name.startswith("content-") or name == "mime-version"
+
+
+def parse_entity(data: bytes) -> Entity:
+    """Split header block and body (the body starts after the first empty line)."""
+    if data.startswith((b"\r\n", b"\n")):
+        return Entity(b"", data[2 if data.startswith(b"\r\n") else 1 :], ())
+    match = _HEADER_END.search(data, 0, MAX_HEADER_BYTES + 4)
+    if match is None:
+        if len(data) > MAX_HEADER_BYTES:
+            raise MalformedMessage("message header is too large")
+        header, body = data, b""
+    else:
+        header_end = match.start() + (2 if data[match.start()] == 0x0D else 1)
+        header, body = data[:header_end], data[match.end() :]
+    return Entity(header, body, tuple(_fields(header)))
+
+
+def _fields(header: bytes) -> list[HeaderField]:
+    fields: list[HeaderField] = []
+    lines = header.splitlines(keepends=True)
+    current: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and current:
+            current.append(line)
+            continue
+        if current:
+            fields.append(_field(b"".join(current)))
+        current = [line]
+    if current:
+        fields.append(_field(b"".join(current)))
+    return [f for f in fields if f.name]
+
+
+def _field(raw: bytes) -> HeaderField:
+    name, colon, _ = raw.partition(b":")
+    if not colon:
+        return HeaderField("", raw)  # not a header field: dropped from lookups, kept in bytes
+    return HeaderField(name.strip().decode("ascii", "replace").lower(), raw)
+
+
+def parse_content_type(value: bytes | None) -> tuple[str, dict[str, str]]:
+    """(type/subtype in lower case, parameters with lower-case names); RFC 2045 defaults."""
+    if value is None:
+        return "text/plain", {}
+    message = Message()
+    message["Content-Type"] = value.decode("utf-8", "replace")
+    params: dict[str, str] = {}
+    for key, param in message.get_params(failobj=[])[1:]:
+        text = param if isinstance(param, str) else str(param[2])
+        params[key.lower()] = text
+    return message.get_content_type(), params
+
+
+def canonical_crlf(data: bytes) -> bytes:
+    """Every bare LF becomes CRLF (the canonical form signatures are computed over)."""
+    if b"\n" not in data or (b"\r\n" in data and not _BARE_LF.search(data)):
+        return data
+    return _BARE_LF.sub(b"\r\n", data)
+
+
+def split_multipart(body: bytes, boundary: str) -> list[bytes]:
+    """The exact bytes of each body part (RFC 2046 5.1.1); raises on no delimiter at all.
+
+    The line end before a delimiter belongs to the delimiter. A missing close delimiter is
+    tolerated (the last part then runs to the end).
+    """
+    if not boundary or len(boundary) > 200:
+        raise MalformedMessage("multipart boundary is missing or too long")
+    delimiter = b"--" + boundary.encode("ascii", "replace")
+    positions: list[tuple[int, int, bool]] = []  # (start of delimiter line, end of line, close)
+    start = 0
+    while True:
+        index = body.find(delimiter, start)
+        if index < 0:
+            break
+        at_line_start = index == 0 or body[index - 1] == 0x0A
+        line_end = body.find(b"\n", index)
+        line_end = len(body) if line_end < 0 else line_end + 1
+        if at_line_start:
+            rest = body[index + len(delimiter) : line_end]
+            closing = rest.startswith(b"--")
+            if closing or not rest.strip(b" \t\r\n"):
+                positions.append((index, line_end, closing))
+                if closing:
+                    break
+        start = index + len(delimiter)
+    if not positions:
+        raise MalformedMessage("multipart body has no boundary delimiter")
+    parts: list[bytes] = []
+    for (_, line_end, closing), following in zip(positions, [*positions[1:], None], strict=True):
+        if closing:
+            break
+        if following is None:
+            parts.append(body[line_end:])
+            break
+        end = following[0]
+        # strip the line end that belongs to the next delimiter
+        if end >= 2 and body[end - 2 : end] == b"\r\n":
+            end -= 2
+        elif end >= 1 and body[end - 1] == 0x0A:
+            end -= 1
+        parts.append(body[line_end:end])
+    return parts
