@@ -1,10 +1,331 @@
-"""`smime-proxy keys ...` commands (not written yet)."""
+"""`smime-proxy keys|ca|contacts ...`: the key store from the command line.
+
+```
+smime-proxy ca init [--name "..."]          smime-proxy ca show
+smime-proxy keys import USER FILE.p12 --file-password-file F --password-file NEWPW
+smime-proxy keys generate USER --email ADDR --password-file F
+smime-proxy keys export USER OUT.p12 --password-file SECUREPW --file-password-file EXPORTPW
+                                                                                    [--legacy]
+smime-proxy keys passwd USER --password-file OLD --new-password-file NEW
+smime-proxy keys remove USER --p12 FILE --file-password-file F
+smime-proxy keys show USER
+smime-proxy contacts add USER CERT.pem | contacts list USER | contacts remove USER EMAIL
+```
+
+All take the global `--data-dir DIR` (env SMIME_PROXY_DATA_DIR). Passwords come from files
+(`-` = one line of standard input) or, with no option and a terminal, from a prompt; never
+from argv. The key store uses the production KDF cost (600,000 PBKDF2 iterations) always.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
+
+from smime_proxy.cli._common import read_file, read_secret
+from smime_proxy.errors import InputError, KeyStoreError
+from smime_proxy.keystore.ca import DEFAULT_CA_NAME, ServerCA
+from smime_proxy.keystore.certs import CertificateSummary
+from smime_proxy.keystore.contacts import Contacts
+from smime_proxy.keystore.service import SecureMail
+from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
+
+Handler = Callable[[argparse.Namespace], int]
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add this group's commands to the top-level parser."""
+    """Add the `keys`, `ca` and `contacts` groups to the top-level parser."""
+    _register_ca(sub)
+    _register_keys(sub)
+    _register_contacts(sub)
+
+
+# --- plumbing ---------------------------------------------------------------------------
+
+
+def _group(sub: argparse._SubParsersAction[Any], name: str, help_text: str) -> Any:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    commands = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+    commands.required = True
+    return commands
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Map environment failures to our errors: one line on stderr, never a traceback."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except sqlite3.Error as exc:
+            raise KeyStoreError(f"key store error: {exc}") from None
+        except OSError as exc:
+            raise InputError(f"{exc.filename or 'I/O'}: {exc.strerror or exc}") from None
+
+    return run
+
+
+def _data_dir(args: argparse.Namespace) -> str:
+    data_dir: str | None = args.data_dir
+    if not data_dir:
+        raise InputError("no data directory: give --data-dir DIR or set SMIME_PROXY_DATA_DIR")
+    return data_dir
+
+
+@contextmanager
+def _database(args: argparse.Namespace) -> Iterator[SqliteDatabase]:
+    database = SqliteDatabase.open(_data_dir(args))
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _safe(text: str) -> str:
+    """Printable text only (a certificate subject may hold control characters)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _print_summary(summary: CertificateSummary, *, prefix: str = "") -> None:
+    _out(f"{prefix}subject: {_safe(summary.subject)}")
+    _out(f"{prefix}addresses: {', '.join(summary.addresses) or '(none)'}")
+    _out(f"{prefix}issuer: {_safe(summary.issuer)}")
+    _out(f"{prefix}serial: {summary.serial}")
+    _out(f"{prefix}not before: {_time(summary.not_before)}")
+    _out(f"{prefix}not after: {_time(summary.not_after)}")
+    _out(f"{prefix}key: {summary.key_type} {summary.key_size} bits")
+    _out(f"{prefix}fingerprint (SHA-256): {summary.fingerprint}")
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """Write a file that holds a private key: mode 0600, or to stdout for `-`."""
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, 0o600)
+            handle.write(data)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+
+
+# --- ca ---------------------------------------------------------------------------------
+
+
+def _register_ca(sub: argparse._SubParsersAction[Any]) -> None:
+    commands = _group(sub, "ca", "the server CA that issues user certificates")
+    init = commands.add_parser("init", help="create the server CA in the data directory")
+    init.add_argument("--name", default=DEFAULT_CA_NAME, help="the CA's common name")
+    init.set_defaults(handler=_guarded(_ca_init))
+    show = commands.add_parser("show", help="describe the server CA certificate")
+    show.set_defaults(handler=_guarded(_ca_show))
+
+
+def _ca_init(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args)
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    ca = ServerCA.init(data_dir, _now(), name=args.name)
+    _out(f"created the server CA in {ServerCA.directory(data_dir)}")
+    _print_summary(CertificateSummary.of(ca.certificate))
+    return 0
+
+
+def _ca_show(args: argparse.Namespace) -> int:
+    ca = ServerCA.load(_data_dir(args))
+    _print_summary(CertificateSummary.of(ca.certificate))
+    return 0
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+def _register_keys(sub: argparse._SubParsersAction[Any]) -> None:
+    commands = _group(sub, "keys", "users' private keys and certificates")
+
+    imp = commands.add_parser("import", help="import a PKCS#12 file as USER's key")
+    imp.add_argument("user")
+    imp.add_argument("file", metavar="FILE.p12")
+    imp.add_argument("--file-password-file", metavar="F", help="password of FILE.p12")
+    imp.add_argument("--password-file", metavar="NEWPW", help="the new Secure Mail Password")
+    imp.set_defaults(handler=_guarded(_keys_import))
+
+    gen = commands.add_parser("generate", help="new key + certificate from the server CA")
+    gen.add_argument("user")
+    gen.add_argument("--email", required=True, metavar="ADDR")
+    gen.add_argument("--password-file", metavar="F", help="the Secure Mail Password")
+    gen.add_argument(
+        "--key-type",
+        default="rsa2048",
+        choices=("rsa2048", "rsa3072", "rsa4096", "ec-p256", "ec-p384"),
+        help="default rsa2048 (readable by every S/MIME client)",
+    )
+    gen.set_defaults(handler=_guarded(_keys_generate))
+
+    exp = commands.add_parser("export", help="write USER's key as PKCS#12")
+    exp.add_argument("user")
+    exp.add_argument("out", metavar="OUT.p12")
+    exp.add_argument("--password-file", metavar="SECUREPW", help="the Secure Mail Password")
+    exp.add_argument("--file-password-file", metavar="EXPORTPW", help="password of OUT.p12")
+    exp.add_argument(
+        "--legacy", action="store_true", help="PBE-SHA1-3DES + SHA-1 MAC (gpgsm, old Outlook)"
+    )
+    exp.set_defaults(handler=_guarded(_keys_export))
+
+    pw = commands.add_parser("passwd", help="change USER's Secure Mail Password")
+    pw.add_argument("user")
+    pw.add_argument("--password-file", metavar="OLD", help="the current password")
+    pw.add_argument("--new-password-file", metavar="NEW", help="the new password")
+    pw.set_defaults(handler=_guarded(_keys_passwd))
+
+    rm = commands.add_parser("remove", help="delete USER's key (proof: the same key as PKCS#12)")
+    rm.add_argument("user")
+    rm.add_argument("--p12", required=True, metavar="FILE", help="PKCS#12 holding the same key")
+    rm.add_argument("--file-password-file", metavar="F", help="password of FILE")
+    rm.set_defaults(handler=_guarded(_keys_remove))
+
+    show = commands.add_parser("show", help="describe USER's certificate (never the key)")
+    show.add_argument("user")
+    show.set_defaults(handler=_guarded(_keys_show))
+
+
+def _service(database: SqliteDatabase, ca: ServerCA | None = None) -> SecureMail:
+    return SecureMail(SqliteKeyStore(database), ca=ca)  # production KDF cost, always
+
+
+def _keys_import(args: argparse.Namespace) -> int:
+    data = read_file(args.file, "PKCS#12 file")
+    file_password = read_secret(args.file_password_file, "password of the PKCS#12 file: ")
+    new_password = read_secret(args.password_file, "new Secure Mail Password: ", confirm=True)
+    with _database(args) as database:
+        certificate = _service(database).import_pkcs12(
+            args.user, data, file_password, new_password
+        )
+    summary = CertificateSummary.of(certificate)
+    _out(f"imported the key of {args.user}")
+    _print_summary(summary)
+    return 0
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    password = read_secret(args.password_file, "new Secure Mail Password: ", confirm=True)
+    data_dir = _data_dir(args)
+    ca = ServerCA.load(data_dir)
+    with _database(args) as database:
+        certificate = _service(database, ca).generate(
+            args.user, args.email, password, _now(), key_type=args.key_type
+        )
+    _out(f"generated a key and certificate for {args.user}")
+    _print_summary(CertificateSummary.of(certificate))
+    return 0
+
+
+def _keys_export(args: argparse.Namespace) -> int:
+    password = read_secret(args.password_file, "Secure Mail Password: ")
+    export_password = read_secret(
+        args.file_password_file, "password for the exported file: ", confirm=True
+    )
+    with _database(args) as database:
+        data = _service(database).export_pkcs12(
+            args.user, password, export_password, legacy=args.legacy
+        )
+    _write_private(args.out, data)
+    if args.out != "-":
+        form = "legacy PBE-SHA1-3DES" if args.legacy else "PBES2 AES-256"
+        _out(f"exported the key of {args.user} to {args.out} ({form})")
+    return 0
+
+
+def _keys_passwd(args: argparse.Namespace) -> int:
+    old = read_secret(args.password_file, "current Secure Mail Password: ")
+    new = read_secret(args.new_password_file, "new Secure Mail Password: ", confirm=True)
+    with _database(args) as database:
+        _service(database).change_password(args.user, old, new)
+    _out(f"changed the Secure Mail Password of {args.user}")
+    return 0
+
+
+def _keys_remove(args: argparse.Namespace) -> int:
+    data = read_file(args.p12, "PKCS#12 file")
+    file_password = read_secret(args.file_password_file, "password of the PKCS#12 file: ")
+    with _database(args) as database:
+        _service(database).remove(args.user, data, file_password)
+    _out(f"removed the key of {args.user}")
+    return 0
+
+
+def _keys_show(args: argparse.Namespace) -> int:
+    with _database(args) as database:
+        info = _service(database).key_info(args.user)
+    _out(f"user: {_safe(info.user)}")
+    _print_summary(info.certificate)
+    for number, issuer in enumerate(info.chain, 1):
+        _out(f"chain {number}: {_safe(issuer.subject)} (until {_time(issuer.not_after)})")
+    return 0
+
+
+# --- contacts ---------------------------------------------------------------------------
+
+
+def _register_contacts(sub: argparse._SubParsersAction[Any]) -> None:
+    commands = _group(sub, "contacts", "users' address books of recipients' certificates")
+    add = commands.add_parser("add", help="add a recipient certificate (PEM or DER)")
+    add.add_argument("user")
+    add.add_argument("certificate", metavar="CERT.pem")
+    add.set_defaults(handler=_guarded(_contacts_add))
+    lst = commands.add_parser("list", help="list USER's address book")
+    lst.add_argument("user")
+    lst.set_defaults(handler=_guarded(_contacts_list))
+    rm = commands.add_parser("remove", help="forget EMAIL's certificates")
+    rm.add_argument("user")
+    rm.add_argument("email")
+    rm.set_defaults(handler=_guarded(_contacts_remove))
+
+
+def _contacts_add(args: argparse.Namespace) -> int:
+    data = read_file(args.certificate, "certificate file")
+    with _database(args) as database:
+        added = Contacts(SqliteAddressBook(database)).add(args.user, data)
+    for summary in added:
+        _out(f"added {', '.join(summary.addresses)}: {_safe(summary.subject)}")
+    return 0
+
+
+def _contacts_list(args: argparse.Namespace) -> int:
+    with _database(args) as database:
+        entries = Contacts(SqliteAddressBook(database)).entries(args.user)
+    for entry in entries:
+        s = entry.summary
+        _out(
+            f"{', '.join(s.addresses)}\t{_time(s.not_before)}\t{_time(s.not_after)}\t"
+            f"{s.key_type} {s.key_size}\t{s.fingerprint}\t{_safe(s.subject)}"
+        )
+    return 0
+
+
+def _contacts_remove(args: argparse.Namespace) -> int:
+    with _database(args) as database:
+        count = Contacts(SqliteAddressBook(database)).remove(args.user, args.email)
+    _out(f"removed {count} certificate(s) for {args.email.strip().lower()}")
+    return 0

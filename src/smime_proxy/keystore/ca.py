@@ -75,8 +75,8 @@ class ServerCA:
         key = new_private_key(key_type)
         subject = x509.Name(
             [
-                x509.NameAttribute(NameOID.COMMON_NAME, name.strip()),
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "smime-proxy"),
+                x509.NameAttribute(NameOID.COMMON_NAME, name.strip()),
             ]
         )
         public = key.public_key()
@@ -202,8 +202,8 @@ class ServerCA:
             .subject_name(
                 x509.Name(
                     [
-                        x509.NameAttribute(NameOID.COMMON_NAME, cn),
                         x509.NameAttribute(NameOID.EMAIL_ADDRESS, address),
+                        x509.NameAttribute(NameOID.COMMON_NAME, cn),
                     ]
                 )
             )

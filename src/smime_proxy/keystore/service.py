@@ -206,15 +206,20 @@ class SecureMail:
         with contextlib.suppress(WrongPassword):
             unwrap_private_key(self._dummy, password or b"-")
 
+    def _record_or_fail(self, user: str, password: bytes) -> KeyRecord:
+        """The record; for a user without one, the same work and error as a wrong password."""
+        record = self.store.get(check_user(user))
+        if record is None:
+            self._waste_time(password)
+            raise WrongPassword(UNLOCK_FAILED)
+        return record
+
     def unlock(self, user: str, password: Password, now: datetime) -> InProcessKeyAgent:
         """Decrypt the key with the Secure Mail Password; it stays unlocked until idle for
         `idle_timeout`, `max_unlock` after now, or `lock`."""
         _check_now(now)
         secret = _secret(password)
-        record = self.store.get(check_user(user))
-        if record is None:
-            self._waste_time(secret)
-            raise WrongPassword(UNLOCK_FAILED)
+        record = self._record_or_fail(user, secret)
         key = self._open(record, secret)
         agent = InProcessKeyAgent(
             key,
@@ -278,7 +283,7 @@ class SecureMail:
     def change_password(self, user: str, old_password: Password, new_password: Password) -> None:
         """Re-encrypt the same key under a new Secure Mail Password."""
         new = _new_secret(new_password)
-        record = self._record(user)
+        record = self._record_or_fail(user, _secret(old_password))
         key = self._open(record, _secret(old_password))
         rewrapped = KeyRecord(
             user=record.user,
@@ -350,7 +355,7 @@ class SecureMail:
         export = _secret(export_password)
         if not export:
             raise InputError("the export file password must not be empty")
-        record = self._record(user)
+        record = self._record_or_fail(user, _secret(password))
         key = self._open(record, _secret(password))
         certificate = _load_cert(record.certificate)
         addresses = certificate_addresses(certificate)
