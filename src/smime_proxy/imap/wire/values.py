@@ -4,12 +4,15 @@ The value model (RFC 9051 section 4): `None` is NIL, `int` a number, `Atom` an a
 verbatim), `bytes` a string (rendered quoted when it can be, else as a literal), and a `list` or
 `tuple` a parenthesised list. `Literal` forces literal form, `Binary` the `~{n}` form of
 RFC 3516. Stdlib only.
+
+`render_astring` (astring: atom form when the bytes allow it) was added for the parsers and
+renderers of commands, which also live in this package.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
+from typing import TypeAlias
 
 from smime_proxy.errors import LocalProtocolError
 
@@ -32,7 +35,11 @@ class Binary(bytes):
     __slots__ = ()
 
 
-Value = Union[None, int, Atom, bytes, Sequence["Value"]]
+Value: TypeAlias = int | Atom | bytes | Sequence["Value"] | None
+
+# ASTRING-CHAR = ATOM-CHAR / resp-specials (RFC 9051 section 9): any CHAR except "(" ")" "{"
+# SP CTL "%" "*" DQUOTE "\\".
+_ASTRING_CHARS = frozenset(range(0x21, 0x7F)) - set(b'(){%*"\\')
 
 # RFC 9051 quoted = DQUOTE *QUOTED-CHAR DQUOTE; QUOTED-CHAR excludes CR, LF, NUL and 8-bit.
 _QUOTABLE = frozenset(range(0x01, 0x80)) - {0x0A, 0x0D}
@@ -84,3 +91,13 @@ def render_string(data: bytes) -> bytes:
 
 def render_nstring(data: bytes | None) -> bytes:
     return b"NIL" if data is None else render_string(data)
+
+
+def render_astring(data: bytes) -> bytes:
+    """An astring: the bytes themselves when they form an atom (1*ASTRING-CHAR), else a string.
+
+    The atom `NIL` is sent quoted, so that it can never be read back as nil.
+    """
+    if data and data.upper() != b"NIL" and all(byte in _ASTRING_CHARS for byte in data):
+        return data
+    return render_string(data)
