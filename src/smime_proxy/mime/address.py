@@ -1,0 +1,225 @@
+"""RFC 5322 address lists as IMAP ENVELOPE sees them (Dovecot `message-address.c` rules).
+
+`parse_address_list(value)` returns `Address` items in order; a group is an item with only
+`mailbox` (the group name) set, and its end an item with everything None. Missing pieces are
+filled as Dovecot does (`MISSING_MAILBOX`, `MISSING_DOMAIN`, `SYNTAX_ERROR`, `INVALID_ROUTE`),
+and encoded words are left as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smime_proxy.mime.rfc822 import Rfc822Parser
+
+
+@dataclass(slots=True)
+class Address:
+    name: bytes | None = None
+    route: bytes | None = None
+    mailbox: bytes | None = None
+    domain: bytes | None = None
+    invalid_syntax: bool = False
+
+
+class _Ctx:
+    __slots__ = ("addr", "out", "p")
+
+    def __init__(self, value: bytes) -> None:
+        self.p = Rfc822Parser(value, keep_comment=True)
+        self.out: list[Address] = []
+        self.addr = Address()
+
+    def add(self) -> None:
+        self.out.append(self.addr)
+        self.addr = Address()
+
+    def cur(self) -> int:
+        return self.p.peek()
+
+    # local-part = dot-atom / quoted-string / obs-local-part
+    def local_part(self) -> int:
+        buf = bytearray()
+        if self.cur() == 0x22:
+            ret = self.p.parse_quoted_string(buf)
+        else:
+            ret = self.p.parse_dot_atom(buf)
+        if ret < 0:
+            return -1
+        self.addr.mailbox = bytes(buf)
+        return ret
+
+    def domain(self) -> int:
+        buf = bytearray()
+        ret = self.p.parse_domain(buf)
+        if ret < 0:
+            return -1
+        self.addr.domain = bytes(buf)
+        return ret
+
+    def domain_list(self) -> int:
+        buf = bytearray()
+        while True:
+            if self.p.pos >= self.p.end:
+                return 0
+            if self.cur() != 0x40:
+                break
+            if buf:
+                buf.append(0x2C)
+            buf.append(0x40)
+            ret = self.p.parse_domain(buf)
+            if ret <= 0:
+                return ret
+            while self.p.skip_lwsp() > 0 and self.cur() == 0x2C:
+                self.p.pos += 1
+        self.addr.route = bytes(buf)
+        return 1
+
+    def angle_addr(self) -> int:
+        self.p.pos += 1  # "<"
+        if self.p.skip_lwsp() <= 0:
+            return -1
+        if self.cur() == 0x40:
+            if self.domain_list() > 0 and self.cur() == 0x3A:
+                self.p.pos += 1
+            else:
+                self.addr.route = b"INVALID_ROUTE"
+                if self.p.pos >= self.p.end:
+                    return -1
+            if self.p.skip_lwsp() <= 0:
+                return -1
+        if self.cur() != 0x3E:
+            if self.local_part() <= 0:
+                return -1
+            if self.cur() == 0x40 and self.domain() <= 0:
+                return -1
+        if self.cur() != 0x3E:
+            return -1
+        self.p.pos += 1
+        return self.p.skip_lwsp()
+
+    def name_addr(self) -> int:
+        buf = bytearray()
+        if self.p.parse_phrase(buf) <= 0 or self.cur() != 0x3C:
+            return -1
+        self.addr.name = bytes(buf) or None
+        if self.angle_addr() < 0:
+            self.addr.domain = b"SYNTAX_ERROR"
+            self.addr.invalid_syntax = True
+        return 1 if self.p.pos < self.p.end else 0
+
+    def addr_spec(self) -> int:
+        ret2 = -2
+        comment = self.p.last_comment
+        assert comment is not None
+        del comment[:]
+        quoted = self.cur() == 0x22
+        ret = self.local_part()
+        if ret <= 0:
+            self.addr.invalid_syntax = True
+        if ret != 0 and self.p.pos < self.p.end and self.cur() == 0x40:
+            ret2 = self.domain()
+            if ret2 <= 0:
+                ret = ret2
+        if comment:
+            self.addr.name = bytes(comment)
+        elif ret2 == -2:
+            buf = bytearray(self.addr.mailbox or b"")
+            buf.append(0x20)
+            orig = len(buf)
+            self.p.parse_phrase(buf)
+            if len(buf) != orig:
+                self.addr.mailbox = None
+                self.addr.name = bytes(buf)
+            elif not quoted:
+                self.addr.domain = b""
+            self.addr.invalid_syntax = True
+            ret = -1
+        return ret
+
+    def add_fixed(self) -> None:
+        if self.addr.mailbox is None:
+            self.addr.mailbox = b"MISSING_MAILBOX"
+            self.addr.invalid_syntax = True
+        if not self.addr.domain:
+            self.addr.domain = b"MISSING_DOMAIN"
+            self.addr.invalid_syntax = True
+        self.add()
+
+    def mailbox(self) -> int:
+        start = self.p.pos
+        ret = self.name_addr()
+        if ret < 0:
+            self.p.pos = start
+            self.addr = Address()
+            ret = self.addr_spec()
+            a = self.addr
+            if a.invalid_syntax and a.name is None and a.mailbox is not None and a.domain is None:
+                a.name, a.mailbox = a.mailbox, None
+        if ret < 0:
+            self.addr.invalid_syntax = True
+        self.add_fixed()
+        return ret
+
+    def group(self) -> int:
+        buf = bytearray()
+        if self.p.parse_phrase(buf) <= 0 or self.cur() != 0x3A:
+            return -1
+        self.p.pos += 1
+        ret = self.p.skip_lwsp()
+        if ret <= 0:
+            self.addr.invalid_syntax = True
+        self.addr.mailbox = bytes(buf)
+        self.add()
+        if ret > 0 and self.cur() != 0x3B:
+            while True:
+                self.mailbox()
+                if self.p.pos >= self.p.end or self.cur() != 0x2C:
+                    break
+                self.p.pos += 1
+                if self.p.skip_lwsp() <= 0:
+                    ret = -1
+                    break
+        if ret >= 0:
+            if self.p.pos >= self.p.end or self.cur() != 0x3B:
+                ret = -1
+            else:
+                self.p.pos += 1
+                ret = self.p.skip_lwsp()
+        if ret < 0:
+            self.addr.invalid_syntax = True
+        self.add()
+        return 0 if ret == 0 else 1
+
+    def address(self) -> int:
+        start = self.p.pos
+        saved = len(self.out)
+        ret = self.group()
+        if ret < 0:
+            del self.out[saved:]
+            self.addr = Address()
+            self.p.pos = start
+            ret = self.mailbox()
+        return ret
+
+    def address_list(self) -> None:
+        while True:
+            ret = self.address()
+            if ret == 0:
+                break
+            if self.p.pos >= self.p.end or self.cur() != 0x2C:
+                break
+            self.p.pos += 1
+            ret = self.p.skip_lwsp()
+            if ret <= 0:
+                if ret < 0:
+                    self.add_fixed()
+                break
+
+
+def parse_address_list(value: bytes) -> list[Address]:
+    """Addresses of a From/To/Cc/... value, as Dovecot's message_address_parse(FILL_MISSING)."""
+    ctx = _Ctx(value)
+    if ctx.p.skip_lwsp() > 0:
+        ctx.address_list()
+    return ctx.out

@@ -1,0 +1,501 @@
+"""IMAP FETCH views of one message, computed from its MIME tree (RFC 3501 / RFC 9051).
+
+`MessageView(message_bytes)` answers every FETCH data item for that message exactly as a
+correct IMAP server (the oracle is Dovecot 2.3) answers it after an APPEND of those bytes:
+
+- the message is first put in canonical IMAP form: every bare LF becomes CRLF (RFC 9051
+  section 2.3.1: the message text a server returns uses CRLF). `data` is that form; sizes,
+  sections and partials refer to it;
+- BODYSTRUCTURE / BODY, ENVELOPE and the other items are returned in the IMAP value model of
+  `smime_proxy.imap.wire.values` (None = NIL, int, bytes, lists); `render()` makes wire bytes.
+
+Where Dovecot's answer is a choice among several allowed by RFC 9051 (defaults such as
+`("charset" "us-ascii")`, the first of repeated Content-* fields wins, parameter values left
+RFC 2231-encoded), the Dovecot behaviour is followed so that the oracle can compare exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+
+from smime_proxy.errors import InputError
+from smime_proxy.imap.wire.values import Value
+from smime_proxy.mime.address import Address, parse_address_list
+from smime_proxy.mime.rfc822 import (
+    parse_content_type,
+    parse_language,
+    parse_token_value,
+    parse_transfer_encoding,
+)
+from smime_proxy.mime.tree import Part, parse, part_at
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_WSP_RUN = re.compile(rb"[ \t]+")
+
+
+class SectionError(InputError):
+    """A section specification that is not valid IMAP (the server answers BAD)."""
+
+
+class UnknownCte(InputError):
+    """BINARY of a part whose Content-Transfer-Encoding cannot be decoded ([UNKNOWN-CTE])."""
+
+
+def to_crlf(data: bytes) -> bytes:
+    """Bare LF -> CRLF (a no-op, without copying, when every LF already has its CR)."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return _BARE_LF.sub(b"\r\n", data)
+
+
+# --- strings as Dovecot writes them ---------------------------------------------------------
+
+
+def for_humans(src: bytes) -> bytes:
+    """Dovecot's imap_append_string_for_humans: CR/LF dropped, runs of SP/TAB -> one SP,
+    leading and trailing whitespace removed, NUL -> 0x80."""
+    if b"\r" in src or b"\n" in src:
+        src = src.replace(b"\r", b"").replace(b"\n", b"")
+    if b"\0" in src:
+        src = src.replace(b"\0", b"\x80")
+    if b"\t" in src or b"  " in src:
+        src = _WSP_RUN.sub(b" ", src)
+    return src.strip(b" ")
+
+
+def nolf(src: bytes | None) -> bytes | None:
+    """Dovecot's imap_append_nstring_nolf: the value without its CR and LF bytes."""
+    if src is None:
+        return None
+    if b"\r" in src or b"\n" in src:
+        return src.replace(b"\r", b"").replace(b"\n", b"")
+    return src
+
+
+def _cstr(value: bytes) -> bytes:
+    """C strings stop at NUL: Dovecot keeps a header value up to its first NUL."""
+    nul = value.find(b"\0")
+    return value if nul < 0 else value[:nul]
+
+
+# --- per-part data (Dovecot message-part-data.c) --------------------------------------------
+
+
+@dataclass(slots=True)
+class PartData:
+    content_type: bytes | None = None
+    subtype: bytes | None = None
+    params: list[tuple[bytes, bytes]] = field(default_factory=list)
+    cte: bytes | None = None
+    content_id: bytes | None = None
+    description: bytes | None = None
+    disposition: bytes | None = None
+    disposition_params: list[tuple[bytes, bytes]] = field(default_factory=list)
+    md5: bytes | None = None
+    language: list[bytes] | None = None
+    location: bytes | None = None
+
+
+def part_data(part: Part) -> PartData:
+    d = PartData()
+    if not part.is_mime:
+        return d
+    data = part.data
+    for h in part.headers:
+        name = h.name
+        if len(name) < 8 or name[:8].lower() != b"content-":
+            continue
+        key = name[8:].lower()
+        value = _cstr(h.value(data))
+        if key == b"type":
+            if d.content_type is None:
+                ctype, subtype, params, _ret = parse_content_type(value)
+                d.content_type = _cstr(ctype)
+                d.subtype = _cstr(subtype) if subtype is not None else b""
+                d.params = params
+        elif key == b"transfer-encoding":
+            if d.cte is None:
+                d.cte = parse_transfer_encoding(value)
+        elif key == b"id":
+            if d.content_id is None:
+                d.content_id = value
+        elif key == b"md5":
+            if d.md5 is None:
+                d.md5 = value
+        elif key == b"description":
+            if d.description is None:
+                d.description = value
+        elif key == b"disposition":
+            if not d.disposition_params:
+                token, params = parse_token_value(value)
+                if token is not None:
+                    d.disposition = token
+                    d.disposition_params = params
+        elif key == b"language":
+            if d.language is None:
+                langs = parse_language(value)
+                if langs:
+                    d.language = langs
+        elif key == b"location" and d.location is None:
+            d.location = value
+    return d
+
+
+def _params(params: list[tuple[bytes, bytes]], default_charset: bool) -> Value:
+    if not default_charset and not params:
+        return None
+    out: list[Value] = []
+    seen_charset = False
+    for name, value in params:
+        if default_charset and name.lower() == b"charset":
+            seen_charset = True
+        out.append(name)
+        out.append(value)
+    if default_charset and not seen_charset:
+        out.append(b"charset")
+        out.append(b"us-ascii")
+    return out
+
+
+_EMPTY_BODY: list[Value] = [
+    b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", 0, 0,
+]
+_EMPTY_BODYSTRUCTURE: list[Value] = [*_EMPTY_BODY, None, None, None, None]
+
+
+def _common_ext(d: PartData) -> list[Value]:
+    disp: Value = None
+    if d.disposition is not None:
+        disp = [d.disposition, _params(d.disposition_params, False)]
+    lang: Value = None
+    if d.language is not None:
+        lang = list(d.language)
+    return [disp, lang, nolf(d.location)]
+
+
+def bodystructure(part: Part, extended: bool = True) -> list[Value]:
+    """BODYSTRUCTURE (extended) or BODY (not extended) of a part, as a value list."""
+    d = part_data(part)
+    if part.is_multipart:
+        out: list[Value] = []
+        if part.children:
+            for child in part.children:
+                out.append(bodystructure(child, extended))
+        else:
+            out.append(list(_EMPTY_BODYSTRUCTURE if extended else _EMPTY_BODY))
+        out.append(d.subtype if d.subtype is not None else b"x-unknown")
+        if extended:
+            out.append(_params(d.params, False))
+            out.extend(_common_ext(d))
+        return out
+    if part.is_message_rfc822:
+        out = [b"message", b"rfc822"]
+        text = False
+    elif d.content_type is None:
+        out = [b"text", b"plain"]
+        text = True
+    else:
+        text = d.content_type.lower() == b"text"
+        out = [d.content_type, d.subtype if d.subtype is not None else b""]
+    out.append(_params(d.params, text))
+    out.append(nolf(d.content_id))
+    out.append(nolf(d.description))
+    out.append(d.cte if d.cte is not None else b"7bit")
+    out.append(part.body_size)
+    if text:
+        out.append(part.body_lines())
+    elif part.is_message_rfc822:
+        child = part.children[0]
+        out.append(envelope(child))
+        out.append(bodystructure(child, extended))
+        out.append(part.body_lines())
+    if extended:
+        out.append(nolf(d.md5))
+        out.extend(_common_ext(d))
+    return out
+
+
+# --- ENVELOPE ------------------------------------------------------------------------------
+
+_ENV_STR = {b"date": 0, b"subject": 1, b"in-reply-to": 8, b"message-id": 9}
+_ENV_ADDR = {b"from": 2, b"sender": 3, b"reply-to": 4, b"to": 5, b"cc": 6, b"bcc": 7}
+
+
+def _addresses(addrs: list[Address] | None) -> Value:
+    if not addrs:
+        return None
+    return [
+        [
+            None if a.name is None else for_humans(a.name),
+            a.route,
+            a.mailbox,
+            a.domain,
+        ]
+        for a in addrs
+    ]
+
+
+def envelope(part: Part) -> list[Value]:
+    """ENVELOPE of the message whose header block is `part`'s (the last of repeated fields
+    wins, as in Dovecot)."""
+    strs: list[bytes | None] = [None] * 10
+    addrs: list[list[Address] | None] = [None] * 10
+    data = part.data
+    for h in part.headers:
+        lname = h.name.lower()
+        si = _ENV_STR.get(lname)
+        if si is not None:
+            strs[si] = _cstr(h.value(data))
+            continue
+        ai = _ENV_ADDR.get(lname)
+        if ai is not None:
+            addrs[ai] = parse_address_list(_cstr(h.value(data)))
+    subject = strs[1]
+    from_ = addrs[2]
+    return [
+        nolf(strs[0]),
+        None if subject is None else for_humans(subject),
+        _addresses(from_),
+        _addresses(addrs[3] or from_),
+        _addresses(addrs[4] or from_),
+        _addresses(addrs[5]),
+        _addresses(addrs[6]),
+        _addresses(addrs[7]),
+        nolf(strs[8]),
+        nolf(strs[9]),
+    ]
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A parsed section-spec: part numbers, then "" / HEADER / HEADER.FIELDS /
+    HEADER.FIELDS.NOT / TEXT / MIME, with the field names for the two HEADER.FIELDS forms."""
+
+    parts: tuple[int, ...] = ()
+    text: str = ""
+    fields: tuple[bytes, ...] = ()
+
+
+_SECTION_RE = re.compile(
+    r"^(?P<parts>[1-9][0-9]*(?:\.[1-9][0-9]*)*)?"
+    r"(?:(?(parts)\.)(?P<text>HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME))?"
+    r"(?:\s*\((?P<fields>[^()]*)\))?$",
+    re.IGNORECASE,
+)
+
+
+def parse_section(spec: str) -> Section:
+    """`1.2.HEADER.FIELDS (From To)` -> Section; raises SectionError when invalid."""
+    m = _SECTION_RE.match(spec.strip())
+    if m is None:
+        raise SectionError(f"bad section: {spec[:80]!r}")
+    parts = tuple(int(p) for p in m.group("parts").split(".")) if m.group("parts") else ()
+    text = (m.group("text") or "").upper()
+    fields_text = m.group("fields")
+    if text.startswith("HEADER.FIELDS"):
+        if fields_text is None or not fields_text.split():
+            raise SectionError("HEADER.FIELDS needs a list of field names")
+        fields = tuple(_unquote(f).encode("utf-8") for f in _split_fields(fields_text))
+    elif fields_text is not None:
+        raise SectionError("only HEADER.FIELDS takes a list")
+    else:
+        fields = ()
+    if text == "MIME" and not parts:
+        raise SectionError("MIME needs a part number")
+    return Section(parts, text, fields)
+
+
+def _split_fields(text: str) -> list[str]:
+    return re.findall(r'"(?:[^"\\]|\\.)*"|[^\s"]+', text)
+
+
+def _unquote(token: str) -> str:
+    if len(token) >= 2 and token[0] == token[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", token[1:-1])
+    return token
+
+
+def _filter_headers(part: Part, fields: tuple[bytes, ...], exclude: bool) -> bytes:
+    wanted = {f.lower() for f in fields}
+    data = part.data
+    out = [
+        data[h.start : h.end]
+        for h in part.headers
+        if (h.name.lower() in wanted) != exclude
+    ]
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+# --- transfer decoding (BINARY) -----------------------------------------------------------
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def decode_qp(body: bytes) -> bytes:
+    """Quoted-printable decoding (RFC 2045 6.7, tolerant as Dovecot's qp-decoder): soft
+    breaks removed, trailing whitespace of each line dropped, invalid `=` kept verbatim."""
+    out = bytearray()
+    lines = body.split(b"\n")
+    last = len(lines) - 1
+    for index, line in enumerate(lines):
+        has_nl = index < last
+        if has_nl and line.endswith(b"\r"):
+            line = line[:-1]
+        line = line.rstrip(b" \t")
+        soft = line.endswith(b"=")
+        if soft:
+            line = line[:-1]
+        if b"=" in line:
+            i = 0
+            n = len(line)
+            while True:
+                j = line.find(b"=", i)
+                if j < 0:
+                    out += line[i:]
+                    break
+                out += line[i:j]
+                if j + 2 < n and line[j + 1] in _HEX and line[j + 2] in _HEX:
+                    out.append(int(line[j + 1 : j + 3], 16))
+                    i = j + 3
+                else:
+                    out.append(0x3D)
+                    i = j + 1
+        else:
+            out += line
+        if has_nl and not soft:
+            out += b"\r\n"
+    return bytes(out)
+
+
+def decode_base64(body: bytes) -> bytes:
+    """Base64 decoding that skips characters outside the alphabet and stops at padding."""
+    cleaned = re.sub(rb"[^A-Za-z0-9+/=]", b"", body)
+    pad = cleaned.find(b"=")
+    if pad >= 0:
+        cleaned = cleaned[:pad]
+    if len(cleaned) % 4 == 1:
+        cleaned = cleaned[:-1]
+    try:
+        return base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4))
+    except (binascii.Error, ValueError):  # pragma: no cover - cleaned input always decodes
+        raise UnknownCte("undecodable base64") from None
+
+
+def transfer_decode(part: Part) -> bytes:
+    d = part_data(part)
+    cte = (d.cte or b"7bit").lower()
+    body = part.body_bytes
+    if cte in (b"7bit", b"8bit", b"binary"):
+        return body
+    if cte == b"base64":
+        return decode_base64(body)
+    if cte == b"quoted-printable":
+        return decode_qp(body)
+    raise UnknownCte("unknown Content-Transfer-Encoding")
+
+
+# --- the message view --------------------------------------------------------------------
+
+
+class MessageView:
+    """All FETCH views of one message. Parses once; each view is computed on demand."""
+
+    __slots__ = ("_body", "_bodystructure", "_envelope", "data", "root")
+
+    def __init__(self, message: bytes) -> None:
+        self.data = to_crlf(message)
+        self.root = parse(self.data)
+        self._bodystructure: list[Value] | None = None
+        self._body: list[Value] | None = None
+        self._envelope: list[Value] | None = None
+
+    @property
+    def size(self) -> int:
+        """RFC822.SIZE."""
+        return len(self.data)
+
+    def bodystructure(self) -> list[Value]:
+        if self._bodystructure is None:
+            self._bodystructure = bodystructure(self.root, True)
+        return self._bodystructure
+
+    def body(self) -> list[Value]:
+        if self._body is None:
+            self._body = bodystructure(self.root, False)
+        return self._body
+
+    def envelope(self) -> list[Value]:
+        if self._envelope is None:
+            self._envelope = envelope(self.root)
+        return self._envelope
+
+    def rfc822_header(self) -> bytes:
+        return self.root.header_bytes
+
+    def rfc822_text(self) -> bytes:
+        return self.root.body_bytes
+
+    def section(self, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
+        """BODY[section]<partial> content (an empty string for a part that does not exist)."""
+        if isinstance(section, str):
+            section = parse_section(section)
+        content = self._section_bytes(section)
+        return _cut(content, partial)
+
+    def _section_bytes(self, section: Section) -> bytes:
+        root = self.root
+        if not section.parts:
+            message: Part | None = root
+        else:
+            part = part_at(root, list(section.parts))
+            if part is None:
+                return b""
+            if section.text == "":
+                return part.body_bytes if part is not root else root.body_bytes
+            if section.text == "MIME":
+                return part.header_bytes
+            message = part.children[0] if part.is_message_rfc822 and part.children else None
+            if message is None:
+                return b""
+        assert message is not None
+        if section.text == "":
+            return message.raw_bytes if message is not root else self.data
+        if section.text == "HEADER":
+            return message.header_bytes
+        if section.text == "TEXT":
+            return message.body_bytes
+        exclude = section.text == "HEADER.FIELDS.NOT"
+        return _filter_headers(message, section.fields, exclude)
+
+    def _binary_part(self, parts: tuple[int, ...]) -> Part | None:
+        if not parts:
+            return None
+        return part_at(self.root, list(parts))
+
+    def binary(self, parts: tuple[int, ...], partial: tuple[int, int] | None = None) -> bytes:
+        """BINARY[parts]<partial>: the part's body with its transfer encoding undone."""
+        if not parts:
+            return _cut(self.data, partial)
+        part = self._binary_part(parts)
+        if part is None:
+            return b""
+        if part.is_multipart or part.is_message_rfc822:
+            return _cut(part.body_bytes, partial)
+        return _cut(transfer_decode(part), partial)
+
+    def binary_size(self, parts: tuple[int, ...]) -> int:
+        return len(self.binary(parts))
+
+
+def _cut(content: bytes, partial: tuple[int, int] | None) -> bytes:
+    if partial is None:
+        return content
+    origin, length = partial
+    return content[origin : origin + length]
