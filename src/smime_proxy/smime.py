@@ -41,6 +41,7 @@ from smime_proxy.crypto.signed import (
 )
 from smime_proxy.errors import (
     ChainUntrusted,
+    DecryptionFailed,
     InputError,
     MalformedMessage,
     NoRecipientCertificate,
@@ -234,6 +235,10 @@ def decrypt_message(message: bytes, agent: KeyAgent) -> DecryptedMessage:
     if kind not in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA):
         raise NotEncrypted("the message is S/MIME but not encrypted")
     opened = open_enveloped(cms_der, agent)
+    if not _LOOKS_LIKE_ENTITY.match(opened.content):
+        # A wrong key (RFC 3218 random substitute) passes CBC padding 1 time in 256: the
+        # garbage is caught here and reported exactly like every other failure.
+        raise DecryptionFailed("cannot decrypt this message")
     return DecryptedMessage(_merge(outer, opened.content), opened.cipher, opened.authenticated)
 
 
@@ -299,6 +304,8 @@ def is_signed(message: bytes) -> bool:
 # --- helpers --------------------------------------------------------------------------------
 
 _NOT_SIGNED = "the message is not signed"
+# RFC 5322 2.2: a header field name is printable ASCII except ":"; or no header at all.
+_LOOKS_LIKE_ENTITY = re.compile(rb"[!-9;-~]{1,200}[ \t]*:|\r?\n")
 
 
 def _signed_parts(outer: Entity) -> tuple[bytes, ParsedSignedData, bool]:

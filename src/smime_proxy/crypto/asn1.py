@@ -11,14 +11,26 @@ May import: errors, asn1crypto.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from asn1crypto import core
 
 from smime_proxy.errors import MalformedMessage
 
 _MAX_NESTING = 64
+PARSER_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    AttributeError,
+    RecursionError,
+)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _merge_chunks_linear(self: Any) -> Any:
@@ -55,10 +67,8 @@ def parse(spec: type[Any], data: bytes, what: str) -> Any:
         _force(value, 0)
     except MalformedMessage:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError) as exc:
+    except PARSER_ERRORS as exc:
         raise MalformedMessage(f"malformed {what}: {_short(exc)}") from None
-    except RecursionError:
-        raise MalformedMessage(f"malformed {what}: nested too deeply") from None
     return value
 
 
@@ -79,11 +89,31 @@ def guarded(what: str, func: Callable[[], Any]) -> Any:
         return func()
     except MalformedMessage:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError) as exc:
+    except PARSER_ERRORS as exc:
         raise MalformedMessage(f"malformed {what}: {_short(exc)}") from None
 
 
-def _short(exc: Exception) -> str:
+def malformed_on_error(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate an entry point: any parser exception escaping it becomes MalformedMessage.
+
+    asn1crypto and cryptography parse lazily, so a malformed field can raise far from the
+    `load` call; entry points are the one place to guarantee "our error, never anything else".
+    """
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return func(*args, **kwargs)
+            except PARSER_ERRORS as exc:
+                raise MalformedMessage(f"malformed {what}: {_short(exc)}") from None
+
+        return wrapper
+
+    return decorate
+
+
+def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:120]
 

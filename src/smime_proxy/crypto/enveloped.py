@@ -163,12 +163,14 @@ class Opened:
     authenticated: bool
 
 
+@asn1.malformed_on_error("CMS object")
 def content_type_of(cms_der: bytes) -> str:
     info = asn1.parse(cms.ContentInfo, cms_der, "CMS object")
     dotted: str = asn1.guarded("content type", lambda: info["content_type"].dotted)
     return dotted
 
 
+@asn1.malformed_on_error("encrypted message")
 def open_enveloped(cms_der: bytes, agent: KeyAgent) -> Opened:
     """Decrypt EnvelopedData or AuthEnvelopedData with the agent's key."""
     info = asn1.parse(cms.ContentInfo, cms_der, "encrypted message")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,9 @@ from typing import Any
 from asn1crypto import cms, core
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupported
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 
 from smime_proxy.crypto import asn1, der, oids
 from smime_proxy.crypto.keyagent import KeyAgent, hash_algorithm
@@ -150,6 +153,7 @@ class ParsedSignedData:
     certificates: list[x509.Certificate]  # every certificate that loads (intermediates)
 
 
+@asn1.malformed_on_error("CMS signature")
 def parse_signed_data(cms_der: bytes, detached_content: bytes | None) -> ParsedSignedData:
     """Parse a ContentInfo(SignedData) and check every SignerInfo's signature.
 
@@ -183,10 +187,11 @@ def parse_signed_data(cms_der: bytes, detached_content: bytes | None) -> ParsedS
 
     loaded: list[x509.Certificate] = []
     for choice in raw_certs:
-        try:
-            loaded.append(x509.load_der_x509_certificate(choice.chosen.dump()))
-        except ValueError:
-            continue  # an odd bundled certificate must not break verification (rule 4)
+        certificate = load_certificate(choice.chosen.dump())
+        if certificate is not None:
+            loaded.append(
+                certificate
+            )  # an odd bundled certificate must not break verification (rule 4)
     checks = [_check_signer(si, content, econtent_type, raw_certs) for si in signer_infos]
     return ParsedSignedData(econtent, econtent_type, checks, loaded)
 
@@ -198,6 +203,25 @@ def _octets(value: Any) -> bytes:
         )
         return data
     raise MalformedMessage("eContent is not an OCTET STRING")
+
+
+def load_certificate(der_bytes: bytes) -> x509.Certificate | None:
+    """A certificate from DER, fully parsed now (cryptography parses lazily), or None.
+
+    An odd bundled certificate (negative serial, DSA with inherited parameters) must not
+    break verification of the others (notes/crypto.md rule 4).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            certificate = x509.load_der_x509_certificate(der_bytes)
+            certificate.subject.rfc4514_string()
+            certificate.issuer.rfc4514_string()
+            _ = certificate.extensions
+            _ = certificate.not_valid_after_utc
+    except asn1.PARSER_ERRORS:
+        return None
+    return certificate
 
 
 def _find_certificate(sid: Any, raw_certs: list[Any]) -> x509.Certificate | None:
@@ -215,10 +239,7 @@ def _find_certificate(sid: Any, raw_certs: list[Any]) -> x509.Certificate | None
                 continue
         else:
             continue
-        try:
-            return x509.load_der_x509_certificate(choice.chosen.dump())
-        except ValueError:
-            return None
+        return load_certificate(choice.chosen.dump())
     return None
 
 
@@ -227,6 +248,8 @@ def _check_signer(si: Any, content: bytes, econtent_type: str, raw_certs: list[A
         return _check_signer_inner(si, content, econtent_type, raw_certs)
     except MalformedMessage as exc:
         return SignerCheck(None, False, str(exc))
+    except asn1.PARSER_ERRORS:
+        return SignerCheck(None, False, "malformed signer information")
 
 
 def _check_signer_inner(
@@ -263,6 +286,8 @@ def _check_signer_inner(
         _verify_signature(cert, sig_oid, sig_alg, digest, signature, data_to_verify)
     except InvalidSignature:
         return SignerCheck(cert, False, "signature does not match the content", digest)
+    except CryptographyUnsupported:
+        return SignerCheck(cert, False, "unsupported signature algorithm or key", digest)
     except UnsupportedAlgorithm as exc:
         return SignerCheck(cert, False, str(exc), digest)
     return SignerCheck(cert, True, None, digest, signing_time, capabilities)
