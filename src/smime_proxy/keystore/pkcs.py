@@ -323,7 +323,7 @@ def load_pem_bundle(
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:
         certificates = []
-    key_blocks = _pem_blocks(data, "PRIVATE KEY")
+    key_blocks = list(dict.fromkeys(_pem_blocks(data, "PRIVATE KEY")))  # the same one twice: ok
     if len(key_blocks) != 1:
         raise ImportRejected("the PEM file must hold exactly one private key")
     block = key_blocks[0]
