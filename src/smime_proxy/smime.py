@@ -12,6 +12,7 @@ import base64
 import binascii
 import email
 import email.policy
+import functools
 import io
 import quopri
 import re
@@ -134,7 +135,6 @@ _MICALG = {
 }
 _PKCS7_MIME = ("application/pkcs7-mime", "application/x-pkcs7-mime")
 _PKCS7_SIGNATURE = ("application/pkcs7-signature", "application/x-pkcs7-signature")
-_MAX_BASE64_LINE = 76
 
 
 # --- building -------------------------------------------------------------------------------
@@ -370,7 +370,8 @@ def _decode_body(entity: Entity) -> bytes:
     encoding = (entity.get("content-transfer-encoding") or b"7bit").strip().lower()
     if encoding == b"base64":
         try:
-            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", entity.body), validate=True)
+            # non-strict a2b_base64 skips line ends and other characters outside the alphabet
+            return binascii.a2b_base64(entity.body)
         except binascii.Error:
             raise MalformedMessage("malformed base64 in the S/MIME part") from None
     if encoding in (b"7bit", b"8bit", b"binary"):
@@ -423,6 +424,7 @@ def _single_from(outer: Entity) -> tuple[str | None, str | None]:
     return address, None
 
 
+@functools.lru_cache(maxsize=1024)
 def _one_address(value: bytes) -> tuple[str | None, str | None]:
     try:
         text = value.decode("utf-8")
@@ -493,7 +495,7 @@ def _entity_bytes(outer: Entity) -> bytes:
 def _seven_bit_entity(outer: Entity) -> bytes:
     """The entity to sign: 8-bit or binary parts re-encoded so relays cannot alter them."""
     entity = _entity_bytes(outer)
-    if all(byte < 0x80 for byte in entity) and b"\x00" not in entity:
+    if entity.isascii() and b"\x00" not in entity:
         return entity
     parsed = email.message_from_bytes(entity, policy=email.policy.compat32)
     for part in parsed.walk():
@@ -504,7 +506,7 @@ def _seven_bit_entity(outer: Entity) -> bytes:
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             continue
-        if all(byte < 0x80 for byte in payload) and part.get(
+        if payload.isascii() and part.get(
             "Content-Transfer-Encoding", "7bit"
         ).lower() not in ("8bit", "binary"):
             continue
@@ -535,9 +537,13 @@ def _pkcs7_mime_part(smime_type: str, cms_der: bytes) -> bytes:
 
 
 def _base64_lines(data: bytes) -> bytes:
+    """Base64 in 76-character CRLF lines (RFC 2045 6.8).
+
+    One C-level encode, then one join of slices: encodebytes() loops in Python per line.
+    """
     encoded = base64.b64encode(data)
-    step = _MAX_BASE64_LINE
-    return b"".join(encoded[i : i + step] + b"\r\n" for i in range(0, len(encoded), step))
+    lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
+    return b"\r\n".join(lines) + b"\r\n" if lines else b""
 
 
 def _boundary() -> str:

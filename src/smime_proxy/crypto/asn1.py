@@ -19,7 +19,6 @@ from asn1crypto import core
 
 from smime_proxy.errors import MalformedMessage
 
-_MAX_NESTING = 64
 PARSER_ERRORS = (
     ValueError,
     TypeError,
@@ -61,26 +60,17 @@ core.Constructable._merge_chunks = _merge_chunks_linear
 
 
 def parse(spec: type[Any], data: bytes, what: str) -> Any:
-    """Parse and fully load `data` as `spec`, turning any parser error into MalformedMessage."""
+    """Parse `data` as `spec`, turning any parser error into MalformedMessage.
+
+    asn1crypto parses children lazily: entry points also carry `malformed_on_error`.
+    """
     try:
         value = spec.load(data, strict=False)
-        _force(value, 0)
     except MalformedMessage:
         raise
     except PARSER_ERRORS as exc:
         raise MalformedMessage(f"malformed {what}: {_short(exc)}") from None
     return value
-
-
-def _force(value: Any, depth: int) -> None:
-    """Parse lazily-parsed children now, so errors surface here and not deep in callers."""
-    if depth > _MAX_NESTING:
-        raise MalformedMessage("structure nested too deeply")
-    if isinstance(value, core.Sequence | core.SequenceOf):
-        for child in value:
-            _force(child, depth + 1)
-    elif isinstance(value, core.Choice):
-        _force(value.chosen, depth + 1)
 
 
 def guarded(what: str, func: Callable[[], Any]) -> Any:

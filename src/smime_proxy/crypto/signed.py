@@ -231,7 +231,7 @@ def _find_certificate(sid: Any, raw_certs: list[Any]) -> x509.Certificate | None
             ias = sid.chosen
             if tbs["serial_number"].native != ias["serial_number"].native:
                 continue
-            if tbs["issuer"] != ias["issuer"]:
+            if tbs["issuer"].dump() != ias["issuer"].dump() and tbs["issuer"] != ias["issuer"]:
                 continue
         elif sid.name == "subject_key_identifier":
             ski = choice.chosen.key_identifier_value
