@@ -206,17 +206,25 @@ class Rfc822Parser:
         return self.parse_dot_atom(out)
 
     def parse_content_type(self, out: bytearray) -> int:
+        """type "/" subtype; on a broken value after the type, `out` is emptied (Dovecot 2.3:
+        `text` alone stays "text", `text; x=y`, `text/` and `a/b/c` become "")."""
         if self.skip_lwsp() <= 0:
             return -1
-        if self.parse_mime_token(out) <= 0:
+        if self.parse_mime_token(out) <= 0 or not out:
             return -1
         if self.data[self.pos] != 0x2F:
+            del out[:]
             return -1
         self.pos += 1
         if self.skip_lwsp() <= 0:
+            del out[:]
             return -1
         out.append(0x2F)
-        return self.parse_mime_token(out)
+        ret = self.parse_mime_token(out)
+        if ret < 0 or (self.pos < self.end and self.data[self.pos] != 0x3B):
+            del out[:]
+            return -1
+        return ret
 
     def parse_content_param(self) -> tuple[int, bytes, bytes]:
         """One `; key=value`: (ret, key, value); ret 0 at the end, -1 broken, 1 found."""

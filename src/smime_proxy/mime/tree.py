@@ -215,12 +215,13 @@ class _Parser:
             return None
         start = line + 2
         lf = data.find(b"\n", start)
+        trailing_dash = False
         if lf >= 0:
             find_size = lf - start
             if find_size > 0 and data[start + find_size - 1] == _CR:
                 find_size -= 1
             if find_size > 2 and data[start + find_size - 2 : start + find_size] == b"--":
-                find_size -= 2
+                trailing_dash = True
         else:
             find_size = min(self.n - start, BOUNDARY_END_MAX_LEN)
         best: _Boundary | None = None
@@ -232,7 +233,7 @@ class _Parser:
                 and data.startswith(b.value, start)
             ):
                 best = b
-                if blen == find_size:
+                if blen == find_size or (trailing_dash and blen == find_size - 2):
                     break
         if best is None:
             return None
@@ -249,9 +250,14 @@ class _Parser:
         part = root
         pos = 0
         logical = 0
+        nl_owner: Part | None = None
         while True:
             # ---- header block of `part`, starting at pos ----
             pos, cut = self.parse_header(part, pos, logical)
+            if cut < pos and part.headers:
+                # the header was cut by a delimiter line: like Dovecot, the newline before
+                # that line is counted in the body of this part's parent
+                nl_owner = part.parent
             self.classify(part)
             if part.header_complete and part.boundary is not None and part.is_multipart:
                 if part.depth + 1 < MAX_NESTING:
@@ -261,6 +267,14 @@ class _Parser:
                     part.boundary = None
             elif part.is_multipart:
                 part.boundary = None
+            if part.header_complete and self.boundaries and cut == pos:
+                found = self.boundary_at(pos)
+                if found is not None and found[0].part is not part:
+                    # Dovecot checks for a delimiter before it reports the end of the header:
+                    # the empty line then belongs to the delimiter, as the CRLF before it.
+                    blank = 2 if pos >= 2 and data[pos - 2] == _CR else 1
+                    cut = part.body_start = pos - blank
+                    nl_owner = part.parent
             if part.is_message_rfc822 and (
                 part.depth + 1 >= MAX_NESTING or self.total_parts >= MAX_PARTS
             ):
@@ -302,9 +316,10 @@ class _Parser:
                 boundary, closing = found
                 # close every part up to the multipart that owns the boundary
                 while part is not boundary.part:
-                    part.end = max(delim_start, part.body_start)
+                    part.end = line if part is nl_owner else max(delim_start, part.body_start)
                     assert part.parent is not None
                     part = part.parent
+                nl_owner = None
                 idx = next(i for i, b in enumerate(self.boundaries) if b is boundary)
                 del self.boundaries[idx + (0 if closing else 1) :]
                 # skip the rest of the delimiter line
@@ -434,19 +449,20 @@ def parse(data: bytes) -> Part:
 
 
 def part_at(root: Part, numbers: list[int]) -> Part | None:
-    """The IMAP part `1.2.3` below root (message/rfc822 rules applied), or None."""
-    part = root
-    for number in numbers:
-        if number < 1:
+    """The part an IMAP section part number (`[1, 2, 3]` for 1.2.3) names, or None.
+
+    A multipart's n-th child is n; a non-multipart part has only part 1 (itself), and only a
+    message/rfc822 part may be followed by more numbers, which then address the encapsulated
+    message (RFC 9051 section 6.4.5; Dovecot's imap_msgpart_find)."""
+    part: Part | None = root
+    last = len(numbers) - 1
+    for index, number in enumerate(numbers):
+        if part is None or number < 1:
             return None
-        if part.is_message_rfc822 and part.children:
-            part = part.children[0]
         if part.is_multipart:
-            if number > len(part.children):
-                return None
-            part = part.children[number - 1]
-        elif number == 1:
-            continue
-        else:
+            part = part.children[number - 1] if number <= len(part.children) else None
+        elif number != 1 or (index < last and not part.is_message_rfc822):
             return None
+        if part is not None and part.is_message_rfc822 and index < last:
+            part = part.children[0] if part.children else None
     return part

@@ -112,7 +112,7 @@ def part_data(part: Part) -> PartData:
         value = _cstr(h.value(data))
         if key == b"type":
             if d.content_type is None:
-                ctype, subtype, params, _ret = parse_content_type(value)
+                ctype, subtype, params, ret = parse_content_type(value)
                 d.content_type = _cstr(ctype)
                 d.subtype = _cstr(subtype) if subtype is not None else b""
                 d.params = params
@@ -252,7 +252,12 @@ def envelope(part: Part) -> list[Value]:
             continue
         ai = _ENV_ADDR.get(lname)
         if ai is not None:
-            addrs[ai] = parse_address_list(_cstr(h.value(data)))
+            found = parse_address_list(_cstr(h.value(data)))
+            have = addrs[ai]
+            if have is None:
+                addrs[ai] = found
+            else:
+                have.extend(found)
     subject = strs[1]
     from_ = addrs[2]
     return [
@@ -329,8 +334,14 @@ def _filter_headers(part: Part, fields: tuple[bytes, ...], exclude: bool) -> byt
         for h in part.headers
         if (h.name.lower() in wanted) != exclude
     ]
-    out.append(b"\r\n")
+    if not exclude or _has_eoh(part):
+        out.append(b"\r\n")
     return b"".join(out)
+
+
+def _has_eoh(part: Part) -> bool:
+    header = part.header_bytes
+    return header in (b"\r\n", b"\n") or header.endswith((b"\n\r\n", b"\n\n"))
 
 
 # --- transfer decoding (BINARY) -----------------------------------------------------------
@@ -338,9 +349,13 @@ def _filter_headers(part: Part, fields: tuple[bytes, ...], exclude: bool) -> byt
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
+class BinaryDecodeError(UnknownCte):
+    """The part's content is not valid in its transfer encoding (the server answers NO)."""
+
+
 def decode_qp(body: bytes) -> bytes:
-    """Quoted-printable decoding (RFC 2045 6.7, tolerant as Dovecot's qp-decoder): soft
-    breaks removed, trailing whitespace of each line dropped, invalid `=` kept verbatim."""
+    """Quoted-printable decoding (RFC 2045 6.7): soft breaks removed, trailing whitespace of
+    each line dropped; an `=` not followed by two hex digits is an error (as in Dovecot)."""
     out = bytearray()
     lines = body.split(b"\n")
     last = len(lines) - 1
@@ -365,8 +380,7 @@ def decode_qp(body: bytes) -> bytes:
                     out.append(int(line[j + 1 : j + 3], 16))
                     i = j + 3
                 else:
-                    out.append(0x3D)
-                    i = j + 1
+                    raise BinaryDecodeError("invalid quoted-printable data")
         else:
             out += line
         if has_nl and not soft:
@@ -375,22 +389,25 @@ def decode_qp(body: bytes) -> bytes:
 
 
 def decode_base64(body: bytes) -> bytes:
-    """Base64 decoding that skips characters outside the alphabet and stops at padding."""
-    cleaned = re.sub(rb"[^A-Za-z0-9+/=]", b"", body)
-    pad = cleaned.find(b"=")
-    if pad >= 0:
-        cleaned = cleaned[:pad]
-    if len(cleaned) % 4 == 1:
-        cleaned = cleaned[:-1]
+    """Strict base64: whitespace ignored; anything else outside the alphabet, data after the
+    padding or a truncated final group is an error (as in Dovecot)."""
+    cleaned = body.translate(None, b" \t\r\n")
     try:
-        return base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4))
-    except (binascii.Error, ValueError):  # pragma: no cover - cleaned input always decodes
-        raise UnknownCte("undecodable base64") from None
+        return base64.b64decode(cleaned, validate=True)
+    except (binascii.Error, ValueError):
+        raise BinaryDecodeError("invalid base64 data") from None
 
 
 def transfer_decode(part: Part) -> bytes:
-    d = part_data(part)
-    cte = (d.cte or b"7bit").lower()
+    """The body with its Content-Transfer-Encoding undone. The first usable CTE field counts
+    even in a non-MIME part (Dovecot decodes it there too)."""
+    cte = b"7bit"
+    for h in part.headers:
+        if h.name.lower() == b"content-transfer-encoding":
+            token = parse_transfer_encoding(_cstr(h.value(part.data)))
+            if token is not None:
+                cte = token.lower()
+                break
     body = part.body_bytes
     if cte in (b"7bit", b"8bit", b"binary"):
         return body
@@ -458,7 +475,7 @@ class MessageView:
             if part is None:
                 return b""
             if section.text == "":
-                return part.body_bytes if part is not root else root.body_bytes
+                return part.body_bytes
             if section.text == "MIME":
                 return part.header_bytes
             message = part.children[0] if part.is_message_rfc822 and part.children else None
