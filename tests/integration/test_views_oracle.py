@@ -174,6 +174,10 @@ class Oracle:
 
     def reconnect(self) -> None:
         """After Dovecot dropped the connection (it answers some FETCHes with BYE)."""
+        try:
+            self.conn.shutdown()
+        except OSError:  # pragma: no cover
+            pass
         self.conn = self._connect()
         typ, _ = self.conn.select(self.mailbox)
         assert typ == "OK"
