@@ -1,0 +1,407 @@
+"""The daemon's YAML configuration: load, validate, freeze.
+
+``load_config(path)`` reads ``config/smime-proxy.yaml``-style YAML into the frozen dataclasses
+below. Every problem (unknown key, wrong type, missing key, missing file, bad port, duplicate
+key, YAML syntax) raises ``ConfigError`` whose message starts with the YAML path of the
+offending value, e.g.::
+
+    listeners.imap.port: expected an integer 1-65535, got "abc"
+
+Relative paths are resolved against the directory of the config file. Files named by the
+config (TLS certificates and keys, CA files, trust roots, the policy file) must exist unless
+``check_files=False`` (used to validate the reference example, whose files live elsewhere).
+``check_ports_free(config)`` is the start-time check that no listener port is already taken.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast
+
+import yaml
+
+from smime_proxy.errors import ConfigError
+
+ListenerTlsMode = Literal["starttls", "implicit"]
+UpstreamTlsMode = Literal["implicit", "starttls", "none"]
+LockedFetch = Literal["unavailable", "passthrough"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+# --- the configuration ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListenerTls:
+    """TLS of a listener: ``starttls`` (offered on the plain port) or ``implicit``."""
+
+    mode: ListenerTlsMode
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One port the proxy listens on. ``tls is None`` means plaintext only, which is allowed
+    only with ``plaintext_loopback`` on a loopback ``host``. ``plaintext_loopback``: clients
+    from a loopback address may log in without TLS."""
+
+    host: str
+    port: int
+    tls: ListenerTls | None
+    plaintext_loopback: bool
+
+
+@dataclass(frozen=True)
+class ListenersConfig:
+    imap: ListenerConfig
+    smtp: ListenerConfig
+    control: ListenerConfig
+
+
+@dataclass(frozen=True)
+class UpstreamEndpoint:
+    """An upstream server. ``verify``: check its certificate and host name, against
+    ``ca_file`` if given, else the system CA store."""
+
+    host: str
+    port: int
+    tls: UpstreamTlsMode
+    verify: bool
+    ca_file: Path | None
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    imap: UpstreamEndpoint
+    smtp: UpstreamEndpoint
+
+
+@dataclass(frozen=True)
+class UnlockConfig:
+    """Secure Mail unlock: lock after ``idle_timeout`` seconds unused, and after
+    ``max_unlock`` seconds in any case."""
+
+    idle_timeout: int = 180
+    max_unlock: int = 3600
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: LogFormat = "text"
+    level: LogLevel = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration (``source``: the file it was read from)."""
+
+    source: Path
+    listeners: ListenersConfig
+    upstream: UpstreamConfig
+    data_dir: Path
+    trust_roots: tuple[Path, ...]
+    unlock: UnlockConfig
+    locked_fetch: LockedFetch
+    policy_file: Path | None
+    logging: LoggingConfig
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_config(path: Path | str, *, check_files: bool = True) -> Config:
+    """Read and validate the YAML config at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file: {_reason(e)}") from None
+    try:
+        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(_yaml_error(path, e)) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return parse_config(data, base_dir=path.resolve().parent, source=path,
+                        check_files=check_files)
+
+
+def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
+                 check_files: bool = True) -> Config:
+    """Validate already-parsed YAML ``data`` (paths relative to ``base_dir``)."""
+    r = _Reader(base_dir, check_files)
+    top = r.mapping(data, "", "the configuration")
+    r.only(top, "", {"listeners", "upstream", "data_dir", "trust_roots", "unlock",
+                     "locked_fetch", "policy_file", "logging"})
+    listeners = _listeners(r, r.required(top, "", "listeners"))
+    upstream = _upstream(r, r.required(top, "", "upstream"))
+    data_dir = r.path(r.required(top, "", "data_dir"), "data_dir", must_exist=False)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"data_dir: {data_dir} exists and is not a directory")
+    roots_raw = top.get("trust_roots", [])
+    if not isinstance(roots_raw, list):
+        raise r.type_error("trust_roots", "a list of file paths", roots_raw)
+    trust_roots = tuple(r.path(v, f"trust_roots[{i}]", must_exist=True)
+                        for i, v in enumerate(roots_raw))
+    unlock = _unlock(r, top.get("unlock", {}))
+    locked_fetch = r.choice(top.get("locked_fetch", "unavailable"), "locked_fetch",
+                            ("unavailable", "passthrough"))
+    policy_raw = top.get("policy_file")
+    policy_file = None if policy_raw is None else r.path(policy_raw, "policy_file",
+                                                         must_exist=True)
+    log = r.mapping(top.get("logging", {}), "logging", "a mapping")
+    r.only(log, "logging", {"format", "level"})
+    logging = LoggingConfig(
+        format=cast(LogFormat, r.choice(log.get("format", "text"), "logging.format",
+                                        ("text", "json"))),
+        level=cast(LogLevel, r.choice(log.get("level", "info"), "logging.level",
+                                      ("debug", "info", "warning", "error"))),
+    )
+    return Config(
+        source=source if source is not None else base_dir / "<config>",
+        listeners=listeners, upstream=upstream, data_dir=data_dir, trust_roots=trust_roots,
+        unlock=unlock, locked_fetch=cast(LockedFetch, locked_fetch), policy_file=policy_file,
+        logging=logging,
+    )
+
+
+def check_ports_free(config: Config) -> None:
+    """Raise ``ConfigError`` naming the first listener whose address is already in use."""
+    for name in ("imap", "smtp", "control"):
+        listener: ListenerConfig = getattr(config.listeners, name)
+        family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((listener.host, listener.port))
+            except OSError as e:
+                raise ConfigError(
+                    f"listeners.{name}.port: cannot listen on {listener.host} port "
+                    f"{listener.port}: {_reason(e)}"
+                ) from None
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def _listeners(r: _Reader, raw: object) -> ListenersConfig:
+    m = r.mapping(raw, "listeners", "a mapping with imap, smtp and control")
+    r.only(m, "listeners", {"imap", "smtp", "control"})
+    built = {name: _listener(r, r.required(m, "listeners", name), f"listeners.{name}",
+                             control=name == "control")
+             for name in ("imap", "smtp", "control")}
+    seen: dict[tuple[str, int], str] = {}
+    for name, lst in built.items():
+        other = seen.get((lst.host, lst.port))
+        if other is not None:
+            raise ConfigError(f"listeners.{name}.port: {lst.port} is already used by "
+                              f"listeners.{other}")
+        seen[(lst.host, lst.port)] = name
+    return ListenersConfig(**built)
+
+
+def _listener(r: _Reader, raw: object, where: str, *, control: bool) -> ListenerConfig:
+    m = r.mapping(raw, where, "a mapping")
+    r.only(m, where, {"host", "port", "tls", "plaintext_loopback"})
+    host = r.host(m.get("host", "127.0.0.1"), f"{where}.host", ip_only=True)
+    port = r.port(r.required(m, where, "port"), f"{where}.port")
+    plaintext_loopback = r.boolean(m.get("plaintext_loopback", False),
+                                   f"{where}.plaintext_loopback")
+    tls: ListenerTls | None = None
+    if m.get("tls") is not None:
+        t = r.mapping(m["tls"], f"{where}.tls", "a mapping with mode, cert and key")
+        r.only(t, f"{where}.tls", {"mode", "cert", "key"})
+        modes = ("implicit",) if control else ("starttls", "implicit")
+        mode = r.choice(t.get("mode", modes[0]), f"{where}.tls.mode", modes)
+        tls = ListenerTls(
+            mode=cast(ListenerTlsMode, mode),
+            cert=r.path(r.required(t, f"{where}.tls", "cert"), f"{where}.tls.cert",
+                        must_exist=True),
+            key=r.path(r.required(t, f"{where}.tls", "key"), f"{where}.tls.key",
+                       must_exist=True),
+        )
+    elif not plaintext_loopback:
+        raise ConfigError(f"{where}.tls: missing (a listener without TLS needs "
+                          "plaintext_loopback: true)")
+    if plaintext_loopback and not _is_loopback(host) and tls is None:
+        raise ConfigError(f"{where}.host: {host} is not a loopback address; without tls "
+                          "only a loopback address may be used")
+    return ListenerConfig(host=host, port=port, tls=tls, plaintext_loopback=plaintext_loopback)
+
+
+def _upstream(r: _Reader, raw: object) -> UpstreamConfig:
+    m = r.mapping(raw, "upstream", "a mapping with imap and smtp")
+    r.only(m, "upstream", {"imap", "smtp"})
+    built = {}
+    for name in ("imap", "smtp"):
+        where = f"upstream.{name}"
+        e = r.mapping(r.required(m, "upstream", name), where, "a mapping")
+        r.only(e, where, {"host", "port", "tls", "verify", "ca_file"})
+        host = r.host(r.required(e, where, "host"), f"{where}.host", ip_only=False)
+        tls = r.choice(e.get("tls", "starttls"), f"{where}.tls",
+                       ("implicit", "starttls", "none"))
+        if tls == "none" and not _is_loopback(host):
+            raise ConfigError(f"{where}.tls: none would send users' passwords in clear to "
+                              f"{host}; only allowed for a loopback host")
+        ca_raw = e.get("ca_file")
+        built[name] = UpstreamEndpoint(
+            host=host,
+            port=r.port(r.required(e, where, "port"), f"{where}.port"),
+            tls=cast(UpstreamTlsMode, tls),
+            verify=r.boolean(e.get("verify", True), f"{where}.verify"),
+            ca_file=None if ca_raw is None else r.path(ca_raw, f"{where}.ca_file",
+                                                       must_exist=True),
+        )
+    return UpstreamConfig(**built)
+
+
+def _unlock(r: _Reader, raw: object) -> UnlockConfig:
+    m = r.mapping(raw, "unlock", "a mapping")
+    r.only(m, "unlock", {"idle_timeout", "max_unlock"})
+    idle = r.seconds(m.get("idle_timeout", UnlockConfig.idle_timeout), "unlock.idle_timeout")
+    maximum = r.seconds(m.get("max_unlock", max(idle, UnlockConfig.max_unlock)),
+                        "unlock.max_unlock")
+    if maximum < idle:
+        raise ConfigError(f"unlock.max_unlock: {maximum} is less than unlock.idle_timeout "
+                          f"({idle})")
+    return UnlockConfig(idle_timeout=idle, max_unlock=maximum)
+
+
+# --- validation helpers ----------------------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, base_dir: Path, check_files: bool) -> None:
+        self.base_dir = base_dir
+        self.check_files = check_files
+
+    @staticmethod
+    def type_error(where: str, expected: str, value: object) -> ConfigError:
+        return ConfigError(f"{where}: expected {expected}, got {_show(value)}")
+
+    def mapping(self, value: object, where: str, expected: str) -> Mapping[str, object]:
+        if not isinstance(value, dict):
+            if where == "":
+                raise ConfigError(f"(top level): expected {expected} (a YAML mapping), "
+                                  f"got {_show(value)}")
+            raise self.type_error(where, expected, value)
+        return cast(dict[str, object], value)
+
+    @staticmethod
+    def only(m: Mapping[str, object], where: str, allowed: set[str]) -> None:
+        for key in m:
+            if key not in allowed:
+                name = f"{where}.{key}" if where else str(key)
+                raise ConfigError(f"{name}: unknown key (expected one of: "
+                                  f"{', '.join(sorted(allowed))})")
+
+    @staticmethod
+    def required(m: Mapping[str, object], where: str, key: str) -> object:
+        if key not in m or m[key] is None:
+            raise ConfigError(f"{where + '.' if where else ''}{key}: missing (required)")
+        return m[key]
+
+    def port(self, value: object, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise self.type_error(where, "an integer 1-65535", value)
+        return value
+
+    def seconds(self, value: object, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.type_error(where, "a whole number of seconds >= 1", value)
+        return value
+
+    def boolean(self, value: object, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.type_error(where, "true or false", value)
+        return value
+
+    def choice(self, value: object, where: str, choices: tuple[str, ...]) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise self.type_error(where, " | ".join(choices), value)
+        return value
+
+    def host(self, value: object, where: str, *, ip_only: bool) -> str:
+        if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+            raise self.type_error(where, "a host name or IP address", value)
+        if ip_only:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise self.type_error(where, "an IP address to listen on", value) from None
+        return value
+
+    def path(self, value: object, where: str, *, must_exist: bool) -> Path:
+        if not isinstance(value, str) or not value:
+            raise self.type_error(where, "a file path", value)
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = self.base_dir / path
+        if must_exist and self.check_files:
+            if not path.exists():
+                raise ConfigError(f"{where}: file not found: {path}")
+            if not path.is_file():
+                raise ConfigError(f"{where}: not a regular file: {path}")
+        return path
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null (empty)"
+    if isinstance(value, str):
+        shown = json.dumps(value, ensure_ascii=False)
+        return shown if len(shown) <= 60 else shown[:57] + '..."'
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _reason(e: BaseException) -> str:
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+
+
+def _yaml_error(path: Path, e: yaml.MarkedYAMLError) -> str:
+    mark = e.problem_mark
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    return f"{where}: YAML syntax error: {e.problem or e.context or 'cannot parse'}"
+
+
+def _check_duplicate_keys(node: yaml.Node | None, where: str = "") -> None:
+    """PyYAML silently keeps the last of two equal keys: refuse them, naming the path."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            name = f"{where}.{key}" if where else key
+            if key in seen:
+                raise ConfigError(f"{name}: duplicate key (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+            _check_duplicate_keys(value_node, name)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, f"{where}[{i}]")
