@@ -51,10 +51,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _group(sub: argparse._SubParsersAction[Any], name: str, help_text: str) -> Any:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
     commands = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
     commands.required = True
     return commands
+
+
+def _leaf(commands: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A command parser that takes no abbreviated options: `--password x` must not be taken
+    for `--password-file x` (a password typed into argv, then echoed as a file name)."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, allow_abbrev=False, **kwargs)
+    return parser
 
 
 def _guarded(handler: Handler) -> Handler:
@@ -136,10 +143,10 @@ def _write_private(path: str, data: bytes) -> None:
 
 def _register_ca(sub: argparse._SubParsersAction[Any]) -> None:
     commands = _group(sub, "ca", "the server CA that issues user certificates")
-    init = commands.add_parser("init", help="create the server CA in the data directory")
+    init = _leaf(commands, "init", help="create the server CA in the data directory")
     init.add_argument("--name", default=DEFAULT_CA_NAME, help="the CA's common name")
     init.set_defaults(handler=_guarded(_ca_init))
-    show = commands.add_parser("show", help="describe the server CA certificate")
+    show = _leaf(commands, "show", help="describe the server CA certificate")
     show.set_defaults(handler=_guarded(_ca_show))
 
 
@@ -164,14 +171,14 @@ def _ca_show(args: argparse.Namespace) -> int:
 def _register_keys(sub: argparse._SubParsersAction[Any]) -> None:
     commands = _group(sub, "keys", "users' private keys and certificates")
 
-    imp = commands.add_parser("import", help="import a PKCS#12 file as USER's key")
+    imp = _leaf(commands, "import", help="import a PKCS#12 file as USER's key")
     imp.add_argument("user")
     imp.add_argument("file", metavar="FILE.p12")
     imp.add_argument("--file-password-file", metavar="F", help="password of FILE.p12")
     imp.add_argument("--password-file", metavar="NEWPW", help="the new Secure Mail Password")
     imp.set_defaults(handler=_guarded(_keys_import))
 
-    gen = commands.add_parser("generate", help="new key + certificate from the server CA")
+    gen = _leaf(commands, "generate", help="new key + certificate from the server CA")
     gen.add_argument("user")
     gen.add_argument("--email", required=True, metavar="ADDR")
     gen.add_argument("--password-file", metavar="F", help="the Secure Mail Password")
@@ -183,7 +190,7 @@ def _register_keys(sub: argparse._SubParsersAction[Any]) -> None:
     )
     gen.set_defaults(handler=_guarded(_keys_generate))
 
-    exp = commands.add_parser("export", help="write USER's key as PKCS#12")
+    exp = _leaf(commands, "export", help="write USER's key as PKCS#12")
     exp.add_argument("user")
     exp.add_argument("out", metavar="OUT.p12")
     exp.add_argument("--password-file", metavar="SECUREPW", help="the Secure Mail Password")
@@ -193,19 +200,19 @@ def _register_keys(sub: argparse._SubParsersAction[Any]) -> None:
     )
     exp.set_defaults(handler=_guarded(_keys_export))
 
-    pw = commands.add_parser("passwd", help="change USER's Secure Mail Password")
+    pw = _leaf(commands, "passwd", help="change USER's Secure Mail Password")
     pw.add_argument("user")
     pw.add_argument("--password-file", metavar="OLD", help="the current password")
     pw.add_argument("--new-password-file", metavar="NEW", help="the new password")
     pw.set_defaults(handler=_guarded(_keys_passwd))
 
-    rm = commands.add_parser("remove", help="delete USER's key (proof: the same key as PKCS#12)")
+    rm = _leaf(commands, "remove", help="delete USER's key (proof: the same key as PKCS#12)")
     rm.add_argument("user")
     rm.add_argument("--p12", required=True, metavar="FILE", help="PKCS#12 holding the same key")
     rm.add_argument("--file-password-file", metavar="F", help="password of FILE")
     rm.set_defaults(handler=_guarded(_keys_remove))
 
-    show = commands.add_parser("show", help="describe USER's certificate (never the key)")
+    show = _leaf(commands, "show", help="describe USER's certificate (never the key)")
     show.add_argument("user")
     show.set_defaults(handler=_guarded(_keys_show))
 
@@ -290,14 +297,14 @@ def _keys_show(args: argparse.Namespace) -> int:
 
 def _register_contacts(sub: argparse._SubParsersAction[Any]) -> None:
     commands = _group(sub, "contacts", "users' address books of recipients' certificates")
-    add = commands.add_parser("add", help="add a recipient certificate (PEM or DER)")
+    add = _leaf(commands, "add", help="add a recipient certificate (PEM or DER)")
     add.add_argument("user")
     add.add_argument("certificate", metavar="CERT.pem")
     add.set_defaults(handler=_guarded(_contacts_add))
-    lst = commands.add_parser("list", help="list USER's address book")
+    lst = _leaf(commands, "list", help="list USER's address book")
     lst.add_argument("user")
     lst.set_defaults(handler=_guarded(_contacts_list))
-    rm = commands.add_parser("remove", help="forget EMAIL's certificates")
+    rm = _leaf(commands, "remove", help="forget EMAIL's certificates")
     rm.add_argument("user")
     rm.add_argument("email")
     rm.set_defaults(handler=_guarded(_contacts_remove))
