@@ -54,6 +54,7 @@ from smime_proxy.errors import (
 )
 from smime_proxy.keystore.certs import certificate_addresses
 from smime_proxy.mime.entity import (
+    MAX_HEADER_BYTES,
     Entity,
     canonical_crlf,
     parse_entity,
@@ -234,12 +235,14 @@ def decrypt_message(message: bytes, agent: KeyAgent) -> DecryptedMessage:
     kind = content_type_of(cms_der)
     if kind not in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA):
         raise NotEncrypted("the message is S/MIME but not encrypted")
-    opened = open_enveloped(cms_der, agent)
-    if not _LOOKS_LIKE_ENTITY.match(opened.content):
+    cms_list = [cms_der]
+    del cms_der
+    opened = open_enveloped(cms_list.pop(), agent)  # hand over the only reference
+    if not _LOOKS_LIKE_ENTITY.match(opened.parts[0]):
         # A wrong key (RFC 3218 random substitute) passes CBC padding 1 time in 256: the
         # garbage is caught here and reported exactly like every other failure.
         raise DecryptionFailed("cannot decrypt this message")
-    return DecryptedMessage(_merge(outer, opened.content), opened.cipher, opened.authenticated)
+    return DecryptedMessage(_merge(outer, opened.parts), opened.cipher, opened.authenticated)
 
 
 def inspect_signature(
@@ -371,7 +374,7 @@ def _decode_body(entity: Entity) -> bytes:
     if encoding == b"base64":
         try:
             # non-strict a2b_base64 skips line ends and other characters outside the alphabet
-            return binascii.a2b_base64(entity.body)
+            return binascii.a2b_base64(entity.body_view())
         except binascii.Error:
             raise MalformedMessage("malformed base64 in the S/MIME part") from None
     if encoding in (b"7bit", b"8bit", b"binary"):
@@ -464,15 +467,18 @@ def _first_problem(
     return None
 
 
-def _merge(outer: Entity, inner_bytes: bytes) -> bytes:
-    inner = parse_entity(inner_bytes)
-    inner_names = {f.name for f in inner.fields}
+def _merge(outer: Entity, inner_parts: tuple[bytes, ...]) -> bytes:
+    """Outer header fields the inner entity does not repeat, then the inner entity."""
+    head = inner_parts[0]
+    if len(head) < MAX_HEADER_BYTES and len(inner_parts) > 1:
+        head = b"".join(inner_parts)  # small message: the header may straddle the pieces
+    inner_names = {f.name for f in parse_entity(head).fields}
     kept = [f.raw for f in outer.other_fields() if f.name not in inner_names]
     if kept and not kept[-1].endswith(b"\n"):
         kept[-1] += b"\r\n"
     if "mime-version" not in inner_names:
         kept.append(b"MIME-Version: 1.0\r\n")
-    return b"".join(kept) + inner_bytes
+    return b"".join([*kept, *inner_parts])
 
 
 def _outer_header(outer: Entity) -> bytes:
@@ -506,9 +512,10 @@ def _seven_bit_entity(outer: Entity) -> bytes:
         payload = part.get_payload(decode=True)
         if not isinstance(payload, bytes):
             continue
-        if payload.isascii() and part.get(
-            "Content-Transfer-Encoding", "7bit"
-        ).lower() not in ("8bit", "binary"):
+        if payload.isascii() and part.get("Content-Transfer-Encoding", "7bit").lower() not in (
+            "8bit",
+            "binary",
+        ):
             continue
         del part["Content-Transfer-Encoding"]
         if part.get_content_maintype() == "text":

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from asn1crypto import cms, core, keys
 from cryptography import x509
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, keywrap
 from cryptography.hazmat.primitives import padding as sym_padding
@@ -31,6 +32,8 @@ from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from smime_proxy.crypto import asn1, der, oids
+from smime_proxy.crypto.ber import content_type as ber_content_type
+from smime_proxy.crypto.ber import split_encrypted_content
 from smime_proxy.crypto.keyagent import KeyAgent, KeyTransportPadding, hash_algorithm
 from smime_proxy.crypto.signed import issuer_and_serial
 from smime_proxy.errors import (
@@ -158,22 +161,31 @@ def _x963(shared: bytes, kdf_hash: str, wrap_alg_der: bytes, size: int, ukm: byt
 
 @dataclass(frozen=True)
 class Opened:
-    content: bytes
+    """Decrypted content, kept in pieces so a 100 MB message is joined only once."""
+
+    parts: tuple[bytes, ...]
     cipher: str
     authenticated: bool
 
+    @property
+    def content(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
-@asn1.malformed_on_error("CMS object")
+
 def content_type_of(cms_der: bytes) -> str:
-    info = asn1.parse(cms.ContentInfo, cms_der, "CMS object")
-    dotted: str = asn1.guarded("content type", lambda: info["content_type"].dotted)
-    return dotted
+    """The dotted content type of a ContentInfo, without parsing the rest."""
+    return ber_content_type(cms_der)
 
 
 @asn1.malformed_on_error("encrypted message")
 def open_enveloped(cms_der: bytes, agent: KeyAgent) -> Opened:
     """Decrypt EnvelopedData or AuthEnvelopedData with the agent's key."""
-    info = asn1.parse(cms.ContentInfo, cms_der, "encrypted message")
+    skeleton, ciphertext = split_encrypted_content(cms_der)
+    del cms_der  # the caller passes its only reference: free 100 MB early
+    if ciphertext is None:
+        raise UnsupportedAlgorithm("encrypted message without its content (detached)")
+    info = asn1.parse(cms.ContentInfo, skeleton, "encrypted message")
+    del skeleton
     kind = asn1.guarded("content type", lambda: info["content_type"].dotted)
     if kind not in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA):
         raise MalformedMessage("the CMS object is not EnvelopedData or AuthEnvelopedData")
@@ -191,14 +203,13 @@ def open_enveloped(cms_der: bytes, agent: KeyAgent) -> Opened:
             "open it with an old mail client"
         )
     key_length, cipher_name = _content_cipher(alg_oid, kind)
-    ciphertext = asn1.guarded("encrypted content", lambda: _encrypted_content(eci))
     recipient_infos = list(body["recipient_infos"])
     cek = _recover_key(recipient_infos, agent, key_length, ciphertext_check=None)
     if kind == oids.AUTH_ENVELOPED_DATA:
         tag: bytes = asn1.guarded("authentication tag", lambda: body["mac"].native)
         if not isinstance(body["auth_attrs"], core.Void):
             raise UnsupportedAlgorithm("authenticated attributes in AuthEnvelopedData")
-        return Opened(_decrypt_gcm(cek, alg, ciphertext, tag), cipher_name, True)
+        return Opened((_decrypt_gcm(cek, alg, ciphertext, tag),), cipher_name, True)
     return Opened(_decrypt_cbc(alg_oid, cek, alg, ciphertext), cipher_name, False)
 
 
@@ -214,14 +225,6 @@ def _content_cipher(alg_oid: str, kind: str) -> tuple[int, str]:
     if alg_oid == oids.DES_EDE3_CBC:
         return 24, "3des-cbc"
     raise UnsupportedAlgorithm(f"unsupported content encryption algorithm {alg_oid}")
-
-
-def _encrypted_content(eci: Any) -> bytes:
-    value = eci["encrypted_content"]
-    if isinstance(value, core.Void) or value is None:
-        raise UnsupportedAlgorithm("detached encrypted content is not supported")
-    data: bytes = value.native
-    return data
 
 
 def _recover_key(
@@ -377,43 +380,35 @@ def _decrypt_gcm(cek: bytes, alg: Any, ciphertext: bytes, tag: bytes) -> bytes:
     icv_len: int = params["aes_icv_len"].native
     if icv_len != len(tag) or not 12 <= icv_len <= 16 or not nonce:
         raise MalformedMessage("AES-GCM tag length does not match its parameters")
-    try:
-        # AESGCM checks the tag before returning anything: no unauthenticated plaintext.
-        from cryptography.exceptions import InvalidTag
-
-        return (
-            AESGCM(cek).decrypt(nonce, ciphertext + tag, None)
-            if len(tag) == 16
-            else _gcm_short_tag(cek, nonce, ciphertext, tag)
-        )
-    except InvalidTag:
-        raise DecryptionFailed("cannot decrypt this message") from None
-
-
-def _gcm_short_tag(cek: bytes, nonce: bytes, ciphertext: bytes, tag: bytes) -> bytes:
     decryptor = Cipher(algorithms.AES(cek), modes.GCM(nonce, tag, min_tag_length=12)).decryptor()
-    # finalize() verifies the tag; the plaintext is only returned after it.
     plain = decryptor.update(ciphertext)
-    decryptor.finalize()
+    try:
+        decryptor.finalize()  # verifies the tag: `plain` is returned only after it
+    except InvalidTag:
+        del plain
+        raise DecryptionFailed("cannot decrypt this message") from None
     return plain
 
 
-def _decrypt_cbc(alg_oid: str, cek: bytes, alg: Any, ciphertext: bytes) -> bytes:
+def _decrypt_cbc(alg_oid: str, cek: bytes, alg: Any, ciphertext: bytes) -> tuple[bytes, bytes]:
+    """(all but the last block, the unpadded last block): no copy of the whole plaintext."""
     params_der = asn1.raw_parameters(alg)
     if params_der is None:
         raise MalformedMessage("CBC cipher without an IV")
     iv = asn1.parse(core.OctetString, params_der, "IV").native
     block: Any = TripleDES(cek) if alg_oid == oids.DES_EDE3_CBC else algorithms.AES(cek)
-    block_bytes = block.block_size // 8
-    if len(iv) != block_bytes or not ciphertext or len(ciphertext) % block_bytes:
+    size = block.block_size // 8
+    if len(iv) != size or not ciphertext or len(ciphertext) % size:
         raise DecryptionFailed("cannot decrypt this message")
     decryptor = Cipher(block, modes.CBC(iv)).decryptor()
-    padded = decryptor.update(ciphertext) + decryptor.finalize()
-    unpadder = sym_padding.PKCS7(block.block_size).unpadder()
-    try:
-        return unpadder.update(padded) + unpadder.finalize()
-    except ValueError:
-        raise DecryptionFailed("cannot decrypt this message") from None
+    view = memoryview(ciphertext)
+    body = decryptor.update(view[:-size])
+    last = decryptor.update(view[-size:]) + decryptor.finalize()
+    # PKCS#7 padding (RFC 5652 6.3): every failure is the same generic error.
+    pad = last[-1]
+    if not 1 <= pad <= size or last[-pad:] != bytes((pad,)) * pad:
+        raise DecryptionFailed("cannot decrypt this message")
+    return body, last[:-pad]
 
 
 class _GCMParameters(core.Sequence):  # type: ignore[misc]

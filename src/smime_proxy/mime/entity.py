@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from email.message import Message
 
 from smime_proxy.errors import MalformedMessage
@@ -34,9 +35,24 @@ class HeaderField:
 
 @dataclass(frozen=True)
 class Entity:
-    header: bytes  # header block: the fields with their line ends, no blank line
-    body: bytes
+    """A parsed entity over the original bytes: nothing is copied until asked for."""
+
+    data: bytes = dataclass_field(repr=False)
+    header_end: int  # header block: the fields with their line ends, no blank line
+    body_start: int
     fields: tuple[HeaderField, ...]
+
+    @property
+    def header(self) -> bytes:
+        return self.data[: self.header_end]
+
+    @property
+    def body(self) -> bytes:
+        return self.data[self.body_start :]
+
+    def body_view(self) -> memoryview:
+        """The body without a copy (large messages)."""
+        return memoryview(self.data)[self.body_start :]
 
     def get(self, name: str) -> bytes | None:
         name = name.lower()
@@ -67,16 +83,16 @@ def is_content_field(name: str) -> bool:
 def parse_entity(data: bytes) -> Entity:
     """Split header block and body (the body starts after the first empty line)."""
     if data.startswith((b"\r\n", b"\n")):
-        return Entity(b"", data[2 if data.startswith(b"\r\n") else 1 :], ())
+        return Entity(data, 0, 2 if data.startswith(b"\r\n") else 1, ())
     match = _HEADER_END.search(data, 0, MAX_HEADER_BYTES + 4)
     if match is None:
         if len(data) > MAX_HEADER_BYTES:
             raise MalformedMessage("message header is too large")
-        header, body = data, b""
+        header_end = body_start = len(data)
     else:
         header_end = match.start() + (2 if data[match.start()] == 0x0D else 1)
-        header, body = data[:header_end], data[match.end() :]
-    return Entity(header, body, tuple(_fields(header)))
+        body_start = match.end()
+    return Entity(data, header_end, body_start, tuple(_fields(data[:header_end])))
 
 
 def _fields(header: bytes) -> list[HeaderField]:
