@@ -28,7 +28,7 @@ from smime_proxy.smime import (
     inspect_signature,
     sign_message,
 )
-from support.cmsutil import canon_crlf, pkcs7_mime, run_cli, split_message
+from support.cmsutil import canon_crlf, multipart_signed, pkcs7_mime, run_cli, split_message
 from support.interop import (
     AT_ISO,
     ENTITY,
@@ -81,24 +81,9 @@ def split_multipart_signed(message: bytes) -> tuple[bytes, bytes]:
     return content, base64.b64decode(sig_b64)
 
 
-def multipart_signed(sender: str, entity: bytes, signature: bytes) -> bytes:
-    boundary = "----gpgsm-interop-boundary"
-    b64 = base64.encodebytes(signature).replace(b"\n", b"\r\n")
-    head = (
-        f"From: {sender}\r\nTo: rcpt@example.test\r\nSubject: gpgsm signed\r\n"
-        "MIME-Version: 1.0\r\n"
-        f'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; '
-        f'micalg=sha-256; boundary="{boundary}"\r\n\r\n'
-        "This is an S/MIME signed message\r\n\r\n"
-        f"--{boundary}\r\n"
-    ).encode()
-    sig_part = (
-        f"\r\n--{boundary}\r\n"
-        "Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
-        "Content-Transfer-Encoding: base64\r\n"
-        "Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
-    ).encode()
-    return head + entity + sig_part + b64 + f"\r\n--{boundary}--\r\n".encode()
+def signed_by(sender: str, entity: bytes, signature: bytes) -> bytes:
+    headers = f"From: {sender}\r\nTo: rcpt@example.test\r\nSubject: gpgsm signed\r\n"
+    return multipart_signed(headers, entity, signature)
 
 
 def body_der(message: bytes) -> bytes:
@@ -174,7 +159,7 @@ def test_gpgsm_detached_signature_verified_by_api(gpg: Gpgsm, pki: Pki, tmp_path
     signature = gpgsm_detach_sign(gpg, pki, tmp_path, "rsa", ENTITY)
     code, log = gpgsm_verify(gpg, tmp_path, ENTITY, signature)
     assert code == 0, f"precondition: gpgsm verifies its own signature: {log}"
-    msg = multipart_signed(pki.email("rsa"), ENTITY, signature)
+    msg = signed_by(pki.email("rsa"), ENTITY, signature)
     report = inspect_signature(msg, [pki.root.cert], now=NOW)
     assert report.valid, report.reason
     assert report.signers[0].email == (pki.email("rsa"),)
@@ -185,7 +170,7 @@ def test_gpgsm_detached_signature_tampered_is_rejected(
     gpg: Gpgsm, pki: Pki, tmp_path: Path
 ) -> None:
     signature = gpgsm_detach_sign(gpg, pki, tmp_path, "rsa", ENTITY)
-    msg = multipart_signed(pki.email("rsa"), ENTITY.replace(b"Hello", b"Jello"), signature)
+    msg = signed_by(pki.email("rsa"), ENTITY.replace(b"Hello", b"Jello"), signature)
     report = inspect_signature(msg, [pki.root.cert], now=NOW)
     assert not report.valid
     assert not report.signers[0].signature_valid
@@ -195,7 +180,7 @@ def test_gpgsm_detached_signature_wrong_from_is_mismatch(
     gpg: Gpgsm, pki: Pki, tmp_path: Path
 ) -> None:
     signature = gpgsm_detach_sign(gpg, pki, tmp_path, "rsa", ENTITY)
-    msg = multipart_signed(pki.email("rsa2"), ENTITY, signature)
+    msg = signed_by(pki.email("rsa2"), ENTITY, signature)
     report = inspect_signature(msg, [pki.root.cert], now=NOW)
     assert report.signers[0].signature_valid and report.signers[0].chain_trusted
     assert not report.valid
@@ -203,7 +188,7 @@ def test_gpgsm_detached_signature_wrong_from_is_mismatch(
 
 def test_gpgsm_detached_signature_verified_by_cli(gpg: Gpgsm, pki: Pki, tmp_path: Path) -> None:
     signature = gpgsm_detach_sign(gpg, pki, tmp_path, "rsa2", ENTITY)
-    msg = multipart_signed(pki.email("rsa2"), ENTITY, signature)
+    msg = signed_by(pki.email("rsa2"), ENTITY, signature)
     res = run_cli(["msg", "verify", "--trust", str(pki.root_pem), "--at", AT_ISO], msg)
     assert res.returncode == 0, res.stdout.decode() + res.stderr.decode(errors="replace")
     data = json.loads(res.stdout)

@@ -188,3 +188,23 @@ def assert_clean_failure(res: Run, code: int = 2) -> None:
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one stderr line, got {lines!r}"
+
+
+def multipart_signed(headers: str, entity: bytes, signature: bytes) -> bytes:
+    """A multipart/signed message: `headers` (lines ending CRLF), the entity, a detached p7s."""
+    boundary = "----smime-proxy-tests-boundary"
+    b64 = base64.encodebytes(signature).replace(b"\n", b"\r\n")
+    head = (
+        headers + "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; '
+        f'micalg=sha-256; boundary="{boundary}"\r\n\r\n'
+        "This is an S/MIME signed message\r\n\r\n"
+        f"--{boundary}\r\n"
+    ).encode()
+    sig_part = (
+        f"\r\n--{boundary}\r\n"
+        "Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        "Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
+    ).encode()
+    return head + entity + sig_part + b64 + f"\r\n--{boundary}--\r\n".encode()
