@@ -1,0 +1,14 @@
+# The smime-proxy daemon (docker-compose.yml's `smime-proxy` service).
+FROM python:3.11-slim
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-cache-dir . \
+ && useradd --system --uid 10001 --home-dir /var/lib/smime-proxy --shell /usr/sbin/nologin smime \
+ && mkdir -p /var/lib/smime-proxy /etc/smime-proxy \
+ && chown smime /var/lib/smime-proxy
+# uid 10001 is PROXY_UID in config/upstream/entrypoint.sh (owner of tls/proxy-key.pem).
+USER 10001
+VOLUME ["/var/lib/smime-proxy"]
+ENTRYPOINT ["smime-proxy"]
+CMD ["serve", "--config", "/etc/smime-proxy/smime-proxy.yaml"]
