@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
 import shutil
+import signal
 import smtplib
 import ssl
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -105,8 +109,10 @@ def test_wrong_password_refused(upstream: Upstream) -> None:
         imap.login("mallory", "bob-pw")
     with smtplib.SMTP(upstream.host, upstream.submission_port, timeout=10) as smtp:
         smtp.starttls(context=upstream.ssl_context())
+        smtp.ehlo()
+        smtp.user, smtp.password = "bob", "alice-pw"
         with pytest.raises(smtplib.SMTPAuthenticationError) as info:
-            smtp.login("bob", "alice-pw")
+            smtp.auth("PLAIN", smtp.auth_plain)
         assert info.value.smtp_code == 535
 
 
@@ -249,3 +255,57 @@ def test_startup_failure_reports_log_tail() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "harness exited early"
+        assert time.monotonic() < deadline, f"{path} not written"
+        time.sleep(0.02)
+
+
+def test_cli_runs_in_foreground_and_cleans_up_after_sigkill() -> None:
+    """`python -m smime_proxy.harness` (scripts/run.sh): env file when ready, clean stop on
+    SIGTERM; a SIGKILLed run's daemons are stopped by the next start in the directory."""
+    workdir = Path(tempfile.mkdtemp(prefix="smime-upstream-cli-"))
+    os.chmod(workdir, 0o711)  # noqa: S103
+    env_file = workdir / "upstream.env"
+    argv = [sys.executable, "-m", "smime_proxy.harness", "--workdir", str(workdir / "up"),
+            "--env-file", str(env_file)]
+    try:
+        first = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        _wait_for_file(env_file, first)
+        settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        assert "pw" not in env_file.read_text()  # no password in the env file
+        assert settings["UPSTREAM_USERS"] == "'alice bob carol'"
+        leaders = [int((workdir / "up" / "run" / f"{n}.pgid").read_text())
+                   for n in ("dovecot", "postfix")]
+        first.kill()  # SIGKILL: the daemons survive it
+        first.wait()
+        assert all(group_members(pgid) for pgid in leaders)
+        env_file.unlink()
+
+        second = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
+        _wait_for_file(env_file, second)
+        assert not any(group_members(pgid) for pgid in leaders)  # the leftovers are gone
+        port = int(dict(line.split("=", 1)
+                        for line in env_file.read_text().splitlines())["UPSTREAM_IMAP_PORT"])
+        with imaplib.IMAP4("127.0.0.1", port, timeout=10) as imap:
+            imap.login("carol", "carol-pw")
+        leaders = [int((workdir / "up" / "run" / f"{n}.pgid").read_text())
+                   for n in ("dovecot", "postfix")]
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=30)
+        assert second.returncode == 0, err
+        assert b"stopped in" in err
+        assert b"-pw" not in err
+        assert not env_file.exists()
+        assert not any(group_members(pgid) for pgid in leaders)
+    finally:
+        for pgid_file in (workdir / "up" / "run").glob("*.pgid"):
+            with contextlib.suppress(OSError, ValueError):
+                os.killpg(int(pgid_file.read_text()), signal.SIGKILL)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -19,6 +19,9 @@ from pathlib import Path
 
 def spawn(argv: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
     """Start ``argv`` as the leader of a new process group, output appended to ``log_file``."""
+    # A blocked signal mask is inherited through exec: daemons started by a caller that
+    # blocks SIGTERM (to sigwait for it) would ignore our SIGTERM. Clear it in the child.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set())
     with open(log_file, "ab") as log:
         return subprocess.Popen(
             list(argv),
@@ -27,7 +30,12 @@ def spawn(argv: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_unblock_all_signals if blocked else None,  # noqa: PLW1509
         )
+
+
+def _unblock_all_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 def group_members(pgid: int) -> list[int]:

@@ -177,6 +177,9 @@ def start_upstream(
     _preflight()
     workdir = workdir.resolve()
     _prepare_dirs(workdir)
+    # Leftovers of a run that was SIGKILLed hold the ports and Postfix's lock: stop them.
+    procs.kill_stale_group(workdir / "run" / "dovecot.pgid", str(workdir / "dovecot.conf"))
+    procs.kill_stale_group(workdir / "run" / "postfix.pgid", str(workdir / "postfix" / "etc"))
     tls = ensure_tls(workdir / "tls")
     _write_users(workdir / "users", users)
 
@@ -314,8 +317,6 @@ def _launch(up: Upstream) -> None:
     run = up.workdir / "run"
     etc = up.workdir / "postfix" / "etc"
     dovecot_conf = up.workdir / "dovecot.conf"
-    procs.kill_stale_group(run / "dovecot.pgid", str(dovecot_conf))
-    procs.kill_stale_group(run / "postfix.pgid", str(etc))
     _postfix_queue_dirs(up.workdir / "postfix" / "queue")
     log = up.workdir / "log"
     argv = {
