@@ -26,6 +26,10 @@ asserted below, never skipped silently:
   S/MIME parts its BINARY.SIZE differs from the length of its own BINARY (RFC 3516 4.2 says it
   is that length). Ours is always the length of our BINARY; Dovecot's value is compared only
   when it equals the length of its own BINARY, and the other cases are counted.
+- D5 n.HEADER.FIELDS[.NOT] of an encapsulated message whose header has no empty line: Dovecot
+  re-reads that header from the raw stream up to an empty line, past the delimiter line or
+  into the rest of the message (e.g. it returns `x\r\n--b--\r\n` for the header `x`); we return
+  the header fields of the part only. Such items are counted, not compared.
 - Undecodable content (invalid base64 / quoted-printable): we answer an error (NO), Dovecot
   answers NO or drops the connection ("Base64 data ends prematurely"); the test requires that
   Dovecot does not answer OK either.
@@ -33,6 +37,7 @@ asserted below, never skipped silently:
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
 import re
@@ -45,13 +50,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smime_proxy.imap.wire.values import Value
-from smime_proxy.mime.tree import Part
+from smime_proxy.mime.tree import Part, part_at
 from smime_proxy.mime.views import MessageView, Section, UnknownCte
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "mime"
 DEEP = os.environ.get("SMIME_PROXY_DEEP", "") not in ("", "0")
 HYPOTHESIS_EXAMPLES = 10_000 if DEEP else 200
-DEVIATIONS: dict[str, int] = {"D4": 0, "undecodable": 0}
+DEVIATIONS: dict[str, int] = {"D4": 0, "D5": 0, "undecodable": 0}
 
 
 # --- a small parser for FETCH responses ------------------------------------------------------
@@ -174,10 +179,8 @@ class Oracle:
 
     def reconnect(self) -> None:
         """After Dovecot dropped the connection (it answers some FETCHes with BYE)."""
-        try:
+        with contextlib.suppress(OSError):
             self.conn.shutdown()
-        except OSError:  # pragma: no cover
-            pass
         self.conn = self._connect()
         typ, _ = self.conn.select(self.mailbox)
         assert typ == "OK"
@@ -217,10 +220,8 @@ class Oracle:
         return "OK", next(iter(values.values()))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, imaplib.IMAP4.error):
             self.conn.logout()
-        except (OSError, imaplib.IMAP4.error):  # pragma: no cover
-            pass
 
 
 # --- what we compare ------------------------------------------------------------------------
@@ -234,14 +235,14 @@ def _part_numbers(root: Part) -> Iterator[tuple[tuple[int, ...], Part]]:
             inner = part.children[0]
             if inner.is_multipart:
                 for i, child in enumerate(inner.children, 1):
-                    yield prefix + (i,), child
-                    yield from walk(child, prefix + (i,))
+                    yield (*prefix, i), child
+                    yield from walk(child, (*prefix, i))
             else:
-                yield prefix + (1,), inner
+                yield (*prefix, 1), inner
         elif part.is_multipart:
             for i, child in enumerate(part.children, 1):
-                yield prefix + (i,), child
-                yield from walk(child, prefix + (i,))
+                yield (*prefix, i), child
+                yield from walk(child, (*prefix, i))
 
     if root.is_multipart:
         yield from walk(root, ())
@@ -309,6 +310,9 @@ def compare(oracle: Oracle, message: bytes, *, label: str) -> int:
     for item, name in items:
         ours = _normalise(our_value(view, item))
         got = _normalise(theirs.get(name.upper()))
+        if b".HEADER.FIELDS" in name and _dovecot_overreads(view, item):
+            DEVIATIONS["D5"] += 1
+            continue
         if name.upper() not in theirs:
             mismatches.append(f"{item}: Dovecot sent no {name!r}")
         elif ours != got:
@@ -317,6 +321,21 @@ def compare(oracle: Oracle, message: bytes, *, label: str) -> int:
     count += _compare_binary(oracle, view, uid, mismatches)
     assert not mismatches, f"{label}: " + "\n".join(mismatches[:6])
     return count
+
+
+def _dovecot_overreads(view: MessageView, item: str) -> bool:
+    """D5: for n.HEADER.FIELDS[.NOT] Dovecot re-reads the encapsulated header from the stream
+    up to an empty line, past the end MIME parsing gave it (a delimiter line, the rest of the
+    message). It differs from the part's header only when that header has no empty line and
+    more bytes follow it."""
+    spec = item[item.index("[") + 1 : item.index(".HEADER")]
+    part = part_at(view.root, [int(n) for n in spec.split(".")])
+    if part is None or not part.is_message_rfc822 or not part.children:
+        return False
+    inner = part.children[0]
+    header = inner.header_bytes
+    has_eoh = header == b"\r\n" or header.endswith(b"\r\n\r\n")
+    return not has_eoh and inner.body_start < len(view.data)
 
 
 def _compare_binary(oracle: Oracle, view: MessageView, uid: int, mismatches: list[str]) -> int:
@@ -391,11 +410,13 @@ def _gen_messages() -> dict[str, bytes]:
         "signed": (
             "From: alice@example.com\r\nMIME-Version: 1.0\r\n"
             "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";"
-            " micalg=sha-256; boundary=\"----S\"\r\n\r\nThis is an S/MIME signed message\r\n"
+            " micalg=sha-256; boundary=\"----S\"\r\n\r\n"
+            "This is an S/MIME signed message\r\n"
             "------S\r\nContent-Type: text/plain\r\n\r\nsigned text\r\n------S\r\n"
             "Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
             "Content-Transfer-Encoding: base64\r\n"
-            "Content-Disposition: attachment; filename=smime.p7s\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIA=\r\n"
+            "Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
+            "MIAGCSqGSIb3DQEHAqCAMIA=\r\n"
             "\r\n------S--\r\n"
         ),
         "rfc822-nested": (
@@ -403,7 +424,8 @@ def _gen_messages() -> dict[str, bytes]:
             "Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: text/plain\r\n"
             "\r\nsee attached\r\n--o\r\nContent-Type: message/rfc822\r\n\r\n"
             "From: Inner Person <inner@example.com>\r\nTo: group: a@b.example, c@d.example;\r\n"
-            "Subject: inner\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=i\r\n"
+            "Subject: inner\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/alternative; boundary=i\r\n"
             "\r\n--i\r\nContent-Type: text/plain\r\n\r\ninner text\r\n--i\r\n"
             "Content-Type: message/rfc822\r\n\r\nSubject: innermost\r\n\r\ndeep body\r\n"
             "--i--\r\n--o--\r\n"
@@ -451,7 +473,8 @@ def _gen_messages() -> dict[str, bytes]:
             "Content-Disposition: attachment; filename*=utf-8''%e2%82%ac.txt\r\n\r\nxx\r\n"
         ),
         "weird-addresses": (
-            "From: (comment) user@host (Real Name)\r\nTo: <@route1,@route2:u@h>, bare, \"q\\\"x\" <q@h>\r\n"
+            "From: (comment) user@host (Real Name)\r\n"
+            "To: <@route1,@route2:u@h>, bare, \"q\\\"x\" <q@h>\r\n"
             "Cc: =?utf-8?b?w6Q=?= <e@x>, Group: ;\r\nBcc: \"\" <>\r\nReply-To: a.b @ c . d\r\n"
             "Sender:\r\nDate:  Tue,\r\n 2 Jan 2024 10:00:00 +0100\r\n"
             "Message-ID: <a@b>\r\nMessage-ID: <second@b>\r\n\r\n"
@@ -460,7 +483,8 @@ def _gen_messages() -> dict[str, bytes]:
             "Content-Type: multipart/mixed; boundary=bb\r\n\r\n--bb\r\n"
             "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
             "\x01\x02\xff\xfe bin\r\n--bb\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n"
-            "--bb\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: Quoted-Printable\r\n\r\n"
+            "--bb\r\nContent-Type: text/plain\r\n"
+            "Content-Transfer-Encoding: Quoted-Printable\r\n\r\n"
             "a=3Db =3d c =ZZ d=\r\n   \r\ntrail   \r\n--bb--\r\n"
         ),
         "content-type-broken": (

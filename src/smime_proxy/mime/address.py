@@ -8,6 +8,7 @@ and encoded words are left as they are.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from smime_proxy.mime.rfc822 import Rfc822Parser
@@ -40,10 +41,7 @@ class _Ctx:
     # local-part = dot-atom / quoted-string / obs-local-part
     def local_part(self) -> int:
         buf = bytearray()
-        if self.cur() == 0x22:
-            ret = self.p.parse_quoted_string(buf)
-        else:
-            ret = self.p.parse_dot_atom(buf)
+        ret = self.p.parse_quoted_string(buf) if self.cur() == 34 else self.p.parse_dot_atom(buf)
         if ret < 0:
             return -1
         self.addr.mailbox = bytes(buf)
@@ -217,8 +215,52 @@ class _Ctx:
                 break
 
 
+_ATEXT = rb"[!#$%&'*+\-/=?^_`{|}~0-9A-Za-z\x80-\xff]"
+_DOT_ATOM = _ATEXT + rb"+(?:\." + _ATEXT + rb"+)*"
+_WORD = rb'(?:"[^"\\\r\n]*"|' + _ATEXT + rb"[" + _ATEXT[1:-1] + rb".]*)"
+_LWSP = rb"[ \t\r\n]*"
+_FAST_MAILBOX = (
+    rb"(?:(" + _WORD + rb"(?:" + _LWSP + _WORD + rb")*)?" + _LWSP
+    + rb"<(" + _DOT_ATOM + rb")@(" + _DOT_ATOM + rb")>"
+    + rb"|(" + _DOT_ATOM + rb")@(" + _DOT_ATOM + rb"))"
+)
+_FAST_LIST = re.compile(
+    _LWSP + _FAST_MAILBOX + rb"(?:" + _LWSP + rb"," + _LWSP + _FAST_MAILBOX + rb")*" + _LWSP
+    + rb"\Z"
+)
+_FAST_ONE = re.compile(_FAST_MAILBOX)
+_PHRASE_WORD = re.compile(_WORD)
+
+
+def _fast(value: bytes) -> list[Address] | None:
+    """Lists of plain `a@b`, `Name <a@b>` and `"Name" <a@b>` by regular expression (the
+    common case); None when the general parser is needed."""
+    if _FAST_LIST.match(value) is None:
+        return None
+    out: list[Address] = []
+    for m in _FAST_ONE.finditer(value):
+        if m.group(4) is not None:
+            out.append(Address(None, None, m.group(4), m.group(5)))
+            continue
+        phrase = m.group(1)
+        name = None
+        if phrase:
+            words = [w[1:-1] if w[:1] == b'"' else w for w in _PHRASE_WORD.findall(phrase)]
+            name = b" ".join(words) or None
+        out.append(Address(name, None, m.group(2), m.group(3)))
+    return out
+
+
 def parse_address_list(value: bytes) -> list[Address]:
     """Addresses of a From/To/Cc/... value, as Dovecot's message_address_parse(FILL_MISSING)."""
+    fast = _fast(value)
+    if fast is not None:
+        return fast
+    return parse_address_list_slow(value)
+
+
+def parse_address_list_slow(value: bytes) -> list[Address]:
+    """parse_address_list with the general (Dovecot message-address) code only."""
     ctx = _Ctx(value)
     if ctx.p.skip_lwsp() > 0:
         ctx.address_list()

@@ -57,6 +57,7 @@ class Header:
     value_start: int
     end: int
     has_colon: bool
+    cached: bytes | None = field(default=None, repr=False, compare=False)
 
     def raw(self, data: bytes) -> bytes:
         return data[self.start : self.end]
@@ -65,22 +66,27 @@ class Header:
         """The value as Dovecot hands it to its parsers: LWSP after the colon skipped (all of
         it, or one byte when the first line is only LWSP), folds kept as bare LF, CR dropped
         before each LF, final newline removed."""
+        if self.cached is None:
+            self.cached = self._value(data)
+        return self.cached
+
+    def _value(self, data: bytes) -> bytes:
         if not self.has_colon:
             return b""
         raw = data[self.value_start : self.end]
-        if raw.endswith(b"\r\n"):
+        if raw[-2:] == b"\r\n":
             raw = raw[:-2]
-        elif raw.endswith(b"\n"):
+        elif raw[-1:] == b"\n":
             raw = raw[:-1]
+        if b"\n" not in raw:
+            stripped = raw.lstrip(b" \t")
+            return stripped if stripped or not raw else raw[1:]
         if b"\r\n" in raw:
             raw = raw.replace(b"\r\n", b"\n")
         first_end = raw.find(b"\n")
         first = raw if first_end < 0 else raw[:first_end]
         stripped = first.lstrip(b" \t")
-        if not stripped and first:
-            skip = 1
-        else:
-            skip = len(first) - len(stripped)
+        skip = 1 if not stripped and first else len(first) - len(stripped)
         return raw[skip:]
 
     def unfolded(self, data: bytes) -> bytes:
@@ -107,6 +113,10 @@ class Part:
     boundary: bytes | None = None
     header_complete: bool = False
     depth: int = 0
+    # the first Content-Type field parsed: (type, subtype or None, params, parser result)
+    ct: tuple[bytes, bytes | None, list[tuple[bytes, bytes]], int] | None = field(
+        default=None, repr=False
+    )
 
     # --- byte views ------------------------------------------------------------------------
 
@@ -156,7 +166,7 @@ class Part:
         if self.is_message_rfc822:
             return b"message", b"rfc822", self._ct_params()
         if self.is_multipart:
-            ctype, subtype, params = self._ct_raw()
+            _ctype, subtype, params = self._ct_raw()
             return b"multipart", (subtype or b"").lower(), params
         value = self.header("Content-Type") if self.is_mime else None
         if value is None:
@@ -394,10 +404,7 @@ class _Parser:
                 if first_line_end < n and stop > pos and data[stop - 1] == _CR:
                     stop -= 1
                 headers.append(Header(data[pos:stop], pos, next_pos, next_pos, False))
-            if lf < 0:
-                prev_nl = 0
-            else:
-                prev_nl = 2 if lf > 0 and data[lf - 1] == _CR else 1
+            prev_nl = 0 if lf < 0 else 2 if lf > 0 and data[lf - 1] == _CR else 1
             pos = next_pos
 
     def classify(self, part: Part) -> None:
@@ -413,7 +420,8 @@ class _Parser:
                 if seen_ct:
                     continue
                 seen_ct = True
-                ctype, subtype, params, ret = parse_content_type(h.value(data))
+                part.ct = parse_content_type(h.value(data))
+                ctype, subtype, params, ret = part.ct
                 full = ctype + (b"/" + subtype if subtype is not None else b"")
                 lfull = full.lower()
                 if lfull == b"message/rfc822":

@@ -16,7 +16,6 @@ RFC 2231-encoded), the Dovecot behaviour is followed so that the oracle can comp
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from dataclasses import dataclass, field
@@ -99,7 +98,18 @@ class PartData:
     location: bytes | None = None
 
 
-def part_data(part: Part) -> PartData:
+def part_data(part: Part, cache: dict[int, PartData] | None = None) -> PartData:
+    """The Content-* data of a part (empty for a non-MIME part), memoised in `cache`."""
+    if cache is not None:
+        cached = cache.get(id(part))
+        if cached is not None:
+            return cached
+        d = cache[id(part)] = _part_data(part)
+        return d
+    return _part_data(part)
+
+
+def _part_data(part: Part) -> PartData:
     d = PartData()
     if not part.is_mime:
         return d
@@ -109,14 +119,19 @@ def part_data(part: Part) -> PartData:
         if len(name) < 8 or name[:8].lower() != b"content-":
             continue
         key = name[8:].lower()
-        value = _cstr(h.value(data))
         if key == b"type":
             if d.content_type is None:
-                ctype, subtype, params, ret = parse_content_type(value)
+                value = h.value(data)
+                if part.ct is not None and b"\0" not in value:
+                    ctype, subtype, params, _ret = part.ct
+                else:
+                    ctype, subtype, params, _ret = parse_content_type(_cstr(value))
                 d.content_type = _cstr(ctype)
                 d.subtype = _cstr(subtype) if subtype is not None else b""
                 d.params = params
-        elif key == b"transfer-encoding":
+            continue
+        value = _cstr(h.value(data))
+        if key == b"transfer-encoding":
             if d.cte is None:
                 d.cte = parse_transfer_encoding(value)
         elif key == b"id":
@@ -176,14 +191,16 @@ def _common_ext(d: PartData) -> list[Value]:
     return [disp, lang, nolf(d.location)]
 
 
-def bodystructure(part: Part, extended: bool = True) -> list[Value]:
+def bodystructure(
+    part: Part, extended: bool = True, cache: dict[int, PartData] | None = None
+) -> list[Value]:
     """BODYSTRUCTURE (extended) or BODY (not extended) of a part, as a value list."""
-    d = part_data(part)
+    d = part_data(part, cache)
     if part.is_multipart:
         out: list[Value] = []
         if part.children:
             for child in part.children:
-                out.append(bodystructure(child, extended))
+                out.append(bodystructure(child, extended, cache))
         else:
             out.append(list(_EMPTY_BODYSTRUCTURE if extended else _EMPTY_BODY))
         out.append(d.subtype if d.subtype is not None else b"x-unknown")
@@ -210,7 +227,7 @@ def bodystructure(part: Part, extended: bool = True) -> list[Value]:
     elif part.is_message_rfc822:
         child = part.children[0]
         out.append(envelope(child))
-        out.append(bodystructure(child, extended))
+        out.append(bodystructure(child, extended, cache))
         out.append(part.body_lines())
     if extended:
         out.append(nolf(d.md5))
@@ -334,7 +351,9 @@ def _filter_headers(part: Part, fields: tuple[bytes, ...], exclude: bool) -> byt
         for h in part.headers
         if (h.name.lower() in wanted) != exclude
     ]
-    if not exclude or _has_eoh(part):
+    if _has_eoh(part) or (not exclude and part.parent is None):
+        # Dovecot: the empty line is added for HEADER.FIELDS of the message itself; for
+        # HEADER.FIELDS.NOT and for encapsulated messages only when the header had one
         out.append(b"\r\n")
     return b"".join(out)
 
@@ -346,46 +365,39 @@ def _has_eoh(part: Part) -> bool:
 
 # --- transfer decoding (BINARY) -----------------------------------------------------------
 
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-
-
 class BinaryDecodeError(UnknownCte):
     """The part's content is not valid in its transfer encoding (the server answers NO)."""
 
 
+_QP_TRAILING_WSP = re.compile(rb"[ \t]+(?=\r?\n)")
+_QP_SOFT_BREAK = re.compile(rb"=\r?\n")
+_QP_BAD_ESCAPE = re.compile(rb"=(?![0-9A-Fa-f]{2})")
+_ANY_NEWLINE = re.compile(rb"\r?\n")
+
+
 def decode_qp(body: bytes) -> bytes:
-    """Quoted-printable decoding (RFC 2045 6.7): soft breaks removed, trailing whitespace of
-    each line dropped; an `=` not followed by two hex digits is an error (as in Dovecot)."""
-    out = bytearray()
-    lines = body.split(b"\n")
-    last = len(lines) - 1
-    for index, line in enumerate(lines):
-        has_nl = index < last
-        if has_nl and line.endswith(b"\r"):
-            line = line[:-1]
-        line = line.rstrip(b" \t")
-        soft = line.endswith(b"=")
-        if soft:
-            line = line[:-1]
-        if b"=" in line:
-            i = 0
-            n = len(line)
-            while True:
-                j = line.find(b"=", i)
-                if j < 0:
-                    out += line[i:]
-                    break
-                out += line[i:j]
-                if j + 2 < n and line[j + 1] in _HEX and line[j + 2] in _HEX:
-                    out.append(int(line[j + 1 : j + 3], 16))
-                    i = j + 3
-                else:
-                    raise BinaryDecodeError("invalid quoted-printable data")
-        else:
-            out += line
-        if has_nl and not soft:
-            out += b"\r\n"
-    return bytes(out)
+    """Quoted-printable decoding (RFC 2045 6.7) with Dovecot's strictness: trailing SP/TAB of
+    each line dropped, `=` at a line end is a soft break, hard breaks become CRLF; an `=` not
+    followed by two hex digits, a soft break at the very end, or a CR that is not part of a
+    CRLF is an error."""
+    if body.count(b"\r") != body.count(b"\r\n"):
+        raise BinaryDecodeError("invalid quoted-printable data (bare CR)")
+    last_nl = body.rfind(b"\n")
+    last_line = body[last_nl + 1 :].rstrip(b" \t")
+    if last_line.endswith(b"="):
+        raise BinaryDecodeError("quoted-printable data ends with a soft line break")
+    text = body[: last_nl + 1] + last_line
+    if b" \n" in text or b"\t\n" in text or b" \r\n" in text or b"\t\r\n" in text:
+        text = _QP_TRAILING_WSP.sub(b"", text)
+    if b"=" in text:
+        text = _QP_SOFT_BREAK.sub(b"", text)
+        if _QP_BAD_ESCAPE.search(text) is not None:
+            raise BinaryDecodeError("invalid quoted-printable data")
+    if text.count(b"\n") != text.count(b"\r\n"):
+        text = _ANY_NEWLINE.sub(b"\r\n", text)
+    if b"=" not in text:
+        return text
+    return binascii.a2b_qp(text)
 
 
 def decode_base64(body: bytes) -> bytes:
@@ -393,7 +405,7 @@ def decode_base64(body: bytes) -> bytes:
     padding or a truncated final group is an error (as in Dovecot)."""
     cleaned = body.translate(None, b" \t\r\n")
     try:
-        return base64.b64decode(cleaned, validate=True)
+        return binascii.a2b_base64(cleaned, strict_mode=True)
     except (binascii.Error, ValueError):
         raise BinaryDecodeError("invalid base64 data") from None
 
@@ -424,11 +436,12 @@ def transfer_decode(part: Part) -> bytes:
 class MessageView:
     """All FETCH views of one message. Parses once; each view is computed on demand."""
 
-    __slots__ = ("_body", "_bodystructure", "_envelope", "data", "root")
+    __slots__ = ("_body", "_bodystructure", "_cache", "_envelope", "data", "root")
 
     def __init__(self, message: bytes) -> None:
         self.data = to_crlf(message)
         self.root = parse(self.data)
+        self._cache: dict[int, PartData] = {}
         self._bodystructure: list[Value] | None = None
         self._body: list[Value] | None = None
         self._envelope: list[Value] | None = None
@@ -440,12 +453,12 @@ class MessageView:
 
     def bodystructure(self) -> list[Value]:
         if self._bodystructure is None:
-            self._bodystructure = bodystructure(self.root, True)
+            self._bodystructure = bodystructure(self.root, True, self._cache)
         return self._bodystructure
 
     def body(self) -> list[Value]:
         if self._body is None:
-            self._body = bodystructure(self.root, False)
+            self._body = bodystructure(self.root, False, self._cache)
         return self._body
 
     def envelope(self) -> list[Value]:
