@@ -235,6 +235,27 @@ def bodystructure(
     return out
 
 
+def _without_extensions(structure: list[Value], part: Part) -> list[Value]:
+    """BODY from BODYSTRUCTURE (same values, extension data dropped)."""
+    if part.is_multipart:
+        if not part.children:
+            return [list(_EMPTY_BODY), structure[1]]
+        n = len(part.children)
+        out: list[Value] = []
+        for child_structure, child in zip(structure[:n], part.children, strict=True):
+            assert isinstance(child_structure, list)
+            out.append(_without_extensions(child_structure, child))
+        out.append(structure[n])
+        return out
+    if part.is_message_rfc822:
+        inner = structure[8]
+        assert isinstance(inner, list)
+        return [*structure[:8], _without_extensions(inner, part.children[0]), structure[9]]
+    d0 = structure[0]
+    text = isinstance(d0, bytes) and d0.lower() == b"text"
+    return structure[: 8 if text else 7]
+
+
 # --- ENVELOPE ------------------------------------------------------------------------------
 
 _ENV_STR = {b"date": 0, b"subject": 1, b"in-reply-to": 8, b"message-id": 9}
@@ -457,8 +478,9 @@ class MessageView:
         return self._bodystructure
 
     def body(self) -> list[Value]:
+        """BODY: BODYSTRUCTURE without its extension data."""
         if self._body is None:
-            self._body = bodystructure(self.root, False, self._cache)
+            self._body = _without_extensions(self.bodystructure(), self.root)
         return self._body
 
     def envelope(self) -> list[Value]:
