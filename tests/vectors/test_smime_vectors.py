@@ -7,12 +7,17 @@ application/pkcs7-mime message, since the recipes API takes whole messages.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
-import subprocess
+import hashlib
 from pathlib import Path
 
 import pytest
+from asn1crypto import algos, cms
+from asn1crypto import x509 as ax509
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from smime_proxy.crypto.enveloped import open_enveloped
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
@@ -331,6 +336,14 @@ def test_tb_interop_envelope_decrypts(name: str, cipher: str) -> None:
     assert cipher in dec.cipher
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in TB_INTEROP.glob("*.env")))
+def test_tb_interop_envelope_decrypts_at_cms_level(name: str) -> None:
+    agent = tb_agent("Fran-ec" if "-ec_" in name else "Fran")
+    _, body = split_message(read(TB_INTEROP / name))
+    opened = open_enveloped(base64.b64decode(body), agent)
+    assert opened.content.strip() == TEXT_FRAN
+
+
 def test_tb_interop_envelope_wrong_key_type_fails_cleanly() -> None:
     with pytest.raises(DecryptionFailed):
         decrypt_message(read(TB_INTEROP / "fran-ec_ossl-aes128-sha256.env"), tb_agent("Fran"))
@@ -413,21 +426,25 @@ def bob4134() -> InProcessKeyAgent:
 
 
 def test_rfc4134_5_1_triple_des_decrypts() -> None:
-    msg = pkcs7_mime(read(RFC4134 / "5.1.bin"), "enveloped-data")
-    dec = decrypt_message(msg, bob4134())
-    assert RFC4134_TEXT in dec.content
-    assert "3des" in dec.cipher or "ede3" in dec.cipher
+    """5.1 is a raw EnvelopedData (DER): the CMS level."""
+    opened = open_enveloped(read(RFC4134 / "5.1.bin"), bob4134())
+    assert opened.content == RFC4134_TEXT
+    assert "3des" in opened.cipher or "ede3" in opened.cipher
 
 
 def test_rfc4134_5_3_eml_decrypts() -> None:
+    """5.3 is a whole message whose content is bare text (no MIME header): still a message."""
     dec = decrypt_message(read(RFC4134 / "5.3.eml"), bob4134())
     assert RFC4134_TEXT in dec.content
 
 
 def test_rfc4134_5_2_rc2_is_refused_as_obsolete() -> None:
-    msg = pkcs7_mime(read(RFC4134 / "5.2.bin"), "enveloped-data")
     with pytest.raises(ObsoleteAlgorithm):
+        open_enveloped(read(RFC4134 / "5.2.bin"), bob4134())
+    msg = pkcs7_mime(read(RFC4134 / "5.2.bin"), "enveloped-data")
+    with pytest.raises(ObsoleteAlgorithm) as info:
         decrypt_message(msg, bob4134())
+    assert "RC2" in str(info.value).upper()
 
 
 # --- OpenSSL negative signed-attribute cases ---------------------------------------------------
@@ -544,29 +561,60 @@ def test_rfc9216_x25519_recipient_is_refused_cleanly() -> None:
         encrypt_message(lamps_message(), [Recipient(dana)])
 
 
-def test_rfc9216_ed25519_signer_is_an_error_not_a_crash() -> None:
-    """A message signed with Carlos's Ed25519 key (built by openssl) gives a result or our error."""
-    proc = subprocess.run(
-        [
-            "openssl",
-            "cms",
-            "-sign",
-            "-binary",
-            "-nodetach",
-            "-signer",
-            str(RFC9216 / "certs" / "carlos@smime.example.sig.pem"),
-            "-inkey",
-            str(RFC9216 / "keys" / "lamps-carlos.p8.pem"),
-            "-outform",
-            "DER",
-        ],
-        input=b"Hello from Carlos\r\n",
-        capture_output=True,
-        check=False,
+def ed25519_signed_data(content: bytes) -> bytes:
+    """Carlos's Ed25519 SignedData (RFC 8419), built with asn1crypto (openssl 3.0 cannot)."""
+    key = serialization.load_pem_private_key(
+        read(RFC9216 / "keys" / "lamps-carlos.p8.pem"), password=None
     )
-    if proc.returncode != 0:
-        pytest.skip("openssl cannot sign with Ed25519 here")
-    msg = pkcs7_mime(proc.stdout, "signed-data", sender="carlos@smime.example")
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    cert = ax509.Certificate.load(
+        load_cert(RFC9216 / "certs" / "carlos@smime.example.sig.pem").public_bytes(
+            serialization.Encoding.DER
+        )
+    )
+    attrs = cms.CMSAttributes(
+        [
+            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+            cms.CMSAttribute(
+                {"type": "message_digest", "values": [hashlib.sha512(content).digest()]}
+            ),
+        ]
+    )
+    si = cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": cms.SignerIdentifier(
+                {
+                    "issuer_and_serial_number": cms.IssuerAndSerialNumber(
+                        {"issuer": cert.issuer, "serial_number": cert.serial_number}
+                    )
+                }
+            ),
+            "digest_algorithm": algos.DigestAlgorithm({"algorithm": "sha512"}),
+            "signed_attrs": attrs,
+            "signature_algorithm": algos.SignedDigestAlgorithm({"algorithm": "ed25519"}),
+            "signature": b"",
+        }
+    )
+    tagged = si["signed_attrs"].dump()
+    si["signature"] = key.sign(b"\x31" + tagged[1:])
+    sd = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": "sha512"})],
+            "encap_content_info": {"content_type": "data", "content": content},
+            "certificates": [cms.CertificateChoices({"certificate": cert})],
+            "signer_infos": [si],
+        }
+    )
+    der: bytes = cms.ContentInfo({"content_type": "signed_data", "content": sd}).dump()
+    return der
+
+
+def test_rfc9216_ed25519_signer_is_a_result_or_our_error() -> None:
+    """Ed25519 (Carlos): verified, or refused with our own error; never a crash."""
+    content = b"Content-Type: text/plain\r\n\r\nHello from Carlos\r\n"
+    msg = pkcs7_mime(ed25519_signed_data(content), "signed-data", sender="carlos@smime.example")
     root = load_cert(
         RFC9216 / "certs" / "Sample_LAMPS_Ed25519_Certification_Authority.selfsigned.pem"
     )
@@ -575,6 +623,14 @@ def test_rfc9216_ed25519_signer_is_an_error_not_a_crash() -> None:
     except (VerificationError, MalformedMessage, UnsupportedAlgorithm):
         return
     assert "carlos@smime.example" in emails(report)
+    if report.signers[0].signature_valid:
+        # Control: a changed content must then fail.
+        bad = pkcs7_mime(
+            ed25519_signed_data(content).replace(b"Carlos", b"Mallet"),
+            "signed-data",
+            sender="carlos@smime.example",
+        )
+        assert not inspect_signature(bad, [root], now=RFC9216_AT).valid
 
 
 # --- sanity of the test inputs themselves --------------------------------------------------------
