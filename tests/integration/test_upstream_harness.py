@@ -309,3 +309,31 @@ def test_cli_runs_in_foreground_and_cleans_up_after_sigkill() -> None:
             with contextlib.suppress(OSError, ValueError):
                 os.killpg(int(pgid_file.read_text()), signal.SIGKILL)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_login_never_working_times_out_with_clear_error() -> None:
+    """Daemons up but LOGIN refused (passdb file missing): bounded wait, then an error
+    naming the failing check, with the log tail and no password."""
+    workdir = Path(tempfile.mkdtemp(prefix="smime-upstream-timeout-"))
+    os.chmod(workdir, 0o711)  # noqa: S103
+    config = workdir / "config"
+    config.mkdir()
+    src = Path(__file__).resolve().parents[2] / "config" / "upstream"
+    for name in ("main.cf", "master.cf", "users"):
+        (config / name).write_bytes((src / name).read_bytes())
+    (config / "dovecot.conf").write_text(
+        (src / "dovecot.conf").read_text().replace("@@DIR@@/users", "@@DIR@@/no-such-users")
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as info:
+            start_upstream(workdir, config_dir=config, timeout=2)
+        assert 2 <= time.monotonic() - started < 6
+        message = str(info.value)
+        assert message.startswith("upstream not ready in time (last check: imap: ")
+        assert "dovecot.log" in message
+        assert "no-such-users" in message  # Dovecot's own complaint, from the log tail
+        assert "-pw" not in message
+        assert not list((workdir / "run").glob("*.pgid"))  # stopped
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Integration tests against real daemons (a package, so mypy tells its conftest apart)."""
