@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -337,3 +338,33 @@ def test_login_never_working_times_out_with_clear_error() -> None:
         assert not list((workdir / "run").glob("*.pgid"))  # stopped
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_port_taken_between_choice_and_bind_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process grabs a chosen port before Dovecot binds it: new ports, no failure."""
+    import smime_proxy.harness.upstream as upstream_module
+
+    real_choose = upstream_module._choose_ports
+    calls: list[bool] = []
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+
+        def choose(state: Path, *, fresh: bool) -> dict[str, int]:
+            calls.append(fresh)
+            ports = real_choose(state, fresh=fresh)
+            return {**ports, "imaps": taken} if len(calls) == 1 else ports
+
+        monkeypatch.setattr(upstream_module, "_choose_ports", choose)
+        workdir = Path(tempfile.mkdtemp(prefix="smime-upstream-retry-"))
+        os.chmod(workdir, 0o711)  # noqa: S103
+        try:
+            with start_upstream(workdir) as up:
+                assert calls == [False, True]
+                assert up.imaps_port != taken
+                with imaplib.IMAP4_SSL(up.host, up.imaps_port, ssl_context=up.ssl_context(),
+                                       timeout=10) as imap:
+                    imap.login("alice", "alice-pw")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
