@@ -487,6 +487,25 @@ def test_openssl_tampered_gcm_yields_nothing(pki: Pki, tmp_path: Path) -> None:
     assert res.stdout == b""
 
 
+@pytest.mark.slow
+def test_openssl_stream_20mb_decrypted_by_api(pki: Pki, tmp_path: Path) -> None:
+    """A 20 MB `-stream` (BER, chunked) envelope: every byte comes back, in order."""
+    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+/=.,;:!?()\r\n"
+    body = b"".join(b"%08d " % i + line for i in range(20 * 1024 * 1024 // (len(line) + 9)))
+    entity = b"Content-Type: text/plain\r\n\r\n" + body
+    src = write(tmp_path, "big.txt", entity)
+    enc = openssl(
+        "cms", "-encrypt", "-stream", "-binary", "-aes256", "-in", str(src),
+        "-from", "sender@example.test", "-to", "rcpt@example.test", "-subject", "big",
+        str(pki.cert("rsa")),
+    )  # fmt: skip
+    der = base64.b64decode(split_message(enc)[1])
+    assert der[:2] == b"\x30\x80", "precondition: BER indefinite length"
+    dec = decrypt_message(enc, pki.agent("rsa"))
+    _, got = split_message(dec.content)
+    assert got == body
+
+
 # === sign-then-encrypt across tools ===========================================================
 
 
