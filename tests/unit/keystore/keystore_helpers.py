@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
 from asn1crypto import cms as asn1_cms
+from asn1crypto import core as asn1_core
 from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from cryptography.hazmat.primitives.ciphers.algorithms import AES
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs12
+
+from smime_proxy.keystore.pkcs import pkcs12_kdf
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 FAST_ITERATIONS = 1_000  # tests only: production is KDF_ITERATIONS (600,000)
@@ -111,3 +120,74 @@ def describe_pfx(data: bytes) -> dict[str, Any]:
             encrypted = content_info["content"]["encrypted_content_info"]
             result["encrypted_safes"].append(encrypted["content_encryption_algorithm"].native)
     return result
+
+
+def nest_key_bag(data: bytes, password: bytes, key_bag_iterations: int, *, legacy: bool) -> bytes:
+    """A PFX (without MAC) whose shrouded key bag, with its iteration count replaced, sits
+    inside an encrypted safe (PBES2/AES-256 or, `legacy`, PKCS#12 PBE 3DES) with a small count:
+    the bag's count is visible only after decrypting that safe."""
+    pfx = asn1_pkcs12.Pfx.load(data)
+    bags = []
+    kept = []  # the certificates' encrypted safe, as it was
+    for content_info in asn1_pkcs12.AuthenticatedSafe.load(pfx["auth_safe"]["content"].native):
+        if content_info["content_type"].native != "data":
+            kept.append(content_info)
+        else:
+            for bag in asn1_pkcs12.SafeContents.load(content_info["content"].native):
+                if bag["bag_id"].native == "pkcs8_shrouded_key_bag":
+                    set_iterations(bag["bag_value"]["encryption_algorithm"], key_bag_iterations)
+                bags.append(bag)
+    plain = asn1_pkcs12.SafeContents(bags).dump(force=True)
+    padder = sym_padding.PKCS7(64 if legacy else 128).padder()
+    padded = padder.update(plain) + padder.finalize()
+    salt, iv_or_none = os.urandom(16), os.urandom(16)
+    algorithm: dict[str, Any]
+    if legacy:
+        bmp = password.decode().encode("utf-16-be") + b"\x00\x00"
+        key = pkcs12_kdf(bmp, salt, 1, 1000, 24)
+        iv = pkcs12_kdf(bmp, salt, 2, 1000, 8)
+        cipher = Cipher(TripleDES(key), modes.CBC(iv))
+        algorithm = {
+            "algorithm": "pkcs12_sha1_tripledes_3key",
+            "parameters": {"salt": salt, "iterations": 1000},
+        }
+    else:
+        key = PBKDF2HMAC(hashes.SHA256(), 32, salt, 1000).derive(password)
+        cipher = Cipher(AES(key), modes.CBC(iv_or_none))
+        algorithm = {
+            "algorithm": "pbes2",
+            "parameters": {
+                "key_derivation_func": {
+                    "algorithm": "pbkdf2",
+                    "parameters": {
+                        "salt": asn1_core.OctetString(salt),
+                        "iteration_count": 1000,
+                        "prf": {"algorithm": "sha256", "parameters": None},
+                    },
+                },
+                "encryption_scheme": {"algorithm": "aes256_cbc", "parameters": iv_or_none},
+            },
+        }
+    encryptor = cipher.encryptor()
+    ciphertext = encryptor.update(padded) + encryptor.finalize()
+    encrypted = asn1_cms.ContentInfo(
+        {
+            "content_type": "encrypted_data",
+            "content": {
+                "version": "v0",
+                "encrypted_content_info": {
+                    "content_type": "data",
+                    "content_encryption_algorithm": algorithm,
+                    "encrypted_content": ciphertext,
+                },
+            },
+        }
+    )
+    auth_safe = asn1_pkcs12.AuthenticatedSafe([*kept, encrypted]).dump(force=True)
+    result = asn1_pkcs12.Pfx(
+        {
+            "version": "v3",
+            "auth_safe": asn1_cms.ContentInfo({"content_type": "data", "content": auth_safe}),
+        }
+    )
+    return bytes(result.dump(force=True))

@@ -24,6 +24,7 @@ from keystore_helpers import (
     craft_iterations,
     describe_pfx,
     make_p12,
+    nest_key_bag,
     vector,
 )
 
@@ -535,6 +536,64 @@ def test_import_iteration_cap(mail: SecureMail, vector_name: str, where: str) ->
     zero = craft_iterations(_tb(vector_name), **{where: 0})
     with pytest.raises(ImportRejected, match="invalid KDF iteration count"):
         mail.import_pkcs12("victim", zero, THUNDERBIRD_PASSWORD, PW)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["pbes2-safe", "3des-safe"])
+def test_import_cap_on_key_bag_inside_an_encrypted_safe(mail: SecureMail, legacy: bool) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = mail.ca.issue_user_certificate(  # type: ignore[union-attr]
+        "nested@example.org", key.public_key(), NOW
+    )
+    p12 = make_p12(key, cert, None, b"pw", iterations=FAST_ITERATIONS)
+    # The nesting itself is fine when the counts are sane (and it really decrypts).
+    sane = nest_key_bag(p12, b"pw", FAST_ITERATIONS, legacy=legacy)
+    assert mail.import_pkcs12("nested", sane, b"pw", PW) == cert
+    # A huge count hidden inside the encrypted safe is found before anything runs it.
+    crafted = nest_key_bag(p12, b"pw", HUGE, legacy=legacy)
+    with pytest.raises(ImportRejected, match=f"asks for {HUGE} KDF iterations"):
+        mail.import_pkcs12("victim", crafted, b"pw", PW)
+    # With a wrong password the safe does not open for inspection; the import still fails.
+    with pytest.raises((WrongPassword, ImportRejected)):
+        mail.import_pkcs12("victim", sane, b"wrong", PW)
+
+
+def test_pkcs12_kdf_opens_the_nss_legacy_safe() -> None:
+    """Our inspection-only PKCS#12 KDF agrees with NSS (Fran.p12: 3DES encrypted safe)."""
+    from asn1crypto import pkcs12 as asn1_pkcs12
+
+    pfx = asn1_pkcs12.Pfx.load(_tb("Fran"))
+    safes = asn1_pkcs12.AuthenticatedSafe.load(pfx["auth_safe"]["content"].native)
+    encrypted = [s for s in safes if s["content_type"].native == "encrypted_data"]
+    assert len(encrypted) == 1
+    info = encrypted[0]["content"]["encrypted_content_info"]
+    plain = pkcs._decrypt_for_inspection(
+        info["content_encryption_algorithm"], info["encrypted_content"].native, b"nss"
+    )
+    contents = pkcs._parse_safe_contents(plain)
+    assert contents is not None
+    assert [b["bag_id"].native for b in contents] == ["cert_bag"]
+    wrong = pkcs._decrypt_for_inspection(
+        info["content_encryption_algorithm"], info["encrypted_content"].native, b"wrong"
+    )
+    assert pkcs._parse_safe_contents(wrong) is None
+
+
+def test_import_total_kdf_budget() -> None:
+    """Each count is capped, and so are their sum (4 x cap) and the number of KDF runs."""
+    crafted = craft_iterations(_tb("Fran"), mac=9_000, key_bag=9_000, encrypted_safe=9_000)
+    pkcs.check_pkcs12_iterations(crafted, 9_000, THUNDERBIRD_PASSWORD)
+    with pytest.raises(ImportRejected, match="asks for 9000 KDF iterations"):
+        pkcs.check_pkcs12_iterations(crafted, 8_999)
+    budget = pkcs._Budget(10)
+    for _ in range(4):
+        budget.spend(10)
+    with pytest.raises(ImportRejected, match="too much KDF work"):
+        budget.spend(1)
+    runs = pkcs._Budget(1_000_000)
+    for _ in range(16):
+        runs.spend(1)
+    with pytest.raises(ImportRejected, match="too much KDF work"):
+        runs.spend(1)
 
 
 def test_import_cap_is_configurable(key_store: KeyStore) -> None:
