@@ -59,23 +59,36 @@ def stop_group(pgid: int, proc: subprocess.Popen[bytes] | None = None, *,
                timeout: float = 5.0) -> None:
     """SIGTERM the process group ``pgid``, then SIGKILL it if anything is left after
     ``timeout`` seconds. ``proc`` (the leader, our child) is reaped so no zombie is left."""
+    stop_groups([(pgid, proc)], timeout=timeout)
+
+
+def stop_groups(groups: Sequence[tuple[int, subprocess.Popen[bytes] | None]], *,
+                timeout: float = 5.0) -> None:
+    """``stop_group`` for several groups at once: all get SIGTERM first, then we wait."""
+    for pgid, _ in groups:
+        _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    _signal_group(pgid, signal.SIGTERM)
+    pending = list(groups)
     killed = False
-    while True:
-        leader_alive = proc is not None and proc.poll() is None
-        if not leader_alive and not group_members(pgid):
+    while pending:
+        pending = [
+            (pgid, proc) for pgid, proc in pending
+            if (proc is not None and proc.poll() is None) or group_members(pgid)
+        ]
+        if not pending:
             break
         if time.monotonic() >= deadline:
             if killed:
                 break
-            _signal_group(pgid, signal.SIGKILL)
+            for pgid, _ in pending:
+                _signal_group(pgid, signal.SIGKILL)
             killed = True
             deadline = time.monotonic() + 2.0
         time.sleep(0.005)
-    if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=2.0)
+    for _, proc in groups:
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2.0)
 
 
 def kill_stale_group(pid_file: Path, marker: str) -> None:

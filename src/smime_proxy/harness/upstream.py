@@ -139,8 +139,8 @@ class Upstream:
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM both process groups; wait until only zombies are left (SIGKILL after
         ``timeout``). Idempotent."""
-        for name, proc in list(self._procs.items()):
-            procs.stop_group(proc.pid, proc, timeout=timeout)
+        procs.stop_groups([(p.pid, p) for p in self._procs.values()], timeout=timeout)
+        for name in self._procs:
             with contextlib.suppress(OSError):
                 (self.workdir / "run" / f"{name}.pgid").unlink()
         self._procs.clear()
