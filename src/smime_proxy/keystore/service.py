@@ -48,6 +48,7 @@ from smime_proxy.keystore.pkcs import (
     PrivateKey,
     export_pkcs12,
     load_key_file,
+    pbes2_parameters,
     public_key_der,
     unwrap_private_key,
     wrap_private_key,
@@ -204,7 +205,9 @@ class SecureMail:
                 dummy_key, b"\x00not-a-password", iterations=self.kdf_iterations
             )
         with contextlib.suppress(WrongPassword):
-            unwrap_private_key(self._dummy, password or b"-")
+            unwrap_private_key(
+                self._dummy, password or b"-", max_iterations=self.import_iteration_cap
+            )
 
     def _record_or_fail(self, user: str, password: bytes) -> KeyRecord:
         """The record; for a user without one, the same work and error as a wrong password."""
@@ -221,6 +224,7 @@ class SecureMail:
         secret = _secret(password)
         record = self._record_or_fail(user, secret)
         key = self._open(record, secret)
+        self._upgrade_kdf(record, key, secret)
         agent = InProcessKeyAgent(
             key,
             _load_cert(record.certificate),
@@ -229,6 +233,21 @@ class SecureMail:
         with self._lock:
             self._sessions[user] = _Session(agent, unlocked_at=now, last_used=now)
         return agent
+
+    def _upgrade_kdf(self, record: KeyRecord, key: PrivateKey, password: bytes) -> None:
+        """Re-encrypt a key stored with fewer KDF iterations than configured (records from an
+        older setting), now that the password is at hand. Best effort: a concurrent change
+        wins."""
+        if pbes2_parameters(record.encrypted_key).iterations >= self.kdf_iterations:
+            return
+        upgraded = KeyRecord(
+            user=record.user,
+            encrypted_key=wrap_private_key(key, password, iterations=self.kdf_iterations),
+            certificate=record.certificate,
+            chain=record.chain,
+        )
+        with contextlib.suppress(KeyExists, NoSuchKey):
+            self.store.replace(upgraded, expected_key=record.encrypted_key)
 
     def _expired(self, session: _Session, now: datetime) -> bool:
         return (

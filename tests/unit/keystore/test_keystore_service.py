@@ -125,6 +125,20 @@ def test_default_kdf_cost_is_at_least_600k() -> None:
     )
 
 
+def test_unlock_upgrades_a_weaker_stored_kdf(key_store: KeyStore) -> None:
+    old = SecureMail(key_store, kdf_iterations=FAST_ITERATIONS)
+    _import_alice(old)
+    stronger = SecureMail(key_store, kdf_iterations=2 * FAST_ITERATIONS)
+    stronger.unlock("alice", PW, NOW)
+    record = key_store.get("alice")
+    assert record is not None
+    assert _stored_parameters(record.encrypted_key)["iterations"] == 2 * FAST_ITERATIONS
+    # Never downgraded.
+    old.unlock("alice", PW, NOW)
+    again = key_store.get("alice")
+    assert again is not None and again.encrypted_key == record.encrypted_key
+
+
 def test_stored_key_is_not_the_plain_key(mail: SecureMail, key_store: KeyStore) -> None:
     _import_alice(mail)
     agent = mail.unlock("alice", PW, NOW)
