@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 _TAG_CHECK = re.compile(rb'[^(){ \x00-\x1f\x7f%*"\\+\x80-\xff]+')
-_NAME_CHECK = re.compile(r"[A-Z0-9][A-Z0-9.\-_]*")
+_NAME_CHECK = re.compile(r"[A-Z][A-Z0-9.\-_]*")
 # flag = "\Answered" / "\Flagged" / "\Deleted" / "\Seen" / "\Draft" / flag-keyword /
 #        flag-extension; flag-keyword = atom; flag-extension = "\" atom   (RFC 9051 section 9)
 _FLAG = re.compile(rb'\\?[^(){ \x00-\x1f\x7f%*"\\\]\x80-\xff]+')
@@ -460,7 +460,7 @@ class GenericCommand(Command):
     uid: bool = False
 
     def __post_init__(self) -> None:
-        if not _NAME_CHECK.fullmatch(self.command):
+        if not _NAME_CHECK.fullmatch(self.command) or self.command == "UID":
             raise RenderError(f"bad command name {self.command!r}")
 
     @property
@@ -496,6 +496,13 @@ def parse_command(raw: bytes) -> Command:
     if not raw.endswith(b"\r\n"):
         raise ParseError("a command ends in CRLF", len(raw))
     reader = Reader(raw)
+    try:
+        return _parse_command(reader, raw)
+    except RenderError as exc:  # a value the grammar admits but the object model does not
+        raise ParseError(str(exc), reader.pos) from None
+
+
+def _parse_command(reader: Reader, raw: bytes) -> Command:
     tag = reader.tag()
     reader.sp()
     name = reader.word()

@@ -210,7 +210,7 @@ class Reader:
             return tuple(items)
         if byte == 0x22:
             return self.quoted()
-        if byte in (0x7B, 0x7E):
+        if byte == 0x7B or (byte == 0x7E and self.data.startswith(b"{", self.pos + 1)):
             return self.literal()
         token = self._match(_TOKEN, "a value")
         if token.isdigit():

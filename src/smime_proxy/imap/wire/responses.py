@@ -47,7 +47,7 @@ _TAG_CHECK = re.compile(rb'[^(){ \x00-\x1f\x7f%*"\\+\x80-\xff]+')
 _ATOM_CHECK = re.compile(rb'[^(){ \x00-\x1f\x7f%*"\\\]\x80-\xff]+')
 _CODE_ARGS = re.compile(rb"[^\]\r\n\x00]+")
 _TEXT_CHECK = re.compile(rb"[^\r\n\x00]*")
-_NAME_CHECK = re.compile(r"[A-Z0-9][A-Z0-9.\-_=]*")
+_NAME_CHECK = re.compile(r"[A-Z][A-Z0-9.\-_=]*")
 _OPEN_LITERAL = re.compile(rb"~?\{[0-9]{1,19}\+?\}\r\n\Z")
 
 
@@ -126,6 +126,7 @@ class TaggedResponse:
     def __post_init__(self) -> None:
         if not _TAG_CHECK.fullmatch(self.tag) or self.status not in TAGGED_STATUSES:
             raise RenderError("bad tagged response")
+        _check_text(self.text)
 
     def render(self) -> bytes:
         resp_text = _render_resp_text(self.code, self.text)
@@ -143,6 +144,7 @@ class UntaggedStatus:
     def __post_init__(self) -> None:
         if self.status not in UNTAGGED_STATUSES:
             raise RenderError(f"bad untagged status {self.status!r}")
+        _check_text(self.text)
 
     def render(self) -> bytes:
         resp_text = _render_resp_text(self.code, self.text)
@@ -273,6 +275,13 @@ def parse_response(raw: bytes) -> Response:
     if not raw.endswith(b"\r\n"):
         raise ParseError("a response ends in CRLF", len(raw))
     reader = Reader(raw)
+    try:
+        return _parse_response(reader)
+    except RenderError as exc:  # a value the grammar admits but the object model does not
+        raise ParseError(str(exc), reader.pos) from None
+
+
+def _parse_response(reader: Reader) -> Response:
     if reader.skip(b"+"):
         if not reader.skip(b" ") and not reader.at_end():
             raise reader.error("expected SP after +")
@@ -292,7 +301,7 @@ def parse_response(raw: bytes) -> Response:
                 items = _read_msg_att(reader)
                 reader.end()
                 return FetchResponse(number, items)
-            return _generic(reader, raw, name, number, start)
+            return _generic(reader, reader.data, name, number, start)
         start = reader.pos
         name = reader.word()
         if name in UNTAGGED_STATUSES:
@@ -305,7 +314,7 @@ def parse_response(raw: bytes) -> Response:
                 capabilities.append(reader.atom().decode("ascii"))
             reader.end()
             return CapabilityResponse(tuple(capabilities))
-        return _generic(reader, raw, name, None, start)
+        return _generic(reader, reader.data, name, None, start)
     tag = reader.tag()
     reader.sp()
     status = reader.word()
@@ -349,6 +358,14 @@ def parse_fetch_head(head: bytes) -> FetchHead:
     CRLF, or ` BINARY[2] ~{n}` CRLF after an earlier streamed literal. The literal must be
     the value of a top-level item (else ParseError)."""
     reader = Reader(head)
+    try:
+        return _parse_fetch_head(reader)
+    except RenderError as exc:
+        raise ParseError(str(exc), reader.pos) from None
+
+
+def _parse_fetch_head(reader: Reader) -> FetchHead:
+    head = reader.data
     number = None
     first = False
     if reader.skip(b"* "):
@@ -375,6 +392,13 @@ def parse_fetch_tail(tail: bytes) -> tuple[tuple[FetchItem, Value], ...]:
     """Read `MessageTail.raw` of a FETCH response: the items after the last streamed literal
     (` UID 5)` CRLF, or `)` CRLF)."""
     reader = Reader(tail)
+    try:
+        return _parse_fetch_tail(reader)
+    except RenderError as exc:
+        raise ParseError(str(exc), reader.pos) from None
+
+
+def _parse_fetch_tail(reader: Reader) -> tuple[tuple[FetchItem, Value], ...]:
     items: list[tuple[FetchItem, Value]] = []
     while not reader.skip(b")"):
         reader.sp()

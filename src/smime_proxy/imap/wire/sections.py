@@ -50,6 +50,7 @@ SIMPLE_ITEMS: Final = frozenset(
 SECTION_ITEMS: Final = frozenset({"BODY", "BINARY", "BINARY.SIZE"})
 KNOWN_ITEMS: Final = SIMPLE_ITEMS | SECTION_ITEMS
 
+_NOT_ITEM_NAMES: Final = frozenset({"BODY.PEEK", "BINARY.PEEK", "ALL", "FAST", "FULL"})
 _PART = re.compile(rb"[1-9][0-9]{0,9}")
 _ITEM_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9.\-_]*")
 
@@ -159,7 +160,11 @@ class FetchItem:
     length: int | None = None
 
     def __post_init__(self) -> None:
-        if self.name != self.name.upper() or not _ITEM_NAME.fullmatch(self.name.encode()):
+        if (
+            self.name != self.name.upper()
+            or not _ITEM_NAME.fullmatch(self.name.encode())
+            or self.name in _NOT_ITEM_NAMES
+        ):
             raise RenderError(f"bad fetch item name {self.name!r}")
         if self.section is None:
             if self.name in ("BINARY", "BINARY.SIZE"):
@@ -280,6 +285,8 @@ def read_msg_att_name(reader: Reader) -> FetchItem:
     "BINARY.SIZE" section-binary / any other item name   (RFC 9051 section 7.5.2 and 9)"""
     start = reader.pos
     name = _read_name(reader)
+    if name in _NOT_ITEM_NAMES:
+        raise ParseError(f"{name} is not a response item", start)
     if reader.peek() != 0x5B:
         if name in ("BINARY", "BINARY.SIZE"):
             raise reader.error(f"{name} needs a section")
