@@ -235,7 +235,9 @@ class _Framer:
                     return
                 self._direct.append(data[:need])
                 self._direct_size += need
-                data = data[need:]
+                with memoryview(data) as rest:
+                    self._buf += rest[need:]  # no intermediate copy of the rest
+                return
         self._buf += data
 
     # -- output ----------------------------------------------------------------------------
