@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from smime_proxy.errors import ImportRejected
@@ -67,26 +68,34 @@ def files(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("key_type", ["rsa2048", "ec-p256"])
-def test_modern_export_read_by_openssl(
-    mail: SecureMail, files: Path, key_type: str
-) -> None:
+def test_modern_export_read_by_openssl(mail: SecureMail, files: Path, key_type: str) -> None:
     cert = mail.generate("carol", "carol@example.org", SECURE_PW, NOW, key_type=key_type)
     p12 = files / "carol.p12"
     p12.write_bytes(mail.export_pkcs12("carol", SECURE_PW, EXPORT_PW))
     info = tool(
-        "openssl", "pkcs12", "-info", "-nokeys", "-in", str(p12),
-        "-passin", f"file:{files / 'export-pw'}",
+        "openssl",
+        "pkcs12",
+        "-info",
+        "-nokeys",
+        "-in",
+        str(p12),
+        "-passin",
+        f"file:{files / 'export-pw'}",
     ).decode()
     assert "MAC: sha256" in info
-    assert (
-        f"PBES2, PBKDF2, AES-256-CBC, Iteration {KDF_ITERATIONS}, PRF hmacWithSHA256" in info
-    )
+    assert f"PBES2, PBKDF2, AES-256-CBC, Iteration {KDF_ITERATIONS}, PRF hmacWithSHA256" in info
     assert "carol@example.org" in info
     assert "Interop CA" in info  # the chain is included
     # And the key itself comes out with the same public key as the certificate.
     key_pem = tool(
-        "openssl", "pkcs12", "-nocerts", "-nodes", "-in", str(p12),
-        "-passin", f"file:{files / 'export-pw'}",
+        "openssl",
+        "pkcs12",
+        "-nocerts",
+        "-nodes",
+        "-in",
+        str(p12),
+        "-passin",
+        f"file:{files / 'export-pw'}",
     )
     start = key_pem.index(b"-----BEGIN PRIVATE KEY-----")
     key = serialization.load_pem_private_key(key_pem[start:], None)
@@ -98,15 +107,27 @@ def test_legacy_export_read_by_openssl(mail: SecureMail, files: Path) -> None:
     p12 = files / "carol-legacy.p12"
     p12.write_bytes(mail.export_pkcs12("carol", SECURE_PW, EXPORT_PW, legacy=True))
     info = tool(
-        "openssl", "pkcs12", "-info", "-nokeys", "-in", str(p12),
-        "-passin", f"file:{files / 'export-pw'}",
+        "openssl",
+        "pkcs12",
+        "-info",
+        "-nokeys",
+        "-in",
+        str(p12),
+        "-passin",
+        f"file:{files / 'export-pw'}",
     ).decode()
     assert "MAC: sha1" in info
     assert "pbeWithSHA1And3-KeyTripleDES-CBC" in info
     assert "PBES2" not in info
     tool(
-        "openssl", "pkcs12", "-nocerts", "-nodes", "-in", str(p12),
-        "-passin", f"file:{files / 'export-pw'}",
+        "openssl",
+        "pkcs12",
+        "-nocerts",
+        "-nodes",
+        "-in",
+        str(p12),
+        "-passin",
+        f"file:{files / 'export-pw'}",
     )
 
 
@@ -120,14 +141,18 @@ def test_key_at_rest_is_standard_pkcs8(files: Path) -> None:
     assert record is not None
     blob = files / "stored.der"
     blob.write_bytes(record.encrypted_key)
-    parsed = tool(
-        "openssl", "asn1parse", "-inform", "DER", "-in", str(blob)
-    ).decode()
+    parsed = tool("openssl", "asn1parse", "-inform", "DER", "-in", str(blob)).decode()
     for name in ("PBES2", "PBKDF2", "hmacWithSHA256", "aes-256-cbc"):
         assert name in parsed
     key_pem = tool(
-        "openssl", "pkcs8", "-inform", "DER", "-in", str(blob),
-        "-passin", f"file:{files / 'secure-pw'}",
+        "openssl",
+        "pkcs8",
+        "-inform",
+        "DER",
+        "-in",
+        str(blob),
+        "-passin",
+        f"file:{files / 'secure-pw'}",
     )
     assert spki(serialization.load_pem_private_key(key_pem, None)) == spki(cert)
 
@@ -139,10 +164,22 @@ def test_key_at_rest_is_standard_pkcs8(files: Path) -> None:
 def openssl_identity(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("openssl-id")
     tool(
-        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-        "-keyout", str(directory / "key.pem"), "-out", str(directory / "cert.pem"),
-        "-subj", "/CN=Olga/emailAddress=olga@example.org", "-days", "30",
-        "-addext", "subjectAltName=email:olga@example.org",
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(directory / "key.pem"),
+        "-out",
+        str(directory / "cert.pem"),
+        "-subj",
+        "/CN=Olga/emailAddress=olga@example.org",
+        "-days",
+        "30",
+        "-addext",
+        "subjectAltName=email:olga@example.org",
     )
     return directory
 
@@ -159,14 +196,21 @@ def openssl_identity(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ],
     ids=["default", "legacy", "rc2-everywhere", "descert", "nomac", "sha512-mac"],
 )
-def test_openssl_exports_import(
-    openssl_identity: Path, files: Path, options: list[str]
-) -> None:
+def test_openssl_exports_import(openssl_identity: Path, files: Path, options: list[str]) -> None:
     p12 = files / "olga.p12"
     tool(
-        "openssl", "pkcs12", "-export", *options,
-        "-inkey", str(openssl_identity / "key.pem"), "-in", str(openssl_identity / "cert.pem"),
-        "-out", str(p12), "-passout", f"file:{files / 'export-pw'}",
+        "openssl",
+        "pkcs12",
+        "-export",
+        *options,
+        "-inkey",
+        str(openssl_identity / "key.pem"),
+        "-in",
+        str(openssl_identity / "cert.pem"),
+        "-out",
+        str(p12),
+        "-passout",
+        f"file:{files / 'export-pw'}",
     )
     mail = SecureMail(MemoryKeyStore(), kdf_iterations=FAST)
     cert = mail.import_pkcs12("olga", p12.read_bytes(), EXPORT_PW, SECURE_PW)
@@ -178,9 +222,22 @@ def test_openssl_exports_import(
 def test_openssl_export_over_the_cap_is_refused(openssl_identity: Path, files: Path) -> None:
     p12 = files / "olga-slow.p12"
     tool(
-        "openssl", "pkcs12", "-export", "-iter", "2000001", "-nomaciter", "-certpbe", "NONE",
-        "-inkey", str(openssl_identity / "key.pem"), "-in", str(openssl_identity / "cert.pem"),
-        "-out", str(p12), "-passout", f"file:{files / 'export-pw'}",
+        "openssl",
+        "pkcs12",
+        "-export",
+        "-iter",
+        "2000001",
+        "-nomaciter",
+        "-certpbe",
+        "NONE",
+        "-inkey",
+        str(openssl_identity / "key.pem"),
+        "-in",
+        str(openssl_identity / "cert.pem"),
+        "-out",
+        str(p12),
+        "-passout",
+        f"file:{files / 'export-pw'}",
     )
     mail = SecureMail(MemoryKeyStore(), kdf_iterations=FAST)
     with pytest.raises(ImportRejected, match="2000001 KDF iterations"):
@@ -203,7 +260,10 @@ def gnupghome(tmp_path: Path) -> Iterator[dict[str, str]]:
         yield env
     finally:
         subprocess.run(
-            ["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True, timeout=60,
+            ["gpgconf", "--kill", "gpg-agent"],
+            env=env,
+            capture_output=True,
+            timeout=60,
             check=False,
         )
 
@@ -212,9 +272,18 @@ def gpgsm(env: dict[str, str], passphrase_file: Path, *argv: str) -> bytes:
     """gpgsm in batch mode with loopback pinentry; gpgsm 2.2 has no --passphrase-file, so the
     file's content goes to --passphrase-fd 0."""
     return tool(
-        "gpgsm", "--batch", "--no-tty", "--pinentry-mode", "loopback",
-        "--passphrase-fd", "0", "--disable-crl-checks", "--disable-dirmngr", *argv,
-        env=env, stdin=passphrase_file.read_bytes(),
+        "gpgsm",
+        "--batch",
+        "--no-tty",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase-fd",
+        "0",
+        "--disable-crl-checks",
+        "--disable-dirmngr",
+        *argv,
+        env=env,
+        stdin=passphrase_file.read_bytes(),
     )
 
 
@@ -240,10 +309,42 @@ def test_gpgsm_export_imports_back(
     gpgsm(gnupghome, files / "export-pw", "--import", str(p12))
     exported = files / "from-gpgsm.p12"
     gpgsm(
-        gnupghome, files / "export-pw", "--output", str(exported),
-        "--export-secret-key-p12", "carol@example.org",
+        gnupghome,
+        files / "export-pw",
+        "--output",
+        str(exported),
+        "--export-secret-key-p12",
+        "carol@example.org",
     )
     again = SecureMail(MemoryKeyStore(), kdf_iterations=FAST)
     imported = again.import_pkcs12("carol", exported.read_bytes(), EXPORT_PW, SECURE_PW)
     assert imported == cert
     again.unlock("carol", SECURE_PW, NOW)
+
+
+# --- NSS (Thunderbird's library) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["modern", "legacy"])
+def test_exports_imported_by_nss_pk12util(
+    mail: SecureMail, files: Path, legacy: bool
+) -> None:
+    if shutil.which("pk12util") is None or shutil.which("certutil") is None:
+        pytest.skip("needs NSS tools (Debian libnss3-tools)")
+    cert = mail.generate("carol", "carol@example.org", SECURE_PW, NOW)
+    p12 = files / "carol.p12"
+    p12.write_bytes(mail.export_pkcs12("carol", SECURE_PW, EXPORT_PW, legacy=legacy))
+    db = files / "nssdb"
+    db.mkdir()
+    empty = files / "empty"
+    empty.write_bytes(b"")
+    tool("certutil", "-N", "-d", f"sql:{db}", "--empty-password")
+    out = tool(
+        "pk12util", "-i", str(p12), "-d", f"sql:{db}", "-w", str(files / "export-pw"),
+        "-k", str(empty),
+    ).decode()
+    assert "PKCS12 IMPORT SUCCESSFUL" in out
+    keys = tool("certutil", "-K", "-d", f"sql:{db}", "-f", str(empty)).decode()
+    assert "carol@example.org" in keys
+    listing = tool("certutil", "-L", "-d", f"sql:{db}", "-n", "carol@example.org", "-a")
+    assert x509.load_pem_x509_certificate(listing) == cert
