@@ -90,9 +90,20 @@ class SqliteDatabase:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
+            self._private_sidecars()
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise KeyStoreError(f"the key store {self.path} is unusable: {exc}") from None
+
+    def _private_sidecars(self) -> None:
+        """SQLite creates the -wal and -shm files with the umask's mode: make them 0600."""
+        for suffix in ("-wal", "-shm"):
+            sidecar = Path(str(self.path) + suffix)
+            try:
+                if sidecar.exists():
+                    sidecar.chmod(0o600)
+            except OSError:
+                pass
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str]) -> SqliteDatabase:

@@ -113,6 +113,10 @@ def test_sqlite_file_is_private_wal_and_versioned(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
         SqliteKeyStore(db).add(_record())
+        for suffix in ("-wal", "-shm"):
+            sidecar = Path(str(path) + suffix)
+            if sidecar.exists():
+                assert stat.S_IMODE(sidecar.stat().st_mode) == 0o600, suffix
     finally:
         db.close()
     raw = sqlite3.connect(tmp_path / "data" / DB_FILENAME)
