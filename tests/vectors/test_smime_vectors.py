@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,7 @@ from support.cmsutil import (
     load_p12,
     pem_to_der,
     pkcs7_mime,
+    run_cli,
     split_message,
     with_outer_headers,
 )
@@ -118,7 +120,9 @@ def signature_rejected(message: bytes, roots: list[x509.Certificate], now: dt.da
 
 @pytest.mark.parametrize("sha", SHA2)
 @pytest.mark.parametrize(
-    "form", ["dsig.{sha}.multipart", "sig.{sha}.opaque", "html.sig.{sha}.opaque"]
+    "form",
+    ["dsig.{sha}.multipart", "sig.{sha}.opaque", "html.sig.{sha}.opaque"],
+    ids=["dsig", "sig", "html-sig"],
 )
 def test_tb_good_signature_is_valid(form: str, sha: str) -> None:
     name = "alice." + form.format(sha=sha) + ".eml"
@@ -188,8 +192,12 @@ def test_tb_future_dated_message() -> None:
 
 
 @pytest.mark.parametrize("sha", SHA2)
-@pytest.mark.parametrize("inner", ["plain.sig.{sha}.opaque", "plain.dsig.{sha}.multipart"])
-@pytest.mark.parametrize("outer", ["sig.{sha}.opaque", "dsig.{sha}.multipart"])
+@pytest.mark.parametrize(
+    "inner", ["plain.sig.{sha}.opaque", "plain.dsig.{sha}.multipart"], ids=["in-sig", "in-dsig"]
+)
+@pytest.mark.parametrize(
+    "outer", ["sig.{sha}.opaque", "dsig.{sha}.multipart"], ids=["out-sig", "out-dsig"]
+)
 def test_tb_nested_signatures_outer_dave_binds_from(inner: str, outer: str, sha: str) -> None:
     """Alice signed, then Dave signed the whole; From is Dave: Dave's outer layer is valid.
 
@@ -226,7 +234,9 @@ def test_tb_enveloped_refused_for_others(who: str) -> None:
 
 @pytest.mark.parametrize("sha", SHA2)
 @pytest.mark.parametrize(
-    "form", ["dsig.{sha}.multipart", "sig.{sha}.opaque", "html.sig.{sha}.opaque"]
+    "form",
+    ["dsig.{sha}.multipart", "sig.{sha}.opaque", "html.sig.{sha}.opaque"],
+    ids=["dsig", "sig", "html-sig"],
 )
 def test_tb_signed_then_enveloped_decrypts_then_verifies(form: str, sha: str) -> None:
     name = "alice." + form.format(sha=sha) + ".env.eml"
@@ -631,6 +641,64 @@ def test_rfc9216_ed25519_signer_is_a_result_or_our_error() -> None:
             sender="carlos@smime.example",
         )
         assert not inspect_signature(bad, [root], now=RFC9216_AT).valid
+
+
+# --- the same vectors through the CLI -------------------------------------------------------------
+
+CLI_AT = TB_AT.isoformat()
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("alice.dsig.SHA256.multipart.eml", 0),
+        ("alice.sig.SHA512.opaque.eml", 0),
+        ("alice.plain.dsig.SHA384.multipart.dave.dsig.SHA384.multipart.eml", 0),
+        ("alice.dsig.SHA256.multipart.bad.eml", 1),
+        ("alice.dsig.SHA384.multipart.mismatch-econtent.eml", 1),
+    ],
+)
+def test_tb_cli_verify(tmp_path: Path, name: str, code: int) -> None:
+    out = tmp_path / "content"
+    res = run_cli(
+        ["msg", "verify", "--trust", str(TB / "TestCA.pem"), "--at", CLI_AT, "--out", str(out)],
+        read(TB / name),
+    )
+    assert res.returncode == code, res.stderr.decode(errors="replace")
+    data = json.loads(res.stdout)
+    assert data["valid"] is (code == 0)
+    assert data["reason"] is None if code == 0 else data["reason"]
+    if ".bad." in name or code == 0:
+        assert data["signers"], data
+    if code == 0:
+        assert out.exists() and b"This is a test message from Alice to Bob." in out.read_bytes()
+
+
+def test_tb_cli_verify_manual_nested_is_exit_1() -> None:
+    res = run_cli(
+        ["msg", "verify", "--trust", str(TB / "TestCA.pem"), "--at", CLI_AT],
+        read(TB_MANUAL / "alice.env.mixed.dsig.SHA256.multipart.eml"),
+    )
+    assert res.returncode == 1
+    assert json.loads(res.stdout)["valid"] is False
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["alice.env.eml", "alice.sig.SHA256.opaque.env.eml", "alice.dsig.SHA512.multipart.env.eml"],
+)
+def test_tb_cli_decrypt_with_nss_p12(tmp_path: Path, name: str) -> None:
+    pw = tmp_path / "pw"
+    pw.write_bytes(b"nss\n")
+    res = run_cli(["msg", "decrypt", "--p12", str(TB / "Bob.p12"), "--password-file", str(pw)],
+                  read(TB / name))  # fmt: skip
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    assert b"From: Alice@example.com" in res.stdout
+    assert b"smime-type=enveloped-data" not in res.stdout
+    wrong = run_cli(["msg", "decrypt", "--p12", str(TB / "Alice.p12"), "--password-file", str(pw)],
+                    read(TB / name))  # fmt: skip
+    assert wrong.returncode == 1
+    assert wrong.stdout == b""
 
 
 # --- sanity of the test inputs themselves --------------------------------------------------------
