@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 
 from smime_proxy.errors import PeerProtocolError
 from smime_proxy.imap.wire.commands import parse_command
-from smime_proxy.imap.wire.framing import NEED_DATA, ClientFramer, ConnectionClosed, ServerFramer
+from smime_proxy.imap.wire.framing import (
+    NEED_DATA,
+    ClientFramer,
+    ConnectionClosed,
+    ContinuationRequest,
+    ServerFramer,
+)
 from smime_proxy.imap.wire.lexer import Reader
 from smime_proxy.imap.wire.responses import parse_fetch_head, parse_fetch_tail, parse_response
 from smime_proxy.imap.wire.sequence import SequenceSet
@@ -85,14 +91,25 @@ def peer_input(samples: list[bytes]) -> st.SearchStrategy[bytes]:
     return st.one_of(noise, mutated(samples))
 
 
-def run_framer(framer: ClientFramer | ServerFramer, chunks: list[bytes]) -> None:
+def run_framer(
+    framer: ClientFramer | ServerFramer, chunks: list[bytes], *, refuse: bool = False
+) -> None:
+    """Feed everything; whenever the framer waits for data, what it holds is bounded by its
+    caps (one line plus one buffered message), whatever the input."""
+    bound = framer.max_message_size + framer.max_line_length + 2
     try:
         for chunk in [*chunks, b""]:
             framer.receive_data(chunk)
             while True:
                 event = framer.next_event()
-                if event is NEED_DATA or isinstance(event, ConnectionClosed):
+                if event is NEED_DATA:
+                    assert framer.buffered <= bound
                     break
+                if isinstance(event, ConnectionClosed):
+                    break
+                if refuse and isinstance(event, ContinuationRequest):
+                    assert isinstance(framer, ServerFramer)
+                    framer.reject_continuation()
     except PeerProtocolError:
         pass
 
@@ -119,11 +136,18 @@ def framers(draw: st.DrawFn) -> ClientFramer | ServerFramer:
     )
 
 
-@given(framers(), peer_input(COMMANDS + RESPONSES), st.lists(st.integers(0, 300), max_size=8))
+@given(
+    framers(),
+    peer_input(COMMANDS + RESPONSES),
+    st.lists(st.integers(0, 300), max_size=8),
+    st.booleans(),
+)
 @FUZZ
-def test_framing_fuzz(framer: ClientFramer | ServerFramer, data: bytes, cuts: list[int]) -> None:
+def test_framing_fuzz(
+    framer: ClientFramer | ServerFramer, data: bytes, cuts: list[int], refuse: bool
+) -> None:
     points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
-    run_framer(framer, [data[a:b] for a, b in itertools.pairwise(points)])
+    run_framer(framer, [data[a:b] for a, b in itertools.pairwise(points)], refuse=refuse)
 
 
 @given(peer_input(COMMANDS))

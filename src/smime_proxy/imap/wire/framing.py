@@ -5,7 +5,8 @@ and pulls events with `next_event()` until it returns `NEED_DATA`. Nothing here 
 touches a socket. Two framers:
 
 - `ServerFramer` reads what a client sends (commands). A synchronising literal `{n}` makes it
-  emit `ContinuationRequest`: the shell sends `+ ...` then. A literal over the caps gives a
+  emit `ContinuationRequest`: the shell sends `+ ...` then, or refuses the literal with a
+  tagged NO/BAD and calls `reject_continuation()`. A literal over the caps gives a
   `LiteralRejected` event (RFC 7888 section 4 / RFC 4469 TOOBIG); the shell answers it.
 - `ClientFramer` reads what a server sends (responses). A literal over the cap raises.
 
@@ -144,6 +145,8 @@ class LiteralRejected:
     abandons the command. Non-synchronizing: the client sends the data anyway; either answer
     `* BYE [TOOBIG]` and close, or send the tagged `NO [TOOBIG]`: the framer reads and
     discards the literal and the rest of the command without buffering it (RFC 7888 section 4).
+    When an earlier literal of the command was streamed, the command is abandoned as well:
+    no MessageTail follows its LiteralEnd.
     """
 
     tag: bytes
@@ -203,6 +206,8 @@ class _Framer:
         self._state = _LINE
         self._remaining = 0  # octets of literal data still to come
         self._after_stream = False  # the current message had a streamed literal
+        self._tag = b"*"  # tag of the current message once part of it was handed on
+        self._asked = False  # the last event returned was a ContinuationRequest
         self._discarding = False  # inside a rejected command (ServerFramer)
         self._eof = False
         self._pending: deque[Event] = deque()
@@ -244,6 +249,7 @@ class _Framer:
 
     def next_event(self) -> Event | NeedData:
         """The next event, or `NEED_DATA`. Raises a `FramingError` once the stream is broken."""
+        self._asked = False
         if self._pending:
             return self._pending.popleft()
         if self._state == _FAILED:
@@ -318,16 +324,20 @@ class _Framer:
                     return self._reject(size, synchronizing, end)
                 self._remaining = size
                 if streamed:
+                    if not self._after_stream:
+                        self._tag = self._tag_at(self._start, end)
                     event = LiteralStart(self._take(self._start, end), size, binary, synchronizing)
                     self._start = end
                     self._state = _STREAM
                     self._after_stream = True
                     if self._server_side and synchronizing:
                         self._pending.append(event)
+                        self._asked = True
                         return ContinuationRequest(size)
                     return event
                 self._state = _LITERAL
                 if self._server_side and synchronizing:
+                    self._asked = True
                     return ContinuationRequest(size)
                 continue
             if state == _LITERAL:
@@ -393,6 +403,11 @@ class _Framer:
         binary = opening > line_start and buf[opening - 1] == 0x7E  # "~"
         return size, not match[2], binary
 
+    def _tag_at(self, start: int, end: int) -> bytes:
+        """The first word of the message that starts at `start` (its tag)."""
+        space = self._buf.find(b" ", start, min(end, start + 256))
+        return bytes(self._buf[start:space]) if space > start else b"*"
+
     def _too_large(self, size: int, synchronizing: bool, streamed: bool, end: int) -> bool:
         if size > self.max_literal_size:
             return True
@@ -440,14 +455,31 @@ class ServerFramer(_Framer):
             return True
         return super()._too_large(size, synchronizing, streamed, end)
 
+    def reject_continuation(self) -> None:
+        """Call instead of sending `+ ` when the shell answers a `ContinuationRequest` with a
+        tagged NO/BAD: the client then does not send the literal and abandons the command
+        (RFC 9051 section 7.5), and so does the framer. Only valid right after
+        `next_event()` returned the ContinuationRequest. Bytes the client sent without
+        waiting are read as the start of its next command."""
+        if not self._asked:
+            raise LocalProtocolError("no continuation request was just returned")
+        self._asked = False
+        self._pending.clear()
+        if self._direct:
+            self._buf[self._pos : self._pos] = b"".join(self._direct)
+            self._direct.clear()
+            self._direct_size = 0
+        self._start = self._scan = self._pos
+        self._remaining = 0
+        self._after_stream = False
+        self._state = _LINE
+
     def _reject(self, size: int, synchronizing: bool, end: int) -> Event | NeedData:
-        buf = self._buf
-        start = self._start
-        space = buf.find(b" ", start, min(end, start + 256))
-        tag = bytes(buf[start:space]) if space > start else b"*"
+        # After a streamed literal, the part of the command handed on is abandoned (no
+        # MessageTail follows) and the tag was noted when the first part went out.
+        tag = self._tag if self._after_stream else self._tag_at(self._start, end)
         self._start = end
         if self._after_stream:
-            # Part of this command was already handed on: the shell must drop it too.
             self._after_stream = False
         if synchronizing:
             self._state = _LINE

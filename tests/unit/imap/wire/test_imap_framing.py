@@ -172,6 +172,39 @@ def test_server_streaming_sync_literal_asks_first() -> None:
     assert framer.next_event() == LiteralStart(b"A1 APPEND INBOX ~{2}\r\n", 2, True, True)
 
 
+def test_shell_refuses_a_continuation() -> None:
+    for threshold in (None, 0):
+        framer = ServerFramer(stream_threshold=threshold)
+        framer.receive_data(b"A1 APPEND Sent {300}\r\n")
+        assert framer.next_event() == ContinuationRequest(300)
+        framer.reject_continuation()  # the shell sent "A1 NO [TRYCREATE] ..." instead of "+"
+        framer.receive_data(b"A2 NOOP\r\n")
+        assert drive(framer, []) == [] and framer.next_event() == Message(b"A2 NOOP\r\n")
+        with pytest.raises(LocalProtocolError):
+            framer.reject_continuation()
+
+
+def test_reject_continuation_only_right_after_the_request() -> None:
+    framer = ServerFramer()
+    framer.receive_data(b"A1 LOGIN {3}\r\n")
+    assert framer.next_event() == ContinuationRequest(3)
+    assert framer.next_event() is NEED_DATA
+    with pytest.raises(LocalProtocolError):
+        framer.reject_continuation()
+
+
+def test_rejection_after_a_streamed_literal_names_the_command_tag() -> None:
+    framer = ServerFramer(stream_threshold=2, max_literal_size=10)
+    events = drive(framer, [b"T9 APPEND X {2+}\r\nab {11+}\r\n", b"x" * 11 + b"\r\nT10 NOOP\r\n"])
+    assert events == [
+        LiteralStart(b"T9 APPEND X {2+}\r\n", 2, binary=False, synchronizing=False),
+        LiteralChunk(b"ab"),
+        LiteralEnd(),
+        LiteralRejected(b"T9", 11, synchronizing=False),
+        Message(b"T10 NOOP\r\n"),
+    ]
+
+
 # --- caps ---------------------------------------------------------------------------------
 
 
