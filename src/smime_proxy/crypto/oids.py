@@ -46,7 +46,13 @@ ECDSA_WITH = {
 }
 ECDSA_OID = {name: dotted for dotted, name in ECDSA_WITH.items()}
 EC_PUBLIC_KEY = "1.2.840.10045.2.1"
-DSA_FAMILY = {"1.2.840.10040.4.1", "1.2.840.10040.4.3", "2.16.840.1.101.3.4.3.2"}
+# DSA signature OIDs -> their hash (None: id-dsa, the SignerInfo's digest applies)
+DSA_FAMILY: dict[str, str | None] = {
+    "1.2.840.10040.4.1": None,
+    "1.2.840.10040.4.3": "sha1",
+    "2.16.840.1.101.3.4.3.1": "sha224",
+    "2.16.840.1.101.3.4.3.2": "sha256",
+}
 
 # Key transport
 RSAES_OAEP = "1.2.840.113549.1.1.7"

@@ -21,7 +21,7 @@ from asn1crypto import cms, core
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupported
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
 from smime_proxy.crypto import asn1, der, oids
@@ -131,6 +131,12 @@ def _utcnow() -> dt.datetime:
 
 
 # --- verification ---------------------------------------------------------------------------
+
+_SIGNED_ONLY = {
+    oids.CONTENT_TYPE: "contentType",
+    oids.MESSAGE_DIGEST: "messageDigest",
+    oids.SIGNING_TIME: "signingTime",
+}
 
 
 @dataclass
@@ -264,6 +270,11 @@ def _check_signer_inner(
         return SignerCheck(cert, False, f"unsupported digest algorithm {digest_oid}")
     content_digest = _digest(digest, content)
 
+    unsigned = si["unsigned_attrs"]
+    for oid, name in _SIGNED_ONLY.items():
+        if asn1.attribute_values(unsigned, oid):
+            # RFC 5652 11.1-11.3: these MUST NOT be unsigned attributes
+            return SignerCheck(cert, False, f"{name} must be a signed attribute", digest)
     signed_attrs = si["signed_attrs"]
     signing_time: dt.datetime | None = None
     capabilities: list[str] = []
@@ -364,8 +375,11 @@ def _verify_signature(
             sig_hash = oids.ECDSA_WITH.get(sig_oid, digest)
             key.verify(signature, data, ec.ECDSA(hash_algorithm(sig_hash)))
             return
-    if sig_oid in oids.DSA_FAMILY:
-        raise UnsupportedAlgorithm("DSA signatures are not supported")
+    elif isinstance(key, dsa.DSAPublicKey) and sig_oid in oids.DSA_FAMILY:
+        # verify-only, for old mail (RFC 4134 examples); we never sign with DSA
+        sig_hash = oids.DSA_FAMILY[sig_oid] or digest
+        key.verify(signature, data, hash_algorithm(sig_hash))
+        return
     raise UnsupportedAlgorithm(f"unsupported signature algorithm {sig_oid} for this key")
 
 
