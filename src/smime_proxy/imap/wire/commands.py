@@ -48,6 +48,8 @@ _FLAG = re.compile(rb'\\?[^(){ \x00-\x1f\x7f%*"\\\]\x80-\xff]+')
 
 # Modifiers with a known number of parameters (RFC 7162 sections 3.1.3, 3.1.4, 3.2.6).
 _MODIFIER_ARITY: Final = {"CHANGEDSINCE": 1, "UNCHANGEDSINCE": 1, "VANISHED": 0}
+# Commands whose arguments must not show in a repr (credentials, message content).
+_SECRET_ARGS: Final = frozenset({"AUTHENTICATE", "APPEND"})
 
 
 def _check_tag(tag: bytes) -> None:
@@ -458,6 +460,13 @@ class GenericCommand(Command):
     command: str
     args: bytes = b""
     uid: bool = False
+
+    def __repr__(self) -> str:
+        # AUTHENTICATE arguments (SASL-IR) carry credentials; APPEND a message.
+        shown = self.args if self.command not in _SECRET_ARGS else b"<hidden>"
+        if len(shown) > 80:
+            shown = shown[:80] + b"..."
+        return f"GenericCommand({self.tag!r}, {self.command!r}, {shown!r}, uid={self.uid})"
 
     def __post_init__(self) -> None:
         if not _NAME_CHECK.fullmatch(self.command) or self.command == "UID":

@@ -76,6 +76,13 @@ _BROKEN_MARKER_BODY = re.compile(rb"[0-9]*[+-]?")
 # --- events -------------------------------------------------------------------------------
 
 
+def _summary(raw: bytes) -> str:
+    """What a repr may show of raw protocol bytes: the first word (a tag or `*`) and the
+    length. Passwords, AUTHENTICATE data and message bodies never reach a log this way."""
+    word = raw[: raw.find(b" ")] if 0 < raw.find(b" ") <= 32 else b""
+    return f"<{word.decode('ascii', 'replace')!s}... {len(raw)} octets>"
+
+
 class NeedData:
     """The framer needs more bytes (`receive_data`) before it can say anything new."""
 
@@ -99,6 +106,9 @@ class Message:
 
     raw: bytes
 
+    def __repr__(self) -> str:
+        return f"Message({_summary(self.raw)})"
+
 
 @dataclass(frozen=True, slots=True)
 class LiteralStart:
@@ -110,12 +120,21 @@ class LiteralStart:
     binary: bool
     synchronizing: bool
 
+    def __repr__(self) -> str:
+        return (
+            f"LiteralStart({_summary(self.head)}, size={self.size}, binary={self.binary}, "
+            f"synchronizing={self.synchronizing})"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class LiteralChunk:
     """Some octets of a streamed literal, in order."""
 
     data: bytes
+
+    def __repr__(self) -> str:
+        return f"LiteralChunk(<{len(self.data)} octets>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +147,9 @@ class MessageTail:
     """The rest of a message after its last streamed literal, final CRLF included."""
 
     raw: bytes
+
+    def __repr__(self) -> str:
+        return f"MessageTail(<{len(self.raw)} octets>)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,6 +196,11 @@ class FetchResponse:
     number: int
     items: tuple[tuple[FetchItem, Value], ...]
 
+    def __repr__(self) -> str:
+        # Item names only: the values hold message content, which never goes to a log.
+        names = " ".join(item.render().decode("ascii", "replace") for item, _ in self.items)
+        return f"FetchResponse({self.number}, ({names}))"
+
     def __post_init__(self) -> None:
         if self.number < 1 or not self.items:
             raise RenderError("FETCH needs a message number and at least one item")

@@ -322,3 +322,10 @@ def test_fetch_item_round_trip(fetch_item: FetchItem) -> None:
 @settings(max_examples=500)
 def test_command_round_trip(command: Command) -> None:
     assert parse_command(command.render()) == command
+
+
+def test_reprs_hide_credentials_and_messages() -> None:
+    auth = parse_command(b"A1 AUTHENTICATE PLAIN AGJvYgBodW50ZXIy\r\n")
+    append = parse_command(b"A2 APPEND INBOX {7+}\r\nprivate\r\n")
+    assert "AGJvYgBodW50ZXIy" not in repr(auth) and "private" not in repr(append)
+    assert "1:5" in repr(parse_command(b"A3 UID EXPUNGE 1:5\r\n"))

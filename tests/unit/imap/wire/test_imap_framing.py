@@ -342,3 +342,13 @@ def test_split_pieces_join_back(message: Framed) -> None:
     pieces = split_at_sync_literals(message.raw)
     assert b"".join(pieces) == message.raw
     assert len(pieces) == 1 + sum(1 for _, sync, _ in message.literals if sync)
+
+
+def test_event_reprs_never_show_content() -> None:
+    events = drive(
+        ServerFramer(stream_threshold=5),
+        [b"A1 LOGIN bob hunter2\r\nA2 APPEND X {6+}\r\nsecret tail-secret\r\n"],
+    )
+    text = repr(events)
+    assert "hunter2" not in text and "secret" not in text
+    assert "A1" in text and "octets" in text

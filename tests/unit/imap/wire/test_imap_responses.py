@@ -238,3 +238,8 @@ def test_value_round_trip(value: Value) -> None:
 @settings(max_examples=500)
 def test_response_round_trip(response: Response) -> None:
     assert parse_response(response.render()) == response
+
+
+def test_fetch_response_repr_hides_message_content() -> None:
+    response = parse_response(b"* 3 FETCH (UID 8 BODY[] {9}\r\nconfident)\r\n")
+    assert repr(response) == "FetchResponse(3, (UID BODY[]))"
