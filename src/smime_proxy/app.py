@@ -1,0 +1,172 @@
+"""Composition root: the one place that names concrete classes and wires the daemon.
+
+`build_services(config)` opens the key store, address book, server CA and trust roots;
+`Daemon(services, fronts).run()` starts every front (control endpoint, SMTP submission,
+IMAP), handles SIGTERM/SIGINT (stop accepting, let in-flight work finish within a bound)
+and SIGHUP (reload what can be reloaded, e.g. the policy file), and locks idle keys.
+
+May import: everything below it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from cryptography import x509
+
+from smime_proxy.config import Config
+from smime_proxy.errors import ConfigError
+from smime_proxy.keystore.ca import ServerCA
+from smime_proxy.keystore.contacts import Contacts
+from smime_proxy.keystore.pkcs import KDF_ITERATIONS
+from smime_proxy.keystore.service import SecureMail
+from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
+
+log = logging.getLogger("smime_proxy.app")
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+LOCK_SWEEP_SECONDS = 5.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    """What the fronts share. `now` is the clock (tests inject their own)."""
+
+    config: Config
+    secure_mail: SecureMail
+    contacts: Contacts
+    trust_roots: tuple[x509.Certificate, ...]
+    ca: ServerCA | None
+    now: Callable[[], datetime] = utc_now
+    reload_hooks: list[Callable[[], None]] = field(default_factory=list)
+
+    def reload(self) -> None:
+        for hook in self.reload_hooks:
+            try:
+                hook()
+            except Exception:  # a bad reload keeps the old state
+                log.exception("reload failed; keeping the previous settings")
+
+
+class Front(Protocol):
+    """A listener of the daemon (control endpoint, SMTP, IMAP)."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Bind and start accepting; raise ConfigError if the address cannot be used."""
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; let in-flight work finish for up to `grace` seconds, then close."""
+
+
+def load_trust_roots(config: Config) -> tuple[x509.Certificate, ...]:
+    roots: list[x509.Certificate] = []
+    for index, path in enumerate(config.trust_roots):
+        try:
+            roots.extend(x509.load_pem_x509_certificates(path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"trust_roots[{index}]: {path}: not readable PEM certificates ({exc})"
+            ) from None
+    return tuple(roots)
+
+
+def build_services(
+    config: Config,
+    *,
+    now: Callable[[], datetime] = utc_now,
+    kdf_iterations: int = KDF_ITERATIONS,
+) -> Services:
+    """Open the data directory's stores. `kdf_iterations` below the default: tests only."""
+    database = SqliteDatabase.open(config.data_dir)
+    ca = ServerCA.load(config.data_dir) if ServerCA.exists(config.data_dir) else None
+    secure_mail = SecureMail(
+        SqliteKeyStore(database),
+        ca=ca,
+        kdf_iterations=kdf_iterations,
+        idle_timeout=timedelta(seconds=config.unlock.idle_timeout),
+        max_unlock=timedelta(seconds=config.unlock.max_unlock),
+    )
+    return Services(
+        config=config,
+        secure_mail=secure_mail,
+        contacts=Contacts(SqliteAddressBook(database)),
+        trust_roots=load_trust_roots(config),
+        ca=ca,
+        now=now,
+    )
+
+
+def default_fronts(services: Services) -> list[Front]:
+    """Every front this build has, in start order."""
+    fronts: list[Front] = []
+    return fronts
+
+
+class Daemon:
+    def __init__(self, services: Services, fronts: Sequence[Front]) -> None:
+        self.services = services
+        self.fronts = list(fronts)
+        self._stopping = asyncio.Event()
+        self._started: list[Front] = []
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def start(self) -> None:
+        for front in self.fronts:
+            await front.start()
+            self._started.append(front)
+            log.info("listening", extra={"front": front.name})
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        for front in reversed(self._started):
+            try:
+                await front.stop(grace)
+            except Exception:
+                log.exception("error while stopping %s", front.name)
+        self._started.clear()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, stop gracefully."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        sweeper = asyncio.create_task(self._lock_sweeper(), name="lock-sweeper")
+        try:
+            await self.start()
+            log.info("smime-proxy ready")
+            await self._stopping.wait()
+            log.info("shutting down")
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            log.info("stopped")
+
+    def _reload(self) -> None:
+        log.info("SIGHUP: reloading")
+        self.services.reload()
+
+    async def _lock_sweeper(self) -> None:
+        """Lock keys whose idle or absolute time ran out, even if nobody touches them."""
+        while True:
+            await asyncio.sleep(LOCK_SWEEP_SECONDS)
+            for user in self.services.secure_mail.lock_expired(self.services.now()):
+                log.info("auto-locked", extra={"user": user})

@@ -1,0 +1,32 @@
+"""`smime-proxy serve --config FILE`: run the daemon in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from smime_proxy.config import check_ports_free, load_config
+from smime_proxy.logs import setup_logging
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    serve = sub.add_parser("serve", help="run the proxy daemon (foreground)")
+    serve.add_argument("--config", required=True, metavar="FILE", help="the YAML config file")
+    serve.add_argument(
+        "--check", action="store_true", help="validate the config and exit (0 = fine)"
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from smime_proxy.app import Daemon, build_services, default_fronts
+
+    config = load_config(args.config)  # ConfigError -> exit 2 with the YAML path
+    if args.check:
+        return 0
+    check_ports_free(config)
+    setup_logging(config.logging.format, config.logging.level)
+    services = build_services(config)
+    asyncio.run(Daemon(services, default_fronts(services)).run())
+    return 0
