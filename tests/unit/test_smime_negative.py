@@ -380,6 +380,27 @@ def test_signer_certificate_swapped_for_another_key(pki: Pki) -> None:
     assert_never_valid(pki, msg, SignatureInvalid)
 
 
+def test_multipart_signed_with_a_third_part(pki: Pki) -> None:
+    """An extra part smuggled after the signature (boundary reused): never valid."""
+    signed = sign_message(message(), agent(pki.alice), now=NOW)
+    head, body = split_message(signed)
+    boundary = body.rstrip().rsplit(b"\r\n", 1)[-1]
+    assert boundary.endswith(b"--"), "precondition: the body ends with the close delimiter"
+    delimiter = boundary[:-2]
+    extra = delimiter + b"\r\n" + ATTACKER + b"\r\n" + boundary + b"\r\n"
+    forged = head + body.rstrip()[: -len(boundary)] + extra
+    assert verify_message(signed, [pki.root.cert], now=NOW).valid  # control
+    assert_never_valid(pki, forged, SignatureInvalid)
+
+
+def test_content_type_case_does_not_matter(pki: Pki) -> None:
+    """Control for the MIME parsing: header names and type names are case-insensitive."""
+    signed = sign_message(message(), agent(pki.alice), now=NOW)
+    variant = signed.replace(b"Content-Type: multipart/signed", b"CONTENT-TYPE: Multipart/Signed")
+    assert variant != signed
+    assert verify_message(variant, [pki.root.cert], now=NOW).valid
+
+
 # --- chain problems -------------------------------------------------------------------------------
 
 
@@ -511,6 +532,11 @@ def test_no_from_field(pki: Pki) -> None:
 
 def test_sender_mismatch(pki: Pki) -> None:
     msg = signed_with_from(pki, f"Alice <{ALICE}>", extra="Sender: mallory@evil.test\r\n")
+    assert_never_valid(pki, msg, VerificationError)
+
+
+def test_sender_is_the_signer_but_from_is_not(pki: Pki) -> None:
+    msg = signed_with_from(pki, "Mallory <mallory@evil.test>", extra=f"Sender: {ALICE}\r\n")
     assert_never_valid(pki, msg, VerificationError)
 
 
