@@ -44,6 +44,7 @@ from .framing import (
     NeedData,
     ServerFramer,
     split_at_sync_literals,
+    use_nonsync_literals,
 )
 from .responses import (
     CapabilityResponse,
@@ -118,4 +119,5 @@ __all__ = [
     "render_astring",
     "render_nstring",
     "split_at_sync_literals",
+    "use_nonsync_literals",
 ]

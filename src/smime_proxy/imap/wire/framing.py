@@ -58,6 +58,7 @@ __all__ = [
     "NeedData",
     "ServerFramer",
     "split_at_sync_literals",
+    "use_nonsync_literals",
 ]
 
 DEFAULT_MAX_LINE_LENGTH: Final = 64 * 1024
@@ -512,6 +513,31 @@ class ServerFramer(_Framer):
         return LiteralRejected(tag, size, synchronizing)
 
 
+_SEND_MARKER = re.compile(rb"(~?)\{([0-9]{1,19})(\+?)\}\Z")
+
+
+def _literal_lines(raw: bytes) -> list[tuple[int, int, bool]]:
+    """(line end after CRLF, size, synchronizing) for each literal of one
+    rendered command; raises LocalProtocolError when `raw` is not one complete command."""
+    found: list[tuple[int, int, bool]] = []
+    pos = 0
+    while True:
+        lf = raw.find(b"\r\n", pos)
+        if lf < 0:
+            raise LocalProtocolError("a command must end in CRLF")
+        end = lf + 2
+        match = _SEND_MARKER.search(raw, pos, lf)
+        if match is None:
+            if end != len(raw):
+                raise LocalProtocolError("data after the end of the command")
+            return found
+        size = int(match[2])
+        if end + size > len(raw):
+            raise LocalProtocolError("literal shorter than announced")
+        found.append((end, size, not match[3]))
+        pos = end + size
+
+
 def split_at_sync_literals(raw: bytes) -> list[bytes]:
     """Cut one rendered command where the sender must wait for `+ ` (after each `{n}` CRLF).
 
@@ -519,22 +545,26 @@ def split_at_sync_literals(raw: bytes) -> list[bytes]:
     request. Raises `LocalProtocolError` when `raw` is not one complete command.
     """
     pieces: list[bytes] = []
-    start = pos = 0
-    while True:
-        lf = raw.find(b"\r\n", pos)
-        if lf < 0:
-            raise LocalProtocolError("a command must end in CRLF")
-        end = lf + 2
-        match = re.search(rb"(~?)\{([0-9]{1,19})(\+?)\}\Z", raw[pos:lf])
-        if match is None:
-            if end != len(raw):
-                raise LocalProtocolError("data after the end of the command")
-            pieces.append(raw[start:end])
-            return pieces
-        size = int(match[2])
-        if end + size > len(raw):
-            raise LocalProtocolError("literal shorter than announced")
-        if not match[3]:
+    start = 0
+    for end, _, synchronizing in _literal_lines(raw):
+        if synchronizing:
             pieces.append(raw[start:end])
             start = end
-        pos = end + size
+    pieces.append(raw[start:])
+    return pieces
+
+
+def use_nonsync_literals(raw: bytes, limit: int | None = LITERAL_MINUS_LIMIT) -> bytes:
+    """One rendered command with its synchronising literals of at most `limit` octets
+    turned into `{n+}` (RFC 7888): `limit=4096` for a server with LITERAL-, None (no
+    limit) for LITERAL+. Saves a round trip per literal."""
+    out: list[bytes] = []
+    start = 0
+    for end, size, synchronizing in _literal_lines(raw):
+        if synchronizing and (limit is None or size <= limit):
+            close = end - 3  # the "}" before CRLF
+            out.append(raw[start:close])
+            out.append(b"+")
+            start = close
+    out.append(raw[start:])
+    return b"".join(out)
