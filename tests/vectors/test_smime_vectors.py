@@ -484,6 +484,31 @@ def test_openssl_bad_signed_attributes_rejected_at_cms_level(name: str) -> None:
     assert not any(s.signature_valid for s in parsed.signers), [s.problem for s in parsed.signers]
 
 
+def test_openssl_md4_signature_is_never_valid() -> None:
+    """pkcs7-md4.pem: SignedData with an MD4 digest (OpenSSL's own negative case)."""
+    der = pem_to_der(read(OSSL / "pkcs7-md4.pem"))
+    try:
+        parsed = parse_signed_data(der, None)
+    except (SignatureInvalid, MalformedMessage, UnsupportedAlgorithm):
+        parsed = None
+    if parsed is not None:
+        assert not any(s.signature_valid for s in parsed.signers)
+    msg = pkcs7_mime(der, "signed-data")
+    assert signature_rejected(msg, [], dt.datetime(2023, 1, 1, tzinfo=dt.UTC))
+
+
+def test_openssl_signed_and_enveloped_pkcs7_is_refused_cleanly() -> None:
+    """pkcs7-md4-encrypted.pem: PKCS#7 signedAndEnvelopedData (type 4): our error, no crash."""
+    msg = pkcs7_mime(pem_to_der(read(OSSL / "pkcs7-md4-encrypted.pem")), "enveloped-data")
+    with pytest.raises(SmimeProxyError):
+        decrypt_message(msg, tb_agent("Bob"))
+    try:
+        report = inspect_signature(msg, [], now=dt.datetime(2023, 1, 1, tzinfo=dt.UTC))
+    except SmimeProxyError:
+        return
+    assert not report.valid
+
+
 # --- pyca/cryptography -------------------------------------------------------------------------
 
 
