@@ -31,7 +31,7 @@ _TAG = re.compile(rb'[^(){ \x00-\x1f\x7f%*"\\+\x80-\xff]+')
 _TOKEN = re.compile(rb'\\?[^(){ \x00-\x1f\x7f"\\\x80-\xff]+|\\\*')
 # quoted = DQUOTE *QUOTED-CHAR DQUOTE
 # QUOTED-CHAR = <any TEXT-CHAR except quoted-specials> / "\" quoted-specials / UTF8-2..4
-_QUOTED = re.compile(rb'"((?:[^"\\\r\n\x00]|\\["\\])*)"')
+_QUOTED = re.compile(rb'"([^"\\\r\n\x00]*(?:\\["\\][^"\\\r\n\x00]*)*)"')  # unrolled: linear
 _UNESCAPE = re.compile(rb'\\(["\\])')
 # literal = "{" number64 ["+"] "}" CRLF *CHAR8 ; literal8 = "~{" number64 ["+"] "}" CRLF *OCTET
 _LITERAL = re.compile(rb"(~?)\{([0-9]{1,19})\+?\}\r\n")

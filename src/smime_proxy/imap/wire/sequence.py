@@ -61,7 +61,9 @@ class SequenceSet:
 
     @classmethod
     def read(cls, reader: Reader) -> SequenceSet:
-        """sequence-set, at the reader's position (ABNF in the module docstring)."""
+        """sequence-set = (seq-number / seq-range) ["," sequence-set] / "$"
+        seq-number = nz-number / "*"; seq-range = seq-number ":" seq-number
+                                                (RFC 9051 section 9, RFC 5182 section 2)"""
         start = reader.pos
         match = _SEQUENCE_SET.match(reader.data, start)
         if match is None:

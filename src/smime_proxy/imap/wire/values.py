@@ -3,7 +3,7 @@
 The value model (RFC 9051 section 4): `None` is NIL, `int` a number, `Atom` an atom (rendered
 verbatim), `bytes` a string (rendered quoted when it can be, else as a literal), and a `list` or
 `tuple` a parenthesised list. `Literal` forces literal form, `Binary` the `~{n}` form of
-RFC 3516. Stdlib only.
+RFC 3516. Imports: stdlib and `smime_proxy.errors` only.
 
 `render_astring` (astring: atom form when the bytes allow it) was added for the parsers and
 renderers of commands, which also live in this package.
