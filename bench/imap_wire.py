@@ -102,6 +102,36 @@ def best_time(action: Callable[[], object], repeat: int) -> float:
     return best
 
 
+def measure(
+    size_mb: float = 20.0, message_size: int = 20_000, chunk_size: int = 65536, repeat: int = 5
+) -> dict[str, float | int]:
+    """The figures as a dict (also for other benchmarks, e.g. bench/imap_views.py)."""
+    stream, count, literal_total = make_stream(int(size_mb * 1e6), message_size)
+    chunks = chunked(stream, chunk_size)
+
+    # Correctness first: both modes see every response and every literal octet.
+    if run_framer(chunks, None) != (count + 1, 0) or run_framer(chunks, 0) != (
+        count + 1,
+        literal_total,
+    ):
+        raise AssertionError("the framer lost responses or literal octets")
+
+    megabytes = len(stream) / 1e6
+    t_framing = best_time(lambda: run_framer(chunks, None), repeat)
+    t_streaming = best_time(lambda: run_framer(chunks, 0), repeat)
+    t_memcpy = best_time(lambda: run_memcpy(chunks, len(stream)), repeat)
+    return {
+        "stream_bytes": len(stream),
+        "responses": count,
+        "chunk_size": chunk_size,
+        "framing_mb_per_s": round(megabytes / t_framing, 1),
+        "streaming_mb_per_s": round(megabytes / t_streaming, 1),
+        "memcpy_mb_per_s": round(megabytes / t_memcpy, 1),
+        "framing_vs_memcpy": round(t_memcpy / t_framing, 4),
+        "streaming_vs_memcpy": round(t_memcpy / t_streaming, 4),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=float, default=20.0, help="stream size (10^6 bytes)")
@@ -111,27 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print a JSON object last")
     args = parser.parse_args(argv)
 
-    stream, count, literal_total = make_stream(int(args.size_mb * 1e6), args.message_size)
-    chunks = chunked(stream, args.chunk_size)
-
-    # Correctness first: both modes see every response and every literal octet.
-    assert run_framer(chunks, None) == (count + 1, 0)
-    assert run_framer(chunks, 0) == (count + 1, literal_total)
-
-    megabytes = len(stream) / 1e6
-    t_framing = best_time(lambda: run_framer(chunks, None), args.repeat)
-    t_streaming = best_time(lambda: run_framer(chunks, 0), args.repeat)
-    t_memcpy = best_time(lambda: run_memcpy(chunks, len(stream)), args.repeat)
-    result = {
-        "stream_bytes": len(stream),
-        "responses": count,
-        "chunk_size": args.chunk_size,
-        "framing_mb_per_s": round(megabytes / t_framing, 1),
-        "streaming_mb_per_s": round(megabytes / t_streaming, 1),
-        "memcpy_mb_per_s": round(megabytes / t_memcpy, 1),
-        "framing_vs_memcpy": round(t_memcpy / t_framing, 4),
-        "streaming_vs_memcpy": round(t_memcpy / t_streaming, 4),
-    }
+    result = measure(args.size_mb, args.message_size, args.chunk_size, args.repeat)
+    megabytes = int(result["stream_bytes"]) / 1e6
+    count = result["responses"]
     print(f"stream: {megabytes:.1f} MB, {count} FETCH responses, {args.chunk_size}-byte reads")
     print(f"framing (buffered):  {result['framing_mb_per_s']:>10.1f} MB/s")
     print(f"framing (streaming): {result['streaming_mb_per_s']:>10.1f} MB/s")
