@@ -57,29 +57,40 @@ done
 source "$env_file"
 
 # --- The proxy -------------------------------------------------------------------------------
-# Added here by the daemon's work: write "$demo/smime-proxy.yaml" pointing upstream at the ports
-# above, then ONE line starts it and registers it for shutdown, e.g.
-#   smime-proxy serve --config "$demo/smime-proxy.yaml" & pids+=($!)
+# Config, server CA and demo keys (src/smime_proxy/demo.py); kept across runs in var/demo/proxy.
+python -m smime_proxy.demo --workdir "$demo/proxy" --env-file "$env_file"
+# shellcheck disable=SC1091
+source "$demo/proxy/proxy.env"
+smime-proxy serve --config "$demo/proxy/smime-proxy.yaml" &
+pids+=($!)
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_CONTROL_PORT") 2>/dev/null && break
+    kill -0 "${pids[1]}" 2>/dev/null || { echo "run.sh: the proxy did not start" >&2; exit 2; }
+    sleep 0.1
+done
 
 # --- Client settings -------------------------------------------------------------------------
 cat <<EOT
 
-smime-proxy demo upstream is running (state: $demo).
+smime-proxy is running in front of a real Dovecot + Postfix (state: $demo).
 
-  IMAP        $UPSTREAM_HOST port $UPSTREAM_IMAP_PORT (STARTTLS; plain LOGIN allowed on loopback)
-  IMAPS       $UPSTREAM_HOST port $UPSTREAM_IMAPS_PORT (TLS)
-  SMTP        $UPSTREAM_HOST port $UPSTREAM_SUBMISSION_PORT (submission, STARTTLS, AUTH PLAIN/LOGIN)
-  TLS CA      $UPSTREAM_CA_FILE   (trust this; certificate names localhost, 127.0.0.1)
-  Mail to     @$UPSTREAM_DOMAIN only; nothing leaves this machine.
+Point a mail client at the PROXY:
+  IMAP          127.0.0.1 port $PROXY_IMAP_PORT (STARTTLS; plaintext allowed from loopback)
+  SMTP          127.0.0.1 port $PROXY_SMTP_PORT (submission, STARTTLS, AUTH PLAIN/LOGIN)
+  TLS CA        $PROXY_TLS_CA_FILE   (self-signed demo certificate for 127.0.0.1/localhost)
+  Secure Mail   https://127.0.0.1:$PROXY_CONTROL_PORT/   (unlock your key here)
 
-  Users (demo passwords, from config/upstream/users):
+  Users: mail password / Secure Mail Password
 EOT
-sed -n 's/^\([^#:][^:]*\):{PLAIN}\(.*\)$/    \1@'"$UPSTREAM_DOMAIN"'  password: \2/p' config/upstream/users
+for user in $UPSTREAM_USERS; do
+    printf '    %-22s %-12s %s\n' "$user@$UPSTREAM_DOMAIN" "$user-pw" "$user-smime"
+done
 cat <<EOT
 
-  Try:  curl --cacert $UPSTREAM_CA_FILE --ssl-reqd imap://$UPSTREAM_HOST:$UPSTREAM_IMAP_PORT/ -u bob:bob-pw
+  Unlock from a script:  printf '%s' alice-smime | smime-proxy unlock alice --config $demo/proxy/smime-proxy.yaml --password-file -
+  Upstream (direct, for comparison): IMAP $UPSTREAM_HOST:$UPSTREAM_IMAP_PORT, SMTP $UPSTREAM_HOST:$UPSTREAM_SUBMISSION_PORT
 
 Press Ctrl-C to stop.
 EOT
 
-wait "${pids[0]}"
+wait -n "${pids[@]}"
