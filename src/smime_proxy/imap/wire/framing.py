@@ -347,7 +347,7 @@ class _Framer:
                     return self._reject(size, synchronizing, end)
                 self._remaining = size
                 if streamed:
-                    if not self._after_stream:
+                    if self._server_side and not self._after_stream:
                         self._tag = self._tag_at(self._start, end)
                     event = LiteralStart(self._take(self._start, end), size, binary, synchronizing)
                     self._start = end
