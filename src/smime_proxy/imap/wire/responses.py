@@ -73,6 +73,12 @@ class ResponseCode:
         if self.args is not None and not _CODE_ARGS.fullmatch(self.args):
             raise RenderError("bad response code arguments")
 
+    def words(self) -> tuple[str, ...]:
+        """The arguments split at spaces (e.g. the capabilities of `[CAPABILITY ...]`)."""
+        if self.args is None:
+            return ()
+        return tuple(word.decode("ascii", "replace") for word in self.args.split(b" ") if word)
+
     def render(self) -> bytes:
         out = b"[" + self.name.encode("ascii")
         if self.args is not None:

@@ -819,3 +819,10 @@ def test_long_quoted_string_with_escapes() -> None:
     text = b'"' + b'a\\"' * 20000 + b'"'
     value = Reader(text).value()
     assert value == b'a"' * 20000
+
+
+def test_capabilities_in_a_response_code() -> None:
+    greeting = parse_response(b"* OK [CAPABILITY IMAP4rev1 LITERAL+ AUTH=PLAIN] ready\r\n")
+    assert isinstance(greeting, UntaggedStatus) and greeting.code is not None
+    assert greeting.code.words() == ("IMAP4rev1", "LITERAL+", "AUTH=PLAIN")
+    assert ResponseCode("ALERT").words() == ()
