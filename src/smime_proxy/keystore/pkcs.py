@@ -48,6 +48,11 @@ KDF_ITERATIONS = 600_000
 IMPORT_ITERATION_CAP = 2_000_000
 """Largest KDF iteration count accepted in a file to import (DoS guard)."""
 
+LEGACY_INSPECTION_CAP = 200_000
+"""Largest count accepted for a legacy (PKCS#12 PBE 3DES/RC2-128) encrypted safe, which we
+open in Python to inspect (~1-2 us per iteration); real legacy exports use 2,000-50,000, our
+own legacy exports this many."""
+
 MAX_KEY_FILE_SIZE = 1 << 20
 """Largest PKCS#12 / PEM file accepted (a key with a long chain is a few KiB)."""
 
@@ -281,6 +286,16 @@ def check_pkcs12_iterations(
             return
         # Only now, with every count in clear within the budget, run KDFs to look inside.
         for encrypted in encrypted_safes:
+            algorithm = encrypted["content_encryption_algorithm"]
+            if (
+                algorithm["algorithm"].native in _PKCS12_PBE_CIPHERS
+                and _iterations_of(algorithm) > LEGACY_INSPECTION_CAP
+            ):
+                # Our inspection KDF for legacy PBE is pure Python (~1-2 us per iteration).
+                raise ImportRejected(
+                    f"legacy PKCS#12 encryption with more than {LEGACY_INSPECTION_CAP} "
+                    "KDF iterations is refused"
+                )
             plain = _decrypt_for_inspection(
                 encrypted["content_encryption_algorithm"],
                 encrypted["encrypted_content"].native or b"",
@@ -564,9 +579,11 @@ def export_pkcs12(
 
     Modern (default): PBES2 AES-256-CBC with PBKDF2-HMAC-SHA256 for key and certificates and an
     HMAC-SHA256 MAC (OpenSSL 3 and NSS read it). `legacy=True`: PBE-SHA1-3DES for key and
-    certificates and an HMAC-SHA1 MAC, the only form gpgsm 2.2 (and old Outlook) imports.
+    certificates and an HMAC-SHA1 MAC, the only form gpgsm 2.2 (and old Outlook) imports;
+    its iteration count is at most `LEGACY_INSPECTION_CAP` so that we can import it again.
     `cryptography` computes the MAC key with a fixed 2,048 iterations, as OpenSSL does by
-    default: the export password should be strong.
+    default, and the MAC lets a password guess be checked at that cost: whatever the
+    encryption's count, the export password must be strong.
     """
     _check_password(export_password)
     if not export_password:
@@ -578,7 +595,7 @@ def export_pkcs12(
     )
     encryption = (
         serialization.PrivateFormat.PKCS12.encryption_builder()
-        .kdf_rounds(iterations)
+        .kdf_rounds(min(iterations, LEGACY_INSPECTION_CAP) if legacy else iterations)
         .key_cert_algorithm(algorithm)
         .hmac_hash(hashes.SHA1() if legacy else hashes.SHA256())  # noqa: S303 - gpgsm needs it
         .build(export_password)

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from keystore_helpers import FAST_ITERATIONS, NOW
 
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.ports import AddressBook, KeyStore, MemoryAddressBook, MemoryKeyStore
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
+from unit.keystore.keystore_helpers import FAST_ITERATIONS, NOW
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -11,10 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from keystore_helpers import NOW
 
 from smime_proxy.errors import InputError, KeyExists, KeyStoreError
 from smime_proxy.keystore.ca import CA_CERT_FILENAME, CA_KEY_FILENAME, ServerCA
+from unit.keystore.keystore_helpers import NOW
 
 
 def test_init_stores_key_0600_and_loads(tmp_path: Path) -> None:

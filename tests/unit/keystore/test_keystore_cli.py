@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
-from keystore_helpers import THUNDERBIRD_PASSWORD, craft_iterations, describe_pfx, vector
 
 from smime_proxy.cli import main
-from smime_proxy.keystore.pkcs import KDF_ITERATIONS
+from smime_proxy.keystore.pkcs import KDF_ITERATIONS, LEGACY_INSPECTION_CAP
+from unit.keystore.keystore_helpers import (
+    THUNDERBIRD_PASSWORD,
+    craft_iterations,
+    describe_pfx,
+    vector,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 ALICE_P12 = vector("thunderbird", "smime", "Alice.p12")
@@ -105,7 +110,9 @@ def test_full_flow(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
                  "--file-password-file", exp, "--legacy"),
     )
     assert code == 0
-    assert describe_pfx(legacy_p12.read_bytes())["mac_digest"] == "sha1"
+    legacy_shape = describe_pfx(legacy_p12.read_bytes())
+    assert legacy_shape["mac_digest"] == "sha1"
+    assert legacy_shape["key_bags"][0]["parameters"]["iterations"] == LEGACY_INSPECTION_CAP
 
     code, _, err = run(
         capsys, env.args("keys", "passwd", "carol", "--password-file", pw,

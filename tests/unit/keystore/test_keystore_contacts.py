@@ -11,12 +11,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from keystore_helpers import NOW, vector
 
 from smime_proxy.errors import ImportRejected, InputError, KeyStoreError, NoRecipientCertificate
 from smime_proxy.keystore.certs import certificate_addresses, load_certificates, normalize_address
 from smime_proxy.keystore.contacts import Contacts, usable_for_encryption
 from smime_proxy.keystore.pkcs import load_key_file
+from unit.keystore.keystore_helpers import NOW, vector
 
 DAY = dt.timedelta(days=1)
 _ISSUER_KEY = ec.generate_private_key(ec.SECP256R1())

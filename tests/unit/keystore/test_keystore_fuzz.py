@@ -10,11 +10,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from keystore_helpers import NOW, make_p12
 
 from smime_proxy.errors import ImportRejected, WrongPassword
 from smime_proxy.keystore.certs import certificate_addresses, load_certificates
 from smime_proxy.keystore.pkcs import load_key_file
+from unit.keystore.keystore_helpers import NOW, make_p12
 
 _KEY = ec.generate_private_key(ec.SECP256R1())
 _NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz")])

@@ -16,17 +16,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from keystore_helpers import (
-    FAST_ITERATIONS,
-    NOW,
-    THUNDERBIRD_P12,
-    THUNDERBIRD_PASSWORD,
-    craft_iterations,
-    describe_pfx,
-    make_p12,
-    nest_key_bag,
-    vector,
-)
 
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.errors import (
@@ -47,6 +36,17 @@ from smime_proxy.keystore.service import (
     DEFAULT_MAX_UNLOCK,
     UNLOCK_FAILED,
     SecureMail,
+)
+from unit.keystore.keystore_helpers import (
+    FAST_ITERATIONS,
+    NOW,
+    THUNDERBIRD_P12,
+    THUNDERBIRD_PASSWORD,
+    craft_iterations,
+    describe_pfx,
+    make_p12,
+    nest_key_bag,
+    vector,
 )
 
 PW = b"correct horse battery staple"
@@ -571,6 +571,14 @@ def test_import_cap_on_key_bag_inside_an_encrypted_safe(mail: SecureMail, legacy
         mail.import_pkcs12("victim", sane, b"wrong", PW)
 
 
+def test_legacy_encrypted_safe_inspection_cap(mail: SecureMail) -> None:
+    """Opening a legacy safe for inspection runs a Python KDF: its count has a lower cap."""
+    crafted = craft_iterations(_tb("Fran"), encrypted_safe=pkcs.LEGACY_INSPECTION_CAP + 1)
+    with pytest.raises(ImportRejected, match="legacy PKCS#12 encryption"):
+        mail.import_pkcs12("fran", crafted, THUNDERBIRD_PASSWORD, PW)
+    assert pkcs.LEGACY_INSPECTION_CAP >= 50_000  # Java's legacy exports use 50,000
+
+
 def test_pkcs12_kdf_opens_the_nss_legacy_safe() -> None:
     """Our inspection-only PKCS#12 KDF agrees with NSS (Fran.p12: 3DES encrypted safe)."""
     from asn1crypto import pkcs12 as asn1_pkcs12
@@ -667,6 +675,8 @@ def test_export_legacy_is_3des_sha1(mail: SecureMail) -> None:
     assert shape["mac_digest"] == "sha1"
     names = {a["algorithm"] for a in shape["key_bags"] + shape["encrypted_safes"]}
     assert names == {"pkcs12_sha1_tripledes_3key"}
+    # Our own legacy export imports again (and proves the key for `remove`).
+    mail.import_pkcs12("alice-again", data, b"export-pw", PW)
     loaded = pkcs12.load_pkcs12(data, b"export-pw")
     assert loaded.cert is not None and loaded.cert.certificate == certificate
 
