@@ -22,7 +22,7 @@ from smime_proxy.errors import (
 )
 
 # Command-group modules, each with register(subparsers).
-_GROUPS = ("msg", "keys", "mime", "serve")
+_GROUPS = ("msg", "keys", "mime", "serve", "policy")
 
 EXIT_OK = 0
 EXIT_NEGATIVE = 1

@@ -1,0 +1,83 @@
+"""`smime-proxy policy explain`: what the policy does with a message, and why.
+
+```
+smime-proxy policy explain --from A --to B [--to C ...] [--header "X-SMIME-Sign: yes"]
+                           [--subject "text [sign]"] [--policy FILE | --config CONFIG]
+smime-proxy policy check (--policy FILE | --config CONFIG)
+```
+
+Without `--policy`, the `policy_file` of `--config` is used; with neither, the built-in
+defaults. Exit 0 when the message would be sent, 1 when the policy refuses it, 2 for a bad
+policy file or bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from smime_proxy.errors import InputError
+from smime_proxy.policy import Policy, decide, load_policy
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    parser = sub.add_parser("policy", help="the sign/encrypt policy",
+                            description="Inspect the sign/encrypt policy.")
+    commands = parser.add_subparsers(dest="policy_command", metavar="COMMAND")
+    commands.required = True
+    explain = commands.add_parser("explain", help="print the decision for a message and why")
+    explain.add_argument("--from", dest="sender", required=True, help="envelope sender")
+    explain.add_argument("--to", dest="recipients", action="append", required=True,
+                         help="a recipient (repeat for more)")
+    explain.add_argument("--header", dest="headers", action="append", default=[],
+                         metavar='"NAME: VALUE"', help="a header field of the message")
+    explain.add_argument("--subject", help="the Subject (for subject tags)")
+    _source_options(explain)
+    explain.set_defaults(handler=_explain)
+    check = commands.add_parser("check", help="validate a policy file")
+    _source_options(check)
+    check.set_defaults(handler=_check)
+
+
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--policy", help="policy YAML file")
+    group.add_argument("--config", help="daemon config whose policy_file to use")
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    if args.policy:
+        return load_policy(Path(args.policy))
+    if args.config:
+        from smime_proxy.config import load_config
+
+        config = load_config(Path(args.config), check_files=False)
+        if config.policy_file is not None:
+            return load_policy(config.policy_file)
+    return Policy()
+
+
+def _explain(args: argparse.Namespace) -> int:
+    policy = _policy(args)
+    headers: list[tuple[str, str]] = []
+    for item in args.headers:
+        name, colon, value = str(item).partition(":")
+        if not colon or not name.strip():
+            raise InputError(f'--header: expected "NAME: VALUE", got {item!r}')
+        headers.append((name.strip(), value.strip()))
+    if args.subject is not None:
+        headers.append(("Subject", args.subject))
+    decision = decide(policy, args.sender, args.recipients, headers)
+    source = str(policy.source) if policy.source else "built-in defaults"
+    sys.stdout.write(f"policy: {source}\n")
+    sys.stdout.write(decision.explain())
+    return 1 if decision.refusal else 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    policy = _policy(args)
+    source = str(policy.source) if policy.source else "built-in defaults"
+    sys.stdout.write(f"{source}: OK, {len(policy.rules)} rules\n")
+    return 0
