@@ -895,3 +895,21 @@ def test_cli_nested_encrypted_part_exit_1_and_no_plaintext(
     assert_clean_failure(res, res.returncode)
     assert SECRET not in res.stdout
     assert b"nested" in res.stderr or b"not encrypted" in res.stderr
+
+
+def test_cli_mutated_ciphertexts_look_the_same(pki: Pki, files: dict[str, Path]) -> None:
+    """security.md item 3 at the CLI: same exit code, same stderr, no stdout."""
+    enc = encrypt_message(message(), [Recipient(pki.alice.cert)], cipher="aes-256-cbc")
+    head, body = split_message(enc)
+    der = bytearray(base64.b64decode(body))
+    marker = der.find(bytes.fromhex("04820100"))
+    assert marker > 0
+    der[marker + 10] ^= 0xFF
+    rsa_broken = head + base64.encodebytes(bytes(der)).replace(b"\n", b"\r\n")
+    outcomes = set()
+    for candidate in (mutate_body(enc, 17), rsa_broken):
+        res = run_cli(["msg", "decrypt", "--p12", str(files["bundle"])], candidate)
+        assert_clean_failure(res, 1)
+        assert res.stdout == b""
+        outcomes.add((res.returncode, res.stderr))
+    assert len(outcomes) == 1, outcomes
