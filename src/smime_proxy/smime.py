@@ -29,7 +29,7 @@ from smime_proxy.crypto import oids
 from smime_proxy.crypto.certpath import validate_signer_chain
 from smime_proxy.crypto.enveloped import (
     RecipientKey,
-    build_enveloped,
+    build_enveloped_pieces,
     content_type_of,
     open_enveloped,
 )
@@ -213,10 +213,11 @@ def encrypt_message(
     default_transport: KeyTransport = "oaep" if cipher.endswith("gcm") else "pkcs1"
     keys = [RecipientKey(r.certificate, r.key_transport or default_transport) for r in recipients]
     outer = parse_entity(canonical_crlf(message))
-    inner = _entity_bytes(outer)
-    cms_der = build_enveloped(inner, keys, cipher)
+    der_pieces = build_enveloped_pieces(_entity_pieces(outer), keys, cipher)
     smime_type = "authEnveloped-data" if cipher.endswith("gcm") else "enveloped-data"
-    return _outer_header(outer) + _pkcs7_mime_part(smime_type, cms_der)
+    lines = _base64_line_blocks(der_pieces)
+    del der_pieces
+    return b"".join([_outer_header(outer), _pkcs7_mime_header(smime_type), *lines])
 
 
 # --- opening ------------------------------------------------------------------------------
@@ -605,14 +606,19 @@ def _outer_header(outer: Entity) -> bytes:
     return b"".join(fields)
 
 
-def _entity_bytes(outer: Entity) -> bytes:
-    """The MIME entity of a message: its Content-* fields and body (RFC 8551 3.1)."""
+def _entity_pieces(outer: Entity) -> list[bytes | memoryview]:
+    """The MIME entity of a message: its Content-* fields and body (RFC 8551 3.1), in
+    pieces that share the message's memory."""
     content = [f.raw for f in outer.content_fields() if f.name != "mime-version"]
     if not content:
         content = [b"Content-Type: text/plain; charset=us-ascii\r\n"]
     if not content[-1].endswith(b"\n"):
         content[-1] += b"\r\n"
-    return b"".join(content) + b"\r\n" + outer.body
+    return [b"".join(content) + b"\r\n", outer.body_view()]
+
+
+def _entity_bytes(outer: Entity) -> bytes:
+    return b"".join(_entity_pieces(outer))
 
 
 def _seven_bit_entity(outer: Entity) -> bytes:
@@ -648,6 +654,10 @@ def _seven_bit_entity(outer: Entity) -> bytes:
 
 
 def _pkcs7_mime_part(smime_type: str, cms_der: bytes) -> bytes:
+    return _pkcs7_mime_header(smime_type) + _base64_lines(cms_der)
+
+
+def _pkcs7_mime_header(smime_type: str) -> bytes:
     return (
         b"MIME-Version: 1.0\r\n"
         + b"Content-Type: application/pkcs7-mime; smime-type="
@@ -656,11 +666,10 @@ def _pkcs7_mime_part(smime_type: str, cms_der: bytes) -> bytes:
         + b"Content-Transfer-Encoding: base64\r\n"
         + b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
         + b"Content-Description: S/MIME Cryptographic Message\r\n\r\n"
-        + _base64_lines(cms_der)
     )
 
 
-def _base64_lines(data: bytes) -> bytes:
+def _base64_lines(data: bytes | memoryview) -> bytes:
     """Base64 in 76-character CRLF lines (RFC 2045 6.8).
 
     One C-level encode, then one join of slices: encodebytes() loops in Python per line.
@@ -668,6 +677,34 @@ def _base64_lines(data: bytes) -> bytes:
     encoded = base64.b64encode(data)
     lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
     return b"\r\n".join(lines) + b"\r\n" if lines else b""
+
+
+_B64_BLOCK = 57 * 1024  # input bytes for 1024 full 76-character lines
+
+
+def _base64_line_blocks(pieces: Sequence[bytes | memoryview]) -> list[bytes]:
+    """Base64 CRLF lines of the concatenated pieces, as blocks of up to 1024 lines, without
+    joining the pieces first (a large piece is encoded through memoryview slices)."""
+    blocks: list[bytes] = []
+    carry = b""
+    for piece in pieces:
+        view = memoryview(piece)
+        if carry:
+            need = (-len(carry)) % 57 or 57
+            carry += bytes(view[:need])
+            view = view[need:]
+            if len(carry) % 57 == 0:
+                blocks.append(_base64_lines(carry))
+                carry = b""
+            if not view:
+                continue
+        whole = len(view) - len(view) % 57
+        for start in range(0, whole, _B64_BLOCK):
+            blocks.append(_base64_lines(view[start : min(start + _B64_BLOCK, whole)]))
+        carry = bytes(view[whole:])
+    if carry:
+        blocks.append(_base64_lines(carry))
+    return blocks
 
 
 def _boundary() -> str:

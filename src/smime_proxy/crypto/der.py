@@ -21,6 +21,11 @@ def length(n: int) -> bytes:
     return bytes((0x80 | len(body),)) + body
 
 
+def header(tag: int, content_length: int) -> bytes:
+    """Identifier and length octets of a TLV whose contents follow separately."""
+    return bytes((tag,)) + length(content_length)
+
+
 def tlv(tag: int, content: bytes) -> bytes:
     return bytes((tag,)) + length(len(content)) + content
 

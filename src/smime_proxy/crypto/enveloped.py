@@ -24,10 +24,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, keywrap
-from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -62,37 +60,70 @@ def build_enveloped(
     content: bytes, recipients: Sequence[RecipientKey], cipher: ContentCipher
 ) -> bytes:
     """DER ContentInfo of EnvelopedData (CBC) or AuthEnvelopedData (GCM) for `content`."""
+    return b"".join(build_enveloped_pieces([content], recipients, cipher))
+
+
+def build_enveloped_pieces(
+    content: Sequence[bytes | memoryview],
+    recipients: Sequence[RecipientKey],
+    cipher: ContentCipher,
+) -> list[bytes]:
+    """The same DER as consecutive pieces, encrypting `content` piece by piece.
+
+    Large messages are never joined or copied whole here: the caller base64-encodes the
+    pieces directly (a 25 MB message costs one ciphertext copy, not five).
+    """
     if not recipients:
         raise UnsupportedAlgorithm("no recipients to encrypt to")
     key_size = 32 if cipher.startswith("aes-256") else 16
     cek = os.urandom(key_size)
     infos = [_recipient_info(r, cek) for r in recipients]
-    any_kari = any(info[0] == 0xA1 for info in infos)
+    total = sum(len(piece) for piece in content)
+    mode: modes.Mode
     if cipher.endswith("gcm"):
         nonce = os.urandom(12)
-        sealed = AESGCM(cek).encrypt(nonce, content, None)
-        ciphertext, tag = sealed[:-16], sealed[-16:]
-        gcm_params = der.sequence(der.octet_string(nonce), der.integer(16))
-        eci = der.sequence(
-            der.oid(oids.DATA),
-            der.algorithm(oids.AES_GCM_OID[key_size], gcm_params),
-            der.implicit(0, der.octet_string(ciphertext), constructed=False),
+        mode = modes.GCM(nonce)
+        algorithm = der.algorithm(
+            oids.AES_GCM_OID[key_size], der.sequence(der.octet_string(nonce), der.integer(16))
         )
-        body = der.sequence(der.integer(0), der.set_of(infos), eci, der.octet_string(tag))
-        return der.sequence(der.oid(oids.AUTH_ENVELOPED_DATA), der.explicit(0, body))
-    iv = os.urandom(16)
-    padder = sym_padding.PKCS7(128).padder()
-    padded = padder.update(content) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
-    ciphertext = encryptor.update(padded) + encryptor.finalize()
-    eci = der.sequence(
-        der.oid(oids.DATA),
-        der.algorithm(oids.AES_CBC_OID[key_size], der.octet_string(iv)),
-        der.implicit(0, der.octet_string(ciphertext), constructed=False),
+    else:
+        iv = os.urandom(16)
+        mode = modes.CBC(iv)
+        algorithm = der.algorithm(oids.AES_CBC_OID[key_size], der.octet_string(iv))
+    encryptor = Cipher(algorithms.AES(cek), mode).encryptor()
+    encrypted = [encryptor.update(piece) for piece in content]
+    if cipher.endswith("gcm"):
+        encrypted.append(encryptor.finalize())
+        tag = encryptor.tag  # type: ignore[attr-defined]
+        suffix = der.octet_string(tag)
+        prefix = der.integer(0) + der.set_of(infos)  # RFC 5083 2.1
+        kind = oids.AUTH_ENVELOPED_DATA
+    else:
+        pad = 16 - total % 16  # PKCS#7 padding (RFC 5652 6.3)
+        encrypted.append(encryptor.update(bytes((pad,)) * pad) + encryptor.finalize())
+        suffix = b""
+        any_kari = any(info[0] == 0xA1 for info in infos)
+        prefix = der.integer(2 if any_kari else 0) + der.set_of(infos)  # RFC 5652 6.1
+        kind = oids.ENVELOPED_DATA
+    ciphertext_length = sum(len(piece) for piece in encrypted)
+    # EncryptedContentInfo ::= SEQUENCE { contentType, algorithm, [0] IMPLICIT OCTET STRING }
+    eci_head = der.oid(oids.DATA) + algorithm + der.header(0x80, ciphertext_length)
+    eci_header = der.header(0x30, len(eci_head) + ciphertext_length)
+    body_length = len(prefix) + len(eci_header) + len(eci_head) + ciphertext_length + len(suffix)
+    body_header = der.header(0x30, body_length)
+    explicit_header = der.header(0xA0, len(body_header) + body_length)
+    kind_oid = der.oid(kind)
+    info_length = len(kind_oid) + len(explicit_header) + len(body_header) + body_length
+    head = (
+        der.header(0x30, info_length)
+        + kind_oid
+        + explicit_header
+        + body_header
+        + prefix
+        + eci_header
+        + eci_head
     )
-    version = 2 if any_kari else 0  # RFC 5652 6.1
-    body = der.sequence(der.integer(version), der.set_of(infos), eci)
-    return der.sequence(der.oid(oids.ENVELOPED_DATA), der.explicit(0, body))
+    return [head, *encrypted, suffix]
 
 
 def _recipient_info(recipient: RecipientKey, cek: bytes) -> bytes:
