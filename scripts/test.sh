@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 # --- Debian packages -------------------------------------------------------------------------
-debs=(openssl gpgsm gpg-agent
+debs=(openssl gpgsm gpg-agent libnss3-tools
       dovecot-imapd dovecot-lmtpd dovecot-submissiond postfix)  # real upstream (tests/integration)
 missing=()
 for pkg in "${debs[@]}"; do

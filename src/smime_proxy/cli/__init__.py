@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from smime_proxy.errors import (
     CryptoError,
@@ -22,7 +23,7 @@ from smime_proxy.errors import (
 )
 
 # Command-group modules, each with register(subparsers).
-_GROUPS = ("msg", "keys", "mime", "serve", "policy")
+_GROUPS = ("msg", "keys", "mime", "serve", "policy", "control")
 
 EXIT_OK = 0
 EXIT_NEGATIVE = 1
@@ -30,6 +31,13 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
+    """Exit 2 with one line on errors; no abbreviated options anywhere (a `--password`
+    typo must never be taken for `--password-file` and echo the secret in an error)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
