@@ -39,6 +39,11 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments: "):
+            # name the options only: a mistyped option's value may be a password
+            words = message.removeprefix("unrecognized arguments: ").split()
+            shown = [w.split("=", 1)[0] for w in words if w.startswith("-")]
+            message = "unrecognized arguments: " + (" ".join(shown) or "(values not shown)")
         self.print_usage(sys.stderr)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(EXIT_USAGE)
