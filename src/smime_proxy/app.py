@@ -111,7 +111,9 @@ def build_services(
 
 def default_fronts(services: Services) -> list[Front]:
     """Every front this build has, in start order."""
-    fronts: list[Front] = []
+    from smime_proxy.control import ControlFront
+
+    fronts: list[Front] = [ControlFront(services)]
     return fronts
 
 

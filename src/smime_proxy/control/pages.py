@@ -1,0 +1,249 @@
+"""Server-rendered HTML of the "Secure Mail" page (string templates, `html.escape` on every
+value). Panels follow the CommuniGate Pro WebUser "Secure Mail" page: Import, Generate Key And
+Certificate, the certificate, Secure Mail is Locked / unlocked with the time left, Modify Secure
+Mail Password, Export, Remove, and the address book.
+
+May import: keystore.certs, stdlib.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+
+from smime_proxy.keystore.certs import CertificateSummary
+
+_STYLE = """
+body{font-family:sans-serif;max-width:52em;margin:1em auto;padding:0 1em;color:#222}
+fieldset{margin:1em 0;border:1px solid #999;padding:.5em 1em}
+legend{font-weight:bold}
+label{display:block;margin:.3em 0}
+label span{display:inline-block;min-width:16em}
+table{border-collapse:collapse}td,th{padding:.2em .6em;text-align:left;vertical-align:top}
+.error{color:#a00}.ok{color:#060}.locked{background:#fee}.unlocked{background:#efe}
+"""
+
+_ids = itertools.count(1)
+
+COUNTDOWN_SCRIPT = (
+    "(function(){var el=document.getElementById('seconds-left');if(!el)return;"
+    "var left=parseInt(el.getAttribute('data-seconds'),10);"
+    "var t=setInterval(function(){left-=1;if(left<=0){clearInterval(t);location.reload();"
+    "return;}el.textContent=String(left);},1000);})();"
+)
+_COUNTDOWN = f"<script>{COUNTDOWN_SCRIPT}</script>"
+
+
+def _e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head>"
+        f"<body>{body}</body></html>\n"
+    )
+
+
+def _csrf(token: str) -> str:
+    return f'<input type="hidden" name="csrf" value="{_e(token)}">'
+
+
+def _field(name: str, label: str, kind: str = "password", value: str = "",
+           required: bool = True, autocomplete: str | None = None) -> str:
+    ident = f"f-{name}-{next(_ids)}"
+    attrs = ' required' if required else ''
+    if value:
+        attrs += f' value="{_e(value)}"'
+    if autocomplete:
+        attrs += f' autocomplete="{_e(autocomplete)}"'
+    return (f'<label for="{_e(ident)}"><span>{_e(label)}</span>'
+            f'<input id="{_e(ident)}" type="{_e(kind)}" name="{_e(name)}"{attrs}></label>')
+
+
+def _form(action: str, csrf: str, legend: str, inner: str, button: str, *,
+          multipart: bool = False, form_id: str = "") -> str:
+    enctype = ' enctype="multipart/form-data"' if multipart else ""
+    ident = f' id="{_e(form_id)}"' if form_id else ""
+    return (
+        f'<form method="post" action="{_e(action)}"{enctype}{ident}><fieldset>'
+        f"<legend>{_e(legend)}</legend>{_csrf(csrf)}{inner}"
+        f'<button type="submit">{_e(button)}</button></fieldset></form>'
+    )
+
+
+def _messages(flash: list[tuple[str, str]]) -> str:
+    return "".join(
+        f'<p class="{"error" if kind == "error" else "ok"}" role="status">{_e(text)}</p>'
+        for kind, text in flash
+    )
+
+
+def login_page(csrf: str, error: str | None = None, user: str = "") -> str:
+    message = f'<p class="error" role="alert">{_e(error)}</p>' if error else ""
+    form = (
+        '<form method="post" action="/login"><fieldset><legend>Log in</legend>'
+        f"{_csrf(csrf)}"
+        + _field("user", "Mail user name", "text", user, autocomplete="username")
+        + _field("password", "Mail password", autocomplete="current-password")
+        + _field("domain", "Mail domain (for your address, optional)", "text",
+                 required=False)
+        + '<button type="submit">Log in</button></fieldset></form>'
+    )
+    body = (
+        "<h1>Secure Mail</h1><p>Log in with your ordinary mail user name and password.</p>"
+        f"{message}{form}"
+    )
+    return _page("Secure Mail - log in", body)
+
+
+@dataclass(frozen=True)
+class PageState:
+    user: str
+    csrf: str
+    certificate: CertificateSummary | None
+    unlocked: bool
+    expires_at: datetime | None
+    seconds_left: int | None
+    default_email: str
+    contacts: list[tuple[CertificateSummary, bool]]
+    flash: list[tuple[str, str]]
+    can_generate: bool
+
+
+def _certificate(summary: CertificateSummary) -> str:
+    rows = [
+        ("Subject", summary.subject),
+        ("E-mail addresses", ", ".join(summary.addresses) or "(none)"),
+        ("Issuer", summary.issuer),
+        ("Serial number", summary.serial),
+        ("Valid from", summary.not_before.strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("Valid until", summary.not_after.strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("Key", f"{summary.key_type} {summary.key_size} bits"),
+        ("SHA-256 fingerprint", summary.fingerprint),
+    ]
+    cells = "".join(f"<tr><th scope=\"row\">{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return (f'<section id="certificate"><h2>Certificate</h2>'
+            f'<table id="certificate-data">{cells}</table></section>')
+
+
+def _lock_panel(state: PageState) -> str:
+    if not state.unlocked:
+        inner = _field("password", "Secure Mail Password", autocomplete="current-password")
+        return (
+            '<section id="locked" class="locked"><h2>Secure Mail is Locked</h2>'
+            "<p>Enter your Secure Mail Password to sign and decrypt messages.</p>"
+            + _form("/unlock", state.csrf, "Unlock", inner, "Unlock") + "</section>"
+        )
+    left = state.seconds_left or 0
+    until = state.expires_at.strftime("%H:%M:%S UTC") if state.expires_at else ""
+    return (
+        '<section id="unlocked" class="unlocked"><h2>Secure Mail is Unlocked</h2>'
+        f'<p>It locks automatically in <span id="seconds-left" data-seconds="{left}">'
+        f"{left}</span> seconds without use (at {_e(until)} at the latest).</p>"
+        + _form("/lock", state.csrf, "Lock", "", "Lock now") + "</section>"
+    )
+
+
+def _contacts(state: PageState) -> str:
+    rows = []
+    for summary, usable in state.contacts:
+        marker = ('<span class="cert-marker" title="holds a certificate usable for '
+                  'encryption">[certificate]</span>' if usable else
+                  '<span class="cert-marker" title="holds a certificate that cannot be used '
+                  'now (expired or unsuitable)">[certificate, unusable]</span>')
+        for address in summary.addresses or ("(no address)",):
+            remove = _form("/contacts/remove", state.csrf, f"Remove {address}",
+                           f'<input type="hidden" name="address" value="{_e(address)}">',
+                           "Remove")
+            rows.append(
+                f"<tr><td>{_e(address)}</td><td>{marker}</td><td>{_e(summary.subject)}</td>"
+                f"<td>{_e(summary.not_after.strftime('%Y-%m-%d'))}</td><td>{remove}</td></tr>"
+            )
+    table = (
+        '<table id="contacts"><thead><tr><th>Address</th><th>Certificate</th><th>Subject</th>'
+        "<th>Valid until</th><th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        if rows else "<p>The address book is empty.</p>"
+    )
+    add = _form("/contacts/add", state.csrf, "Add certificates",
+                _field("file", "Certificate file (PEM or DER)", "file"), "Add",
+                multipart=True)
+    return f'<section id="address-book"><h2>Address Book</h2>{table}{add}</section>'
+
+
+def main_page(state: PageState) -> str:
+    head = (
+        f"<h1>Secure Mail</h1><p>Logged in as <strong>{_e(state.user)}</strong>.</p>"
+        + f'<form method="post" action="/logout">{_csrf(state.csrf)}'
+        '<button type="submit">Log out (locks the key)</button></form>'
+        + _messages(state.flash)
+    )
+    parts = [head]
+    if state.certificate is None:
+        parts.append("<p>You have no Secure Mail key yet: import one or generate one.</p>")
+        parts.append(_form(
+            "/import", state.csrf, "Import",
+            _field("file", "PFX file", "file")
+            + _field("file_password", "File password", autocomplete="off")
+            + _field("password", "New Secure Mail Password", autocomplete="new-password")
+            + _field("password2", "New Secure Mail Password again",
+                     autocomplete="new-password"),
+            "Import", multipart=True, form_id="import-form",
+        ))
+        if state.can_generate:
+            parts.append(_form(
+                "/generate", state.csrf, "Generate Key And Certificate",
+                _field("email", "E-mail address", "email", state.default_email)
+                + '<label for="f-key-type"><span>Key</span><select id="f-key-type" '
+                'name="key_type"><option value="rsa2048">RSA 2048</option>'
+                '<option value="rsa3072">RSA 3072</option>'
+                '<option value="ec-p256">EC P-256</option></select></label>'
+                + _field("password", "New Secure Mail Password", autocomplete="new-password")
+                + _field("password2", "New Secure Mail Password again",
+                         autocomplete="new-password"),
+                "Generate", form_id="generate-form",
+            ))
+        else:
+            parts.append("<p>This server has no certificate authority to generate keys.</p>")
+    else:
+        parts.append(_certificate(state.certificate))
+        parts.append(_lock_panel(state))
+        parts.append(_form(
+            "/password", state.csrf, "Modify Secure Mail Password",
+            _field("old_password", "Current Secure Mail Password",
+                   autocomplete="current-password")
+            + _field("new_password", "New Secure Mail Password", autocomplete="new-password")
+            + _field("new_password2", "New Secure Mail Password again",
+                     autocomplete="new-password"),
+            "Modify", form_id="password-form",
+        ))
+        parts.append(_form(
+            "/export", state.csrf, "Export",
+            _field("password", "Secure Mail Password", autocomplete="current-password")
+            + _field("export_password", "Export file password", autocomplete="new-password")
+            + _field("export_password2", "Export file password again",
+                     autocomplete="new-password")
+            + '<label for="f-legacy"><span>Legacy format (3DES, for old software)</span>'
+            '<input id="f-legacy" type="checkbox" name="legacy" value="1"></label>',
+            "Export", form_id="export-form",
+        ))
+        parts.append(_form(
+            "/remove", state.csrf, "Remove",
+            "<p>Upload a PFX file with the same key to compare; the key is deleted only if "
+            "it matches.</p>"
+            + _field("file", "PFX file", "file")
+            + _field("file_password", "File password", autocomplete="off"),
+            "Compare and Delete", multipart=True, form_id="remove-form",
+        ))
+    parts.append(_contacts(state))
+    script = _COUNTDOWN if state.unlocked else ""
+    return _page("Secure Mail", "".join(parts) + script)
+
+
+def error_page(status: int, text: str) -> str:
+    return _page(f"Secure Mail - {status}",
+                 f'<h1>Secure Mail</h1><p class="error" role="alert">{_e(text)}</p>'
+                 '<p><a href="/">Back</a></p>')

@@ -1,0 +1,304 @@
+"""Run the control endpoint in-process for tests and benches, and talk to it over HTTP.
+
+`running_control(...)` builds a config pointing at an upstream IMAP server (normally the real
+Dovecot of the `upstream` fixture), opens the stores with a low KDF iteration count, starts a
+`Daemon` with a `ControlFront` on an event loop in a background thread, and yields a
+`RunningControl` with an injected clock (`clock.advance(seconds)`). `Client` is a small
+blocking HTTP client (http.client) that lets a test set any header (Host, Origin, cookies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import http.client
+import json
+import secrets
+import socket
+import ssl
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+from smime_proxy.app import Daemon, Services, build_services
+from smime_proxy.config import parse_config
+from smime_proxy.control import ControlFront
+from smime_proxy.control.auth import Throttle
+from smime_proxy.keystore.ca import ServerCA
+
+TEST_KDF_ITERATIONS = 1000
+
+
+class FakeClock:
+    """A settable clock (aware UTC datetimes), shared by the key store, throttle, sessions."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime.now(UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Upstreamish:
+    """What the control endpoint needs to know of the upstream IMAP server."""
+
+    host: str
+    port: int
+    tls: str = "starttls"
+    ca_file: Path | None = None
+    verify: bool = True
+
+
+@dataclass
+class RunningControl:
+    front: ControlFront
+    services: Services
+    clock: FakeClock
+    loop: asyncio.AbstractEventLoop
+    tls_ca: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return self.front.url
+
+    @property
+    def port(self) -> int:
+        return self.front.port
+
+    def client(self, user: str | None = None, password: str | None = None) -> Client:
+        return Client(self.url, auth=(user, password) if user is not None and password
+                      is not None else None, cafile=self.tls_ca)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the daemon's loop thread and wait for it."""
+        async def run() -> Any:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+
+def control_config(
+    workdir: Path, imap: Upstreamish, *, tls_cert: Path | None = None,
+    tls_key: Path | None = None, idle_timeout: int = 180, max_unlock: int = 3600,
+    port: int | None = None,
+) -> dict[str, Any]:
+    control: dict[str, Any] = {"host": "127.0.0.1", "port": port or free_port()}
+    if tls_cert is not None and tls_key is not None:
+        control["tls"] = {"mode": "implicit", "cert": str(tls_cert), "key": str(tls_key)}
+    else:
+        control["plaintext_loopback"] = True
+    endpoint: dict[str, Any] = {"host": imap.host, "port": imap.port, "tls": imap.tls,
+                                "verify": imap.verify}
+    if imap.ca_file is not None:
+        endpoint["ca_file"] = str(imap.ca_file)
+    return {
+        "listeners": {
+            "imap": {"host": "127.0.0.1", "port": free_port(), "plaintext_loopback": True},
+            "smtp": {"host": "127.0.0.1", "port": free_port(), "plaintext_loopback": True},
+            "control": control,
+        },
+        "upstream": {"imap": endpoint, "smtp": {"host": "127.0.0.1", "port": 1, "tls": "none"}},
+        "data_dir": str(workdir / "data"),
+        "unlock": {"idle_timeout": idle_timeout, "max_unlock": max_unlock},
+    }
+
+
+@contextlib.contextmanager
+def running_control(
+    workdir: Path,
+    imap: Upstreamish,
+    *,
+    with_ca: bool = True,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    tls_ca: Path | None = None,
+    idle_timeout: int = 180,
+    max_unlock: int = 3600,
+    front_options: Mapping[str, Any] | None = None,
+    throttle: Callable[[FakeClock], Throttle] | None = None,
+) -> Iterator[RunningControl]:
+    clock = FakeClock()
+    data = control_config(workdir, imap, tls_cert=tls_cert, tls_key=tls_key,
+                          idle_timeout=idle_timeout, max_unlock=max_unlock)
+    config = parse_config(data, base_dir=workdir)
+    if with_ca:
+        ServerCA.init(config.data_dir, clock(), key_type="ec-p256")
+    services = build_services(config, now=clock, kdf_iterations=TEST_KDF_ITERATIONS)
+    options = dict(front_options or {})
+    if throttle is not None:
+        options["throttle"] = throttle(clock)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="control-daemon", daemon=True)
+    thread.start()
+    front: ControlFront | None = None
+    daemon: Daemon | None = None
+    try:
+        async def make() -> ControlFront:
+            return ControlFront(services, **options)
+
+        front = asyncio.run_coroutine_threadsafe(make(), loop).result(30)
+        daemon = Daemon(services, [front])
+        asyncio.run_coroutine_threadsafe(daemon.start(), loop).result(30)
+        yield RunningControl(front, services, clock, loop, tls_ca)
+    finally:
+        if daemon is not None:
+            asyncio.run_coroutine_threadsafe(daemon.stop(2.0), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def set_cookies(self) -> list[str]:
+        return self.headers.get_all("Set-Cookie") or []
+
+
+def multipart(fields: Mapping[str, str | bytes | tuple[str, bytes]]) -> tuple[bytes, str]:
+    """Encode form fields; a (filename, data) tuple is a file part."""
+    boundary = "----smime-test-" + secrets.token_hex(8)
+    parts: list[bytes] = []
+    for name, value in fields.items():
+        if isinstance(value, tuple):
+            filename, data = value
+            head = (f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                    "Content-Type: application/octet-stream\r\n\r\n")
+        else:
+            data = value.encode("utf-8") if isinstance(value, str) else value
+            head = f'Content-Disposition: form-data; name="{name}"\r\n\r\n'
+        parts.append(f"--{boundary}\r\n".encode() + head.encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass
+class Client:
+    """Blocking HTTP/1.1 client with a cookie jar (name -> value) and optional Basic auth."""
+
+    base_url: str
+    auth: tuple[str, str] | None = None
+    cafile: Path | None = None
+    cookies: dict[str, str] = field(default_factory=dict)
+    timeout: float = 60.0
+    keep_alive: bool = False
+    _conn: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            parts = urllib.parse.urlsplit(self.base_url)
+            host, port = parts.hostname or "127.0.0.1", parts.port
+            if parts.scheme == "https":
+                context = ssl.create_default_context(
+                    cafile=str(self.cafile) if self.cafile else None)
+                self._conn = http.client.HTTPSConnection(host, port, timeout=self.timeout,
+                                                         context=context)
+            else:
+                self._conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def request(
+        self, method: str, path: str, *, json_body: Any = None,
+        form: Mapping[str, str | bytes | tuple[str, bytes]] | None = None,
+        urlencoded: Mapping[str, str] | None = None, body: bytes | None = None,
+        content_type: str | None = None, headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None, use_auth: bool = True,
+    ) -> Response:
+        all_headers: dict[str, str] = {}
+        credentials = auth or (self.auth if use_auth else None)
+        if credentials is not None:
+            token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+            all_headers["Authorization"] = f"Basic {token}"
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            content_type = "application/json"
+        elif form is not None:
+            body, content_type = multipart(form)
+        elif urlencoded is not None:
+            body = urllib.parse.urlencode(urlencoded).encode()
+            content_type = "application/x-www-form-urlencoded"
+        if content_type is not None:
+            all_headers["Content-Type"] = content_type
+        if self.cookies:
+            all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        all_headers.update(headers or {})
+        conn = self._connection()
+        try:
+            conn.request(method, path, body=body, headers=all_headers)
+            raw = conn.getresponse()
+            data = raw.read()
+        except (http.client.HTTPException, ConnectionError):
+            self.close()
+            raise
+        if not self.keep_alive or raw.getheader("Connection", "").lower() == "close":
+            self.close()
+        response = Response(raw.status, raw.headers, data)
+        for line in response.set_cookies():
+            jar: SimpleCookie = SimpleCookie()
+            jar.load(line)
+            for name, morsel in jar.items():
+                if morsel["max-age"] == "0" or "1970" in morsel["expires"]:
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Response:
+        return self.request("POST", path, **kwargs)
+
+    # --- the web page -------------------------------------------------------------------
+
+    def csrf(self, page: str) -> str:
+        marker = 'name="csrf" value="'
+        start = page.index(marker) + len(marker)
+        return page[start:page.index('"', start)]
+
+    def web_login(self, user: str, password: str, domain: str = "") -> Response:
+        page = self.get("/", use_auth=False)
+        token = self.csrf(page.text)
+        return self.post("/login", urlencoded={"csrf": token, "user": user,
+                                               "password": password, "domain": domain},
+                         use_auth=False)
