@@ -9,7 +9,8 @@ root=$(pwd)
 
 # --- Debian packages -------------------------------------------------------------------------
 debs=(openssl gpgsm gpg-agent libnss3-tools
-      dovecot-imapd dovecot-lmtpd dovecot-submissiond postfix)  # real upstream (tests/integration)
+      dovecot-imapd dovecot-lmtpd dovecot-submissiond postfix  # real upstream (tests/integration)
+      chromium)  # browser test of the control page (Playwright, never `playwright install`)
 missing=()
 for pkg in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
