@@ -335,7 +335,7 @@ class ControlFront:
         out = response.headers
         out.setdefault("X-Content-Type-Options", "nosniff")
         out.setdefault("X-Frame-Options", "DENY")
-        out.setdefault("Referrer-Policy", "no-referrer")
+        out.setdefault("Referrer-Policy", "same-origin")  # no-referrer makes Origin "null"
         out.setdefault("Cache-Control", "no-store")
         out.setdefault("Content-Security-Policy", _CSP)
         return response
