@@ -114,6 +114,9 @@ def default_fronts(services: Services) -> list[Front]:
     from smime_proxy.control import ControlFront
 
     fronts: list[Front] = [ControlFront(services)]
+    from smime_proxy.smtp.server import SmtpFront
+
+    fronts.append(SmtpFront.from_services(services))
     return fronts
 
 

@@ -1,0 +1,159 @@
+"""The upstream side of one client session: an aiosmtplib connection to the submission
+server, authenticated with the client's own credentials, that carries this session's mail.
+
+Every upstream reply that is not a success reaches the client with its code and text
+(`UpstreamReply`); a timeout, a reset, a closed connection or a TLS failure raise
+`UpstreamLost` (the client gets `451 4.4.2` and the session ends: its authentication lived
+on that connection). TLS: `implicit` or `starttls` as configured, certificates verified
+unless `verify: false`; `starttls` never falls back to plaintext when the server does not
+offer it. aiosmtplib discards anything the server sent between its `220` to STARTTLS and
+the handshake (RFC 3207 4.2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Awaitable, Sequence
+
+import aiosmtplib
+
+from smime_proxy.config import UpstreamEndpoint
+
+DEFAULT_TIMEOUT = 100.0  # seconds per step (Postfix's smtp_*_timeout order of magnitude)
+ALLOWED_MAIL_OPTIONS = ("BODY=", "SMTPUTF8")
+
+
+class UpstreamLost(Exception):
+    """The upstream connection is unusable (timeout, reset, closed, TLS failure)."""
+
+
+class UpstreamReply(Exception):
+    """The upstream answered with a failure: relay `code` and `text` to the client."""
+
+    def __init__(self, code: int, text: str) -> None:
+        self.code = code
+        self.text = text
+        super().__init__(f"{code} {text}")
+
+    def lines(self) -> str:
+        return format_reply(self.code, self.text)
+
+
+def format_reply(code: int, text: str) -> str:
+    """A (possibly multi-line) reply for aiosmtpd's push(): `code-line` ... `code line`."""
+    parts = [" ".join(p.split()) for p in text.splitlines() if p.strip()] or [""]
+    head = [f"{code}-{p}" for p in parts[:-1]]
+    return "\r\n".join([*head, f"{code} {parts[-1]}"])
+
+
+def client_context(endpoint: UpstreamEndpoint) -> ssl.SSLContext:
+    if not endpoint.verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    cafile = str(endpoint.ca_file) if endpoint.ca_file else None
+    return ssl.create_default_context(cafile=cafile)
+
+
+class Upstream:
+    """One upstream connection (not shared between client sessions)."""
+
+    def __init__(self, endpoint: UpstreamEndpoint, *, timeout: float = DEFAULT_TIMEOUT,
+                 local_hostname: str = "smime-proxy") -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._smtp = aiosmtplib.SMTP(
+            hostname=endpoint.host, port=endpoint.port, timeout=timeout,
+            use_tls=endpoint.tls == "implicit", start_tls=False,
+            tls_context=client_context(endpoint) if endpoint.tls != "none" else None,
+            local_hostname=local_hostname,
+        )
+        self.connected = False
+        self.in_transaction = False
+
+    def __repr__(self) -> str:
+        return f"Upstream({self.endpoint.host}:{self.endpoint.port}, {self.endpoint.tls})"
+
+    @property
+    def size_limit(self) -> int | None:
+        value = self._smtp.esmtp_extensions.get("size", "")
+        return int(value) if value.strip().isdigit() else None
+
+    @property
+    def smtputf8(self) -> bool:
+        return "smtputf8" in self._smtp.esmtp_extensions
+
+    async def connect(self) -> None:
+        try:
+            await self._smtp.connect()
+            await self._smtp.ehlo()
+            if self.endpoint.tls == "starttls":
+                if not self._smtp.supports_extension("starttls"):
+                    raise UpstreamLost("the upstream does not offer STARTTLS")
+                await self._smtp.starttls()
+                await self._smtp.ehlo()
+        except UpstreamLost:
+            self.close()
+            raise
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            self.close()
+            raise UpstreamLost(f"cannot connect to the upstream: {type(exc).__name__}") \
+                from None
+        self.connected = True
+
+    async def login(self, user: str, password: str) -> None:
+        await self._call(self._smtp.login(user, password))
+
+    async def mail(self, sender: str, options: Sequence[str]) -> str:
+        kept = [o for o in options if o.upper().startswith(ALLOWED_MAIL_OPTIONS)]
+        response = await self._call(self._smtp.mail(sender, options=kept))
+        self.in_transaction = True
+        return format_reply(response.code, response.message)
+
+    async def rcpt(self, recipient: str, options: Sequence[str] = ()) -> str:
+        response = await self._call(self._smtp.rcpt(recipient, options=list(options)))
+        return format_reply(response.code, response.message)
+
+    async def rset(self) -> None:
+        if self.connected:
+            await self._call(self._smtp.rset())
+        self.in_transaction = False
+
+    async def data(self, message: bytes) -> str:
+        try:
+            response = await self._call(self._smtp.data(message))
+        finally:
+            self.in_transaction = False
+        return format_reply(response.code, response.message)
+
+    async def quit(self) -> None:
+        if self.connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await self._smtp.quit()
+        self.close()
+
+    def close(self) -> None:
+        self.connected = False
+        self._smtp.close()
+
+    async def _call(self, awaitable: Awaitable[aiosmtplib.SMTPResponse]
+                    ) -> aiosmtplib.SMTPResponse:
+        try:
+            response = await awaitable
+        except aiosmtplib.SMTPServerDisconnected:
+            self.close()
+            raise UpstreamLost("the upstream closed the connection") from None
+        except aiosmtplib.SMTPTimeoutError:
+            self.close()
+            raise UpstreamLost("the upstream did not answer in time") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421:  # the server is closing the connection
+                self.close()
+                raise UpstreamLost("the upstream closed the connection (421)") from None
+            raise UpstreamReply(exc.code, exc.message) from None
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError):
+            self.close()
+            raise UpstreamLost("the upstream connection failed") from None
+        return response

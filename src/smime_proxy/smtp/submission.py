@@ -1,0 +1,305 @@
+"""The submission core: what one message becomes before it is relayed (pure logic).
+
+`plan_submission(...)` takes the received message, the envelope and the authenticated user,
+asks the policy (`policy.decide`) and the key ports, and returns a `Plan`: one or more
+`Copy`s (envelope recipients + the exact bytes to relay), or raises `Refused` with the SMTP
+reply the client must get. It never touches a socket and never awaits; the CPU work (signing,
+encrypting) is done here, so the shell runs it in a worker thread.
+
+What it does, in order:
+
+1. X-SMIME-* header fields are removed (all of them); the policy's subject tags are removed
+   from the Subject. Nothing else in the message is changed when no S/MIME is applied
+   (pass-through keeps every other byte, the Bcc field included: Postfix's cleanup removes
+   it, as it does for every submission).
+2. `decide()`; a refusal -> `550 5.7.1`.
+3. Encryption (`encrypt: if-possible|required`): to every envelope recipient and every To/Cc
+   address, and to the sender's own certificate. Missing or unusable certificates:
+   `required` -> `550 5.7.1 ... no usable S/MIME certificate for: a@x, b@y`; `if-possible` ->
+   the policy's `fallback` (send signed-only, or as is). Cipher per copy (DESIGN 2):
+   AES-256-GCM only when every recipient of the copy is known to read it, else the next
+   cipher of the policy's preference list.
+4. Signing (`sign: if-unlocked|required`) needs the unlocked key: locked and required ->
+   `451 4.7.0` naming the unlock URL (the client keeps the message and retries);
+   `if-unlocked` -> unsigned. Sign first, then encrypt (one signature for every copy).
+5. Header protection (`header_protection: wrapped`, the default): the whole header (minus
+   Bcc and X-SMIME-*) travels inside, as RFC 8551 3.1 message/rfc822 wrapping; outside stay
+   From, To, Cc, Date, Message-ID, Subject, Reply-To, In-Reply-To, References (Subject
+   replaced by "..." when encrypted and `hide_subject`).
+6. Bcc privacy (DESIGN 9): envelope recipients not named in To/Cc get their own copy,
+   encrypted to them (and the sender) only; the To/Cc copy names no Bcc recipient, neither
+   in a header nor as a RecipientInfo. Signed-only and plain messages are one copy.
+
+The sender's Sent copy is not SMTP: mail clients store it by IMAP APPEND, which this module
+never sees. No extra copy is sent to the sender.
+
+May import: errors, policy, smime, keystore.certs, mime.entity, crypto.keyagent (the port
+type only).
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from cryptography import x509
+
+from smime_proxy.crypto.keyagent import KeyAgent
+from smime_proxy.errors import (
+    InputError,
+    KeyLocked,
+    MalformedMessage,
+    NoRecipientCertificate,
+    NoSuchKey,
+)
+from smime_proxy.keystore.certs import normalize_address
+from smime_proxy.mime.entity import HeaderField, parse_entity
+from smime_proxy.policy import Decision, Policy, decide, find_subject_tags
+from smime_proxy.smime import Cipher, Recipient, encrypt_message, sign_message
+
+MAX_HEADER_BYTES = 102_400
+OUTER_FIELDS = ("from", "to", "cc", "date", "message-id", "subject", "reply-to",
+                "in-reply-to", "references", "sender")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An SMTP reply: code, enhanced status code, text (one line, safe to log)."""
+
+    code: int
+    status: str
+    text: str
+
+    def line(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+
+class Refused(Exception):
+    """The message is not relayed; `reply` is what the client gets."""
+
+    def __init__(self, code: int, status: str, text: str) -> None:
+        self.reply = Reply(code, status, text)
+        super().__init__(self.reply.line())
+
+
+class Keys(Protocol):
+    """What the core needs from the key store and the address book."""
+
+    def signer(self, user: str) -> KeyAgent:
+        """The unlocked key; raises KeyLocked, or NoSuchKey when the user has none."""
+
+    def own_certificate(self, user: str) -> x509.Certificate | None:
+        """The user's own certificate (no unlock needed), None if the user has no key."""
+
+    def recipient_certificate(self, user: str, address: str) -> x509.Certificate:
+        """The best certificate to encrypt to `address`; raises NoRecipientCertificate."""
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One upstream transaction: these envelope recipients get exactly `message`."""
+
+    recipients: tuple[str, ...]
+    message: bytes = field(repr=False)
+    cipher: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    copies: tuple[Copy, ...]
+    signed: bool
+    encrypted: bool
+    decision: Decision
+    reasons: tuple[str, ...]
+
+    @property
+    def passthrough(self) -> bool:
+        return not (self.signed or self.encrypted)
+
+
+def plan_submission(
+    message: bytes,
+    *,
+    user: str,
+    sender: str,
+    recipients: Sequence[str],
+    policy: Policy,
+    keys: Keys,
+    now: datetime,
+    unlock_url: str,
+) -> Plan:
+    """Decide and transform one message. Raises `Refused`."""
+    try:
+        entity = parse_entity(message)
+    except MalformedMessage:
+        raise Refused(552, "5.3.4", "message header too large") from None
+    if entity.header_end > MAX_HEADER_BYTES:
+        raise Refused(552, "5.3.4", f"message header larger than {MAX_HEADER_BYTES} bytes")
+    fields = list(entity.fields)
+    pairs = [(f.name, _text(f.value())) for f in fields]
+    to_cc = _addresses([v for n, v in pairs if n in ("to", "cc")])
+    envelope = [r.lower() for r in recipients]
+    decision = decide(policy, sender, list(dict.fromkeys(envelope + to_cc)), pairs)
+    if decision.refusal:
+        raise Refused(550, "5.7.1", _one_line(decision.refusal))
+    reasons = list(decision.reasons)
+
+    # 1. remove X-SMIME-* fields and subject tags (only these bytes change)
+    cleaned, changed = _clean_header(entity.data[: entity.header_end], fields, decision)
+    base = cleaned + entity.data[entity.header_end:] if changed else message
+
+    # 2. encryption: who, with which certificates
+    bcc = [r for r in dict.fromkeys(envelope) if r not in to_cc]
+    visible_envelope = [r for r in dict.fromkeys(envelope) if r in to_cc]
+    encrypt = decision.encrypt != "never"
+    certs: dict[str, x509.Certificate] = {}
+    if encrypt:
+        missing: list[str] = []
+        for address in dict.fromkeys(to_cc + envelope):
+            try:
+                certs[address] = keys.recipient_certificate(user, address)
+            except NoRecipientCertificate as exc:
+                missing.extend(exc.addresses or [address])
+        if missing:
+            names = ", ".join(dict.fromkeys(missing))
+            if decision.encrypt == "required":
+                raise Refused(550, "5.7.1",
+                              _one_line(f"encryption required, but no usable S/MIME "
+                                        f"certificate for: {names}"))
+            encrypt = False
+            reasons.append(f"not encrypted: no usable certificate for {names}; "
+                           f"fallback {decision.fallback}")
+    own_cert = keys.own_certificate(user) if encrypt else None
+
+    # 3. signing
+    agent: KeyAgent | None = None
+    want_sign = decision.sign != "never"
+    if (want_sign and decision.sign != "required" and not encrypt
+            and decision.encrypt != "never" and decision.fallback == "plain"):
+        want_sign = False
+        reasons.append("not signed: encryption impossible and fallback is plain")
+    if want_sign:
+        try:
+            agent = keys.signer(user)
+        except KeyLocked:
+            if decision.sign == "required":
+                raise Refused(451, "4.7.0",
+                              f"signing required but your S/MIME key is locked: unlock it at "
+                              f"{unlock_url} and send again") from None
+            reasons.append("not signed: the key is locked (sign: if-unlocked)")
+        except (NoSuchKey, InputError):
+            if decision.sign == "required":
+                raise Refused(550, "5.7.1",
+                              "signing required but you have no S/MIME key") from None
+            reasons.append("not signed: the sender has no S/MIME key")
+
+    if agent is None and not encrypt:
+        reasons.append("sent as is (no S/MIME)")
+        return Plan((Copy(tuple(dict.fromkeys(recipients)), base),), False, False, decision,
+                    tuple(reasons))
+
+    # 4. header protection, then sign, then encrypt per copy
+    payload = base
+    if decision.header_protection == "wrapped":
+        payload = _wrap(base, hide_subject=encrypt and decision.hide_subject)
+    if agent is not None:
+        payload = sign_message(payload, agent, now=now)
+    if not encrypt:
+        return Plan((Copy(tuple(dict.fromkeys(recipients)), payload),), agent is not None,
+                    False, decision, tuple(reasons))
+
+    copies: list[Copy] = []
+    groups: list[tuple[list[str], list[str]]] = []  # (envelope recipients, cert addresses)
+    if visible_envelope:
+        groups.append((visible_envelope, list(to_cc)))
+    for address in bcc:
+        groups.append(([address], [address]))
+    for rcpts, cert_addresses in groups:
+        targets = [Recipient(certs[a], supports_gcm=decision.supports_gcm(a))
+                   for a in dict.fromkeys(cert_addresses)]
+        if own_cert is not None:
+            targets.append(Recipient(own_cert, supports_gcm=True))
+        cipher = _cipher(decision, targets)
+        if cipher is None:
+            names = ", ".join(a for a in cert_addresses if not decision.supports_gcm(a))
+            raise Refused(550, "5.7.1",
+                          _one_line(f"no cipher of the policy is readable by: {names}"))
+        copies.append(Copy(tuple(rcpts), encrypt_message(payload, targets, cipher=cipher),
+                           cipher))
+    if own_cert is None:
+        reasons.append("the sender has no certificate: not encrypted to the sender")
+    if bcc:
+        reasons.append(f"{len(bcc)} Bcc recipient(s): separate copies")
+    return Plan(tuple(copies), agent is not None, True, decision, tuple(reasons))
+
+
+def _cipher(decision: Decision, targets: Sequence[Recipient]) -> Cipher | None:
+    for cipher in decision.ciphers:
+        if cipher.endswith("gcm") and not all(t.supports_gcm for t in targets):
+            continue
+        return cipher
+    return None
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:400]
+
+
+def _addresses(values: Sequence[str]) -> list[str]:
+    found: list[str] = []
+    for _, address in email.utils.getaddresses(list(values)):
+        try:
+            found.append(normalize_address(address))
+        except InputError:
+            continue
+    return list(dict.fromkeys(found))
+
+
+def _clean_header(header: bytes, fields: Sequence[HeaderField],
+                  decision: Decision) -> tuple[bytes, bool]:
+    """The header without X-SMIME-* fields and with subject tags removed."""
+    out: list[bytes] = []
+    changed = False
+    for f in fields:
+        if f.name.startswith("x-smime-"):
+            changed = True
+            continue
+        if f.name == "subject" and decision.subject_tags:
+            value = _text(f.value())
+            subject, found = find_subject_tags(value, decision.subject_tags)
+            if found:
+                changed = True
+                name = f.raw.split(b":", 1)[0]
+                out.append(name + b": " + subject.encode("utf-8") + b"\r\n")
+                continue
+        out.append(f.raw)
+    if not changed:
+        return header, False
+    # fields() drops lines that are not fields; keep the header exactly otherwise
+    return b"".join(out), True
+
+
+def _wrap(message: bytes, *, hide_subject: bool) -> bytes:
+    """RFC 8551 3.1: the whole message (minus Bcc) as message/rfc822 inside; a few fields
+    outside for routing and display."""
+    entity = parse_entity(message)
+    inner_fields = [f.raw for f in entity.fields if f.name != "bcc"]
+    inner_fields = [r if r.endswith(b"\n") else r + b"\r\n" for r in inner_fields]
+    inner = b"".join(inner_fields) + entity.data[entity.header_end:]
+    outer: list[bytes] = []
+    for f in entity.fields:
+        if f.name not in OUTER_FIELDS:
+            continue
+        raw = f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n"
+        if f.name == "subject" and hide_subject:
+            raw = b"Subject: ...\r\n"
+        outer.append(raw)
+    return (b"".join(outer) + b"MIME-Version: 1.0\r\n"
+            + b"Content-Type: message/rfc822; forwarded=no\r\n\r\n" + inner)
