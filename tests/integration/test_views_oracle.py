@@ -272,8 +272,17 @@ def items_for(view: MessageView) -> list[tuple[str, bytes]]:
         ("BODY.PEEK[HEADER.FIELDS.NOT (RECEIVED CONTENT-TYPE)]",
          b"BODY[HEADER.FIELDS.NOT (RECEIVED CONTENT-TYPE)]"),
     ]
+    # parts that do not exist, and HEADER/TEXT of a part that is not a message: empty strings
+    top = len(view.root.children) + 1 if view.root.is_multipart else 2
+    items.append((f"BODY.PEEK[{top}]", f"BODY[{top}]".encode()))
+    items.append((f"BODY.PEEK[{top}.MIME]", f"BODY[{top}.MIME]".encode()))
+    items.append(("BODY.PEEK[1.1.1.1]", b"BODY[1.1.1.1]"))
     for numbers, part in _part_numbers(view.root):
         spec = ".".join(map(str, numbers))
+        if not part.is_multipart and not part.is_message_rfc822:
+            items.append((f"BODY.PEEK[{spec}.1]", f"BODY[{spec}.1]".encode()))
+            items.append((f"BODY.PEEK[{spec}.2]", f"BODY[{spec}.2]".encode()))
+            items.append((f"BODY.PEEK[{spec}.TEXT]", f"BODY[{spec}.TEXT]".encode()))
         items.append((f"BODY.PEEK[{spec}]", f"BODY[{spec}]".encode()))
         items.append((f"BODY.PEEK[{spec}]<1.20>", f"BODY[{spec}]<1>".encode()))
         items.append((f"BODY.PEEK[{spec}.MIME]", f"BODY[{spec}.MIME]".encode()))
@@ -506,6 +515,20 @@ def _gen_messages() -> dict[str, bytes]:
         f"--n{i}\r\nContent-Type: multipart/mixed; boundary=n{i + 1}\r\n\r\n" for i in range(30)
     )
     out["deep-nesting"] = "Content-Type: multipart/mixed; boundary=n0\r\n\r\n" + deep + "leaf\r\n"
+    # beyond Dovecot's nesting limit (100): the deepest multipart / message becomes a leaf
+    for depth in (100, 130):
+        out[f"nesting-{depth}-multiparts"] = "".join(
+            f"Content-Type: multipart/mixed; boundary=n{i}\r\n\r\n--n{i}\r\n"
+            for i in range(depth)
+        ) + "\r\nleaf\r\n"
+    out["nesting-101-messages"] = (
+        "Content-Type: message/rfc822\r\n\r\n" * 101 + "Subject: x\r\n\r\nbody"
+    )
+    out["nesting-120-mixed"] = "".join(
+        f"Content-Type: multipart/mixed; boundary=n{i}\r\n\r\n--n{i}\r\n"
+        if i % 2 else "Content-Type: message/rfc822\r\n\r\n"
+        for i in range(120)
+    )
     del crlf
     return {k: v.encode("latin-1") for k, v in out.items()}
 

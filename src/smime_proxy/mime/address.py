@@ -215,12 +215,14 @@ class _Ctx:
                 break
 
 
+# Possessive quantifiers throughout: every piece has one way to match, so no input can make
+# these expressions backtrack (they see attacker-controlled header values).
 _ATEXT = rb"[!#$%&'*+\-/=?^_`{|}~0-9A-Za-z\x80-\xff]"
-_DOT_ATOM = _ATEXT + rb"+(?:\." + _ATEXT + rb"+)*"
-_WORD = rb'(?:"[^"\\\r\n]*"|' + _ATEXT + rb"[" + _ATEXT[1:-1] + rb".]*)"
-_LWSP = rb"[ \t\r\n]*"
+_DOT_ATOM = _ATEXT + rb"++(?:\." + _ATEXT + rb"++)*+"
+_WORD = rb'(?:"[^"\\\r\n]*+"|' + _ATEXT + rb"[" + _ATEXT[1:-1] + rb".]*+)"
+_LWSP = rb"[ \t\r\n]*+"
 _FAST_MAILBOX = (
-    rb"(?:(" + _WORD + rb"(?:" + _LWSP + _WORD + rb")*)?" + _LWSP
+    rb"(?:(" + _WORD + rb"(?:" + _LWSP + _WORD + rb")*+)?+" + _LWSP
     + rb"<(" + _DOT_ATOM + rb")@(" + _DOT_ATOM + rb")>"
     + rb"|(" + _DOT_ATOM + rb")@(" + _DOT_ATOM + rb"))"
 )

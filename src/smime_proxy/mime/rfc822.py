@@ -346,17 +346,18 @@ def rfc2231_parse(parser: Rfc822Parser) -> list[tuple[bytes, bytes]]:
     return result
 
 
-_TOKEN = rb"[!#$%&'*+\-.^_`{|}~0-9A-Za-z\x80-\xff]+"
-_TOKEN_NO_STAR = rb"[!#$%&'+\-.^_`{|}~0-9A-Za-z\x80-\xff]+"
-_QUOTED_SIMPLE = rb'"[^"\\\r\n]*"'
-_WSP = rb"[ \t]*"
+# Possessive quantifiers: linear matching whatever the (attacker-controlled) value.
+_TOKEN = rb"[!#$%&'*+\-.^_`{|}~0-9A-Za-z\x80-\xff]++"
+_TOKEN_NO_STAR = rb"[!#$%&'+\-.^_`{|}~0-9A-Za-z\x80-\xff]++"
+_QUOTED_SIMPLE = rb'"[^"\\\r\n]*+"'
+_WSP = rb"[ \t]*+"
 _FAST_PARAM = (
     rb";" + _WSP + rb"(" + _TOKEN_NO_STAR + rb")" + _WSP + rb"=" + _WSP
     + rb"(" + _TOKEN + rb"|" + _QUOTED_SIMPLE + rb")" + _WSP
 )
 _FAST_CT = re.compile(
     _WSP + rb"(" + _TOKEN + rb")" + _WSP + rb"/" + _WSP + rb"(" + _TOKEN + rb")" + _WSP
-    + rb"((?:" + _FAST_PARAM + rb")*)\Z"
+    + rb"((?:" + _FAST_PARAM + rb")*+)\Z"
 )
 _FAST_PARAM_RE = re.compile(_FAST_PARAM)
 

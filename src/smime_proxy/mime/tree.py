@@ -113,6 +113,8 @@ class Part:
     boundary: bytes | None = None
     header_complete: bool = False
     depth: int = 0
+    # a multipart or message/rfc822 part made a leaf by the nesting or part-count caps
+    overflow: bool = False
     # the first Content-Type field parsed: (type, subtype or None, params, parser result)
     ct: tuple[bytes, bytes | None, list[tuple[bytes, bytes]], int] | None = field(
         default=None, repr=False
@@ -275,6 +277,7 @@ class _Parser:
                 else:
                     part.is_multipart = part.is_digest = False
                     part.boundary = None
+                    part.overflow = True
             elif part.is_multipart:
                 part.boundary = None
             if part.header_complete and self.boundaries and cut == pos:
@@ -289,6 +292,7 @@ class _Parser:
                 part.depth + 1 >= MAX_NESTING or self.total_parts >= MAX_PARTS
             ):
                 part.is_message_rfc822 = False
+                part.overflow = True
             if part.is_message_rfc822:
                 # when the parent's header was cut by a delimiter, the child is empty and
                 # starts where the parent's header ended (`cut`), before the delimiter line
@@ -325,8 +329,11 @@ class _Parser:
                     return root
                 boundary, closing = found
                 # close every part up to the multipart that owns the boundary
+                below_nl = True  # parts that end before the newline of a cut header
                 while part is not boundary.part:
-                    part.end = line if part is nl_owner else max(delim_start, part.body_start)
+                    if part is nl_owner:
+                        below_nl = False
+                    part.end = max(delim_start, part.body_start) if below_nl else line
                     assert part.parent is not None
                     part = part.parent
                 nl_owner = None

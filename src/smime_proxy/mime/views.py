@@ -156,6 +156,9 @@ def _part_data(part: Part) -> PartData:
                     d.language = langs
         elif key == b"location" and d.location is None:
             d.location = value
+    if part.overflow:
+        # Dovecot shows a multipart or message part beyond its nesting limit as an opaque leaf
+        d.content_type, d.subtype = b"application", b"octet-stream"
     return d
 
 
