@@ -25,11 +25,13 @@ import json
 import logging
 import secrets
 import ssl
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -328,8 +330,12 @@ class ControlFront:
                     request, ApiError(exc.status, exc.reason, headers))
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("control endpoint: internal error", extra={"route": route})
+        except Exception as exc:
+            # type and place only: an exception's message may quote request data
+            frame = traceback.extract_tb(exc.__traceback__)[-1:]
+            where = f"{frame[0].filename}:{frame[0].lineno}" if frame else "?"
+            log.error("control endpoint: internal error %s at %s", type(exc).__name__, where,
+                      extra={"route": route})
             response = self._error_response(request, ApiError(500, "internal error"))
         self.metrics.requests.labels(route, request.method, str(response.status)).inc()
         out = response.headers
@@ -632,7 +638,8 @@ class ControlFront:
             return await request.post()
         except web.HTTPException:
             raise
-        except (ValueError, UnicodeDecodeError, AssertionError, RuntimeError):
+        except (ValueError, UnicodeDecodeError, AssertionError, RuntimeError, LookupError,
+                HttpProcessingError):
             raise ApiError(400, "malformed form data") from None
 
     @staticmethod
