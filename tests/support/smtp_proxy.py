@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from smime_proxy.config import ListenerConfig, ListenerTls, UpstreamEndpoint
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.ports import MemoryAddressBook, MemoryKeyStore
@@ -85,7 +87,7 @@ class KeyWorld:
 
     def give_key(self, user: str, identity: pki.Identity, *, unlock: bool) -> None:
         bundle = identity.key_pem() + identity.cert_pem() + b"".join(
-            c.public_bytes(pki.serialization.Encoding.PEM) for c in identity.chain)
+            c.public_bytes(Encoding.PEM) for c in identity.chain)
         self.secure_mail.import_pkcs12(user, bundle, b"", KEY_PASSWORD)
         if unlock:
             self.secure_mail.unlock(user, KEY_PASSWORD, self.now)

@@ -91,6 +91,11 @@ class DataReader:
         else:
             self._buffer += text
 
+    @property
+    def buffered(self) -> int:
+        """Bytes currently held (content kept plus an incomplete line)."""
+        return len(self._buffer) + len(self._pending)
+
     def result(self) -> DataResult:
         if not self.done:
             raise ValueError("DATA not complete")
