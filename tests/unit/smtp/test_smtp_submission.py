@@ -47,7 +47,9 @@ def _world(*, key: bool = True, unlocked: bool = True,
 def _plan(message: bytes, world: KeyWorld, the_policy: Policy | None = None,
           recipients: tuple[str, ...] = (BOB,)) -> Plan:
     return plan_submission(message, user="alice", sender=ALICE, recipients=list(recipients),
-                           policy=the_policy or Policy(), keys=ServiceKeys(world.secure_mail, world.contacts, world.now), now=world.now,
+                           policy=the_policy or Policy(),
+                           keys=ServiceKeys(world.secure_mail, world.contacts, world.now),
+                           now=world.now,
                            unlock_url=UNLOCK_URL)
 
 
