@@ -550,3 +550,122 @@ def test_cli_unlock_and_lock(control: RunningControl, alice: Client, alice_id: I
         [*base, "lock", "alice", "--url", control.url, "--mail-password-file", str(wrong)],
         capture_output=True, text=True, env=env, timeout=60, check=False)
     assert res.returncode == 1
+
+
+# --- the credential check itself -----------------------------------------------------------
+
+
+def test_odd_credentials_are_a_plain_401(control: RunningControl) -> None:
+    """Quotes, backslashes and non-ASCII (sent as an IMAP literal) reach Dovecot as such."""
+    for user, password in (("alice", 'pw "quoted" \\ back'), ("alice", "pässwörd"),
+                           ("ålice", "alice-pw"), ("alice", "a\r\nb1 LOGOUT")):
+        res = control.client(user, password).get("/api/v1/status")
+        assert res.status == 401, (user, res.text)
+
+
+def test_plain_imap_upstream_on_loopback(tmp_path: Path, upstream: Upstream) -> None:
+    imap = Upstreamish(upstream.host, upstream.imap_port, tls="none")
+    with running_control(tmp_path, imap) as running:
+        assert running.client(*ALICE).get("/api/v1/status").status == 200
+
+
+def test_login_attempts_throttled(control: RunningControl) -> None:
+    for _ in range(3):
+        assert control.client("bob", "wrong").get("/api/v1/status").status == 401
+    res = control.client("bob", "bob-pw").get("/api/v1/status")
+    assert res.status == 429 and res.header("Retry-After") == "1"
+    control.clock.advance(1)
+    assert control.client("bob", "bob-pw").get("/api/v1/status").status == 200
+    # the cached success does not let a wrong password through
+    assert control.client("bob", "wrong").get("/api/v1/status").status == 401
+
+
+def _fake_imap(script: bytes) -> tuple[socket.socket, threading.Thread, list[bytes]]:
+    """A one-connection server: sends a greeting, then `script` in one write after the
+    client's STARTTLS command; records what the client sent."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    received: list[bytes] = []
+
+    def serve() -> None:
+        server.settimeout(20)
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            conn.sendall(b"* OK fake IMAP ready\r\n")
+            try:
+                received.append(conn.recv(4096))
+                conn.sendall(script)
+                received.append(conn.recv(4096))
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread, received
+
+
+def test_response_injected_before_starttls_handshake_is_refused(tmp_path: Path) -> None:
+    """notes/security.md item 7: bytes after the STARTTLS OK, before the handshake."""
+    server, thread, received = _fake_imap(b"s1 OK begin TLS\r\na1 OK LOGIN done\r\n")
+    try:
+        imap = Upstreamish("127.0.0.1", server.getsockname()[1], tls="starttls")
+        with running_control(tmp_path, imap, front_options={"imap_timeout": 5.0}) as running:
+            res = running.client(*ALICE).get("/api/v1/status")
+            assert res.status == 503
+        thread.join(10)
+        assert received[0] == b"s1 STARTTLS\r\n"
+        # refused before any handshake: no TLS ClientHello (0x16) was sent
+        assert received[1:] == [b""]
+    finally:
+        server.close()
+
+
+def test_starttls_refused_is_503_and_no_plaintext_login(tmp_path: Path) -> None:
+    server, thread, received = _fake_imap(b"s1 NO no TLS here\r\n")
+    try:
+        imap = Upstreamish("127.0.0.1", server.getsockname()[1], tls="starttls")
+        with running_control(tmp_path, imap, front_options={"imap_timeout": 5.0}) as running:
+            assert running.client(*ALICE).get("/api/v1/status").status == 503
+        thread.join(10)
+        assert b"LOGIN" not in b"".join(received)
+    finally:
+        server.close()
+
+
+def test_serve_subprocess_serves_the_control_endpoint(tmp_path: Path,
+                                                      upstream: Upstream) -> None:
+    """`smime-proxy serve --config` starts the control front and stops on SIGTERM."""
+    import yaml
+
+    from support.control import control_config
+
+    data = control_config(tmp_path, imap_of(upstream))
+    config = tmp_path / "smime-proxy.yaml"
+    config.write_text(yaml.safe_dump(data))
+    port = data["listeners"]["control"]["port"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "smime_proxy", "serve", "--config",
+                             str(config)], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client = Client(f"http://127.0.0.1:{port}", auth=ALICE)
+        for _ in range(300):
+            try:
+                if client.get("/health").status == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+            threading.Event().wait(0.05)
+        assert client.get("/api/v1/status").json()["user"] == "alice"
+        assert client.post("/api/v1/unlock", json_body={"password": "x"}).status == 403
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert b"alice-pw" not in err
