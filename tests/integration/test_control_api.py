@@ -550,6 +550,32 @@ def test_cli_unlock_and_lock(control: RunningControl, alice: Client, alice_id: I
         [*base, "lock", "alice", "--url", control.url, "--mail-password-file", str(wrong)],
         capture_output=True, text=True, env=env, timeout=60, check=False)
     assert res.returncode == 1
+    # the URL from the daemon's config file; both passwords on stdin, mail password first
+    import yaml
+
+    from support.control import control_config
+
+    config = tmp_path / "daemon.yaml"
+    config.write_text(yaml.safe_dump(control_config(
+        tmp_path, Upstreamish("127.0.0.1", 1), port=control.port)))
+    res = subprocess.run(
+        [*base, "unlock", "alice", "--config", str(config), "--mail-password-file", "-",
+         "--password-file", "-"],
+        input=f"alice-pw\n{SMP}\n", capture_output=True, text=True, env=env, timeout=60,
+        check=False)
+    assert res.returncode == 0, res.stderr
+    assert control.services.secure_mail.unlock_state("alice", control.clock()).unlocked
+    # no terminal and no file: a clear usage error, not a hang
+    res = subprocess.run([*base, "lock", "alice", "--url", control.url],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
+                         timeout=60, check=False)
+    assert res.returncode == 2 and "--mail-password-file" in res.stderr
+    # the daemon is not there
+    res = subprocess.run(
+        [*base, "lock", "alice", "--url", f"http://127.0.0.1:{free_port()}",
+         "--mail-password-file", str(mail_pw)],
+        capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert res.returncode == 2 and "cannot reach the daemon" in res.stderr
 
 
 # --- the credential check itself -----------------------------------------------------------

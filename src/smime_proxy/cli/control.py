@@ -91,6 +91,8 @@ def _call(url: str, path: str, user: str, mail_password: bytes, body: dict[str, 
 
 def _run(args: argparse.Namespace) -> int:
     url = _url(args)
+    if args.mail_password_file is None and not sys.stdin.isatty():
+        raise InputError("the mail password: give --mail-password-file (no terminal to ask)")
     mail_password = read_secret(args.mail_password_file, f"Mail password for {args.user}: ")
     if args.action == "unlock":
         secure = read_secret(args.password_file, "Secure Mail Password: ")
