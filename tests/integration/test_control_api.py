@@ -337,6 +337,21 @@ def test_web_login_session_and_csrf(control: RunningControl, alice_id: Identity)
     assert unlocked.status == 303
     html = web.get("/").text
     assert "Secure Mail is Unlocked" in html and 'data-seconds="180"' in html
+    # the other forms: change of password (a wrong one is shown, not a crash), contacts
+    bad = web.post("/password", urlencoded={"csrf": token, "old_password": "nope",
+                                             "new_password": "n", "new_password2": "n"})
+    assert bad.status == 303
+    assert "wrong user name or Secure Mail Password" in web.get("/").text
+    changed = web.post("/password", urlencoded={"csrf": token, "old_password": SMP,
+                                                 "new_password": "web-smp",
+                                                 "new_password2": "web-smp"})
+    assert changed.status == 303 and "was changed" in web.get("/").text
+    bob = make_user("bob@example.test", make_ca("Web CA"))
+    web.post("/contacts/add", form={"csrf": token, "file": ("bob.pem", bob.cert_pem())})
+    book = web.get("/").text
+    assert "bob@example.test" in book and "[certificate]" in book
+    web.post("/contacts/remove", urlencoded={"csrf": token, "address": "bob@example.test"})
+    assert "The address book is empty." in web.get("/").text
     # a valid token with a foreign origin is still refused
     assert web.post("/lock", urlencoded={"csrf": token},
                     headers={"Origin": "http://evil.example"}).status == 403
@@ -344,7 +359,7 @@ def test_web_login_session_and_csrf(control: RunningControl, alice_id: Identity)
     assert web.post("/logout", urlencoded={"csrf": token}).status == 303
     assert control.services.secure_mail.unlock_state("alice", control.clock()).unlocked is False
     assert "Log in" in web.get("/").text
-    assert web.post("/unlock", urlencoded={"csrf": token, "password": SMP}).status == 403
+    assert web.post("/unlock", urlencoded={"csrf": token, "password": "web-smp"}).status == 403
 
 
 def test_tls_listener_cookie_is_secure_host_prefixed(tmp_path: Path,
