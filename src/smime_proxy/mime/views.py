@@ -238,6 +238,28 @@ def bodystructure(
     return out
 
 
+def _is_plain_7bit(part: Part, d: PartData) -> bool:
+    """Dovecot's message_part_data_is_plain_7bit(): a text/plain us-ascii 7bit message with no
+    other Content-* data (any case), whose structure Dovecot writes in the canonical form."""
+    if not part.is_text or part.is_multipart or part.is_message_rfc822:
+        return False
+    if d.subtype is not None and d.subtype.lower() != b"plain":
+        return False
+    if d.params and (
+        len(d.params) > 1
+        or d.params[0][0].lower() != b"charset"
+        or d.params[0][1].lower() != b"us-ascii"
+    ):
+        return False
+    if d.content_id is not None or d.description is not None:
+        return False
+    if d.cte is not None and d.cte.lower() != b"7bit":
+        return False
+    return (
+        d.md5 is None and d.disposition is None and d.language is None and d.location is None
+    )
+
+
 def _without_extensions(structure: list[Value], part: Part) -> list[Value]:
     """BODY from BODYSTRUCTURE (same values, extension data dropped)."""
     if part.is_multipart:
@@ -434,16 +456,25 @@ def decode_base64(body: bytes) -> bytes:
         raise BinaryDecodeError("invalid base64 data") from None
 
 
-def transfer_decode(part: Part) -> bytes:
-    """The body with its Content-Transfer-Encoding undone. The first usable CTE field counts
-    even in a non-MIME part (Dovecot decodes it there too)."""
-    cte = b"7bit"
+def binary_cte(part: Part) -> bytes | None:
+    """The transfer encoding BINARY undoes, as Dovecot's binary code reads it: the last
+    Content-Transfer-Encoding field wins (MIME or not); a folded field, or a value that is not
+    one token (comments aside), is unknown (None)."""
+    cte: bytes | None = b"7bit"
+    data = part.data
     for h in part.headers:
-        if h.name.lower() == b"content-transfer-encoding":
-            token = parse_transfer_encoding(_cstr(h.value(part.data)))
-            if token is not None:
-                cte = token.lower()
-                break
+        if h.name.lower() != b"content-transfer-encoding":
+            continue
+        value = h.value(data)
+        cte = None if b"\n" in value else parse_transfer_encoding(_cstr(value))
+        if cte is not None:
+            cte = cte.lower()
+    return cte
+
+
+def transfer_decode(part: Part) -> bytes:
+    """The body with its Content-Transfer-Encoding undone (BINARY, RFC 3516)."""
+    cte = binary_cte(part)
     body = part.body_bytes
     if cte in (b"7bit", b"8bit", b"binary"):
         return body
@@ -477,7 +508,14 @@ class MessageView:
 
     def bodystructure(self) -> list[Value]:
         if self._bodystructure is None:
-            self._bodystructure = bodystructure(self.root, True, self._cache)
+            root = self.root
+            if _is_plain_7bit(root, part_data(root, self._cache)):
+                # Dovecot stores no BODYSTRUCTURE for such a message and writes the default
+                self._bodystructure = [
+                    *_EMPTY_BODY[:6], root.body_size, root.body_lines(), None, None, None, None,
+                ]
+            else:
+                self._bodystructure = bodystructure(root, True, self._cache)
         return self._bodystructure
 
     def body(self) -> list[Value]:
