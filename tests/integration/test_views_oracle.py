@@ -7,8 +7,9 @@ byte for byte for sizes and sections, as parsed values (quoted vs literal ignore
 BODYSTRUCTURE, BODY and ENVELOPE.
 
 Corpus: tests/vectors/mime/ (python-email and Thunderbird messages, see its README), generated
-messages (`GENERATED`), and hypothesis-generated MIME trees: 200 per run by default; set
-`SMIME_PROXY_DEEP=1` (or run pytest with `--deep` where the conftest offers it) for 10,000.
+messages (`GENERATED`), and hypothesis-generated MIME trees (random Content-* fields, address
+fields, boundaries that prefix each other, missing close delimiters, LF-only messages): 200 per
+run by default (CI); the environment switch `SMIME_PROXY_DEEP=1` runs 10,000.
 
 Documented deviations (Dovecot departs from RFC 9051 or from the bytes we serve), each
 asserted below, never skipped silently:

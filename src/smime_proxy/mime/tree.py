@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from smime_proxy.errors import InputError
-from smime_proxy.mime.rfc822 import parse_content_type
+from smime_proxy.mime.rfc822 import parse_content_type, parse_token_value
 
 MAX_NESTING = 100
 MAX_PARTS = 10000
@@ -192,6 +192,14 @@ class Part:
         for k, v in self.content_type()[2]:
             if k.lower() == key:
                 return v
+        return None
+
+    def disposition(self) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+        """(lower-cased disposition, params) of the first parsable Content-Disposition."""
+        for value in self.header_values("Content-Disposition"):
+            token, params = parse_token_value(value)
+            if token:
+                return token.lower(), params
         return None
 
     def walk(self) -> Iterator[Part]:

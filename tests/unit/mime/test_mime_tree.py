@@ -159,6 +159,9 @@ def test_header_access_helpers() -> None:
     assert root.content_type() == (b"text", b"plain", [(b"charset", b"utf-8"),
                                                         (b"format", b"flowed")])
     assert root.param("CHARSET") == b"utf-8"
+    assert root.disposition() is None
+    attached = parse(b"Content-Disposition: ATTACHMENT; filename=\"a b\"\r\n\r\n")
+    assert attached.disposition() == (b"attachment", [(b"filename", b"a b")])
 
 
 def test_depth_cap() -> None:
