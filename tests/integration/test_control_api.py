@@ -286,6 +286,11 @@ def test_wrong_host_is_refused(control: RunningControl, alice: Client) -> None:
     assert alice.get("/api/v1/status", headers={"Host": f"evil.example:{port}"}).status == 403
     assert alice.get("/api/v1/status", headers={"Host": "127.0.0.1:1"}).status == 403
     assert alice.get("/", headers={"Host": "rebound.example"}).status == 403
+    assert alice.get("/", headers={"Host": f"mail.example.test:{port}"}).status == 403
+    assert alice.get("/", headers={"Host": ""}).status == 403
+    assert alice.get("/", headers={"Host": f"[::1]:{port}"}).status == 200
+    # an IP literal cannot be a rebound name: reached by address, it is this server
+    assert alice.get("/api/v1/status", headers={"Host": f"192.0.2.7:{port}"}).status == 200
     assert alice.get("/api/v1/status", headers={"Host": f"localhost:{port}"}).status == 200
     assert alice.get("/api/v1/status", headers={"Host": f"127.0.0.1:{port}"}).status == 200
 
@@ -294,6 +299,10 @@ def test_foreign_origin_is_refused(control: RunningControl, alice: Client) -> No
     own = f"http://127.0.0.1:{control.port}"
     assert alice.post("/api/v1/lock", headers={"Origin": "http://evil.example"}).status == 403
     assert alice.post("/api/v1/lock", headers={"Origin": "null"}).status == 403
+    assert alice.post("/api/v1/lock", headers={
+        "Origin": f"https://127.0.0.1:{control.port}"}).status == 403  # wrong scheme
+    assert alice.post("/api/v1/lock", headers={
+        "Origin": f"http://localhost.evil.example:{control.port}"}).status == 403
     assert alice.post("/api/v1/lock", headers={"Sec-Fetch-Site": "cross-site"}).status == 403
     assert alice.post("/api/v1/lock", headers={"Origin": own}).status == 200
     assert alice.post("/api/v1/lock").status == 200  # a script (no Origin) with Basic auth
@@ -377,6 +386,15 @@ def test_tls_listener_cookie_is_secure_host_prefixed(tmp_path: Path,
         assert api.get("/api/v1/status").status == 200
         own = f"https://127.0.0.1:{running.port}"
         assert api.post("/api/v1/lock", headers={"Origin": own}).status == 200
+        # names in the listener's certificate are its own; others are not
+        named = f"mail.example.test:{running.port}"
+        assert api.get("/api/v1/status", headers={"Host": named}).status == 200
+        assert api.post("/api/v1/lock", headers={"Host": named,
+                                                 "Origin": f"https://{named}"}).status == 200
+        assert api.get("/api/v1/status", headers={
+            "Host": f"evil.example:{running.port}"}).status == 403
+        assert api.post("/api/v1/lock", headers={
+            "Origin": f"https://evil.example:{running.port}"}).status == 403
         assert api.post("/api/v1/lock", headers={
             "Origin": f"http://127.0.0.1:{running.port}"}).status == 403
 

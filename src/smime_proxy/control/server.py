@@ -21,17 +21,20 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
 import ssl
 import traceback
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from cryptography import x509
 from multidict import MultiDictProxy
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -112,6 +115,16 @@ def summary_json(summary: CertificateSummary) -> dict[str, Any]:
     }
 
 
+def _dns_names(pem: bytes) -> frozenset[str]:
+    """The DNS names of the first certificate of a PEM chain (lowercase)."""
+    certificate = x509.load_pem_x509_certificate(pem)
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return frozenset(name.lower() for name in san.value.get_values_for_type(x509.DNSName))
+
+
 class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -171,6 +184,7 @@ class ControlFront:
         self.client_max_size = client_max_size
         self.imap_timeout = imap_timeout
         self.extra_hosts = tuple(h.lower() for h in allowed_hosts)
+        self.certificate_names: frozenset[str] = frozenset()
         self.mail_domain = mail_domain
         self.tls = self.listener.tls is not None
         self.credentials = CredentialCache(services.now)
@@ -205,7 +219,8 @@ class ControlFront:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             try:
                 context.load_cert_chain(str(tls.cert), str(tls.key))
-            except (OSError, ssl.SSLError) as exc:
+                self.certificate_names = _dns_names(tls.cert.read_bytes())
+            except (OSError, ssl.SSLError, ValueError) as exc:
                 raise ConfigError(f"listeners.control.tls: cannot load the certificate or "
                                   f"key: {exc}") from None
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
@@ -272,29 +287,52 @@ class ControlFront:
 
     # --- Host / Origin / errors / metrics ------------------------------------------------
 
-    def _allowed_hosts(self) -> set[str]:
-        port = self.port
-        names = {self.listener.host.lower(), "localhost", "127.0.0.1", "[::1]"}
-        if ":" in self.listener.host:
-            names.add(f"[{self.listener.host.lower()}]")
-        hosts = {f"{n}:{port}" for n in names}
-        if port == (443 if self.tls else 80):
-            hosts |= names
-        hosts |= set(self.extra_hosts)
-        return hosts
+    def _host_allowed(self, authority: str) -> bool:
+        """Whether a Host header (or an Origin's host[:port]) names this listener.
 
-    def _allowed_origins(self) -> set[str]:
-        scheme = "https" if self.tls else "http"
-        return {f"{scheme}://{host}" for host in self._allowed_hosts()}
+        DNS rebinding makes a browser send the attacker's *name* for our address, so names
+        are the danger: accepted are IP literals (a page reached by IP is really ours),
+        `localhost`, the DNS names of the listener's TLS certificate (a rebound name would
+        fail certificate checks anyway) and `allowed_hosts`. The port must be ours.
+        """
+        authority = authority.strip().lower()
+        if not authority or authority in self.extra_hosts:
+            return bool(authority)
+        default = 443 if self.tls else 80
+        if authority.startswith("["):
+            host, _, rest = authority[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else ("" if not rest else "x")
+        else:
+            host, sep, port_text = authority.rpartition(":")
+            if not sep:
+                host, port_text = authority, ""
+        try:
+            port = int(port_text) if port_text else default
+        except ValueError:
+            return False
+        if port != self.port:
+            return False
+        if host == "localhost" or host in self.certificate_names:
+            return True
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True
+
+    def _origin_allowed(self, origin: str) -> bool:
+        parts = urllib.parse.urlsplit(origin.strip())
+        if parts.scheme != ("https" if self.tls else "http") or parts.path or parts.query:
+            return False
+        return self._host_allowed(parts.netloc)
 
     def _check_request(self, request: web.Request) -> None:
-        host = (request.headers.get("Host") or "").lower()
-        if host not in self._allowed_hosts():
+        if not self._host_allowed(request.headers.get("Host") or ""):
             self.metrics.failures.labels("host").inc()
             raise ApiError(403, "this server is not reached under that host name")
         if request.method in _STATE_CHANGING:
             origin = request.headers.get("Origin")
-            if origin is not None and origin.lower() not in self._allowed_origins():
+            if origin is not None and not self._origin_allowed(origin):
                 self.metrics.failures.labels("origin").inc()
                 raise ApiError(403, "cross-origin request refused")
             if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
