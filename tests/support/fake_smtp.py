@@ -160,9 +160,12 @@ class FakeUpstream:
                 blob = base64.b64decode(await reader.readuntil(b"\r\n"))
             _, user, password = blob.split(b"\x00")
         elif mech == "LOGIN":
-            writer.write(b"334 VXNlcm5hbWU6\r\n")
-            await writer.drain()
-            user = base64.b64decode(await reader.readuntil(b"\r\n"))
+            if len(parts) > 2:
+                user = base64.b64decode(parts[2])
+            else:
+                writer.write(b"334 VXNlcm5hbWU6\r\n")
+                await writer.drain()
+                user = base64.b64decode(await reader.readuntil(b"\r\n"))
             writer.write(b"334 UGFzc3dvcmQ6\r\n")
             await writer.drain()
             password = base64.b64decode(await reader.readuntil(b"\r\n"))

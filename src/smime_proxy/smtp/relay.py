@@ -104,7 +104,15 @@ class Upstream:
         self.connected = True
 
     async def login(self, user: str, password: str) -> None:
-        await self._call(self._smtp.login(user, password))
+        """One attempt with one mechanism (PLAIN, else LOGIN): a failed login is not retried
+        with other mechanisms (each attempt costs the server's failure delay)."""
+        methods = self._smtp.supported_auth_methods
+        if "plain" in methods:
+            await self._call(self._smtp.auth_plain(user, password))
+        elif "login" in methods:
+            await self._call(self._smtp.auth_login(user, password))
+        else:
+            raise UpstreamReply(454, "4.7.0 the upstream offers no usable AUTH mechanism")
 
     async def mail(self, sender: str, options: Sequence[str]) -> str:
         kept = [o for o in options if o.upper().startswith(ALLOWED_MAIL_OPTIONS)]

@@ -332,18 +332,19 @@ class ProxySession(SMTP):
             user = login.decode("utf-8")
             secret = password.decode("utf-8")
         except UnicodeDecodeError:
-            return AuthResult(success=False, message="501 5.5.2 credentials are not UTF-8")
+            return AuthResult(success=False, handled=False,
+                              message="501 5.5.2 credentials are not UTF-8")
         try:
             upstream = await self.ensure_upstream()
             await upstream.login(user, secret)
         except UpstreamReply as exc:
             log.info("AUTH refused by the upstream", extra={"code": exc.code})
-            if exc.code >= 500:
-                return AuthResult(success=False,
-                                  message="535 5.7.8 Authentication credentials invalid")
-            return AuthResult(success=False, message=exc.lines())
+            if 400 <= exc.code < 500:
+                return AuthResult(success=False, handled=False, message=exc.lines())
+            return AuthResult(success=False, handled=False,
+                              message="535 5.7.8 Authentication credentials invalid")
         except UpstreamLost as exc:
-            return AuthResult(success=False, message=await self.lost(exc))
+            return AuthResult(success=False, handled=False, message=await self.lost(exc))
         self.user = user
         log.info("authenticated", extra={"user": user})
         return AuthResult(success=True, auth_data=user)
