@@ -10,7 +10,8 @@ root=$(pwd)
 # --- Debian packages -------------------------------------------------------------------------
 debs=(openssl gpgsm gpg-agent libnss3-tools
       dovecot-imapd dovecot-lmtpd dovecot-submissiond postfix  # real upstream (tests/integration)
-      chromium)  # browser test of the control page (Playwright, never `playwright install`)
+      chromium  # browser test of the control page (Playwright, never `playwright install`)
+      swaks s-nail libnet-ssleay-perl libio-socket-ssl-perl)  # SMTP proxy clients (swaks --tls)
 missing=()
 for pkg in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
