@@ -404,8 +404,10 @@ class ControlFront:
             password = ""
         if password and self.credentials.hit(user, password):
             return
+        # one bucket for the spellings a server may treat as one account (Alice, alice@dom)
+        bucket = user.lower().partition("@")[0]
         try:
-            self.login_throttle.reserve(user, remote)
+            self.login_throttle.reserve(bucket, remote)
         except Throttled as exc:
             self.metrics.failures.labels("throttled").inc()
             raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after)}) from None
@@ -413,7 +415,7 @@ class ControlFront:
             ok = await check_login(self.services.config.upstream.imap, user, password,
                                    limit=self.imap_timeout)
         except UpstreamUnavailable as exc:
-            self.login_throttle.cancel(user, remote)  # not the user's fault
+            self.login_throttle.cancel(bucket, remote)  # not the user's fault
             self.metrics.failures.labels("upstream_unavailable").inc()
             log.warning("credential check impossible: %s", exc, extra={"remote": remote})
             raise ApiError(503, UPSTREAM_DOWN, {"Retry-After": "30"}) from None
@@ -421,7 +423,7 @@ class ControlFront:
             self.metrics.failures.labels("login").inc()
             log.info("login refused", extra={"user": user, "remote": remote})
             raise ApiError(401, LOGIN_FAILED, {"WWW-Authenticate": 'Basic realm="smime-proxy"'})
-        self.login_throttle.succeeded(user, remote)
+        self.login_throttle.succeeded(bucket, remote)
         self.credentials.remember(user, password)
 
     async def _api_user(self, request: web.Request) -> str:
