@@ -108,6 +108,7 @@ class PageState:
     unlocked: bool
     expires_at: datetime | None
     seconds_left: int | None
+    absolute_expires_at: datetime | None
     default_email: str
     contacts: list[tuple[CertificateSummary, bool]]
     flash: list[tuple[str, str]]
@@ -140,10 +141,13 @@ def _lock_panel(state: PageState) -> str:
         )
     left = state.seconds_left or 0
     until = state.expires_at.strftime("%H:%M:%S UTC") if state.expires_at else ""
+    latest = (state.absolute_expires_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+              if state.absolute_expires_at else "")
     return (
         '<section id="unlocked" class="unlocked"><h2>Secure Mail is Unlocked</h2>'
         f'<p>It locks automatically in <span id="seconds-left" data-seconds="{left}">'
-        f"{left}</span> seconds without use (at {_e(until)} at the latest).</p>"
+        f"{left}</span> seconds (at {_e(until)}) unless it is used, and at "
+        f"{_e(latest)} in any case.</p>"
         + _form("/lock", state.csrf, "Lock", "", "Lock now") + "</section>"
     )
 
@@ -156,9 +160,12 @@ def _contacts(state: PageState) -> str:
                   '<span class="cert-marker" title="holds a certificate that cannot be used '
                   'now (expired or unsuitable)">[certificate, unusable]</span>')
         for address in summary.addresses or ("(no address)",):
-            remove = _form("/contacts/remove", state.csrf, f"Remove {address}",
-                           f'<input type="hidden" name="address" value="{_e(address)}">',
-                           "Remove")
+            remove = (
+                f'<form method="post" action="/contacts/remove">{_csrf(state.csrf)}'
+                f'<input type="hidden" name="address" value="{_e(address)}">'
+                f'<button type="submit" aria-label="Remove {_e(address)}">Remove</button>'
+                "</form>"
+            )
             rows.append(
                 f"<tr><td>{_e(address)}</td><td>{marker}</td><td>{_e(summary.subject)}</td>"
                 f"<td>{_e(summary.not_after.strftime('%Y-%m-%d'))}</td><td>{remove}</td></tr>"

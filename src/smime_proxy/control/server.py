@@ -808,14 +808,15 @@ class ControlFront:
         certificate = None
         if status["key_present"]:
             certificate = self.services.secure_mail.key_info(user).certificate
-        expires = self.services.secure_mail.unlock_state(user, self.services.now()).expires
+        unlock = self.services.secure_mail.unlock_state(user, self.services.now())
         domain = session.domain or self.mail_domain
         default_email = user if "@" in user else (f"{user}@{domain}" if domain else "")
         flash, session.flash = session.flash, []
         state = pages.PageState(
             user=user, csrf=session.csrf, certificate=certificate,
-            unlocked=not status["locked"], expires_at=expires,
-            seconds_left=status["seconds_left"], default_email=default_email,
+            unlocked=not status["locked"], expires_at=unlock.expires,
+            seconds_left=status["seconds_left"], absolute_expires_at=unlock.absolute_expires,
+            default_email=default_email,
             contacts=self.op_contacts(user), flash=flash,
             can_generate=self.services.secure_mail.ca is not None,
         )

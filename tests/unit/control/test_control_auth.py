@@ -125,6 +125,7 @@ def test_page_escapes_everything() -> None:
     state = pages.PageState(
         user=evil, csrf='"><x', certificate=summary, unlocked=True,
         expires_at=datetime(2026, 6, 1, tzinfo=UTC), seconds_left=10,
+        absolute_expires_at=datetime(2026, 6, 1, 1, tzinfo=UTC),
         default_email="", contacts=[(summary, True)], flash=[("error", evil)],
         can_generate=True,
     )
