@@ -213,11 +213,13 @@ def encrypt_message(
     default_transport: KeyTransport = "oaep" if cipher.endswith("gcm") else "pkcs1"
     keys = [RecipientKey(r.certificate, r.key_transport or default_transport) for r in recipients]
     outer = parse_entity(canonical_crlf(message))
+    headers = _outer_header(outer)
     der_pieces = build_enveloped_pieces(_entity_pieces(outer), keys, cipher)
+    del outer  # frees the canonical copy (if one was made) before base64 doubles the size
     smime_type = "authEnveloped-data" if cipher.endswith("gcm") else "enveloped-data"
     lines = _base64_line_blocks(der_pieces)
     del der_pieces
-    return b"".join([_outer_header(outer), _pkcs7_mime_header(smime_type), *lines])
+    return b"".join([headers, _pkcs7_mime_header(smime_type), *lines])
 
 
 # --- opening ------------------------------------------------------------------------------

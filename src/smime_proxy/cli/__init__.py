@@ -21,6 +21,7 @@ from smime_proxy.errors import (
     KeyStoreError,
     SmimeProxyError,
 )
+from smime_proxy.memory import tune_allocator
 
 # Command-group modules, each with register(subparsers).
 _GROUPS = ("msg", "keys", "mime", "serve", "policy", "control")
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,39 @@
+"""Process memory tuning for large messages (called once by the CLI and the daemon).
+
+glibc's malloc raises its mmap threshold each time a large block is freed (up to 32 MB), so
+after the first big message, 25 MB buffers come from the heap and their memory is not given
+back: peak RSS for a 25 MB encryption grew from 2.6x to 4.1x the message. Fixing the
+threshold at 256 KiB keeps large buffers in their own mappings, returned to the system as soon
+as they are freed. A no-op where glibc is not the C library.
+
+May import: stdlib only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+_M_MMAP_THRESHOLD = -3  # glibc malloc.h
+MMAP_THRESHOLD_BYTES = 256 * 1024
+_done = False
+
+
+def tune_allocator() -> bool:
+    """Fix glibc's mmap threshold; True when it took effect."""
+    global _done  # noqa: PLW0603 - once per process
+    if _done:
+        return True
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    result: int = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    _done = result == 1
+    return _done
