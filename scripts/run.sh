@@ -6,31 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 demo="$root/var/demo"
 
-# --- Debian packages (as in scripts/test.sh) --------------------------------------------------
+# --- Debian packages ---------------------------------------------------------------------------
 debs=(dovecot-imapd dovecot-lmtpd dovecot-submissiond postfix)
-missing=()
-for pkg in "${debs[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    echo "run.sh: installing Debian packages: ${missing[*]}"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_debs "${debs[@]}"
 
-# --- Python environment (the same venv and stamp as scripts/test.sh) ---------------------------
-venv="$root/.venv"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -e "$stamp" ]; then
-    "$venv/bin/pip" install -q --disable-pip-version-check -e ".[test]"
-    touch "$stamp"
-fi
-export PATH="$venv/bin:$PATH"
+# --- Python environment (the same venv as scripts/test.sh) -------------------------------------
+ensure_venv "$root"
 
 # --- Processes: each one started below is added to pids and stopped on exit --------------------
 pids=()

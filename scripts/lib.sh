@@ -1,0 +1,32 @@
+# Shared by scripts/test.sh and scripts/run.sh (sourced, not run): install what the project
+# needs on a fresh Debian machine. Idempotent and quiet when everything is there.
+
+# ensure_debs PKG...: install the Debian packages that are missing.
+ensure_debs() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    ((${#missing[@]})) || return 0
+    echo "$(basename "$0"): installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    # Postfix asks how to configure itself unless preseeded; the harness brings its own config.
+    echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ensure_venv ROOT: the project's virtualenv in ROOT/.venv with the project and its test
+# extra installed (reinstalled when pyproject.toml changes); puts it first on PATH.
+ensure_venv() {
+    local root=$1 venv="$1/.venv"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    local stamp
+    stamp="$venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
+    if [ ! -e "$stamp" ]; then
+        "$venv/bin/pip" install -q --disable-pip-version-check -e "$root[test]"
+        touch "$stamp"
+    fi
+    export PATH="$venv/bin:$PATH"
+}
