@@ -1,0 +1,335 @@
+"""The SMTP proxy against the real Postfix (submission, AUTH via Dovecot) and Dovecot: what
+smtplib, swaks and s-nail send through the proxy arrives in the recipients' INBOX (read
+from Dovecot directly), and `openssl cms` decrypts and verifies what arrived.
+
+Faults on cue (kill/stall/4xx/5xx at every step) are in tests/unit/smtp/test_smtp_session.py
+against a scripted fake upstream: Postfix cannot be made to fail at a chosen step.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import smtplib
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from smime_proxy.config import UpstreamEndpoint
+from smime_proxy.harness import Upstream
+from smime_proxy.harness.tls import ensure_tls
+from smime_proxy.smtp.server import SmtpFront, SmtpSettings
+from support.mailbox import fetch, wait_for
+from support.smime_check import cannot_decrypt, decrypt, recipient_serials, verify
+from support.smtp_proxy import (
+    KEY_PASSWORD,
+    KeyWorld,
+    LoopThread,
+    key_world,
+    listener,
+    make_front,
+    people,
+    policy,
+)
+
+ALICE = "alice@example.test"
+BOB = "bob@example.test"
+CAROL = "carol@example.test"
+
+
+@dataclass
+class Proxy:
+    front: SmtpFront
+    world: KeyWorld
+    upstream: Upstream
+    tls_dir: Path
+
+    @property
+    def port(self) -> int:
+        return self.front.port
+
+    def send(self, message: bytes, to: list[str], *, user: str = "alice",
+             sender: str = ALICE) -> dict[str, tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as c:
+            c.login(user, self.upstream.users[user])
+            return c.sendmail(sender, to, message)
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    tls_dir = tmp_path_factory.mktemp("smtp-tls")
+    files = ensure_tls(tls_dir)
+    world = key_world()
+    p = people()
+    world.give_key("alice", p.ids["alice"], unlock=True)
+    for name in ("bob", "carol"):
+        world.know("alice", p.ids[name])
+    endpoint = UpstreamEndpoint(host=upstream.host, port=upstream.submission_port,
+                                tls="starttls", verify=True, ca_file=upstream.ca_file)
+    with LoopThread() as loop:
+        front = make_front(world, endpoint,
+                           listen=listener(tls=(files.server_cert, files.server_key,
+                                                "starttls"), plaintext_loopback=True),
+                           settings=SmtpSettings(timeout=30.0))
+        loop.run(front.start())
+        try:
+            yield Proxy(front, world, upstream, tls_dir)
+        finally:
+            loop.run(front.stop(2.0))
+
+
+@pytest.fixture
+def default_policy(proxy: Proxy) -> Iterator[None]:
+    proxy.front.policy = policy()
+    proxy.world.secure_mail.unlock("alice", KEY_PASSWORD, proxy.world.now)
+    yield
+    proxy.front.policy = policy()
+    proxy.world.secure_mail.unlock("alice", KEY_PASSWORD, proxy.world.now)
+
+
+def _token() -> str:
+    return "smtp-" + uuid.uuid4().hex[:12]
+
+
+def _message(token: str, *, to: str = BOB, extra: str = "",
+             body: bytes = b"Hello Bob,\r\n.a line with a leading dot\r\n",
+             content_type: str = "text/plain; charset=utf-8") -> bytes:
+    return (f"From: Alice <{ALICE}>\r\nTo: {to}\r\n{extra}Subject: {token}\r\n"
+            f"Date: Mon, 01 Jun 2026 12:00:00 +0000\r\nMessage-ID: <{token}@example.test>\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: {content_type}\r\n\r\n").encode() + body
+
+
+def _one(upstream: Upstream, user: str, token: str) -> bytes:
+    found = wait_for(upstream, user, token)
+    assert len(found) == 1, f"{user} got {len(found)} copies of {token}"
+    return found[0]
+
+
+def _is_encrypted(message: bytes) -> bool:
+    head = message.split(b"\r\n\r\n", 1)[0].lower()
+    return b"application/pkcs7-mime" in head
+
+
+def _is_signed(message: bytes) -> bool:
+    head = message.split(b"\r\n\r\n", 1)[0].lower()
+    return b"multipart/signed" in head
+
+
+@pytest.mark.usefixtures("default_policy")
+def test_smtplib_sign_and_encrypt_arrives_and_openssl_accepts(proxy: Proxy,
+                                                              tmp_path: Path) -> None:
+    token = _token()
+    assert proxy.send(_message(token), [BOB]) == {}
+    arrived = _one(proxy.upstream, "bob", token)
+    assert _is_encrypted(arrived)
+    p = people()
+    inner = decrypt(arrived, p.ids["bob"], tmp_path)
+    content = verify(inner, p.ca, tmp_path)
+    assert b"Hello Bob,\r\n.a line with a leading dot\r\n" in content
+    assert f"Subject: {token}".encode() in content
+
+
+@pytest.mark.usefixtures("default_policy")
+def test_passthrough_changes_nothing_but_x_smime(proxy: Proxy) -> None:
+    token = _token()
+    original = _message(token, extra="X-SMIME-Sign: no\r\nX-SMIME-Encrypt: no\r\n"
+                                     "X-Other: kept\r\n")
+    assert proxy.send(original, [BOB]) == {}
+    arrived = _one(proxy.upstream, "bob", token)
+    expected = _message(token, extra="X-Other: kept\r\n")
+    assert arrived.endswith(expected)  # Postfix/Dovecot only prepend trace fields
+    assert b"x-smime" not in arrived.lower()
+
+
+@pytest.mark.usefixtures("default_policy")
+def test_sender_gets_no_extra_copy(proxy: Proxy) -> None:
+    token = _token()
+    assert proxy.send(_message(token), [BOB]) == {}
+    _one(proxy.upstream, "bob", token)
+    assert fetch(proxy.upstream, "alice", token) == []
+    assert fetch(proxy.upstream, "alice", token, mailbox="Sent") == []
+
+
+@pytest.mark.usefixtures("default_policy")
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_eight_bit_and_binary_attachments_verify_after_delivery(proxy: Proxy, tmp_path: Path,
+                                                                encrypt: bool) -> None:
+    token = _token()
+    blob = bytes(range(256)) * 40
+    attachment = base64.encodebytes(blob).replace(b"\n", b"\r\n")
+    body = (b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\n\r\nGr\xc3\xbc\xc3\x9fe \xe2\x82\xac 8-bit\r\n"
+            b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: 8bit"
+            b"\r\n\r\n\x80\x81\xfe\xff raw 8-bit bytes\r\n"
+            b"--b\r\nContent-Type: application/octet-stream; name=blob.bin\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + attachment + b"--b--\r\n")
+    message = _message(token, body=body, content_type='multipart/mixed; boundary="b"',
+                       extra="" if encrypt else "X-SMIME-Encrypt: no\r\n")
+    with smtplib.SMTP("127.0.0.1", proxy.port, timeout=60) as c:
+        c.login("alice", "alice-pw")
+        assert c.sendmail(ALICE, [BOB], message, mail_options=["BODY=8BITMIME"]) == {}
+    arrived = _one(proxy.upstream, "bob", token)
+    p = people()
+    signed = decrypt(arrived, p.ids["bob"], tmp_path) if encrypt else arrived
+    assert _is_encrypted(arrived) == encrypt
+    content = verify(signed, p.ca, tmp_path)
+    assert base64.b64encode(blob)[:200] in content.replace(b"\r\n", b"")
+    assert b"Gr=C3=BC=C3=9Fe" in content
+
+
+# --- the matrix: key locked/unlocked x policy required/if-possible/never x certificate -------
+
+_MODES = {
+    "required": "global: {sign: required, encrypt: required}",
+    "if-possible": "global: {sign: if-unlocked, encrypt: if-possible}",
+    "never": "global: {sign: never, encrypt: never}",
+}
+
+
+@pytest.mark.usefixtures("default_policy")
+@pytest.mark.parametrize("cert", ["present", "missing"])
+@pytest.mark.parametrize("mode", ["required", "if-possible", "never"])
+@pytest.mark.parametrize("locked", [False, True])
+def test_matrix(proxy: Proxy, tmp_path: Path, locked: bool, mode: str, cert: str) -> None:
+    proxy.front.policy = policy(_MODES[mode])
+    if locked:
+        proxy.world.secure_mail.lock("alice")
+    user, address = ("bob", BOB) if cert == "present" else ("carol", CAROL)
+    if cert == "missing":
+        proxy.world.contacts.remove("alice", CAROL)
+    try:
+        token = _token()
+        message = _message(token, to=address)
+        expected_code = {
+            ("required", "missing"): 550,
+            ("required", "present"): 451 if locked else 250,
+        }.get((mode, cert), 250)
+        if expected_code != 250:
+            with pytest.raises(smtplib.SMTPDataError) as info:
+                proxy.send(message, [address])
+            assert info.value.smtp_code == expected_code
+            if expected_code == 550:
+                assert CAROL.encode() in info.value.smtp_error
+                assert b"5.7.1" in info.value.smtp_error
+            else:
+                assert b"4.7.0" in info.value.smtp_error
+                assert b"https://127.0.0.1:8443/" in info.value.smtp_error
+            assert wait_for(proxy.upstream, user, token, timeout=2) == []
+            return
+        assert proxy.send(message, [address]) == {}
+        arrived = _one(proxy.upstream, user, token)
+        p = people()
+        want_encrypt = mode != "never" and cert == "present"
+        want_sign = mode != "never" and not locked
+        assert _is_encrypted(arrived) == want_encrypt
+        inner = decrypt(arrived, p.ids[user], tmp_path) if want_encrypt else arrived
+        assert _is_signed(inner) == want_sign
+        if want_sign:
+            assert b"Hello Bob" in verify(inner, p.ca, tmp_path)
+        else:
+            assert inner.endswith(b"Hello Bob,\r\n.a line with a leading dot\r\n")
+    finally:
+        if cert == "missing":
+            proxy.world.know("alice", people().ids["carol"])
+
+
+@pytest.mark.usefixtures("default_policy")
+def test_bcc_each_recipient_own_copy(proxy: Proxy, tmp_path: Path) -> None:
+    token = _token()
+    message = _message(token, extra=f"Bcc: {CAROL}\r\n")
+    assert proxy.send(message, [BOB, CAROL]) == {}
+    to_bob = _one(proxy.upstream, "bob", token)
+    to_carol = _one(proxy.upstream, "carol", token)
+    p = people()
+    serial = {n: i.cert.serial_number for n, i in p.ids.items()}
+    assert recipient_serials(to_bob) == {serial["bob"], serial["alice"]}
+    assert recipient_serials(to_carol) == {serial["carol"], serial["alice"]}
+    for copy in (to_bob, to_carol):
+        head = copy.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"bcc:" not in head
+    assert b"carol" not in to_bob.split(b"\r\n\r\n", 1)[0].lower()
+    shown = verify(decrypt(to_bob, p.ids["bob"], tmp_path), p.ca, tmp_path).lower()
+    assert b"carol" not in shown and b"bcc:" not in shown
+    assert cannot_decrypt(to_carol, p.ids["bob"], tmp_path)
+    assert b"Hello Bob" in verify(decrypt(to_carol, p.ids["carol"], tmp_path), p.ca, tmp_path)
+
+
+@pytest.mark.usefixtures("default_policy")
+def test_upstream_rejections_and_capabilities_reach_the_client(proxy: Proxy) -> None:
+    with smtplib.SMTP("127.0.0.1", proxy.port, timeout=60) as c:
+        c.ehlo("client.test")
+        assert c.esmtp_features["size"] == "209715200"  # Postfix's message_size_limit
+        assert "smtputf8" not in c.esmtp_features  # smtputf8_enable = no upstream
+        c.login("alice", "alice-pw")
+        assert c.mail(ALICE)[0] == 250
+        code, text = c.rcpt("bob@exa_mple.test")
+        assert code == 550
+        assert b"delivers to example.test only" in text  # Postfix's own words
+        assert c.rcpt(BOB)[0] == 250
+    with smtplib.SMTP("127.0.0.1", proxy.port, timeout=60) as c, \
+            pytest.raises(smtplib.SMTPAuthenticationError):
+        c.login("alice", "not-the-password")
+
+
+# --- other clients -----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("default_policy")
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+@pytest.mark.parametrize("tls", [False, True])
+def test_swaks(proxy: Proxy, tmp_path: Path, tls: bool) -> None:
+    token = _token()
+    args = ["swaks", "--server", "127.0.0.1", "--port", str(proxy.port),
+            "--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "alice-pw",
+            "--from", ALICE, "--to", BOB, "--header", f"Subject: {token}",
+            "--body", "Hello Bob from swaks", "--timeout", "60"]
+    if tls:
+        args.append("--tls")
+    res = subprocess.run(args, capture_output=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stdout.decode(errors="replace")[-2000:]
+    if tls:
+        assert b"STARTTLS" in res.stdout
+    arrived = _one(proxy.upstream, "bob", token)
+    p = people()
+    content = verify(decrypt(arrived, p.ids["bob"], tmp_path), p.ca, tmp_path)
+    assert b"Hello Bob from swaks" in content
+
+
+@pytest.mark.usefixtures("default_policy")
+@pytest.mark.skipif(shutil.which("s-nail") is None, reason="s-nail not installed")
+def test_s_nail_sends_and_verifies(proxy: Proxy, tmp_path: Path) -> None:
+    token = _token()
+    env = {**os.environ, "HOME": str(tmp_path), "MAILRC": "/dev/null", "LC_ALL": "C.UTF-8"}
+    res = subprocess.run(
+        ["s-nail", "-:/", "-Sv15-compat", "-Sexpandaddr=fail,-all,+addr",
+         f"-Smta=smtp://alice:alice-pw@127.0.0.1:{proxy.port}", "-Ssmtp-auth=plain",
+         f"-Sfrom={ALICE}", "-s", token, BOB],
+        input=b"Hello Bob from s-nail\n", capture_output=True, timeout=120, check=False,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    arrived = _one(proxy.upstream, "bob", token)
+    p = people()
+    signed = decrypt(arrived, p.ids["bob"], tmp_path)
+    assert b"Hello Bob from s-nail" in verify(signed, p.ca, tmp_path)
+    # s-nail itself checks the signature of what arrived (after decryption by openssl)
+    ca = tmp_path / "ca-snail.pem"
+    ca.write_bytes(p.ca.cert_pem())
+    mbox = tmp_path / "mbox"
+    outer = [line for line in arrived.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+             if line.lower().startswith((b"from:", b"to:", b"subject:"))]
+    mbox.write_bytes(b"From alice@example.test Mon Jun  1 12:00:00 2026\n"
+                     + b"\n".join(outer) + b"\n" + signed.replace(b"\r\n", b"\n") + b"\n")
+    res = subprocess.run(
+        ["s-nail", "-:/", "-Sv15-compat", "-N", f"-Ssmime-ca-file={ca}",
+         "-Ssmime-ca-no-defaults", "-R", "-f", str(mbox)],
+        input=b"verify 1\nquit\n", capture_output=True, timeout=60, check=False, env=env,
+    )
+    output = (res.stdout + res.stderr).decode(errors="replace")
+    assert res.returncode == 0, output
+    assert "Message 1 was verified successfully" in output, output

@@ -1,0 +1,40 @@
+"""Reading what arrived, straight from the real Dovecot (not through the proxy)."""
+
+from __future__ import annotations
+
+import imaplib
+import time
+
+from smime_proxy.harness import Upstream
+
+
+def fetch(upstream: Upstream, user: str, token: str, mailbox: str = "INBOX") -> list[bytes]:
+    """Every message of `user`'s `mailbox` whose Subject contains `token` (no spaces)."""
+    with imaplib.IMAP4(upstream.host, upstream.imap_port) as imap:
+        imap.login(user, upstream.users[user])
+        status, _ = imap.select(mailbox, readonly=True)
+        if status != "OK":
+            return []
+        _, data = imap.search(None, "SUBJECT", f'"{token}"')
+        found: list[bytes] = []
+        for number in (data[0] or b"").split():
+            _, parts = imap.fetch(number.decode(), "(BODY.PEEK[])")
+            for part in parts:
+                if isinstance(part, tuple):
+                    found.append(part[1])
+        return found
+
+
+def wait_for(upstream: Upstream, user: str, token: str, count: int = 1,
+             timeout: float = 30.0) -> list[bytes]:
+    """Poll until `count` messages with `token` are in `user`'s INBOX (then settle briefly
+    and return all of them, so an unexpected extra copy is seen too)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = fetch(upstream, user, token)
+        if len(found) >= count:
+            time.sleep(0.3)
+            return fetch(upstream, user, token)
+        if time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
