@@ -113,7 +113,15 @@ def default_fronts(services: Services) -> list[Front]:
     """Every front this build has, in start order."""
     from smime_proxy.control import ControlFront
 
-    fronts: list[Front] = [ControlFront(services)]
+    control = services.config.control
+    fronts: list[Front] = [
+        ControlFront(
+            services,
+            client_max_size=control.max_upload_bytes,
+            allowed_hosts=control.allowed_hosts,
+            mail_domain=control.mail_domain,
+        )
+    ]
     from smime_proxy.smtp.server import SmtpFront
 
     fronts.append(SmtpFront.from_services(services))

@@ -93,6 +93,18 @@ class UnlockConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """The Secure Mail control endpoint. ``mail_domain``: the domain of certificates issued
+    to users whose login name is not an address; ``allowed_hosts``: extra Host/Origin names
+    the page is served under (IP literals, localhost and the names in the listener's TLS
+    certificate are always allowed); ``max_upload_bytes``: the largest request body."""
+
+    mail_domain: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    max_upload_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     format: LogFormat = "text"
     level: LogLevel = "info"
@@ -111,6 +123,7 @@ class Config:
     locked_fetch: LockedFetch
     policy_file: Path | None
     logging: LoggingConfig
+    control: ControlConfig = ControlConfig()
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -142,7 +155,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
     r = _Reader(base_dir, check_files)
     top = r.mapping(data, "", "the configuration")
     r.only(top, "", {"listeners", "upstream", "data_dir", "trust_roots", "unlock",
-                     "locked_fetch", "policy_file", "logging"})
+                     "locked_fetch", "policy_file", "logging", "control"})
     listeners = _listeners(r, r.required(top, "", "listeners"))
     upstream = _upstream(r, r.required(top, "", "upstream"))
     data_dir = r.path(r.required(top, "", "data_dir"), "data_dir", must_exist=False)
@@ -171,7 +184,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
         source=source if source is not None else base_dir / "<config>",
         listeners=listeners, upstream=upstream, data_dir=data_dir, trust_roots=trust_roots,
         unlock=unlock, locked_fetch=cast(LockedFetch, locked_fetch), policy_file=policy_file,
-        logging=logging,
+        logging=logging, control=_control(r, top.get("control", {})),
     )
 
 
@@ -263,6 +276,26 @@ def _upstream(r: _Reader, raw: object) -> UpstreamConfig:
                                                        must_exist=True),
         )
     return UpstreamConfig(**built)
+
+
+def _control(r: _Reader, raw: object) -> ControlConfig:
+    m = r.mapping(raw, "control", "a mapping")
+    r.only(m, "control", {"mail_domain", "allowed_hosts", "max_upload_bytes"})
+    domain = m.get("mail_domain")
+    if domain is not None:
+        domain = r.host(domain, "control.mail_domain", ip_only=False).lower()
+    hosts_raw = m.get("allowed_hosts", [])
+    if not isinstance(hosts_raw, list):
+        raise r.type_error("control.allowed_hosts", "a list of host names", hosts_raw)
+    hosts = tuple(
+        r.host(h, f"control.allowed_hosts[{i}]", ip_only=False).lower()
+        for i, h in enumerate(hosts_raw)
+    )
+    size = m.get("max_upload_bytes", ControlConfig.max_upload_bytes)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1024 <= size <= 1 << 30:
+        raise r.type_error("control.max_upload_bytes", "an integer 1024-1073741824", size)
+    return ControlConfig(mail_domain=domain, allowed_hosts=hosts,
+                         max_upload_bytes=size)
 
 
 def _unlock(r: _Reader, raw: object) -> UnlockConfig:

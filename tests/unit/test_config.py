@@ -4,6 +4,7 @@ whose message starts with the YAML path of the offending value."""
 from __future__ import annotations
 
 import copy
+import re
 import dataclasses
 import socket
 from collections.abc import Callable
@@ -361,3 +362,34 @@ def test_check_ports_free(confdir: Path) -> None:
         with pytest.raises(ConfigError, match=r"^listeners\.smtp\.port: cannot listen on "
                            r"127\.0\.0\.1 port \d+: Address already in use"):
             check_ports_free(config)
+
+
+def test_control_section_defaults_and_errors(tmp_path: Path) -> None:
+    import yaml as _yaml
+
+    from smime_proxy.config import ControlConfig, parse_config
+
+    base = _yaml.safe_load(
+        """
+listeners:
+  imap: {host: 127.0.0.1, port: 1143, plaintext_loopback: true}
+  smtp: {host: 127.0.0.1, port: 1587, plaintext_loopback: true}
+  control: {host: 127.0.0.1, port: 8080, plaintext_loopback: true}
+upstream:
+  imap: {host: 127.0.0.1, port: 143, tls: none, verify: false}
+  smtp: {host: 127.0.0.1, port: 587, tls: none, verify: false}
+data_dir: data
+"""
+    )
+    assert parse_config(base, base_dir=tmp_path).control == ControlConfig()
+    good = {**base, "control": {"mail_domain": "Example.TEST", "allowed_hosts": ["mail.x"]}}
+    control = parse_config(good, base_dir=tmp_path).control
+    assert control.mail_domain == "example.test" and control.allowed_hosts == ("mail.x",)
+    for bad, where in [
+        ({"max_upload_bytes": 10}, "control.max_upload_bytes"),
+        ({"allowed_hosts": "x"}, "control.allowed_hosts"),
+        ({"mail_domain": "a b"}, "control.mail_domain"),
+        ({"colour": 1}, "control.colour"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(where)):
+            parse_config({**base, "control": bad}, base_dir=tmp_path)
