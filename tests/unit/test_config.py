@@ -4,8 +4,8 @@ whose message starts with the YAML path of the offending value."""
 from __future__ import annotations
 
 import copy
-import re
 import dataclasses
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
