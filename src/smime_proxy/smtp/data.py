@@ -36,7 +36,8 @@ class DataReader:
 
     def __init__(self, limit: int = 0) -> None:
         self.limit = limit
-        self._buffer = bytearray()
+        self._parts: list[bytes] = []
+        self._kept = 0
         self._pending = b""  # complete-lines boundary not reached yet
         self._prefix = b"\r\n"  # the two bytes before `_pending` (the 354 line ended so)
         self._size = 0
@@ -87,20 +88,23 @@ class DataReader:
         if self.limit and self._size > self.limit:
             self._too_big = True
         if self._too_big or self._bare:
-            self._buffer.clear()
+            self._parts.clear()
+            self._kept = 0
         else:
-            self._buffer += text
+            self._parts.append(text)
+            self._kept += len(text)
 
     @property
     def buffered(self) -> int:
         """Bytes currently held (content kept plus an incomplete line)."""
-        return len(self._buffer) + len(self._pending)
+        return self._kept + len(self._pending)
 
     def result(self) -> DataResult:
         if not self.done:
             raise ValueError("DATA not complete")
         content: bytes | None = None
         if not self._too_big and not self._bare:
-            content = bytes(self._buffer)
-        self._buffer = bytearray()
+            content = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        self._parts = []
+        self._kept = 0
         return DataResult(content, self._size, self._too_big, self._bare)

@@ -12,9 +12,11 @@ the handshake (RFC 3207 4.2).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
+from typing import Any
 
 import aiosmtplib
 
@@ -22,6 +24,38 @@ from smime_proxy.config import UpstreamEndpoint
 
 DEFAULT_TIMEOUT = 100.0  # seconds per step (Postfix's smtp_*_timeout order of magnitude)
 ALLOWED_MAIL_OPTIONS = ("BODY=", "SMTPUTF8")
+
+
+PIECE = 1 << 20
+
+
+def _streamable(protocol: object, message: bytes) -> bool:
+    """CRLF-only line ends, and an aiosmtplib protocol with the parts `_stream_data` uses."""
+    if not all(hasattr(protocol, a) for a in ("_command_lock", "_response_pending",
+                                              "_drain_helper", "read_response", "write")):
+        return False
+    crlf = message.count(b"\r\n")
+    return message.count(b"\n") == crlf and message.count(b"\r") == crlf
+
+
+def dot_stuffed_pieces(message: bytes) -> Iterator[bytes]:
+    """The message dot-stuffed (RFC 5321 4.5.2) and ending in CRLF, in pieces of about
+    `PIECE` bytes that each start at a line start (needs CRLF-only line ends)."""
+    start = 0
+    size = len(message)
+    while start < size:
+        cut = message.find(b"\n", min(start + PIECE, size) - 1) + 1 if start + PIECE < size \
+            else size
+        if cut <= 0:
+            cut = size
+        piece = message[start:cut]
+        stuffed = piece.replace(b"\r\n.", b"\r\n..")
+        if stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+        yield stuffed
+        start = cut
+    if not message.endswith(b"\r\n"):
+        yield b"\r\n"
 
 
 class UpstreamLost(Exception):
@@ -130,11 +164,42 @@ class Upstream:
         self.in_transaction = False
 
     async def data(self, message: bytes) -> str:
+        """Send the message; the upstream's final reply (UpstreamReply unless 250)."""
         try:
-            response = await self._call(self._smtp.data(message))
+            if _streamable(self._smtp.protocol, message):
+                response = await self._call(self._stream_data(message))
+            else:
+                response = await self._call(self._smtp.data(message))
         finally:
             self.in_transaction = False
         return format_reply(response.code, response.message)
+
+    async def _stream_data(self, message: bytes) -> aiosmtplib.SMTPResponse:
+        """DATA written in dot-stuffed pieces of about 1 MiB, each drained before the next.
+
+        aiosmtplib's own `data()` makes three whole copies of the message (line-end
+        normalisation, dot-stuffing, terminator) and hands the whole result to the transport
+        at once (which buffers it again): 4-5 x a 25 MB message. Used only for messages whose
+        line ends are all CRLF (then normalisation is the identity), through aiosmtplib's
+        protocol object (its command lock, response flag and flow control).
+        """
+        protocol: Any = self._smtp.protocol
+        async with protocol._command_lock:
+            protocol._response_pending = True
+            protocol.write(b"DATA\r\n")
+            start = await protocol.read_response(timeout=self.timeout)
+            if start.code != 354:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            protocol._response_pending = True
+            for piece in dot_stuffed_pieces(message):
+                protocol.write(piece)
+                await asyncio.wait_for(protocol._drain_helper(), self.timeout)
+            protocol.write(b".\r\n")
+            response: aiosmtplib.SMTPResponse = await protocol.read_response(
+                timeout=self.timeout)
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return response
 
     async def quit(self) -> None:
         if self.connected:

@@ -33,7 +33,6 @@ import ipaddress
 import logging
 import ssl
 import time
-import warnings
 from base64 import b64decode
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,9 +53,16 @@ from smime_proxy.smtp.relay import DEFAULT_TIMEOUT, Upstream, UpstreamLost, Upst
 from smime_proxy.smtp.submission import Plan, Refused, plan_submission
 
 log = logging.getLogger("smime_proxy.smtp")
-# aiosmtpd sets the deprecated Session.login_data itself after every AUTH
-warnings.filterwarnings("ignore", message="Session.login_data is deprecated",
-                        category=DeprecationWarning)
+
+
+class _NoLoginDataWarning(logging.Filter):
+    """aiosmtpd logs a deprecation warning when it sets Session.login_data itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "login_data is deprecated" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_NoLoginDataWarning())
 
 READ_CHUNK = 65536
 _MEMO_SECONDS = 24 * 3600
@@ -377,16 +383,20 @@ class ProxySession(SMTP):
             if leftover:  # pipelined commands after the end of data: put them back
                 self._reader._buffer[:0] = leftover  # type: ignore[attr-defined]
             result = reader.result()
-            if result.too_big:
+            del reader
+            too_big, refused = result.too_big, result.bare_line_end
+            holder = [result.content] if result.content is not None else []
+            del result  # `holder` is the only reference: _deliver frees it once planned
+            if too_big:
                 status = (f"552 5.3.4 Message too big: the limit is "
                           f"{self.data_size_limit} bytes")
                 await self._abort_transaction()
-            elif result.bare_line_end or result.content is None:
+            elif refused or not holder:
                 status = ("554 5.6.0 Message refused: bare CR or LF in the data "
                           "(RFC 5321 2.3.8)")
                 await self._abort_transaction()
             else:
-                status = await self._deliver(result.content, self.envelope)
+                status = await self._deliver(holder, self.envelope)
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             await self.push(status)
         finally:
@@ -397,16 +407,19 @@ class ProxySession(SMTP):
             with contextlib.suppress(UpstreamReply, UpstreamLost):
                 await self.upstream.rset()
 
-    async def _deliver(self, content: bytes, envelope: Envelope) -> str:
+    async def _deliver(self, holder: list[bytes], envelope: Envelope) -> str:
+        """Plan and relay the message in `holder` (emptied once planned, so the received
+        bytes are freed before the transformed copies are sent)."""
         upstream = self.upstream
         if upstream is None or not upstream.connected or self.user is None:
             return "451 4.4.2 upstream server connection lost: message not sent, try again"
         sender = envelope.mail_from or ""
         recipients = list(envelope.rcpt_tos)
         now = self.front.now()
+        digest = hashlib.sha256(holder[0]).hexdigest()
         try:
             plan = await asyncio.to_thread(
-                plan_submission, content, user=self.user, sender=sender,
+                plan_submission, holder[0], user=self.user, sender=sender,
                 recipients=recipients, policy=self.front.policy,
                 keys=ServiceKeys(self.front.secure_mail, self.front.contacts, now),
                 now=now, unlock_url=self.front.unlock_url,
@@ -420,6 +433,8 @@ class ProxySession(SMTP):
             log.exception("cannot prepare the message")
             await self._abort_transaction()
             return "451 4.3.0 Internal error while preparing the message: not sent"
+        finally:
+            holder.clear()
         limit = upstream.size_limit
         for copy in plan.copies:
             if limit and len(copy.message) > limit:
@@ -432,16 +447,15 @@ class ProxySession(SMTP):
         try:
             if len(plan.copies) == 1:
                 return await upstream.data(plan.copies[0].message)
-            return await self._deliver_copies(upstream, plan, content, envelope)
+            return await self._deliver_copies(upstream, plan, digest, envelope)
         except UpstreamReply as exc:
             return exc.lines()
         except UpstreamLost as exc:
             return await self.lost(exc)
 
-    async def _deliver_copies(self, upstream: Upstream, plan: Plan, content: bytes,
+    async def _deliver_copies(self, upstream: Upstream, plan: Plan, digest: str,
                               envelope: Envelope) -> str:
         """Several transactions (Bcc copies) on the one upstream connection."""
-        digest = hashlib.sha256(content).hexdigest()
         key = "\x00".join([self.user or "", envelope.mail_from or "",
                            *sorted(envelope.rcpt_tos), digest])
         done = self.front.memo_get(key)

@@ -149,7 +149,9 @@ def plan_submission(
 
     # 1. remove X-SMIME-* fields and subject tags (only these bytes change)
     cleaned, changed = _clean_header(entity.data[: entity.header_end], fields, decision)
-    base = cleaned + entity.data[entity.header_end:] if changed else message
+    base = b"".join([cleaned, memoryview(entity.data)[entity.header_end:]]) if changed \
+        else message
+    del entity
 
     # 2. encryption: who, with which certificates
     bcc = [r for r in dict.fromkeys(envelope) if r not in to_cc]
@@ -288,18 +290,16 @@ def _clean_header(header: bytes, fields: Sequence[HeaderField],
 
 def _wrap(message: bytes, *, hide_subject: bool) -> bytes:
     """RFC 8551 3.1: the whole message (minus Bcc) as message/rfc822 inside; a few fields
-    outside for routing and display."""
+    outside for routing and display. One copy of the body."""
     entity = parse_entity(message)
-    inner_fields = [f.raw for f in entity.fields if f.name != "bcc"]
-    inner_fields = [r if r.endswith(b"\n") else r + b"\r\n" for r in inner_fields]
-    inner = b"".join(inner_fields) + entity.data[entity.header_end:]
     outer: list[bytes] = []
+    inner: list[bytes] = []
     for f in entity.fields:
-        if f.name not in OUTER_FIELDS:
-            continue
         raw = f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n"
-        if f.name == "subject" and hide_subject:
-            raw = b"Subject: ...\r\n"
-        outer.append(raw)
-    return (b"".join(outer) + b"MIME-Version: 1.0\r\n"
-            + b"Content-Type: message/rfc822; forwarded=no\r\n\r\n" + inner)
+        if f.name != "bcc":
+            inner.append(raw)
+        if f.name in OUTER_FIELDS:
+            outer.append(b"Subject: ...\r\n" if f.name == "subject" and hide_subject else raw)
+    return b"".join([*outer, b"MIME-Version: 1.0\r\n",
+                     b"Content-Type: message/rfc822; forwarded=no\r\n\r\n", *inner,
+                     memoryview(entity.data)[entity.header_end:]])
