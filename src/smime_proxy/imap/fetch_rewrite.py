@@ -1,0 +1,168 @@
+"""FETCH rewriting for the IMAP proxy (DESIGN decision 8): pure functions, no I/O, no crypto.
+
+A client FETCH that asks for any *content* item (anything computed from the message bytes:
+BODY[...], BODY.PEEK[...], BINARY[...], BINARY.SIZE[...], RFC822, RFC822.HEADER, RFC822.TEXT,
+RFC822.SIZE, BODY, BODYSTRUCTURE, ENVELOPE) is sent upstream as
+`[UID] FETCH set (UID BODY.PEEK[] <the client's other items> [FLAGS])`; every content item is
+then answered from a `MessageView` of the bytes the client is shown, and the other items
+(FLAGS, INTERNALDATE, MODSEQ, extension items) are copied from the upstream's answer.
+
+- `needs_rewrite(command)`: whether the command asks for content.
+- `upstream_fetch(command)`: the command sent upstream instead (same tag).
+- `answer(...)`: the client's FETCH response for one message.
+
+Imports: `smime_proxy.imap.wire`, `smime_proxy.mime.views`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from smime_proxy.imap.wire import Atom, FetchCommand, FetchItem, FetchResponse, Section, Value
+from smime_proxy.imap.wire.values import Binary, Literal
+from smime_proxy.mime.views import MessageView
+from smime_proxy.mime.views import Section as ViewSection
+
+__all__ = [
+    "CONTENT_ITEMS",
+    "WHOLE",
+    "answer",
+    "is_content",
+    "needs_rewrite",
+    "sets_seen",
+    "upstream_fetch",
+]
+
+CONTENT_ITEMS: Final = frozenset(
+    {
+        "BODY",
+        "BODYSTRUCTURE",
+        "ENVELOPE",
+        "RFC822",
+        "RFC822.HEADER",
+        "RFC822.TEXT",
+        "RFC822.SIZE",
+        "BINARY",
+        "BINARY.SIZE",
+    }
+)
+# How the whole message is asked for upstream, and how the upstream names it in its answer.
+WHOLE: Final = FetchItem("BODY", Section(), peek=True)
+WHOLE_NAME: Final = WHOLE.response_name()  # b"BODY[]"
+UID: Final = FetchItem("UID")
+FLAGS: Final = FetchItem("FLAGS")
+SEEN: Final = Atom("\\Seen")
+
+
+def is_content(item: FetchItem) -> bool:
+    """Whether the item is computed from the message bytes (so from the shown message)."""
+    return item.name in CONTENT_ITEMS
+
+
+def needs_rewrite(command: FetchCommand) -> bool:
+    return any(is_content(item) for item in command.items)
+
+
+def sets_seen(command: FetchCommand) -> bool:
+    """Whether fetching these items sets \\Seen (RFC 9051 section 6.4.5)."""
+    return any(item.sets_seen for item in command.items)
+
+
+def upstream_fetch(command: FetchCommand) -> FetchCommand:
+    """The command sent upstream for a content FETCH: whole message, PEEK, plus UID, the
+    client's non-content items, and FLAGS when \\Seen may have to be set."""
+    items: list[FetchItem] = [UID, WHOLE]
+    for item in command.items:
+        if not is_content(item) and item not in items:
+            items.append(item)
+    if sets_seen(command) and FLAGS not in items:
+        items.append(FLAGS)
+    return FetchCommand(command.tag, command.uid, command.sequence_set, tuple(items), None,
+                        command.modifiers)
+
+
+def content_value(view: MessageView, item: FetchItem) -> Value:
+    """The value of one content item for the shown message. Raises
+    `smime_proxy.mime.views.UnknownCte` for BINARY of an undecodable part."""
+    name = item.name
+    if name == "BODYSTRUCTURE":
+        return view.bodystructure()
+    if name == "BODY" and item.section is None:
+        return view.body()
+    if name == "ENVELOPE":
+        return view.envelope()
+    if name == "RFC822.SIZE":
+        return view.size
+    if name == "RFC822.HEADER":
+        return Literal(view.rfc822_header())
+    if name == "RFC822.TEXT":
+        return Literal(view.rfc822_text())
+    if name == "RFC822":
+        return Literal(view.data)
+    section = item.section
+    assert section is not None
+    partial = None
+    if item.origin is not None:
+        partial = (item.origin, item.length if item.length is not None else 2**63)
+    if name == "BODY":
+        spec = ViewSection(section.part, section.text or "", section.fields)
+        return Literal(view.section(spec, partial))
+    if name == "BINARY.SIZE":
+        return view.binary_size(section.part)
+    content = view.binary(section.part, partial)
+    return Binary(content) if b"\0" in content else Literal(content)
+
+
+def _has_seen(flags: Value) -> bool:
+    if not isinstance(flags, (list, tuple)):
+        return False
+    return any(isinstance(f, str) and f.upper() == "\\SEEN" for f in flags)
+
+
+def newly_seen(command: FetchCommand, upstream_items: Mapping[bytes, Value]) -> bool:
+    """Whether the client's FETCH sets \\Seen on a message that does not have it yet."""
+    return sets_seen(command) and not _has_seen(upstream_items.get(b"FLAGS"))
+
+
+def answer(
+    number: int,
+    command: FetchCommand,
+    view: MessageView,
+    upstream_items: Mapping[bytes, Value],
+    *,
+    mark_seen: bool,
+) -> FetchResponse:
+    """The client's `* number FETCH (...)` for one message: UID first (UID FETCH or asked),
+    then the items in the order asked (each once), then FLAGS when `mark_seen` made \\Seen
+    new and the client did not ask for FLAGS (what Dovecot does)."""
+    out: list[tuple[FetchItem, Value]] = []
+    seen_names: set[bytes] = set()
+
+    def add(item: FetchItem, value: Value) -> None:
+        name = item.render()
+        if name not in seen_names:
+            seen_names.add(name)
+            out.append((item, value))
+
+    def flags_value() -> Value:
+        flags = upstream_items.get(b"FLAGS")
+        listed = list(flags) if isinstance(flags, (list, tuple)) else []
+        if mark_seen and not _has_seen(listed):
+            listed.append(SEEN)
+        return listed
+
+    if command.uid or UID in command.items:
+        add(UID, upstream_items.get(b"UID"))
+    for item in command.items:
+        if is_content(item):
+            add(item.response_item(), content_value(view, item))
+        elif item == FLAGS:
+            add(FLAGS, flags_value())
+        else:
+            name = item.response_name()
+            if name in upstream_items:
+                add(item.response_item(), upstream_items[name])
+    if mark_seen and b"FLAGS" not in seen_names:
+        add(FLAGS, flags_value())
+    return FetchResponse(number, tuple(out))

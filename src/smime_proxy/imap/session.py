@@ -1,0 +1,709 @@
+"""The IMAP proxy session: a sans-I/O state machine (events in, actions out; never awaits).
+
+One `ProxySession` per client connection, with one upstream connection behind it (already
+connected, TLS done and greeting read by the shell). The shell feeds it:
+
+- `start()` once the upstream is ready (it asks the upstream for its CAPABILITY, then greets
+  the client);
+- `client_data(data)` / `upstream_data(data)`: bytes from either side (`b""` = closed);
+- `client_tls_started()` after the STARTTLS handshake it was told to do;
+- `message_opened(result)`: the outcome of an `OpenMessage` request it emitted.
+
+and executes the returned actions in order: `SendToClient`, `SendToUpstream`,
+`StartClientTls` (send nothing more, discard anything already read from the client, do the
+TLS handshake, then call `client_tls_started()`), `OpenMessage` (decrypt + verify off the
+event loop: the IMAP core never imports crypto, DESIGN), `Close`.
+
+Behaviour:
+- Before login the proxy answers CAPABILITY, NOOP, LOGOUT and STARTTLS itself, relays ID,
+  LOGIN and AUTHENTICATE PLAIN (the upstream decides) and refuses the rest. LOGIN and
+  AUTHENTICATE need TLS unless the shell says plaintext is allowed (loopback option):
+  LOGINDISABLED is advertised then. Bytes a client pipelines after STARTTLS are discarded
+  (notes/security.md item 7). Capabilities the proxy cannot carry (COMPRESS, NOTIFY,
+  PREVIEW/SNIPPET, SASL mechanisms other than PLAIN) are filtered out everywhere.
+- After login every command is relayed as sent (tag kept), one at a time, except content
+  FETCHes (see `fetch_rewrite`): each message is fetched whole with BODY.PEEK[], opened
+  through `OpenMessage`, and every item answered from the bytes the client is shown; \\Seen
+  is set with `UID STORE +FLAGS.SILENT` where the client's items would have set it.
+  A locked key on an encrypted message makes the FETCH end in `NO [UNAVAILABLE]` with no
+  data for that message (or, with `locked_fetch: passthrough`, the raw S/MIME message).
+- A plain message that `open_message` did not change (no signature, no incoming
+  X-SMIME-Status) is shown byte for byte as stored, so every answer equals the upstream's.
+- Internal commands use tags starting with `~spx`; a client tag with that prefix gets BAD.
+
+Imports: stdlib, `smime_proxy.imap.wire`, `smime_proxy.imap.fetch_rewrite`, `smime_proxy.mime`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from smime_proxy.errors import PeerProtocolError
+from smime_proxy.imap import fetch_rewrite
+from smime_proxy.imap.wire import (
+    NEED_DATA,
+    CapabilityResponse,
+    ClientFramer,
+    ConnectionClosed,
+    ContinuationRequest,
+    FetchCommand,
+    FetchResponse,
+    FramingError,
+    GenericCommand,
+    LiteralRejected,
+    LoginCommand,
+    Message,
+    ParseError,
+    ServerFramer,
+    UntaggedStatus,
+    Value,
+    parse_command,
+    parse_response,
+    split_at_sync_literals,
+    use_nonsync_literals,
+)
+from smime_proxy.mime.views import MessageView, UnknownCte
+
+__all__ = [
+    "Action",
+    "Close",
+    "MessageOpened",
+    "OpenMessage",
+    "ProxySession",
+    "SendToClient",
+    "SendToUpstream",
+    "SessionSettings",
+    "StartClientTls",
+]
+
+INTERNAL_TAG: Final = b"~spx"
+MAX_LINE: Final = 64 * 1024
+MAX_MESSAGE: Final = 64 * 1024 * 1024
+MAX_BAD_BEFORE_LOGIN: Final = 10
+_DROPPED_CAPS = re.compile(
+    r"(STARTTLS|LOGINDISABLED|COMPRESS=.*|NOTIFY|PREVIEW.*|SNIPPET=.*|AUTH=.*)", re.IGNORECASE
+)
+
+
+# --- actions (out) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendToClient:
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SendToUpstream:
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StartClientTls:
+    """Do the server-side TLS handshake now; whatever the client sent before it is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenMessage:
+    """Open (decrypt + verify) one stored message for `user`; answer with `MessageOpened`."""
+
+    request_id: int
+    user: str
+    raw: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close both connections (after sending what was queued before)."""
+
+    reason: str
+
+
+Action = SendToClient | SendToUpstream | StartClientTls | OpenMessage | Close
+
+
+# --- results (in) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageOpened:
+    """The shell's answer to `OpenMessage`.
+
+    outcome "opened": `content` is what `open_message` returned (X-SMIME-Status first);
+    "locked": encrypted and the user's key is locked; "shown": `content` is to be shown as
+    it is (e.g. a message that could not be decrypted, incoming status fields removed).
+    `changed_only_status`: `open_message` only put its status line in front of the stored
+    bytes (a plain, unsigned message without an incoming X-SMIME-Status)."""
+
+    request_id: int
+    outcome: Literal["opened", "locked", "shown"]
+    content: bytes = field(default=b"", repr=False)
+    plain: bool = False
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What the shell knows about this connection and the configuration."""
+
+    starttls_available: bool = False  # listener mode starttls, TLS not yet active
+    tls_active: bool = False  # implicit TLS listener
+    plaintext_login: bool = False  # plaintext_loopback and a loopback client
+    locked_fetch: Literal["unavailable", "passthrough"] = "unavailable"
+
+
+# --- in-flight commands -------------------------------------------------------------------
+
+
+@dataclass
+class _Relay:
+    """A client command relayed upstream as is, waiting for its tagged response."""
+
+    tag: bytes
+    pieces: deque[bytes] = field(default_factory=deque)  # after each upstream "+"
+    login: bool = False  # LOGIN / AUTHENTICATE: authenticated once the upstream says OK
+    login_user: str | None = None  # the user then (keys are looked up by this name)
+    sasl_plain: bool = False  # AUTHENTICATE PLAIN waiting for the initial response
+    client_continues: bool = False  # the upstream's "+" went to the client
+
+
+@dataclass
+class _Entry:
+    """One untagged response of a content FETCH, in order: a message to answer (request_id
+    set) or another response passed through (raw)."""
+
+    raw: bytes = b""
+    number: int = 0
+    request_id: int | None = None
+    stored: bytes = b""
+    items: dict[bytes, Value] = field(default_factory=dict)
+    result: MessageOpened | None = None
+
+
+@dataclass
+class _FetchJob:
+    command: FetchCommand
+    entries: deque[_Entry] = field(default_factory=deque)
+    done: bytes | None = None  # the upstream's tagged response, raw
+    done_ok: bool = False
+    locked: bool = False
+    unknown_cte: bool = False
+    seen_uids: list[int] = field(default_factory=list)
+    store_tag: bytes | None = None
+
+
+@dataclass
+class _Internal:
+    """A command of the proxy's own (CAPABILITY at start)."""
+
+    tag: bytes
+    purpose: Literal["capability"]
+
+
+class ProxySession:
+    """See the module docstring."""
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
+        self.client = ServerFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
+                                   max_literal_size=MAX_MESSAGE)
+        self.upstream = ClientFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
+                                     max_literal_size=MAX_MESSAGE)
+        self.state: Literal["starting", "not_authenticated", "authenticated", "closed"] = (
+            "starting"
+        )
+        self.user: str | None = None
+        self.tls_active = settings.tls_active
+        self.starttls_available = settings.starttls_available and not settings.tls_active
+        self.upstream_caps: tuple[str, ...] = ()
+        self._inflight: _Relay | _FetchJob | _Internal | None = None
+        self._counter = 0  # OpenMessage request ids
+        self._tags = 0  # internal command tags
+        self._bad_count = 0
+        self._awaiting_tls = False
+        self._logging_out = False
+        self._out: list[Action] = []
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    @property
+    def pending_opens(self) -> int:
+        job = self._inflight
+        if not isinstance(job, _FetchJob):
+            return 0
+        return sum(1 for e in job.entries if e.request_id is not None and e.result is None)
+
+    @property
+    def busy(self) -> bool:
+        """A command is in progress (graceful stop waits for this)."""
+        return self._inflight is not None and not (
+            isinstance(self._inflight, _Relay) and self._inflight.client_continues
+        )
+
+    def start(self) -> list[Action]:
+        tag = self._new_tag()
+        self._inflight = _Internal(tag, "capability")
+        return [SendToUpstream(tag + b" CAPABILITY\r\n")]
+
+    def client_data(self, data: bytes) -> list[Action]:
+        if self.state == "closed":
+            return []
+        if self._awaiting_tls:
+            return []  # pipelined after STARTTLS: discarded (security item 7)
+        self.client.receive_data(data)
+        return self._run()
+
+    def client_tls_started(self) -> list[Action]:
+        self._awaiting_tls = False
+        self.tls_active = True
+        self.starttls_available = False
+        return self._run()
+
+    def upstream_data(self, data: bytes) -> list[Action]:
+        if self.state == "closed":
+            return []
+        self.upstream.receive_data(data)
+        return self._run()
+
+    def message_opened(self, result: MessageOpened) -> list[Action]:
+        job = self._inflight
+        if self.state == "closed" or not isinstance(job, _FetchJob):
+            return []
+        for entry in job.entries:
+            if entry.request_id == result.request_id:
+                entry.result = result
+                break
+        self._flush_job(job)
+        return self._run()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _run(self) -> list[Action]:
+        try:
+            self._pump_upstream()
+            self._pump_client()
+        except FramingError as exc:
+            self._fatal(f"protocol error: {type(exc).__name__}")
+        out, self._out = self._out, []
+        return out
+
+    def _fatal(self, reason: str, bye: bytes = b"* BYE Internal error, closing\r\n") -> None:
+        if self.state != "closed":
+            self._out.append(SendToClient(bye))
+            self._out.append(Close(reason))
+            self.state = "closed"
+
+    def _new_tag(self) -> bytes:
+        self._tags += 1
+        return INTERNAL_TAG + b"%d" % self._tags
+
+    # -- upstream side ---------------------------------------------------------------------
+
+    def _pump_upstream(self) -> None:
+        while self.state != "closed":
+            try:
+                event = self.upstream.next_event()
+            except FramingError:
+                self._fatal("upstream protocol error", b"* BYE Upstream server error\r\n")
+                return
+            if event is NEED_DATA:
+                return
+            if isinstance(event, ConnectionClosed):
+                if self._logging_out:
+                    self._out.append(Close("logout"))
+                    self.state = "closed"
+                else:
+                    self._fatal("upstream closed",
+                                b"* BYE Upstream server connection lost\r\n")
+                return
+            if isinstance(event, Message):
+                self._upstream_message(event.raw)
+            else:  # streaming is not used: no other event can come
+                self._fatal("unexpected upstream event")
+
+    def _upstream_message(self, raw: bytes) -> None:
+        job = self._inflight
+        if raw.startswith(b"+"):
+            self._upstream_continuation(raw)
+            return
+        if raw.startswith(b"* "):
+            self._upstream_untagged(raw)
+            return
+        tag = raw.split(b" ", 1)[0]
+        if isinstance(job, _Internal) and tag == job.tag:
+            self._inflight = None
+            if not raw[len(tag) + 1 :].upper().startswith(b"OK"):
+                self._fatal("upstream refused CAPABILITY")
+                return
+            self.state = "not_authenticated"
+            caps = b" ".join(c.encode("ascii") for c in self._caps())
+            self._out.append(SendToClient(b"* OK [CAPABILITY " + caps + b"] smime-proxy ready\r\n"))
+            return
+        if isinstance(job, _Relay) and tag == job.tag:
+            self._inflight = None
+            ok = raw[len(tag) + 1 :].upper().startswith(b"OK")
+            if ok and job.login:
+                self.user = job.login_user or ""
+                self.state = "authenticated"
+            self._out.append(SendToClient(self._filter_caps_in(raw)))
+            return
+        if isinstance(job, _FetchJob):
+            if tag == job.command.tag and job.done is None:
+                job.done = raw
+                job.done_ok = raw[len(tag) + 1 :].upper().startswith(b"OK")
+                self._flush_job(job)
+                return
+            if job.store_tag is not None and tag == job.store_tag:
+                job.store_tag = None
+                job.seen_uids.clear()
+                self._flush_job(job)
+                return
+        self._fatal("unexpected tagged response", b"* BYE Upstream server error\r\n")
+
+    def _upstream_continuation(self, raw: bytes) -> None:
+        job = self._inflight
+        if isinstance(job, _Relay):
+            if job.pieces:
+                self._out.append(SendToUpstream(job.pieces.popleft()))
+                return
+            job.client_continues = True
+            self._out.append(SendToClient(raw))
+            return
+        self._fatal("unexpected continuation", b"* BYE Upstream server error\r\n")
+
+    def _upstream_untagged(self, raw: bytes) -> None:
+        job = self._inflight
+        upper = raw[:40].upper()
+        if upper.startswith(b"* CAPABILITY ") or upper.startswith(b"* OK [CAPABILITY "):
+            if isinstance(job, _Internal):
+                self._remember_caps(raw)
+                return
+            if self.state == "starting":
+                return
+            raw = self._filter_caps_in(raw)
+        elif self.state == "starting":
+            return
+        is_fetch = re.match(rb"\* [0-9]+ FETCH ", raw[:40], re.IGNORECASE) is not None
+        if isinstance(job, _FetchJob):
+            if is_fetch:
+                self._fetch_data(job, raw)
+            else:
+                job.entries.append(_Entry(raw=raw))
+                self._flush_job(job)
+            return
+        if is_fetch:
+            raw = self._without_content(raw)
+            if not raw:
+                return
+        self._out.append(SendToClient(raw))
+
+    def _without_content(self, raw: bytes) -> bytes:
+        """An unsolicited FETCH response with its content items removed (the proxy alone
+        answers content, from the shown message)."""
+        try:
+            response = parse_response(raw)
+        except ParseError:
+            return b""
+        if not isinstance(response, FetchResponse):
+            return raw
+        kept = tuple((i, v) for i, v in response.items if not fetch_rewrite.is_content(i))
+        if len(kept) == len(response.items):
+            return raw
+        return FetchResponse(response.number, kept).render() if kept else b""
+
+    # -- capabilities ------------------------------------------------------------------------
+
+    def _remember_caps(self, raw: bytes) -> None:
+        try:
+            response = parse_response(raw)
+        except ParseError:
+            return
+        if isinstance(response, CapabilityResponse):
+            self.upstream_caps = response.capabilities
+        elif isinstance(response, UntaggedStatus) and response.code is not None:
+            if response.code.name == "CAPABILITY":
+                self.upstream_caps = response.code.words()
+
+    def _login_allowed(self) -> bool:
+        return self.tls_active or self.settings.plaintext_login
+
+    def _filter(self, caps: tuple[str, ...]) -> list[str]:
+        kept: list[str] = []
+        for cap in caps:
+            if cap.upper() == "AUTH=PLAIN" or not _DROPPED_CAPS.fullmatch(cap):
+                kept.append(cap)
+        if self.state != "authenticated":
+            if self.starttls_available:
+                kept.append("STARTTLS")
+            if not self._login_allowed():
+                kept = [c for c in kept if c.upper() != "AUTH=PLAIN"]
+                kept.append("LOGINDISABLED")
+        return kept
+
+    def _caps(self) -> list[str]:
+        return self._filter(self.upstream_caps)
+
+    def _filter_caps_in(self, raw: bytes) -> bytes:
+        """`* CAPABILITY ...`, `* OK [CAPABILITY ...] ...` or a tagged response with a
+        CAPABILITY code, with what the proxy cannot carry removed."""
+        match = re.match(rb"(\* CAPABILITY |\S+ OK \[CAPABILITY |\* OK \[CAPABILITY )([^\]\r]*)",
+                         raw, re.IGNORECASE)
+        if match is None:
+            return raw
+        caps = tuple(w.decode("ascii", "replace") for w in match[2].split(b" ") if w)
+        kept = b" ".join(c.encode("ascii", "replace") for c in self._filter(caps))
+        return match[1] + kept + raw[match.end() :]
+
+    def _upstream_has(self, name: str) -> bool:
+        return any(c.upper() == name for c in self.upstream_caps)
+
+    # -- client side ---------------------------------------------------------------------
+
+    def _pump_client(self) -> None:
+        while self.state not in ("closed", "starting") and not self._awaiting_tls:
+            job = self._inflight
+            if job is not None and not (isinstance(job, _Relay) and job.client_continues):
+                return
+            try:
+                event = self.client.next_event()
+            except FramingError as exc:
+                bye = b"* BYE [TOOBIG] Line too long\r\n" if "line" in str(exc) else (
+                    b"* BYE Protocol error\r\n")
+                self._fatal(f"client protocol error: {type(exc).__name__}", bye)
+                return
+            if event is NEED_DATA:
+                return
+            if isinstance(event, ConnectionClosed):
+                self._out.append(Close("client closed"))
+                self.state = "closed"
+                return
+            if isinstance(event, ContinuationRequest):
+                self._out.append(SendToClient(b"+ OK\r\n"))
+                continue
+            if isinstance(event, LiteralRejected):
+                tag = event.tag if event.tag else b"*"
+                if event.synchronizing:
+                    self._out.append(SendToClient(tag + b" NO [TOOBIG] Literal too large\r\n"))
+                    continue
+                self._fatal("literal too large", b"* BYE [TOOBIG] Literal too large\r\n")
+                return
+            if isinstance(event, Message):
+                if isinstance(job, _Relay):
+                    self._client_continuation(job, event.raw)
+                else:
+                    self._client_command(event.raw)
+                continue
+            self._fatal("unexpected client event")  # streaming is not used
+            return
+
+    def _client_continuation(self, job: _Relay, raw: bytes) -> None:
+        """A line the client sends after a "+" of the upstream (SASL data, IDLE's DONE)."""
+        job.client_continues = False
+        if job.sasl_plain:
+            job.sasl_plain = False
+            job.login_user = _plain_user(raw.rstrip(b"\r\n"))
+        self._out.append(SendToUpstream(raw))
+
+    def _bad(self, tag: bytes, text: bytes) -> None:
+        self._out.append(SendToClient(tag + b" BAD " + text + b"\r\n"))
+        if self.state != "authenticated":
+            self._bad_count += 1
+            if self._bad_count >= MAX_BAD_BEFORE_LOGIN:
+                self._fatal("too many bad commands", b"* BYE Too many invalid commands\r\n")
+
+    def _client_command(self, raw: bytes) -> None:
+        first = raw.split(b" ", 1)[0].rstrip(b"\r\n")
+        if first.startswith(INTERNAL_TAG):
+            self._bad(b"*", b"This tag prefix is reserved")
+            return
+        try:
+            command = parse_command(raw)
+        except (ParseError, PeerProtocolError):
+            tag = first if re.fullmatch(rb"[A-Za-z0-9.\-_]{1,64}", first) else b"*"
+            self._bad(tag, b"Error in IMAP command")
+            return
+        name, tag = command.name, command.tag
+        if name in ("CAPABILITY", "NOOP", "LOGOUT", "STARTTLS") and (
+            self.state != "authenticated" or name == "STARTTLS"
+        ):
+            self._local(command.tag, name, raw)
+            return
+        if name in ("COMPRESS", "NOTIFY"):
+            self._out.append(SendToClient(tag + b" NO [CANNOT] Not supported by the proxy\r\n"))
+            return
+        if self.state != "authenticated":
+            if name == "LOGIN" and isinstance(command, LoginCommand):
+                if not self._login_allowed():
+                    self._out.append(SendToClient(
+                        tag + b" NO [PRIVACYREQUIRED] Use STARTTLS or TLS first\r\n"))
+                    return
+                user = command.username.decode("utf-8", "replace")
+                self._relay(tag, raw, login=True, login_user=user)
+                return
+            if name == "AUTHENTICATE" and isinstance(command, GenericCommand):
+                self._authenticate(command, raw)
+                return
+            if name == "ID":
+                self._relay(tag, raw)
+                return
+            self._bad(tag, b"Log in first")
+            return
+        if name in ("LOGIN", "AUTHENTICATE"):
+            self._bad(tag, b"Already logged in")
+            return
+        if isinstance(command, FetchCommand) and fetch_rewrite.needs_rewrite(command):
+            job = _FetchJob(command)
+            self._inflight = job
+            self._out.append(SendToUpstream(fetch_rewrite.upstream_fetch(command).render()))
+            return
+        if name == "LOGOUT":
+            self._logging_out = True
+        self._relay(tag, raw)
+
+    def _local(self, tag: bytes, name: str, raw: bytes) -> None:
+        if name == "CAPABILITY":
+            caps = b" ".join(c.encode("ascii") for c in self._caps())
+            self._out.append(SendToClient(b"* CAPABILITY " + caps + b"\r\n" + tag
+                                          + b" OK Capability completed\r\n"))
+        elif name == "NOOP":
+            self._out.append(SendToClient(tag + b" OK NOOP completed\r\n"))
+        elif name == "LOGOUT":
+            self._out.append(SendToClient(b"* BYE Logging out\r\n" + tag
+                                          + b" OK Logout completed\r\n"))
+            self._out.append(Close("logout"))
+            self.state = "closed"
+        elif not self.starttls_available or self.state == "authenticated" or (
+            raw.upper().rstrip(b"\r\n") != tag.upper() + b" STARTTLS"
+        ):
+            self._bad(tag, b"STARTTLS not available")
+        else:
+            self._out.append(SendToClient(tag + b" OK Begin TLS negotiation now\r\n"))
+            self._out.append(StartClientTls())
+            self._awaiting_tls = True
+            # Anything the client sent after STARTTLS, before the handshake, is dropped.
+            self.client = ServerFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
+                                       max_literal_size=MAX_MESSAGE)
+
+    def _authenticate(self, command: GenericCommand, raw: bytes) -> None:
+        tag = command.tag
+        args = command.args.split(b" ")
+        if not args or args[0].upper() != b"PLAIN" or len(args) > 2:
+            self._out.append(SendToClient(tag + b" NO [CANNOT] Only AUTHENTICATE PLAIN\r\n"))
+            return
+        if not self._login_allowed():
+            self._out.append(SendToClient(
+                tag + b" NO [PRIVACYREQUIRED] Use STARTTLS or TLS first\r\n"))
+            return
+        if len(args) == 2:
+            self._relay(tag, raw, login=True, login_user=_plain_user(args[1]))
+        else:
+            self._relay(tag, raw, login=True, sasl_plain=True)
+
+    def _relay(self, tag: bytes, raw: bytes, *, login: bool = False,
+               login_user: str | None = None, sasl_plain: bool = False) -> None:
+        if self._upstream_has("LITERAL+"):
+            raw = use_nonsync_literals(raw, None)
+        elif self._upstream_has("LITERAL-"):
+            raw = use_nonsync_literals(raw)
+        pieces = deque(split_at_sync_literals(raw))
+        self._inflight = _Relay(tag, login=login, login_user=login_user, sasl_plain=sasl_plain)
+        self._inflight.pieces = pieces
+        self._out.append(SendToUpstream(pieces.popleft()))
+
+    # -- content FETCH -------------------------------------------------------------------
+
+    def _fetch_data(self, job: _FetchJob, raw: bytes) -> None:
+        try:
+            response = parse_response(raw)
+        except ParseError:
+            self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
+            return
+        assert isinstance(response, FetchResponse)
+        items = {item.render(): value for item, value in response.items}
+        stored = items.get(fetch_rewrite.WHOLE_NAME)
+        if fetch_rewrite.WHOLE_NAME not in items:
+            # not an answer to our FETCH: a flag update of another message, say
+            job.entries.append(_Entry(raw=self._without_content(raw)))
+            self._flush_job(job)
+            return
+        self._counter += 1
+        entry = _Entry(number=response.number, request_id=self._counter,
+                       stored=stored if isinstance(stored, bytes) else b"", items=items)
+        job.entries.append(entry)
+        self._out.append(OpenMessage(self._counter, self.user or "", entry.stored))
+
+    def _flush_job(self, job: _FetchJob) -> None:
+        """Answer the messages opened so far, in order; finish when all are answered."""
+        while job.entries:
+            entry = job.entries[0]
+            if entry.request_id is None:
+                if entry.raw:
+                    self._out.append(SendToClient(entry.raw))
+                job.entries.popleft()
+                continue
+            if entry.result is None:
+                return
+            job.entries.popleft()
+            self._answer(job, entry, entry.result)
+        if job.done is None or job.store_tag is not None:
+            return
+        if job.seen_uids and job.done_ok:
+            tag = self._new_tag()
+            job.store_tag = tag
+            uids = b",".join(b"%d" % uid for uid in job.seen_uids)
+            self._out.append(SendToUpstream(tag + b" UID STORE " + uids
+                                            + b" +FLAGS.SILENT (\\Seen)\r\n"))
+            return
+        tag = job.command.tag
+        if not job.done_ok:
+            final = job.done
+        elif job.unknown_cte:
+            final = tag + b" NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding\r\n"
+        elif job.locked:
+            final = (tag + b" NO [UNAVAILABLE] An encrypted message cannot be shown while"
+                     b" the Secure Mail key is locked: unlock it, then fetch again\r\n")
+        else:
+            final = job.done
+        self._out.append(SendToClient(final))
+        self._inflight = None
+
+    def _answer(self, job: _FetchJob, entry: _Entry, result: MessageOpened) -> None:
+        if result.outcome == "locked":
+            if self.settings.locked_fetch != "passthrough":
+                job.locked = True
+                return
+            shown = entry.stored
+        elif result.outcome == "opened" and result.plain:
+            shown = entry.stored
+        else:
+            shown = result.content
+        command = job.command
+        mark_seen = fetch_rewrite.newly_seen(command, entry.items)
+        try:
+            response = fetch_rewrite.answer(entry.number, command, MessageView(shown),
+                                            entry.items, mark_seen=mark_seen)
+        except UnknownCte:
+            job.unknown_cte = True
+            return
+        if mark_seen:
+            uid = entry.items.get(b"UID")
+            if isinstance(uid, int):
+                job.seen_uids.append(uid)
+        self._out.append(SendToClient(response.render()))
+
+
+def _plain_user(blob: bytes) -> str | None:
+    """The user of a SASL PLAIN message (authzid if given, else authcid)."""
+    try:
+        decoded = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    parts = decoded.split(b"\0")
+    if len(parts) != 3:
+        return None
+    user = parts[0] or parts[1]
+    return user.decode("utf-8", "replace") or None

@@ -1,0 +1,395 @@
+"""Transcript tests of the sans-I/O IMAP proxy session: bytes in, actions (bytes) out, no
+network, no crypto (`MessageOpened` results are scripted)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from smime_proxy.imap.session import (
+    Action,
+    Close,
+    MessageOpened,
+    OpenMessage,
+    ProxySession,
+    SendToClient,
+    SendToUpstream,
+    SessionSettings,
+    StartClientTls,
+)
+from smime_proxy.mime.views import MessageView
+
+UP_CAPS = (b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE STARTTLS "
+           b"AUTH=PLAIN AUTH=LOGIN COMPRESS=DEFLATE NOTIFY\r\n")
+PLAIN = (b"From: a@example.test\r\nTo: b@example.test\r\nSubject: hi\r\n\r\n"
+         b"hello world\r\n")
+STATUS = b"X-SMIME-Status: encrypted=no; signature=none\r\n"
+
+
+@dataclass
+class Run:
+    session: ProxySession
+    to_client: list[bytes] = field(default_factory=list)
+    to_upstream: list[bytes] = field(default_factory=list)
+    opens: list[OpenMessage] = field(default_factory=list)
+    others: list[Action] = field(default_factory=list)
+
+    def take(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendToClient):
+                self.to_client.append(action.data)
+            elif isinstance(action, SendToUpstream):
+                self.to_upstream.append(action.data)
+            elif isinstance(action, OpenMessage):
+                self.opens.append(action)
+            else:
+                self.others.append(action)
+
+    def client(self, data: bytes) -> None:
+        self.take(self.session.client_data(data))
+
+    def upstream(self, data: bytes) -> None:
+        self.take(self.session.upstream_data(data))
+
+    def opened(self, result: MessageOpened) -> None:
+        self.take(self.session.message_opened(result))
+
+    def client_out(self) -> bytes:
+        out, self.to_client[:] = b"".join(self.to_client), []
+        return out
+
+    def upstream_out(self) -> bytes:
+        out, self.to_upstream[:] = b"".join(self.to_upstream), []
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return any(isinstance(a, Close) for a in self.others)
+
+
+def started(**settings: object) -> Run:
+    run = Run(ProxySession(SessionSettings(**settings)))  # type: ignore[arg-type]
+    run.take(run.session.start())
+    assert run.upstream_out() == b"~spx1 CAPABILITY\r\n"
+    assert run.to_client == []
+    run.upstream(UP_CAPS + b"~spx1 OK Pre-login capabilities listed.\r\n")
+    return run
+
+
+def logged_in(**settings: object) -> Run:
+    run = started(plaintext_login=True, **settings)
+    run.client_out()
+    run.client(b"a1 LOGIN alice secret\r\n")
+    assert run.upstream_out() == b"a1 LOGIN alice secret\r\n"
+    run.upstream(b"a1 OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE] Logged in\r\n")
+    assert run.client_out() == b"a1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"
+    assert run.session.user == "alice"
+    return run
+
+
+def fetch_reply(number: int, uid: int, message: bytes, extra: bytes = b"") -> bytes:
+    return (b"* %d FETCH (UID %d BODY[] {%d}\r\n" % (number, uid, len(message)) + message
+            + extra + b")\r\n")
+
+
+# --- greeting, capabilities, STARTTLS, login -----------------------------------------------
+
+
+def test_greeting_filters_capabilities_and_adds_starttls_logindisabled() -> None:
+    run = started(starttls_available=True)
+    greeting = run.client_out()
+    assert greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE ")
+    words = greeting.split(b"]")[0].split()
+    assert b"COMPRESS=DEFLATE" not in words and b"NOTIFY" not in words
+    assert b"AUTH=LOGIN" not in words and b"AUTH=PLAIN" not in words
+    assert words.count(b"STARTTLS") == 1 and b"LOGINDISABLED" in words
+
+
+def test_implicit_tls_advertises_plain_without_starttls() -> None:
+    run = started(tls_active=True)
+    words = run.client_out().split(b"]")[0].split()
+    assert b"AUTH=PLAIN" in words
+    assert b"STARTTLS" not in words and b"LOGINDISABLED" not in words
+
+
+def test_login_without_tls_is_refused_and_not_relayed() -> None:
+    run = started(starttls_available=True)
+    run.client_out()
+    run.client(b"a1 LOGIN alice secret\r\na2 AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n")
+    out = run.client_out()
+    assert b"a1 NO [PRIVACYREQUIRED]" in out and b"a2 NO [PRIVACYREQUIRED]" in out
+    assert run.to_upstream == []
+
+
+def test_bytes_pipelined_after_starttls_are_discarded() -> None:
+    run = started(starttls_available=True)
+    run.client_out()
+    run.client(b"a1 STARTTLS\r\na2 LOGIN alice secret\r\n")
+    assert run.client_out() == b"a1 OK Begin TLS negotiation now\r\n"
+    assert any(isinstance(a, StartClientTls) for a in run.others)
+    run.client(b"a3 LOGIN alice secret\r\n")  # still before the handshake: dropped too
+    run.take(run.session.client_tls_started())
+    assert run.to_upstream == [] and run.client_out() == b""
+    run.client(b"a4 CAPABILITY\r\n")
+    caps = run.client_out()
+    assert b"STARTTLS" not in caps and b"AUTH=PLAIN" in caps and caps.endswith(b"a4 OK "
+                                                                                b"Capability "
+                                                                                b"completed\r\n")
+    run.client(b"a5 LOGIN alice secret\r\n")
+    assert run.upstream_out() == b"a5 LOGIN alice secret\r\n"
+
+
+def test_starttls_refused_when_not_offered() -> None:
+    run = started(tls_active=True)
+    run.client_out()
+    run.client(b"a1 STARTTLS\r\n")
+    assert run.client_out().startswith(b"a1 BAD")
+    assert not any(isinstance(a, StartClientTls) for a in run.others)
+
+
+def test_failed_login_stays_unauthenticated() -> None:
+    run = started(plaintext_login=True)
+    run.client_out()
+    run.client(b"a1 LOGIN alice wrong\r\n")
+    assert run.upstream_out() == b"a1 LOGIN alice wrong\r\n"
+    run.upstream(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+    assert run.client_out() == b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+    run.client(b"a2 SELECT INBOX\r\n")
+    assert run.client_out().startswith(b"a2 BAD") and run.to_upstream == []
+
+
+def test_authenticate_plain_with_continuation_names_the_user() -> None:
+    run = started(plaintext_login=True)
+    run.client_out()
+    run.client(b"a1 AUTHENTICATE PLAIN\r\n")
+    assert run.upstream_out() == b"a1 AUTHENTICATE PLAIN\r\n"
+    run.upstream(b"+ \r\n")
+    assert run.client_out() == b"+ \r\n"
+    run.client(b"AGJvYgBib2ItcHc=\r\n")  # \0bob\0bob-pw
+    assert run.upstream_out() == b"AGJvYgBib2ItcHc=\r\n"
+    run.upstream(b"a1 OK Logged in\r\n")
+    assert run.client_out() == b"a1 OK Logged in\r\n"
+    assert run.session.user == "bob"
+
+
+def test_other_sasl_mechanisms_are_refused() -> None:
+    run = started(plaintext_login=True)
+    run.client_out()
+    run.client(b"a1 AUTHENTICATE CRAM-MD5\r\n")
+    assert run.client_out().startswith(b"a1 NO [CANNOT]") and run.to_upstream == []
+
+
+def test_reserved_tag_prefix_and_compress_are_refused() -> None:
+    run = logged_in()
+    run.client(b"~spx9 NOOP\r\na2 COMPRESS DEFLATE\r\n")
+    out = run.client_out()
+    assert out.startswith(b"* BAD") and b"a2 NO [CANNOT]" in out
+    assert run.to_upstream == []
+
+
+def test_overlong_line_closes_with_bye() -> None:
+    run = started(plaintext_login=True)
+    run.client_out()
+    run.client(b"a1 NOOP " + b"x" * (70 * 1024))
+    assert run.client_out().startswith(b"* BYE")
+    assert run.closed
+
+
+# --- relaying -------------------------------------------------------------------------------
+
+
+def test_commands_are_relayed_one_at_a_time_and_untagged_pass_through() -> None:
+    run = logged_in()
+    run.client(b"a2 SELECT INBOX\r\na3 NOOP\r\n")
+    assert run.upstream_out() == b"a2 SELECT INBOX\r\n"
+    run.upstream(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 5] Ok\r\n"
+                 b"a2 OK [READ-WRITE] Select completed\r\n")
+    assert run.client_out() == (b"* 3 EXISTS\r\n* OK [UIDVALIDITY 5] Ok\r\n"
+                                b"a2 OK [READ-WRITE] Select completed\r\n")
+    assert run.upstream_out() == b"a3 NOOP\r\n"
+
+
+def test_literal_is_acknowledged_and_sent_upstream_as_literal_plus() -> None:
+    run = logged_in()
+    run.client(b"a2 APPEND INBOX {5}\r\n")
+    assert run.client_out() == b"+ OK\r\n"
+    run.client(b"hello\r\n")
+    assert run.upstream_out() == b"a2 APPEND INBOX {5+}\r\nhello\r\n"
+
+
+def test_idle_continuation_and_done_are_relayed() -> None:
+    run = logged_in()
+    run.client(b"a2 IDLE\r\n")
+    run.upstream(b"+ idling\r\n* 4 EXISTS\r\n")
+    assert run.client_out() == b"+ idling\r\n* 4 EXISTS\r\n"
+    run.client(b"DONE\r\n")
+    assert run.upstream_out() == b"a2 IDLE\r\nDONE\r\n"
+    run.upstream(b"a2 OK Idle completed\r\n")
+    assert run.client_out() == b"a2 OK Idle completed\r\n"
+
+
+def test_non_content_fetch_is_relayed_unchanged() -> None:
+    run = logged_in()
+    run.client(b"a2 UID FETCH 1:* (FLAGS INTERNALDATE)\r\n")
+    assert run.upstream_out() == b"a2 UID FETCH 1:* (FLAGS INTERNALDATE)\r\n"
+    assert run.opens == []
+
+
+def test_unsolicited_content_items_are_dropped() -> None:
+    run = logged_in()
+    run.client(b"a2 NOOP\r\n")
+    run.upstream(b'* 1 FETCH (FLAGS (\\Seen) BODY[] "x")\r\n* 2 FETCH (BODY[] "y")\r\n'
+                 b"a2 OK done\r\n")
+    assert run.client_out() == b"* 1 FETCH (FLAGS (\\Seen))\r\na2 OK done\r\n"
+
+
+# --- content FETCH --------------------------------------------------------------------------
+
+
+def test_fetch_is_rewritten_and_plain_message_answered_byte_for_byte() -> None:
+    run = logged_in()
+    run.client(b"a2 FETCH 1 (BODY.PEEK[] RFC822.SIZE BODY.PEEK[1]<0.5>)\r\n")
+    assert run.upstream_out() == b"a2 FETCH 1 (UID BODY.PEEK[])\r\n"
+    run.upstream(fetch_reply(1, 7, PLAIN))
+    assert [o.raw for o in run.opens] == [PLAIN] and run.opens[0].user == "alice"
+    assert run.client_out() == b""  # nothing before the message is opened
+    run.upstream(b"a2 OK Fetch completed.\r\n")
+    assert run.client_out() == b""
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    assert run.client_out() == (
+        b"* 1 FETCH (BODY[] {%d}\r\n" % len(PLAIN) + PLAIN
+        + b" RFC822.SIZE %d BODY[1]<0> {5}\r\nhello)\r\na2 OK Fetch completed.\r\n" % len(PLAIN))
+    assert run.to_upstream == []  # PEEK: no \Seen
+
+
+def test_opened_content_is_what_every_item_describes() -> None:
+    shown = b"X-SMIME-Status: encrypted=yes; cipher=aes-256-gcm; signature=none\r\n" + PLAIN
+    run = logged_in()
+    run.client(b"a2 UID FETCH 7 (BODY.PEEK[]<0.30> RFC822.SIZE BODYSTRUCTURE)\r\n")
+    assert run.upstream_out() == b"a2 UID FETCH 7 (UID BODY.PEEK[])\r\n"
+    run.upstream(fetch_reply(1, 7, b"ciphertext-ish") + b"a2 OK Fetch completed.\r\n")
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", shown))
+    view = MessageView(shown)
+    out = run.client_out()
+    assert out.startswith(b"* 1 FETCH (UID 7 BODY[]<0> {30}\r\n" + shown[:30]
+                          + b" RFC822.SIZE %d BODYSTRUCTURE (" % len(shown))
+    assert b"ciphertext" not in out
+    assert view.size == len(shown)
+    assert out.endswith(b"a2 OK Fetch completed.\r\n")
+
+
+def test_forged_status_in_plain_message_is_replaced() -> None:
+    forged = b"X-SMIME-Status: encrypted=yes; signature=valid; signer=boss@example.test\r\n"
+    ours = b"X-SMIME-Status: encrypted=no; signature=none\r\n"
+    run = logged_in()
+    run.client(b"a2 FETCH 1 BODY.PEEK[HEADER]\r\n")
+    run.upstream(fetch_reply(1, 3, forged + PLAIN) + b"a2 OK done\r\n")
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", ours + PLAIN, plain=False))
+    out = run.client_out()
+    assert b"signature=valid" not in out and ours in out
+
+
+def test_non_peek_fetch_sets_seen_before_the_tagged_ok() -> None:
+    run = logged_in()
+    run.client(b"a2 FETCH 1:2 (BODY[] FLAGS)\r\n")
+    assert run.upstream_out() == b"a2 FETCH 1:2 (UID BODY.PEEK[] FLAGS)\r\n"
+    run.upstream(fetch_reply(1, 7, PLAIN, b" FLAGS ()") + fetch_reply(2, 9, PLAIN,
+                                                                       b" FLAGS (\\Seen)"))
+    run.upstream(b"a2 OK Fetch completed.\r\n")
+    for o in run.opens:
+        run.opened(MessageOpened(o.request_id, "opened", STATUS + PLAIN, plain=True))
+    out = run.client_out()
+    assert b"* 1 FETCH (BODY[] {%d}" % len(PLAIN) in out and b"FLAGS (\\Seen))\r\n" in out
+    assert b"a2 OK" not in out
+    assert run.upstream_out() == b"~spx2 UID STORE 7 +FLAGS.SILENT (\\Seen)\r\n"
+    run.upstream(b"~spx2 OK Store completed.\r\n")
+    assert run.client_out() == b"a2 OK Fetch completed.\r\n"
+
+
+def test_seen_flags_are_added_when_not_asked() -> None:
+    run = logged_in()
+    run.client(b"a2 UID FETCH 7 BODY[TEXT]\r\n")
+    run.upstream(fetch_reply(1, 7, PLAIN, b" FLAGS (\\Answered)") + b"a2 OK ok\r\n")
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    assert run.client_out() == (b"* 1 FETCH (UID 7 BODY[TEXT] {13}\r\nhello world\r\n"
+                                b" FLAGS (\\Answered \\Seen))\r\n")
+
+
+def test_locked_key_gives_tagged_unavailable_and_no_data_for_that_message() -> None:
+    run = logged_in()
+    run.client(b"a2 FETCH 1:2 BODY[]\r\n")
+    run.upstream_out()
+    run.upstream(fetch_reply(1, 7, PLAIN, b" FLAGS ()") + fetch_reply(2, 8, b"smime",
+                                                                       b" FLAGS ()"))
+    run.upstream(b"a2 OK Fetch completed.\r\n")
+    run.opened(MessageOpened(run.opens[1].request_id, "locked"))
+    assert run.client_out() == b""  # in order: message 1 first
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    out = run.client_out()
+    assert out.startswith(b"* 1 FETCH") and b"* 2 FETCH" not in out
+    assert run.upstream_out() == b"~spx2 UID STORE 7 +FLAGS.SILENT (\\Seen)\r\n"
+    run.upstream(b"~spx2 OK Store completed.\r\n")
+    assert run.client_out().startswith(b"a2 NO [UNAVAILABLE]")
+
+
+def test_locked_key_passthrough_shows_the_raw_message() -> None:
+    run = logged_in(locked_fetch="passthrough")
+    run.client(b"a2 FETCH 1 BODY.PEEK[]\r\n")
+    run.upstream(fetch_reply(1, 7, b"raw smime\r\n") + b"a2 OK done\r\n")
+    run.opened(MessageOpened(run.opens[0].request_id, "locked"))
+    assert run.client_out() == b"* 1 FETCH (BODY[] {11}\r\nraw smime\r\n)\r\na2 OK done\r\n"
+
+
+def test_upstream_no_is_relayed_after_the_data() -> None:
+    run = logged_in()
+    run.client(b"a2 FETCH 1 BODY.PEEK[]\r\n")
+    run.upstream(b"a2 NO Some messages were expunged\r\n")
+    assert run.client_out() == b"a2 NO Some messages were expunged\r\n"
+
+
+def test_unsolicited_responses_during_fetch_keep_their_order() -> None:
+    run = logged_in()
+    run.client(b"a2 FETCH 1 BODY.PEEK[]\r\n")
+    run.upstream(fetch_reply(1, 7, PLAIN) + b"* 5 EXISTS\r\n" + b"a2 OK done\r\n")
+    assert run.client_out() == b""
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    out = run.client_out()
+    assert out.index(b"* 1 FETCH") < out.index(b"* 5 EXISTS") < out.index(b"a2 OK done")
+
+
+def test_upstream_dying_mid_fetch_closes_the_client() -> None:
+    run = logged_in()
+    run.client(b"a2 FETCH 1 BODY.PEEK[]\r\n")
+    run.upstream(b"* 1 FETCH (UID 7 BODY[] {100}\r\npartial")
+    run.upstream(b"")
+    assert run.client_out().startswith(b"* BYE")
+    assert run.closed and run.opens == []
+
+
+@pytest.mark.parametrize("item", [b"BODYSTRUCTURE", b"ENVELOPE", b"RFC822.SIZE", b"BODY",
+                                  b"BINARY.PEEK[1]", b"RFC822.HEADER", b"ALL", b"FULL"])
+def test_every_content_item_is_rewritten(item: bytes) -> None:
+    run = logged_in()
+    run.client(b"a2 FETCH 1 " + item + b"\r\n")
+    assert run.upstream_out().startswith(b"a2 FETCH 1 (UID BODY.PEEK[]")
+
+
+def test_pipelined_commands_wait_for_the_fetch() -> None:
+    run = logged_in()
+    run.client(b"a2 FETCH 1 BODY.PEEK[]\r\na3 NOOP\r\n")
+    assert run.upstream_out() == b"a2 FETCH 1 (UID BODY.PEEK[])\r\n"
+    run.upstream(fetch_reply(1, 7, PLAIN) + b"a2 OK done\r\n")
+    assert run.to_upstream == []
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    assert run.upstream_out() == b"a3 NOOP\r\n"
+
+
+def test_logout_after_login_is_relayed_and_closes() -> None:
+    run = logged_in()
+    run.client(b"a9 LOGOUT\r\n")
+    assert run.upstream_out() == b"a9 LOGOUT\r\n"
+    run.upstream(b"* BYE Logging out\r\na9 OK Logout completed.\r\n")
+    run.upstream(b"")
+    assert run.client_out() == b"* BYE Logging out\r\na9 OK Logout completed.\r\n"
+    assert run.closed
