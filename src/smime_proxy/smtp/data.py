@@ -36,8 +36,7 @@ class DataReader:
 
     def __init__(self, limit: int = 0) -> None:
         self.limit = limit
-        self._parts: list[bytes] = []
-        self._kept = 0
+        self._buffer = bytearray()
         self._pending = b""  # complete-lines boundary not reached yet
         self._prefix = b"\r\n"  # the two bytes before `_pending` (the 354 line ended so)
         self._size = 0
@@ -88,23 +87,20 @@ class DataReader:
         if self.limit and self._size > self.limit:
             self._too_big = True
         if self._too_big or self._bare:
-            self._parts.clear()
-            self._kept = 0
+            self._buffer = bytearray()
         else:
-            self._parts.append(text)
-            self._kept += len(text)
+            self._buffer += text  # one growing buffer (mremap), not many heap chunks
 
     @property
     def buffered(self) -> int:
         """Bytes currently held (content kept plus an incomplete line)."""
-        return self._kept + len(self._pending)
+        return len(self._buffer) + len(self._pending)
 
     def result(self) -> DataResult:
         if not self.done:
             raise ValueError("DATA not complete")
         content: bytes | None = None
         if not self._too_big and not self._bare:
-            content = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
-        self._parts = []
-        self._kept = 0
+            content = bytes(self._buffer)
+        self._buffer = bytearray()
         return DataResult(content, self._size, self._too_big, self._bare)

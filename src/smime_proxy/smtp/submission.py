@@ -205,8 +205,9 @@ def plan_submission(
 
     # 4. header protection, then sign, then encrypt per copy
     payload = base
+    del base, message  # keep one live copy at each step (a 25 MB message)
     if decision.header_protection == "wrapped":
-        payload = _wrap(base, hide_subject=encrypt and decision.hide_subject)
+        payload = _wrap(payload, hide_subject=encrypt and decision.hide_subject)
     if agent is not None:
         payload = sign_message(payload, agent, now=now)
     if not encrypt:
