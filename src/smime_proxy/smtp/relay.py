@@ -116,6 +116,10 @@ class Upstream:
         return int(value) if value.strip().isdigit() else None
 
     @property
+    def eight_bit(self) -> bool:
+        return "8bitmime" in self._smtp.esmtp_extensions
+
+    @property
     def smtputf8(self) -> bool:
         return "smtputf8" in self._smtp.esmtp_extensions
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from smime_proxy.errors import ConfigError
 from smime_proxy.harness.tls import ensure_tls
 from smime_proxy.smtp.server import SmtpFront, SmtpSettings
 from support.fake_smtp import FakeUpstream
@@ -357,3 +358,46 @@ def test_starttls_injection_discarded(tmp_path: Path) -> None:
         assert reply == b"250 OK\r\n"  # nothing answered the injected AUTH
         tls.close()
         assert "AUTH" not in e.fake.commands
+
+
+def test_recipient_cap(tmp_path: Path) -> None:
+    world = key_world()
+    with LoopThread() as loop:
+        fake = FakeUpstream()
+        loop.run(fake.start())
+        front = make_front(world, plain_upstream(fake.port),
+                           settings=SmtpSettings(timeout=5.0, max_recipients=2))
+        loop.run(front.start())
+        try:
+            with smtplib.SMTP("127.0.0.1", front.port, timeout=10) as c:
+                c.login("alice", "alice-pw")
+                assert c.mail(ALICE)[0] == 250
+                assert c.rcpt("a@example.test")[0] == 250
+                assert c.rcpt("b@example.test")[0] == 250
+                code, text = c.rcpt("c@example.test")
+                assert (code, text[:5]) == (452, b"4.5.3")
+            assert fake.commands.count("RCPT") == 2
+        finally:
+            loop.run(front.stop(1.0))
+            loop.run(fake.stop())
+
+
+def test_policy_reload_keeps_old_policy_on_error(tmp_path: Path) -> None:
+    file = tmp_path / "policy.yaml"
+    file.write_text("global: {sign: never}\n")
+    world = key_world()
+    front = SmtpFront(secure_mail=world.secure_mail, contacts=world.contacts,
+                      listener=listener(), upstream=plain_upstream(1), unlock_url=UNLOCK_URL,
+                      policy_file=file, now=lambda: world.now)
+    assert _global_sign(front) == "never"
+    file.write_text("global: {sign: required}\n")
+    front.reload_policy()
+    assert _global_sign(front) == "required"
+    file.write_text("global: {sign: sometimes}\n")
+    with pytest.raises(ConfigError, match=r"^global\.sign:"):
+        front.reload_policy()
+    assert _global_sign(front) == "required"
+
+
+def _global_sign(front: SmtpFront) -> str:
+    return str(front.policy.rules[0].settings.sign)
