@@ -39,12 +39,13 @@ from base64 import b64decode
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from cryptography import x509
 
-from smime_proxy.config import ListenerConfig, UpstreamEndpoint
+from smime_proxy.config import Config, ListenerConfig, UpstreamEndpoint
 from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.errors import ConfigError, NoSuchKey
 from smime_proxy.keystore.contacts import Contacts
@@ -131,6 +132,20 @@ def mmap_large_buffers(threshold: int = 1 << 20) -> bool:
         return False
 
 
+class ServicesLike(Protocol):
+    """What `SmtpFront.from_services` reads of `app.Services` (no upward import)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def secure_mail(self) -> SecureMail: ...
+    @property
+    def contacts(self) -> Contacts: ...
+    @property
+    def reload_hooks(self) -> list[Callable[[], None]]: ...
+    def now(self) -> datetime: ...
+
+
 class SmtpFront:
     """The `Front` of SMTP submission (see app.Front)."""
 
@@ -145,7 +160,7 @@ class SmtpFront:
         upstream: UpstreamEndpoint,
         unlock_url: str,
         policy: Policy | None = None,
-        policy_file: Any = None,
+        policy_file: Path | None = None,
         now: Callable[[], datetime],
         settings: SmtpSettings = SmtpSettings(),
     ) -> None:
@@ -172,7 +187,7 @@ class SmtpFront:
                                   f"{exc}") from None
 
     @classmethod
-    def from_services(cls, services: Any) -> SmtpFront:
+    def from_services(cls, services: ServicesLike) -> SmtpFront:
         """Build from `app.Services`, and register the policy reload hook."""
         config = services.config
         front = cls(

@@ -401,3 +401,50 @@ def test_policy_reload_keeps_old_policy_on_error(tmp_path: Path) -> None:
 
 def _global_sign(front: SmtpFront) -> str:
     return str(front.policy.rules[0].settings.sign)
+
+
+def test_from_services_wires_config_and_reload(tmp_path: Path) -> None:
+    from dataclasses import field as dc_field
+
+    from smime_proxy.config import parse_config
+
+    (tmp_path / "policy.yaml").write_text("global: {encrypt: never}\n")
+    config = parse_config({
+        "listeners": {
+            "imap": {"port": 1143, "plaintext_loopback": True},
+            "smtp": {"port": 1587, "plaintext_loopback": True},
+            "control": {"host": "127.0.0.1", "port": 8443,
+                        "tls": {"mode": "implicit", "cert": "c.pem", "key": "k.pem"}},
+        },
+        "upstream": {"imap": {"host": "127.0.0.1", "port": 143, "tls": "none"},
+                     "smtp": {"host": "127.0.0.1", "port": 587, "tls": "none"}},
+        "data_dir": str(tmp_path / "data"),
+        "policy_file": "policy.yaml",
+    }, base_dir=tmp_path, check_files=False)
+    world = key_world()
+
+    @dataclass
+    class FakeServices:
+        config: object
+        secure_mail: object
+        contacts: object
+        reload_hooks: list[object] = dc_field(default_factory=list)
+
+        def now(self) -> object:
+            return world.now
+
+    services = FakeServices(config, world.secure_mail, world.contacts)
+    front = SmtpFront.from_services(services)  # type: ignore[arg-type]
+    assert front.unlock_url == "https://127.0.0.1:8443/"
+    assert front.listener.port == 1587
+    assert _global_encrypt(front) == "never"
+    assert services.reload_hooks == [front.reload_policy]
+    (tmp_path / "policy.yaml").write_text("global: {encrypt: required}\n")
+    hook = services.reload_hooks[0]
+    assert callable(hook)
+    hook()
+    assert _global_encrypt(front) == "required"
+
+
+def _global_encrypt(front: SmtpFront) -> str:
+    return str(front.policy.rules[0].settings.encrypt)
