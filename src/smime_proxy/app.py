@@ -125,6 +125,9 @@ def default_fronts(services: Services) -> list[Front]:
     from smime_proxy.smtp.server import SmtpFront
 
     fronts.append(SmtpFront.from_services(services))
+    from smime_proxy.imap.server import ImapFront
+
+    fronts.append(ImapFront(services))
     return fronts
 
 

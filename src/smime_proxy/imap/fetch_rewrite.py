@@ -16,10 +16,11 @@ Imports: `smime_proxy.imap.wire`, `smime_proxy.mime.views`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Final
 
-from smime_proxy.imap.wire import Atom, FetchCommand, FetchItem, FetchResponse, Section, Value
+from smime_proxy.imap.wire import Atom, FetchCommand, FetchItem, Section, Value, render
 from smime_proxy.imap.wire.values import Binary, Literal
 from smime_proxy.mime.views import MessageView
 from smime_proxy.mime.views import Section as ViewSection
@@ -53,6 +54,7 @@ WHOLE_NAME: Final = WHOLE.response_name()  # b"BODY[]"
 UID: Final = FetchItem("UID")
 FLAGS: Final = FetchItem("FLAGS")
 SEEN: Final = Atom("\\Seen")
+_NOT_7BIT: Final = re.compile(rb"[\x00\x80-\xff]")
 
 
 def is_content(item: FetchItem) -> bool:
@@ -111,7 +113,50 @@ def content_value(view: MessageView, item: FetchItem) -> Value:
     if name == "BINARY.SIZE":
         return view.binary_size(section.part)
     content = view.binary(section.part, partial)
-    return Binary(content) if b"\0" in content else Literal(content)
+    # Dovecot sends literal8 when the decoded content is not 7-bit (NUL or 8-bit octets)
+    return Binary(content) if _NOT_7BIT.search(content) else Literal(content)
+
+
+def _response_item(item: FetchItem) -> FetchItem:
+    """How the answer is named: `FetchItem.response_item()`, with the header field names of
+    HEADER.FIELDS[.NOT] upper-cased (what Dovecot sends)."""
+    named = item.response_item()
+    section = named.section
+    if section is None or not section.fields:
+        return named
+    fields = tuple(name.upper() for name in section.fields)
+    return FetchItem(named.name, Section(section.part, section.text, fields), False,
+                     named.origin, None)
+
+
+def render_structure(value: Value) -> bytes:
+    """Wire bytes of BODYSTRUCTURE / BODY / ENVELOPE values: like `values.render`, except that
+    the leading list elements of a list follow each other without a space, as the grammar
+    has it for the parts of a multipart (`1*body SP media-subtype`) and for address lists
+    (`"(" 1*address ")"`), RFC 9051 section 9; Dovecot writes them so."""
+    if isinstance(value, (list, tuple)):
+        index = 0
+        lead: list[bytes] = []
+        while index < len(value) and isinstance(value[index], (list, tuple)):
+            lead.append(render_structure(value[index]))
+            index += 1
+        parts = [b"".join(lead)] if lead else []
+        parts.extend(render_structure(item) for item in value[index:])
+        return b"(" + b" ".join(parts) + b")"
+    return render(value)
+
+
+_STRUCTURES: Final = frozenset({"BODYSTRUCTURE", "ENVELOPE"})
+
+
+def render_fetch(number: int, items: list[tuple[FetchItem, Value]]) -> bytes:
+    """`* number FETCH (...)` CRLF, structures rendered by `render_structure`."""
+    parts = []
+    for item, value in items:
+        structured = item.name in _STRUCTURES or (item.name == "BODY" and item.section is None)
+        parts.append(item.render() + b" " + (render_structure(value) if structured
+                                             else render(value)))
+    return b"* %d FETCH (" % number + b" ".join(parts) + b")\r\n"
 
 
 def _has_seen(flags: Value) -> bool:
@@ -132,8 +177,8 @@ def answer(
     upstream_items: Mapping[bytes, Value],
     *,
     mark_seen: bool,
-) -> FetchResponse:
-    """The client's `* number FETCH (...)` for one message: UID first (UID FETCH or asked),
+) -> bytes:
+    """The client's `* number FETCH (...)` line for one message: UID first (UID FETCH or asked),
     then the items in the order asked (each once), then FLAGS when `mark_seen` made \\Seen
     new and the client did not ask for FLAGS (what Dovecot does)."""
     out: list[tuple[FetchItem, Value]] = []
@@ -156,7 +201,7 @@ def answer(
         add(UID, upstream_items.get(b"UID"))
     for item in command.items:
         if is_content(item):
-            add(item.response_item(), content_value(view, item))
+            add(_response_item(item), content_value(view, item))
         elif item == FLAGS:
             add(FLAGS, flags_value())
         else:
@@ -165,4 +210,4 @@ def answer(
                 add(item.response_item(), upstream_items[name])
     if mark_seen and b"FLAGS" not in seen_names:
         add(FLAGS, flags_value())
-    return FetchResponse(number, tuple(out))
+    return render_fetch(number, out)

@@ -693,7 +693,7 @@ class ProxySession:
             uid = entry.items.get(b"UID")
             if isinstance(uid, int):
                 job.seen_uids.append(uid)
-        self._out.append(SendToClient(response.render()))
+        self._out.append(SendToClient(response))
 
 
 def _plain_user(blob: bytes) -> str | None:

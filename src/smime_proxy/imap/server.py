@@ -1,0 +1,447 @@
+"""The IMAP front: the asyncio shell around `imap.session.ProxySession`.
+
+- Listener per `listeners.imap`: implicit TLS, STARTTLS offered on the plain port, or plain
+  text (login only from a loopback client with `plaintext_loopback: true`).
+- One upstream connection per client, made before the client is greeted, per
+  `upstream.imap`: implicit TLS, STARTTLS or none; the certificate and host name are verified
+  unless `verify: false`. With STARTTLS the plaintext phase is read from the raw socket and
+  an upstream that sends anything after its STARTTLS OK and before the handshake is refused
+  (notes/security.md item 7). A PREAUTH greeting is refused.
+- Client STARTTLS: whatever the client sent after the command, before the handshake, is
+  dropped (the session drops what it was fed; the shell clears the stream's read buffer,
+  which asyncio has no public call for).
+- `OpenMessage` requests run `smime.open_message` in a worker thread (`asyncio.to_thread`),
+  with the user's key agent when the message is encrypted and the key is unlocked; the
+  certificate of a valid signer is kept in the user's address book ("Take Certificate").
+- Back-pressure: the upstream is not read while many messages wait to be opened, the
+  client not while the session holds a lot of unread client data.
+- The upstream closing (or failing) mid-command gives the client `* BYE` and a close.
+- `stop(grace)`: stop accepting, wait up to `grace` for commands in progress, then
+  `* BYE` to every client and close.
+
+Nothing here logs a password, a key or a message body.
+
+May import: stdlib, config, errors, smime, keystore (through app.Services), mime, imap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from smime_proxy.config import ListenerConfig, UpstreamEndpoint
+from smime_proxy.control.imapcheck import client_ssl_context
+from smime_proxy.errors import ConfigError, KeyLocked, NoSuchKey, SmimeProxyError
+from smime_proxy.imap.session import (
+    Action,
+    Close,
+    MessageOpened,
+    OpenMessage,
+    ProxySession,
+    SendToClient,
+    SendToUpstream,
+    SessionSettings,
+    StartClientTls,
+)
+from smime_proxy.mime.entity import parse_entity
+from smime_proxy.smime import STATUS_HEADER, is_encrypted, open_message
+
+if TYPE_CHECKING:
+    from smime_proxy.app import Services
+
+log = logging.getLogger("smime_proxy.imap")
+
+READ_SIZE = 65536
+MAX_LINE = 64 * 1024
+
+
+class UpstreamUnavailable(SmimeProxyError):
+    """The upstream IMAP server cannot be used for this client."""
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    connect_timeout: float = 30.0
+    tls_handshake_timeout: float = 30.0
+    max_pending_opens: int = 8  # messages read from upstream and not yet opened
+    max_client_backlog: int = 256 * 1024  # unread client bytes held by the session
+
+
+def _without_status(message: bytes) -> bytes:
+    """The message without any top-level X-SMIME-Status field (for bytes shown as stored)."""
+    entity = parse_entity(message)
+    name = STATUS_HEADER.lower()
+    if not any(f.name == name for f in entity.fields):
+        return message
+    return b"".join(f.raw for f in entity.fields if f.name != name) + message[entity.header_end:]
+
+
+def open_for_client(services: Services, user: str, raw: bytes, request_id: int) -> MessageOpened:
+    """Blocking: what the client is shown for one stored message (runs in a worker thread)."""
+    now = services.now()
+    agent = None
+    if is_encrypted(raw):
+        try:
+            agent = services.secure_mail.agent_for(user, now)
+        except KeyLocked:
+            return MessageOpened(request_id, "locked")
+        except (NoSuchKey, SmimeProxyError):
+            # no key to unlock: shown as stored (the client sees an S/MIME attachment)
+            return MessageOpened(request_id, "shown", _without_status(raw))
+    try:
+        opened = open_message(raw, agent, services.trust_roots, now=now)
+    except KeyLocked:
+        return MessageOpened(request_id, "locked")
+    except SmimeProxyError as exc:
+        log.info("message not opened", extra={"user": user, "error": type(exc).__name__})
+        return MessageOpened(request_id, "shown", _without_status(raw))
+    report = opened.signature
+    if report is not None and report.valid:
+        for signer in report.signers:
+            if signer.certificate is not None:
+                with contextlib.suppress(SmimeProxyError):
+                    services.contacts.take_certificate(user, signer.certificate)
+    prefix = f"{STATUS_HEADER}: {opened.status}\r\n".encode("ascii")
+    plain = (not opened.encrypted and report is None and len(opened.content) == len(prefix)
+             + len(raw) and opened.content.startswith(prefix) and opened.content.endswith(raw))
+    return MessageOpened(request_id, "opened", opened.content, plain=plain)
+
+
+# --- upstream connection ----------------------------------------------------------------------
+
+
+async def _raw_line(loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                    buffer: bytearray) -> bytes:
+    while b"\n" not in buffer:
+        if len(buffer) > MAX_LINE:
+            raise UpstreamUnavailable("overlong line from the IMAP server")
+        chunk = await loop.sock_recv(sock, 4096)
+        if not chunk:
+            raise UpstreamUnavailable("the IMAP server closed the connection")
+        buffer += chunk
+    end = buffer.index(b"\n") + 1
+    line = bytes(buffer[:end])
+    del buffer[:end]
+    return line
+
+
+async def connect_upstream(
+    endpoint: UpstreamEndpoint, handshake_timeout: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect, do TLS per the endpoint, read the greeting (`* OK` only)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+    sock: socket.socket | None = None
+    error: OSError | None = None
+    for family, kind, proto, _name, address in infos:
+        candidate = socket.socket(family, kind, proto)
+        candidate.setblocking(False)
+        try:
+            await loop.sock_connect(candidate, address)
+        except OSError as exc:
+            candidate.close()
+            error = exc
+            continue
+        sock = candidate
+        break
+    if sock is None:
+        raise UpstreamUnavailable(f"cannot connect to the IMAP server: {error}")
+    try:
+        if endpoint.tls == "starttls":
+            buffer = bytearray()
+            greeting = await _raw_line(loop, sock, buffer)
+            if not greeting.upper().startswith(b"* OK"):
+                raise UpstreamUnavailable("unexpected IMAP greeting")
+            await loop.sock_sendall(sock, b"~spx0 STARTTLS\r\n")
+            while True:
+                line = await _raw_line(loop, sock, buffer)
+                if line.startswith(b"~spx0 "):
+                    break
+            if not line[6:].upper().startswith(b"OK"):
+                raise UpstreamUnavailable("the IMAP server refused STARTTLS")
+            if buffer:
+                raise UpstreamUnavailable("the IMAP server sent data before the TLS handshake")
+        use_tls = endpoint.tls != "none"
+        reader, writer = await asyncio.open_connection(
+            sock=sock,
+            ssl=client_ssl_context(endpoint) if use_tls else None,
+            server_hostname=endpoint.host if use_tls else None,
+            ssl_handshake_timeout=handshake_timeout if use_tls else None,
+            limit=MAX_LINE,
+        )
+        sock = None
+    finally:
+        if sock is not None:
+            sock.close()
+    if endpoint.tls != "starttls":
+        try:
+            greeting = await reader.readuntil(b"\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            writer.close()
+            raise UpstreamUnavailable("no IMAP greeting") from None
+        if not greeting.upper().startswith(b"* OK"):
+            writer.close()
+            raise UpstreamUnavailable("unexpected IMAP greeting")
+    return reader, writer
+
+
+# --- one client ---------------------------------------------------------------------------
+
+
+def _is_loopback(peer: object) -> bool:
+    if not isinstance(peer, tuple) or not peer:
+        return False
+    try:
+        return ipaddress.ip_address(str(peer[0])).is_loopback
+    except ValueError:
+        return False
+
+
+class _Connection:
+    def __init__(self, front: ImapFront, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.front = front
+        self.reader = reader
+        self.writer = writer
+        self.up_reader: asyncio.StreamReader | None = None
+        self.up_writer: asyncio.StreamWriter | None = None
+        self.session: ProxySession | None = None
+        self.closed = False
+        self.client_read: asyncio.Task[bytes] | None = None
+        self.upstream_read: asyncio.Task[bytes] | None = None
+        self.opens: set[asyncio.Task[MessageOpened]] = set()
+        self.client_eof = False
+        self.upstream_eof = False
+
+    @property
+    def busy(self) -> bool:
+        return self.session is not None and self.session.busy and not self.closed
+
+    async def run(self) -> None:
+        front = self.front
+        listener = front.listener
+        implicit = listener.tls is not None and listener.tls.mode == "implicit"
+        settings = SessionSettings(
+            starttls_available=listener.tls is not None and listener.tls.mode == "starttls",
+            tls_active=implicit,
+            plaintext_login=listener.plaintext_loopback
+            and _is_loopback(self.writer.get_extra_info("peername")),
+            locked_fetch=front.locked_fetch,
+        )
+        try:
+            self.up_reader, self.up_writer = await asyncio.wait_for(
+                connect_upstream(front.upstream, front.settings.tls_handshake_timeout),
+                front.settings.connect_timeout)
+        except (UpstreamUnavailable, OSError, TimeoutError, ssl.SSLError) as exc:
+            log.warning("upstream IMAP unavailable: %s", type(exc).__name__)
+            with contextlib.suppress(Exception):
+                self.writer.write(b"* BYE [UNAVAILABLE] The mail server cannot be reached\r\n")
+                await self.writer.drain()
+            return
+        self.session = ProxySession(settings)
+        await self._do(self.session.start())
+        while not self.closed:
+            await self._step()
+
+    async def _step(self) -> None:
+        session = self.session
+        assert session is not None
+        if (self.client_read is None and not self.client_eof
+                and session.client.buffered < self.front.settings.max_client_backlog):
+            self.client_read = asyncio.create_task(self._read(self.reader))
+        if (self.upstream_read is None and not self.upstream_eof
+                and session.pending_opens < self.front.settings.max_pending_opens):
+            assert self.up_reader is not None
+            self.upstream_read = asyncio.create_task(self._read(self.up_reader))
+        waiting: set[asyncio.Task[Any]] = set(self.opens)
+        for task in (self.client_read, self.upstream_read):
+            if task is not None:
+                waiting.add(task)
+        if not waiting:  # both sides closed, nothing left: should not happen
+            await self._do([Close("nothing left")])
+            return
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if self.closed:
+                return
+            if task is self.client_read:
+                self.client_read = None
+                data = task.result()
+                self.client_eof = not data
+                await self._do(session.client_data(data))
+            elif task is self.upstream_read:
+                self.upstream_read = None
+                data = task.result()
+                self.upstream_eof = not data
+                await self._do(session.upstream_data(data))
+            else:
+                self.opens.discard(task)
+                try:
+                    result = cast(MessageOpened, task.result())
+                except Exception as exc:  # a bug: never show anything uncertain
+                    log.error("opening a message failed: %s", type(exc).__name__)
+                    await self._do([SendToClient(b"* BYE Internal error\r\n"),
+                                    Close("open failed")])
+                    return
+                await self._do(session.message_opened(result))
+
+    @staticmethod
+    async def _read(reader: asyncio.StreamReader) -> bytes:
+        try:
+            return await reader.read(READ_SIZE)
+        except (OSError, ssl.SSLError, EOFError):
+            return b""
+
+    async def _do(self, actions: list[Action]) -> None:
+        assert self.up_writer is not None and self.session is not None
+        for action in actions:
+            if self.closed:
+                return
+            if isinstance(action, SendToClient):
+                self.writer.write(action.data)
+            elif isinstance(action, SendToUpstream):
+                self.up_writer.write(action.data)
+            elif isinstance(action, OpenMessage):
+                task = asyncio.create_task(asyncio.to_thread(
+                    open_for_client, self.front.services, action.user, action.raw,
+                    action.request_id))
+                self.opens.add(task)
+            elif isinstance(action, StartClientTls):
+                await self._start_tls()
+            elif isinstance(action, Close):
+                await self.close()
+                return
+        try:
+            await self.writer.drain()
+            await self.up_writer.drain()
+        except (OSError, ssl.SSLError):
+            await self.close()
+
+    async def _start_tls(self) -> None:
+        context = self.front.tls_context
+        assert context is not None and self.session is not None
+        await self.writer.drain()
+        if self.client_read is not None:
+            self.client_read.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.client_read
+            self.client_read = None
+        # Plaintext the client pipelined after STARTTLS must not be read as if it came
+        # through TLS: asyncio has no public way to drop the stream's buffer.
+        buffer: bytearray | None = getattr(self.reader, "_buffer", None)
+        if buffer:
+            buffer.clear()
+        try:
+            await self.writer.start_tls(
+                context, ssl_handshake_timeout=self.front.settings.tls_handshake_timeout)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
+            await self.close()
+            return
+        await self._do(self.session.client_tls_started())
+
+    async def close(self, bye: bytes = b"") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for task in (self.client_read, self.upstream_read, *self.opens):
+            if task is not None:
+                task.cancel()
+        for writer in (self.writer, self.up_writer):
+            if writer is None:
+                continue
+            with contextlib.suppress(Exception):
+                if bye and writer is self.writer:
+                    writer.write(bye)
+                await asyncio.wait_for(writer.drain(), 2.0)
+            writer.close()
+        for writer in (self.writer, self.up_writer):
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+# --- the front ----------------------------------------------------------------------------
+
+
+class ImapFront:
+    """The `Front` of the IMAP proxy (see app.Front)."""
+
+    name = "imap"
+
+    def __init__(self, services: Services, *, listener: ListenerConfig | None = None,
+                 upstream: UpstreamEndpoint | None = None,
+                 settings: ImapSettings = ImapSettings()) -> None:
+        config = services.config
+        self.services = services
+        self.listener = listener if listener is not None else config.listeners.imap
+        self.upstream = upstream if upstream is not None else config.upstream.imap
+        self.locked_fetch = config.locked_fetch
+        self.settings = settings
+        self.tls_context: ssl.SSLContext | None = None
+        if self.listener.tls is not None:
+            self.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                self.tls_context.load_cert_chain(str(self.listener.tls.cert),
+                                                 str(self.listener.tls.key))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"listeners.imap.tls: cannot load the certificate or key: "
+                                  f"{exc}") from None
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            return self.listener.port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        implicit = self.listener.tls is not None and self.listener.tls.mode == "implicit"
+        try:
+            self._server = await asyncio.start_server(
+                self._client, self.listener.host, self.listener.port,
+                ssl=self.tls_context if implicit else None, limit=MAX_LINE,
+                ssl_handshake_timeout=self.settings.tls_handshake_timeout if implicit else None,
+            )
+        except OSError as exc:
+            raise ConfigError(f"listeners.imap.port: cannot listen on {self.listener.host} "
+                              f"port {self.listener.port}: {exc.strerror}") from None
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = _Connection(self, reader, writer)
+        self._connections.add(connection)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await connection.run()
+        except Exception as exc:
+            log.error("IMAP session failed: %s", type(exc).__name__)
+        finally:
+            await connection.close()
+            self._connections.discard(connection)
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def stop(self, grace: float) -> None:
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + grace
+        while self._connections and time.monotonic() < deadline:
+            if not any(c.busy for c in self._connections):
+                break
+            await asyncio.sleep(0.05)
+        for connection in list(self._connections):
+            await connection.close(b"* BYE Server shutting down\r\n")
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None

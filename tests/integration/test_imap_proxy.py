@@ -1,0 +1,400 @@
+"""The IMAP proxy against the real Dovecot, with imaplib as the client: login, plain messages
+answered exactly as Dovecot answers them, encrypted+signed messages shown decrypted with every
+item consistent, forged X-SMIME-Status replaced, locked key, nested S/MIME shown as is, \\Seen,
+STARTTLS on both sides."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import ssl
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from smime_proxy.harness import Upstream
+from smime_proxy.imap.fetch_rewrite import render_structure
+from smime_proxy.imap.server import ImapFront
+from smime_proxy.mime.views import MessageView
+from support.imap_proxy import (
+    LoopThread,
+    encrypted_signed,
+    imap_listener,
+    imap_services,
+    running_front,
+    upstream_imap,
+)
+from support.smtp_proxy import KeyWorld, key_world, people
+
+ALICE = "alice@example.test"
+
+
+def plain_message(token: str, body: bytes = b"hello plain world\r\n", extra: bytes = b"") -> bytes:
+    return (b"From: Bob <bob@example.test>\r\nTo: alice@example.test\r\n" + extra
+            + b"Subject: " + token.encode() + b"\r\nMessage-ID: <" + token.encode()
+            + b"@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n" + body)
+
+
+@dataclass
+class Env:
+    upstream: Upstream
+    loop: LoopThread
+    world: KeyWorld
+    front: ImapFront
+
+    def proxy(self, user: str = "alice") -> imaplib.IMAP4:
+        imap = imaplib.IMAP4("127.0.0.1", self.front.port, timeout=30)
+        imap.login(user, self.upstream.users[user])
+        return imap
+
+    def direct(self, user: str = "alice") -> imaplib.IMAP4:
+        imap = imaplib.IMAP4(self.upstream.host, self.upstream.imap_port, timeout=30)
+        imap.login(user, self.upstream.users[user])
+        return imap
+
+    def deliver(self, user: str, message: bytes) -> None:
+        self.upstream.deliver(user, message)
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[LoopThread]:
+    with LoopThread() as lt:
+        yield lt
+
+
+@pytest.fixture(scope="module")
+def world() -> KeyWorld:
+    w = key_world()
+    ids = people().ids
+    w.give_key("alice", ids["alice"], unlock=True)
+    w.give_key("bob", ids["bob"], unlock=False)  # locked
+    return w
+
+
+@pytest.fixture(scope="module")
+def env(upstream: Upstream, loop: LoopThread, world: KeyWorld,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    services = imap_services(tmp_path_factory.mktemp("imap"), world, upstream_imap(upstream))
+    with running_front(loop, services) as front:
+        yield Env(upstream, loop, world, front)
+
+
+def uid_of(imap: imaplib.IMAP4, token: str) -> str:
+    typ, data = imap.select("INBOX")
+    assert typ == "OK"
+    typ, data = imap.uid("SEARCH", "HEADER", "Message-ID", f'"<{token}@example.test>"')
+    assert typ == "OK"
+    uids = (data[0] or b"").split()
+    assert len(uids) == 1, f"expected one message with {token}"
+    return uids[0].decode()
+
+
+def fetch(imap: imaplib.IMAP4, uid: str, items: str) -> tuple[str, list[object]]:
+    typ, data = imap.uid("FETCH", uid, items)
+    return typ, list(data)
+
+
+def without_recent(answer: tuple[str, list[object]]) -> tuple[str, list[object]]:
+    """\\Recent belongs to the session that saw the message first (here: the direct one)."""
+    return answer[0], [d.replace(b"(\\Recent)", b"()") if isinstance(d, bytes) else d
+                       for d in answer[1]]
+
+
+def literal(data: list[object]) -> bytes:
+    """The literal of a one-message, one-literal FETCH answer."""
+    parts = [d for d in data if isinstance(d, tuple)]
+    assert len(parts) == 1
+    value = parts[0][1]
+    assert isinstance(value, bytes)
+    return value
+
+
+def token() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+# --- login --------------------------------------------------------------------------------
+
+
+def test_login_good_and_bad_password(env: Env) -> None:
+    imap = env.proxy()
+    try:
+        assert imap.select("INBOX")[0] == "OK"
+    finally:
+        imap.logout()
+    bad = imaplib.IMAP4("127.0.0.1", env.front.port, timeout=30)
+    try:
+        with pytest.raises(imaplib.IMAP4.error, match=r"AUTHENTICATIONFAILED|failed"):
+            bad.login("alice", "not-the-password")
+        # the connection stays usable: a second attempt with the right password works
+        assert bad.login("alice", env.upstream.users["alice"])[0] == "OK"
+    finally:
+        bad.logout()
+
+
+def test_capabilities_are_filtered(env: Env) -> None:
+    imap = imaplib.IMAP4("127.0.0.1", env.front.port, timeout=30)
+    try:
+        caps = {c.upper() for c in imap.capabilities}
+        assert "IMAP4REV1" in caps and "AUTH=PLAIN" in caps
+        assert not any(c.startswith("COMPRESS") for c in caps)
+        assert "LOGINDISABLED" not in caps  # plaintext on loopback is allowed here
+    finally:
+        imap.logout()
+
+
+# --- plain messages: exactly what Dovecot answers --------------------------------------------
+
+ITEMS = ["BODY.PEEK[]", "BODYSTRUCTURE", "RFC822.SIZE", "BODY.PEEK[1]", "BODY.PEEK[]<0.100>",
+         "ENVELOPE", "BODY.PEEK[HEADER.FIELDS (Subject From)]", "BODY", "RFC822.HEADER",
+         "BINARY.PEEK[1]", "BINARY.SIZE[1]", "(FLAGS INTERNALDATE RFC822.SIZE)"]
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_plain_message_answers_equal_dovecot(env: Env, multipart: bool) -> None:
+    tok = token()
+    if multipart:
+        message = plain_message(tok, extra=b"").replace(
+            b"Content-Type: text/plain\r\n\r\n",
+            b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n') + (
+            b"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n"
+            b"--b1\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\nAAECAwQ=\r\n--b1--\r\n")
+    else:
+        message = plain_message(tok, body=b"line one\r\n" * 40)
+    env.deliver("alice", message)
+    proxy, direct = env.proxy(), env.direct()
+    try:
+        uid = uid_of(direct, tok)
+        assert uid_of(proxy, tok) == uid
+        for item in ITEMS:
+            want = fetch(direct, uid, item)
+            got = fetch(proxy, uid, item)
+            assert without_recent(got) == without_recent(want), item
+    finally:
+        proxy.logout()
+        direct.logout()
+
+
+def test_forged_status_in_plain_message_is_replaced(env: Env) -> None:
+    tok = token()
+    forged = (b"X-SMIME-Status: encrypted=yes; cipher=aes-256-gcm; signature=valid;\r\n"
+              b" signer=boss@example.test\r\nx-smime-status: signature=valid\r\n")
+    env.deliver("alice", plain_message(tok, extra=forged))
+    proxy = env.proxy()
+    try:
+        uid = uid_of(proxy, tok)
+        typ, data = fetch(proxy, uid, "BODY.PEEK[]")
+        assert typ == "OK"
+        shown = literal(data)
+        assert shown.startswith(b"X-SMIME-Status: encrypted=no; signature=none\r\n")
+        assert shown.lower().count(b"x-smime-status") == 1
+        assert b"boss@example.test" not in shown and b"signature=valid" not in shown
+        typ, data = fetch(proxy, uid, "BODY.PEEK[HEADER.FIELDS (X-SMIME-Status)]")
+        assert literal(data) == b"X-SMIME-Status: encrypted=no; signature=none\r\n\r\n"
+    finally:
+        proxy.logout()
+
+
+# --- encrypted and signed --------------------------------------------------------------------
+
+
+def test_encrypted_signed_message_is_shown_decrypted_and_consistent(env: Env) -> None:
+    tok = token()
+    ids = people().ids
+    secret = b"the secret plaintext " + tok.encode() + b"\r\n"
+    inner = plain_message(tok, body=secret * 10).replace(b"From: Bob <bob@example.test>",
+                                                         b"From: Alice <alice@example.test>")
+    env.deliver("alice", encrypted_signed(inner, ids["alice"], ids["alice"]))
+    proxy = env.proxy()
+    try:
+        uid = uid_of(proxy, tok)
+        typ, data = fetch(proxy, uid, "BODY.PEEK[]")
+        assert typ == "OK"
+        shown = literal(data)
+        assert shown.startswith(b"X-SMIME-Status: encrypted=yes; cipher=aes-256-gcm; "
+                                b"signature=valid; signer=alice@example.test\r\n")
+        assert secret in shown
+        view = MessageView(shown)
+        typ, data = fetch(proxy, uid, "RFC822.SIZE")
+        line = data[0]
+        assert isinstance(line, bytes)
+        assert re.search(rb"RFC822\.SIZE (\d+)\)", line) is not None
+        assert line.endswith(b"RFC822.SIZE %d)" % len(shown))
+        assert literal(fetch(proxy, uid, "BODY.PEEK[]<0.100>")[1]) == shown[:100]
+        assert literal(fetch(proxy, uid, "BODY.PEEK[]<100.57>")[1]) == shown[100:157]
+        assert literal(fetch(proxy, uid, "BODY.PEEK[1]")[1]) == view.section("1")
+        assert secret in view.section("1")
+        typ, data = fetch(proxy, uid, "BODYSTRUCTURE")
+        line = data[0]
+        assert isinstance(line, bytes)
+        assert line.endswith(b"(UID %s BODYSTRUCTURE %s)" % (
+            uid.encode(), render_structure(view.bodystructure())))
+        typ, data = fetch(proxy, uid, "ENVELOPE")
+        assert render_structure(view.envelope()) in data[0]  # type: ignore[operator]
+    finally:
+        proxy.logout()
+    # the upstream still holds only ciphertext
+    direct = env.direct()
+    try:
+        raw = literal(fetch(direct, uid_of(direct, tok), "BODY.PEEK[]")[1])
+        assert secret not in raw and b"application/pkcs7-mime" in raw
+    finally:
+        direct.logout()
+
+
+def test_locked_key_gives_tagged_no_unavailable(env: Env) -> None:
+    tok = token()
+    ids = people().ids
+    env.deliver("bob", encrypted_signed(plain_message(tok, body=b"locked secret\r\n"),
+                                        ids["alice"], ids["bob"]))
+    proxy = env.proxy("bob")
+    try:
+        uid = uid_of(proxy, tok)
+        typ, data = fetch(proxy, uid, "BODY[]")
+        assert typ == "NO"
+        assert b"[UNAVAILABLE]" in data[0]  # type: ignore[operator]
+        assert all(not isinstance(d, tuple) for d in data)  # no message data at all
+        typ, data = fetch(proxy, uid, "FLAGS")  # not a content item: relayed
+        assert typ == "OK" and b"\\Seen" not in data[0]  # type: ignore[operator]
+    finally:
+        proxy.logout()
+
+
+def test_locked_key_passthrough_shows_raw_smime(upstream: Upstream, loop: LoopThread,
+                                                 world: KeyWorld, tmp_path: Path) -> None:
+    tok = token()
+    ids = people().ids
+    upstream.deliver("bob", encrypted_signed(plain_message(tok), ids["alice"], ids["bob"]))
+    services = imap_services(tmp_path, world, upstream_imap(upstream),
+                             locked_fetch="passthrough")
+    with running_front(loop, services) as front:
+        proxy = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+        proxy.login("bob", upstream.users["bob"])
+        direct = imaplib.IMAP4(upstream.host, upstream.imap_port, timeout=30)
+        direct.login("bob", upstream.users["bob"])
+        try:
+            uid = uid_of(proxy, tok)
+            assert uid_of(direct, tok) == uid
+            got = fetch(proxy, uid, "BODY.PEEK[]")
+            assert got == fetch(direct, uid, "BODY.PEEK[]")
+            assert b"application/pkcs7-mime" in literal(got[1])
+        finally:
+            proxy.logout()
+            direct.logout()
+
+
+def test_nested_encrypted_part_is_shown_as_is(env: Env) -> None:
+    tok = token()
+    ids = people().ids
+    known = b"NESTED-KNOWN-PLAINTEXT-" + tok.encode()
+    smime = encrypted_signed(plain_message(tok + "x", body=known + b"\r\n"), ids["alice"],
+                             ids["alice"])
+    head, _, body = smime.partition(b"\r\n\r\n")
+    ctype = b"\r\n".join(line for line in head.split(b"\r\n")
+                         if line.lower().startswith((b"content-", b" ", b"\t")))
+    wrapper = plain_message(tok).replace(
+        b"Content-Type: text/plain\r\n\r\n",
+        b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n') + (
+        b"--outer\r\nContent-Type: text/plain\r\n\r\nSee the attachment.\r\n--outer\r\n"
+        + ctype + b"\r\n\r\n" + body + b"\r\n--outer--\r\n")
+    env.deliver("alice", wrapper)
+    proxy, direct = env.proxy(), env.direct()
+    try:
+        uid = uid_of(proxy, tok)
+        assert uid_of(direct, tok) == uid
+        for item in ("BODY.PEEK[]", "BODY.PEEK[2]", "BODYSTRUCTURE", "BINARY.PEEK[2]",
+                     "RFC822.SIZE"):
+            got = fetch(proxy, uid, item)
+            assert got == fetch(direct, uid, item), item
+            assert known not in repr(got).encode()
+    finally:
+        proxy.logout()
+        direct.logout()
+
+
+def test_fetch_body_sets_seen_on_the_upstream(env: Env) -> None:
+    tok = token()
+    env.deliver("alice", plain_message(tok))
+    proxy = env.proxy()
+    direct = env.direct()
+    try:
+        uid = uid_of(proxy, tok)
+        assert uid_of(direct, tok) == uid
+        typ, data = fetch(direct, uid, "FLAGS")
+        assert b"\\Seen" not in data[0]  # type: ignore[operator]
+        typ, data = fetch(proxy, uid, "BODY[]")
+        assert typ == "OK"
+        assert any(isinstance(d, bytes) and re.search(rb"FLAGS \([^)]*\\Seen\)", d)
+                   for d in data)
+        direct.noop()
+        typ, data = fetch(direct, uid, "FLAGS")
+        assert b"\\Seen" in data[0]  # type: ignore[operator]
+    finally:
+        proxy.logout()
+        direct.logout()
+
+
+def test_peek_does_not_set_seen(env: Env) -> None:
+    tok = token()
+    env.deliver("alice", plain_message(tok))
+    proxy = env.proxy()
+    try:
+        uid = uid_of(proxy, tok)
+        assert fetch(proxy, uid, "(BODY.PEEK[] BODYSTRUCTURE)")[0] == "OK"
+        _typ, data = fetch(proxy, uid, "FLAGS")
+        assert b"\\Seen" not in data[0]  # type: ignore[operator]
+    finally:
+        proxy.logout()
+
+
+# --- TLS on both sides -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("upstream_tls", ["implicit", "starttls"])
+def test_starttls_listener_and_tls_upstream(upstream: Upstream, loop: LoopThread,
+                                            world: KeyWorld, tmp_path: Path,
+                                            upstream_tls: str) -> None:
+    listener = imap_listener((upstream.cert_file, upstream.key_file, "starttls"))
+    services = imap_services(tmp_path, world, upstream_imap(upstream, upstream_tls),
+                             listener=listener)
+    with running_front(loop, services) as front:
+        imap = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+        try:
+            assert "LOGINDISABLED" in imap.capabilities and "STARTTLS" in imap.capabilities
+            imap.starttls(ssl.create_default_context(cafile=str(upstream.ca_file)))
+            assert "STARTTLS" not in imap.capabilities
+            assert imap.login("alice", upstream.users["alice"])[0] == "OK"
+            assert imap.select("INBOX")[0] == "OK"
+        finally:
+            imap.logout()
+
+
+def test_plaintext_injected_before_client_handshake_is_not_executed(
+        upstream: Upstream, loop: LoopThread, world: KeyWorld, tmp_path: Path) -> None:
+    import socket
+
+    listener = imap_listener((upstream.cert_file, upstream.key_file, "starttls"))
+    services = imap_services(tmp_path, world, upstream_imap(upstream), listener=listener)
+    with running_front(loop, services) as front:
+        raw = socket.create_connection(("127.0.0.1", front.port), timeout=30)
+        try:
+            assert raw.recv(4096).startswith(b"* OK")
+            raw.sendall(b"a1 STARTTLS\r\na2 CAPABILITY\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                reply += raw.recv(4096)
+            assert reply == b"a1 OK Begin TLS negotiation now\r\n"
+            context = ssl.create_default_context(cafile=str(upstream.ca_file))
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"a3 NOOP\r\n")
+                answer = b""
+                while b"a3 " not in answer:
+                    answer += tls.recv(4096)
+            assert b"a2" not in answer and answer.startswith(b"a3 OK")
+        finally:
+            raw.close()
