@@ -660,6 +660,70 @@ def test_generated_trees_equal_dovecot(
     compare(oracle, data, label=f"hypothesis {data[:400]!r}")
 
 
+_ADDRESS_PIECES = [
+    "a", "b.c", "x@y", "@", ".", ",", ";", ":", "<", ">", '"', '"q w"', "\\", " ", "\t",
+    "\r\n ", "(", ")", "(c)", "[1.2.3.4]", "=?utf-8?q?x?=", "\u00e9", "g:", "@r,@s:", "<>",
+]
+_PARAM_PIECES = [
+    "text", "plain", "/", ";", "=", '"', '"v w"', "\\", " ", "\r\n ", "(c)", "charset",
+    "name", "x*0", "x*1*", "x*", "*", "''", "%41", "utf-8", "a", "==?x?=", "\u00e9", ",",
+]
+
+
+@settings(
+    max_examples=HYPOTHESIS_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    fields=st.lists(
+        st.tuples(
+            st.sampled_from(["From", "To", "Cc", "Sender", "Reply-To", "Bcc", "Subject",
+                             "Date", "Message-ID", "In-Reply-To"]),
+            st.lists(st.sampled_from(_ADDRESS_PIECES), max_size=12).map("".join),
+        ),
+        min_size=1, max_size=4,
+    )
+)
+def test_generated_address_fields_equal_dovecot(
+    oracle: Oracle, fields: list[tuple[str, str]]
+) -> None:
+    """ENVELOPE of random address / string fields (the address parser is the intricate part)."""
+    message = "".join(f"{name}: {value}\r\n" for name, value in fields) + "\r\nbody\r\n"
+    data = message.encode("utf-8")
+    view = MessageView(data)
+    uid = oracle.append(data)
+    theirs = oracle.fetch(uid, ["ENVELOPE"])
+    assert _normalise(theirs[b"ENVELOPE"]) == _normalise(view.envelope()), data
+
+
+@settings(
+    max_examples=HYPOTHESIS_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    ctype=st.lists(st.sampled_from(_PARAM_PIECES), max_size=12).map("".join),
+    disposition=st.lists(st.sampled_from(_PARAM_PIECES), max_size=8).map("".join),
+    language=st.lists(st.sampled_from(["en", ",", " ", "de-CH", "(c)", ";"]), max_size=5)
+    .map("".join),
+)
+def test_generated_content_fields_equal_dovecot(
+    oracle: Oracle, ctype: str, disposition: str, language: str
+) -> None:
+    """BODYSTRUCTURE of random Content-Type / -Disposition / -Language values."""
+    message = (
+        f"MIME-Version: 1.0\r\nContent-Type: {ctype}\r\n"
+        f"Content-Disposition: {disposition}\r\nContent-Language: {language}\r\n\r\nbody\r\n"
+    )
+    data = message.encode("utf-8")
+    view = MessageView(data)
+    uid = oracle.append(data)
+    theirs = oracle.fetch(uid, ["BODYSTRUCTURE", "BODY"])
+    assert _normalise(theirs[b"BODYSTRUCTURE"]) == _normalise(view.bodystructure()), data
+    assert _normalise(theirs[b"BODY"]) == _normalise(view.body()), data
+
+
 def test_deviation_bare_cr_is_lost_by_dovecot_store(oracle: Oracle) -> None:
     """D1: Dovecot's maildir store (mail_save_crlf = no) turns CR CR LF into CR LF."""
     message = b"Subject: cr\r\n\r\nline\r\r\nend\r\n"

@@ -62,10 +62,13 @@ class Rfc822Parser:
         return self.data[self.pos] if self.pos < self.end else -1
 
     def skip_comment(self) -> int:
+        """Skip one (nested) comment; its text becomes `last_comment` only when it is closed
+        (an unterminated comment leaves it empty, as in Dovecot 2.3.19)."""
         data = self.data
         level = 1
         if self.last_comment is not None:
             del self.last_comment[:]
+        text = bytearray()
         self.pos += 1
         start = self.pos
         while self.pos < self.end:
@@ -76,12 +79,11 @@ class Rfc822Parser:
                 level -= 1
                 if level == 0:
                     if self.last_comment is not None:
-                        self.last_comment += data[start : self.pos]
+                        self.last_comment += text + data[start : self.pos]
                     self.pos += 1
                     return 1 if self.pos < self.end else 0
             elif c == _BACKSLASH:
-                if self.last_comment is not None:
-                    self.last_comment += data[start : self.pos]
+                text += data[start : self.pos]
                 start = self.pos + 1
                 self.pos += 1
                 if self.pos >= self.end:
@@ -130,9 +132,9 @@ class Rfc822Parser:
                 return 1
             self.pos += 1
             out.append(0x2E)
-            ret = self.skip_lwsp()
-            if ret <= 0:
-                return ret
+            # Dovecot 2.3.19: a dot must be followed by more atext ("a." and "a..b" fail)
+            if self.skip_lwsp() <= 0 or self.data[self.pos] not in IS_ATEXT:
+                return -1
 
     def parse_mime_token(self, out: bytearray) -> int:
         out += self._run(IS_TOKEN)
@@ -220,7 +222,7 @@ class Rfc822Parser:
 
     def parse_content_type(self, out: bytearray) -> int:
         """type "/" subtype; on a broken value after the type, `out` is emptied (Dovecot 2.3:
-        `text` alone stays "text", `text; x=y`, `text/` and `a/b/c` become "")."""
+        `text` alone stays "text", `text; x=y`, `text/`, `text/;` and `a/b/c` become "")."""
         if self.skip_lwsp() <= 0:
             return -1
         if self.parse_mime_token(out) <= 0 or not out:
@@ -233,8 +235,13 @@ class Rfc822Parser:
             del out[:]
             return -1
         out.append(0x2F)
+        type_len = len(out)
         ret = self.parse_mime_token(out)
-        if ret < 0 or (self.pos < self.end and self.data[self.pos] != 0x3B):
+        if (
+            ret < 0
+            or len(out) == type_len  # empty subtype
+            or (self.pos < self.end and self.data[self.pos] != 0x3B)
+        ):
             del out[:]
             return -1
         return ret
