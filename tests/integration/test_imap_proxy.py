@@ -5,6 +5,7 @@ STARTTLS on both sides."""
 
 from __future__ import annotations
 
+import dataclasses
 import imaplib
 import re
 import ssl
@@ -398,3 +399,38 @@ def test_plaintext_injected_before_client_handshake_is_not_executed(
             assert b"a2" not in answer and answer.startswith(b"a3 OK")
         finally:
             raw.close()
+
+
+def test_unverifiable_upstream_certificate_is_refused(upstream: Upstream, loop: LoopThread,
+                                                      world: KeyWorld, tmp_path: Path) -> None:
+    endpoint = dataclasses.replace(upstream_imap(upstream, "implicit"), ca_file=None)
+    services = imap_services(tmp_path, world, endpoint)  # verify against the system store
+    with running_front(loop, services) as front, pytest.raises(imaplib.IMAP4.error,
+                                                               match="UNAVAILABLE"):
+        imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+    unverified = dataclasses.replace(endpoint, verify=False)  # the admin's explicit choice
+    with running_front(loop, imap_services(tmp_path, world, unverified)) as front:
+        imap = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+        try:
+            assert imap.login("alice", upstream.users["alice"])[0] == "OK"
+        finally:
+            imap.logout()
+
+
+def test_verified_signer_certificate_is_taken(env: Env) -> None:
+    tok = token()
+    ids = people().ids
+    carol = ids["carol"]
+    message = plain_message(tok).replace(b"From: Bob <bob@example.test>",
+                                         b"From: carol@example.test")
+    env.deliver("alice", encrypted_signed(message, carol, ids["alice"]))
+    before = {e.summary.fingerprint for e in env.world.contacts.entries("alice")}
+    proxy = env.proxy()
+    try:
+        shown = literal(fetch(proxy, uid_of(proxy, tok), "BODY.PEEK[]")[1])
+        assert b"signature=valid; signer=carol@example.test" in shown.split(b"\r\n", 1)[0]
+    finally:
+        proxy.logout()
+    after = env.world.contacts.entries("alice")
+    assert any(e.summary.fingerprint not in before and "carol@example.test" in e.summary.addresses
+               for e in after)

@@ -60,6 +60,7 @@ from smime_proxy.imap.wire import (
     Message,
     ParseError,
     ServerFramer,
+    TruncatedMessage,
     UntaggedStatus,
     Value,
     parse_command,
@@ -307,6 +308,9 @@ class ProxySession:
         while self.state != "closed":
             try:
                 event = self.upstream.next_event()
+            except TruncatedMessage:
+                self._fatal("upstream closed", b"* BYE Upstream server connection lost\r\n")
+                return
             except FramingError:
                 self._fatal("upstream protocol error", b"* BYE Upstream server error\r\n")
                 return
