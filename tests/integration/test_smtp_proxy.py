@@ -333,3 +333,21 @@ def test_s_nail_sends_and_verifies(proxy: Proxy, tmp_path: Path) -> None:
     output = (res.stdout + res.stderr).decode(errors="replace")
     assert res.returncode == 0, output
     assert "Message 1 was verified successfully" in output, output
+
+
+def test_upstream_certificate_is_verified(upstream: Upstream,
+                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    other = ensure_tls(tmp_path_factory.mktemp("other-ca"))  # a CA the upstream does not use
+    endpoint = UpstreamEndpoint(host=upstream.host, port=upstream.submission_port,
+                                tls="starttls", verify=True, ca_file=other.ca_cert)
+    with LoopThread() as loop:
+        front = make_front(key_world(), endpoint)
+        loop.run(front.start())
+        try:
+            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as c:
+                code, _ = c.ehlo("client.test")
+                assert code == 421
+                with pytest.raises(smtplib.SMTPServerDisconnected):
+                    c.noop()  # the session ended with the 421
+        finally:
+            loop.run(front.stop(1.0))

@@ -15,10 +15,8 @@ Bytes after the end marker (pipelined commands) are returned by `feed` as `lefto
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 END = b"\r\n.\r\n"
 _KEEP = len(END) - 1  # an end marker may straddle two chunks
 
@@ -79,8 +77,12 @@ class DataReader:
         """
         if stop <= 2:
             return
-        if not self._bare and _BARE.search(probe, 2, stop) is not None:
-            self._bare = True
+        if not self._bare:
+            # every LF and every CR of the piece belongs to a CRLF (C-speed counts; the
+            # piece never ends in CR and never starts with the LF of a CRLF)
+            crlf = probe.count(b"\r\n", 2, stop)
+            if probe.count(b"\n", 2, stop) != crlf or probe.count(b"\r", 2, stop) != crlf:
+                self._bare = True
         text = probe[:stop].replace(b"\r\n.", b"\r\n")[2:]
         self._prefix = probe[stop - 2: stop]
         self._size += len(text)

@@ -197,7 +197,8 @@ class Upstream:
             protocol._response_pending = True
             for piece in dot_stuffed_pieces(message):
                 protocol.write(piece)
-                await asyncio.wait_for(protocol._drain_helper(), self.timeout)
+                if getattr(protocol, "_paused", True):
+                    await asyncio.wait_for(protocol._drain_helper(), self.timeout)
             protocol.write(b".\r\n")
             response: aiosmtplib.SMTPResponse = await protocol.read_response(
                 timeout=self.timeout)

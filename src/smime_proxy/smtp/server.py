@@ -33,6 +33,7 @@ import ctypes.util
 import hashlib
 import ipaddress
 import logging
+import re
 import ssl
 import time
 from base64 import b64decode
@@ -68,6 +69,9 @@ class _NoLoginDataWarning(logging.Filter):
 logging.getLogger("mail.log").addFilter(_NoLoginDataWarning())
 
 READ_CHUNK = 65536
+_SIMPLE_PATH = re.compile(
+    r"\s*<((?![.])[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(?<![.])@[A-Za-z0-9](?:[A-Za-z0-9.-]*"
+    r"[A-Za-z0-9])?)>[ \t]*([^(]*)\Z", re.DOTALL)
 INLINE_LIMIT = 256 * 1024
 _MEMO_SECONDS = 24 * 3600
 _MEMO_MAX = 1000
@@ -326,6 +330,17 @@ class ProxySession(SMTP):
         loop = asyncio.get_running_loop()
         loop.call_soon(self.close_now)
         return "451 4.4.2 upstream server connection lost: message not sent, try again"
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parser (email._header_value_parser) costs ~0.4 ms per MAIL or
+        RCPT; a plain `<dot-atom@domain>` is taken directly, anything else goes to it."""
+        match = _SIMPLE_PATH.match(arg)
+        if match is not None and ".." not in match[1]:
+            local = match[1].rpartition("@")[0]
+            if not (self.local_part_limit and len(local) > self.local_part_limit):
+                return match[1], match[2]
+        result: tuple[str | None, str | None] = SMTP._getaddr(self, arg)
+        return result
 
     # --- AUTH (upstream login) -------------------------------------------------------------
 

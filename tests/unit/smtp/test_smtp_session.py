@@ -448,3 +448,47 @@ def test_from_services_wires_config_and_reload(tmp_path: Path) -> None:
 
 def _global_encrypt(front: SmtpFront) -> str:
     return str(front.policy.rules[0].settings.encrypt)
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_upstream_tls_never_falls_back_to_plaintext(tmp_path: Path, mode: str) -> None:
+    from smime_proxy.config import UpstreamEndpoint
+
+    world = key_world()
+    with LoopThread() as loop:
+        fake = FakeUpstream()  # speaks plaintext only, offers no STARTTLS
+        loop.run(fake.start())
+        endpoint = UpstreamEndpoint(host="127.0.0.1", port=fake.port, tls=mode,  # type: ignore[arg-type]
+                                    verify=False, ca_file=None)
+        front = make_front(world, endpoint, settings=SmtpSettings(timeout=2.0))
+        loop.run(front.start())
+        try:
+            with smtplib.SMTP("127.0.0.1", front.port, timeout=10) as c:
+                code, text = c.ehlo("client.test")
+                assert code == 421, text
+                with pytest.raises(smtplib.SMTPServerDisconnected):
+                    c.noop()  # the session ended with the 421
+            assert "AUTH" not in fake.commands
+        finally:
+            loop.run(front.stop(1.0))
+            loop.run(fake.stop())
+
+
+@pytest.mark.parametrize("arg", [
+    "<bob@example.test>", "<bob@example.test> SIZE=100", " <a.b+c@x-y.test>",
+    "<a..b@x.test>", "<.a@x.test>", "<a.@x.test>", "<>", '<"q t"@x.test>',
+    "<bob@[127.0.0.1]>", "<@r:b@x.test>", "bob@x.test", "<bob@x.test>junk",
+    "<bob@-x.test>", "<b@x..test>", "<b@x.test>  (c) SIZE=1", "<b@x.test>\tBODY=8BITMIME ",
+    "<" + "l" * 70 + "@x.test>",
+])
+def test_fast_address_parser_agrees_with_aiosmtpd(arg: str) -> None:
+    from aiosmtpd.smtp import SMTP
+
+    from smime_proxy.smtp import server
+
+    class _Limits:
+        local_part_limit = 64
+
+    expected = SMTP._getaddr(_Limits(), arg)  # type: ignore[arg-type]
+    got = server.ProxySession._getaddr(_Limits(), arg)  # type: ignore[arg-type]
+    assert got == expected
