@@ -279,17 +279,22 @@ def parse_address_list(value: bytes) -> list[Address]:
 
     Folded lines made of one blank at the end of the value are not seen by Dovecot's address
     parser (measured on 2.3.19: `a"b<LF><SP>` parses as `a"b`, `a"b<LF><SP><SP>` does not)."""
-    while len(value) >= 2 and value[-2] == 0x0A and value[-1] in (0x20, 0x09):
-        value = value[:-2]
+    value = _strip_blank_folds(value)
     fast = _fast(value)
     if fast is not None:
         return fast
     return parse_address_list_slow(value)
 
 
+def _strip_blank_folds(value: bytes) -> bytes:
+    while len(value) >= 2 and value[-2] == 0x0A and value[-1] in (0x20, 0x09):
+        value = value[:-2]
+    return value
+
+
 def parse_address_list_slow(value: bytes) -> list[Address]:
     """parse_address_list with the general (Dovecot message-address) code only."""
-    ctx = _Ctx(value)
+    ctx = _Ctx(_strip_blank_folds(value))
     if ctx.p.skip_lwsp() > 0:
         ctx.address_list()
     return ctx.out
