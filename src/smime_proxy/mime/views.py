@@ -9,9 +9,22 @@ correct IMAP server (the oracle is Dovecot 2.3) answers it after an APPEND of th
 - BODYSTRUCTURE / BODY, ENVELOPE and the other items are returned in the IMAP value model of
   `smime_proxy.imap.wire.values` (None = NIL, int, bytes, lists); `render()` makes wire bytes.
 
-Where Dovecot's answer is a choice among several allowed by RFC 9051 (defaults such as
-`("charset" "us-ascii")`, the first of repeated Content-* fields wins, parameter values left
-RFC 2231-encoded), the Dovecot behaviour is followed so that the oracle can compare exactly.
+Where Dovecot's answer is a choice among several allowed by RFC 9051, the Dovecot 2.3.19
+behaviour is followed so that the oracle can compare exactly (each rule was measured):
+
+- defaults: a text part without charset gets `("charset" "us-ascii")`; a non-MIME part is
+  text/plain; a multipart without parts shows one empty text/plain part; a part beyond the
+  nesting limit is application/octet-stream; a plain us-ascii 7bit message is written in the
+  canonical lower-case form whatever the case of its fields;
+- the first of repeated Content-* fields wins (Content-Disposition: the first with parameters);
+  repeated address fields of the ENVELOPE add up, repeated string fields: the last wins;
+- a broken Content-Type (`text; x=y`, `text/`, `a/b/c`) is reported as `"" ""` without
+  parameters (`text` alone stays "text"); parameter values stay RFC 2231-encoded;
+- sections of a part that does not exist are empty strings; `n.1` of a leaf part is the part;
+- BINARY undoes base64 / quoted-printable strictly (invalid data is an error, as Dovecot's NO)
+  and takes the last Content-Transfer-Encoding field even in a non-MIME part. BINARY[] and
+  BINARY of a multipart or message part serve the raw bytes (Dovecot converts the whole
+  message; see the deviations listed in tests/integration/test_views_oracle.py).
 """
 
 from __future__ import annotations
