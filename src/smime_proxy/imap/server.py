@@ -44,6 +44,7 @@ from smime_proxy.imap.session import (
     Close,
     MessageOpened,
     OpenMessage,
+    Pause,
     ProxySession,
     SendToClient,
     SendToUpstream,
@@ -72,6 +73,7 @@ class ImapSettings:
     tls_handshake_timeout: float = 30.0
     max_pending_opens: int = 8  # messages read from upstream and not yet opened
     max_client_backlog: int = 256 * 1024  # unread client bytes held by the session
+    max_user_ip_connections: int = 10  # logged-in connections per user and client address
 
 
 def _without_status(message: bytes) -> bytes:
@@ -219,6 +221,7 @@ class _Connection:
         self.opens: set[asyncio.Task[MessageOpened]] = set()
         self.client_eof = False
         self.upstream_eof = False
+        self.counted: tuple[str, str] | None = None  # (user, address) once logged in
 
     @property
     def busy(self) -> bool:
@@ -281,8 +284,11 @@ class _Connection:
                 data = task.result()
                 self.upstream_eof = not data
                 await self._do(session.upstream_data(data))
+                await self._check_login_limit()
             else:
                 self.opens.discard(task)
+                if not self.closed:
+                    await self._check_login_limit()
                 try:
                     result = cast(MessageOpened, task.result())
                 except Exception as exc:  # a bug: never show anything uncertain
@@ -291,6 +297,22 @@ class _Connection:
                                     Close("open failed")])
                     return
                 await self._do(session.message_opened(result))
+
+    async def _check_login_limit(self) -> None:
+        """Dovecot's mail_max_userip_connections: at most N logged-in connections per user
+        and client address; the next one is told so and closed."""
+        session = self.session
+        if self.closed or self.counted is not None or session is None or session.user is None:
+            return
+        peer = self.writer.get_extra_info("peername")
+        key = (session.user.lower(), str(peer[0]) if isinstance(peer, tuple) else "")
+        counts = self.front.user_ip_counts
+        if counts.get(key, 0) >= self.front.settings.max_user_ip_connections:
+            log.info("too many connections", extra={"user": session.user})
+            await self.close(b"* BYE [LIMIT] Too many connections from this user and address\r\n")
+            return
+        counts[key] = counts.get(key, 0) + 1
+        self.counted = key
 
     @staticmethod
     async def _read(reader: asyncio.StreamReader) -> bytes:
@@ -313,6 +335,9 @@ class _Connection:
                     open_for_client, self.front.services, action.user, action.raw,
                     action.request_id))
                 self.opens.add(task)
+            elif isinstance(action, Pause):
+                await self.writer.drain()
+                await asyncio.sleep(action.seconds)
             elif isinstance(action, StartClientTls):
                 await self._start_tls()
             elif isinstance(action, Close):
@@ -350,6 +375,12 @@ class _Connection:
         if self.closed:
             return
         self.closed = True
+        if self.counted is not None:
+            counts = self.front.user_ip_counts
+            counts[self.counted] -= 1
+            if counts[self.counted] <= 0:
+                del counts[self.counted]
+            self.counted = None
         for task in (self.client_read, self.upstream_read, *self.opens):
             if task is not None:
                 task.cancel()
@@ -395,6 +426,7 @@ class ImapFront:
                                   f"{exc}") from None
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self.user_ip_counts: dict[tuple[str, str], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property

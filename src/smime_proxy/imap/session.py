@@ -9,16 +9,18 @@ connected, TLS done and greeting read by the shell). The shell feeds it:
 - `client_tls_started()` after the STARTTLS handshake it was told to do;
 - `message_opened(result)`: the outcome of an `OpenMessage` request it emitted.
 
-and executes the returned actions in order: `SendToClient`, `SendToUpstream`,
-`StartClientTls` (send nothing more, discard anything already read from the client, do the
-TLS handshake, then call `client_tls_started()`), `OpenMessage` (decrypt + verify off the
-event loop: the IMAP core never imports crypto, DESIGN), `Close`.
+and executes the returned actions in order: `SendToClient`, `SendToUpstream`, `Pause`
+(wait, e.g. 2 s after a failed login), `StartClientTls` (send nothing more, discard anything
+already read from the client, do the TLS handshake, then call `client_tls_started()`),
+`OpenMessage` (decrypt + verify off the event loop: the IMAP core never imports crypto,
+DESIGN), `Close`.
 
 Behaviour:
 - Before login the proxy answers CAPABILITY, NOOP, LOGOUT and STARTTLS itself, relays ID,
   LOGIN and AUTHENTICATE PLAIN (the upstream decides) and refuses the rest. LOGIN and
   AUTHENTICATE need TLS unless the shell says plaintext is allowed (loopback option):
-  LOGINDISABLED is advertised then. Bytes a client pipelines after STARTTLS are discarded
+  LOGINDISABLED is advertised then. A failed login is answered after a 2 s pause; literals
+  before login are capped at 64 KiB. Bytes a client pipelines after STARTTLS are discarded
   (notes/security.md item 7). Capabilities the proxy cannot carry (COMPRESS, NOTIFY,
   PREVIEW/SNIPPET, SASL mechanisms other than PLAIN) are filtered out everywhere.
 - After login every command is relayed as sent (tag kept), one at a time, except content
@@ -75,6 +77,7 @@ __all__ = [
     "Close",
     "MessageOpened",
     "OpenMessage",
+    "Pause",
     "ProxySession",
     "SendToClient",
     "SendToUpstream",
@@ -85,7 +88,9 @@ __all__ = [
 INTERNAL_TAG: Final = b"~spx"
 MAX_LINE: Final = 64 * 1024
 MAX_MESSAGE: Final = 64 * 1024 * 1024
+MAX_LITERAL_BEFORE_LOGIN: Final = 64 * 1024
 MAX_BAD_BEFORE_LOGIN: Final = 10
+FAILED_LOGIN_DELAY: Final = 2.0
 _DROPPED_CAPS = re.compile(
     r"(STARTTLS|LOGINDISABLED|COMPRESS=.*|NOTIFY|PREVIEW.*|SNIPPET=.*|AUTH=.*)", re.IGNORECASE
 )
@@ -119,13 +124,20 @@ class OpenMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait this long before the next action (after a failed login: slows guessing)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close both connections (after sending what was queued before)."""
 
     reason: str
 
 
-Action = SendToClient | SendToUpstream | StartClientTls | OpenMessage | Close
+Action = SendToClient | SendToUpstream | StartClientTls | OpenMessage | Pause | Close
 
 
 # --- results (in) -------------------------------------------------------------------------
@@ -211,7 +223,7 @@ class ProxySession:
     def __init__(self, settings: SessionSettings) -> None:
         self.settings = settings
         self.client = ServerFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
-                                   max_literal_size=MAX_MESSAGE)
+                                   max_literal_size=MAX_LITERAL_BEFORE_LOGIN)
         self.upstream = ClientFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
                                      max_literal_size=MAX_MESSAGE)
         self.state: Literal["starting", "not_authenticated", "authenticated", "closed"] = (
@@ -353,6 +365,9 @@ class ProxySession:
             if ok and job.login:
                 self.user = job.login_user or ""
                 self.state = "authenticated"
+                self.client.max_literal_size = MAX_MESSAGE
+            elif job.login:
+                self._out.append(Pause(FAILED_LOGIN_DELAY))
             self._out.append(SendToClient(self._filter_caps_in(raw)))
             return
         if isinstance(job, _FetchJob):
@@ -590,7 +605,7 @@ class ProxySession:
             self._awaiting_tls = True
             # Anything the client sent after STARTTLS, before the handshake, is dropped.
             self.client = ServerFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
-                                       max_literal_size=MAX_MESSAGE)
+                                       max_literal_size=MAX_LITERAL_BEFORE_LOGIN)
 
     def _authenticate(self, command: GenericCommand, raw: bytes) -> None:
         tag = command.tag

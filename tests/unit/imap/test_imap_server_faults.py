@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from smime_proxy.config import UpstreamEndpoint
-from smime_proxy.imap.server import ImapFront
+from smime_proxy.imap.server import ImapFront, ImapSettings
 from support.imap_proxy import LoopThread, imap_services
 from support.smtp_proxy import key_world
 
@@ -82,12 +83,13 @@ def loop() -> Iterator[LoopThread]:
 
 
 def _env(loop: LoopThread, tmp_path: Path, mode: str, tls: str = "none",
-         verify: bool = False) -> Iterator[Env]:
+         verify: bool = False, settings: ImapSettings | None = None) -> Iterator[Env]:
     fake = FakeUpstream(mode)
     loop.run(fake.start())
     endpoint = UpstreamEndpoint(host="127.0.0.1", port=fake.port, tls=tls,  # type: ignore[arg-type]
                                 verify=verify, ca_file=None)
-    front = ImapFront(imap_services(tmp_path, key_world(), endpoint))
+    front = ImapFront(imap_services(tmp_path, key_world(), endpoint),
+                      settings=settings or ImapSettings())
     loop.run(front.start())
     try:
         yield Env(loop, fake, front)
@@ -123,3 +125,30 @@ def test_graceful_stop_says_bye(loop: LoopThread, tmp_path: Path) -> None:
         with pytest.raises(imaplib.IMAP4.abort):
             imap.noop()
         imap.shutdown()
+
+
+def test_connections_per_user_and_address_are_limited(loop: LoopThread,
+                                                      tmp_path: Path) -> None:
+    for env in _env(loop, tmp_path, "die-in-fetch",
+                    settings=ImapSettings(max_user_ip_connections=2)):
+        first = [imaplib.IMAP4("127.0.0.1", env.front.port, timeout=20) for _ in range(2)]
+        for imap in first:
+            imap.login("alice", "pw")
+        extra = imaplib.IMAP4("127.0.0.1", env.front.port, timeout=20)
+        extra.login("alice", "pw")
+        with pytest.raises(imaplib.IMAP4.abort, match="LIMIT"):
+            extra.noop()
+        other = imaplib.IMAP4("127.0.0.1", env.front.port, timeout=20)
+        other.login("bob", "pw")  # another user is not affected
+        assert other.noop()[0] == "OK"
+        first[0].logout()  # a slot is free again once the proxy has closed that session
+        deadline = time.monotonic() + 10
+        while env.front.user_ip_counts.get(("alice", "127.0.0.1")) != 1:
+            assert time.monotonic() < deadline, env.front.user_ip_counts
+            time.sleep(0.01)
+        again = imaplib.IMAP4("127.0.0.1", env.front.port, timeout=20)
+        again.login("alice", "pw")
+        assert again.noop()[0] == "OK"
+        for imap in (first[1], other, again):
+            imap.logout()
+        extra.shutdown()

@@ -12,6 +12,7 @@ from smime_proxy.imap.session import (
     Close,
     MessageOpened,
     OpenMessage,
+    Pause,
     ProxySession,
     SendToClient,
     SendToUpstream,
@@ -155,6 +156,7 @@ def test_failed_login_stays_unauthenticated() -> None:
     assert run.upstream_out() == b"a1 LOGIN alice wrong\r\n"
     run.upstream(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
     assert run.client_out() == b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+    assert run.others == [Pause(2.0)]  # the shell waits before it sends the NO
     run.client(b"a2 SELECT INBOX\r\n")
     assert run.client_out().startswith(b"a2 BAD") and run.to_upstream == []
 
@@ -417,3 +419,11 @@ def test_binary_of_8bit_content_is_literal8() -> None:
     run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + message, plain=True))
     assert run.client_out() == (b"* 1 FETCH (BINARY[1] ~{7}\r\ncaf\xc3\xa9\r\n BINARY.SIZE[1] 7)"
                                 b"\r\na2 OK done\r\n")
+
+
+def test_literals_before_login_are_capped() -> None:
+    run = started(plaintext_login=True)
+    run.client_out()
+    run.client(b"a1 LOGIN {100000}\r\n")
+    assert run.client_out() == b"a1 NO [TOOBIG] Literal too large\r\n"
+    assert run.to_upstream == []
