@@ -52,14 +52,15 @@ def cms_der(message: bytes) -> bytes:
     return base64.b64decode(payload)
 
 
-def recipient_serials(message: bytes) -> set[int]:
-    """Serial numbers of every key-transport RecipientInfo of an enveloped message."""
+def recipient_serial_list(message: bytes) -> list[int]:
+    """Serial numbers of the key-transport RecipientInfos of an enveloped message, in order."""
     info = asn1_cms.ContentInfo.load(cms_der(message))
-    serials: set[int] = set()
-    for ri in info["content"]["recipient_infos"]:
-        rid = ri.chosen["rid"]
-        serials.add(int(rid.chosen["serial_number"].native))
-    return serials
+    return [int(ri.chosen["rid"].chosen["serial_number"].native)
+            for ri in info["content"]["recipient_infos"]]
+
+
+def recipient_serials(message: bytes) -> set[int]:
+    return set(recipient_serial_list(message))
 
 
 def smime_type(message: bytes) -> str | None:

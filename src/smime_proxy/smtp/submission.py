@@ -46,6 +46,7 @@ from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.errors import (
@@ -220,23 +221,34 @@ def plan_submission(
         groups.append((visible_envelope, list(to_cc)))
     for address in bcc:
         groups.append(([address], [address]))
+    original = {r.lower(): r for r in recipients}  # RCPT TO as the client wrote it
     for rcpts, cert_addresses in groups:
-        targets = [Recipient(certs[a], supports_gcm=decision.supports_gcm(a))
-                   for a in dict.fromkeys(cert_addresses)]
-        if own_cert is not None:
-            targets.append(Recipient(own_cert, supports_gcm=True))
+        targets: list[Recipient] = []
+        seen: set[bytes] = set()
+        for address in dict.fromkeys(cert_addresses):
+            _add_target(targets, seen, Recipient(certs[address],
+                                                 supports_gcm=decision.supports_gcm(address)))
+        if own_cert is not None:  # the sender (unless already a recipient)
+            _add_target(targets, seen, Recipient(own_cert, supports_gcm=True))
         cipher = _cipher(decision, targets)
         if cipher is None:
             names = ", ".join(a for a in cert_addresses if not decision.supports_gcm(a))
             raise Refused(550, "5.7.1",
                           _one_line(f"no cipher of the policy is readable by: {names}"))
-        copies.append(Copy(tuple(rcpts), encrypt_message(payload, targets, cipher=cipher),
-                           cipher))
+        copies.append(Copy(tuple(original[r] for r in rcpts),
+                           encrypt_message(payload, targets, cipher=cipher), cipher))
     if own_cert is None:
         reasons.append("the sender has no certificate: not encrypted to the sender")
     if bcc:
         reasons.append(f"{len(bcc)} Bcc recipient(s): separate copies")
     return Plan(tuple(copies), agent is not None, True, decision, tuple(reasons))
+
+
+def _add_target(targets: list[Recipient], seen: set[bytes], recipient: Recipient) -> None:
+    key = recipient.certificate.fingerprint(hashes.SHA256())
+    if key not in seen:
+        seen.add(key)
+        targets.append(recipient)
 
 
 def _cipher(decision: Decision, targets: Sequence[Recipient]) -> Cipher | None:

@@ -13,6 +13,7 @@ from smime_proxy.smtp.submission import Plan, Refused, plan_submission
 from support.smime_check import (
     cannot_decrypt,
     decrypt,
+    recipient_serial_list,
     recipient_serials,
     smime_type,
     verify,
@@ -225,3 +226,14 @@ def test_header_too_large_is_552() -> None:
     with pytest.raises(Refused) as info:
         _plan(message, _world())
     assert info.value.reply.code == 552
+
+
+def test_bcc_to_self_and_recipient_case_kept() -> None:
+    p = people()
+    world = _world(known=("bob",))
+    world.know("alice", p.ids["alice"])
+    plan = _plan(_message(), world, recipients=("Bob@example.test", "alice@example.test"))
+    assert [c.recipients for c in plan.copies] == [("Bob@example.test",),
+                                                   ("alice@example.test",)]
+    # the sender's own copy names the sender's certificate once
+    assert recipient_serial_list(plan.copies[1].message) == [p.ids["alice"].cert.serial_number]
