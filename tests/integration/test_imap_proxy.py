@@ -434,3 +434,63 @@ def test_verified_signer_certificate_is_taken(env: Env) -> None:
     after = env.world.contacts.entries("alice")
     assert any(e.summary.fingerprint not in before and "carol@example.test" in e.summary.addresses
                for e in after)
+
+
+def test_tampered_ciphertext_is_shown_as_stored(env: Env) -> None:
+    tok = token()
+    ids = people().ids
+    known = b"TAMPERED-KNOWN-" + tok.encode()
+    smime = encrypted_signed(plain_message(tok, body=known + b"\r\n"), ids["alice"],
+                             ids["alice"])
+    head, sep, body = smime.partition(b"\r\n\r\n")
+    middle = len(body) // 2
+    flipped = b"B" if body[middle:middle + 1] != b"B" else b"C"
+    env.deliver("alice", head + sep + body[:middle] + flipped + body[middle + 1:])
+    proxy, direct = env.proxy(), env.direct()
+    try:
+        uid = uid_of(proxy, tok)
+        assert uid_of(direct, tok) == uid
+        for item in ("BODY.PEEK[]", "BODYSTRUCTURE", "RFC822.SIZE"):
+            got = fetch(proxy, uid, item)
+            assert got == fetch(direct, uid, item), item
+            assert known not in repr(got).encode()
+    finally:
+        proxy.logout()
+        direct.logout()
+
+
+def test_many_messages_in_one_fetch_come_back_in_order(env: Env) -> None:
+    """More messages than the shell lets wait for opening at once (back-pressure)."""
+    tok = token()
+    ids = people().ids
+    mailbox = "Bulk-" + tok
+    sent: list[bytes] = []
+    direct = env.direct()
+    try:
+        assert direct.create(mailbox)[0] == "OK"
+        for index in range(20):
+            body = b"message %d of %s\r\n" % (index, tok.encode())
+            message = plain_message(f"{tok}-{index}", body=body)
+            if index % 3:
+                message = encrypted_signed(message.replace(b"From: Bob <bob@example.test>",
+                                                           b"From: alice@example.test"),
+                                           ids["alice"], ids["alice"])
+            sent.append(body)
+            assert direct.append(mailbox, None, None, message)[0] == "OK"
+    finally:
+        direct.logout()
+    proxy = env.proxy()
+    try:
+        assert proxy.select(mailbox)[0] == "OK"
+        typ, data = proxy.fetch("1:*", "(RFC822.SIZE BODY.PEEK[])")
+        assert typ == "OK"
+        answers = [d for d in data if isinstance(d, tuple)]
+        assert len(answers) == 20
+        for index, (head, shown) in enumerate(answers):
+            assert isinstance(head, bytes) and isinstance(shown, bytes)
+            assert head.startswith(b"%d (RFC822.SIZE %d BODY[] {" % (index + 1, len(shown)))
+            assert sent[index] in shown
+            encrypted = bool(index % 3)
+            assert shown.startswith(b"X-SMIME-Status: encrypted=yes") == encrypted
+    finally:
+        proxy.logout()
