@@ -494,3 +494,20 @@ def test_many_messages_in_one_fetch_come_back_in_order(env: Env) -> None:
             assert shown.startswith(b"X-SMIME-Status: encrypted=yes") == encrypted
     finally:
         proxy.logout()
+
+
+def test_examine_then_fetch_body_is_like_dovecot_and_sets_no_seen(env: Env) -> None:
+    tok = token()
+    env.deliver("alice", plain_message(tok))
+    proxy, direct = env.proxy(), env.direct()
+    try:
+        uid = uid_of(direct, tok)
+        assert direct.select("INBOX", readonly=True)[0] == "OK"
+        assert proxy.select("INBOX", readonly=True)[0] == "OK"
+        got = fetch(proxy, uid, "BODY[]")
+        assert without_recent(got) == without_recent(fetch(direct, uid, "BODY[]"))
+        _typ, data = fetch(direct, uid, "FLAGS")
+        assert b"\\Seen" not in data[0]  # type: ignore[operator]
+    finally:
+        proxy.logout()
+        direct.logout()

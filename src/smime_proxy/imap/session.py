@@ -182,6 +182,7 @@ class _Relay:
     login_user: str | None = None  # the user then (keys are looked up by this name)
     sasl_plain: bool = False  # AUTHENTICATE PLAIN waiting for the initial response
     client_continues: bool = False  # the upstream's "+" went to the client
+    select: bool = False  # SELECT / EXAMINE: note whether the mailbox is read-only
 
 
 @dataclass
@@ -239,6 +240,7 @@ class ProxySession:
         self._bad_count = 0
         self._awaiting_tls = False
         self._logging_out = False
+        self.read_only = False  # the selected mailbox
         self._out: list[Action] = []
 
     # -- inputs ----------------------------------------------------------------------------
@@ -368,6 +370,9 @@ class ProxySession:
                 self.client.max_literal_size = MAX_MESSAGE
             elif job.login:
                 self._out.append(Pause(FAILED_LOGIN_DELAY))
+            if job.select:
+                # EXAMINE or a read-only SELECT: fetching sets no \Seen (RFC 9051 6.3.3)
+                self.read_only = not ok or b"[READ-ONLY]" in raw.upper()
             self._out.append(SendToClient(self._filter_caps_in(raw)))
             return
         if isinstance(job, _FetchJob):
@@ -581,7 +586,7 @@ class ProxySession:
             return
         if name == "LOGOUT":
             self._logging_out = True
-        self._relay(tag, raw)
+        self._relay(tag, raw, select=name in ("SELECT", "EXAMINE"))
 
     def _local(self, tag: bytes, name: str, raw: bytes) -> None:
         if name == "CAPABILITY":
@@ -623,13 +628,15 @@ class ProxySession:
             self._relay(tag, raw, login=True, sasl_plain=True)
 
     def _relay(self, tag: bytes, raw: bytes, *, login: bool = False,
-               login_user: str | None = None, sasl_plain: bool = False) -> None:
+               login_user: str | None = None, sasl_plain: bool = False,
+               select: bool = False) -> None:
         if self._upstream_has("LITERAL+"):
             raw = use_nonsync_literals(raw, None)
         elif self._upstream_has("LITERAL-"):
             raw = use_nonsync_literals(raw)
         pieces = deque(split_at_sync_literals(raw))
-        self._inflight = _Relay(tag, login=login, login_user=login_user, sasl_plain=sasl_plain)
+        self._inflight = _Relay(tag, login=login, login_user=login_user, sasl_plain=sasl_plain,
+                                select=select)
         self._inflight.pieces = pieces
         self._out.append(SendToUpstream(pieces.popleft()))
 
@@ -701,7 +708,7 @@ class ProxySession:
         else:
             shown = result.content
         command = job.command
-        mark_seen = fetch_rewrite.newly_seen(command, entry.items)
+        mark_seen = not self.read_only and fetch_rewrite.newly_seen(command, entry.items)
         try:
             response = fetch_rewrite.answer(entry.number, command, MessageView(shown),
                                             entry.items, mark_seen=mark_seen)

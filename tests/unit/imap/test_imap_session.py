@@ -427,3 +427,20 @@ def test_literals_before_login_are_capped() -> None:
     run.client(b"a1 LOGIN {100000}\r\n")
     assert run.client_out() == b"a1 NO [TOOBIG] Literal too large\r\n"
     assert run.to_upstream == []
+
+
+def test_examined_mailbox_gets_no_seen() -> None:
+    run = logged_in()
+    run.client(b"a2 EXAMINE INBOX\r\n")
+    run.upstream(b"* 1 EXISTS\r\na2 OK [READ-ONLY] Examine completed\r\n")
+    run.client_out()
+    run.upstream_out()
+    run.client(b"a3 FETCH 1 BODY[]\r\n")
+    run.upstream(fetch_reply(1, 7, PLAIN, b" FLAGS ()") + b"a3 OK done\r\n")
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    assert run.client_out() == (b"* 1 FETCH (BODY[] {%d}\r\n" % len(PLAIN) + PLAIN
+                                + b")\r\na3 OK done\r\n")
+    assert run.upstream_out() == b"a3 FETCH 1 (UID BODY.PEEK[] FLAGS)\r\n"  # no STORE
+    run.client(b"a4 SELECT INBOX\r\n")
+    run.upstream(b"a4 OK [READ-WRITE] Select completed\r\n")
+    assert run.session.read_only is False
