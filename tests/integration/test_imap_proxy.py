@@ -511,3 +511,33 @@ def test_examine_then_fetch_body_is_like_dovecot_and_sets_no_seen(env: Env) -> N
     finally:
         proxy.logout()
         direct.logout()
+
+
+def test_curl_reads_a_decrypted_message(env: Env) -> None:
+    """An independent client (curl's IMAP) through the proxy."""
+    import shutil
+    import subprocess
+
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    tok = token()
+    ids = people().ids
+    secret = b"curl secret " + tok.encode()
+    inner = plain_message(tok, body=secret + b"\r\n").replace(
+        b"From: Bob <bob@example.test>", b"From: alice@example.test")
+    env.deliver("alice", encrypted_signed(inner, ids["alice"], ids["alice"]))
+    proxy = env.proxy()
+    try:
+        uid = uid_of(proxy, tok)
+    finally:
+        proxy.logout()
+    password = env.upstream.users["alice"]
+    result = subprocess.run(
+        [curl, "-sS", "--max-time", "30", "-K", "-",
+         f"imap://127.0.0.1:{env.front.port}/INBOX;UID={uid}"],
+        input=f'user = "alice:{password}"\n'.encode(), capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr[-300:]
+    assert result.stdout.startswith(b"X-SMIME-Status: encrypted=yes; cipher=aes-256-gcm; "
+                                    b"signature=valid; signer=alice@example.test\r\n")
+    assert secret in result.stdout
