@@ -48,7 +48,7 @@ from cryptography import x509
 
 from smime_proxy.config import Config, ListenerConfig, UpstreamEndpoint
 from smime_proxy.crypto.keyagent import KeyAgent
-from smime_proxy.errors import ConfigError, NoSuchKey
+from smime_proxy.errors import ConfigError, NoRecipientCertificate, NoSuchKey
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.policy import Policy, load_policy
@@ -86,13 +86,44 @@ class SmtpSettings:
     client_timeout: float = 300.0
 
 
+_CacheKey = tuple[str, str, datetime]
+
+
+class CertificateCache:
+    """Recipient certificate choices (and misses) for `ttl` seconds: choosing parses every
+    candidate certificate (~0.5 ms per recipient). An address-book change is seen after at
+    most `ttl` seconds."""
+
+    def __init__(self, ttl: float = 10.0, size: int = 4096) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._entries: dict[_CacheKey, tuple[float, x509.Certificate | list[str]]] = {}
+
+    def get(self, key: _CacheKey) -> x509.Certificate | list[str] | None:
+        """The certificate, the addresses of a miss, or None when not cached."""
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() > entry[0]:
+            return None
+        return entry[1]
+
+    def put(self, key: _CacheKey, value: x509.Certificate | list[str]) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl, value)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class ServiceKeys:
     """The `Keys` port of the submission core over the key store and address book."""
 
-    def __init__(self, secure_mail: SecureMail, contacts: Contacts, now: datetime) -> None:
+    def __init__(self, secure_mail: SecureMail, contacts: Contacts, now: datetime,
+                 cache: CertificateCache | None = None) -> None:
         self.secure_mail = secure_mail
         self.contacts = contacts
         self.now = now
+        self.cache = cache
 
     def signer(self, user: str) -> KeyAgent:
         if not self.secure_mail.has_key(user):
@@ -105,7 +136,19 @@ class ServiceKeys:
         return self.secure_mail.certificate(user)
 
     def recipient_certificate(self, user: str, address: str) -> x509.Certificate:
-        return self.contacts.choose_certificate(user, address, self.now)
+        if self.cache is None:
+            return self.contacts.choose_certificate(user, address, self.now)
+        key = (user, address.lower(), self.now.replace(second=0, microsecond=0))
+        value = self.cache.get(key)
+        if value is None:
+            try:
+                value = self.contacts.choose_certificate(user, address, self.now)
+            except NoRecipientCertificate as exc:
+                value = list(exc.addresses)
+            self.cache.put(key, value)
+        if isinstance(value, list):
+            raise NoRecipientCertificate(value)
+        return value
 
 
 def unlock_url(control: ListenerConfig) -> str:
@@ -181,6 +224,7 @@ class SmtpFront:
         self._server: asyncio.Server | None = None
         self._sessions: set[ProxySession] = set()
         self._memo: dict[str, tuple[float, set[tuple[str, ...]]]] = {}
+        self.certificates = CertificateCache()
         self._tls: ssl.SSLContext | None = None
         if listener.tls is not None:
             self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -466,7 +510,8 @@ class ProxySession(SMTP):
         digest = hashlib.sha256(holder[0]).hexdigest()
         try:
             user = self.user
-            keys = ServiceKeys(self.front.secure_mail, self.front.contacts, now)
+            keys = ServiceKeys(self.front.secure_mail, self.front.contacts, now,
+                               self.front.certificates)
             policy = self.front.policy
 
             def work() -> Plan:

@@ -492,3 +492,27 @@ def test_fast_address_parser_agrees_with_aiosmtpd(arg: str) -> None:
     expected = SMTP._getaddr(_Limits(), arg)  # type: ignore[arg-type]
     got = server.ProxySession._getaddr(_Limits(), arg)  # type: ignore[arg-type]
     assert got == expected
+
+
+def test_certificate_cache_hits_misses_and_expiry() -> None:
+    from smime_proxy.errors import NoRecipientCertificate
+    from smime_proxy.smtp.server import CertificateCache, ServiceKeys
+
+    world = key_world()
+    cache = CertificateCache(ttl=3600)
+    keys = ServiceKeys(world.secure_mail, world.contacts, world.now, cache)
+    with pytest.raises(NoRecipientCertificate) as info:
+        keys.recipient_certificate("alice", "Bob@example.test")
+    assert info.value.addresses == [BOB]
+    world.know("alice", people().ids["bob"])
+    with pytest.raises(NoRecipientCertificate):  # the miss is remembered...
+        keys.recipient_certificate("alice", BOB)
+    cache.clear()  # ...until it expires
+    assert keys.recipient_certificate("alice", BOB) == people().ids["bob"].cert
+    with pytest.raises(NoRecipientCertificate) as info:  # never echoes a bad address
+        keys.recipient_certificate("alice", "x\r\nInjected: 1@example.test")
+    assert info.value.addresses == ["(invalid address)"]
+    expired = ServiceKeys(world.secure_mail, world.contacts, world.now, CertificateCache(ttl=0))
+    world.contacts.remove("alice", BOB)
+    with pytest.raises(NoRecipientCertificate):
+        expired.recipient_certificate("alice", BOB)
