@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_proxy.harness import Upstream
 from smime_proxy.imap.fetch_rewrite import render_structure
 from smime_proxy.imap.server import ImapFront
 from smime_proxy.mime.views import MessageView
+from support import pki
 from support.imap_proxy import (
     LoopThread,
     encrypted_signed,
@@ -541,3 +543,35 @@ def test_curl_reads_a_decrypted_message(env: Env) -> None:
     assert result.stdout.startswith(b"X-SMIME-Status: encrypted=yes; cipher=aes-256-gcm; "
                                     b"signature=valid; signer=alice@example.test\r\n")
     assert secret in result.stdout
+
+
+def test_with_the_sqlite_stores_of_build_services(upstream: Upstream, loop: LoopThread,
+                                                  tmp_path: Path) -> None:
+    """The daemon's own stores (SQLite, used from the worker threads that open messages)."""
+    from smime_proxy.app import build_services
+
+    ids = people().ids
+    memory = imap_services(tmp_path, key_world(), upstream_imap(upstream))
+    services = build_services(memory.config, now=lambda: pki.NOW, kdf_iterations=1000)
+    services.trust_roots = memory.trust_roots
+    alice = ids["alice"]
+    bundle = alice.key_pem() + alice.cert_pem() + b"".join(
+        c.public_bytes(Encoding.PEM) for c in alice.chain)
+    services.secure_mail.import_pkcs12("alice", bundle, b"", "secure-mail-pw")
+    services.secure_mail.unlock("alice", "secure-mail-pw", pki.NOW)
+    tok = token()
+    message = plain_message(tok, body=b"sqlite secret\r\n").replace(
+        b"From: Bob <bob@example.test>", b"From: dave@example.test")
+    upstream.deliver("alice", encrypted_signed(message, ids["dave"], alice))
+    with running_front(loop, services) as front:
+        imap = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+        imap.login("alice", upstream.users["alice"])
+        try:
+            shown = literal(fetch(imap, uid_of(imap, tok), "BODY.PEEK[]")[1])
+        finally:
+            imap.logout()
+    assert shown.startswith(b"X-SMIME-Status: encrypted=yes; cipher=aes-256-gcm; "
+                            b"signature=valid; signer=dave@example.test\r\n")
+    assert b"sqlite secret" in shown
+    assert any("dave@example.test" in e.summary.addresses
+               for e in services.contacts.entries("alice"))

@@ -108,8 +108,10 @@ def open_for_client(services: Services, user: str, raw: bytes, request_id: int) 
     if report is not None and report.valid:
         for signer in report.signers:
             if signer.certificate is not None:
-                with contextlib.suppress(SmimeProxyError):
+                try:
                     services.contacts.take_certificate(user, signer.certificate)
+                except Exception as exc:  # the message is still shown
+                    log.warning("cannot keep the signer certificate: %s", type(exc).__name__)
     prefix = f"{STATUS_HEADER}: {opened.status}\r\n".encode("ascii")
     plain = (not opened.encrypted and report is None and len(opened.content) == len(prefix)
              + len(raw) and opened.content.startswith(prefix) and opened.content.endswith(raw))
