@@ -16,6 +16,8 @@
 - Back-pressure: the upstream is not read while many messages wait to be opened, the
   client not while the session holds a lot of unread client data.
 - The upstream closing (or failing) mid-command gives the client `* BYE` and a close.
+- Autologout after 30 minutes without a byte from either side (the upstream's IDLE
+  keep-alives count, so an IDLEing client stays).
 - `stop(grace)`: stop accepting, wait up to `grace` for commands in progress, then
   `* BYE` to every client and close.
 
@@ -74,6 +76,7 @@ class ImapSettings:
     max_pending_opens: int = 8  # messages read from upstream and not yet opened
     max_client_backlog: int = 256 * 1024  # unread client bytes held by the session
     max_user_ip_connections: int = 10  # logged-in connections per user and client address
+    idle_timeout: float = 30 * 60  # nothing from client nor upstream: autologout
 
 
 def _without_status(message: bytes) -> bytes:
@@ -272,7 +275,12 @@ class _Connection:
         if not waiting:  # both sides closed, nothing left: should not happen
             await self._do([Close("nothing left")])
             return
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED,
+                                     timeout=self.front.settings.idle_timeout)
+        if not done and not self.opens:
+            # nothing from either side for the whole autologout time (RFC 9051 5.4)
+            await self.close(b"* BYE Autologout; idle for too long\r\n")
+            return
         for task in done:
             if self.closed:
                 return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -152,3 +153,17 @@ def test_connections_per_user_and_address_are_limited(loop: LoopThread,
         for imap in (first[1], other, again):
             imap.logout()
         extra.shutdown()
+
+
+def test_idle_client_is_logged_out(loop: LoopThread, tmp_path: Path) -> None:
+    for env in _env(loop, tmp_path, "die-in-fetch", settings=ImapSettings(idle_timeout=0.3)):
+        with socket.create_connection(("127.0.0.1", env.front.port), timeout=20) as sock:
+            received = b""
+            sock.sendall(b"a1 LOGIN alice pw\r\n")
+            while True:  # greeting, login OK, then (nothing sent) the autologout
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+        assert b"a1 OK" in received
+        assert received.endswith(b"* BYE Autologout; idle for too long\r\n")
