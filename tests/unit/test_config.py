@@ -157,17 +157,6 @@ def test_reference_example_names_files_that_must_exist_at_start() -> None:
         load_config(REFERENCE)
 
 
-def test_policy_example_uses_only_documented_values() -> None:
-    policy = yaml.safe_load(POLICY.read_text())
-    assert set(policy) == {"global", "domains", "users"}
-    rules = [policy["global"], *policy["domains"].values(), *policy["users"].values()]
-    for rule in rules:
-        assert set(rule) <= {"sign", "encrypt"}
-        assert rule.get("sign", "never") in ("never", "if-unlocked", "required")
-        assert rule.get("encrypt", "never") in ("never", "if-possible", "required")
-    assert set(policy["global"]) == {"sign", "encrypt"}
-
-
 # --- every kind of error ---------------------------------------------------------------------
 
 Mutation = Callable[[dict[str, Any]], None]
