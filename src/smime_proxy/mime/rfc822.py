@@ -62,13 +62,14 @@ class Rfc822Parser:
         return self.data[self.pos] if self.pos < self.end else -1
 
     def skip_comment(self) -> int:
-        """Skip one (nested) comment; its text becomes `last_comment` only when it is closed
-        (an unterminated comment leaves it empty, as in Dovecot 2.3.19)."""
+        """Skip one (nested) comment, keeping its text in `last_comment` (folds removed, quoted
+        pairs unescaped). Measured on Dovecot 2.3.19: the text of an unterminated comment is
+        kept up to its last fold, and a backslash at the very end adds nothing."""
         data = self.data
         level = 1
-        if self.last_comment is not None:
-            del self.last_comment[:]
-        text = bytearray()
+        keep = self.last_comment
+        if keep is not None:
+            del keep[:]
         self.pos += 1
         start = self.pos
         while self.pos < self.end:
@@ -78,16 +79,24 @@ class Rfc822Parser:
             elif c == 0x29:
                 level -= 1
                 if level == 0:
-                    if self.last_comment is not None:
-                        self.last_comment += text + data[start : self.pos]
+                    if keep is not None:
+                        keep += data[start : self.pos]
                     self.pos += 1
                     return 1 if self.pos < self.end else 0
-            elif c == _BACKSLASH:
-                text += data[start : self.pos]
+            elif c == 0x0A:
+                if keep is not None:
+                    seg_end = self.pos
+                    if seg_end > start and data[seg_end - 1] == 0x0D:
+                        seg_end -= 1
+                    keep += data[start:seg_end]
                 start = self.pos + 1
+            elif c == _BACKSLASH:
                 self.pos += 1
                 if self.pos >= self.end:
                     return -1
+                if keep is not None:
+                    keep += data[start : self.pos - 1]
+                start = self.pos
             self.pos += 1
         return -1
 

@@ -32,6 +32,9 @@ ADDRESSES: list[tuple[bytes, list[Fields]]] = [
     (b'a"b\n ', [(None, None, b"a", b"MISSING_DOMAIN")]),
     (b'a"b\n c\n ', [(b"a b", None, b"MISSING_MAILBOX", b"MISSING_DOMAIN")]),
     (b"a(a\\", [(None, None, b"MISSING_MAILBOX", b"MISSING_DOMAIN")]),
+    (b"a(a\n a", [(b"a", None, b"MISSING_MAILBOX", b"MISSING_DOMAIN")]),
+    (b".\n ", [(None, None, b"MISSING_MAILBOX", b"MISSING_DOMAIN")]),
+    (b'a"b\n  ', [(b"a b", None, b"MISSING_MAILBOX", b"MISSING_DOMAIN")]),
     (b'"b\n c" <a@b>', [(b"b c", None, b"a", b"b")]),
 ]
 
