@@ -18,11 +18,14 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import yaml
 
 from smime_proxy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from smime_proxy.policy.decide import Decision
 
 SignMode = Literal["never", "if-unlocked", "required"]
 EncryptMode = Literal["never", "if-possible", "required"]
@@ -126,6 +129,13 @@ class Policy:
     defaults: Settings = DEFAULTS
     source: Path | None = None
     all_tags: tuple[str, ...] = field(default=())
+
+    def decide(self, sender: str, recipients: Sequence[str],
+               headers: Sequence[tuple[str, str]] = ()) -> Decision:
+        """`policy.decide.decide(self, ...)`: the decision for one message, with reasons."""
+        from smime_proxy.policy.decide import decide
+
+        return decide(self, sender, recipients, headers)
 
     def matching(self, sender: str, recipients: Sequence[str]) -> list[Rule]:
         """Rules that apply, least specific first (level, then rules with recipients

@@ -404,8 +404,6 @@ def _global_sign(front: SmtpFront) -> str:
 
 
 def test_from_services_wires_config_and_reload(tmp_path: Path) -> None:
-    from dataclasses import field as dc_field
-
     from smime_proxy.config import parse_config
 
     (tmp_path / "policy.yaml").write_text("global: {encrypt: never}\n")
@@ -421,28 +419,20 @@ def test_from_services_wires_config_and_reload(tmp_path: Path) -> None:
         "data_dir": str(tmp_path / "data"),
         "policy_file": "policy.yaml",
     }, base_dir=tmp_path, check_files=False)
-    world = key_world()
+    from smime_proxy.app import build_services
 
-    @dataclass
-    class FakeServices:
-        config: object
-        secure_mail: object
-        contacts: object
-        reload_hooks: list[object] = dc_field(default_factory=list)
-
-        def now(self) -> object:
-            return world.now
-
-    services = FakeServices(config, world.secure_mail, world.contacts)
-    front = SmtpFront.from_services(services)  # type: ignore[arg-type]
+    services = build_services(config, kdf_iterations=1000)
+    front = SmtpFront.from_services(services)
     assert front.unlock_url == "https://127.0.0.1:8443/"
     assert front.listener.port == 1587
+    assert front.secure_mail is services.secure_mail
     assert _global_encrypt(front) == "never"
     assert services.reload_hooks == [front.reload_policy]
     (tmp_path / "policy.yaml").write_text("global: {encrypt: required}\n")
-    hook = services.reload_hooks[0]
-    assert callable(hook)
-    hook()
+    services.reload()  # what SIGHUP does
+    assert _global_encrypt(front) == "required"
+    (tmp_path / "policy.yaml").write_text("global: {encrypt: sometimes}\n")
+    services.reload()  # a bad file is logged and the policy in force stays
     assert _global_encrypt(front) == "required"
 
 
