@@ -304,7 +304,15 @@ def test_swaks(proxy: Proxy, tmp_path: Path, tls: bool) -> None:
 
 @pytest.mark.usefixtures("default_policy")
 @pytest.mark.skipif(shutil.which("s-nail") is None, reason="s-nail not installed")
-def test_s_nail_sends_and_verifies(proxy: Proxy, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protection", ["none", "wrapped"])
+def test_s_nail_sends_decrypts_and_verifies(proxy: Proxy, tmp_path: Path,
+                                            protection: str) -> None:
+    """s-nail sends through the proxy, then decrypts what arrived as bob and verifies it.
+
+    s-nail 14.9's `decrypt` re-serialises a message/rfc822 part without the blank line
+    after its header, which breaks the signature of an RFC 8551 3.1 wrapped message: with
+    `header_protection: wrapped` s-nail verifies the openssl-decrypted copy instead."""
+    proxy.front.policy = policy(f"global: {{header_protection: {protection}}}")
     token = _token()
     env = {**os.environ, "HOME": str(tmp_path), "MAILRC": "/dev/null", "LC_ALL": "C.UTF-8"}
     res = subprocess.run(
@@ -319,19 +327,28 @@ def test_s_nail_sends_and_verifies(proxy: Proxy, tmp_path: Path) -> None:
     p = people()
     signed = decrypt(arrived, p.ids["bob"], tmp_path)
     assert b"Hello Bob from s-nail" in verify(signed, p.ca, tmp_path)
-    # s-nail itself checks the signature of what arrived (after decryption by openssl)
+    # s-nail itself decrypts what arrived (as bob) and checks the signature
     ca = tmp_path / "ca-snail.pem"
     ca.write_bytes(p.ca.cert_pem())
-    mbox = tmp_path / "mbox"
-    outer = [line for line in arrived.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-             if line.lower().startswith((b"from:", b"to:", b"subject:"))]
+    pair = tmp_path / "bob.pair"
+    pair.write_bytes(p.ids["bob"].key_pem() + p.ids["bob"].cert_pem())
+    mbox, out = tmp_path / "mbox", tmp_path / "decrypted"
     mbox.write_bytes(b"From alice@example.test Mon Jun  1 12:00:00 2026\n"
-                     + b"\n".join(outer) + b"\n" + signed.replace(b"\r\n", b"\n") + b"\n")
-    res = subprocess.run(
-        ["s-nail", "-:/", "-Sv15-compat", "-N", f"-Ssmime-ca-file={ca}",
-         "-Ssmime-ca-no-defaults", "-R", "-f", str(mbox)],
-        input=b"verify 1\nquit\n", capture_output=True, timeout=60, check=False, env=env,
-    )
+                     + arrived.replace(b"\r\n", b"\n") + b"\n")
+    snail = ["s-nail", "-:/", "-Sv15-compat", "-N", f"-Ssmime-ca-file={ca}",
+             "-Ssmime-ca-no-defaults", f"-Ssmime-sign-cert-bob@example.test={pair}",
+             f"-Sfrom={BOB}", "-R", "-f"]
+    res = subprocess.run([*snail, str(mbox)], input=f"decrypt 1 {out}\nquit\n".encode(),
+                         capture_output=True, timeout=60, check=False, env=env)
+    assert res.returncode == 0 and out.exists(), res.stderr.decode(errors="replace")
+    assert b"multipart/signed" in out.read_bytes()
+    if protection == "wrapped":
+        header = b"\n".join(line for line in arrived.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+                            if line.lower().startswith((b"from:", b"to:", b"subject:")))
+        out.write_bytes(b"From alice@example.test Mon Jun  1 12:00:00 2026\n" + header + b"\n"
+                        + signed.replace(b"\r\n", b"\n") + b"\n")
+    res = subprocess.run([*snail, str(out)], input=b"verify 1\nquit\n",
+                         capture_output=True, timeout=60, check=False, env=env)
     output = (res.stdout + res.stderr).decode(errors="replace")
     assert res.returncode == 0, output
     assert "Message 1 was verified successfully" in output, output
