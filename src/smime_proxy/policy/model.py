@@ -129,6 +129,9 @@ class Policy:
     defaults: Settings = DEFAULTS
     source: Path | None = None
     all_tags: tuple[str, ...] = field(default=())
+    certificate_dir: Path | None = None
+    """A directory of recipients' certificates (PEM/DER files), used when the sender's
+    address book has none for an address (relative paths: to the policy file)."""
 
     def decide(self, sender: str, recipients: Sequence[str],
                headers: Sequence[tuple[str, str]] = ()) -> Decision:
@@ -166,7 +169,13 @@ def load_policy(path: Path | str) -> Policy:
             from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return replace(parse_policy(data), source=path)
+    policy = parse_policy(data)
+    directory = policy.certificate_dir
+    if directory is not None:
+        directory = (path.resolve().parent / directory).resolve()
+        if not directory.is_dir():
+            raise ConfigError(f"certificate_dir: not a directory: {directory}")
+    return replace(policy, source=path, certificate_dir=directory)
 
 
 def parse_policy(data: object) -> Policy:
@@ -176,7 +185,13 @@ def parse_policy(data: object) -> Policy:
     if not isinstance(data, dict):
         raise ConfigError(f"(top level): expected a mapping, got {_show(data)}")
     top = cast(dict[str, object], data)
-    _only(top, "", {"global", "domains", "users", "rules"})
+    _only(top, "", {"global", "domains", "users", "rules", "certificate_dir"})
+    certificate_dir: Path | None = None
+    if top.get("certificate_dir") is not None:
+        raw_dir = top["certificate_dir"]
+        if not isinstance(raw_dir, str) or not raw_dir.strip():
+            raise ConfigError(f"certificate_dir: expected a directory path, got {_show(raw_dir)}")
+        certificate_dir = Path(raw_dir).expanduser()
     rules: list[Rule] = []
     glob = _settings(top.get("global", {}), "global")
     rules.append(Rule("global", "global", Pattern("*"), (), glob))
@@ -201,7 +216,7 @@ def parse_policy(data: object) -> Policy:
         for _, tag in rule.settings.subject_tags or ():
             if tag.lower() not in (t.lower() for t in tags):
                 tags.append(tag)
-    return Policy(rules=tuple(rules), all_tags=tuple(tags))
+    return Policy(rules=tuple(rules), all_tags=tuple(tags), certificate_dir=certificate_dir)
 
 
 _SETTING_KEYS = {"sign", "encrypt", "ciphers", "fallback", "subject_tags",

@@ -53,6 +53,7 @@ from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.policy import Policy, load_policy
 from smime_proxy.smtp.data import DataReader
+from smime_proxy.smtp.directory import CertificateDirectory
 from smime_proxy.smtp.relay import DEFAULT_TIMEOUT, Upstream, UpstreamLost, UpstreamReply
 from smime_proxy.smtp.submission import Plan, Refused, plan_submission
 
@@ -119,11 +120,13 @@ class ServiceKeys:
     """The `Keys` port of the submission core over the key store and address book."""
 
     def __init__(self, secure_mail: SecureMail, contacts: Contacts, now: datetime,
-                 cache: CertificateCache | None = None) -> None:
+                 cache: CertificateCache | None = None,
+                 directory: CertificateDirectory | None = None) -> None:
         self.secure_mail = secure_mail
         self.contacts = contacts
         self.now = now
         self.cache = cache
+        self.directory = directory
 
     def signer(self, user: str) -> KeyAgent:
         if not self.secure_mail.has_key(user):
@@ -135,14 +138,25 @@ class ServiceKeys:
             return None
         return self.secure_mail.certificate(user)
 
+    def _lookup(self, user: str, address: str) -> x509.Certificate:
+        """The user's address book first, then the admin's certificate directory."""
+        try:
+            return self.contacts.choose_certificate(user, address, self.now)
+        except NoRecipientCertificate as exc:
+            if self.directory is not None and exc.addresses == [address.strip().lower()]:
+                found = self.directory.choose(exc.addresses[0], self.now)
+                if found is not None:
+                    return found
+            raise
+
     def recipient_certificate(self, user: str, address: str) -> x509.Certificate:
         if self.cache is None:
-            return self.contacts.choose_certificate(user, address, self.now)
+            return self._lookup(user, address)
         key = (user, address.lower(), self.now.replace(second=0, microsecond=0))
         value = self.cache.get(key)
         if value is None:
             try:
-                value = self.contacts.choose_certificate(user, address, self.now)
+                value = self._lookup(user, address)
             except NoRecipientCertificate as exc:
                 value = list(exc.addresses)
             self.cache.put(key, value)
@@ -225,6 +239,7 @@ class SmtpFront:
         self._sessions: set[ProxySession] = set()
         self._memo: dict[str, tuple[float, set[tuple[str, ...]]]] = {}
         self.certificates = CertificateCache()
+        self.directory = CertificateDirectory.load(self.policy.certificate_dir)
         self._tls: ssl.SSLContext | None = None
         if listener.tls is not None:
             self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -250,8 +265,12 @@ class SmtpFront:
     def reload_policy(self) -> None:
         """SIGHUP: load the policy file again; on error the old policy stays (raises)."""
         if self.policy_file is not None:
-            self.policy = load_policy(self.policy_file)
-            log.info("policy reloaded", extra={"rules": len(self.policy.rules)})
+            policy = load_policy(self.policy_file)
+            directory = CertificateDirectory.load(policy.certificate_dir)
+            self.policy, self.directory = policy, directory
+            self.certificates.clear()
+            log.info("policy reloaded", extra={"rules": len(policy.rules),
+                                               "directory_addresses": len(directory.by_address)})
 
     @property
     def port(self) -> int:
@@ -511,7 +530,7 @@ class ProxySession(SMTP):
         try:
             user = self.user
             keys = ServiceKeys(self.front.secure_mail, self.front.contacts, now,
-                               self.front.certificates)
+                               self.front.certificates, self.front.directory)
             policy = self.front.policy
 
             def work() -> Plan:

@@ -212,3 +212,15 @@ def test_cli_bad_policy_exit_2(tmp_path: Path) -> None:
     res = _cli("explain", "--policy", str(bad), "--from", "a@x.test", "--to", "b@x.test",
                "--header", "nocolon")
     assert res.returncode == 2
+
+
+def test_certificate_dir_relative_to_the_policy_file(tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    file = tmp_path / "p.yaml"
+    file.write_text("certificate_dir: certs\n")
+    assert load_policy(file).certificate_dir == (tmp_path / "certs").resolve()
+    file.write_text("certificate_dir: nowhere\n")
+    with pytest.raises(ConfigError, match=r"^certificate_dir: not a directory"):
+        load_policy(file)
+    with pytest.raises(ConfigError, match=r"^certificate_dir: expected"):
+        _policy("certificate_dir: [a]")

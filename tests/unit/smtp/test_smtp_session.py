@@ -506,3 +506,36 @@ def test_certificate_cache_hits_misses_and_expiry() -> None:
     world.contacts.remove("alice", BOB)
     with pytest.raises(NoRecipientCertificate):
         expired.recipient_certificate("alice", BOB)
+
+
+def test_certificate_directory_after_the_address_book(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from smime_proxy.errors import NoRecipientCertificate
+    from smime_proxy.smtp.directory import CertificateDirectory
+    from smime_proxy.smtp.server import ServiceKeys
+    from support import pki
+
+    p = people()
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    expired = pki.make_user("erin@example.test", p.ca,
+                            not_after=pki.NOW - dt.timedelta(days=1))
+    (directory / "carol.pem").write_bytes(p.ids["carol"].cert_pem())
+    (directory / "erin.crt").write_bytes(expired.cert_pem())
+    (directory / "ca.pem").write_bytes(p.ca.cert_pem())
+    (directory / "garbage.pem").write_bytes(b"not a certificate")
+    (directory / "notes.txt").write_bytes(b"ignored")
+    certs = CertificateDirectory.load(directory)
+    assert set(certs.by_address) == {CAROL_ADDR, "erin@example.test"}
+    world = key_world()
+    keys = ServiceKeys(world.secure_mail, world.contacts, world.now, None, certs)
+    assert keys.recipient_certificate("alice", "Carol@example.test") == p.ids["carol"].cert
+    with pytest.raises(NoRecipientCertificate):  # expired: not usable
+        keys.recipient_certificate("alice", "erin@example.test")
+    other = pki.make_user(CAROL_ADDR, p.ca)
+    world.contacts.add("alice", other.cert_pem())  # the address book comes first
+    assert keys.recipient_certificate("alice", CAROL_ADDR) == other.cert
+
+
+CAROL_ADDR = "carol@example.test"
