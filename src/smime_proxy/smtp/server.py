@@ -60,14 +60,20 @@ from smime_proxy.smtp.submission import Plan, Refused, plan_submission
 log = logging.getLogger("smime_proxy.smtp")
 
 
-class _NoLoginDataWarning(logging.Filter):
-    """aiosmtpd logs a deprecation warning when it sets Session.login_data itself."""
+class _AiosmtpdLogFilter(logging.Filter):
+    """aiosmtpd's own log lines that must not be written: what `challenge_auth` logs below
+    WARNING (an AUTH answer that is not base64 - often a raw password - and, if ever
+    enabled, the answers themselves), DATA lines (a message body), and the deprecation
+    warning it triggers itself."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "login_data is deprecated" not in record.getMessage()
+        if record.funcName == "challenge_auth" and record.levelno < logging.WARNING:
+            return False
+        text = str(record.msg)
+        return not (text.startswith("DATA readline") or "login_data is deprecated" in text)
 
 
-logging.getLogger("mail.log").addFilter(_NoLoginDataWarning())
+logging.getLogger("mail.log").addFilter(_AiosmtpdLogFilter())
 
 READ_CHUNK = 65536
 _SIMPLE_PATH = re.compile(

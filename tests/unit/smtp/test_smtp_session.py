@@ -539,3 +539,29 @@ def test_certificate_directory_after_the_address_book(tmp_path: Path) -> None:
 
 
 CAROL_ADDR = "carol@example.test"
+
+
+def test_no_password_or_body_in_any_log_line(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    import base64
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    secret_body = b"the body must never be logged 4b1d"
+    with env.client() as c:
+        c.user, c.password = "alice", "alice-pw"
+        code, _ = c.auth("LOGIN", c.auth_login, initial_response_ok=False)
+        assert code == 235
+        c.sendmail(ALICE, [BOB], _message(extra="X-SMIME-Sign: no\r\n") + secret_body + b"\r\n")
+    with env.client() as c:
+        c.user, c.password = "alice", "wrong-password-9f2"
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            c.auth("PLAIN", c.auth_plain, initial_response_ok=False)
+    with env.client() as c:  # a broken client answering a challenge with a raw password
+        assert c.docmd("AUTH LOGIN")[0] == 334
+        assert c.docmd("raw-password-77")[0] == 501
+    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert any(r.name == "mail.log" for r in caplog.records)  # aiosmtpd did log
+    for secret in ("alice-pw", "wrong-password-9f2", base64.b64encode(b"alice-pw").decode(),
+                   base64.b64encode(b"\0alice\0wrong-password-9f2").decode(),
+                   secret_body.decode(), "raw-password-77"):
+        assert secret not in text, secret
