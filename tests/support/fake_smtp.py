@@ -44,7 +44,8 @@ class FakeUpstream:
         self.port = 0
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0,
+                                                  limit=256 * 1024 * 1024)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 

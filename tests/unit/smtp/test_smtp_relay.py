@@ -1,0 +1,53 @@
+"""The upstream DATA writer: dot-stuffing in ~1 MiB pieces equals whole-message stuffing,
+whatever falls on a piece boundary; and a multi-piece message arrives byte for byte."""
+
+from __future__ import annotations
+
+import smtplib
+
+import pytest
+
+from smime_proxy.smtp import relay
+from support.fake_smtp import FakeUpstream
+from support.smtp_proxy import LoopThread, key_world, make_front, plain_upstream
+
+
+def _reference(message: bytes) -> bytes:
+    stuffed = message.replace(b"\r\n.", b"\r\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+@pytest.mark.parametrize("shift", [-3, -2, -1, 0, 1, 2])
+def test_pieces_equal_whole_stuffing(monkeypatch: pytest.MonkeyPatch, shift: int) -> None:
+    monkeypatch.setattr(relay, "PIECE", 64)
+    line = b"." + b"x" * 20 + b"\r\n"
+    message = b".first\r\n" + b"y" * (60 + shift) + b"\r\n" + line * 20 + b"..\r\n.\r\n"
+    pieces = list(relay.dot_stuffed_pieces(message))
+    assert len(pieces) > 3
+    assert b"".join(pieces) == _reference(message)
+    assert all(p.endswith(b"\n") for p in pieces)
+
+
+def test_no_final_crlf_gets_one() -> None:
+    assert b"".join(relay.dot_stuffed_pieces(b"a\r\nb")) == b"a\r\nb\r\n"
+
+
+def test_multi_piece_message_arrives_intact() -> None:
+    world = key_world()
+    body = b"".join((b"." if i % 7 == 0 else b"") + b"line %d " % i + b"z" * 60 + b"\r\n"
+                    for i in range(45_000))  # ~3 MB: several pieces
+    message = b"X-SMIME-Sign: no\r\nSubject: big\r\n\r\n" + body
+    with LoopThread() as loop:
+        fake = FakeUpstream()
+        loop.run(fake.start())
+        front = make_front(world, plain_upstream(fake.port))
+        loop.run(front.start())
+        try:
+            with smtplib.SMTP("127.0.0.1", front.port, timeout=60) as c:
+                c.login("alice", "alice-pw")
+                assert c.sendmail("alice@example.test", ["bob@example.test"], message) == {}
+        finally:
+            loop.run(front.stop(1.0))
+            loop.run(fake.stop())
+    [delivery] = fake.delivered
+    assert delivery.data == b"Subject: big\r\n\r\n" + body
