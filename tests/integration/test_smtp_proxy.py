@@ -2,8 +2,9 @@
 smtplib, swaks and s-nail send through the proxy arrives in the recipients' INBOX (read
 from Dovecot directly), and `openssl cms` decrypts and verifies what arrived.
 
-Faults on cue (kill/stall/4xx/5xx at every step) are in tests/unit/smtp/test_smtp_session.py
-against a scripted fake upstream: Postfix cannot be made to fail at a chosen step.
+Here the real Postfix's smtpd is killed while the client sends its DATA. The other faults
+on cue (kill/stall/4xx/5xx at every step) are in tests/unit/smtp/test_smtp_session.py,
+against a scripted fake upstream: Postfix cannot be made to stall or answer 4xx on cue.
 """
 
 from __future__ import annotations
@@ -370,3 +371,48 @@ def test_upstream_certificate_is_verified(upstream: Upstream,
                     c.noop()  # the session ended with the 421
         finally:
             loop.run(front.stop(1.0))
+
+
+def _submission_smtpd_pids(upstream: Upstream) -> list[int]:
+    """The real Postfix's smtpd processes of the submission service (its process group)."""
+    pgid = int((upstream.workdir / "run" / "postfix.pgid").read_text())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and b"smtpd" in cmdline.split(b"\0")[0] \
+                and b"submission" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.usefixtures("default_policy")
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_postfix_killed_during_data(proxy: Proxy, encrypt: bool) -> None:
+    """The smtpd serving the proxy's upstream connection dies while the client is sending
+    its DATA: the client gets 451, nothing is delivered, the retry is delivered once."""
+    token = _token()
+    message = _message(token, extra="" if encrypt else "X-SMIME-Sign: no\r\n"
+                       "X-SMIME-Encrypt: no\r\n")
+    with smtplib.SMTP("127.0.0.1", proxy.port, timeout=60) as c:
+        c.login("alice", "alice-pw")
+        assert c.mail(ALICE)[0] == 250
+        assert c.rcpt(BOB)[0] == 250
+        c.putcmd("DATA")
+        assert c.getreply()[0] == 354
+        pids = _submission_smtpd_pids(proxy.upstream)
+        assert pids, "no submission smtpd found"
+        for pid in pids:
+            os.kill(pid, 9)
+        c.send(message.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        code, text = c.getreply()
+        assert code == 451, text
+    assert wait_for(proxy.upstream, "bob", token, timeout=3) == []
+    assert proxy.send(message, [BOB]) == {}
+    assert len(wait_for(proxy.upstream, "bob", token)) == 1
