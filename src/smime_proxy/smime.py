@@ -161,7 +161,7 @@ def sign_message(
     if digest not in _MICALG:
         raise InputError(f"unsupported digest {digest}")
     outer = parse_entity(canonical_crlf(message))
-    inner = _seven_bit_entity(outer)
+    inner = _seven_bit_pieces(outer)
     chain = list(extra_certs) or list(agent.chain)
     cms_der = build_signed_data(
         inner,
@@ -174,23 +174,27 @@ def sign_message(
     )
     headers = _outer_header(outer)
     if opaque:
-        return headers + _pkcs7_mime_part("signed-data", cms_der)
+        lines = _base64_line_blocks([cms_der])
+        return b"".join([headers, _pkcs7_mime_header("signed-data"), *lines])
     boundary = _boundary()
-    return (
-        headers
-        + b"MIME-Version: 1.0\r\n"
-        + b'Content-Type: multipart/signed; protocol="application/pkcs7-signature";\r\n'
-        + f' micalg={_MICALG[digest]}; boundary="{boundary}"\r\n'.encode("ascii")
-        + b"\r\nThis is a cryptographically signed message in MIME format.\r\n\r\n"
-        + f"--{boundary}\r\n".encode("ascii")
-        + inner
-        + f"\r\n--{boundary}\r\n".encode("ascii")
-        + b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
-        + b"Content-Transfer-Encoding: base64\r\n"
-        + b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
-        + b"Content-Description: S/MIME Cryptographic Signature\r\n\r\n"
-        + _base64_lines(cms_der)
-        + f"--{boundary}--\r\n".encode("ascii")
+    # one join: a chain of `+` held three extra copies of a large message at once
+    return b"".join(
+        [
+            headers,
+            b"MIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/signed; protocol="application/pkcs7-signature";\r\n',
+            f' micalg={_MICALG[digest]}; boundary="{boundary}"\r\n'.encode("ascii"),
+            b"\r\nThis is a cryptographically signed message in MIME format.\r\n\r\n",
+            f"--{boundary}\r\n".encode("ascii"),
+            *inner,
+            f"\r\n--{boundary}\r\n".encode("ascii"),
+            b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n"
+            b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
+            b"Content-Description: S/MIME Cryptographic Signature\r\n\r\n",
+            _base64_lines(cms_der),
+            f"--{boundary}--\r\n".encode("ascii"),
+        ]
     )
 
 
@@ -623,6 +627,13 @@ def _entity_bytes(outer: Entity) -> bytes:
     return b"".join(_entity_pieces(outer))
 
 
+def _seven_bit_pieces(outer: Entity) -> list[bytes | memoryview]:
+    """The entity to sign, in pieces sharing the message's memory when it is all 7-bit."""
+    if outer.data.isascii() and b"\x00" not in outer.data:
+        return _entity_pieces(outer)
+    return [_seven_bit_entity(outer)]
+
+
 def _seven_bit_entity(outer: Entity) -> bytes:
     """The entity to sign: 8-bit or binary parts re-encoded so relays cannot alter them."""
     entity = _entity_bytes(outer)
@@ -653,10 +664,6 @@ def _seven_bit_entity(outer: Entity) -> bytes:
     generator = BytesGenerator(out, mangle_from_=False, policy=email.policy.SMTP)
     generator.flatten(parsed)  # type: ignore[arg-type]
     return canonical_crlf(out.getvalue())
-
-
-def _pkcs7_mime_part(smime_type: str, cms_der: bytes) -> bytes:
-    return _pkcs7_mime_header(smime_type) + _base64_lines(cms_der)
 
 
 def _pkcs7_mime_header(smime_type: str) -> bytes:

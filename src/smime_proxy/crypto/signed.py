@@ -56,7 +56,7 @@ def _attribute(oid: str, *values: bytes) -> bytes:
 
 
 def build_signed_data(
-    content: bytes,
+    content: bytes | Sequence[bytes | memoryview],
     agent: KeyAgent,
     *,
     detached: bool,
@@ -65,8 +65,18 @@ def build_signed_data(
     extra_certs: Sequence[x509.Certificate] = (),
     signing_time: dt.datetime | None = None,
 ) -> bytes:
-    """DER ContentInfo(SignedData) over `content` signed by the agent's key."""
+    """DER ContentInfo(SignedData) over `content` signed by the agent's key.
+
+    `content` may be given in pieces (hashed one after the other, never joined when the
+    signature is detached).
+    """
     from cryptography.hazmat.primitives.serialization import Encoding
+
+    pieces = [content] if isinstance(content, bytes) else list(content)
+    hasher = hashlib.new(digest)
+    for piece in pieces:
+        hasher.update(piece)
+    content_digest = hasher.digest()
 
     cert = agent.certificate
     public_key = cert.public_key()
@@ -93,7 +103,7 @@ def build_signed_data(
     attributes = [
         _attribute(oids.CONTENT_TYPE, der.oid(oids.DATA)),
         _attribute(oids.SIGNING_TIME, der.utc_or_generalized_time(signing_time or _utcnow())),
-        _attribute(oids.MESSAGE_DIGEST, der.octet_string(_digest(digest, content))),
+        _attribute(oids.MESSAGE_DIGEST, der.octet_string(content_digest)),
         _attribute(oids.SMIME_CAPABILITIES, der.sequence(*_CAPABILITIES)),
         # SMIMEEncryptionKeyPreference ::= CHOICE { issuerAndSerialNumber [0] IMPLICIT ... }
         _attribute(
@@ -113,7 +123,7 @@ def build_signed_data(
     )
     encap = der.sequence(
         der.oid(oids.DATA),
-        b"" if detached else der.explicit(0, der.octet_string(content)),
+        b"" if detached else der.explicit(0, der.octet_string(b"".join(pieces))),
     )
     certs = [cert, *[c for c in extra_certs if c != cert]]
     signed_data = der.sequence(
