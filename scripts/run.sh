@@ -72,7 +72,9 @@ for user in $UPSTREAM_USERS; do
 done
 cat <<EOT
 
-  Unlock from a script:  printf '%s' alice-smime | smime-proxy unlock alice --config $demo/proxy/smime-proxy.yaml --password-file -
+  Unlock from a script (or use the page):
+    smime-proxy unlock alice --config $demo/proxy/smime-proxy.yaml --cafile $PROXY_TLS_CA_FILE \\
+        --mail-password-file <(printf alice-pw) --password-file <(printf alice-smime)
   Upstream (direct, for comparison): IMAP $UPSTREAM_HOST:$UPSTREAM_IMAP_PORT, SMTP $UPSTREAM_HOST:$UPSTREAM_SUBMISSION_PORT
 
 Press Ctrl-C to stop.
