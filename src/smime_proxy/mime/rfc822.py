@@ -40,6 +40,7 @@ _RUNS: dict[frozenset[int], re.Pattern[bytes]] = {
 _WS_RUN = re.compile(rb"[ \t\r\n]*")
 _QS_SPECIAL = re.compile(rb'["\\\n]')
 _BACKSLASH = 0x5C
+_NOT_ESCAPABLE = frozenset(b"\r\n\0")
 _DQUOTE = 0x22
 
 
@@ -94,9 +95,12 @@ class Rfc822Parser:
                 self.pos += 1
                 if self.pos >= self.end:
                     return -1
-                if keep is not None:
-                    keep += data[start : self.pos - 1]
-                start = self.pos
+                if data[self.pos] in _NOT_ESCAPABLE:
+                    self.pos -= 1  # a backslash before CR, LF or NUL is kept as a character
+                else:
+                    if keep is not None:
+                        keep += data[start : self.pos - 1]
+                    start = self.pos
             self.pos += 1
         return -1
 
@@ -176,8 +180,11 @@ class Rfc822Parser:
                 self.pos += 1
                 if self.pos >= self.end:
                     return -1
-                out += data[start : self.pos - 1]
-                start = self.pos
+                if data[self.pos] in _NOT_ESCAPABLE:
+                    self.pos -= 1  # a backslash before CR, LF or NUL is kept as a character
+                else:
+                    out += data[start : self.pos - 1]
+                    start = self.pos
             self.pos += 1
         return -1
 
