@@ -688,7 +688,7 @@ def _base64_lines(data: bytes | memoryview) -> bytes:
     return b"\r\n".join(lines) + b"\r\n" if lines else b""
 
 
-_B64_BLOCK = 57 * 1024  # input bytes for 1024 full 76-character lines
+_B64_BLOCK = 57 * 4096  # 4096 lines: blocks above the mmap threshold (memory.py), no heap holes
 
 
 def _base64_line_blocks(pieces: Sequence[bytes | memoryview]) -> list[bytes]:
