@@ -307,9 +307,10 @@ def items_for(view: MessageView) -> list[tuple[str, bytes]]:
 
 
 def our_value(view: MessageView, item: str) -> Value:
-    from smime_proxy.cli.mime import fetch_value, parse_fetch_item
+    from smime_proxy.cli.mime import parse_fetch_item
+    from smime_proxy.imap.fetch_rewrite import content_value
 
-    value = fetch_value(view, parse_fetch_item(item))
+    value = content_value(view, parse_fetch_item(item))
     return bytes(value) if isinstance(value, bytes) else value
 
 

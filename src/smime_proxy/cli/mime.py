@@ -1,95 +1,42 @@
 """`smime-proxy mime ...` commands: inspect the IMAP views the proxy computes for a message.
 
 `smime-proxy mime fetch --item ITEM < message.eml` prints the value of one FETCH data item,
-exactly as it would follow the item name in an untagged FETCH response on the wire.
+exactly as it would follow the item name in an untagged FETCH response on the wire: the item
+is read by the wire layer's fetch-att parser and answered by the same code as the IMAP front
+(`imap.fetch_rewrite.content_value`), so what an admin inspects is what clients get.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from smime_proxy.cli._common import read_file, read_stdin, write_stdout
-from smime_proxy.errors import InputError
-from smime_proxy.imap.wire.values import Binary, Literal, Value, render
-from smime_proxy.mime.views import MessageView, Section, parse_section
-
-
-@dataclass(frozen=True, slots=True)
-class FetchItem:
-    """One fetch-att: `name` is BODYSTRUCTURE, BODY, ENVELOPE, RFC822.SIZE, RFC822.HEADER,
-    RFC822.TEXT, RFC822, BODY[] (section), BINARY[] or BINARY.SIZE[]."""
-
-    name: str
-    section: Section | None = None
-    partial: tuple[int, int] | None = None
-
-
-_SIMPLE = {
-    "BODYSTRUCTURE", "BODY", "ENVELOPE", "RFC822.SIZE", "RFC822.HEADER", "RFC822.TEXT", "RFC822",
-}
-_ITEM_RE = re.compile(
-    r"^(?P<name>BODY(?:\.PEEK)?|BINARY(?:\.PEEK)?|BINARY\.SIZE)\[(?P<section>[^\]]*)\]"
-    r"(?:<(?P<origin>[0-9]+)\.(?P<length>[0-9]+)>)?$",
-    re.IGNORECASE,
-)
+from smime_proxy.errors import InputError, PeerProtocolError
+from smime_proxy.imap.fetch_rewrite import content_value, is_content, render_item_value
+from smime_proxy.imap.wire import FetchCommand, FetchItem, parse_command
+from smime_proxy.mime.views import MessageView
 
 
 def parse_fetch_item(text: str) -> FetchItem:
-    """Parse one fetch-att (RFC 9051 section 6.4.5). Kept in one function so that the wire
-    layer's fetch-att parser can replace it."""
-    item = text.strip()
-    upper = item.upper()
-    if upper in _SIMPLE:
-        return FetchItem(upper)
-    m = _ITEM_RE.match(item)
-    if m is None:
-        raise InputError(f"unsupported FETCH item: {item[:80]!r}")
-    name = m.group("name").upper().replace(".PEEK", "")
-    section = parse_section(m.group("section"))
-    partial = None
-    if m.group("origin") is not None:
-        partial = (int(m.group("origin")), int(m.group("length")))
-    if name.startswith("BINARY"):
-        if section.text:
-            raise InputError("BINARY takes part numbers only")
-        if name == "BINARY.SIZE" and partial is not None:
-            raise InputError("BINARY.SIZE takes no partial")
-    return FetchItem(name, section, partial)
-
-
-def fetch_value(view: MessageView, item: FetchItem) -> Value:
-    """The value of one item for one message, in the IMAP value model."""
-    if item.name == "BODYSTRUCTURE":
-        return view.bodystructure()
-    if item.name == "BODY" and item.section is None:
-        return view.body()
-    if item.name == "ENVELOPE":
-        return view.envelope()
-    if item.name == "RFC822.SIZE":
-        return view.size
-    if item.name == "RFC822.HEADER":
-        return Literal(view.rfc822_header())
-    if item.name == "RFC822.TEXT":
-        return Literal(view.rfc822_text())
-    if item.name == "RFC822":
-        return Literal(view.data)
-    assert item.section is not None
-    if item.name == "BODY":
-        return Literal(view.section(item.section, item.partial))
-    if item.name == "BINARY.SIZE":
-        return view.binary_size(item.section.parts)
-    content = view.binary(item.section.parts, item.partial)
-    return Binary(content) if b"\0" in content else Literal(content)
+    """One content fetch-att (RFC 9051 section 6.4.5), e.g. `BODY.PEEK[1.2]<0.100>`."""
+    try:
+        command = parse_command(b"A FETCH 1 (" + text.strip().encode("utf-8") + b")\r\n")
+    except (PeerProtocolError, UnicodeEncodeError):
+        raise InputError(f"not a FETCH item: {text[:80]!r}") from None
+    if not isinstance(command, FetchCommand) or len(command.items) != 1:
+        raise InputError("give exactly one FETCH item")
+    item = command.items[0]
+    if not is_content(item):
+        raise InputError(f"{item.name} is not computed from the message (a content item is)")
+    return item
 
 
 def _fetch(args: argparse.Namespace) -> int:
     message = read_file(args.file, "message") if args.file else read_stdin()
     item = parse_fetch_item(args.item)
-    view = MessageView(message)
-    write_stdout(render(fetch_value(view, item)) + b"\n")
+    value = content_value(MessageView(message), item)
+    write_stdout(render_item_value(item, value) + b"\n")
     return 0
 
 
@@ -103,7 +50,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="print one FETCH item of a message (read from stdin) as it appears on the wire",
     )
     fetch.add_argument(
-        "--item", required=True,
+        "--item",
+        required=True,
         help="a FETCH item: BODYSTRUCTURE, BODY, ENVELOPE, RFC822.SIZE, 'BODY[1.2.MIME]', "
         "'BODY[]<0.100>', 'BINARY[1]', 'BINARY.SIZE[1]'...",
     )

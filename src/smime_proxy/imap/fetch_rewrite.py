@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from smime_proxy.imap.wire import Atom, FetchCommand, FetchItem, Section, Value, render
-from smime_proxy.imap.wire.values import Binary, Literal
+from smime_proxy.imap.wire.values import Binary, Literal, render_structure
 from smime_proxy.mime.views import MessageView
 from smime_proxy.mime.views import Section as ViewSection
 
@@ -29,8 +29,10 @@ __all__ = [
     "CONTENT_ITEMS",
     "WHOLE",
     "answer",
+    "content_value",
     "is_content",
     "needs_rewrite",
+    "render_item_value",
     "sets_seen",
     "upstream_fetch",
 ]
@@ -129,33 +131,18 @@ def _response_item(item: FetchItem) -> FetchItem:
                      named.origin, None)
 
 
-def render_structure(value: Value) -> bytes:
-    """Wire bytes of BODYSTRUCTURE / BODY / ENVELOPE values: like `values.render`, except that
-    the leading list elements of a list follow each other without a space, as the grammar
-    has it for the parts of a multipart (`1*body SP media-subtype`) and for address lists
-    (`"(" 1*address ")"`), RFC 9051 section 9; Dovecot writes them so."""
-    if isinstance(value, (list, tuple)):
-        index = 0
-        lead: list[bytes] = []
-        while index < len(value) and isinstance(value[index], (list, tuple)):
-            lead.append(render_structure(value[index]))
-            index += 1
-        parts = [b"".join(lead)] if lead else []
-        parts.extend(render_structure(item) for item in value[index:])
-        return b"(" + b" ".join(parts) + b")"
-    return render(value)
-
-
 _STRUCTURES: Final = frozenset({"BODYSTRUCTURE", "ENVELOPE"})
 
 
+def render_item_value(item: FetchItem, value: Value) -> bytes:
+    """The wire bytes that follow the item's name, structures by `render_structure`."""
+    structured = item.name in _STRUCTURES or (item.name == "BODY" and item.section is None)
+    return render_structure(value) if structured else render(value)
+
+
 def render_fetch(number: int, items: list[tuple[FetchItem, Value]]) -> bytes:
-    """`* number FETCH (...)` CRLF, structures rendered by `render_structure`."""
-    parts = []
-    for item, value in items:
-        structured = item.name in _STRUCTURES or (item.name == "BODY" and item.section is None)
-        parts.append(item.render() + b" " + (render_structure(value) if structured
-                                             else render(value)))
+    """`* number FETCH (...)` CRLF."""
+    parts = [item.render() + b" " + render_item_value(item, value) for item, value in items]
     return b"* %d FETCH (" % number + b" ".join(parts) + b")\r\n"
 
 

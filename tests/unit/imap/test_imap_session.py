@@ -398,7 +398,7 @@ def test_logout_after_login_is_relayed_and_closes() -> None:
 
 
 def test_structures_are_rendered_without_space_between_parts_and_addresses() -> None:
-    from smime_proxy.imap.fetch_rewrite import render_structure
+    from smime_proxy.imap.wire.values import render_structure
 
     part = [b"text", b"plain", None, None, None, b"7bit", 3, 1]
     assert render_structure([part, part, b"mixed"]) == (

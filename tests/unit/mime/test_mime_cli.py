@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from smime_proxy.cli import main
-from smime_proxy.cli.mime import FetchItem, parse_fetch_item
-from smime_proxy.mime.views import Section
+from smime_proxy.cli.mime import parse_fetch_item
+from smime_proxy.imap.wire import FetchItem, Section
 
 MESSAGE = (
     b"From: a@b.example\r\nSubject: hi\r\nMIME-Version: 1.0\r\n"
@@ -37,8 +37,9 @@ def _run(item: str, capsys: pytest.CaptureFixture[bytes], monkeypatch: pytest.Mo
         ("BODY[]<0.4>", b"{4}\r\nFrom\n"),
         ("BINARY[2]", b"~{2}\r\n\x00\x01\n"),
         ("BINARY.SIZE[2]", b"2\n"),
+        # no space between the parts of a multipart (RFC 9051 body-type-mpart; Dovecot)
         ("BODY", b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 5 0)'
-                 b' ("application" "octet-stream" NIL NIL NIL "base64" 4) "mixed")\n'),
+                 b'("application" "octet-stream" NIL NIL NIL "base64" 4) "mixed")\n'),
         ("ENVELOPE", b'(NIL "hi" ((NIL NIL "a" "b.example")) ((NIL NIL "a" "b.example"))'
                      b' ((NIL NIL "a" "b.example")) NIL NIL NIL NIL NIL)\n'),
     ],
@@ -82,5 +83,5 @@ def test_undecodable_binary_is_an_input_error(capsysbinary: pytest.CaptureFixtur
 def test_parse_fetch_item() -> None:
     assert parse_fetch_item("rfc822.size") == FetchItem("RFC822.SIZE")
     assert parse_fetch_item("BODY.PEEK[1.2.HEADER]<5.10>") == FetchItem(
-        "BODY", Section((1, 2), "HEADER"), (5, 10)
+        "BODY", Section((1, 2), "HEADER"), True, 5, 10
     )

@@ -11,6 +11,7 @@ renderers of commands, which also live in this package.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TypeAlias
 
@@ -42,7 +43,7 @@ Value: TypeAlias = int | Atom | bytes | Sequence["Value"] | None
 _ASTRING_CHARS = frozenset(range(0x21, 0x7F)) - set(b'(){%*"\\')
 
 # RFC 9051 quoted = DQUOTE *QUOTED-CHAR DQUOTE; QUOTED-CHAR excludes CR, LF, NUL and 8-bit.
-_QUOTABLE = frozenset(range(0x01, 0x80)) - {0x0A, 0x0D}
+_NOT_QUOTABLE = re.compile(rb"[\x00\x0a\x0d\x80-\xff]")
 
 
 def render(value: Value) -> bytes:
@@ -84,9 +85,26 @@ def _render_into(value: Value, out: list[bytes]) -> None:
 
 def render_string(data: bytes) -> bytes:
     """A string as a quoted string when every byte allows it (and it is short), else a literal."""
-    if len(data) <= 1024 and all(byte in _QUOTABLE for byte in data):
+    if len(data) <= 1024 and _NOT_QUOTABLE.search(data) is None:
         return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return b"{%d}\r\n" % len(data) + data
+
+
+def render_structure(value: Value) -> bytes:
+    """Wire bytes of BODYSTRUCTURE / BODY / ENVELOPE values: like `render`, except that the
+    leading list elements of a list follow each other without a space, as the grammar has it
+    for the parts of a multipart (`1*body SP media-subtype`) and for address lists
+    (`"(" 1*address ")"`), RFC 9051 section 9; Dovecot writes them so."""
+    if isinstance(value, (list, tuple)):
+        index = 0
+        lead: list[bytes] = []
+        while index < len(value) and isinstance(value[index], (list, tuple)):
+            lead.append(render_structure(value[index]))
+            index += 1
+        parts = [b"".join(lead)] if lead else []
+        parts.extend(render_structure(item) for item in value[index:])
+        return b"(" + b" ".join(parts) + b")"
+    return render(value)
 
 
 def render_nstring(data: bytes | None) -> bytes:
