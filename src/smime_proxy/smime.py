@@ -219,7 +219,9 @@ def encrypt_message(
     outer = parse_entity(canonical_crlf(message))
     headers = _outer_header(outer)
     der_pieces = build_enveloped_pieces(_entity_pieces(outer), keys, cipher)
-    del outer  # frees the canonical copy (if one was made) before base64 doubles the size
+    # Free the plaintext before base64 doubles the size: the canonical copy if one was made,
+    # and the message itself when the caller handed over its only reference.
+    del outer, message
     smime_type = "authEnveloped-data" if cipher.endswith("gcm") else "enveloped-data"
     lines = _base64_line_blocks(der_pieces)
     del der_pieces

@@ -222,7 +222,11 @@ def plan_submission(
     for address in bcc:
         groups.append(([address], [address]))
     original = {r.lower(): r for r in recipients}  # RCPT TO as the client wrote it
-    for rcpts, cert_addresses in groups:
+    # the last copy takes the payload's only reference, so that encrypt_message can free the
+    # plaintext before its base64 (25 MB: peak 2.7x the message instead of 3.7x)
+    holder = [payload]
+    del payload
+    for index, (rcpts, cert_addresses) in enumerate(groups):
         targets: list[Recipient] = []
         seen: set[bytes] = set()
         for address in dict.fromkeys(cert_addresses):
@@ -235,8 +239,9 @@ def plan_submission(
             names = ", ".join(a for a in cert_addresses if not decision.supports_gcm(a))
             raise Refused(550, "5.7.1",
                           _one_line(f"no cipher of the policy is readable by: {names}"))
-        copies.append(Copy(tuple(original[r] for r in rcpts),
-                           encrypt_message(payload, targets, cipher=cipher), cipher))
+        last = index == len(groups) - 1
+        encrypted = encrypt_message(holder.pop() if last else holder[0], targets, cipher=cipher)
+        copies.append(Copy(tuple(original[r] for r in rcpts), encrypted, cipher))
     if own_cert is None:
         reasons.append("the sender has no certificate: not encrypted to the sender")
     if bcc:
