@@ -132,21 +132,27 @@ class Config:
 def load_config(path: Path | str, *, check_files: bool = True) -> Config:
     """Read and validate the YAML config at ``path``."""
     path = Path(path)
+    data = load_yaml(path, "config file")
+    return parse_config(data, base_dir=path.resolve().parent, source=path,
+                        check_files=check_files)
+
+
+def load_yaml(path: Path, what: str) -> object:
+    """Safe-load a YAML file; a missing file, a syntax error (with line and column) or a
+    duplicate key (PyYAML silently keeps the last) is a ConfigError naming the place."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise ConfigError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config file: {_reason(e)}") from None
+        raise ConfigError(f"{path}: cannot read {what}: {_reason(e)}") from None
     try:
         _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         raise ConfigError(_yaml_error(path, e)) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return parse_config(data, base_dir=path.resolve().parent, source=path,
-                        check_files=check_files)
 
 
 def parse_config(data: object, *, base_dir: Path, source: Path | None = None,

@@ -9,7 +9,7 @@ raises `ConfigError` whose message starts with the YAML path of the offending va
 
 The format is documented in `config/policy.yaml`.
 
-May import: errors, stdlib, yaml.
+May import: errors, config (its YAML loader), stdlib.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
-import yaml
-
+from smime_proxy.config import load_yaml
 from smime_proxy.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -153,22 +152,7 @@ class Policy:
 def load_policy(path: Path | str) -> Policy:
     """Read and validate the policy YAML at `path`."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: policy file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the policy file: {exc}") from None
-    try:
-        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: YAML syntax error: {exc.problem or 'cannot parse'}") \
-            from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = load_yaml(path, "policy file")
     policy = parse_policy(data)
     directory = policy.certificate_dir
     if directory is not None:
@@ -440,18 +424,3 @@ def _show_setting(value: object) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(_show_setting(v) for v in value) + "]"
     return _show(value) if not isinstance(value, str) else value
-
-
-def _check_duplicate_keys(node: yaml.Node | None, where: str = "") -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            name = f"{where}.{key}" if where else key
-            if key in seen:
-                raise ConfigError(f"{name}: duplicate key (line {key_node.start_mark.line + 1})")
-            seen.add(key)
-            _check_duplicate_keys(value_node, name)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, f"{where}[{i}]")
