@@ -269,7 +269,7 @@ def _recover_key(
     """
     del ciphertext_check
     cert = agent.certificate
-    our_ias = issuer_and_serial(cert)
+    our_ias = cms.IssuerAndSerialNumber.load(issuer_and_serial(cert))  # parsed once
     our_ski = _ski(cert)
     kari_fallbacks: list[tuple[Any, Any]] = []
     for ri in recipient_infos:
@@ -300,7 +300,7 @@ def _ski(cert: x509.Certificate) -> bytes | None:
         return None
 
 
-def _rid_matches(rid: Any, our_ias: bytes, our_ski: bytes | None) -> bool:
+def _rid_matches(rid: Any, our_ias: Any, our_ski: bytes | None) -> bool:
     if rid.name == "issuer_and_serial_number":
         return _ias_equal(rid.chosen, our_ias)
     if rid.name == "subject_key_identifier":
@@ -308,7 +308,7 @@ def _rid_matches(rid: Any, our_ias: bytes, our_ski: bytes | None) -> bool:
     return False
 
 
-def _kari_rid_matches(rid: Any, our_ias: bytes, our_ski: bytes | None) -> bool:
+def _kari_rid_matches(rid: Any, our_ias: Any, our_ski: bytes | None) -> bool:
     if rid.name == "issuer_and_serial_number":
         return _ias_equal(rid.chosen, our_ias)
     if rid.name == "r_key_id":
@@ -316,13 +316,12 @@ def _kari_rid_matches(rid: Any, our_ias: bytes, our_ski: bytes | None) -> bool:
     return False
 
 
-def _ias_equal(ias: Any, our_ias: bytes) -> bool:
+def _ias_equal(ias: Any, ours: Any) -> bool:
     """IssuerAndSerialNumber equality: serial first (cheap), then the issuer name.
 
     Names are compared byte for byte before falling back to asn1crypto's RFC 5280
     normalised comparison, which costs ~2 ms per name.
     """
-    ours = cms.IssuerAndSerialNumber.load(our_ias)
     if ias["serial_number"].native != ours["serial_number"].native:
         return False
     if ias["issuer"].dump() == ours["issuer"].dump():
