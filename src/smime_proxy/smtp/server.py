@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import hashlib
 import ipaddress
 import logging
@@ -51,6 +49,7 @@ from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.errors import ConfigError, NoRecipientCertificate, NoSuchKey
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.service import SecureMail
+from smime_proxy.memory import tune_allocator
 from smime_proxy.policy import Policy, load_policy
 from smime_proxy.smtp.data import DataReader
 from smime_proxy.smtp.directory import CertificateDirectory
@@ -186,19 +185,6 @@ def _is_loopback(peer: object) -> bool:
         return False
 
 
-def mmap_large_buffers(threshold: int = 1 << 20) -> bool:
-    """Have glibc serve allocations of `threshold` bytes and more with mmap, so the memory
-    of a large message is returned to the system when it is freed. glibc's default moves its
-    threshold up to 32 MB after the first large free, after which the copies a 25 MB message
-    goes through stay in the heap and the daemon's RSS keeps the high-water mark. Process
-    wide; a no-op (False) on other C libraries."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
-
-
 class ServicesLike(Protocol):
     """What `SmtpFront.from_services` reads of `app.Services` (no upward import)."""
 
@@ -289,7 +275,7 @@ class SmtpFront:
         return self.listener.tls is not None and self.listener.tls.mode == "implicit"
 
     async def start(self) -> None:
-        mmap_large_buffers()
+        tune_allocator()  # idempotent; `smime-proxy serve` did it already
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
