@@ -22,6 +22,7 @@ import ssl
 
 from smime_proxy.config import UpstreamEndpoint
 from smime_proxy.errors import SmimeProxyError
+from smime_proxy.tlsconfig import upstream_context
 
 CONNECT_TIMEOUT = 5.0
 EXCHANGE_TIMEOUT = 15.0
@@ -31,16 +32,6 @@ MAX_LINE = 64 * 1024
 class UpstreamUnavailable(SmimeProxyError):
     """The upstream IMAP server could not be asked (down, slow, TLS or protocol trouble)."""
 
-
-def client_ssl_context(endpoint: UpstreamEndpoint) -> ssl.SSLContext:
-    """Verifying context (against `ca_file` or the system store) unless `verify: false`."""
-    if not endpoint.verify:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    cafile = str(endpoint.ca_file) if endpoint.ca_file is not None else None
-    return ssl.create_default_context(cafile=cafile)
 
 
 def _astring(value: str) -> bytes | None:
@@ -150,7 +141,7 @@ async def _login(endpoint: UpstreamEndpoint, user: str, password: str) -> bool:
                 raise UpstreamUnavailable("the IMAP server sent data before the TLS handshake")
         reader, writer = await asyncio.open_connection(
             sock=sock,
-            ssl=client_ssl_context(endpoint) if use_tls else None,
+            ssl=upstream_context(endpoint) if use_tls else None,
             server_hostname=endpoint.host if use_tls else None,
             ssl_handshake_timeout=CONNECT_TIMEOUT if use_tls else None,
             limit=MAX_LINE,

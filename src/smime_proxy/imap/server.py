@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import ssl
@@ -39,7 +38,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint
-from smime_proxy.control.imapcheck import client_ssl_context
 from smime_proxy.errors import ConfigError, KeyLocked, NoSuchKey, SmimeProxyError
 from smime_proxy.imap.session import (
     Action,
@@ -55,6 +53,7 @@ from smime_proxy.imap.session import (
 )
 from smime_proxy.mime.entity import parse_entity
 from smime_proxy.smime import STATUS_HEADER, is_encrypted, open_message
+from smime_proxy.tlsconfig import is_loopback_peer, listener_context, upstream_context
 
 if TYPE_CHECKING:
     from smime_proxy.app import Services
@@ -178,7 +177,7 @@ async def connect_upstream(
         use_tls = endpoint.tls != "none"
         reader, writer = await asyncio.open_connection(
             sock=sock,
-            ssl=client_ssl_context(endpoint) if use_tls else None,
+            ssl=upstream_context(endpoint) if use_tls else None,
             server_hostname=endpoint.host if use_tls else None,
             ssl_handshake_timeout=handshake_timeout if use_tls else None,
             limit=MAX_LINE,
@@ -201,14 +200,6 @@ async def connect_upstream(
 
 # --- one client ---------------------------------------------------------------------------
 
-
-def _is_loopback(peer: object) -> bool:
-    if not isinstance(peer, tuple) or not peer:
-        return False
-    try:
-        return ipaddress.ip_address(str(peer[0])).is_loopback
-    except ValueError:
-        return False
 
 
 class _Connection:
@@ -240,7 +231,7 @@ class _Connection:
             starttls_available=listener.tls is not None and listener.tls.mode == "starttls",
             tls_active=implicit,
             plaintext_login=listener.plaintext_loopback
-            and _is_loopback(self.writer.get_extra_info("peername")),
+            and is_loopback_peer(self.writer.get_extra_info("peername")),
             locked_fetch=front.locked_fetch,
         )
         try:
@@ -425,15 +416,7 @@ class ImapFront:
         self.upstream = upstream if upstream is not None else config.upstream.imap
         self.locked_fetch = config.locked_fetch
         self.settings = settings
-        self.tls_context: ssl.SSLContext | None = None
-        if self.listener.tls is not None:
-            self.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                self.tls_context.load_cert_chain(str(self.listener.tls.cert),
-                                                 str(self.listener.tls.key))
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"listeners.imap.tls: cannot load the certificate or key: "
-                                  f"{exc}") from None
+        self.tls_context = listener_context(self.listener, "imap")
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self.user_ip_counts: dict[tuple[str, str], int] = {}

@@ -21,6 +21,7 @@ from typing import Any
 import aiosmtplib
 
 from smime_proxy.config import UpstreamEndpoint
+from smime_proxy.tlsconfig import upstream_context
 
 DEFAULT_TIMEOUT = 100.0  # seconds per step (Postfix's smtp_*_timeout order of magnitude)
 ALLOWED_MAIL_OPTIONS = ("BODY=", "SMTPUTF8")
@@ -81,15 +82,6 @@ def format_reply(code: int, text: str) -> str:
     return "\r\n".join([*head, f"{code} {parts[-1]}"])
 
 
-def client_context(endpoint: UpstreamEndpoint) -> ssl.SSLContext:
-    if not endpoint.verify:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    cafile = str(endpoint.ca_file) if endpoint.ca_file else None
-    return ssl.create_default_context(cafile=cafile)
-
 
 class Upstream:
     """One upstream connection (not shared between client sessions)."""
@@ -101,7 +93,7 @@ class Upstream:
         self._smtp = aiosmtplib.SMTP(
             hostname=endpoint.host, port=endpoint.port, timeout=timeout,
             use_tls=endpoint.tls == "implicit", start_tls=False,
-            tls_context=client_context(endpoint) if endpoint.tls != "none" else None,
+            tls_context=upstream_context(endpoint) if endpoint.tls != "none" else None,
             local_hostname=local_hostname,
         )
         self.connected = False

@@ -29,10 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import logging
 import re
-import ssl
 import time
 from base64 import b64decode
 from collections.abc import Callable
@@ -55,6 +53,7 @@ from smime_proxy.smtp.data import DataReader
 from smime_proxy.smtp.directory import CertificateDirectory
 from smime_proxy.smtp.relay import DEFAULT_TIMEOUT, Upstream, UpstreamLost, UpstreamReply
 from smime_proxy.smtp.submission import Plan, Refused, plan_submission
+from smime_proxy.tlsconfig import is_loopback_peer, listener_context
 
 log = logging.getLogger("smime_proxy.smtp")
 
@@ -176,14 +175,6 @@ def unlock_url(control: ListenerConfig) -> str:
     return f"{scheme}://{host}:{control.port}/"
 
 
-def _is_loopback(peer: object) -> bool:
-    if not isinstance(peer, tuple) or not peer:
-        return False
-    try:
-        return ipaddress.ip_address(str(peer[0])).is_loopback
-    except ValueError:
-        return False
-
 
 class ServicesLike(Protocol):
     """What `SmtpFront.from_services` reads of `app.Services` (no upward import)."""
@@ -232,14 +223,7 @@ class SmtpFront:
         self._memo: dict[str, tuple[float, set[tuple[str, ...]]]] = {}
         self.certificates = CertificateCache()
         self.directory = CertificateDirectory.load(self.policy.certificate_dir)
-        self._tls: ssl.SSLContext | None = None
-        if listener.tls is not None:
-            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                self._tls.load_cert_chain(str(listener.tls.cert), str(listener.tls.key))
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"listeners.smtp.tls: cannot load the certificate or key: "
-                                  f"{exc}") from None
+        self._tls = listener_context(listener, "smtp")
 
     @classmethod
     def from_services(cls, services: ServicesLike) -> SmtpFront:
@@ -351,7 +335,7 @@ class ProxySession(SMTP):
             self.front._sessions.add(self)
             implicit = transport.get_extra_info("sslcontext") is not None
             loopback_ok = (self.front.listener.plaintext_loopback
-                           and _is_loopback(transport.get_extra_info("peername")))
+                           and is_loopback_peer(transport.get_extra_info("peername")))
             self._auth_require_tls = not (implicit or loopback_ok)
 
     def connection_lost(self, error: Exception | None) -> None:
