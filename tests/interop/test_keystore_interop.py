@@ -256,6 +256,9 @@ def gnupghome(tmp_path: Path) -> Iterator[dict[str, str]]:
     (home / "gpg-agent.conf").write_text("allow-loopback-pinentry\n")
     env = dict(os.environ)
     env["GNUPGHOME"] = str(home)
+    # agent up before the first passphrase inquiry (see support.interop.gpgsm_home)
+    subprocess.run(["gpgconf", "--launch", "gpg-agent"], env=env, capture_output=True,
+                   timeout=60, check=False)
     try:
         yield env
     finally:

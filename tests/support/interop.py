@@ -178,14 +178,28 @@ def gpgsm_home(base: Path, pki: Pki, secret_keys: Sequence[str] = ()) -> Iterato
     (home / "trustlist.txt").write_text(f"{pretty} S\n")
     gpg = Gpgsm(home)
     try:
+        # Launch the agent before any passphrase is needed: right after an autostart, gpgsm
+        # 2.2's loopback passphrase inquiry was seen to fail once (PKCS#12 "decryption failed").
+        run_tool_env(["gpgconf", "--launch", "gpg-agent"], gpg.env())
         gpg.ok("--import", str(pki.root_pem), str(pki.inter_pem))
         for name in pki.users:
             gpg.ok("--import", str(pki.cert(name)))
         for name in secret_keys:
-            gpg.ok("--import", str(pki.p12(name)), passphrase=PKCS12_PASSWORD)
+            _import_secret(gpg, pki.p12(name))
         yield gpg
     finally:
         run_tool_env(["gpgconf", "--kill", "gpg-agent"], gpg.env())
+
+
+def _import_secret(gpg: Gpgsm, p12: Path, attempts: int = 3) -> None:
+    """Import a PKCS#12; a failed passphrase hand-over is retried with a fresh agent (the
+    file and password are fixed, so a real import problem still fails every attempt)."""
+    for _ in range(attempts - 1):
+        if gpg.run("--import", str(p12), passphrase=PKCS12_PASSWORD).returncode == 0:
+            return
+        run_tool_env(["gpgconf", "--kill", "gpg-agent"], gpg.env())
+        run_tool_env(["gpgconf", "--launch", "gpg-agent"], gpg.env())
+    gpg.ok("--import", str(p12), passphrase=PKCS12_PASSWORD)
 
 
 def run_tool_env(args: Sequence[str], env: dict[str, str]) -> None:
