@@ -1,8 +1,8 @@
 # The smime-proxy daemon (docker-compose.yml's `smime-proxy` service).
 FROM python:3.11-slim
-WORKDIR /src
+WORKDIR /build
 COPY pyproject.toml README.md ./
-COPY src ./src
+COPY smime_proxy ./smime_proxy
 RUN pip install --no-cache-dir . \
  && useradd --system --uid 10001 --home-dir /var/lib/smime-proxy --shell /usr/sbin/nologin smime \
  && mkdir -p /var/lib/smime-proxy /etc/smime-proxy \

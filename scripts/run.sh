@@ -28,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
-# --- Upstream: Dovecot + Postfix (src/smime_proxy/harness) -------------------------------------
+# --- Upstream: Dovecot + Postfix (smime_proxy/harness) -------------------------------------
 mkdir -p "$demo"
 env_file="$demo/upstream.env"
 rm -f "$env_file"
@@ -42,7 +42,7 @@ done
 source "$env_file"
 
 # --- The proxy -------------------------------------------------------------------------------
-# Config, server CA and demo keys (src/smime_proxy/demo.py); kept across runs in var/demo/proxy.
+# Config, server CA and demo keys (smime_proxy/demo.py); kept across runs in var/demo/proxy.
 python -m smime_proxy.demo --workdir "$demo/proxy" --env-file "$env_file"
 # shellcheck disable=SC1091
 source "$demo/proxy/proxy.env"

@@ -20,6 +20,6 @@ ensure_debs "${debs[@]}"
 ensure_venv "$root"
 
 # --- Checks ----------------------------------------------------------------------------------
-echo "== ruff"; ruff check src tests bench
+echo "== ruff"; ruff check smime_proxy tests bench
 echo "== mypy"; mypy
 echo "== pytest"; exec pytest -q -p no:cacheprovider "$@"

@@ -556,7 +556,7 @@ def test_cli_unlock_and_lock(control: RunningControl, alice: Client, alice_id: I
     mail_pw.write_text("alice-pw\n")
     smp = tmp_path / "smp"
     smp.write_text(SMP + "\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     base = [sys.executable, "-m", "smime_proxy"]
     res = subprocess.run(
         [*base, "unlock", "alice", "--url", control.url, "--password-file", str(smp),
@@ -707,7 +707,7 @@ def test_serve_subprocess_serves_the_control_endpoint(tmp_path: Path,
     config = tmp_path / "smime-proxy.yaml"
     config.write_text(yaml.safe_dump(data))
     port = data["listeners"]["control"]["port"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.Popen([sys.executable, "-m", "smime_proxy", "serve", "--config",
                              str(config)], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
