@@ -40,7 +40,7 @@ def utc_now() -> datetime:
 
 
 @dataclass
-class Services:
+class DaemonServices:
     """What the fronts share. `now` is the clock (tests inject their own)."""
 
     config: Config
@@ -88,7 +88,7 @@ def build_services(
     *,
     now: Callable[[], datetime] = utc_now,
     kdf_iterations: int = KDF_ITERATIONS,
-) -> Services:
+) -> DaemonServices:
     """Open the data directory's stores. `kdf_iterations` below the default: tests only."""
     database = SqliteDatabase.open(config.data_dir)
     ca = ServerCA.load(config.data_dir) if ServerCA.exists(config.data_dir) else None
@@ -99,7 +99,7 @@ def build_services(
         idle_timeout=timedelta(seconds=config.unlock.idle_timeout),
         max_unlock=timedelta(seconds=config.unlock.max_unlock),
     )
-    return Services(
+    return DaemonServices(
         config=config,
         secure_mail=secure_mail,
         contacts=Contacts(SqliteAddressBook(database)),
@@ -109,7 +109,7 @@ def build_services(
     )
 
 
-def default_fronts(services: Services) -> list[Front]:
+def default_fronts(services: DaemonServices) -> list[Front]:
     """Every front this build has, in start order."""
     from smime_proxy.control import ControlFront
 
@@ -132,7 +132,7 @@ def default_fronts(services: Services) -> list[Front]:
 
 
 class Daemon:
-    def __init__(self, services: Services, fronts: Sequence[Front]) -> None:
+    def __init__(self, services: DaemonServices, fronts: Sequence[Front]) -> None:
         self.services = services
         self.fronts = list(fronts)
         self._stopping = asyncio.Event()

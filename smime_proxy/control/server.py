@@ -11,7 +11,7 @@ Slow key-store work (PBKDF2) runs in worker threads. Password attempts (login, u
 export, change of password) are throttled per user and per source address. No password,
 key or request body is ever logged.
 
-May import: app (Services), config, errors, keystore, control.*, aiohttp, prometheus_client.
+May import: config, errors, services, keystore, control, tlsconfig, aiohttp, prometheus_client.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import traceback
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -52,14 +52,12 @@ from smime_proxy.errors import (
 from smime_proxy.keystore.certs import CertificateSummary, normalize_address
 from smime_proxy.keystore.contacts import usable_for_encryption
 from smime_proxy.keystore.service import UNLOCK_FAILED, check_user
+from smime_proxy.services import Services
 
 from . import pages
 from .auth import CredentialCache, Session, Sessions, Throttle, Throttled
 from .imapcheck import EXCHANGE_TIMEOUT, UpstreamUnavailable, check_login
 from .openapi import openapi_document
-
-if TYPE_CHECKING:
-    from smime_proxy.app import Services
 
 log = logging.getLogger("smime_proxy.control")
 

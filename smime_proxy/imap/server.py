@@ -23,7 +23,7 @@
 
 Nothing here logs a password, a key or a message body.
 
-May import: stdlib, config, errors, smime, keystore (through app.Services), mime, imap.
+May import: config, errors, services, smime, keystore, mime, imap, tlsconfig, stdlib.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.errors import ConfigError, KeyLocked, NoSuchKey, SmimeProxyError
@@ -52,11 +52,9 @@ from smime_proxy.imap.session import (
     StartClientTls,
 )
 from smime_proxy.mime.entity import parse_entity
+from smime_proxy.services import Services
 from smime_proxy.smime import STATUS_HEADER, is_encrypted, open_message
 from smime_proxy.tlsconfig import is_loopback_peer, listener_context, upstream_context
-
-if TYPE_CHECKING:
-    from smime_proxy.app import Services
 
 log = logging.getLogger("smime_proxy.imap")
 

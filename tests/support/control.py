@@ -26,7 +26,7 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
-from smime_proxy.app import Daemon, Services, build_services
+from smime_proxy.app import Daemon, DaemonServices, build_services
 from smime_proxy.config import parse_config
 from smime_proxy.control import ControlFront
 from smime_proxy.control.auth import Throttle
@@ -72,7 +72,7 @@ class Upstreamish:
 @dataclass
 class RunningControl:
     front: ControlFront
-    services: Services
+    services: DaemonServices
     clock: FakeClock
     loop: asyncio.AbstractEventLoop
     tls_ca: Path | None = None

@@ -1,4 +1,4 @@
-"""Helpers for IMAP proxy tests: a `Services` with in-memory key stores, the IMAP front on a
+"""Helpers for IMAP proxy tests: a `DaemonServices` with in-memory key stores, the IMAP front on a
 free 127.0.0.1 port in a loop thread (blocking clients such as imaplib talk to it from the
 test), and the S/MIME messages the tests deliver."""
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from smime_proxy.app import Services
+from smime_proxy.app import DaemonServices
 from smime_proxy.config import (
     Config,
     ListenerConfig,
@@ -47,7 +47,7 @@ def imap_listener(tls: tuple[Path, Path, str] | None = None) -> ListenerConfig:
 
 def imap_services(tmp_path: Path, world: KeyWorld, upstream: UpstreamEndpoint, *,
                   listener: ListenerConfig | None = None,
-                  locked_fetch: LockedFetch = "unavailable") -> Services:
+                  locked_fetch: LockedFetch = "unavailable") -> DaemonServices:
     other = ListenerConfig(host="127.0.0.1", port=1, tls=None, plaintext_loopback=True)
     config = Config(
         source=tmp_path / "smime-proxy.yaml",
@@ -60,12 +60,12 @@ def imap_services(tmp_path: Path, world: KeyWorld, upstream: UpstreamEndpoint, *
         policy_file=None,
         logging=LoggingConfig(),
     )
-    return Services(config=config, secure_mail=world.secure_mail, contacts=world.contacts,
+    return DaemonServices(config=config, secure_mail=world.secure_mail, contacts=world.contacts,
                     trust_roots=(people().ca.cert,), ca=None, now=lambda: world.now)
 
 
 @contextmanager
-def running_front(loop: LoopThread, services: Services) -> Iterator[ImapFront]:
+def running_front(loop: LoopThread, services: DaemonServices) -> Iterator[ImapFront]:
     front = ImapFront(services)
     loop.run(front.start())
     try:
