@@ -23,9 +23,11 @@ import json
 import random
 import time
 
+from smime_proxy.imap.views import MessageView
+from smime_proxy.imap.views import ViewSection as Section
 from smime_proxy.imap.wire.values import render
+from smime_proxy.mime.transfer import UnknownCte
 from smime_proxy.mime.tree import Part
-from smime_proxy.mime.views import MessageView, Section, UnknownCte
 
 _WORDS = [
     "lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do",

@@ -14,8 +14,8 @@ from typing import Any
 from smime_proxy.cli._common import read_file, read_stdin, write_stdout
 from smime_proxy.errors import InputError, PeerProtocolError
 from smime_proxy.imap.fetch_rewrite import content_value, is_content, render_item_value
+from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire import FetchCommand, FetchItem, parse_command
-from smime_proxy.mime.views import MessageView
 
 
 def parse_fetch_item(text: str) -> FetchItem:

@@ -11,7 +11,7 @@ then answered from a `MessageView` of the bytes the client is shown, and the oth
 - `upstream_fetch(command)`: the command sent upstream instead (same tag).
 - `answer(...)`: the client's FETCH response for one message.
 
-Imports: `smime_proxy.imap.wire`, `smime_proxy.mime.views`.
+Imports: `smime_proxy.imap.wire`, `smime_proxy.imap.views`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
+from smime_proxy.imap.views import MessageView, ViewSection
 from smime_proxy.imap.wire import Atom, FetchCommand, FetchItem, Section, Value, render
 from smime_proxy.imap.wire.values import Binary, Literal, render_structure
-from smime_proxy.mime.views import MessageView
-from smime_proxy.mime.views import Section as ViewSection
 
 __all__ = [
     "CONTENT_ITEMS",
@@ -88,7 +87,7 @@ def upstream_fetch(command: FetchCommand) -> FetchCommand:
 
 def content_value(view: MessageView, item: FetchItem) -> Value:
     """The value of one content item for the shown message. Raises
-    `smime_proxy.mime.views.UnknownCte` for BINARY of an undecodable part."""
+    `smime_proxy.mime.transfer.UnknownCte` for BINARY of an undecodable part."""
     name = item.name
     if name == "BODYSTRUCTURE":
         return view.bodystructure()

@@ -47,6 +47,7 @@ from typing import Final, Literal
 
 from smime_proxy.errors import PeerProtocolError
 from smime_proxy.imap import fetch_rewrite
+from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire import (
     NEED_DATA,
     CapabilityResponse,
@@ -70,7 +71,7 @@ from smime_proxy.imap.wire import (
     split_at_sync_literals,
     use_nonsync_literals,
 )
-from smime_proxy.mime.views import MessageView, UnknownCte
+from smime_proxy.mime.transfer import UnknownCte
 
 __all__ = [
     "Action",

@@ -16,9 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smime_proxy.errors import SmimeProxyError
+from smime_proxy.imap.views import MessageView
+from smime_proxy.imap.views import ViewSection as Section
 from smime_proxy.imap.wire.values import render
+from smime_proxy.mime.transfer import UnknownCte
 from smime_proxy.mime.tree import Part, parse
-from smime_proxy.mime.views import MessageView, Section, UnknownCte
 
 FUZZ = settings(
     max_examples=int(os.environ.get("MIME_FUZZ_EXAMPLES", "600")),

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_proxy.harness import Upstream
 from smime_proxy.imap.server import ImapFront
+from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire.values import render_structure
-from smime_proxy.mime.views import MessageView
 from support import pki
 from support.imap_proxy import (
     LoopThread,

@@ -2,7 +2,7 @@
 
 Each message is APPENDed (byte for byte, as a literal) to a fresh mailbox of the session-scoped
 `upstream` Dovecot (fixture of tests/integration/conftest.py), every FETCH item below is fetched
-from Dovecot and computed by `smime_proxy.mime.views.MessageView`, and the two must be equal:
+from Dovecot and computed by `smime_proxy.imap.views.MessageView`, and the two must be equal:
 byte for byte for sizes and sections, as parsed values (quoted vs literal ignored) for
 BODYSTRUCTURE, BODY and ENVELOPE.
 
@@ -60,9 +60,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smime_proxy.imap.views import MessageView
+from smime_proxy.imap.views import ViewSection as Section
 from smime_proxy.imap.wire.values import Value
+from smime_proxy.mime.transfer import UnknownCte
 from smime_proxy.mime.tree import Part, part_at
-from smime_proxy.mime.views import MessageView, Section, UnknownCte
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "mime"
 DEEP = os.environ.get("SMIME_PROXY_DEEP", "") not in ("", "0")

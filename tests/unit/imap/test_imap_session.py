@@ -19,7 +19,7 @@ from smime_proxy.imap.session import (
     SessionSettings,
     StartClientTls,
 )
-from smime_proxy.mime.views import MessageView
+from smime_proxy.imap.views import MessageView
 
 UP_CAPS = (b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE STARTTLS "
            b"AUTH=PLAIN AUTH=LOGIN COMPRESS=DEFLATE NOTIFY\r\n")

@@ -29,7 +29,6 @@ behaviour is followed so that the oracle can compare exactly (each rule was meas
 
 from __future__ import annotations
 
-import binascii
 import re
 from dataclasses import dataclass, field
 
@@ -42,6 +41,7 @@ from smime_proxy.mime.rfc822 import (
     parse_token_value,
     parse_transfer_encoding,
 )
+from smime_proxy.mime.transfer import c_string, transfer_decode
 from smime_proxy.mime.tree import Part, parse, part_at
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -50,10 +50,6 @@ _WSP_RUN = re.compile(rb"[ \t]+")
 
 class SectionError(InputError):
     """A section specification that is not valid IMAP (the server answers BAD)."""
-
-
-class UnknownCte(InputError):
-    """BINARY of a part whose Content-Transfer-Encoding cannot be decoded ([UNKNOWN-CTE])."""
 
 
 def to_crlf(data: bytes) -> bytes:
@@ -85,12 +81,6 @@ def nolf(src: bytes | None) -> bytes | None:
     if b"\r" in src or b"\n" in src:
         return src.replace(b"\r", b"").replace(b"\n", b"")
     return src
-
-
-def _cstr(value: bytes) -> bytes:
-    """C strings stop at NUL: Dovecot keeps a header value up to its first NUL."""
-    nul = value.find(b"\0")
-    return value if nul < 0 else value[:nul]
 
 
 # --- per-part data (Dovecot message-part-data.c) --------------------------------------------
@@ -138,12 +128,12 @@ def _part_data(part: Part) -> PartData:
                 if part.ct is not None and b"\0" not in value:
                     ctype, subtype, params, _ret = part.ct
                 else:
-                    ctype, subtype, params, _ret = parse_content_type(_cstr(value))
-                d.content_type = _cstr(ctype)
-                d.subtype = _cstr(subtype) if subtype is not None else b""
+                    ctype, subtype, params, _ret = parse_content_type(c_string(value))
+                d.content_type = c_string(ctype)
+                d.subtype = c_string(subtype) if subtype is not None else b""
                 d.params = params
             continue
-        value = _cstr(h.value(data))
+        value = c_string(h.value(data))
         if key == b"transfer-encoding":
             if d.cte is None:
                 d.cte = parse_transfer_encoding(value)
@@ -324,11 +314,11 @@ def envelope(part: Part) -> list[Value]:
         lname = h.name.lower()
         si = _ENV_STR.get(lname)
         if si is not None:
-            strs[si] = _cstr(h.value(data))
+            strs[si] = c_string(h.value(data))
             continue
         ai = _ENV_ADDR.get(lname)
         if ai is not None:
-            found = parse_address_list(_cstr(h.value(data)))
+            found = parse_address_list(c_string(h.value(data)))
             have = addrs[ai]
             if have is None:
                 addrs[ai] = found
@@ -354,7 +344,7 @@ def envelope(part: Part) -> list[Value]:
 
 
 @dataclass(frozen=True, slots=True)
-class Section:
+class ViewSection:
     """A parsed section-spec: part numbers, then "" / HEADER / HEADER.FIELDS /
     HEADER.FIELDS.NOT / TEXT / MIME, with the field names for the two HEADER.FIELDS forms."""
 
@@ -371,8 +361,8 @@ _SECTION_RE = re.compile(
 )
 
 
-def parse_section(spec: str) -> Section:
-    """`1.2.HEADER.FIELDS (From To)` -> Section; raises SectionError when invalid."""
+def parse_section(spec: str) -> ViewSection:
+    """`1.2.HEADER.FIELDS (From To)` -> ViewSection; raises SectionError when invalid."""
     m = _SECTION_RE.match(spec.strip())
     if m is None:
         raise SectionError(f"bad section: {spec[:80]!r}")
@@ -389,7 +379,7 @@ def parse_section(spec: str) -> Section:
         fields = ()
     if text == "MIME" and not parts:
         raise SectionError("MIME needs a part number")
-    return Section(parts, text, fields)
+    return ViewSection(parts, text, fields)
 
 
 def _split_fields(text: str) -> list[str]:
@@ -420,82 +410,6 @@ def _filter_headers(part: Part, fields: tuple[bytes, ...], exclude: bool) -> byt
 def _has_eoh(part: Part) -> bool:
     header = part.header_bytes
     return header in (b"\r\n", b"\n") or header.endswith((b"\n\r\n", b"\n\n"))
-
-
-# --- transfer decoding (BINARY) -----------------------------------------------------------
-
-class BinaryDecodeError(UnknownCte):
-    """The part's content is not valid in its transfer encoding (the server answers NO)."""
-
-
-_QP_TRAILING_WSP = re.compile(rb"[ \t]+(?=\r?\n)")
-_QP_SOFT_BREAK = re.compile(rb"=\r?\n")
-_QP_BAD_ESCAPE = re.compile(rb"=(?![0-9A-Fa-f]{2})")
-_ANY_NEWLINE = re.compile(rb"\r?\n")
-
-
-def decode_qp(body: bytes) -> bytes:
-    """Quoted-printable decoding (RFC 2045 6.7) with Dovecot's strictness: trailing SP/TAB of
-    each line dropped, `=` at a line end is a soft break, hard breaks become CRLF; an `=` not
-    followed by two hex digits, a soft break at the very end, or a CR that is not part of a
-    CRLF is an error."""
-    if body.count(b"\r") != body.count(b"\r\n"):
-        raise BinaryDecodeError("invalid quoted-printable data (bare CR)")
-    last_nl = body.rfind(b"\n")
-    last_line = body[last_nl + 1 :].rstrip(b" \t")
-    if last_line.endswith(b"="):
-        raise BinaryDecodeError("quoted-printable data ends with a soft line break")
-    text = body[: last_nl + 1] + last_line
-    if b" \n" in text or b"\t\n" in text or b" \r\n" in text or b"\t\r\n" in text:
-        text = _QP_TRAILING_WSP.sub(b"", text)
-    if b"=" in text:
-        text = _QP_SOFT_BREAK.sub(b"", text)
-        if _QP_BAD_ESCAPE.search(text) is not None:
-            raise BinaryDecodeError("invalid quoted-printable data")
-    if text.count(b"\n") != text.count(b"\r\n"):
-        text = _ANY_NEWLINE.sub(b"\r\n", text)
-    if b"=" not in text:
-        return text
-    return binascii.a2b_qp(text)
-
-
-def decode_base64(body: bytes) -> bytes:
-    """Strict base64: whitespace ignored; anything else outside the alphabet, data after the
-    padding or a truncated final group is an error (as in Dovecot)."""
-    cleaned = body.translate(None, b" \t\r\n")
-    try:
-        return binascii.a2b_base64(cleaned, strict_mode=True)
-    except (binascii.Error, ValueError):
-        raise BinaryDecodeError("invalid base64 data") from None
-
-
-def binary_cte(part: Part) -> bytes | None:
-    """The transfer encoding BINARY undoes, as Dovecot's binary code reads it: the last
-    Content-Transfer-Encoding field wins (MIME or not); a folded field, or a value that is not
-    one token (comments aside), is unknown (None)."""
-    cte: bytes | None = b"7bit"
-    data = part.data
-    for h in part.headers:
-        if h.name.lower() != b"content-transfer-encoding":
-            continue
-        value = h.value(data)
-        cte = None if b"\n" in value else parse_transfer_encoding(_cstr(value))
-        if cte is not None:
-            cte = cte.lower()
-    return cte
-
-
-def transfer_decode(part: Part) -> bytes:
-    """The body with its Content-Transfer-Encoding undone (BINARY, RFC 3516)."""
-    cte = binary_cte(part)
-    body = part.body_bytes
-    if cte in (b"7bit", b"8bit", b"binary"):
-        return body
-    if cte == b"base64":
-        return decode_base64(body)
-    if cte == b"quoted-printable":
-        return decode_qp(body)
-    raise UnknownCte("unknown Content-Transfer-Encoding")
 
 
 # --- the message view --------------------------------------------------------------------
@@ -548,14 +462,14 @@ class MessageView:
     def rfc822_text(self) -> bytes:
         return self.root.body_bytes
 
-    def section(self, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
+    def section(self, section: ViewSection | str, partial: tuple[int, int] | None = None) -> bytes:
         """BODY[section]<partial> content (an empty string for a part that does not exist)."""
         if isinstance(section, str):
             section = parse_section(section)
         content = self._section_bytes(section)
         return _cut(content, partial)
 
-    def _section_bytes(self, section: Section) -> bytes:
+    def _section_bytes(self, section: ViewSection) -> bytes:
         root = self.root
         if not section.parts:
             message: Part | None = root

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from smime_proxy.imap.wire.values import render
-from smime_proxy.mime.views import (
-    BinaryDecodeError,
+from smime_proxy.imap.views import (
     MessageView,
-    Section,
     SectionError,
-    decode_base64,
-    decode_qp,
     for_humans,
     parse_section,
     to_crlf,
 )
+from smime_proxy.imap.views import ViewSection as Section
+from smime_proxy.imap.wire.values import render
+from smime_proxy.mime.transfer import BinaryDecodeError, decode_base64, decode_qp
 
 MIXED = (
     b'From: "Doe, John" <john@example.com>\r\nTo: a@b.example, "C D" <c@d.example>\r\n'
