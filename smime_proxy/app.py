@@ -1,5 +1,6 @@
 """Composition root: the one place that names concrete classes and wires the daemon.
 
+`open_stores(data_dir)` opens the SQLite stores (the CLI and the demo use it too);
 `build_services(config)` opens the key store, address book, server CA and trust roots;
 `Daemon(services, fronts).run()` starts every front (control endpoint, SMTP submission,
 IMAP), handles SIGTERM/SIGINT (stop accepting, let in-flight work finish within a bound)
@@ -13,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -26,7 +28,7 @@ from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.pkcs import KDF_ITERATIONS
-from smime_proxy.keystore.service import SecureMail
+from smime_proxy.keystore.service import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_UNLOCK, SecureMail
 from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
 
 log = logging.getLogger("smime_proxy.app")
@@ -83,6 +85,50 @@ def load_trust_roots(config: Config) -> tuple[x509.Certificate, ...]:
     return tuple(roots)
 
 
+@dataclass
+class Stores:
+    """The stores of one data directory (SQLite): keys with unlock state, address books."""
+
+    secure_mail: SecureMail
+    contacts: Contacts
+    database: SqliteDatabase
+
+    def close(self) -> None:
+        self.database.close()
+
+
+def open_stores(
+    data_dir: str | os.PathLike[str],
+    *,
+    ca: ServerCA | None = None,
+    kdf_iterations: int = KDF_ITERATIONS,
+    idle_timeout: timedelta = DEFAULT_IDLE_TIMEOUT,
+    max_unlock: timedelta = DEFAULT_MAX_UNLOCK,
+) -> Stores:
+    """Open the key store and address book of `data_dir` (the daemon, the CLI and the demo
+    all come here: this is the one place that names the SQLite classes)."""
+    database = SqliteDatabase.open(data_dir)
+    secure_mail = SecureMail(
+        SqliteKeyStore(database),
+        ca=ca,
+        kdf_iterations=kdf_iterations,
+        idle_timeout=idle_timeout,
+        max_unlock=max_unlock,
+    )
+    return Stores(secure_mail, Contacts(SqliteAddressBook(database)), database)
+
+
+@contextlib.contextmanager
+def stores_of(data_dir: str | os.PathLike[str], *, ca: ServerCA | None = None
+              ) -> Iterator[Stores]:
+    """`open_stores` for one command: closed when the block ends (production KDF cost)."""
+    stores = open_stores(data_dir, ca=ca)
+    try:
+        yield stores
+    finally:
+        stores.close()
+
+
 def build_services(
     config: Config,
     *,
@@ -90,10 +136,9 @@ def build_services(
     kdf_iterations: int = KDF_ITERATIONS,
 ) -> DaemonServices:
     """Open the data directory's stores. `kdf_iterations` below the default: tests only."""
-    database = SqliteDatabase.open(config.data_dir)
     ca = ServerCA.load(config.data_dir) if ServerCA.exists(config.data_dir) else None
-    secure_mail = SecureMail(
-        SqliteKeyStore(database),
+    stores = open_stores(
+        config.data_dir,
         ca=ca,
         kdf_iterations=kdf_iterations,
         idle_timeout=timedelta(seconds=config.unlock.idle_timeout),
@@ -101,8 +146,8 @@ def build_services(
     )
     return DaemonServices(
         config=config,
-        secure_mail=secure_mail,
-        contacts=Contacts(SqliteAddressBook(database)),
+        secure_mail=stores.secure_mail,
+        contacts=stores.contacts,
         trust_roots=load_trust_roots(config),
         ca=ca,
         now=now,

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from smime_proxy.app import stores_of
 from smime_proxy.harness.tls import ensure_tls
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.service import SecureMail
-from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
 
 DEMO_PASSWORD_SUFFIX = "-smime"  # noqa: S105 - documented demo passwords, loopback only
 
@@ -96,9 +96,12 @@ def ensure_keys(data_dir: Path, users: Sequence[str], domain: str) -> None:
     now = datetime.now(UTC)
     ca = ServerCA.load(data_dir) if ServerCA.exists(data_dir) else ServerCA.init(data_dir, now)
     (data_dir / "server-ca.pem").write_bytes(ca.certificate.public_bytes(Encoding.PEM))
-    database = SqliteDatabase.open(data_dir)
-    secure_mail = SecureMail(SqliteKeyStore(database), ca=ca)
-    contacts = Contacts(SqliteAddressBook(database))
+    with stores_of(data_dir, ca=ca) as stores:
+        _fill(stores.secure_mail, stores.contacts, users, domain, now)
+
+
+def _fill(secure_mail: SecureMail, contacts: Contacts, users: Sequence[str], domain: str,
+          now: datetime) -> None:
     for user in users:
         if not secure_mail.has_key(user):
             secure_mail.generate(user, f"{user}@{domain}", user + DEMO_PASSWORD_SUFFIX, now)

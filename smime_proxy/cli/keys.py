@@ -24,18 +24,16 @@ import functools
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
+from smime_proxy.app import Stores, stores_of
 from smime_proxy.cli._common import read_file, read_secret
 from smime_proxy.errors import InputError, KeyStoreError
 from smime_proxy.keystore.ca import DEFAULT_CA_NAME, ServerCA
 from smime_proxy.keystore.certs import CertificateSummary
-from smime_proxy.keystore.contacts import Contacts
-from smime_proxy.keystore.service import SecureMail
-from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -86,13 +84,8 @@ def _data_dir(args: argparse.Namespace) -> str:
     return data_dir
 
 
-@contextmanager
-def _database(args: argparse.Namespace) -> Iterator[SqliteDatabase]:
-    database = SqliteDatabase.open(_data_dir(args))
-    try:
-        yield database
-    finally:
-        database.close()
+def _stores(args: argparse.Namespace, ca: ServerCA | None = None) -> AbstractContextManager[Stores]:
+    return stores_of(_data_dir(args), ca=ca)  # production KDF cost, always
 
 
 def _now() -> datetime:
@@ -217,16 +210,12 @@ def _register_keys(sub: argparse._SubParsersAction[Any]) -> None:
     show.set_defaults(handler=_guarded(_keys_show))
 
 
-def _service(database: SqliteDatabase, ca: ServerCA | None = None) -> SecureMail:
-    return SecureMail(SqliteKeyStore(database), ca=ca)  # production KDF cost, always
-
-
 def _keys_import(args: argparse.Namespace) -> int:
     data = read_file(args.file, "PKCS#12 file")
     file_password = read_secret(args.file_password_file, "password of the PKCS#12 file: ")
     new_password = read_secret(args.password_file, "new Secure Mail Password: ", confirm=True)
-    with _database(args) as database:
-        certificate = _service(database).import_pkcs12(
+    with _stores(args) as stores:
+        certificate = stores.secure_mail.import_pkcs12(
             args.user, data, file_password, new_password
         )
     summary = CertificateSummary.of(certificate)
@@ -239,8 +228,8 @@ def _keys_generate(args: argparse.Namespace) -> int:
     password = read_secret(args.password_file, "new Secure Mail Password: ", confirm=True)
     data_dir = _data_dir(args)
     ca = ServerCA.load(data_dir)
-    with _database(args) as database:
-        certificate = _service(database, ca).generate(
+    with _stores(args, ca) as stores:
+        certificate = stores.secure_mail.generate(
             args.user, args.email, password, _now(), key_type=args.key_type
         )
     _out(f"generated a key and certificate for {args.user}")
@@ -253,8 +242,8 @@ def _keys_export(args: argparse.Namespace) -> int:
     export_password = read_secret(
         args.file_password_file, "password for the exported file: ", confirm=True
     )
-    with _database(args) as database:
-        data = _service(database).export_pkcs12(
+    with _stores(args) as stores:
+        data = stores.secure_mail.export_pkcs12(
             args.user, password, export_password, legacy=args.legacy
         )
     _write_private(args.out, data)
@@ -267,8 +256,8 @@ def _keys_export(args: argparse.Namespace) -> int:
 def _keys_passwd(args: argparse.Namespace) -> int:
     old = read_secret(args.password_file, "current Secure Mail Password: ")
     new = read_secret(args.new_password_file, "new Secure Mail Password: ", confirm=True)
-    with _database(args) as database:
-        _service(database).change_password(args.user, old, new)
+    with _stores(args) as stores:
+        stores.secure_mail.change_password(args.user, old, new)
     _out(f"changed the Secure Mail Password of {args.user}")
     return 0
 
@@ -276,15 +265,15 @@ def _keys_passwd(args: argparse.Namespace) -> int:
 def _keys_remove(args: argparse.Namespace) -> int:
     data = read_file(args.p12, "PKCS#12 file")
     file_password = read_secret(args.file_password_file, "password of the PKCS#12 file: ")
-    with _database(args) as database:
-        _service(database).remove(args.user, data, file_password)
+    with _stores(args) as stores:
+        stores.secure_mail.remove(args.user, data, file_password)
     _out(f"removed the key of {args.user}")
     return 0
 
 
 def _keys_show(args: argparse.Namespace) -> int:
-    with _database(args) as database:
-        info = _service(database).key_info(args.user)
+    with _stores(args) as stores:
+        info = stores.secure_mail.key_info(args.user)
     _out(f"user: {_safe(info.user)}")
     _print_summary(info.certificate)
     for number, issuer in enumerate(info.chain, 1):
@@ -312,16 +301,16 @@ def _register_contacts(sub: argparse._SubParsersAction[Any]) -> None:
 
 def _contacts_add(args: argparse.Namespace) -> int:
     data = read_file(args.certificate, "certificate file")
-    with _database(args) as database:
-        added = Contacts(SqliteAddressBook(database)).add(args.user, data)
+    with _stores(args) as stores:
+        added = stores.contacts.add(args.user, data)
     for summary in added:
         _out(f"added {', '.join(summary.addresses)}: {_safe(summary.subject)}")
     return 0
 
 
 def _contacts_list(args: argparse.Namespace) -> int:
-    with _database(args) as database:
-        entries = Contacts(SqliteAddressBook(database)).entries(args.user)
+    with _stores(args) as stores:
+        entries = stores.contacts.entries(args.user)
     for entry in entries:
         s = entry.summary
         _out(
@@ -332,7 +321,7 @@ def _contacts_list(args: argparse.Namespace) -> int:
 
 
 def _contacts_remove(args: argparse.Namespace) -> int:
-    with _database(args) as database:
-        count = Contacts(SqliteAddressBook(database)).remove(args.user, args.email)
+    with _stores(args) as stores:
+        count = stores.contacts.remove(args.user, args.email)
     _out(f"removed {count} certificate(s) for {args.email.strip().lower()}")
     return 0

@@ -18,13 +18,10 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import Literal, cast
 
 from smime_proxy.config import load_yaml
 from smime_proxy.errors import ConfigError
-
-if TYPE_CHECKING:
-    from smime_proxy.policy.decide import Decision
 
 SignMode = Literal["never", "if-unlocked", "required"]
 EncryptMode = Literal["never", "if-possible", "required"]
@@ -131,13 +128,6 @@ class Policy:
     certificate_dir: Path | None = None
     """A directory of recipients' certificates (PEM/DER files), used when the sender's
     address book has none for an address (relative paths: to the policy file)."""
-
-    def decide(self, sender: str, recipients: Sequence[str],
-               headers: Sequence[tuple[str, str]] = ()) -> Decision:
-        """`policy.decide.decide(self, ...)`: the decision for one message, with reasons."""
-        from smime_proxy.policy.decide import decide
-
-        return decide(self, sender, recipients, headers)
 
     def matching(self, sender: str, recipients: Sequence[str]) -> list[Rule]:
         """Rules that apply, least specific first (level, then rules with recipients

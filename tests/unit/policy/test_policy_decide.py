@@ -29,7 +29,7 @@ def test_example_policy_loads_and_carol_is_required() -> None:
 
 
 def test_defaults_without_policy() -> None:
-    d = Policy().decide("a@x.test", ["b@y.test"])
+    d = decide(Policy(), "a@x.test", ["b@y.test"])
     assert (d.sign, d.encrypt, d.fallback) == ("if-unlocked", "if-possible", "signed")
     assert d.ciphers == ("aes-256-gcm", "aes-256-cbc")
     assert d.refusal is None
