@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from smime_proxy.errors import LocalProtocolError
+
 END = b"\r\n.\r\n"
 _KEEP = len(END) - 1  # an end marker may straddle two chunks
 
@@ -100,7 +102,7 @@ class DataReader:
 
     def result(self) -> DataResult:
         if not self.done:
-            raise ValueError("DATA not complete")
+            raise LocalProtocolError("DATA not complete")
         content: bytes | None = None
         if not self._too_big and not self._bare:
             content = bytes(self._buffer)

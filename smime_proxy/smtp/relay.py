@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Awaitable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import aiosmtplib
 
 from smime_proxy.config import UpstreamEndpoint
+from smime_proxy.errors import SmimeProxyError
 from smime_proxy.tlsconfig import upstream_context
 
 DEFAULT_TIMEOUT = 100.0  # seconds per step (Postfix's smtp_*_timeout order of magnitude)
@@ -59,11 +60,11 @@ def dot_stuffed_pieces(message: bytes) -> Iterator[bytes]:
         yield b"\r\n"
 
 
-class UpstreamLost(Exception):
+class UpstreamLost(SmimeProxyError):
     """The upstream connection is unusable (timeout, reset, closed, TLS failure)."""
 
 
-class UpstreamReply(Exception):
+class UpstreamReply(SmimeProxyError):
     """The upstream answered with a failure: relay `code` and `text` to the client."""
 
     def __init__(self, code: int, text: str) -> None:
@@ -83,7 +84,7 @@ def format_reply(code: int, text: str) -> str:
 
 
 
-class Upstream:
+class SubmissionUpstream:
     """One upstream connection (not shared between client sessions)."""
 
     def __init__(self, endpoint: UpstreamEndpoint, *, timeout: float = DEFAULT_TIMEOUT,
@@ -100,7 +101,7 @@ class Upstream:
         self.in_transaction = False
 
     def __repr__(self) -> str:
-        return f"Upstream({self.endpoint.host}:{self.endpoint.port}, {self.endpoint.tls})"
+        return f"SubmissionUpstream({self.endpoint.host}:{self.endpoint.port}, {self.endpoint.tls})"
 
     @property
     def size_limit(self) -> int | None:
@@ -185,7 +186,7 @@ class Upstream:
             protocol.write(b"DATA\r\n")
             start = await protocol.read_response(timeout=self.timeout)
             if start.code != 354:
-                raise aiosmtplib.SMTPDataError(start.code, start.message)
+                self._failed(start.code, start.message)
             protocol._response_pending = True
             for piece in dot_stuffed_pieces(message):
                 protocol.write(piece)
@@ -195,8 +196,15 @@ class Upstream:
             response: aiosmtplib.SMTPResponse = await protocol.read_response(
                 timeout=self.timeout)
         if response.code != 250:
-            raise aiosmtplib.SMTPDataError(response.code, response.message)
+            self._failed(response.code, response.message)
         return response
+
+    def _failed(self, code: int, text: str) -> NoReturn:
+        """A failure reply: `UpstreamLost` for 421 (the server is closing), else relay it."""
+        if code == 421:
+            self.close()
+            raise UpstreamLost("the upstream closed the connection (421)")
+        raise UpstreamReply(code, text)
 
     async def quit(self) -> None:
         if self.connected:
@@ -219,10 +227,7 @@ class Upstream:
             self.close()
             raise UpstreamLost("the upstream did not answer in time") from None
         except aiosmtplib.SMTPResponseException as exc:
-            if exc.code == 421:  # the server is closing the connection
-                self.close()
-                raise UpstreamLost("the upstream closed the connection (421)") from None
-            raise UpstreamReply(exc.code, exc.message) from None
+            self._failed(exc.code, exc.message)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError):
             self.close()
             raise UpstreamLost("the upstream connection failed") from None

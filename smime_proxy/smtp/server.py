@@ -37,22 +37,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from cryptography import x509
 
-from smime_proxy.config import Config, ListenerConfig, UpstreamEndpoint
+from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.errors import ConfigError, NoRecipientCertificate, NoSuchKey
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.memory import tune_allocator
 from smime_proxy.policy import Policy, load_policy
+from smime_proxy.services import Services
 from smime_proxy.smtp.data import DataReader
 from smime_proxy.smtp.directory import CertificateDirectory
-from smime_proxy.smtp.relay import DEFAULT_TIMEOUT, Upstream, UpstreamLost, UpstreamReply
-from smime_proxy.smtp.submission import Plan, Refused, plan_submission
+from smime_proxy.smtp.relay import (
+    DEFAULT_TIMEOUT,
+    SubmissionUpstream,
+    UpstreamLost,
+    UpstreamReply,
+)
+from smime_proxy.smtp.submission import Plan, SubmissionRefused, plan_submission
 from smime_proxy.tlsconfig import is_loopback_peer, listener_context
 
 log = logging.getLogger("smime_proxy.smtp")
@@ -176,20 +182,6 @@ def unlock_url(control: ListenerConfig) -> str:
 
 
 
-class ServicesLike(Protocol):
-    """What `SmtpFront.from_services` reads of `app.Services` (no upward import)."""
-
-    @property
-    def config(self) -> Config: ...
-    @property
-    def secure_mail(self) -> SecureMail: ...
-    @property
-    def contacts(self) -> Contacts: ...
-    @property
-    def reload_hooks(self) -> list[Callable[[], None]]: ...
-    def now(self) -> datetime: ...
-
-
 class SmtpFront:
     """The `Front` of SMTP submission (see app.Front)."""
 
@@ -219,15 +211,15 @@ class SmtpFront:
         self.now = now
         self.settings = settings
         self._server: asyncio.Server | None = None
-        self._sessions: set[ProxySession] = set()
+        self._sessions: set[SmtpConnection] = set()
         self._memo: dict[str, tuple[float, set[tuple[str, ...]]]] = {}
         self.certificates = CertificateCache()
         self.directory = CertificateDirectory.load(self.policy.certificate_dir)
         self._tls = listener_context(listener, "smtp")
 
     @classmethod
-    def from_services(cls, services: ServicesLike) -> SmtpFront:
-        """Build from `app.Services`, and register the policy reload hook."""
+    def from_services(cls, services: Services) -> SmtpFront:
+        """Build from the daemon's `Services`, and register the policy reload hook."""
         config = services.config
         front = cls(
             secure_mail=services.secure_mail, contacts=services.contacts,
@@ -263,7 +255,7 @@ class SmtpFront:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: ProxySession(self), self.listener.host, self.listener.port,
+                lambda: SmtpConnection(self), self.listener.host, self.listener.port,
                 ssl=self._tls if self.implicit_tls else None,
             )
         except OSError as exc:
@@ -304,12 +296,12 @@ class SmtpFront:
         self._memo[key] = (time.monotonic(), set(done))
 
 
-class ProxySession(SMTP):
+class SmtpConnection(SMTP):
     """One client connection."""
 
     def __init__(self, front: SmtpFront) -> None:
         self.front = front
-        self.upstream: Upstream | None = None
+        self.upstream: SubmissionUpstream | None = None
         self.user: str | None = None
         self.busy = False
         starttls = front.listener.tls is not None and front.listener.tls.mode == "starttls"
@@ -349,10 +341,11 @@ class ProxySession(SMTP):
         if self.transport is not None:
             self.transport.close()
 
-    async def ensure_upstream(self) -> Upstream:
+    async def ensure_upstream(self) -> SubmissionUpstream:
         if self.upstream is None or not self.upstream.connected:
-            upstream = Upstream(self.front.upstream, timeout=self.front.settings.timeout,
-                                local_hostname=self.front.settings.hostname)
+            upstream = SubmissionUpstream(self.front.upstream,
+                                          timeout=self.front.settings.timeout,
+                                          local_hostname=self.front.settings.hostname)
             await upstream.connect()
             self.upstream = upstream
             size = upstream.size_limit
@@ -517,7 +510,7 @@ class ProxySession(SMTP):
             # Small messages: a few ms of CPU, cheaper in the loop than a thread hand-off
             # (the GIL serialises the work anyway); large ones must not stall other sessions.
             plan = work() if len(holder[0]) < INLINE_LIMIT else await asyncio.to_thread(work)
-        except Refused as exc:
+        except SubmissionRefused as exc:
             log.info("message refused", extra={"user": self.user, "code": exc.reply.code,
                                                 "reason": exc.reply.text})
             await self._abort_transaction()
@@ -546,7 +539,7 @@ class ProxySession(SMTP):
         except UpstreamLost as exc:
             return await self.lost(exc)
 
-    async def _deliver_copies(self, upstream: Upstream, plan: Plan, digest: str,
+    async def _deliver_copies(self, upstream: SubmissionUpstream, plan: Plan, digest: str,
                               envelope: Envelope) -> str:
         """Several transactions (Bcc copies) on the one upstream connection."""
         key = "\x00".join([self.user or "", envelope.mail_from or "",
@@ -580,7 +573,7 @@ class ProxySession(SMTP):
 class _Hooks:
     """aiosmtpd handler hooks of one session: relay MAIL/RCPT/RSET/QUIT upstream."""
 
-    def __init__(self, session: ProxySession) -> None:
+    def __init__(self, session: SmtpConnection) -> None:
         self.s = session
 
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope,

@@ -2,9 +2,9 @@
 
 `plan_submission(...)` takes the received message, the envelope and the authenticated user,
 asks the policy (`policy.decide`) and the key ports, and returns a `Plan`: one or more
-`Copy`s (envelope recipients + the exact bytes to relay), or raises `Refused` with the SMTP
-reply the client must get. It never touches a socket and never awaits; the CPU work (signing,
-encrypting) is done here, so the shell runs it in a worker thread.
+`Copy`s (envelope recipients + the exact bytes to relay), or raises `SubmissionRefused` with
+the SMTP reply the client must get. It never touches a socket and never awaits; the CPU work
+(signing, encrypting) is done here, so the shell runs it in a worker thread.
 
 What it does, in order:
 
@@ -55,6 +55,7 @@ from smime_proxy.errors import (
     MalformedMessage,
     NoRecipientCertificate,
     NoSuchKey,
+    SmimeProxyError,
 )
 from smime_proxy.keystore.certs import normalize_address
 from smime_proxy.mime.entity import HeaderField, parse_entity
@@ -78,7 +79,7 @@ class Reply:
         return f"{self.code} {self.status} {self.text}"
 
 
-class Refused(Exception):
+class SubmissionRefused(SmimeProxyError):
     """The message is not relayed; `reply` is what the client gets."""
 
     def __init__(self, code: int, status: str, text: str) -> None:
@@ -132,20 +133,21 @@ def plan_submission(
     now: datetime,
     unlock_url: str,
 ) -> Plan:
-    """Decide and transform one message. Raises `Refused`."""
+    """Decide and transform one message. Raises `SubmissionRefused`."""
     try:
         entity = parse_entity(message)
     except MalformedMessage:
-        raise Refused(552, "5.3.4", "message header too large") from None
+        raise SubmissionRefused(552, "5.3.4", "message header too large") from None
     if entity.header_end > MAX_HEADER_BYTES:
-        raise Refused(552, "5.3.4", f"message header larger than {MAX_HEADER_BYTES} bytes")
+        raise SubmissionRefused(552, "5.3.4",
+                                f"message header larger than {MAX_HEADER_BYTES} bytes")
     fields = list(entity.fields)
     pairs = [(f.name, _text(f.value())) for f in fields]
     to_cc = _addresses([v for n, v in pairs if n in ("to", "cc")])
     envelope = [r.lower() for r in recipients]
     decision = decide(policy, sender, list(dict.fromkeys(envelope + to_cc)), pairs)
     if decision.refusal:
-        raise Refused(550, "5.7.1", _one_line(decision.refusal))
+        raise SubmissionRefused(550, "5.7.1", _one_line(decision.refusal))
     reasons = list(decision.reasons)
 
     # 1. remove X-SMIME-* fields and subject tags (only these bytes change)
@@ -169,7 +171,7 @@ def plan_submission(
         if missing:
             names = ", ".join(dict.fromkeys(missing))
             if decision.encrypt == "required":
-                raise Refused(550, "5.7.1",
+                raise SubmissionRefused(550, "5.7.1",
                               _one_line(f"encryption required, but no usable S/MIME "
                                         f"certificate for: {names}"))
             encrypt = False
@@ -189,13 +191,13 @@ def plan_submission(
             agent = keys.signer(user)
         except KeyLocked:
             if decision.sign == "required":
-                raise Refused(451, "4.7.0",
+                raise SubmissionRefused(451, "4.7.0",
                               f"signing required but your S/MIME key is locked: unlock it at "
                               f"{unlock_url} and send again") from None
             reasons.append("not signed: the key is locked (sign: if-unlocked)")
         except (NoSuchKey, InputError):
             if decision.sign == "required":
-                raise Refused(550, "5.7.1",
+                raise SubmissionRefused(550, "5.7.1",
                               "signing required but you have no S/MIME key") from None
             reasons.append("not signed: the sender has no S/MIME key")
 
@@ -237,7 +239,7 @@ def plan_submission(
         cipher = _cipher(decision, targets)
         if cipher is None:
             names = ", ".join(a for a in cert_addresses if not decision.supports_gcm(a))
-            raise Refused(550, "5.7.1",
+            raise SubmissionRefused(550, "5.7.1",
                           _one_line(f"no cipher of the policy is readable by: {names}"))
         last = index == len(groups) - 1
         encrypted = encrypt_message(holder.pop() if last else holder[0], targets, cipher=cipher)

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smime_proxy.errors import LocalProtocolError
 from smime_proxy.smtp.data import DataReader, DataResult
 
 
@@ -71,7 +72,7 @@ def test_leading_dot_and_empty_message() -> None:
 def test_incomplete_data_is_not_done() -> None:
     result, _, _ = _read(b"Subject: x\r\n\r\nbody\r\n", [5])
     assert result is None
-    with pytest.raises(ValueError):
+    with pytest.raises(LocalProtocolError):
         DataReader().result()
 
 

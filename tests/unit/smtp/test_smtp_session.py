@@ -480,7 +480,7 @@ def test_fast_address_parser_agrees_with_aiosmtpd(arg: str) -> None:
         local_part_limit = 64
 
     expected = SMTP._getaddr(_Limits(), arg)  # type: ignore[arg-type]
-    got = server.ProxySession._getaddr(_Limits(), arg)  # type: ignore[arg-type]
+    got = server.SmtpConnection._getaddr(_Limits(), arg)  # type: ignore[arg-type]
     assert got == expected
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from smime_proxy.policy import Policy
 from smime_proxy.smtp.server import ServiceKeys
-from smime_proxy.smtp.submission import Plan, Refused, plan_submission
+from smime_proxy.smtp.submission import Plan, SubmissionRefused, plan_submission
 from support.smime_check import (
     cannot_decrypt,
     decrypt,
@@ -72,7 +72,7 @@ def test_passthrough_only_removes_x_smime_fields() -> None:
 def test_subject_tags_removed() -> None:
     p = policy('global: {subject_tags: {sign: "[sign]"}}')
     message = _message().replace(b"Subject: Hello", b"Subject: [sign] Hello")
-    with pytest.raises(Refused) as info:  # a tag asks to sign: no key -> 550
+    with pytest.raises(SubmissionRefused) as info:  # a tag asks to sign: no key -> 550
         _plan(message, _world(key=False, known=()), p)
     assert info.value.reply.code == 550
     plan2 = _plan(message, _world(known=()), p)
@@ -82,7 +82,7 @@ def test_subject_tags_removed() -> None:
 
 
 def test_locked_and_sign_required_is_451_with_unlock_url() -> None:
-    with pytest.raises(Refused) as info:
+    with pytest.raises(SubmissionRefused) as info:
         _plan(_message(), _world(unlocked=False), policy("global: {sign: required}"))
     reply = info.value.reply
     assert (reply.code, reply.status) == (451, "4.7.0")
@@ -98,7 +98,7 @@ def test_locked_if_unlocked_sends_encrypted_unsigned(tmp_path: Path) -> None:
 
 
 def test_encrypt_required_missing_certificates_named() -> None:
-    with pytest.raises(Refused) as info:
+    with pytest.raises(SubmissionRefused) as info:
         _plan(_message(to=f"{BOB}, {CAROL}"), _world(), policy("global: {encrypt: required}"),
               recipients=(BOB, CAROL, DAVE))
     reply = info.value.reply
@@ -189,20 +189,20 @@ def test_gcm_only_for_known_readers() -> None:
     assert smime_type(plan.copies[0].message) == "authEnveloped-data"
     plan = _plan(_message(), world)
     assert plan.copies[0].cipher == "aes-256-cbc"
-    with pytest.raises(Refused) as info:
+    with pytest.raises(SubmissionRefused) as info:
         _plan(_message(), world, policy("global: {ciphers: [aes-256-gcm]}"))
     assert info.value.reply.code == 550 and BOB in info.value.reply.text
 
 
 def test_policy_refusal_is_550() -> None:
     message = _message(extra="X-SMIME-Encrypt: yes\r\n")
-    with pytest.raises(Refused) as info:
+    with pytest.raises(SubmissionRefused) as info:
         _plan(message, _world(), policy("global: {encrypt: never}"))
     assert (info.value.reply.code, info.value.reply.status) == (550, "5.7.1")
 
 
 def test_encrypt_header_yes_makes_missing_certificate_an_error() -> None:
-    with pytest.raises(Refused) as info:
+    with pytest.raises(SubmissionRefused) as info:
         _plan(_message(extra="X-SMIME-Encrypt: yes\r\n"), _world(known=()))
     assert info.value.reply.code == 550 and BOB in info.value.reply.text
 
@@ -223,7 +223,7 @@ def test_eight_bit_and_binary_parts_still_verify(tmp_path: Path) -> None:
 
 def test_header_too_large_is_552() -> None:
     message = b"X-Big: " + b"a" * 110_000 + b"\r\n" + _message()
-    with pytest.raises(Refused) as info:
+    with pytest.raises(SubmissionRefused) as info:
         _plan(message, _world())
     assert info.value.reply.code == 552
 
