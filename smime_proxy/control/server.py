@@ -49,6 +49,7 @@ from smime_proxy.errors import (
     NoSuchKey,
     WrongPassword,
 )
+from smime_proxy.imap.upstream import UpstreamUnavailable
 from smime_proxy.keystore.certs import CertificateSummary, normalize_address
 from smime_proxy.keystore.contacts import usable_for_encryption
 from smime_proxy.keystore.service import UNLOCK_FAILED, check_user
@@ -56,7 +57,7 @@ from smime_proxy.services import Services
 
 from . import pages
 from .auth import CredentialCache, Session, Sessions, Throttle, Throttled
-from .imapcheck import EXCHANGE_TIMEOUT, UpstreamUnavailable, check_login
+from .imapcheck import EXCHANGE_TIMEOUT, check_login
 from .openapi import openapi_document
 
 log = logging.getLogger("smime_proxy.control")

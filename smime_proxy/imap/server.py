@@ -2,11 +2,9 @@
 
 - Listener per `listeners.imap`: implicit TLS, STARTTLS offered on the plain port, or plain
   text (login only from a loopback client with `plaintext_loopback: true`).
-- One upstream connection per client, made before the client is greeted, per
-  `upstream.imap`: implicit TLS, STARTTLS or none; the certificate and host name are verified
-  unless `verify: false`. With STARTTLS the plaintext phase is read from the raw socket and
-  an upstream that sends anything after its STARTTLS OK and before the handshake is refused
-  (notes/security.md item 7). A PREAUTH greeting is refused.
+- One upstream connection per client, made before the client is greeted, by the one
+  connector `imap.upstream.open_stream` (TLS per `upstream.imap`, the STARTTLS injection
+  check of notes/security.md item 7, `* OK` greeting only).
 - Client STARTTLS: whatever the client sent after the command, before the handshake, is
   dropped (the session drops what it was fed; the shell clears the stream's read buffer,
   which asyncio has no public call for).
@@ -31,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -51,21 +48,16 @@ from smime_proxy.imap.session import (
     SessionSettings,
     StartClientTls,
 )
+from smime_proxy.imap.upstream import UpstreamUnavailable, open_stream
+from smime_proxy.imap.wire import MAX_LINE
 from smime_proxy.mime.entity import parse_entity
 from smime_proxy.services import Services
 from smime_proxy.smime import STATUS_HEADER, is_encrypted, open_message
-from smime_proxy.tlsconfig import is_loopback_peer, listener_context, upstream_context
+from smime_proxy.tlsconfig import is_loopback_peer, listener_context
 
 log = logging.getLogger("smime_proxy.imap")
 
 READ_SIZE = 65536
-MAX_LINE = 64 * 1024
-
-
-class UpstreamUnavailable(SmimeProxyError):
-    """The upstream IMAP server cannot be used for this client."""
-
-
 @dataclass(frozen=True)
 class ImapSettings:
     connect_timeout: float = 30.0
@@ -118,84 +110,6 @@ def open_for_client(services: Services, user: str, raw: bytes, request_id: int) 
     return MessageOpened(request_id, "opened", opened.content, plain=plain)
 
 
-# --- upstream connection ----------------------------------------------------------------------
-
-
-async def _raw_line(loop: asyncio.AbstractEventLoop, sock: socket.socket,
-                    buffer: bytearray) -> bytes:
-    while b"\n" not in buffer:
-        if len(buffer) > MAX_LINE:
-            raise UpstreamUnavailable("overlong line from the IMAP server")
-        chunk = await loop.sock_recv(sock, 4096)
-        if not chunk:
-            raise UpstreamUnavailable("the IMAP server closed the connection")
-        buffer += chunk
-    end = buffer.index(b"\n") + 1
-    line = bytes(buffer[:end])
-    del buffer[:end]
-    return line
-
-
-async def connect_upstream(
-    endpoint: UpstreamEndpoint, handshake_timeout: float
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect, do TLS per the endpoint, read the greeting (`* OK` only)."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
-    sock: socket.socket | None = None
-    error: OSError | None = None
-    for family, kind, proto, _name, address in infos:
-        candidate = socket.socket(family, kind, proto)
-        candidate.setblocking(False)
-        try:
-            await loop.sock_connect(candidate, address)
-        except OSError as exc:
-            candidate.close()
-            error = exc
-            continue
-        sock = candidate
-        break
-    if sock is None:
-        raise UpstreamUnavailable(f"cannot connect to the IMAP server: {error}")
-    try:
-        if endpoint.tls == "starttls":
-            buffer = bytearray()
-            greeting = await _raw_line(loop, sock, buffer)
-            if not greeting.upper().startswith(b"* OK"):
-                raise UpstreamUnavailable("unexpected IMAP greeting")
-            await loop.sock_sendall(sock, b"~spx0 STARTTLS\r\n")
-            while True:
-                line = await _raw_line(loop, sock, buffer)
-                if line.startswith(b"~spx0 "):
-                    break
-            if not line[6:].upper().startswith(b"OK"):
-                raise UpstreamUnavailable("the IMAP server refused STARTTLS")
-            if buffer:
-                raise UpstreamUnavailable("the IMAP server sent data before the TLS handshake")
-        use_tls = endpoint.tls != "none"
-        reader, writer = await asyncio.open_connection(
-            sock=sock,
-            ssl=upstream_context(endpoint) if use_tls else None,
-            server_hostname=endpoint.host if use_tls else None,
-            ssl_handshake_timeout=handshake_timeout if use_tls else None,
-            limit=MAX_LINE,
-        )
-        sock = None
-    finally:
-        if sock is not None:
-            sock.close()
-    if endpoint.tls != "starttls":
-        try:
-            greeting = await reader.readuntil(b"\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            writer.close()
-            raise UpstreamUnavailable("no IMAP greeting") from None
-        if not greeting.upper().startswith(b"* OK"):
-            writer.close()
-            raise UpstreamUnavailable("unexpected IMAP greeting")
-    return reader, writer
-
-
 # --- one client ---------------------------------------------------------------------------
 
 
@@ -234,7 +148,8 @@ class _Connection:
         )
         try:
             self.up_reader, self.up_writer = await asyncio.wait_for(
-                connect_upstream(front.upstream, front.settings.tls_handshake_timeout),
+                open_stream(front.upstream, connect_timeout=front.settings.connect_timeout,
+                            handshake_timeout=front.settings.tls_handshake_timeout),
                 front.settings.connect_timeout)
         except (UpstreamUnavailable, OSError, TimeoutError, ssl.SSLError) as exc:
             log.warning("upstream IMAP unavailable: %s", type(exc).__name__)

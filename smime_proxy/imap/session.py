@@ -49,6 +49,7 @@ from smime_proxy.errors import PeerProtocolError
 from smime_proxy.imap import fetch_rewrite
 from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire import (
+    MAX_LINE,
     NEED_DATA,
     CapabilityResponse,
     ClientFramer,
@@ -87,7 +88,6 @@ __all__ = [
 ]
 
 INTERNAL_TAG: Final = b"~spx"
-MAX_LINE: Final = 64 * 1024
 MAX_MESSAGE: Final = 64 * 1024 * 1024
 MAX_LITERAL_BEFORE_LOGIN: Final = 64 * 1024
 MAX_BAD_BEFORE_LOGIN: Final = 10

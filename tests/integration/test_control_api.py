@@ -670,14 +670,14 @@ def _fake_imap(script: bytes) -> tuple[socket.socket, threading.Thread, list[byt
 
 def test_response_injected_before_starttls_handshake_is_refused(tmp_path: Path) -> None:
     """notes/security.md item 7: bytes after the STARTTLS OK, before the handshake."""
-    server, thread, received = _fake_imap(b"s1 OK begin TLS\r\na1 OK LOGIN done\r\n")
+    server, thread, received = _fake_imap(b"~spx0 OK begin TLS\r\na1 OK LOGIN done\r\n")
     try:
         imap = Upstreamish("127.0.0.1", server.getsockname()[1], tls="starttls")
         with running_control(tmp_path, imap, front_options={"imap_timeout": 5.0}) as running:
             res = running.client(*ALICE).get("/api/v1/status")
             assert res.status == 503
         thread.join(10)
-        assert received[0] == b"s1 STARTTLS\r\n"
+        assert received[0] == b"~spx0 STARTTLS\r\n"
         # refused before any handshake: no TLS ClientHello (0x16) was sent
         assert received[1:] == [b""]
     finally:
@@ -685,7 +685,7 @@ def test_response_injected_before_starttls_handshake_is_refused(tmp_path: Path) 
 
 
 def test_starttls_refused_is_503_and_no_plaintext_login(tmp_path: Path) -> None:
-    server, thread, received = _fake_imap(b"s1 NO no TLS here\r\n")
+    server, thread, received = _fake_imap(b"~spx0 NO no TLS here\r\n")
     try:
         imap = Upstreamish("127.0.0.1", server.getsockname()[1], tls="starttls")
         with running_control(tmp_path, imap, front_options={"imap_timeout": 5.0}) as running:

@@ -30,6 +30,7 @@ from .errors import (
     TruncatedMessage,
 )
 from .framing import (
+    MAX_LINE,
     NEED_DATA,
     ClientFramer,
     ConnectionClosed,
@@ -65,6 +66,7 @@ from .sequence import SeqRange, SequenceSet
 from .values import Atom, Binary, Literal, Value, render, render_astring, render_nstring
 
 __all__ = [
+    "MAX_LINE",
     "NEED_DATA",
     "Atom",
     "Binary",

@@ -61,7 +61,7 @@ __all__ = [
     "use_nonsync_literals",
 ]
 
-DEFAULT_MAX_LINE_LENGTH: Final = 64 * 1024
+MAX_LINE: Final = 64 * 1024  # the one line limit of every IMAP connection (both sides)
 DEFAULT_MAX_LITERAL_SIZE: Final = 1024 * 1024 * 1024
 DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024 + 64 * 1024
 LITERAL_MINUS_LIMIT: Final = 4096  # RFC 7888 section 5
@@ -209,7 +209,7 @@ class _Framer:
     def __init__(
         self,
         *,
-        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        max_line_length: int = MAX_LINE,
         max_literal_size: int = DEFAULT_MAX_LITERAL_SIZE,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         stream_threshold: int | None = None,
@@ -458,7 +458,7 @@ class ServerFramer(_Framer):
     def __init__(
         self,
         *,
-        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        max_line_length: int = MAX_LINE,
         max_literal_size: int = DEFAULT_MAX_LITERAL_SIZE,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         stream_threshold: int | None = None,

@@ -1,0 +1,205 @@
+"""The one connector to the upstream IMAP server: connect, TLS per the config (implicit,
+STARTTLS or none; certificate and host name verified unless `verify: false`), the greeting
+(`* OK` only: `PREAUTH` and `BYE` are refused), one line limit (`imap.wire.MAX_LINE`).
+
+Two ways to use the connection:
+
+- `open_stream()` gives asyncio streams for the proxy session of a client (imap/server.py).
+  That session keeps its own byte-exact sans-I/O wire (`imap.wire`): a proxy must pass
+  literals and responses it does not understand through untouched, which a client library
+  that parses everything cannot do.
+- `open_client()` gives an aioimaplib client, for the work the proxy does as a client of its
+  own (the control endpoint's login check, operations on stored messages).
+
+STARTTLS (notes/security.md item 7): the plaintext phase is read from the raw socket, so any
+byte the server sends after its tagged OK and before the handshake is seen, and the
+connection is refused before a TLS ClientHello is sent. aioimaplib has no STARTTLS of its
+own: it is handed the socket only after that check, and then speaks TLS from the first byte.
+
+May import: config, errors, imap.wire, tlsconfig, aioimaplib, stdlib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from typing import Final
+
+from aioimaplib import aioimaplib
+
+from smime_proxy.config import UpstreamEndpoint
+from smime_proxy.errors import SmimeProxyError
+from smime_proxy.imap.wire import MAX_LINE
+from smime_proxy.tlsconfig import upstream_context
+
+STARTTLS_TAG: Final = b"~spx0"
+READ_SIZE: Final = 4096
+
+
+class UpstreamUnavailable(SmimeProxyError):
+    """The upstream IMAP server cannot be used (down, slow, TLS or protocol trouble)."""
+
+
+class _Client(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
+    """aioimaplib's client with our greeting rule and line limit (it has neither)."""
+
+    async def welcome(self, command: bytes) -> None:
+        if not command.upper().startswith(b"* OK"):
+            async with self.state_condition:
+                self.state = aioimaplib.LOGOUT
+                self.state_condition.notify_all()
+            return
+        await super().welcome(command)
+
+    def data_received(self, d: bytes) -> None:
+        super().data_received(d)
+        if len(self.incomplete_line) > MAX_LINE and self.transport is not None:
+            self.transport.close()
+
+
+def _check_greeting(line: bytes) -> None:
+    if not line.upper().startswith(b"* OK"):
+        raise UpstreamUnavailable("unexpected IMAP greeting (only * OK is accepted)")
+
+
+async def _raw_line(loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                    buffer: bytearray) -> bytes:
+    while b"\n" not in buffer:
+        if len(buffer) > MAX_LINE:
+            raise UpstreamUnavailable("overlong line from the IMAP server")
+        chunk = await loop.sock_recv(sock, READ_SIZE)
+        if not chunk:
+            raise UpstreamUnavailable("the IMAP server closed the connection")
+        buffer += chunk
+    end = buffer.index(b"\n") + 1
+    line = bytes(buffer[:end])
+    del buffer[:end]
+    return line
+
+
+async def _connect_socket(endpoint: UpstreamEndpoint, limit: float) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM), limit)
+    except (OSError, TimeoutError):
+        raise UpstreamUnavailable("cannot resolve the IMAP server's name") from None
+    error = "no address"
+    for family, kind, proto, _name, address in infos:
+        candidate = socket.socket(family, kind, proto)
+        candidate.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(candidate, address), limit)
+        except (OSError, TimeoutError) as exc:
+            candidate.close()
+            error = type(exc).__name__
+            continue
+        return candidate
+    raise UpstreamUnavailable(f"cannot connect to the IMAP server ({error})")
+
+
+async def _plaintext_starttls(sock: socket.socket) -> bytes:
+    """Greeting, `STARTTLS`, its tagged OK and nothing after it; returns the greeting."""
+    loop = asyncio.get_running_loop()
+    buffer = bytearray()
+    greeting = await _raw_line(loop, sock, buffer)
+    _check_greeting(greeting)
+    await loop.sock_sendall(sock, STARTTLS_TAG + b" STARTTLS\r\n")
+    while True:
+        line = await _raw_line(loop, sock, buffer)
+        if line.startswith(STARTTLS_TAG + b" "):
+            break
+    if not line[len(STARTTLS_TAG) + 1 :].upper().startswith(b"OK"):
+        raise UpstreamUnavailable("the IMAP server refused STARTTLS")
+    if buffer:
+        raise UpstreamUnavailable("the IMAP server sent data before the TLS handshake")
+    return greeting
+
+
+def _tls(endpoint: UpstreamEndpoint, handshake_timeout: float
+         ) -> tuple[ssl.SSLContext | None, str | None, float | None]:
+    """(context, server name, handshake timeout) for asyncio, all None without TLS."""
+    if endpoint.tls == "none":
+        return None, None, None
+    return upstream_context(endpoint), endpoint.host, handshake_timeout
+
+
+async def _prepared_socket(endpoint: UpstreamEndpoint, connect_timeout: float
+                           ) -> tuple[socket.socket, bytes | None]:
+    """A connected socket, past STARTTLS's plaintext phase when the endpoint uses it (then
+    with the greeting already read)."""
+    sock = await _connect_socket(endpoint, connect_timeout)
+    try:
+        greeting = await _plaintext_starttls(sock) if endpoint.tls == "starttls" else None
+    except BaseException:
+        sock.close()
+        raise
+    return sock, greeting
+
+
+async def open_stream(endpoint: UpstreamEndpoint, *, connect_timeout: float,
+                      handshake_timeout: float
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams to the upstream, greeting read and checked, ready for the first command."""
+    sock, greeting = await _prepared_socket(endpoint, connect_timeout)
+    try:
+        context, name, handshake = _tls(endpoint, handshake_timeout)
+        reader, writer = await asyncio.open_connection(
+            sock=sock, limit=MAX_LINE, ssl=context, server_hostname=name,
+            ssl_handshake_timeout=handshake)
+    except BaseException:
+        sock.close()
+        raise
+    if greeting is None:
+        try:
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), connect_timeout)
+            _check_greeting(line)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            writer.close()
+            raise UpstreamUnavailable("no IMAP greeting") from None
+        except UpstreamUnavailable:
+            writer.close()
+            raise
+    return reader, writer
+
+
+async def open_client(endpoint: UpstreamEndpoint, *, connect_timeout: float,
+                      handshake_timeout: float) -> aioimaplib.IMAP4ClientProtocol:
+    """An aioimaplib client in the not-authenticated state, its capabilities read (after
+    TLS). Close it with `close_client`."""
+    loop = asyncio.get_running_loop()
+    sock, greeting = await _prepared_socket(endpoint, connect_timeout)
+    protocol = _Client(loop)
+    try:
+        context, name, handshake = _tls(endpoint, handshake_timeout)
+        await loop.create_connection(lambda: protocol, sock=sock, ssl=context,
+                                     server_hostname=name, ssl_handshake_timeout=handshake)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        if greeting is not None:
+            # no second greeting after STARTTLS (RFC 9051 6.2.1): the one read in plaintext
+            # moves the client on, and it asks for the capabilities again over TLS
+            await asyncio.wait_for(protocol.welcome(greeting.rstrip(b"\r\n")), connect_timeout)
+        else:
+            await asyncio.wait_for(protocol.wait("AUTH|NONAUTH|LOGOUT"), connect_timeout)
+        if protocol.state != aioimaplib.NONAUTH:
+            raise UpstreamUnavailable("unexpected IMAP greeting (only * OK is accepted)")
+    except (aioimaplib.AioImapException, TimeoutError):
+        close_client(protocol)
+        raise UpstreamUnavailable("no usable IMAP greeting") from None
+    except BaseException:
+        close_client(protocol)
+        raise
+    return protocol
+
+
+def close_client(protocol: aioimaplib.IMAP4ClientProtocol) -> None:
+    transport = protocol.transport
+    if transport is not None:
+        transport.close()
+
+
+__all__ = ["MAX_LINE", "UpstreamUnavailable", "close_client", "open_client", "open_stream"]
