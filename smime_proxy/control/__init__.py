@@ -1,6 +1,6 @@
 """The Secure Mail control endpoint: web page, JSON API, health and metrics (aiohttp).
 
-May import: config, errors, keystore, aiohttp, prometheus_client (and app's types).
+May import: control, stdlib.
 """
 
 from __future__ import annotations

@@ -1,0 +1,128 @@
+"""The JSON API under /api/v1 (described by /api/v1/openapi.json): HTTP Basic with the mail
+account, JSON bodies (multipart for uploaded files), the operations of `KeyOperations`.
+
+May import: control, aiohttp, stdlib.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from smime_proxy.control.guard import RequestGuard
+from smime_proxy.control.operations import KeyOperations, Refusal, summary_json
+from smime_proxy.control.requests import (
+    form_field,
+    form_file,
+    read_form,
+    read_json,
+    remote,
+    text,
+)
+
+EXPORT_FILENAME = "CertAndKey.pfx"
+
+
+def pfx_response(data: bytes) -> web.Response:
+    return web.Response(body=data, headers={
+        "Content-Type": "application/x-pkcs12",
+        "Content-Disposition": f'attachment; filename="{EXPORT_FILENAME}"',
+    })
+
+
+class JsonApi:
+    def __init__(self, guard: RequestGuard, operations: KeyOperations) -> None:
+        self.guard = guard
+        self.ops = operations
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/api/v1/status", self.status)
+        router.add_post("/api/v1/unlock", self.unlock)
+        router.add_post("/api/v1/lock", self.lock)
+        router.add_post("/api/v1/import", self.import_pkcs12)
+        router.add_post("/api/v1/generate", self.generate)
+        router.add_post("/api/v1/export", self.export)
+        router.add_post("/api/v1/password", self.password)
+        router.add_post("/api/v1/remove", self.remove)
+        router.add_get("/api/v1/contacts", self.contacts)
+        router.add_post("/api/v1/contacts", self.contacts_add)
+        router.add_delete("/api/v1/contacts/{address}", self.contacts_remove)
+
+    async def status(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        return web.json_response(self.ops.status(user))
+
+    async def unlock(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        body = await read_json(request)
+        status = await self.ops.run(self.ops.unlock(user, remote(request),
+                                                    text(body.get("password"), "password")))
+        return web.json_response(status)
+
+    async def lock(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        return web.json_response(self.ops.lock(user))
+
+    async def import_pkcs12(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        form = await read_form(request)
+        status = await self.ops.run(self.ops.import_pkcs12(
+            user, form_file(form, "file"), form_field(form, "file_password", required=False),
+            form_field(form, "password"), form_field(form, "password2")))
+        return web.json_response(status, status=201)
+
+    async def generate(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        body = await read_json(request)
+        status = await self.ops.run(self.ops.generate(
+            user, text(body.get("email"), "email", required=False),
+            text(body.get("key_type"), "key_type", required=False) or "rsa2048",
+            text(body.get("password"), "password"), text(body.get("password2"), "password2")))
+        return web.json_response(status, status=201)
+
+    async def export(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        body = await read_json(request)
+        legacy = body.get("legacy", False)
+        if not isinstance(legacy, bool):
+            raise Refusal(400, "legacy must be true or false")
+        data = await self.ops.run(self.ops.export(
+            user, remote(request), text(body.get("password"), "password"),
+            text(body.get("export_password"), "export_password"),
+            text(body.get("export_password2"), "export_password2"), legacy))
+        return pfx_response(data)
+
+    async def password(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        body = await read_json(request)
+        status = await self.ops.run(self.ops.change_password(
+            user, remote(request), text(body.get("old_password"), "old_password"),
+            text(body.get("new_password"), "new_password"),
+            text(body.get("new_password2"), "new_password2")))
+        return web.json_response(status)
+
+    async def remove(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        form = await read_form(request)
+        status = await self.ops.run(self.ops.remove(
+            user, remote(request), form_file(form, "file"),
+            form_field(form, "file_password", required=False)))
+        return web.json_response(status)
+
+    async def contacts(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        entries = self.ops.contacts(user)
+        return web.json_response({"contacts": [summary_json(s) for s, _ in entries]})
+
+    async def contacts_add(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        if request.content_type.startswith("multipart/"):
+            data = form_file(await read_form(request), "file")
+        else:
+            data = await request.read()
+        added = await self.ops.run(self.ops.contacts_add(user, data))
+        return web.json_response({"contacts": [summary_json(s) for s in added]}, status=201)
+
+    async def contacts_remove(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        count = self.ops.contacts_remove(user, request.match_info["address"])
+        return web.json_response({"removed": count})
