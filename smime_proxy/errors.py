@@ -11,6 +11,14 @@ class SmimeProxyError(Exception):
     """Base of every error this project raises on purpose."""
 
 
+class UsageError(SmimeProxyError, ValueError):
+    """A caller broke a precondition of a project API (a bug in the caller, not bad input)."""
+
+
+class MissingItem(SmimeProxyError, KeyError):
+    """A looked-up item is not there (mapping-like `get`s of the project)."""
+
+
 class InputError(SmimeProxyError):
     """The input is malformed or unusable (bad file, bad option, garbage message): exit 2."""
 

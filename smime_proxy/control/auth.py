@@ -10,7 +10,7 @@ password attempts, and the web page's sessions.
   burst of parallel guesses cannot slip through.
 - `Sessions`: random session ids (cookie) with a CSRF token each; idle and absolute expiry.
 
-May import: stdlib only.
+May import: errors, stdlib.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from smime_proxy.errors import SmimeProxyError
 
 Clock = Callable[[], datetime]
 
@@ -35,7 +37,7 @@ class CredentialCache:
 
     def __init__(self, clock: Clock, ttl: timedelta = CREDENTIAL_CACHE_TTL) -> None:
         if ttl > CREDENTIAL_CACHE_TTL:
-            raise ValueError("the credential cache may keep a check for 5 minutes at most")
+            raise UsageError("the credential cache may keep a check for 5 minutes at most")
         self._clock = clock
         self._ttl = ttl
         self._salt = secrets.token_bytes(16)
@@ -72,7 +74,7 @@ class CredentialCache:
         self._entries.pop(user, None)
 
 
-class Throttled(Exception):
+class Throttled(SmimeProxyError):
     """Too many failed attempts: try again in `retry_after` seconds."""
 
     def __init__(self, retry_after: int) -> None:

@@ -387,7 +387,7 @@ def _wait_ready(up: Upstream, deadline: float) -> None:
         for check_name, check in list(pending.items()):
             try:
                 check(up, user, password)
-            except (OSError, imaplib.IMAP4.error, smtplib.SMTPException) as e:
+            except (OSError, UpstreamError, imaplib.IMAP4.error, smtplib.SMTPException) as e:
                 last = f"{check_name}: {type(e).__name__}: {e}"
                 break
             del pending[check_name]
@@ -414,7 +414,7 @@ def _check_lmtp(up: Upstream, user: str, password: str) -> None:
     with socket.create_connection((up.host, up.lmtp_port), timeout=2) as s:
         banner = s.recv(512)
     if not banner.startswith(b"220"):
-        raise OSError(f"unexpected LMTP banner {banner[:80]!r}")
+        raise UpstreamError(f"unexpected LMTP banner {banner[:80]!r}")
 
 
 def _check_smtp(up: Upstream, user: str, password: str) -> None:

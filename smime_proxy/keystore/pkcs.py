@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.ciphers.algorithms import AES
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from smime_proxy.errors import ImportRejected, KeyStoreError, WrongPassword
+from smime_proxy.errors import ImportRejected, KeyStoreError, UsageError, WrongPassword
 
 KDF_ITERATIONS = 600_000
 """PBKDF2-HMAC-SHA256 iterations for keys at rest and modern exports (OWASP 2023 figure)."""
@@ -91,7 +91,7 @@ class Pbes2Parameters:
 
 def _check_password(password: bytes) -> None:
     if not isinstance(password, bytes):
-        raise TypeError("password must be bytes")
+        raise UsageError("password must be bytes")
 
 
 def wrap_private_key(
@@ -100,7 +100,7 @@ def wrap_private_key(
     """Encrypt `private_key` under `password`: DER PKCS#8 EncryptedPrivateKeyInfo, PBES2."""
     _check_password(password)
     if not password:
-        raise ValueError("an empty password cannot protect a key")
+        raise UsageError("an empty password cannot protect a key")
     encryption = (
         serialization.PrivateFormat.PKCS12.encryption_builder()
         .kdf_rounds(iterations)
@@ -587,7 +587,7 @@ def export_pkcs12(
     """
     _check_password(export_password)
     if not export_password:
-        raise ValueError("an export needs a non-empty file password")
+        raise UsageError("an export needs a non-empty file password")
     algorithm = (
         pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC
         if legacy

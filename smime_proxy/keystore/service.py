@@ -37,6 +37,7 @@ from smime_proxy.errors import (
     KeyMismatch,
     KeyStoreError,
     NoSuchKey,
+    UsageError,
     WrongPassword,
 )
 from smime_proxy.keystore.ca import USER_VALIDITY_DAYS, ServerCA, new_private_key
@@ -83,7 +84,7 @@ def check_user(user: str) -> str:
 
 def _check_now(now: datetime) -> datetime:
     if now.tzinfo is None:
-        raise ValueError("now must be an aware datetime")
+        raise UsageError("now must be an aware datetime")
     return now
 
 
@@ -134,9 +135,9 @@ class SecureMail:
     ) -> None:
         """`kdf_iterations` below 600,000 are for tests only; production uses the default."""
         if kdf_iterations < 1 or import_iteration_cap < kdf_iterations:
-            raise ValueError("bad KDF iteration settings")
+            raise UsageError("bad KDF iteration settings")
         if idle_timeout <= timedelta(0) or max_unlock < idle_timeout:
-            raise ValueError("bad unlock timeouts")
+            raise UsageError("bad unlock timeouts")
         self.store = store
         self.ca = ca
         self.kdf_iterations = kdf_iterations

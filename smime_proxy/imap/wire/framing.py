@@ -35,6 +35,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
+from smime_proxy.errors import UsageError
+
 from .errors import (
     FramingError,
     LineTooLong,
@@ -215,9 +217,9 @@ class _Framer:
         stream_threshold: int | None = None,
     ) -> None:
         if max_line_length < 1 or max_literal_size < 0 or max_message_size < 1:
-            raise ValueError("framing caps must be positive")
+            raise UsageError("framing caps must be positive")
         if stream_threshold is not None and stream_threshold < 0:
-            raise ValueError("stream_threshold must be >= 0")
+            raise UsageError("stream_threshold must be >= 0")
         self.max_line_length = max_line_length
         self.max_literal_size = max_literal_size
         self.max_message_size = max_message_size
@@ -404,7 +406,7 @@ class _Framer:
                 return NEED_DATA
             if state == _CLOSED:
                 return ConnectionClosed()
-            raise AssertionError(f"framer state {state}")  # pragma: no cover
+            raise LocalProtocolError(f"framer state {state}")  # pragma: no cover
 
     def _literal_marker(self, line_start: int, close: int) -> tuple[int, bool, bool] | None:
         """(size, synchronizing, binary) when the line ends in a literal marker."""

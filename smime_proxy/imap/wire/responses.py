@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from smime_proxy.errors import MissingItem
+
 from .errors import ParseError, RenderError
 from .lexer import Reader
 from .sections import FetchItem, read_msg_att_name
@@ -213,12 +215,12 @@ class FetchResponse:
 
     def get(self, name: str) -> Value:
         """The value of the first item whose response name is `name` (e.g. "UID",
-        "BODY[1.2]<0>"); KeyError when absent."""
+        "BODY[1.2]<0>"); MissingItem (a KeyError) when absent."""
         wanted = name.encode("ascii")
         for item, value in self.items:
             if item.render() == wanted:
                 return value
-        raise KeyError(name)
+        raise MissingItem(name)
 
     def render(self) -> bytes:
         parts = [item.render() + b" " + render(value) for item, value in self.items]
