@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from smime_proxy.errors import SmimeProxyError
+from smime_proxy.errors import SmimeProxyError, UsageError
 
 Clock = Callable[[], datetime]
 
