@@ -1,2 +1,7 @@
-"""SMTP submission: the pure core (`data`, `submission`) and the I/O shell (`server`,
-`relay`). See `smime_proxy.smtp.server` for the behaviour on the wire."""
+"""SMTP submission: the sans-I/O core (`session`: the decisions of a connection; `data`:
+the DATA reader; `submission`: what a message becomes; `memo`, `keys`, `directory`) and the
+I/O shell (`server`: aiosmtpd glue; `relay`: the upstream connection). See
+`smime_proxy.smtp.session` for the behaviour on the wire.
+
+May import: stdlib.
+"""

@@ -11,6 +11,8 @@ discarded up to the end marker, and `too_big` is set (the client gets 552 *after
 marker, RFC 5321 4.2.5, so the session stays in sync).
 
 Bytes after the end marker (pipelined commands) are returned by `feed` as `leftover`.
+
+May import: errors, stdlib.
 """
 
 from __future__ import annotations

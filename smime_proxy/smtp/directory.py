@@ -4,6 +4,8 @@ The second source of recipient certificates after the sender's own address book 
 policy file's `certificate_dir`). Loaded when the front starts and on every policy reload
 (SIGHUP). Files that are not certificates are skipped (logged by name, never content); CA
 certificates and certificates without an e-mail address are ignored.
+
+May import: errors, keystore, cryptography, stdlib.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ on that connection). TLS: `implicit` or `starttls` as configured, certificates v
 unless `verify: false`; `starttls` never falls back to plaintext when the server does not
 offer it. aiosmtplib discards anything the server sent between its `220` to STARTTLS and
 the handshake (RFC 3207 4.2).
+
+Which commands to send (and which MAIL parameters) is the core's decision (`smtp.session`);
+this class only carries them out.
+
+May import: config, errors, smtp, tlsconfig, aiosmtplib, stdlib.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ import aiosmtplib
 
 from smime_proxy.config import UpstreamEndpoint
 from smime_proxy.errors import SmimeProxyError
+from smime_proxy.smtp.session import format_reply
 from smime_proxy.tlsconfig import upstream_context
 
 DEFAULT_TIMEOUT = 100.0  # seconds per step (Postfix's smtp_*_timeout order of magnitude)
-ALLOWED_MAIL_OPTIONS = ("BODY=", "SMTPUTF8")
 
 
 PIECE = 1 << 20
@@ -76,13 +81,6 @@ class UpstreamReply(SmimeProxyError):
         return format_reply(self.code, self.text)
 
 
-def format_reply(code: int, text: str) -> str:
-    """A (possibly multi-line) reply for aiosmtpd's push(): `code-line` ... `code line`."""
-    parts = [" ".join(p.split()) for p in text.splitlines() if p.strip()] or [""]
-    head = [f"{code}-{p}" for p in parts[:-1]]
-    return "\r\n".join([*head, f"{code} {parts[-1]}"])
-
-
 
 class SubmissionUpstream:
     """One upstream connection (not shared between client sessions)."""
@@ -98,7 +96,6 @@ class SubmissionUpstream:
             local_hostname=local_hostname,
         )
         self.connected = False
-        self.in_transaction = False
 
     def __repr__(self) -> str:
         return f"SubmissionUpstream({self.endpoint.host}:{self.endpoint.port}, {self.endpoint.tls})"
@@ -146,9 +143,7 @@ class SubmissionUpstream:
             raise UpstreamReply(454, "4.7.0 the upstream offers no usable AUTH mechanism")
 
     async def mail(self, sender: str, options: Sequence[str]) -> str:
-        kept = [o for o in options if o.upper().startswith(ALLOWED_MAIL_OPTIONS)]
-        response = await self._call(self._smtp.mail(sender, options=kept))
-        self.in_transaction = True
+        response = await self._call(self._smtp.mail(sender, options=list(options)))
         return format_reply(response.code, response.message)
 
     async def rcpt(self, recipient: str, options: Sequence[str] = ()) -> str:
@@ -158,17 +153,13 @@ class SubmissionUpstream:
     async def rset(self) -> None:
         if self.connected:
             await self._call(self._smtp.rset())
-        self.in_transaction = False
 
     async def data(self, message: bytes) -> str:
         """Send the message; the upstream's final reply (UpstreamReply unless 250)."""
-        try:
-            if _streamable(self._smtp.protocol, message):
-                response = await self._call(self._stream_data(message))
-            else:
-                response = await self._call(self._smtp.data(message))
-        finally:
-            self.in_transaction = False
+        if _streamable(self._smtp.protocol, message):
+            response = await self._call(self._stream_data(message))
+        else:
+            response = await self._call(self._smtp.data(message))
         return format_reply(response.code, response.message)
 
     async def _stream_data(self, message: bytes) -> aiosmtplib.SMTPResponse:

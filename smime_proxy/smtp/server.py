@@ -1,27 +1,20 @@
-"""The SMTP submission front: aiosmtpd listener + one authenticated upstream connection per
-client session (the I/O shell around `smtp.submission`).
+"""The SMTP submission front's I/O shell: the aiosmtpd listener (client side, TLS, DATA
+reading) and one `SubmissionUpstream` per client connection, around the sans-I/O core
+`smtp.session.SmtpSession`, which decides every reply (see its docstring for the behaviour).
 
 - TLS: `starttls` (offered on the plain port; commands pipelined before the handshake are
   discarded by aiosmtpd) or `implicit`. AUTH PLAIN/LOGIN only over TLS, except from a
   loopback client when the listener has `plaintext_loopback: true`.
-- EHLO advertises SIZE (the upstream's, capped by `max_message_size`), 8BITMIME, SMTPUTF8
-  (only when the upstream has it), PIPELINING, ENHANCEDSTATUSCODES, STARTTLS, AUTH.
-- AUTH is checked by logging in to the upstream submission server with the same
-  credentials, on the upstream connection that then carries the session's mail. The
-  credentials are not kept.
-- MAIL and RCPT are relayed per command: the upstream's reply (success or rejection) is the
-  client's reply. DATA is read by `smtp.data.DataReader` (size limit enforced before buffering
-  past it; bare CR/LF refused, never split), transformed by `plan_submission` in a worker
-  thread, then sent. The client's `250` is the upstream's `250` (DESIGN decision 6): any
-  upstream failure is relayed (4xx/5xx), a lost or stalled upstream gives `451 4.4.2` and
-  ends the session. Nothing is queued here.
-- Several copies (Bcc privacy): sent one after the other on the same upstream connection.
-  If a later copy fails, the client gets the failure and retries; the copies already
-  accepted are remembered (by user, envelope and message digest, for a day) and not sent
-  again on that retry, so a retry neither loses nor duplicates mail.
+- aiosmtpd parses the client's commands (and SASL PLAIN/LOGIN); each is handed to the core,
+  whose actions are carried out here: upstream commands (their outcome is fed back), the
+  DATA read by `smtp.data.DataReader` (size limit enforced before buffering past it; bare
+  CR/LF refused, never split), `plan_submission` (in a worker thread for large messages),
+  replies, closing.
 - The client's own Sent copy is an IMAP APPEND, never seen here.
 
 Nothing here logs a password, a key or a message body.
+
+May import: config, errors, keystore, memory, policy, services, smtp, tlsconfig, aiosmtpd, stdlib.
 """
 
 from __future__ import annotations
@@ -33,6 +26,7 @@ import logging
 import re
 import time
 from base64 import b64decode
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,11 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
-from cryptography import x509
 
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint
-from smime_proxy.crypto.keyagent import KeyAgent
-from smime_proxy.errors import ConfigError, NoRecipientCertificate, NoSuchKey
+from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.memory import tune_allocator
@@ -52,14 +44,47 @@ from smime_proxy.policy import Policy, load_policy
 from smime_proxy.services import Services
 from smime_proxy.smtp.data import DataReader
 from smime_proxy.smtp.directory import CertificateDirectory
+from smime_proxy.smtp.keys import CertificateCache, ServiceKeys
 from smime_proxy.smtp.relay import (
     DEFAULT_TIMEOUT,
     SubmissionUpstream,
     UpstreamLost,
     UpstreamReply,
 )
+from smime_proxy.smtp.session import (
+    Action,
+    Authenticated,
+    ClientReply,
+    CloseClient,
+    CloseUpstream,
+    ConnectUpstream,
+    DataRead,
+    DeliveryMemo,
+    MessagePlanned,
+    Outcome,
+    PlanFailed,
+    PlanMessage,
+    PlanRefused,
+    ReadData,
+    SetSizeLimit,
+    SmtpSession,
+    SmtpSessionSettings,
+    UpstreamData,
+    UpstreamFailed,
+    UpstreamGone,
+    UpstreamLogin,
+    UpstreamMail,
+    UpstreamOk,
+    UpstreamQuit,
+    UpstreamRcpt,
+    UpstreamReady,
+    UpstreamRset,
+)
 from smime_proxy.smtp.submission import Plan, SubmissionRefused, plan_submission
 from smime_proxy.tlsconfig import is_loopback_peer, listener_context
+
+__all__ = ["CertificateCache", "ServiceKeys", "SmtpConnection", "SmtpFront", "SmtpSettings",
+           "unlock_url"]
 
 log = logging.getLogger("smime_proxy.smtp")
 
@@ -84,8 +109,6 @@ _SIMPLE_PATH = re.compile(
     r"\s*<((?![.])[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(?<![.])@[A-Za-z0-9](?:[A-Za-z0-9.-]*"
     r"[A-Za-z0-9])?)>[ \t]*([^(]*)\Z", re.DOTALL)
 INLINE_LIMIT = 256 * 1024
-_MEMO_SECONDS = 24 * 3600
-_MEMO_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -97,89 +120,10 @@ class SmtpSettings:
     client_timeout: float = 300.0
 
 
-_CacheKey = tuple[str, str, datetime]
-
-
-class CertificateCache:
-    """Recipient certificate choices (and misses) for `ttl` seconds: choosing parses every
-    candidate certificate (~0.5 ms per recipient). An address-book change is seen after at
-    most `ttl` seconds."""
-
-    def __init__(self, ttl: float = 10.0, size: int = 4096) -> None:
-        self.ttl = ttl
-        self.size = size
-        self._entries: dict[_CacheKey, tuple[float, x509.Certificate | list[str]]] = {}
-
-    def get(self, key: _CacheKey) -> x509.Certificate | list[str] | None:
-        """The certificate, the addresses of a miss, or None when not cached."""
-        entry = self._entries.get(key)
-        if entry is None or time.monotonic() > entry[0]:
-            return None
-        return entry[1]
-
-    def put(self, key: _CacheKey, value: x509.Certificate | list[str]) -> None:
-        if len(self._entries) >= self.size:
-            self._entries.clear()
-        self._entries[key] = (time.monotonic() + self.ttl, value)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-class ServiceKeys:
-    """The `Keys` port of the submission core over the key store and address book."""
-
-    def __init__(self, secure_mail: SecureMail, contacts: Contacts, now: datetime,
-                 cache: CertificateCache | None = None,
-                 directory: CertificateDirectory | None = None) -> None:
-        self.secure_mail = secure_mail
-        self.contacts = contacts
-        self.now = now
-        self.cache = cache
-        self.directory = directory
-
-    def signer(self, user: str) -> KeyAgent:
-        if not self.secure_mail.has_key(user):
-            raise NoSuchKey("no key")
-        return self.secure_mail.agent_for(user, self.now)
-
-    def own_certificate(self, user: str) -> x509.Certificate | None:
-        if not self.secure_mail.has_key(user):
-            return None
-        return self.secure_mail.certificate(user)
-
-    def _lookup(self, user: str, address: str) -> x509.Certificate:
-        """The user's address book first, then the admin's certificate directory."""
-        try:
-            return self.contacts.choose_certificate(user, address, self.now)
-        except NoRecipientCertificate as exc:
-            if self.directory is not None and exc.addresses == [address.strip().lower()]:
-                found = self.directory.choose(exc.addresses[0], self.now)
-                if found is not None:
-                    return found
-            raise
-
-    def recipient_certificate(self, user: str, address: str) -> x509.Certificate:
-        if self.cache is None:
-            return self._lookup(user, address)
-        key = (user, address.lower(), self.now.replace(second=0, microsecond=0))
-        value = self.cache.get(key)
-        if value is None:
-            try:
-                value = self._lookup(user, address)
-            except NoRecipientCertificate as exc:
-                value = list(exc.addresses)
-            self.cache.put(key, value)
-        if isinstance(value, list):
-            raise NoRecipientCertificate(value)
-        return value
-
-
 def unlock_url(control: ListenerConfig) -> str:
     scheme = "https" if control.tls is not None else "http"
     host = f"[{control.host}]" if ":" in control.host else control.host
     return f"{scheme}://{host}:{control.port}/"
-
 
 
 class SmtpFront:
@@ -212,7 +156,7 @@ class SmtpFront:
         self.settings = settings
         self._server: asyncio.Server | None = None
         self._sessions: set[SmtpConnection] = set()
-        self._memo: dict[str, tuple[float, set[tuple[str, ...]]]] = {}
+        self.memo = DeliveryMemo()
         self.certificates = CertificateCache()
         self.directory = CertificateDirectory.load(self.policy.certificate_dir)
         self._tls = listener_context(listener, "smtp")
@@ -277,45 +221,33 @@ class SmtpFront:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
 
-    # --- the memo of copies already accepted (partial multi-copy deliveries) -------------
-
-    def memo_get(self, key: str) -> set[tuple[str, ...]]:
-        now = time.monotonic()
-        for k in [k for k, (t, _) in self._memo.items() if now - t > _MEMO_SECONDS]:
-            del self._memo[k]
-        entry = self._memo.get(key)
-        return set(entry[1]) if entry else set()
-
-    def memo_put(self, key: str, done: set[tuple[str, ...]]) -> None:
-        if not done:
-            self._memo.pop(key, None)
-            return
-        if len(self._memo) >= _MEMO_MAX:
-            oldest = min(self._memo, key=lambda k: self._memo[k][0])
-            del self._memo[oldest]
-        self._memo[key] = (time.monotonic(), set(done))
-
 
 class SmtpConnection(SMTP):
-    """One client connection."""
+    """One client connection: aiosmtpd's protocol, the core's actions carried out."""
 
     def __init__(self, front: SmtpFront) -> None:
         self.front = front
+        settings = front.settings
+        self.core = SmtpSession(
+            SmtpSessionSettings(hostname=settings.hostname,
+                                max_message_size=settings.max_message_size,
+                                max_recipients=settings.max_recipients),
+            front.memo)
         self.upstream: SubmissionUpstream | None = None
-        self.user: str | None = None
         self.busy = False
+        self._content: bytes | None = None  # the DATA just read, until planned
         starttls = front.listener.tls is not None and front.listener.tls.mode == "starttls"
         super().__init__(
             _Hooks(self),
-            data_size_limit=front.settings.max_message_size,
+            data_size_limit=settings.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
-            hostname=front.settings.hostname,
+            hostname=settings.hostname,
             ident="smime-proxy",
             tls_context=front._tls if starttls else None,
             auth_required=True,
             auth_require_tls=True,
-            timeout=front.settings.client_timeout,
+            timeout=settings.client_timeout,
         )
 
     # --- connection ------------------------------------------------------------------------
@@ -332,36 +264,143 @@ class SmtpConnection(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         self.front._sessions.discard(self)
-        if self.upstream is not None:
-            self.upstream.close()
-            self.upstream = None
+        self.core.connection_lost()
+        self._close_upstream()
         super().connection_lost(error)
 
     def close_now(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
-    async def ensure_upstream(self) -> SubmissionUpstream:
-        if self.upstream is None or not self.upstream.connected:
-            upstream = SubmissionUpstream(self.front.upstream,
-                                          timeout=self.front.settings.timeout,
-                                          local_hostname=self.front.settings.hostname)
-            await upstream.connect()
-            self.upstream = upstream
-            size = upstream.size_limit
-            limit = self.front.settings.max_message_size
-            self.data_size_limit = min(size, limit) if size else limit
-        return self.upstream
-
-    async def lost(self, exc: UpstreamLost) -> str:
-        """The upstream is gone: this session cannot continue (its AUTH lived there)."""
-        log.warning("upstream lost: %s", exc)
+    def _close_upstream(self) -> None:
         if self.upstream is not None:
             self.upstream.close()
             self.upstream = None
-        loop = asyncio.get_running_loop()
-        loop.call_soon(self.close_now)
-        return "451 4.4.2 upstream server connection lost: message not sent, try again"
+
+    # --- carrying out the core's actions ---------------------------------------------------
+
+    async def run(self, actions: list[Action]) -> list[str]:
+        """Carry out `actions` (and those the fed-back outcomes bring); the client replies,
+        in order (any before a `ReadData` are pushed at once)."""
+        replies: list[str] = []
+        queue = deque(actions)
+        while queue:
+            action = queue.popleft()
+            if isinstance(action, ClientReply):
+                replies.append(action.text)
+            elif isinstance(action, Authenticated):
+                pass  # the AUTH glue answers 235
+            elif isinstance(action, SetSizeLimit):
+                self.data_size_limit = action.limit
+            elif isinstance(action, CloseUpstream):
+                self._close_upstream()
+            elif isinstance(action, UpstreamQuit):
+                if self.upstream is not None:
+                    await self.upstream.quit()
+                    self.upstream = None
+            elif isinstance(action, CloseClient):
+                asyncio.get_running_loop().call_soon(self.close_now)
+            else:
+                if isinstance(action, ReadData):
+                    for reply in replies:
+                        await self.push(reply)
+                    replies.clear()
+                outcome = await self._perform(action)
+                if outcome is None:  # the client went away during DATA
+                    self.core.connection_lost()
+                    return []
+                queue.extend(self.core.feed(outcome))
+        return replies
+
+    async def _perform(self, action: Action) -> Outcome | None:
+        if isinstance(action, ReadData):
+            return await self._read_data(action.limit)
+        if isinstance(action, PlanMessage):
+            return await self._plan(action)
+        if isinstance(action, ConnectUpstream):
+            self._close_upstream()
+            upstream = SubmissionUpstream(self.front.upstream,
+                                          timeout=self.front.settings.timeout,
+                                          local_hostname=self.front.settings.hostname)
+            try:
+                await upstream.connect()
+            except UpstreamLost as exc:
+                return UpstreamGone(str(exc))
+            self.upstream = upstream
+            return UpstreamReady(upstream.size_limit, upstream.eight_bit, upstream.smtputf8)
+        current = self.upstream
+        if current is None or not current.connected:
+            return UpstreamGone("the upstream connection is closed")
+        try:
+            if isinstance(action, UpstreamLogin):
+                await current.login(action.user, action.password)
+                return UpstreamOk("235 2.7.0 Authentication successful")
+            if isinstance(action, UpstreamMail):
+                return UpstreamOk(await current.mail(action.sender, action.options))
+            if isinstance(action, UpstreamRcpt):
+                return UpstreamOk(await current.rcpt(action.recipient, action.options))
+            if isinstance(action, UpstreamRset):
+                await current.rset()
+                return UpstreamOk("250 2.0.0 OK")
+            assert isinstance(action, UpstreamData)
+            return UpstreamOk(await current.data(action.message))
+        except UpstreamReply as exc:
+            return UpstreamFailed(exc.code, exc.text)
+        except UpstreamLost as exc:
+            return UpstreamGone(str(exc))
+
+    async def _read_data(self, limit: int) -> DataRead | None:
+        """Read DATA up to its end marker; the content waits in `_content` for the plan."""
+        self.busy = True
+        reader = DataReader(limit=limit)
+        leftover = b""
+        while not reader.done:
+            chunk = await self._reader.read(READ_CHUNK)
+            if not chunk:  # EOF: aiosmtpd cancels us; be safe anyway
+                return None
+            self._reset_timeout()
+            leftover = reader.feed(chunk)
+        if leftover:  # pipelined commands after the end of data: put them back
+            self._reader._buffer[:0] = leftover  # type: ignore[attr-defined]
+        result = reader.result()
+        del reader
+        self._content = result.content
+        return DataRead(too_big=result.too_big, bare_line_end=result.bare_line_end)
+
+    async def _plan(self, action: PlanMessage) -> Outcome:
+        """`plan_submission` on the content read; `_content` is freed once planned, so the
+        received bytes are gone before the transformed copies are sent."""
+        holder = [self._content] if self._content is not None else []
+        self._content = None
+        if not holder:
+            return PlanFailed()
+        front = self.front
+        now = front.now()
+        keys = ServiceKeys(front.secure_mail, front.contacts, now, front.certificates,
+                           front.directory)
+        policy = front.policy
+
+        def work() -> tuple[Plan, str]:
+            content = holder.pop()
+            digest = hashlib.sha256(content).hexdigest()
+            return plan_submission(
+                content, user=action.user, sender=action.sender,
+                recipients=action.recipients, policy=policy, keys=keys, now=now,
+                unlock_url=front.unlock_url), digest
+
+        try:
+            # Small messages: a few ms of CPU, cheaper in the loop than a thread hand-off
+            # (the GIL serialises the work anyway); large ones must not stall other sessions.
+            inline = len(holder[0]) < INLINE_LIMIT
+            plan, digest = work() if inline else await asyncio.to_thread(work)
+        except SubmissionRefused as exc:
+            return PlanRefused(exc.reply)
+        except Exception:
+            log.exception("cannot prepare the message")
+            return PlanFailed()
+        finally:
+            holder.clear()
+        return MessagePlanned(plan, digest)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parser (email._header_value_parser) costs ~0.4 ms per MAIL or
@@ -374,7 +413,7 @@ class SmtpConnection(SMTP):
         result: tuple[str | None, str | None] = SMTP._getaddr(self, arg)
         return result
 
-    # --- AUTH (upstream login) -------------------------------------------------------------
+    # --- AUTH (SASL decoding here; the upstream login is the core's) ----------------------
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:
@@ -413,26 +452,11 @@ class SmtpConnection(SMTP):
         return await self._login(login, password)
 
     async def _login(self, login: bytes, password: bytes) -> AuthResult:
-        try:
-            user = login.decode("utf-8")
-            secret = password.decode("utf-8")
-        except UnicodeDecodeError:
-            return AuthResult(success=False, handled=False,
-                              message="501 5.5.2 credentials are not UTF-8")
-        try:
-            upstream = await self.ensure_upstream()
-            await upstream.login(user, secret)
-        except UpstreamReply as exc:
-            log.info("AUTH refused by the upstream", extra={"code": exc.code})
-            if 400 <= exc.code < 500:
-                return AuthResult(success=False, handled=False, message=exc.lines())
-            return AuthResult(success=False, handled=False,
-                              message="535 5.7.8 Authentication credentials invalid")
-        except UpstreamLost as exc:
-            return AuthResult(success=False, handled=False, message=await self.lost(exc))
-        self.user = user
-        log.info("authenticated", extra={"user": user})
-        return AuthResult(success=True, auth_data=user)
+        replies = await self.run(self.core.auth(login, password))
+        user = self.core.user  # set by the core when it emits `Authenticated`
+        if user is not None:
+            return AuthResult(success=True, auth_data=user)
+        return AuthResult(success=False, handled=False, message="\r\n".join(replies))
 
     # --- DATA ------------------------------------------------------------------------------
 
@@ -441,221 +465,62 @@ class SmtpConnection(SMTP):
             return
         if await self.check_auth_needed("DATA"):
             return
-        assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            await self.push("503 5.5.1 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        self.busy = True
         try:
-            reader = DataReader(limit=self.data_size_limit or 0)
-            leftover = b""
-            while not reader.done:
-                chunk = await self._reader.read(READ_CHUNK)
-                if not chunk:  # EOF: aiosmtpd cancels us; be safe anyway
-                    return
-                self._reset_timeout()
-                leftover = reader.feed(chunk)
-            if leftover:  # pipelined commands after the end of data: put them back
-                self._reader._buffer[:0] = leftover  # type: ignore[attr-defined]
-            result = reader.result()
-            del reader
-            too_big, refused = result.too_big, result.bare_line_end
-            holder = [result.content] if result.content is not None else []
-            del result  # `holder` is the only reference: _deliver frees it once planned
-            if too_big:
-                status = (f"552 5.3.4 Message too big: the limit is "
-                          f"{self.data_size_limit} bytes")
-                await self._abort_transaction()
-            elif refused or not holder:
-                status = ("554 5.6.0 Message refused: bare CR or LF in the data "
-                          "(RFC 5321 2.3.8)")
-                await self._abort_transaction()
-            else:
-                status = await self._deliver(holder, self.envelope)
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
-            await self.push(status)
+            replies = await self.run(self.core.data(arg))
+            if not replies:  # the client went away
+                return
+            if self.core.sender is None:  # the transaction ended (delivered or refused)
+                self._set_post_data_state()  # type: ignore[no-untyped-call]
+            for reply in replies:
+                await self.push(reply)
         finally:
             self.busy = False
-
-    async def _abort_transaction(self) -> None:
-        if self.upstream is not None and self.upstream.connected:
-            with contextlib.suppress(UpstreamReply, UpstreamLost):
-                await self.upstream.rset()
-
-    async def _deliver(self, holder: list[bytes], envelope: Envelope) -> str:
-        """Plan and relay the message in `holder` (emptied once planned, so the received
-        bytes are freed before the transformed copies are sent)."""
-        upstream = self.upstream
-        if upstream is None or not upstream.connected or self.user is None:
-            return "451 4.4.2 upstream server connection lost: message not sent, try again"
-        sender = envelope.mail_from or ""
-        recipients = list(envelope.rcpt_tos)
-        now = self.front.now()
-        digest = hashlib.sha256(holder[0]).hexdigest()
-        try:
-            user = self.user
-            keys = ServiceKeys(self.front.secure_mail, self.front.contacts, now,
-                               self.front.certificates, self.front.directory)
-            policy = self.front.policy
-
-            def work() -> Plan:
-                return plan_submission(
-                    holder.pop(), user=user, sender=sender, recipients=recipients,
-                    policy=policy, keys=keys, now=now, unlock_url=self.front.unlock_url)
-
-            # Small messages: a few ms of CPU, cheaper in the loop than a thread hand-off
-            # (the GIL serialises the work anyway); large ones must not stall other sessions.
-            plan = work() if len(holder[0]) < INLINE_LIMIT else await asyncio.to_thread(work)
-        except SubmissionRefused as exc:
-            log.info("message refused", extra={"user": self.user, "code": exc.reply.code,
-                                                "reason": exc.reply.text})
-            await self._abort_transaction()
-            return exc.reply.line()
-        except Exception:
-            log.exception("cannot prepare the message")
-            await self._abort_transaction()
-            return "451 4.3.0 Internal error while preparing the message: not sent"
-        finally:
-            holder.clear()
-        limit = upstream.size_limit
-        for copy in plan.copies:
-            if limit and len(copy.message) > limit:
-                await self._abort_transaction()
-                return (f"552 5.3.4 Message too big after S/MIME: {len(copy.message)} bytes,"
-                        f" the upstream limit is {limit}")
-        log.info("relaying", extra={"user": self.user, "signed": plan.signed,
-                                    "encrypted": plan.encrypted, "copies": len(plan.copies),
-                                    "recipients": len(recipients)})
-        try:
-            if len(plan.copies) == 1:
-                return await upstream.data(plan.copies[0].message)
-            return await self._deliver_copies(upstream, plan, digest, envelope)
-        except UpstreamReply as exc:
-            return exc.lines()
-        except UpstreamLost as exc:
-            return await self.lost(exc)
-
-    async def _deliver_copies(self, upstream: SubmissionUpstream, plan: Plan, digest: str,
-                              envelope: Envelope) -> str:
-        """Several transactions (Bcc copies) on the one upstream connection."""
-        key = "\x00".join([self.user or "", envelope.mail_from or "",
-                           *sorted(envelope.rcpt_tos), digest])
-        done = self.front.memo_get(key)
-        await upstream.rset()
-        options = list(envelope.mail_options)
-        last = ""
-        try:
-            for copy in plan.copies:
-                if copy.recipients in done:
-                    continue
-                await upstream.mail(envelope.mail_from or "", options)
-                for rcpt in copy.recipients:
-                    await upstream.rcpt(rcpt)
-                last = await upstream.data(copy.message)
-                done.add(copy.recipients)
-        except UpstreamReply:
-            self.front.memo_put(key, done)
-            with contextlib.suppress(UpstreamReply, UpstreamLost):
-                await upstream.rset()
-            raise
-        except UpstreamLost:
-            self.front.memo_put(key, done)
-            raise
-        self.front.memo_put(key, set())
-        code_text = last.split(" ", 1)[1] if " " in last else "2.0.0 Ok"
-        return f"250 {code_text} ({len(plan.copies)} separately encrypted copies)"
+            self._content = None
 
 
 class _Hooks:
-    """aiosmtpd handler hooks of one session: relay MAIL/RCPT/RSET/QUIT upstream."""
+    """aiosmtpd handler hooks of one session: each command handed to the core; aiosmtpd's
+    envelope mirrors the core's transaction (aiosmtpd checks its order of commands)."""
 
-    def __init__(self, session: SmtpConnection) -> None:
-        self.s = session
+    def __init__(self, connection: SmtpConnection) -> None:
+        self.c = connection
 
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str) -> str:
-        try:
-            await self.s.ensure_upstream()
-        except UpstreamLost as exc:
-            return await self.s.lost(exc)
-        session.host_name = hostname
-        return f"250 {self.s.hostname}"
+        reply = "\r\n".join(await self.c.run(self.c.core.helo(hostname)))
+        if reply.startswith("250"):
+            session.host_name = hostname
+        return reply
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
-        try:
-            upstream = await self.s.ensure_upstream()
-            if upstream.in_transaction:
-                await upstream.rset()
-        except UpstreamLost as exc:
-            return [(await self.s.lost(exc)).replace("451 4.4.2", "421 4.4.2", 1)]
-        except UpstreamReply as exc:
-            return [exc.lines()]
-        session.host_name = hostname
-        out: list[str] = []
-        for line in responses[:-1]:
-            keyword = line[4:].split(" ", 1)[0].upper()
-            if keyword == "SIZE":
-                line = f"250-SIZE {self.s.data_size_limit}"
-            if keyword == "SMTPUTF8" and not upstream.smtputf8:
-                continue
-            if keyword == "8BITMIME" and not upstream.eight_bit:
-                continue
-            out.append(line)
-        out.extend(["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"])
-        return out
+        replies = await self.c.run(self.c.core.ehlo(hostname, responses))
+        lines = "\r\n".join(replies).split("\r\n")
+        if lines[0].startswith("250"):
+            session.host_name = hostname
+        return lines
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
-        upstream = self.s.upstream
-        if upstream is None or not upstream.connected:
-            return "421 4.4.2 upstream server connection lost"
-        try:
-            reply = await upstream.mail(address, mail_options)
-        except UpstreamReply as exc:
-            return exc.lines()
-        except UpstreamLost as exc:
-            return await self.s.lost(exc)
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
+        reply = "\r\n".join(await self.c.run(self.c.core.mail(address, mail_options)))
+        if self.c.core.sender is not None:
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
         return reply
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
-        upstream = self.s.upstream
-        if upstream is None or not upstream.connected:
-            return "421 4.4.2 upstream server connection lost"
-        if len(envelope.rcpt_tos) >= self.s.front.settings.max_recipients:
-            return "452 4.5.3 Too many recipients"
-        try:
-            reply = await upstream.rcpt(address, rcpt_options)
-        except UpstreamReply as exc:
-            return exc.lines()
-        except UpstreamLost as exc:
-            return await self.s.lost(exc)
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
+        before = len(self.c.core.recipients)
+        reply = "\r\n".join(await self.c.run(self.c.core.rcpt(address, rcpt_options)))
+        if len(self.c.core.recipients) > before:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
         return reply
 
     async def handle_RSET(self, server: SMTP, session: Session,
                           envelope: Envelope) -> str:
-        upstream = self.s.upstream
-        if upstream is not None and upstream.connected:
-            try:
-                await upstream.rset()
-            except UpstreamReply as exc:
-                return exc.lines()
-            except UpstreamLost as exc:
-                return await self.s.lost(exc)
-        return "250 2.0.0 OK"
+        return "\r\n".join(await self.c.run(self.c.core.rset()))
 
     async def handle_QUIT(self, server: SMTP, session: Session,
                           envelope: Envelope) -> str:
-        if self.s.upstream is not None:
-            await self.s.upstream.quit()
-            self.s.upstream = None
-        return "221 2.0.0 Bye"
+        return "\r\n".join(await self.c.run(self.c.core.quit()))

@@ -33,8 +33,7 @@ What it does, in order:
 The sender's Sent copy is not SMTP: mail clients store it by IMAP APPEND, which this module
 never sees. No extra copy is sent to the sender.
 
-May import: errors, policy, smime, keystore.certs, mime.entity, crypto.keyagent (the port
-type only).
+May import: crypto, errors, keystore, mime, policy, smime, cryptography, stdlib.
 """
 
 from __future__ import annotations

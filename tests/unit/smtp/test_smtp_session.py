@@ -486,7 +486,7 @@ def test_fast_address_parser_agrees_with_aiosmtpd(arg: str) -> None:
 
 def test_certificate_cache_hits_misses_and_expiry() -> None:
     from smime_proxy.errors import NoRecipientCertificate
-    from smime_proxy.smtp.server import CertificateCache, ServiceKeys
+    from smime_proxy.smtp.keys import CertificateCache, ServiceKeys
 
     world = key_world()
     cache = CertificateCache(ttl=3600)
@@ -513,7 +513,7 @@ def test_certificate_directory_after_the_address_book(tmp_path: Path) -> None:
 
     from smime_proxy.errors import NoRecipientCertificate
     from smime_proxy.smtp.directory import CertificateDirectory
-    from smime_proxy.smtp.server import ServiceKeys
+    from smime_proxy.smtp.keys import ServiceKeys
     from support import pki
 
     p = people()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from smime_proxy.policy import Policy
-from smime_proxy.smtp.server import ServiceKeys
+from smime_proxy.smtp.keys import ServiceKeys
 from smime_proxy.smtp.submission import Plan, SubmissionRefused, plan_submission
 from support.smime_check import (
     cannot_decrypt,

@@ -1,0 +1,95 @@
+"""The `Keys` port of the submission core over the key store, the address book and the
+admin's certificate directory, with a short-lived cache of recipient certificate choices.
+
+May import: crypto, errors, keystore, smtp, cryptography, stdlib.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from cryptography import x509
+
+from smime_proxy.crypto.keyagent import KeyAgent
+from smime_proxy.errors import NoRecipientCertificate, NoSuchKey
+from smime_proxy.keystore.contacts import Contacts
+from smime_proxy.keystore.service import SecureMail
+from smime_proxy.smtp.directory import CertificateDirectory
+
+_CacheKey = tuple[str, str, datetime]
+
+
+class CertificateCache:
+    """Recipient certificate choices (and misses) for `ttl` seconds: choosing parses every
+    candidate certificate (~0.5 ms per recipient). An address-book change is seen after at
+    most `ttl` seconds."""
+
+    def __init__(self, ttl: float = 10.0, size: int = 4096) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._entries: dict[_CacheKey, tuple[float, x509.Certificate | list[str]]] = {}
+
+    def get(self, key: _CacheKey) -> x509.Certificate | list[str] | None:
+        """The certificate, the addresses of a miss, or None when not cached."""
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() > entry[0]:
+            return None
+        return entry[1]
+
+    def put(self, key: _CacheKey, value: x509.Certificate | list[str]) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl, value)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class ServiceKeys:
+    """The `Keys` port of the submission core over the key store and address book."""
+
+    def __init__(self, secure_mail: SecureMail, contacts: Contacts, now: datetime,
+                 cache: CertificateCache | None = None,
+                 directory: CertificateDirectory | None = None) -> None:
+        self.secure_mail = secure_mail
+        self.contacts = contacts
+        self.now = now
+        self.cache = cache
+        self.directory = directory
+
+    def signer(self, user: str) -> KeyAgent:
+        if not self.secure_mail.has_key(user):
+            raise NoSuchKey("no key")
+        return self.secure_mail.agent_for(user, self.now)
+
+    def own_certificate(self, user: str) -> x509.Certificate | None:
+        if not self.secure_mail.has_key(user):
+            return None
+        return self.secure_mail.certificate(user)
+
+    def _lookup(self, user: str, address: str) -> x509.Certificate:
+        """The user's address book first, then the admin's certificate directory."""
+        try:
+            return self.contacts.choose_certificate(user, address, self.now)
+        except NoRecipientCertificate as exc:
+            if self.directory is not None and exc.addresses == [address.strip().lower()]:
+                found = self.directory.choose(exc.addresses[0], self.now)
+                if found is not None:
+                    return found
+            raise
+
+    def recipient_certificate(self, user: str, address: str) -> x509.Certificate:
+        if self.cache is None:
+            return self._lookup(user, address)
+        key = (user, address.lower(), self.now.replace(second=0, microsecond=0))
+        value = self.cache.get(key)
+        if value is None:
+            try:
+                value = self._lookup(user, address)
+            except NoRecipientCertificate as exc:
+                value = list(exc.addresses)
+            self.cache.put(key, value)
+        if isinstance(value, list):
+            raise NoRecipientCertificate(value)
+        return value
