@@ -11,21 +11,30 @@ Relative paths are resolved against the directory of the config file. Files name
 config (TLS certificates and keys, CA files, trust roots, the policy file) must exist unless
 ``check_files=False`` (used to validate the reference example, whose files live elsewhere).
 ``check_ports_free(config)`` is the start-time check that no listener port is already taken.
+The YAML loader and the validation helpers are `yamlcheck`'s (shared with the policy file).
+
+May import: errors, yamlcheck, stdlib.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
-import yaml
-
 from smime_proxy.errors import ConfigError
+from smime_proxy.yamlcheck import (
+    boolean,
+    choice,
+    expected,
+    load_yaml,
+    mapping,
+    only,
+    reason,
+    required,
+)
 
 ListenerTlsMode = Literal["starttls", "implicit"]
 UpstreamTlsMode = Literal["implicit", "starttls", "none"]
@@ -137,24 +146,6 @@ def load_config(path: Path | str, *, check_files: bool = True) -> Config:
                         check_files=check_files)
 
 
-def load_yaml(path: Path, what: str) -> object:
-    """Safe-load a YAML file; a missing file, a syntax error (with line and column) or a
-    duplicate key (PyYAML silently keeps the last) is a ConfigError naming the place."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read {what}: {_reason(e)}") from None
-    try:
-        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        raise ConfigError(_yaml_error(path, e)) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-
-
 def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
                  check_files: bool = True) -> Config:
     """Validate already-parsed YAML ``data`` (paths relative to ``base_dir``)."""
@@ -206,7 +197,7 @@ def check_ports_free(config: Config) -> None:
             except OSError as e:
                 raise ConfigError(
                     f"listeners.{name}.port: cannot listen on {listener.host} port "
-                    f"{listener.port}: {_reason(e)}"
+                    f"{listener.port}: {reason(e)}"
                 ) from None
 
 
@@ -324,31 +315,12 @@ class _Reader:
         self.base_dir = base_dir
         self.check_files = check_files
 
-    @staticmethod
-    def type_error(where: str, expected: str, value: object) -> ConfigError:
-        return ConfigError(f"{where}: expected {expected}, got {_show(value)}")
-
-    def mapping(self, value: object, where: str, expected: str) -> Mapping[str, object]:
-        if not isinstance(value, dict):
-            if where == "":
-                raise ConfigError(f"(top level): expected {expected} (a YAML mapping), "
-                                  f"got {_show(value)}")
-            raise self.type_error(where, expected, value)
-        return cast(dict[str, object], value)
-
-    @staticmethod
-    def only(m: Mapping[str, object], where: str, allowed: set[str]) -> None:
-        for key in m:
-            if key not in allowed:
-                name = f"{where}.{key}" if where else str(key)
-                raise ConfigError(f"{name}: unknown key (expected one of: "
-                                  f"{', '.join(sorted(allowed))})")
-
-    @staticmethod
-    def required(m: Mapping[str, object], where: str, key: str) -> object:
-        if key not in m or m[key] is None:
-            raise ConfigError(f"{where + '.' if where else ''}{key}: missing (required)")
-        return m[key]
+    type_error = staticmethod(expected)
+    mapping = staticmethod(mapping)
+    only = staticmethod(only)
+    required = staticmethod(required)
+    boolean = staticmethod(boolean)
+    choice = staticmethod(choice)
 
     def port(self, value: object, where: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
@@ -358,16 +330,6 @@ class _Reader:
     def seconds(self, value: object, where: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise self.type_error(where, "a whole number of seconds >= 1", value)
-        return value
-
-    def boolean(self, value: object, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.type_error(where, "true or false", value)
-        return value
-
-    def choice(self, value: object, where: str, choices: tuple[str, ...]) -> str:
-        if not isinstance(value, str) or value not in choices:
-            raise self.type_error(where, " | ".join(choices), value)
         return value
 
     def host(self, value: object, where: str, *, ip_only: bool) -> str:
@@ -401,46 +363,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _show(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null (empty)"
-    if isinstance(value, str):
-        shown = json.dumps(value, ensure_ascii=False)
-        return shown if len(shown) <= 60 else shown[:57] + '..."'
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _reason(e: BaseException) -> str:
-    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-
-
-def _yaml_error(path: Path, e: yaml.MarkedYAMLError) -> str:
-    mark = e.problem_mark
-    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-    return f"{where}: YAML syntax error: {e.problem or e.context or 'cannot parse'}"
-
-
-def _check_duplicate_keys(node: yaml.Node | None, where: str = "") -> None:
-    """PyYAML silently keeps the last of two equal keys: refuse them, naming the path."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            name = f"{where}.{key}" if where else key
-            if key in seen:
-                raise ConfigError(f"{name}: duplicate key (line {key_node.start_mark.line + 1})")
-            seen.add(key)
-            _check_duplicate_keys(value_node, name)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, f"{where}[{i}]")

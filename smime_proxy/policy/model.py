@@ -9,7 +9,7 @@ raises `ConfigError` whose message starts with the YAML path of the offending va
 
 The format is documented in `config/policy.yaml`.
 
-May import: errors, config (its YAML loader), stdlib.
+May import: errors, yamlcheck, stdlib.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal, cast
 
-from smime_proxy.config import load_yaml
 from smime_proxy.errors import ConfigError
+from smime_proxy.yamlcheck import boolean, load_yaml, only, show
 
 SignMode = Literal["never", "if-unlocked", "required"]
 EncryptMode = Literal["never", "if-possible", "required"]
@@ -157,14 +157,14 @@ def parse_policy(data: object) -> Policy:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"(top level): expected a mapping, got {_show(data)}")
+        raise ConfigError(f"(top level): expected a mapping, got {show(data)}")
     top = cast(dict[str, object], data)
-    _only(top, "", {"global", "domains", "users", "rules", "certificate_dir"})
+    only(top, "", {"global", "domains", "users", "rules", "certificate_dir"})
     certificate_dir: Path | None = None
     if top.get("certificate_dir") is not None:
         raw_dir = top["certificate_dir"]
         if not isinstance(raw_dir, str) or not raw_dir.strip():
-            raise ConfigError(f"certificate_dir: expected a directory path, got {_show(raw_dir)}")
+            raise ConfigError(f"certificate_dir: expected a directory path, got {show(raw_dir)}")
         certificate_dir = Path(raw_dir).expanduser()
     rules: list[Rule] = []
     glob = _settings(top.get("global", {}), "global")
@@ -173,7 +173,7 @@ def parse_policy(data: object) -> Policy:
         raw = top.get(section, {}) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{section}: expected a mapping of {level} -> settings, "
-                              f"got {_show(raw)}")
+                              f"got {show(raw)}")
         for key, value in cast(dict[object, object], raw).items():
             where = f"{section}.{key}"
             pattern = _pattern(key, where, level=cast(Level, level))
@@ -181,7 +181,7 @@ def parse_policy(data: object) -> Policy:
                               _settings(value, where)))
     raw_rules = top.get("rules", []) or []
     if not isinstance(raw_rules, list):
-        raise ConfigError(f"rules: expected a list of rules, got {_show(raw_rules)}")
+        raise ConfigError(f"rules: expected a list of rules, got {show(raw_rules)}")
     for index, item in enumerate(raw_rules):
         rules.append(_rule(item, f"rules[{index}]"))
     _check_overlaps(rules)
@@ -200,16 +200,16 @@ _SETTING_KEYS = {"sign", "encrypt", "ciphers", "fallback", "subject_tags",
 def _rule(raw: object, where: str) -> Rule:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with from/to and settings, "
-                          f"got {_show(raw)}")
+                          f"got {show(raw)}")
     m = cast(dict[str, object], raw)
-    _only(m, where, _SETTING_KEYS | {"from", "to"})
+    only(m, where, _SETTING_KEYS | {"from", "to"})
     sender = _pattern(m.get("from", "*"), f"{where}.from", level=None)
     to_raw = m.get("to", [])
     if isinstance(to_raw, str):
         to_raw = [to_raw]
     if not isinstance(to_raw, list):
         raise ConfigError(f"{where}.to: expected a pattern or a list of patterns, "
-                          f"got {_show(to_raw)}")
+                          f"got {show(to_raw)}")
     recipients = tuple(_pattern(p, f"{where}.to[{i}]", level=None)
                        for i, p in enumerate(to_raw))
     level: Level = {"any": "global", "domain": "domain", "address": "user"}[
@@ -224,12 +224,12 @@ def _rule(raw: object, where: str) -> Rule:
 def _pattern(raw: object, where: str, *, level: Level | None) -> Pattern:
     if not isinstance(raw, str) or not raw.strip() or any(c.isspace() for c in raw.strip()):
         raise ConfigError(f"{where}: expected an address, domain or glob pattern, "
-                          f"got {_show(raw)}")
+                          f"got {show(raw)}")
     text = raw.strip().lower()
     if text.startswith("@"):
         text = text[1:]
     if text.count("@") > 1 or text.endswith("@") or not text:
-        raise ConfigError(f"{where}: not an address, domain or glob pattern: {_show(raw)}")
+        raise ConfigError(f"{where}: not an address, domain or glob pattern: {show(raw)}")
     pattern = Pattern(text)
     if level == "user" and (pattern.kind != "address" or not _WILDCARDS.isdisjoint(text)):
         raise ConfigError(f"{where}: users are keyed by an exact address "
@@ -243,9 +243,9 @@ def _settings(raw: object, where: str) -> Settings:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping of settings, got {_show(raw)}")
+        raise ConfigError(f"{where}: expected a mapping of settings, got {show(raw)}")
     m = cast(dict[str, object], raw)
-    _only(m, where, _SETTING_KEYS)
+    only(m, where, _SETTING_KEYS)
     s = Settings(
         sign=cast(SignMode | None, _choice(m, "sign", where, SIGN_MODES)),
         encrypt=cast(EncryptMode | None, _choice(m, "encrypt", where, ENCRYPT_MODES)),
@@ -312,7 +312,7 @@ def _choice(m: Mapping[str, object], key: str, where: str,
     if value is False and "never" in choices:  # YAML 1.1 reads a bare `no`/`off` as false
         value = "never"
     if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{where}.{key}: expected {' | '.join(choices)}, got {_show(value)}")
+        raise ConfigError(f"{where}.{key}: expected {' | '.join(choices)}, got {show(value)}")
     return value
 
 
@@ -320,9 +320,7 @@ def _bool(m: Mapping[str, object], key: str, where: str) -> bool | None:
     if key not in m:
         return None
     value = m[key]
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}.{key}: expected true or false, got {_show(value)}")
-    return value
+    return boolean(value, f"{where}.{key}")
 
 
 def _ciphers(m: Mapping[str, object], where: str) -> tuple[CipherName, ...] | None:
@@ -333,12 +331,12 @@ def _ciphers(m: Mapping[str, object], where: str) -> tuple[CipherName, ...] | No
         value = [value]
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{where}.ciphers: expected a non-empty list of "
-                          f"{' | '.join(CIPHERS)}, got {_show(value)}")
+                          f"{' | '.join(CIPHERS)}, got {show(value)}")
     out: list[CipherName] = []
     for i, item in enumerate(value):
         if item not in CIPHERS:
             raise ConfigError(f"{where}.ciphers[{i}]: expected {' | '.join(CIPHERS)}, "
-                              f"got {_show(item)}")
+                              f"got {show(item)}")
         if item in out:
             raise ConfigError(f"{where}.ciphers[{i}]: {item} is listed twice")
         out.append(cast(CipherName, item))
@@ -353,9 +351,9 @@ def _tags(m: Mapping[str, object], where: str) -> tuple[tuple[str, str], ...] | 
         return ()
     if not isinstance(value, dict):
         raise ConfigError(f"{where}.subject_tags: expected a mapping with sign and/or "
-                          f"encrypt, got {_show(value)}")
+                          f"encrypt, got {show(value)}")
     tags = cast(dict[str, object], value)
-    _only(tags, f"{where}.subject_tags", {"sign", "encrypt"})
+    only(tags, f"{where}.subject_tags", {"sign", "encrypt"})
     out: list[tuple[str, str]] = []
     for name in ("sign", "encrypt"):
         if name not in tags:
@@ -364,7 +362,7 @@ def _tags(m: Mapping[str, object], where: str) -> tuple[tuple[str, str], ...] | 
         if (not isinstance(tag, str) or not tag.strip() or not tag.isprintable()
                 or tag != tag.strip()):
             raise ConfigError(f"{where}.subject_tags.{name}: expected a printable tag such as "
-                              f'"[{name}]", got {_show(tag)}')
+                              f'"[{name}]", got {show(tag)}')
         out.append((name, tag))
     if len(out) == 2 and out[0][1].lower() == out[1][1].lower():
         raise ConfigError(f"{where}.subject_tags.encrypt: the same tag as "
@@ -381,36 +379,12 @@ def _patterns(m: Mapping[str, object], key: str, where: str) -> tuple[str, ...] 
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
-        raise ConfigError(f"{where}.{key}: expected a list of patterns, got {_show(value)}")
+        raise ConfigError(f"{where}.{key}: expected a list of patterns, got {show(value)}")
     return tuple(_pattern(p, f"{where}.{key}[{i}]", level=None).text
                  for i, p in enumerate(value))
-
-
-def _only(m: Mapping[str, object], where: str, allowed: set[str]) -> None:
-    for key in m:
-        if key not in allowed:
-            name = f"{where}.{key}" if where else str(key)
-            raise ConfigError(f"{name}: unknown key (expected one of: "
-                              f"{', '.join(sorted(allowed))})")
-
-
-def _show(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null (empty)"
-    if isinstance(value, str):
-        return '"' + value[:60] + '"'
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
 
 
 def _show_setting(value: object) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(_show_setting(v) for v in value) + "]"
-    return _show(value) if not isinstance(value, str) else value
+    return show(value) if not isinstance(value, str) else value
