@@ -1,4 +1,4 @@
-"""The IMAP front: the asyncio shell around `imap.session.ProxySession`.
+"""The IMAP front: the asyncio shell around `imap.session.ImapSession`.
 
 - Listener per `listeners.imap`: implicit TLS, STARTTLS offered on the plain port, or plain
   text (login only from a loopback client with `plaintext_loopback: true`).
@@ -39,10 +39,10 @@ from smime_proxy.errors import ConfigError, KeyLocked, NoSuchKey, SmimeProxyErro
 from smime_proxy.imap.session import (
     Action,
     Close,
+    ImapSession,
     MessageOpened,
     OpenMessage,
     Pause,
-    ProxySession,
     SendToClient,
     SendToUpstream,
     SessionSettings,
@@ -122,7 +122,7 @@ class _Connection:
         self.writer = writer
         self.up_reader: asyncio.StreamReader | None = None
         self.up_writer: asyncio.StreamWriter | None = None
-        self.session: ProxySession | None = None
+        self.session: ImapSession | None = None
         self.closed = False
         self.client_read: asyncio.Task[bytes] | None = None
         self.upstream_read: asyncio.Task[bytes] | None = None
@@ -157,7 +157,7 @@ class _Connection:
                 self.writer.write(b"* BYE [UNAVAILABLE] The mail server cannot be reached\r\n")
                 await self.writer.drain()
             return
-        self.session = ProxySession(settings)
+        self.session = ImapSession(settings)
         await self._do(self.session.start())
         while not self.closed:
             await self._step()

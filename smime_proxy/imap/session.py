@@ -1,6 +1,6 @@
 """The IMAP proxy session: a sans-I/O state machine (events in, actions out; never awaits).
 
-One `ProxySession` per client connection, with one upstream connection behind it (already
+One `ImapSession` per client connection, with one upstream connection behind it (already
 connected, TLS done and greeting read by the shell). The shell feeds it:
 
 - `start()` once the upstream is ready (it asks the upstream for its CAPABILITY, then greets
@@ -33,25 +33,42 @@ Behaviour:
   X-SMIME-Status) is shown byte for byte as stored, so every answer equals the upstream's.
 - Internal commands use tags starting with `~spx`; a client tag with that prefix gets BAD.
 
-Imports: stdlib, `smime_proxy.imap.wire`, `smime_proxy.imap.fetch_rewrite`, `smime_proxy.mime`.
+The actions and results are in `imap.events`, the capability filter in `imap.negotiation`.
+
+May import: errors, imap.wire, imap.events, imap.inflight, imap.negotiation,
+imap.fetch_rewrite, imap.views, mime, stdlib.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from smime_proxy.errors import PeerProtocolError
 from smime_proxy.imap import fetch_rewrite
+from smime_proxy.imap.events import (
+    Action,
+    Close,
+    MessageOpened,
+    OpenMessage,
+    Pause,
+    SendToClient,
+    SendToUpstream,
+    SessionSettings,
+    StartClientTls,
+)
+from smime_proxy.imap.inflight import FetchEntry, FetchJob, InternalCommand, RelayedCommand
+from smime_proxy.imap.negotiation import (
+    capabilities_in,
+    rewrite_capabilities,
+    sasl_plain_user,
+    shown_capabilities,
+)
 from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire import (
     MAX_LINE,
     NEED_DATA,
-    CapabilityResponse,
     ClientFramer,
     ConnectionClosed,
     ContinuationRequest,
@@ -65,8 +82,6 @@ from smime_proxy.imap.wire import (
     ParseError,
     ServerFramer,
     TruncatedMessage,
-    UntaggedStatus,
-    Value,
     parse_command,
     parse_response,
     split_at_sync_literals,
@@ -77,10 +92,10 @@ from smime_proxy.mime.transfer import UnknownCte
 __all__ = [
     "Action",
     "Close",
+    "ImapSession",
     "MessageOpened",
     "OpenMessage",
     "Pause",
-    "ProxySession",
     "SendToClient",
     "SendToUpstream",
     "SessionSettings",
@@ -92,134 +107,9 @@ MAX_MESSAGE: Final = 64 * 1024 * 1024
 MAX_LITERAL_BEFORE_LOGIN: Final = 64 * 1024
 MAX_BAD_BEFORE_LOGIN: Final = 10
 FAILED_LOGIN_DELAY: Final = 2.0
-_DROPPED_CAPS = re.compile(
-    r"(STARTTLS|LOGINDISABLED|COMPRESS=.*|NOTIFY|PREVIEW.*|SNIPPET=.*|AUTH=.*)", re.IGNORECASE
-)
 
 
-# --- actions (out) ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SendToClient:
-    data: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class SendToUpstream:
-    data: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class StartClientTls:
-    """Do the server-side TLS handshake now; whatever the client sent before it is dropped."""
-
-
-@dataclass(frozen=True, slots=True)
-class OpenMessage:
-    """Open (decrypt + verify) one stored message for `user`; answer with `MessageOpened`."""
-
-    request_id: int
-    user: str
-    raw: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """Wait this long before the next action (after a failed login: slows guessing)."""
-
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Close both connections (after sending what was queued before)."""
-
-    reason: str
-
-
-Action = SendToClient | SendToUpstream | StartClientTls | OpenMessage | Pause | Close
-
-
-# --- results (in) -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MessageOpened:
-    """The shell's answer to `OpenMessage`.
-
-    outcome "opened": `content` is what `open_message` returned (X-SMIME-Status first);
-    "locked": encrypted and the user's key is locked; "shown": `content` is to be shown as
-    it is (e.g. a message that could not be decrypted, incoming status fields removed).
-    `changed_only_status`: `open_message` only put its status line in front of the stored
-    bytes (a plain, unsigned message without an incoming X-SMIME-Status)."""
-
-    request_id: int
-    outcome: Literal["opened", "locked", "shown"]
-    content: bytes = field(default=b"", repr=False)
-    plain: bool = False
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    """What the shell knows about this connection and the configuration."""
-
-    starttls_available: bool = False  # listener mode starttls, TLS not yet active
-    tls_active: bool = False  # implicit TLS listener
-    plaintext_login: bool = False  # plaintext_loopback and a loopback client
-    locked_fetch: Literal["unavailable", "passthrough"] = "unavailable"
-
-
-# --- in-flight commands -------------------------------------------------------------------
-
-
-@dataclass
-class _Relay:
-    """A client command relayed upstream as is, waiting for its tagged response."""
-
-    tag: bytes
-    pieces: deque[bytes] = field(default_factory=deque)  # after each upstream "+"
-    login: bool = False  # LOGIN / AUTHENTICATE: authenticated once the upstream says OK
-    login_user: str | None = None  # the user then (keys are looked up by this name)
-    sasl_plain: bool = False  # AUTHENTICATE PLAIN waiting for the initial response
-    client_continues: bool = False  # the upstream's "+" went to the client
-    select: bool = False  # SELECT / EXAMINE: note whether the mailbox is read-only
-
-
-@dataclass
-class _Entry:
-    """One untagged response of a content FETCH, in order: a message to answer (request_id
-    set) or another response passed through (raw)."""
-
-    raw: bytes = b""
-    number: int = 0
-    request_id: int | None = None
-    stored: bytes = b""
-    items: dict[bytes, Value] = field(default_factory=dict)
-    result: MessageOpened | None = None
-
-
-@dataclass
-class _FetchJob:
-    command: FetchCommand
-    entries: deque[_Entry] = field(default_factory=deque)
-    done: bytes | None = None  # the upstream's tagged response, raw
-    done_ok: bool = False
-    locked: bool = False
-    unknown_cte: bool = False
-    seen_uids: list[int] = field(default_factory=list)
-    store_tag: bytes | None = None
-
-
-@dataclass
-class _Internal:
-    """A command of the proxy's own (CAPABILITY at start)."""
-
-    tag: bytes
-    purpose: Literal["capability"]
-
-
-class ProxySession:
+class ImapSession:
     """See the module docstring."""
 
     def __init__(self, settings: SessionSettings) -> None:
@@ -235,7 +125,7 @@ class ProxySession:
         self.tls_active = settings.tls_active
         self.starttls_available = settings.starttls_available and not settings.tls_active
         self.upstream_caps: tuple[str, ...] = ()
-        self._inflight: _Relay | _FetchJob | _Internal | None = None
+        self._inflight: RelayedCommand | FetchJob | InternalCommand | None = None
         self._counter = 0  # OpenMessage request ids
         self._tags = 0  # internal command tags
         self._bad_count = 0
@@ -249,7 +139,7 @@ class ProxySession:
     @property
     def pending_opens(self) -> int:
         job = self._inflight
-        if not isinstance(job, _FetchJob):
+        if not isinstance(job, FetchJob):
             return 0
         return sum(1 for e in job.entries if e.request_id is not None and e.result is None)
 
@@ -257,12 +147,12 @@ class ProxySession:
     def busy(self) -> bool:
         """A command is in progress (graceful stop waits for this)."""
         return self._inflight is not None and not (
-            isinstance(self._inflight, _Relay) and self._inflight.client_continues
+            isinstance(self._inflight, RelayedCommand) and self._inflight.client_continues
         )
 
     def start(self) -> list[Action]:
         tag = self._new_tag()
-        self._inflight = _Internal(tag, "capability")
+        self._inflight = InternalCommand(tag, "capability")
         return [SendToUpstream(tag + b" CAPABILITY\r\n")]
 
     def client_data(self, data: bytes) -> list[Action]:
@@ -287,7 +177,7 @@ class ProxySession:
 
     def message_opened(self, result: MessageOpened) -> list[Action]:
         job = self._inflight
-        if self.state == "closed" or not isinstance(job, _FetchJob):
+        if self.state == "closed" or not isinstance(job, FetchJob):
             return []
         for entry in job.entries:
             if entry.request_id == result.request_id:
@@ -353,7 +243,7 @@ class ProxySession:
             self._upstream_untagged(raw)
             return
         tag = raw.split(b" ", 1)[0]
-        if isinstance(job, _Internal) and tag == job.tag:
+        if isinstance(job, InternalCommand) and tag == job.tag:
             self._inflight = None
             if not raw[len(tag) + 1 :].upper().startswith(b"OK"):
                 self._fatal("upstream refused CAPABILITY")
@@ -362,7 +252,7 @@ class ProxySession:
             caps = b" ".join(c.encode("ascii") for c in self._caps())
             self._out.append(SendToClient(b"* OK [CAPABILITY " + caps + b"] smime-proxy ready\r\n"))
             return
-        if isinstance(job, _Relay) and tag == job.tag:
+        if isinstance(job, RelayedCommand) and tag == job.tag:
             self._inflight = None
             ok = raw[len(tag) + 1 :].upper().startswith(b"OK")
             if ok and job.login:
@@ -376,7 +266,7 @@ class ProxySession:
                 self.read_only = not ok or b"[READ-ONLY]" in raw.upper()
             self._out.append(SendToClient(self._filter_caps_in(raw)))
             return
-        if isinstance(job, _FetchJob):
+        if isinstance(job, FetchJob):
             if tag == job.command.tag and job.done is None:
                 job.done = raw
                 job.done_ok = raw[len(tag) + 1 :].upper().startswith(b"OK")
@@ -391,7 +281,7 @@ class ProxySession:
 
     def _upstream_continuation(self, raw: bytes) -> None:
         job = self._inflight
-        if isinstance(job, _Relay):
+        if isinstance(job, RelayedCommand):
             if job.pieces:
                 self._out.append(SendToUpstream(job.pieces.popleft()))
                 return
@@ -404,7 +294,7 @@ class ProxySession:
         job = self._inflight
         upper = raw[:40].upper()
         if upper.startswith(b"* CAPABILITY ") or upper.startswith(b"* OK [CAPABILITY "):
-            if isinstance(job, _Internal):
+            if isinstance(job, InternalCommand):
                 self._remember_caps(raw)
                 return
             if self.state == "starting":
@@ -413,11 +303,11 @@ class ProxySession:
         elif self.state == "starting":
             return
         is_fetch = re.match(rb"\* [0-9]+ FETCH ", raw[:40], re.IGNORECASE) is not None
-        if isinstance(job, _FetchJob):
+        if isinstance(job, FetchJob):
             if is_fetch:
                 self._fetch_data(job, raw)
             else:
-                job.entries.append(_Entry(raw=raw))
+                job.entries.append(FetchEntry(raw=raw))
                 self._flush_job(job)
             return
         if is_fetch:
@@ -443,45 +333,23 @@ class ProxySession:
     # -- capabilities ------------------------------------------------------------------------
 
     def _remember_caps(self, raw: bytes) -> None:
-        try:
-            response = parse_response(raw)
-        except ParseError:
-            return
-        if isinstance(response, CapabilityResponse):
-            self.upstream_caps = response.capabilities
-        elif isinstance(response, UntaggedStatus) and response.code is not None:
-            if response.code.name == "CAPABILITY":
-                self.upstream_caps = response.code.words()
+        caps = capabilities_in(raw)
+        if caps is not None:
+            self.upstream_caps = caps
 
     def _login_allowed(self) -> bool:
         return self.tls_active or self.settings.plaintext_login
 
     def _filter(self, caps: tuple[str, ...]) -> list[str]:
-        kept: list[str] = []
-        for cap in caps:
-            if cap.upper() == "AUTH=PLAIN" or not _DROPPED_CAPS.fullmatch(cap):
-                kept.append(cap)
-        if self.state != "authenticated":
-            if self.starttls_available:
-                kept.append("STARTTLS")
-            if not self._login_allowed():
-                kept = [c for c in kept if c.upper() != "AUTH=PLAIN"]
-                kept.append("LOGINDISABLED")
-        return kept
+        return shown_capabilities(caps, before_login=self.state != "authenticated",
+                                  starttls=self.starttls_available,
+                                  login_allowed=self._login_allowed())
 
     def _caps(self) -> list[str]:
         return self._filter(self.upstream_caps)
 
     def _filter_caps_in(self, raw: bytes) -> bytes:
-        """`* CAPABILITY ...`, `* OK [CAPABILITY ...] ...` or a tagged response with a
-        CAPABILITY code, with what the proxy cannot carry removed."""
-        match = re.match(rb"(\* CAPABILITY |\S+ OK \[CAPABILITY |\* OK \[CAPABILITY )([^\]\r]*)",
-                         raw, re.IGNORECASE)
-        if match is None:
-            return raw
-        caps = tuple(w.decode("ascii", "replace") for w in match[2].split(b" ") if w)
-        kept = b" ".join(c.encode("ascii", "replace") for c in self._filter(caps))
-        return match[1] + kept + raw[match.end() :]
+        return rewrite_capabilities(raw, self._filter)
 
     def _upstream_has(self, name: str) -> bool:
         return any(c.upper() == name for c in self.upstream_caps)
@@ -491,7 +359,7 @@ class ProxySession:
     def _pump_client(self) -> None:
         while self.state not in ("closed", "starting") and not self._awaiting_tls:
             job = self._inflight
-            if job is not None and not (isinstance(job, _Relay) and job.client_continues):
+            if job is not None and not (isinstance(job, RelayedCommand) and job.client_continues):
                 return
             try:
                 event = self.client.next_event()
@@ -517,7 +385,7 @@ class ProxySession:
                 self._fatal("literal too large", b"* BYE [TOOBIG] Literal too large\r\n")
                 return
             if isinstance(event, Message):
-                if isinstance(job, _Relay):
+                if isinstance(job, RelayedCommand):
                     self._client_continuation(job, event.raw)
                 else:
                     self._client_command(event.raw)
@@ -525,12 +393,12 @@ class ProxySession:
             self._fatal("unexpected client event")  # streaming is not used
             return
 
-    def _client_continuation(self, job: _Relay, raw: bytes) -> None:
+    def _client_continuation(self, job: RelayedCommand, raw: bytes) -> None:
         """A line the client sends after a "+" of the upstream (SASL data, IDLE's DONE)."""
         job.client_continues = False
         if job.sasl_plain:
             job.sasl_plain = False
-            job.login_user = _plain_user(raw.rstrip(b"\r\n"))
+            job.login_user = sasl_plain_user(raw.rstrip(b"\r\n"))
         self._out.append(SendToUpstream(raw))
 
     def _bad(self, tag: bytes, text: bytes) -> None:
@@ -581,7 +449,7 @@ class ProxySession:
             self._bad(tag, b"Already logged in")
             return
         if isinstance(command, FetchCommand) and fetch_rewrite.needs_rewrite(command):
-            job = _FetchJob(command)
+            job = FetchJob(command)
             self._inflight = job
             self._out.append(SendToUpstream(fetch_rewrite.upstream_fetch(command).render()))
             return
@@ -624,7 +492,7 @@ class ProxySession:
                 tag + b" NO [PRIVACYREQUIRED] Use STARTTLS or TLS first\r\n"))
             return
         if len(args) == 2:
-            self._relay(tag, raw, login=True, login_user=_plain_user(args[1]))
+            self._relay(tag, raw, login=True, login_user=sasl_plain_user(args[1]))
         else:
             self._relay(tag, raw, login=True, sasl_plain=True)
 
@@ -636,14 +504,14 @@ class ProxySession:
         elif self._upstream_has("LITERAL-"):
             raw = use_nonsync_literals(raw)
         pieces = deque(split_at_sync_literals(raw))
-        self._inflight = _Relay(tag, login=login, login_user=login_user, sasl_plain=sasl_plain,
-                                select=select)
+        self._inflight = RelayedCommand(tag, login=login, login_user=login_user,
+                                        sasl_plain=sasl_plain, select=select)
         self._inflight.pieces = pieces
         self._out.append(SendToUpstream(pieces.popleft()))
 
     # -- content FETCH -------------------------------------------------------------------
 
-    def _fetch_data(self, job: _FetchJob, raw: bytes) -> None:
+    def _fetch_data(self, job: FetchJob, raw: bytes) -> None:
         try:
             response = parse_response(raw)
         except ParseError:
@@ -654,16 +522,16 @@ class ProxySession:
         stored = items.get(fetch_rewrite.WHOLE_NAME)
         if fetch_rewrite.WHOLE_NAME not in items:
             # not an answer to our FETCH: a flag update of another message, say
-            job.entries.append(_Entry(raw=self._without_content(raw)))
+            job.entries.append(FetchEntry(raw=self._without_content(raw)))
             self._flush_job(job)
             return
         self._counter += 1
-        entry = _Entry(number=response.number, request_id=self._counter,
+        entry = FetchEntry(number=response.number, request_id=self._counter,
                        stored=stored if isinstance(stored, bytes) else b"", items=items)
         job.entries.append(entry)
         self._out.append(OpenMessage(self._counter, self.user or "", entry.stored))
 
-    def _flush_job(self, job: _FetchJob) -> None:
+    def _flush_job(self, job: FetchJob) -> None:
         """Answer the messages opened so far, in order; finish when all are answered."""
         while job.entries:
             entry = job.entries[0]
@@ -698,7 +566,7 @@ class ProxySession:
         self._out.append(SendToClient(final))
         self._inflight = None
 
-    def _answer(self, job: _FetchJob, entry: _Entry, result: MessageOpened) -> None:
+    def _answer(self, job: FetchJob, entry: FetchEntry, result: MessageOpened) -> None:
         if result.outcome == "locked":
             if self.settings.locked_fetch != "passthrough":
                 job.locked = True
@@ -721,16 +589,3 @@ class ProxySession:
             if isinstance(uid, int):
                 job.seen_uids.append(uid)
         self._out.append(SendToClient(response))
-
-
-def _plain_user(blob: bytes) -> str | None:
-    """The user of a SASL PLAIN message (authzid if given, else authcid)."""
-    try:
-        decoded = base64.b64decode(blob, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    parts = decoded.split(b"\0")
-    if len(parts) != 3:
-        return None
-    user = parts[0] or parts[1]
-    return user.decode("utf-8", "replace") or None

@@ -13,7 +13,7 @@ from smime_proxy.imap.session import (
     MessageOpened,
     OpenMessage,
     Pause,
-    ProxySession,
+    ImapSession,
     SendToClient,
     SendToUpstream,
     SessionSettings,
@@ -30,7 +30,7 @@ STATUS = b"X-SMIME-Status: encrypted=no; signature=none\r\n"
 
 @dataclass
 class Run:
-    session: ProxySession
+    session: ImapSession
     to_client: list[bytes] = field(default_factory=list)
     to_upstream: list[bytes] = field(default_factory=list)
     opens: list[OpenMessage] = field(default_factory=list)
@@ -70,7 +70,7 @@ class Run:
 
 
 def started(**settings: object) -> Run:
-    run = Run(ProxySession(SessionSettings(**settings)))  # type: ignore[arg-type]
+    run = Run(ImapSession(SessionSettings(**settings)))  # type: ignore[arg-type]
     run.take(run.session.start())
     assert run.upstream_out() == b"~spx1 CAPABILITY\r\n"
     assert run.to_client == []

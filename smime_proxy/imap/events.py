@@ -1,0 +1,83 @@
+"""What the IMAP core (`imap.session.ImapSession`) and its shell (`imap.server`) say to each
+other: the actions the core asks for, the results the shell feeds back, and the settings the
+shell knows about a connection. Plain data, no behaviour.
+
+May import: stdlib.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# --- actions (out) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendToClient:
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SendToUpstream:
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StartClientTls:
+    """Do the server-side TLS handshake now; whatever the client sent before it is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenMessage:
+    """Open (decrypt + verify) one stored message for `user`; answer with `MessageOpened`."""
+
+    request_id: int
+    user: str
+    raw: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait this long before the next action (after a failed login: slows guessing)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close both connections (after sending what was queued before)."""
+
+    reason: str
+
+
+Action = SendToClient | SendToUpstream | StartClientTls | OpenMessage | Pause | Close
+
+
+# --- results (in) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageOpened:
+    """The shell's answer to `OpenMessage`.
+
+    outcome "opened": `content` is what `open_message` returned (X-SMIME-Status first);
+    "locked": encrypted and the user's key is locked; "shown": `content` is to be shown as
+    it is (e.g. a message that could not be decrypted, incoming status fields removed).
+    `changed_only_status`: `open_message` only put its status line in front of the stored
+    bytes (a plain, unsigned message without an incoming X-SMIME-Status)."""
+
+    request_id: int
+    outcome: Literal["opened", "locked", "shown"]
+    content: bytes = field(default=b"", repr=False)
+    plain: bool = False
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What the shell knows about this connection and the configuration."""
+
+    starttls_available: bool = False  # listener mode starttls, TLS not yet active
+    tls_active: bool = False  # implicit TLS listener
+    plaintext_login: bool = False  # plaintext_loopback and a loopback client
+    locked_fetch: Literal["unavailable", "passthrough"] = "unavailable"
