@@ -8,19 +8,14 @@ May import: errors, crypto/, mime/, cryptography.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email
 import email.policy
 import functools
-import io
-import quopri
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.generator import BytesGenerator
 from typing import Any, Literal
 
 from cryptography import x509
@@ -54,8 +49,17 @@ from smime_proxy.errors import (
     VerificationError,
 )
 from smime_proxy.keystore.certs import certificate_addresses
+from smime_proxy.mime.building import (
+    base64_line_blocks,
+    base64_lines,
+    entity_pieces,
+    merge_outer_fields,
+    new_boundary,
+    outer_header,
+    pkcs7_mime_header,
+    seven_bit_pieces,
+)
 from smime_proxy.mime.entity import (
-    MAX_HEADER_BYTES,
     Entity,
     canonical_crlf,
     parse_entity,
@@ -161,7 +165,7 @@ def sign_message(
     if digest not in _MICALG:
         raise InputError(f"unsupported digest {digest}")
     outer = parse_entity(canonical_crlf(message))
-    inner = _seven_bit_pieces(outer)
+    inner = seven_bit_pieces(outer)
     chain = list(extra_certs) or list(agent.chain)
     cms_der = build_signed_data(
         inner,
@@ -172,11 +176,11 @@ def sign_message(
         extra_certs=chain,
         signing_time=now,
     )
-    headers = _outer_header(outer)
+    headers = outer_header(outer)
     if opaque:
-        lines = _base64_line_blocks([cms_der])
-        return b"".join([headers, _pkcs7_mime_header("signed-data"), *lines])
-    boundary = _boundary()
+        lines = base64_line_blocks([cms_der])
+        return b"".join([headers, pkcs7_mime_header("signed-data"), *lines])
+    boundary = new_boundary()
     # one join: a chain of `+` held three extra copies of a large message at once
     return b"".join(
         [
@@ -192,7 +196,7 @@ def sign_message(
             b"Content-Transfer-Encoding: base64\r\n"
             b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
             b"Content-Description: S/MIME Cryptographic Signature\r\n\r\n",
-            _base64_lines(cms_der),
+            base64_lines(cms_der),
             f"--{boundary}--\r\n".encode("ascii"),
         ]
     )
@@ -217,15 +221,15 @@ def encrypt_message(
     default_transport: KeyTransport = "oaep" if cipher.endswith("gcm") else "pkcs1"
     keys = [RecipientKey(r.certificate, r.key_transport or default_transport) for r in recipients]
     outer = parse_entity(canonical_crlf(message))
-    headers = _outer_header(outer)
-    der_pieces = build_enveloped_pieces(_entity_pieces(outer), keys, cipher)
+    headers = outer_header(outer)
+    der_pieces = build_enveloped_pieces(entity_pieces(outer), keys, cipher)
     # Free the plaintext before base64 doubles the size: the canonical copy if one was made,
     # and the message itself when the caller handed over its only reference.
     del outer, message
     smime_type = "authEnveloped-data" if cipher.endswith("gcm") else "enveloped-data"
-    lines = _base64_line_blocks(der_pieces)
+    lines = base64_line_blocks(der_pieces)
     del der_pieces
-    return b"".join([headers, _pkcs7_mime_header(smime_type), *lines])
+    return b"".join([headers, pkcs7_mime_header(smime_type), *lines])
 
 
 # --- opening ------------------------------------------------------------------------------
@@ -252,7 +256,8 @@ def decrypt_message(message: bytes, agent: KeyAgent) -> DecryptedMessage:
         # A wrong key (RFC 3218 random substitute) passes CBC padding 1 time in 256: the
         # garbage is caught here and reported exactly like every other failure.
         raise DecryptionFailed("cannot decrypt this message")
-    return DecryptedMessage(_merge(outer, opened.parts), opened.cipher, opened.authenticated)
+    return DecryptedMessage(merge_outer_fields(outer, opened.parts), opened.cipher,
+                            opened.authenticated)
 
 
 def inspect_signature(
@@ -338,7 +343,7 @@ def open_message(
     if is_signed(content):
         report = inspect_signature(content, trust_roots, now=now)
         if report.opaque and report.content is not None and report.signers:
-            content = _merge(parse_entity(content), (report.content,))
+            content = merge_outer_fields(parse_entity(content), (report.content,))
     status = _status_value(cipher, report)
     shown = _without_field(content, STATUS_HEADER.lower())
     return OpenedMessage(
@@ -591,132 +596,3 @@ def _first_problem(
     if from_address is None or not any(from_address in s.email for s in signers):
         return "the From address is not an address of the signer certificate"
     return None
-
-
-def _merge(outer: Entity, inner_parts: tuple[bytes, ...]) -> bytes:
-    """Outer header fields the inner entity does not repeat, then the inner entity."""
-    head = inner_parts[0]
-    if len(head) < MAX_HEADER_BYTES and len(inner_parts) > 1:
-        head = b"".join(inner_parts)  # small message: the header may straddle the pieces
-    inner_names = {f.name for f in parse_entity(head).fields}
-    kept = [f.raw for f in outer.other_fields() if f.name not in inner_names]
-    if kept and not kept[-1].endswith(b"\n"):
-        kept[-1] += b"\r\n"
-    if "mime-version" not in inner_names:
-        kept.append(b"MIME-Version: 1.0\r\n")
-    return b"".join([*kept, *inner_parts])
-
-
-def _outer_header(outer: Entity) -> bytes:
-    fields = [f.raw for f in outer.other_fields() if f.name != "bcc"]
-    if fields and not fields[-1].endswith(b"\n"):
-        fields[-1] += b"\r\n"
-    return b"".join(fields)
-
-
-def _entity_pieces(outer: Entity) -> list[bytes | memoryview]:
-    """The MIME entity of a message: its Content-* fields and body (RFC 8551 3.1), in
-    pieces that share the message's memory."""
-    content = [f.raw for f in outer.content_fields() if f.name != "mime-version"]
-    if not content:
-        content = [b"Content-Type: text/plain; charset=us-ascii\r\n"]
-    if not content[-1].endswith(b"\n"):
-        content[-1] += b"\r\n"
-    return [b"".join(content) + b"\r\n", outer.body_view()]
-
-
-def _entity_bytes(outer: Entity) -> bytes:
-    return b"".join(_entity_pieces(outer))
-
-
-def _seven_bit_pieces(outer: Entity) -> list[bytes | memoryview]:
-    """The entity to sign, in pieces sharing the message's memory when it is all 7-bit."""
-    if outer.data.isascii() and b"\x00" not in outer.data:
-        return _entity_pieces(outer)
-    return [_seven_bit_entity(outer)]
-
-
-def _seven_bit_entity(outer: Entity) -> bytes:
-    """The entity to sign: 8-bit or binary parts re-encoded so relays cannot alter them."""
-    entity = _entity_bytes(outer)
-    if entity.isascii() and b"\x00" not in entity:
-        return entity
-    parsed = email.message_from_bytes(entity, policy=email.policy.compat32)
-    for part in parsed.walk():
-        if part.is_multipart():
-            if part.get("Content-Transfer-Encoding", "").lower() in ("8bit", "binary"):
-                del part["Content-Transfer-Encoding"]
-            continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            continue
-        if payload.isascii() and part.get("Content-Transfer-Encoding", "7bit").lower() not in (
-            "8bit",
-            "binary",
-        ):
-            continue
-        del part["Content-Transfer-Encoding"]
-        if part.get_content_maintype() == "text":
-            part.set_payload(quopri.encodestring(canonical_crlf(payload)).decode("ascii"))
-            part["Content-Transfer-Encoding"] = "quoted-printable"
-        else:
-            part.set_payload(base64.encodebytes(payload).decode("ascii"))
-            part["Content-Transfer-Encoding"] = "base64"
-    out = io.BytesIO()
-    generator = BytesGenerator(out, mangle_from_=False, policy=email.policy.SMTP)
-    generator.flatten(parsed)  # type: ignore[arg-type]
-    return canonical_crlf(out.getvalue())
-
-
-def _pkcs7_mime_header(smime_type: str) -> bytes:
-    return (
-        b"MIME-Version: 1.0\r\n"
-        + b"Content-Type: application/pkcs7-mime; smime-type="
-        + smime_type.encode("ascii")
-        + b'; name="smime.p7m"\r\n'
-        + b"Content-Transfer-Encoding: base64\r\n"
-        + b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
-        + b"Content-Description: S/MIME Cryptographic Message\r\n\r\n"
-    )
-
-
-def _base64_lines(data: bytes | memoryview) -> bytes:
-    """Base64 in 76-character CRLF lines (RFC 2045 6.8).
-
-    One C-level encode, then one join of slices: encodebytes() loops in Python per line.
-    """
-    encoded = base64.b64encode(data)
-    lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
-    return b"\r\n".join(lines) + b"\r\n" if lines else b""
-
-
-_B64_BLOCK = 57 * 4096  # 4096 lines: blocks above the mmap threshold (memory.py), no heap holes
-
-
-def _base64_line_blocks(pieces: Sequence[bytes | memoryview]) -> list[bytes]:
-    """Base64 CRLF lines of the concatenated pieces, as blocks of up to 1024 lines, without
-    joining the pieces first (a large piece is encoded through memoryview slices)."""
-    blocks: list[bytes] = []
-    carry = b""
-    for piece in pieces:
-        view = memoryview(piece)
-        if carry:
-            need = (-len(carry)) % 57 or 57
-            carry += bytes(view[:need])
-            view = view[need:]
-            if len(carry) % 57 == 0:
-                blocks.append(_base64_lines(carry))
-                carry = b""
-            if not view:
-                continue
-        whole = len(view) - len(view) % 57
-        for start in range(0, whole, _B64_BLOCK):
-            blocks.append(_base64_lines(view[start : min(start + _B64_BLOCK, whole)]))
-        carry = bytes(view[whole:])
-    if carry:
-        blocks.append(_base64_lines(carry))
-    return blocks
-
-
-def _boundary() -> str:
-    return "----=_smime_" + secrets.token_hex(12)
