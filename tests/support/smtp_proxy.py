@@ -1,18 +1,22 @@
-"""Helpers for SMTP proxy tests: an event loop in a thread (so blocking clients such as
-smtplib, swaks and s-nail can talk to the proxy from the test), users with keys and address
-books, and the proxy front itself on a free 127.0.0.1 port."""
+"""Helpers for SMTP proxy tests: an async client (aiosmtplib, for tests on pytest-asyncio's
+loop), an event loop in a thread (`LoopThread`: only for blocking clients such as smtplib,
+swaks and s-nail, and for the IMAP tests' imaplib), users with keys and address books, and
+the proxy front itself on a free 127.0.0.1 port."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 import threading
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiosmtplib
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_proxy.config import ListenerConfig, ListenerTls, UpstreamEndpoint
@@ -139,3 +143,32 @@ def running(loop: LoopThread, front: SmtpFront) -> Iterator[SmtpFront]:
         yield front
     finally:
         loop.run(front.stop(1.0))
+
+
+@asynccontextmanager
+async def async_client(port: int, *, login: tuple[str, str] | None = None, ehlo: bool = True,
+                       use_tls: bool = False, tls_context: ssl.SSLContext | None = None,
+                       seconds: float = 20) -> AsyncIterator[aiosmtplib.SMTP]:
+    """An aiosmtplib client of the proxy on 127.0.0.1 (EHLO done, optionally logged in);
+    QUIT and closed on exit."""
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=seconds, use_tls=use_tls,
+                             start_tls=False, tls_context=tls_context,
+                             local_hostname="client.test")
+    await client.connect()
+    try:
+        if ehlo:
+            await client.ehlo()
+        if login is not None:
+            await client.login(*login)
+        yield client
+    finally:
+        if client.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.quit()
+        client.close()
+
+
+async def command(client: aiosmtplib.SMTP, line: str) -> tuple[int, str]:
+    """Send one raw command line; its reply code and text (no exception on a failure)."""
+    response = await client.execute_command(*line.encode().split(b" "))
+    return response.code, response.message

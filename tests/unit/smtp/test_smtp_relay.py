@@ -3,13 +3,11 @@ whatever falls on a piece boundary; and a multi-piece message arrives byte for b
 
 from __future__ import annotations
 
-import smtplib
-
 import pytest
 
 from smime_proxy.smtp import relay
 from support.fake_smtp import FakeUpstream
-from support.smtp_proxy import LoopThread, key_world, make_front, plain_upstream
+from support.smtp_proxy import async_client, key_world, make_front, plain_upstream
 
 
 def _reference(message: bytes) -> bytes:
@@ -32,22 +30,21 @@ def test_no_final_crlf_gets_one() -> None:
     assert b"".join(relay.dot_stuffed_pieces(b"a\r\nb")) == b"a\r\nb\r\n"
 
 
-def test_multi_piece_message_arrives_intact() -> None:
+async def test_multi_piece_message_arrives_intact() -> None:
     world = key_world()
     body = b"".join((b"." if i % 7 == 0 else b"") + b"line %d " % i + b"z" * 60 + b"\r\n"
                     for i in range(45_000))  # ~3 MB: several pieces
     message = b"X-SMIME-Sign: no\r\nSubject: big\r\n\r\n" + body
-    with LoopThread() as loop:
-        fake = FakeUpstream()
-        loop.run(fake.start())
-        front = make_front(world, plain_upstream(fake.port))
-        loop.run(front.start())
-        try:
-            with smtplib.SMTP("127.0.0.1", front.port, timeout=60) as c:
-                c.login("alice", "alice-pw")
-                assert c.sendmail("alice@example.test", ["bob@example.test"], message) == {}
-        finally:
-            loop.run(front.stop(1.0))
-            loop.run(fake.stop())
+    fake = FakeUpstream()
+    await fake.start()
+    front = make_front(world, plain_upstream(fake.port))
+    await front.start()
+    try:
+        async with async_client(front.port, login=("alice", "alice-pw"), seconds=60) as c:
+            errors, _ = await c.sendmail("alice@example.test", ["bob@example.test"], message)
+            assert errors == {}
+    finally:
+        await front.stop(1.0)
+        await fake.stop()
     [delivery] = fake.delivered
     assert delivery.data == b"Subject: big\r\n\r\n" + body

@@ -1,18 +1,24 @@
 """The SMTP front on the wire, against a scripted fake upstream (faults on cue): EHLO, AUTH
 and TLS rules, per-command relaying, DATA outcomes, faults at every step (never a 250
-without delivery, never a duplicate), smuggling, pipelining, STARTTLS injection."""
+without delivery, never a duplicate), smuggling, pipelining, STARTTLS injection.
+
+Async tests on pytest-asyncio's loop: the front, the fake upstream and the client
+(aiosmtplib, or raw asyncio streams) share it."""
 
 from __future__ import annotations
 
-import smtplib
-import socket
+import asyncio
+import base64
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 
+from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.errors import ConfigError
 from smime_proxy.harness.tls import ensure_tls
 from smime_proxy.smtp.server import SmtpFront, SmtpSettings
@@ -20,7 +26,8 @@ from support.fake_smtp import FakeUpstream
 from support.smtp_proxy import (
     UNLOCK_URL,
     KeyWorld,
-    LoopThread,
+    async_client,
+    command,
     key_world,
     listener,
     make_front,
@@ -31,6 +38,7 @@ from support.smtp_proxy import (
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
+PLAIN_ALICE = base64.b64encode(b"\0alice\0alice-pw").decode()
 
 
 def _message(subject: str = "Hello", extra: str = "", to: str = BOB) -> bytes:
@@ -40,131 +48,139 @@ def _message(subject: str = "Hello", extra: str = "", to: str = BOB) -> bytes:
 
 @dataclass
 class Env:
-    loop: LoopThread
     fake: FakeUpstream
     front: SmtpFront
     world: KeyWorld
 
-    def client(self) -> smtplib.SMTP:
-        c = smtplib.SMTP("127.0.0.1", self.front.port, timeout=20)
-        c.ehlo("client.test")
-        return c
+    def client(self, **kwargs: object) -> AbstractAsyncContextManager[aiosmtplib.SMTP]:
+        return async_client(self.front.port, **kwargs)  # type: ignore[arg-type]
 
-    def login(self) -> smtplib.SMTP:
-        c = self.client()
-        c.login("alice", "alice-pw")
-        return c
+    def login(self) -> AbstractAsyncContextManager[aiosmtplib.SMTP]:
+        return async_client(self.front.port, login=("alice", "alice-pw"))
+
+
+@asynccontextmanager
+async def _env(*, settings: SmtpSettings | None = None, listen: ListenerConfig | None = None,
+               endpoint: UpstreamEndpoint | None = None, key: bool = True,
+               **kwargs: object) -> AsyncIterator[Env]:
+    world = key_world()
+    if key:
+        world.give_key("alice", people().ids["alice"], unlock=True)
+    fake = FakeUpstream(**kwargs)  # type: ignore[arg-type]
+    await fake.start()
+    front = make_front(world, endpoint or plain_upstream(fake.port), listen=listen,
+                       settings=settings or SmtpSettings(timeout=1.0))
+    await front.start()
+    try:
+        yield Env(fake, front, world)
+    finally:
+        await front.stop(1.0)
+        await fake.stop()
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    yield from _env(tmp_path)
+async def env() -> AsyncIterator[Env]:
+    async with _env() as e:
+        yield e
 
 
-def _env(tmp_path: Path, **kwargs: object) -> Iterator[Env]:
-    world = key_world()
-    world.give_key("alice", people().ids["alice"], unlock=True)
-    with LoopThread() as loop:
-        fake = FakeUpstream(**kwargs)  # type: ignore[arg-type]
-        loop.run(fake.start())
-        front = make_front(world, plain_upstream(fake.port),
-                           settings=SmtpSettings(timeout=1.0))
-        loop.run(front.start())
-        try:
-            yield Env(loop, fake, front, world)
-        finally:
-            loop.run(front.stop(1.0))
-            loop.run(fake.stop())
-
-
-def test_ehlo_advertises_upstream_size_and_extensions(env: Env) -> None:
-    with env.client() as c:
-        features = c.esmtp_features
+async def test_ehlo_advertises_upstream_size_and_extensions(env: Env) -> None:
+    async with env.client() as c:
+        features = c.esmtp_extensions
     assert features["size"] == str(env.fake.size)
     for name in ("8bitmime", "smtputf8", "pipelining", "enhancedstatuscodes", "auth"):
         assert name in features, name
 
 
-def test_no_smtputf8_when_upstream_lacks_it(tmp_path: Path) -> None:
-    for e in _env(tmp_path, smtputf8=False):
-        with e.client() as c:
-            assert "smtputf8" not in c.esmtp_features
-            assert "8bitmime" in c.esmtp_features
+async def test_no_smtputf8_when_upstream_lacks_it() -> None:
+    async with _env(smtputf8=False) as e, e.client() as c:
+        assert "smtputf8" not in c.esmtp_extensions
+        assert "8bitmime" in c.esmtp_extensions
 
 
-def test_auth_is_the_upstream_login(env: Env) -> None:
-    with env.client() as c:
-        c.user, c.password = "alice", "wrong"
-        with pytest.raises(smtplib.SMTPAuthenticationError) as info:
-            c.auth("PLAIN", c.auth_plain)
-        assert info.value.smtp_code == 535
+async def test_auth_is_the_upstream_login(env: Env) -> None:
+    async with env.client() as c:
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError) as info:
+            await c.auth_plain("alice", "wrong")
+        assert info.value.code == 535
         assert env.fake.commands.count("AUTH") == 1  # one client AUTH, one upstream AUTH
-        code, _ = c.mail(ALICE)
-        assert code == 530
-        c.login("alice", "alice-pw")
+        assert (await command(c, f"MAIL FROM:<{ALICE}>"))[0] == 530
+        await c.login("alice", "alice-pw")
     assert env.fake.commands.count("AUTH") == 2
     assert env.fake.connections == 1  # the same upstream connection then carries the mail
 
 
-@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
-def test_auth_mechanisms(env: Env, mechanism: str) -> None:
-    with env.client() as c:
-        c.user, c.password = "alice", "alice-pw"
-        code, _ = c.auth(mechanism, getattr(c, f"auth_{mechanism.lower()}"),
-                         initial_response_ok=mechanism == "PLAIN")
-        assert code == 235
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
-def test_mail_needs_auth(env: Env) -> None:
-    with env.client() as c:
-        code, _ = c.mail(ALICE)
-        assert code == 530
+@pytest.mark.parametrize("dialogue", [
+    [f"AUTH PLAIN {PLAIN_ALICE}"],
+    ["AUTH PLAIN", PLAIN_ALICE],
+    [f"AUTH LOGIN {_b64('alice')}", _b64("alice-pw")],
+    ["AUTH LOGIN", _b64("alice"), _b64("alice-pw")],
+])
+async def test_auth_mechanisms(env: Env, dialogue: list[str]) -> None:
+    async with env.client() as c:
+        for line in dialogue[:-1]:
+            assert (await command(c, line))[0] == 334
+        assert (await command(c, dialogue[-1]))[0] == 235
+
+
+async def test_mail_needs_auth(env: Env) -> None:
+    async with env.client() as c:
+        assert (await command(c, f"MAIL FROM:<{ALICE}>"))[0] == 530
     assert "MAIL" not in env.fake.commands
 
 
 @pytest.mark.parametrize("step", ["MAIL", "RCPT"])
 @pytest.mark.parametrize("reply", ["451 4.3.0 try later", "550 5.1.1 no such user"])
-def test_mail_and_rcpt_rejections_relayed(env: Env, step: str, reply: str) -> None:
+async def test_mail_and_rcpt_rejections_relayed(env: Env, step: str, reply: str) -> None:
     env.fake.script[step] = reply
-    with env.login() as c:
-        with pytest.raises((smtplib.SMTPSenderRefused, smtplib.SMTPRecipientsRefused)) as info:
-            c.sendmail(ALICE, [BOB], _message())
+    async with env.login() as c:
+        with pytest.raises((aiosmtplib.SMTPSenderRefused,
+                            aiosmtplib.SMTPRecipientsRefused)) as info:
+            await c.sendmail(ALICE, [BOB], _message())
         text = str(info.value)
         code, status = reply.split()[:2]
         assert code in text and status in text
     assert env.fake.delivered == []
 
 
-def test_passthrough_bytes_and_250_from_upstream(env: Env) -> None:
+async def test_passthrough_bytes_and_250_from_upstream(env: Env) -> None:
     message = _message(extra="X-SMIME-Sign: no\r\n")
-    with env.login() as c:
-        assert c.sendmail(ALICE, [BOB], message) == {}
+    async with env.login() as c:
+        assert (await c.sendmail(ALICE, [BOB], message))[0] == {}
     [delivery] = env.fake.delivered
     assert delivery.data == _message()
     assert delivery.recipients == [BOB]
 
 
+async def _outcome(c: aiosmtplib.SMTP, message: bytes) -> int | None:
+    try:
+        await c.sendmail(ALICE, [BOB], message)
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        return exc.recipients[0].code
+    except aiosmtplib.SMTPResponseException as exc:
+        return exc.code
+    except aiosmtplib.SMTPServerDisconnected:
+        return None
+    return 250
+
+
 @pytest.mark.parametrize("step", ["MAIL", "RCPT", "DATA", "DATA_END"])
 @pytest.mark.parametrize("fault", ["kill", "stall", "451 4.3.0 later", "554 5.7.0 no"])
-def test_upstream_faults_never_250_without_delivery(env: Env, step: str, fault: str) -> None:
+async def test_upstream_faults_never_250_without_delivery(env: Env, step: str,
+                                                          fault: str) -> None:
     env.fake.script[f"{step}#1"] = fault
     message = _message(extra="X-SMIME-Sign: no\r\n")
-    outcome: int | None = None
-    with env.login() as c:
-        try:
-            c.sendmail(ALICE, [BOB], message)
-            outcome = 250
-        except smtplib.SMTPResponseException as exc:
-            outcome = exc.smtp_code
-        except smtplib.SMTPRecipientsRefused as exc:
-            outcome = next(iter(exc.recipients.values()))[0]
-        except smtplib.SMTPServerDisconnected:
-            outcome = None
+    async with env.login() as c:
+        outcome = await _outcome(c, message)
         if fault in ("kill", "stall"):  # the session ends with the upstream connection
-            with pytest.raises(smtplib.SMTPServerDisconnected):
-                c.noop()
+            with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+                await c.noop()
         else:
-            assert c.noop()[0] == 250
+            assert (await c.noop()).code == 250
     assert outcome != 250
     assert env.fake.delivered == []
     if fault in ("kill", "stall"):
@@ -172,214 +188,195 @@ def test_upstream_faults_never_250_without_delivery(env: Env, step: str, fault: 
     else:
         assert outcome == int(fault[:3])
     # the client retries: exactly one delivery
-    with env.login() as c:
-        assert c.sendmail(ALICE, [BOB], message) == {}
+    async with env.login() as c:
+        assert (await c.sendmail(ALICE, [BOB], message))[0] == {}
     assert len(env.fake.delivered) == 1
 
 
-def test_size_limit_from_upstream(tmp_path: Path) -> None:
-    for e in _env(tmp_path, size=5000):
+async def test_size_limit_from_upstream() -> None:
+    async with _env(size=5000) as e:
         big = _message() + (b"y" * 70 + b"\r\n") * 100
-        with e.login() as c:
-            code, _ = c.mail(ALICE, ["SIZE=6000"])  # declared: refused at once
-            assert code == 552
-            c.rset()
-            assert c.mail(ALICE)[0] == 250
-            assert c.rcpt(BOB)[0] == 250
-            code, text = c.data(big)  # undeclared: read to the end, then refused
-            assert code == 552 and b"5.3.4" in text
-            assert c.sendmail(ALICE, [BOB], _message()) == {}
+        async with e.login() as c:
+            # declared: refused at once
+            assert (await command(c, f"MAIL FROM:<{ALICE}> SIZE=6000"))[0] == 552
+            await c.rset()
+            assert (await c.mail(ALICE)).code == 250
+            assert (await c.rcpt(BOB)).code == 250
+            with pytest.raises(aiosmtplib.SMTPDataError) as info:
+                await c.data(big)  # undeclared: read to the end, then refused
+            assert info.value.code == 552 and "5.3.4" in info.value.message
+            assert (await c.sendmail(ALICE, [BOB], _message()))[0] == {}
         assert len(e.fake.delivered) == 1
 
 
-def test_too_big_after_encryption_is_552(tmp_path: Path) -> None:
-    for e in _env(tmp_path, size=3000):
+async def test_too_big_after_encryption_is_552() -> None:
+    async with _env(size=3000) as e:
         e.world.know("alice", people().ids["bob"])
         body = (b"z" * 70 + b"\r\n") * 30  # 2 KB: fits, but not once encrypted
-        with e.login() as c:
-            with pytest.raises(smtplib.SMTPDataError) as info:
-                c.sendmail(ALICE, [BOB], _message() + body)
-            assert info.value.smtp_code == 552
-            assert b"after S/MIME" in info.value.smtp_error
+        async with e.login() as c:
+            with pytest.raises(aiosmtplib.SMTPDataError) as info:
+                await c.sendmail(ALICE, [BOB], _message() + body)
+            assert info.value.code == 552
+            assert "after S/MIME" in info.value.message
         assert e.fake.delivered == []
 
 
-def test_locked_sign_required_is_451_with_unlock_url(env: Env) -> None:
+async def test_locked_sign_required_is_451_with_unlock_url(env: Env) -> None:
     env.front.policy = policy("global: {sign: required}")
     env.world.secure_mail.lock("alice")
-    with env.login() as c:
-        with pytest.raises(smtplib.SMTPDataError) as info:
-            c.sendmail(ALICE, [BOB], _message())
-        assert info.value.smtp_code == 451
-        assert b"4.7.0" in info.value.smtp_error
-        assert UNLOCK_URL.encode() in info.value.smtp_error
+    async with env.login() as c:
+        with pytest.raises(aiosmtplib.SMTPDataError) as info:
+            await c.sendmail(ALICE, [BOB], _message())
+        assert info.value.code == 451
+        assert "4.7.0" in info.value.message
+        assert UNLOCK_URL in info.value.message
     assert env.fake.delivered == []
     assert "RSET" in env.fake.commands
 
 
-def _raw(env: Env) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", env.front.port), timeout=10)
-    _read_reply(sock)
-    for line in (b"EHLO raw.test\r\n", b"AUTH PLAIN AGFsaWNlAGFsaWNlLXB3\r\n"):
-        sock.sendall(line)
-        _read_reply(sock)
-    return sock
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-def _read_reply(sock: socket.socket) -> bytes:
+async def _raw(env: Env) -> Stream:
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.front.port)
+    await _read_reply(reader)
+    for line in (b"EHLO raw.test\r\n", f"AUTH PLAIN {PLAIN_ALICE}\r\n".encode()):
+        writer.write(line)
+        await _read_reply(reader)
+    return reader, writer
+
+
+async def _read_reply(reader: asyncio.StreamReader) -> bytes:
+    """One complete (possibly multi-line) reply."""
     data = b""
     while True:
-        data += sock.recv(65536)
-        lines = data.split(b"\r\n")
-        if len(lines) >= 2 and len(lines[-2]) >= 4 and lines[-2][3:4] == b" ":
+        line = await asyncio.wait_for(reader.readline(), 10)
+        assert line, data
+        data += line
+        if line[3:4] == b" ":
             return data
 
 
+async def _read_lines(reader: asyncio.StreamReader, count: int) -> list[bytes]:
+    return [await asyncio.wait_for(reader.readline(), 10) for _ in range(count)]
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with suppress(ConnectionError, ssl.SSLError):
+        await writer.wait_closed()
+
+
 @pytest.mark.parametrize("smuggle", [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n"])
-def test_smuggling_refused_and_never_split(env: Env, smuggle: bytes) -> None:
-    sock = _raw(env)
-    sock.sendall(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
-    replies = b""
-    while replies.count(b"\r\n") < 3:
-        replies += sock.recv(4096)
-    assert replies.split(b"\r\n")[2].startswith(b"354")
-    sock.sendall(b"Subject: one\r\n\r\nfirst" + smuggle
+async def test_smuggling_refused_and_never_split(env: Env, smuggle: bytes) -> None:
+    reader, writer = await _raw(env)
+    writer.write(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+    replies = await _read_lines(reader, 3)
+    assert replies[2].startswith(b"354")
+    writer.write(b"Subject: one\r\n\r\nfirst" + smuggle
                  + b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
                  + b"Subject: smuggled\r\n\r\nsecond\r\n.\r\nNOOP\r\n")
-    reply = _read_reply(sock)
-    assert reply.startswith(b"554 5.6.0")
-    if b"250" not in reply:
-        reply += _read_reply(sock)
-    assert reply.endswith(b"250 OK\r\n")  # the pipelined NOOP, nothing else
-    sock.close()
+    assert (await _read_reply(reader)).startswith(b"554 5.6.0")
+    assert await _read_reply(reader) == b"250 OK\r\n"  # the pipelined NOOP, nothing else
+    await _close(writer)
     assert env.fake.delivered == []
 
 
-def test_pipelined_transaction_and_quit(env: Env) -> None:
-    sock = _raw(env)
-    sock.sendall(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
-    replies = b""
-    while replies.count(b"\r\n") < 3:
-        replies += sock.recv(4096)
-    sock.sendall(b"X-SMIME-Sign: no\r\nSubject: p\r\n\r\nhi\r\n.\r\nQUIT\r\n")
-    rest = b""
-    while not rest.endswith(b"221 2.0.0 Bye\r\n"):
-        chunk = sock.recv(4096)
-        assert chunk, rest
-        rest += chunk
-    assert rest.startswith(b"250 2.0.0")
-    sock.close()
+async def test_pipelined_transaction_and_quit(env: Env) -> None:
+    reader, writer = await _raw(env)
+    writer.write(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+    await _read_lines(reader, 3)
+    writer.write(b"X-SMIME-Sign: no\r\nSubject: p\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+    assert (await _read_reply(reader)).startswith(b"250 2.0.0")
+    assert await _read_reply(reader) == b"221 2.0.0 Bye\r\n"
+    await _close(writer)
     assert [d.data for d in env.fake.delivered] == [b"Subject: p\r\n\r\nhi\r\n"]
 
 
-def test_bcc_copy_failure_retry_has_no_duplicate(env: Env) -> None:
+async def test_bcc_copy_failure_retry_has_no_duplicate(env: Env) -> None:
     p = people()
     for name in ("bob", "carol"):
         env.world.know("alice", p.ids[name])
     env.fake.script["DATA_END#2"] = "451 4.3.0 disk full"
     message = _message(extra="Bcc: carol@example.test\r\n")
-    with env.login() as c:
-        with pytest.raises(smtplib.SMTPDataError) as info:
-            c.sendmail(ALICE, [BOB, "carol@example.test"], message)
-        assert info.value.smtp_code == 451
+    async with env.login() as c:
+        with pytest.raises(aiosmtplib.SMTPDataError) as info:
+            await c.sendmail(ALICE, [BOB, "carol@example.test"], message)
+        assert info.value.code == 451
     assert [d.recipients for d in env.fake.delivered] == [[BOB]]
-    with env.login() as c:
-        assert c.sendmail(ALICE, [BOB, "carol@example.test"], message) == {}
+    async with env.login() as c:
+        assert (await c.sendmail(ALICE, [BOB, "carol@example.test"], message))[0] == {}
     assert [d.recipients for d in env.fake.delivered] == [[BOB], ["carol@example.test"]]
-    with env.login() as c:  # a deliberate later resend is sent again, in full
-        c.sendmail(ALICE, [BOB, "carol@example.test"], message)
+    async with env.login() as c:  # a deliberate later resend is sent again, in full
+        await c.sendmail(ALICE, [BOB, "carol@example.test"], message)
     assert len(env.fake.delivered) == 4
 
 
-def _tls_env(tmp_path: Path, mode: str, loopback: bool) -> Iterator[Env]:
+def _tls_env(tmp_path: Path, mode: str,
+             loopback: bool) -> AbstractAsyncContextManager[Env]:
     files = ensure_tls(tmp_path / "tls")
-    world = key_world()
-    with LoopThread() as loop:
-        fake = FakeUpstream()
-        loop.run(fake.start())
-        front = make_front(world, plain_upstream(fake.port),
-                           listen=listener(tls=(files.server_cert, files.server_key, mode),
-                                           plaintext_loopback=loopback))
-        loop.run(front.start())
-        try:
-            yield Env(loop, fake, front, world)
-        finally:
-            loop.run(front.stop(1.0))
-            loop.run(fake.stop())
+    return _env(key=False, settings=SmtpSettings(timeout=5.0),
+                listen=listener(tls=(files.server_cert, files.server_key, mode),
+                                plaintext_loopback=loopback))
 
 
-def test_starttls_required_for_auth(tmp_path: Path) -> None:
-    ca = str(tmp_path / "tls" / "ca.pem")
-    for e in _tls_env(tmp_path, "starttls", loopback=False):
-        with e.client() as c:
-            assert "auth" not in c.esmtp_features
-            assert "starttls" in c.esmtp_features
-            code, _ = c.docmd("AUTH PLAIN AGFsaWNlAGFsaWNlLXB3")
-            assert code == 538
-            c.starttls(context=ssl.create_default_context(cafile=ca))
-            c.ehlo("client.test")
-            assert "auth" in c.esmtp_features
-            c.login("alice", "alice-pw")
-            assert c.sendmail(ALICE, [BOB], _message(extra="X-SMIME-Sign: no\r\n")) == {}
+def _ca(tmp_path: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(tmp_path / "tls" / "ca.pem"))
+
+
+async def test_starttls_required_for_auth(tmp_path: Path) -> None:
+    async with _tls_env(tmp_path, "starttls", loopback=False) as e:
+        async with e.client() as c:
+            assert "auth" not in c.esmtp_extensions
+            assert "starttls" in c.esmtp_extensions
+            assert (await command(c, f"AUTH PLAIN {PLAIN_ALICE}"))[0] == 538
+            await c.starttls(tls_context=_ca(tmp_path))
+            await c.ehlo()
+            assert "auth" in c.esmtp_extensions
+            await c.login("alice", "alice-pw")
+            message = _message(extra="X-SMIME-Sign: no\r\n")
+            assert (await c.sendmail(ALICE, [BOB], message))[0] == {}
         assert len(e.fake.delivered) == 1
 
 
-def test_plaintext_loopback_switch(tmp_path: Path) -> None:
-    for e in _tls_env(tmp_path, "starttls", loopback=True):
-        with e.client() as c:
-            assert "auth" in c.esmtp_features
-            c.login("alice", "alice-pw")
+async def test_plaintext_loopback_switch(tmp_path: Path) -> None:
+    async with _tls_env(tmp_path, "starttls", loopback=True) as e, e.client() as c:
+        assert "auth" in c.esmtp_extensions
+        await c.login("alice", "alice-pw")
 
 
-def test_implicit_tls(tmp_path: Path) -> None:
-    ca = str(tmp_path / "tls" / "ca.pem")
-    for e in _tls_env(tmp_path, "implicit", loopback=False):
-        with smtplib.SMTP_SSL("127.0.0.1", e.front.port, timeout=10,
-                              context=ssl.create_default_context(cafile=ca)) as c:
-            c.ehlo("client.test")
-            assert "starttls" not in c.esmtp_features
-            c.login("alice", "alice-pw")
-            assert c.sendmail(ALICE, [BOB], _message(extra="X-SMIME-Sign: no\r\n")) == {}
+async def test_implicit_tls(tmp_path: Path) -> None:
+    async with (_tls_env(tmp_path, "implicit", loopback=False) as e,
+                e.client(use_tls=True, tls_context=_ca(tmp_path)) as c):
+        assert "starttls" not in c.esmtp_extensions
+        await c.login("alice", "alice-pw")
+        assert (await c.sendmail(ALICE, [BOB], _message(extra="X-SMIME-Sign: no\r\n")))[0] == {}
 
 
-def test_starttls_injection_discarded(tmp_path: Path) -> None:
-    ca = str(tmp_path / "tls" / "ca.pem")
-    for e in _tls_env(tmp_path, "starttls", loopback=False):
-        sock = socket.create_connection(("127.0.0.1", e.front.port), timeout=10)
-        _read_reply(sock)
-        sock.sendall(b"EHLO raw.test\r\n")
-        _read_reply(sock)
-        sock.sendall(b"STARTTLS\r\nAUTH PLAIN AGFsaWNlAGFsaWNlLXB3\r\n")
-        assert _read_reply(sock).startswith(b"220")
-        context = ssl.create_default_context(cafile=ca)
-        tls = context.wrap_socket(sock, server_hostname="localhost")
-        tls.sendall(b"NOOP\r\n")
-        reply = _read_reply(tls)
-        assert reply == b"250 OK\r\n"  # nothing answered the injected AUTH
-        tls.close()
+async def test_starttls_injection_discarded(tmp_path: Path) -> None:
+    async with _tls_env(tmp_path, "starttls", loopback=False) as e:
+        reader, writer = await asyncio.open_connection("127.0.0.1", e.front.port)
+        await _read_reply(reader)
+        writer.write(b"EHLO raw.test\r\n")
+        await _read_reply(reader)
+        writer.write(f"STARTTLS\r\nAUTH PLAIN {PLAIN_ALICE}\r\n".encode())
+        assert (await _read_reply(reader)).startswith(b"220")
+        await writer.start_tls(_ca(tmp_path), server_hostname="localhost")
+        writer.write(b"NOOP\r\n")
+        assert await _read_reply(reader) == b"250 OK\r\n"  # nothing answered the injected AUTH
+        await _close(writer)
         assert "AUTH" not in e.fake.commands
 
 
-def test_recipient_cap(tmp_path: Path) -> None:
-    world = key_world()
-    with LoopThread() as loop:
-        fake = FakeUpstream()
-        loop.run(fake.start())
-        front = make_front(world, plain_upstream(fake.port),
-                           settings=SmtpSettings(timeout=5.0, max_recipients=2))
-        loop.run(front.start())
-        try:
-            with smtplib.SMTP("127.0.0.1", front.port, timeout=10) as c:
-                c.login("alice", "alice-pw")
-                assert c.mail(ALICE)[0] == 250
-                assert c.rcpt("a@example.test")[0] == 250
-                assert c.rcpt("b@example.test")[0] == 250
-                code, text = c.rcpt("c@example.test")
-                assert (code, text[:5]) == (452, b"4.5.3")
-            assert fake.commands.count("RCPT") == 2
-        finally:
-            loop.run(front.stop(1.0))
-            loop.run(fake.stop())
+async def test_recipient_cap() -> None:
+    async with (_env(key=False, settings=SmtpSettings(timeout=5.0, max_recipients=2)) as e,
+                e.login() as c):
+        assert (await c.mail(ALICE)).code == 250
+        assert (await c.rcpt("a@example.test")).code == 250
+        assert (await c.rcpt("b@example.test")).code == 250
+        code, text = await command(c, "RCPT TO:<c@example.test>")
+        assert (code, text[:5]) == (452, "4.5.3")
+        assert e.fake.commands.count("RCPT") == 2
 
 
 def test_policy_reload_keeps_old_policy_on_error(tmp_path: Path) -> None:
@@ -441,27 +438,23 @@ def _global_encrypt(front: SmtpFront) -> str:
 
 
 @pytest.mark.parametrize("mode", ["starttls", "implicit"])
-def test_upstream_tls_never_falls_back_to_plaintext(tmp_path: Path, mode: str) -> None:
-    from smime_proxy.config import UpstreamEndpoint
-
-    world = key_world()
-    with LoopThread() as loop:
-        fake = FakeUpstream()  # speaks plaintext only, offers no STARTTLS
-        loop.run(fake.start())
-        endpoint = UpstreamEndpoint(host="127.0.0.1", port=fake.port, tls=mode,  # type: ignore[arg-type]
-                                    verify=False, ca_file=None)
-        front = make_front(world, endpoint, settings=SmtpSettings(timeout=2.0))
-        loop.run(front.start())
-        try:
-            with smtplib.SMTP("127.0.0.1", front.port, timeout=10) as c:
-                code, text = c.ehlo("client.test")
-                assert code == 421, text
-                with pytest.raises(smtplib.SMTPServerDisconnected):
-                    c.noop()  # the session ended with the 421
+async def test_upstream_tls_never_falls_back_to_plaintext(mode: str) -> None:
+    fake = FakeUpstream()  # speaks plaintext only, offers no STARTTLS
+    await fake.start()
+    endpoint = UpstreamEndpoint(host="127.0.0.1", port=fake.port, tls=mode,  # type: ignore[arg-type]
+                                verify=False, ca_file=None)
+    try:
+        async with _env(key=False, endpoint=endpoint, settings=SmtpSettings(timeout=2.0)) as e:
+            reader, writer = await asyncio.open_connection("127.0.0.1", e.front.port)
+            assert (await _read_reply(reader)).startswith(b"220")
+            writer.write(b"EHLO client.test\r\n")
+            reply = await _read_reply(reader)
+            assert reply.startswith(b"421 4.4.2"), reply
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # the session ended
+            await _close(writer)
             assert "AUTH" not in fake.commands
-        finally:
-            loop.run(front.stop(1.0))
-            loop.run(fake.stop())
+    finally:
+        await fake.stop()
 
 
 @pytest.mark.parametrize("arg", [
@@ -541,24 +534,23 @@ def test_certificate_directory_after_the_address_book(tmp_path: Path) -> None:
 CAROL_ADDR = "carol@example.test"
 
 
-def test_no_password_or_body_in_any_log_line(env: Env, caplog: pytest.LogCaptureFixture) -> None:
-    import base64
+async def test_no_password_or_body_in_any_log_line(env: Env,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
     caplog.set_level(logging.DEBUG)
     secret_body = b"the body must never be logged 4b1d"
-    with env.client() as c:
-        c.user, c.password = "alice", "alice-pw"
-        code, _ = c.auth("LOGIN", c.auth_login, initial_response_ok=False)
-        assert code == 235
-        c.sendmail(ALICE, [BOB], _message(extra="X-SMIME-Sign: no\r\n") + secret_body + b"\r\n")
-    with env.client() as c:
-        c.user, c.password = "alice", "wrong-password-9f2"
-        with pytest.raises(smtplib.SMTPAuthenticationError):
-            c.auth("PLAIN", c.auth_plain, initial_response_ok=False)
-    with env.client() as c:  # a broken client answering a challenge with a raw password
-        assert c.docmd("AUTH LOGIN")[0] == 334
-        assert c.docmd("raw-password-77")[0] == 501
+    async with env.client() as c:
+        for line, code in (("AUTH LOGIN", 334), (_b64("alice"), 334), (_b64("alice-pw"), 235)):
+            assert (await command(c, line))[0] == code
+        await c.sendmail(ALICE, [BOB],
+                         _message(extra="X-SMIME-Sign: no\r\n") + secret_body + b"\r\n")
+    async with env.client() as c:
+        assert (await command(c, "AUTH PLAIN"))[0] == 334
+        assert (await command(c, _b64("\0alice\0wrong-password-9f2")))[0] == 535
+    async with env.client() as c:  # a broken client answering a challenge with a raw password
+        assert (await command(c, "AUTH LOGIN"))[0] == 334
+        assert (await command(c, "raw-password-77"))[0] == 501
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert any(r.name == "mail.log" for r in caplog.records)  # aiosmtpd did log
     for secret in ("alice-pw", "wrong-password-9f2", base64.b64encode(b"alice-pw").decode(),
