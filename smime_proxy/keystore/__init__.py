@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts, usable_for_encryption
-from smime_proxy.keystore.pkcs import IMPORT_ITERATION_CAP, KDF_ITERATIONS
+from smime_proxy.keystore.pkcs import KDF_ITERATIONS
+from smime_proxy.keystore.pkcs12_check import IMPORT_ITERATION_CAP
 from smime_proxy.keystore.ports import (
     AddressBook,
     ContactCertificate,

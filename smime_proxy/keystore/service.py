@@ -43,7 +43,6 @@ from smime_proxy.errors import (
 from smime_proxy.keystore.ca import USER_VALIDITY_DAYS, ServerCA, new_private_key
 from smime_proxy.keystore.certs import CertificateSummary, certificate_addresses
 from smime_proxy.keystore.pkcs import (
-    IMPORT_ITERATION_CAP,
     KDF_ITERATIONS,
     KeyMaterial,
     PrivateKey,
@@ -54,6 +53,7 @@ from smime_proxy.keystore.pkcs import (
     unwrap_private_key,
     wrap_private_key,
 )
+from smime_proxy.keystore.pkcs12_check import IMPORT_ITERATION_CAP
 from smime_proxy.keystore.ports import KeyRecord, KeyStore
 
 DEFAULT_IDLE_TIMEOUT = timedelta(seconds=180)

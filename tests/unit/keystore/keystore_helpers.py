@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.algorithms import AES
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from smime_proxy.keystore.pkcs import pkcs12_kdf
+from smime_proxy.keystore.pkcs12_check import pkcs12_kdf
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 FAST_ITERATIONS = 1_000  # tests only: production is KDF_ITERATIONS (600,000)

@@ -15,7 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from smime_proxy.cli import main
-from smime_proxy.keystore.pkcs import KDF_ITERATIONS, LEGACY_INSPECTION_CAP
+from smime_proxy.keystore.pkcs import KDF_ITERATIONS
+from smime_proxy.keystore.pkcs12_check import LEGACY_INSPECTION_CAP
 from unit.keystore.keystore_helpers import (
     THUNDERBIRD_PASSWORD,
     craft_iterations,

@@ -28,7 +28,7 @@ from smime_proxy.errors import (
     NoSuchKey,
     WrongPassword,
 )
-from smime_proxy.keystore import pkcs
+from smime_proxy.keystore import pkcs, pkcs12_check
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.ports import KeyStore, MemoryKeyStore
 from smime_proxy.keystore.service import (
@@ -492,7 +492,7 @@ def test_import_refusals(mail: SecureMail, server_ca: ServerCA) -> None:
     with pytest.raises(ImportRejected):
         mail.import_pkcs12("bob", b"", b"x", PW)
     with pytest.raises(ImportRejected, match="too large"):
-        mail.import_pkcs12("bob", b"\x00" * (pkcs.MAX_KEY_FILE_SIZE + 1), b"x", PW)
+        mail.import_pkcs12("bob", b"\x00" * (pkcs12_check.MAX_KEY_FILE_SIZE + 1), b"x", PW)
     with pytest.raises(ImportRejected, match="exactly one private key"):
         mail.import_pkcs12("bob", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
                            b"", PW)
@@ -544,7 +544,7 @@ def test_import_iteration_cap(mail: SecureMail, vector_name: str, where: str) ->
     with pytest.raises(ImportRejected, match="KDF iterations"):
         mail.remove("fran", crafted, THUNDERBIRD_PASSWORD)  # the same guard on remove
     # Just over the cap is refused too; zero is refused.
-    over = craft_iterations(_tb(vector_name), **{where: pkcs.IMPORT_ITERATION_CAP + 1})
+    over = craft_iterations(_tb(vector_name), **{where: pkcs12_check.IMPORT_ITERATION_CAP + 1})
     with pytest.raises(ImportRejected, match="KDF iterations"):
         mail.import_pkcs12("victim", over, THUNDERBIRD_PASSWORD, PW)
     zero = craft_iterations(_tb(vector_name), **{where: 0})
@@ -573,10 +573,10 @@ def test_import_cap_on_key_bag_inside_an_encrypted_safe(mail: SecureMail, legacy
 
 def test_legacy_encrypted_safe_inspection_cap(mail: SecureMail) -> None:
     """Opening a legacy safe for inspection runs a Python KDF: its count has a lower cap."""
-    crafted = craft_iterations(_tb("Fran"), encrypted_safe=pkcs.LEGACY_INSPECTION_CAP + 1)
+    crafted = craft_iterations(_tb("Fran"), encrypted_safe=pkcs12_check.LEGACY_INSPECTION_CAP + 1)
     with pytest.raises(ImportRejected, match="legacy PKCS#12 encryption"):
         mail.import_pkcs12("fran", crafted, THUNDERBIRD_PASSWORD, PW)
-    assert pkcs.LEGACY_INSPECTION_CAP >= 50_000  # Java's legacy exports use 50,000
+    assert pkcs12_check.LEGACY_INSPECTION_CAP >= 50_000  # Java's legacy exports use 50,000
 
 
 def test_pkcs12_kdf_opens_the_nss_legacy_safe() -> None:
@@ -588,30 +588,30 @@ def test_pkcs12_kdf_opens_the_nss_legacy_safe() -> None:
     encrypted = [s for s in safes if s["content_type"].native == "encrypted_data"]
     assert len(encrypted) == 1
     info = encrypted[0]["content"]["encrypted_content_info"]
-    plain = pkcs._decrypt_for_inspection(
+    plain = pkcs12_check._decrypt_for_inspection(
         info["content_encryption_algorithm"], info["encrypted_content"].native, b"nss"
     )
-    contents = pkcs._parse_safe_contents(plain)
+    contents = pkcs12_check._parse_safe_contents(plain)
     assert contents is not None
     assert [b["bag_id"].native for b in contents] == ["cert_bag"]
-    wrong = pkcs._decrypt_for_inspection(
+    wrong = pkcs12_check._decrypt_for_inspection(
         info["content_encryption_algorithm"], info["encrypted_content"].native, b"wrong"
     )
-    assert pkcs._parse_safe_contents(wrong) is None
+    assert pkcs12_check._parse_safe_contents(wrong) is None
 
 
 def test_import_total_kdf_budget() -> None:
     """Each count is capped, and so are their sum (4 x cap) and the number of KDF runs."""
     crafted = craft_iterations(_tb("Fran"), mac=9_000, key_bag=9_000, encrypted_safe=9_000)
-    pkcs.check_pkcs12_iterations(crafted, 9_000, THUNDERBIRD_PASSWORD)
+    pkcs12_check.check_pkcs12_iterations(crafted, 9_000, THUNDERBIRD_PASSWORD)
     with pytest.raises(ImportRejected, match="asks for 9000 KDF iterations"):
-        pkcs.check_pkcs12_iterations(crafted, 8_999)
-    budget = pkcs._Budget(10)
+        pkcs12_check.check_pkcs12_iterations(crafted, 8_999)
+    budget = pkcs12_check._Budget(10)
     for _ in range(4):
         budget.spend(10)
     with pytest.raises(ImportRejected, match="too much KDF work"):
         budget.spend(1)
-    runs = pkcs._Budget(1_000_000)
+    runs = pkcs12_check._Budget(1_000_000)
     for _ in range(16):
         runs.spend(1)
     with pytest.raises(ImportRejected, match="too much KDF work"):
