@@ -9,7 +9,7 @@ with a server CA, one key per demo user issued by it (Secure Mail Password `<use
 each user's address book holding the others' certificates, and `proxy.env` with the ports.
 Running it again keeps what exists. Demo passwords are for this loopback demo only.
 
-May import: everything (it is a composition tool like app.py).
+May import: app, harness, keystore, cryptography, stdlib (a composition tool like app.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Whole messages in, whole messages out (bytes). Every outcome that is not a success raises a
 narrow exception from `smime_proxy.errors`; `now` is passed in wherever validity matters.
 
-May import: errors, crypto/, mime/, cryptography.
+May import: keystore, errors, crypto/, mime/, cryptography.
 """
 
 from __future__ import annotations

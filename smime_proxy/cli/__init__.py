@@ -4,6 +4,8 @@ Each command group lives in its own module exposing `register(subparsers)`; hand
 parsed namespace and return an exit code. Exit codes: 0 success, 1 negative result (invalid
 signature, cannot decrypt, wrong password), 2 usage or input error - always one readable line
 on stderr, never a traceback.
+
+May import: errors, memory, stdlib.
 """
 
 from __future__ import annotations

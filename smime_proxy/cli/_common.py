@@ -1,4 +1,7 @@
-"""Helpers shared by the CLI command modules: secrets from files or prompts, byte I/O."""
+"""Helpers shared by the CLI command modules: secrets from files or prompts, byte I/O.
+
+May import: errors, stdlib.
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ or a prompt; for `unlock`, the Secure Mail Password from `--password-file` or a 
 both are read from stdin, the mail password is the first line. Never from argv.
 
 Exit codes: 0 done, 1 refused (wrong password, throttled), 2 usage error or daemon unreachable.
+
+May import: cli, config, errors, stdlib.
 """
 
 from __future__ import annotations

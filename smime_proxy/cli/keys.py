@@ -15,6 +15,8 @@ smime-proxy contacts add USER CERT.pem | contacts list USER | contacts remove US
 All take the global `--data-dir DIR` (env SMIME_PROXY_DATA_DIR). Passwords come from files
 (`-` = one line of standard input) or, with no option and a terminal, from a prompt; never
 from argv. The key store uses the production KDF cost (600,000 PBKDF2 iterations) always.
+
+May import: app, cli, errors, keystore, stdlib.
 """
 
 from __future__ import annotations

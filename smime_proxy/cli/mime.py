@@ -4,6 +4,8 @@
 exactly as it would follow the item name in an untagged FETCH response on the wire: the item
 is read by the wire layer's fetch-att parser and answered by the same code as the IMAP front
 (`imap.fetch_rewrite.content_value`), so what an admin inspects is what clients get.
+
+May import: cli, errors, imap.fetch_rewrite, imap.views, imap.wire, stdlib.
 """
 
 from __future__ import annotations

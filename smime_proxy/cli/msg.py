@@ -3,6 +3,8 @@
 Messages come on standard input and go to standard output as bytes. `--p12` takes a PKCS#12
 file or a PEM file with the private key and certificate(s); its password comes from
 `--password-file` (`-` for standard input) or a prompt, never from the command line.
+
+May import: cli, crypto, errors, keystore, mime, smime, cryptography, stdlib.
 """
 
 from __future__ import annotations

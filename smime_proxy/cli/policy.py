@@ -9,6 +9,8 @@ smime-proxy policy check (--policy FILE | --config CONFIG)
 Without `--policy`, the `policy_file` of `--config` is used; with neither, the built-in
 defaults. Exit 0 when the message would be sent, 1 when the policy refuses it, 2 for a bad
 policy file or bad arguments.
+
+May import: config, errors, policy, policy.decide, stdlib.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""`smime-proxy serve --config FILE`: run the daemon in the foreground."""
+"""`smime-proxy serve --config FILE`: run the daemon in the foreground.
+
+May import: app, config, logs, stdlib.
+"""
 
 from __future__ import annotations
 

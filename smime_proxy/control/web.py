@@ -2,7 +2,7 @@
 SameSite=Strict, Secure and `__Host-` under TLS), a CSRF token in every form, and one POST
 route per action of `KeyOperations`, each answered by a redirect to the page with a message.
 
-May import: control, aiohttp, stdlib.
+May import: errors, keystore, control, aiohttp, stdlib.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ Users (``config/upstream/users``): alice, bob, carol in example.test with passwo
 ``alice-pw``, ``bob-pw``, ``carol-pw``; ``bob`` and ``bob@example.test`` are the same login.
 
 Imports only the standard library, ``cryptography`` and ``smime_proxy.errors``.
+
+May import: harness.
 """
 
 from smime_proxy.harness.upstream import (

@@ -3,6 +3,8 @@
 Starts Dovecot and Postfix for ``--workdir``, writes ``--env-file`` (shell ``KEY=value``
 lines: host, ports, CA file, user names; never a password) once they answer, then waits for
 SIGINT/SIGTERM and stops both. Exits 1 if a daemon dies meanwhile, 2 if the start fails.
+
+May import: harness, stdlib.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ sed for docker-compose). A placeholder without a value is an error, never left i
 Files are written only when their content changes, and with a modification time a few seconds
 in the past: a freshly modified Postfix main.cf makes the next start ~10x slower
 (notes/harness.md, gotcha 5).
+
+May import: errors, stdlib.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ files, the mail and, when they are still free, the ports, so nothing is rewritte
     dovecot/  run/ (base_dir), state/
     postfix/  etc/ (main.cf, master.cf), queue/, data/
     run/      dovecot.pgid, postfix.pgid
+
+May import: errors, harness, stdlib.
 """
 
 from __future__ import annotations

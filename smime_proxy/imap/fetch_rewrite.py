@@ -11,7 +11,7 @@ then answered from a `MessageView` of the bytes the client is shown, and the oth
 - `upstream_fetch(command)`: the command sent upstream instead (same tag).
 - `answer(...)`: the client's FETCH response for one message.
 
-Imports: `smime_proxy.imap.wire`, `smime_proxy.imap.views`.
+May import: imap.views, imap.wire, stdlib.
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ behaviour is followed so that the oracle can compare exactly (each rule was meas
   and takes the last Content-Transfer-Encoding field even in a non-MIME part. BINARY[] and
   BINARY of a multipart or message part serve the raw bytes (Dovecot converts the whole
   message; see the deviations listed in tests/integration/test_views_oracle.py).
+
+May import: errors, imap.wire, mime, stdlib.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ Safe API for the daemon and the fronts:
 - `ServerCA` (ca.py): `ca init`, issuing user certificates.
 - Ports (ports.py: `KeyStore`, `AddressBook`) with in-memory twins, and the SQLite
   implementation (sqlite.py: `SqliteDatabase`, `SqliteKeyStore`, `SqliteAddressBook`).
+
+May import: keystore.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ keyEncipherment (RSA) / keyAgreement (EC), an RSA (>= 2048 bits) or EC key, not 
 those the newest notBefore (then the latest notAfter). Path validation is not done here: the
 address book holds what the user chose to trust for encryption.
 
-May import: errors, keystore.ports, keystore.certs, cryptography.
+May import: errors, keystore.ports, keystore.certs, keystore.service, cryptography.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@
   (The IMAP views of a message live in `smime_proxy.imap.views`.)
 - rfc822.py / address.py: Dovecot-compatible header value parsers (Content-Type parameters
   with RFC 2231 continuations, tokens, address lists).
+
+May import: mime.
 """
 
 from __future__ import annotations

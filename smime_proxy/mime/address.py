@@ -4,6 +4,8 @@
 `mailbox` (the group name) set, and its end an item with everything None. Missing pieces are
 filled as Dovecot does (`MISSING_MAILBOX`, `MISSING_DOMAIN`, `SYNTAX_ERROR`, `INVALID_ROUTE`),
 and encoded words are left as they are.
+
+May import: mime, stdlib.
 """
 
 from __future__ import annotations

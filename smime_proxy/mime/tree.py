@@ -20,6 +20,8 @@ The splitting rules are those of Dovecot 2.3's `message-parser.c` (the oracle of
   the number of parts is capped too (`MAX_PARTS`).
 
 Linear time: the body scan jumps from one `\\n--` to the next with `bytes.find`.
+
+May import: errors, mime, stdlib.
 """
 
 from __future__ import annotations

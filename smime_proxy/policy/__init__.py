@@ -4,7 +4,7 @@
 ``decide(policy, sender, recipients, headers)`` returns a ``Decision`` with its reasons.
 The format is documented in ``config/policy.yaml``.
 
-May import: errors, stdlib, yaml.
+May import: policy.decide, policy.model.
 """
 
 from smime_proxy.policy.decide import (

@@ -22,6 +22,8 @@ A header asking for protection the rule forbids refuses the message: the user as
 something we will not do, and sending it unprotected would mislead them.
 
 Pure: no I/O, no clock.
+
+May import: policy.model, stdlib.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ Modules (imports only go from later to earlier in this list, plus `smime_proxy.e
 `sequence` (`SequenceSet`), `sections` (`Section`, `FetchItem`), `commands`
 (`parse_command` and the command classes), `responses` (`parse_response` and the response
 classes). The names most callers need are re-exported here.
+
+May import: imap.wire.
 """
 
 from .commands import (

@@ -11,7 +11,7 @@ where a synchronising literal must wait for `+`.
 Grammar: RFC 9051 section 6 and section 9, RFC 4466 (modifiers), RFC 7162 (CHANGEDSINCE,
 UNCHANGEDSINCE, VANISHED), RFC 6851 (MOVE), RFC 5182 (`$`).
 
-Imports: stdlib and the sibling modules `errors`, `lexer`, `sections`, `sequence`, `values`.
+May import: imap.wire, stdlib.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 `PeerProtocolError` subclasses mean "the peer sent something wrong"; `LocalProtocolError`
 subclasses mean "we tried to send something that breaks the protocol". Imports only
 `smime_proxy.errors`.
+
+May import: errors.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ a stream differently from the server behind it).
 Hot path: `bytearray.find` for CRLF, literal data moved by slicing, and a literal streamed
 from data handed to `receive_data` is passed on without a copy.
 
-Imports: stdlib and `.errors` only.
+May import: errors, imap.wire, stdlib.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ quoted strings, literals and literal8, astrings, nstrings, and generic parenthes
 and raises `ParseError` (a `PeerProtocolError`) at the first byte that does not fit. The
 grammar rules are quoted beside each method. Used by `commands` and `responses`.
 
-Imports: stdlib, `.errors`, `.values`.
+May import: imap.wire, stdlib.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ around the literal.
 `parse_response` takes one `Message.raw` of `ClientFramer` and raises `ParseError` (a
 `PeerProtocolError`); invalid objects raise `RenderError` (a `LocalProtocolError`).
 
-Imports: stdlib and the sibling modules `errors`, `lexer`, `sections`, `values`.
+May import: errors, imap.wire, stdlib.
 """
 
 from __future__ import annotations

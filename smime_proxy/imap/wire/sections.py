@@ -5,7 +5,7 @@ as a server names it in a FETCH response (`BODY[1.2]<0>`); `response_item()` map
 to the second. Grammar: RFC 9051 section 6.4.5 and section 9 (`fetch-att`, `section`,
 `partial`), RFC 3516 (BINARY), RFC 7162 (MODSEQ), RFC 3501 (RFC822.* items).
 
-Imports: stdlib, `.errors`, `.lexer`, `.values`.
+May import: imap.wire, stdlib.
 """
 
 from __future__ import annotations

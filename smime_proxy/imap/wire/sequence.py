@@ -6,7 +6,7 @@ ABNF (RFC 9051 section 9; `$` from RFC 5182 section 2, folded into RFC 9051):
     seq-range    = seq-number ":" seq-number
     seq-last-command = "$"
 
-Imports: stdlib, `.errors`, `.lexer`.
+May import: imap.wire, stdlib.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ RFC 3516. Imports: stdlib and `smime_proxy.errors` only.
 
 `render_astring` (astring: atom form when the bytes allow it) was added for the parsers and
 renderers of commands, which also live in this package.
+
+May import: errors, stdlib.
 """
 
 from __future__ import annotations
