@@ -1,22 +1,22 @@
 """The IMAP front's shell against a scripted fake upstream on 127.0.0.1: the upstream dying
 in the middle of a FETCH literal, an upstream injecting a response before its STARTTLS
-handshake, an unverifiable upstream certificate, graceful stop. imaplib is the client."""
+handshake, graceful stop, the per-user connection limit, autologout.
+
+Async tests on pytest-asyncio's loop: the front, the scripted upstream and the client (raw
+asyncio streams speaking IMAP lines) share it."""
 
 from __future__ import annotations
 
 import asyncio
-import imaplib
-import socket
-import time
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from smime_proxy.config import UpstreamEndpoint
 from smime_proxy.imap.server import ImapFront, ImapSettings
-from support.imap_proxy import LoopThread, imap_services
+from support.imap_proxy import imap_services
 from support.smtp_proxy import key_world
 
 
@@ -39,6 +39,7 @@ class FakeUpstream:
     async def stop(self) -> None:
         assert self.server is not None
         self.server.close()
+        await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"* OK fake ready\r\n")
@@ -70,100 +71,128 @@ class FakeUpstream:
             writer.close()
 
 
+class Client:
+    """An IMAP client as raw lines: enough to drive the proxy and see exactly what it says."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.greeting = b""
+
+    @classmethod
+    async def connect(cls, port: int) -> Client:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = cls(reader, writer)
+        client.greeting = await asyncio.wait_for(reader.readline(), 20)
+        return client
+
+    async def command(self, tag: str, text: str) -> list[bytes]:
+        """Send one command; the lines up to its tagged response (or to the close)."""
+        self.writer.write(f"{tag} {text}\r\n".encode())
+        await self.writer.drain()
+        lines: list[bytes] = []
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), 20)
+            lines.append(line)
+            if not line or line.startswith(tag.encode() + b" "):
+                return lines
+
+    async def rest(self) -> bytes:
+        """Everything until the proxy closes the connection."""
+        return await asyncio.wait_for(self.reader.read(), 20)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
 @dataclass
 class Env:
-    loop: LoopThread
     fake: FakeUpstream
     front: ImapFront
+    clients: list[Client] = field(default_factory=list)
+
+    async def client(self, login: str | None = None) -> Client:
+        client = await Client.connect(self.front.port)
+        self.clients.append(client)
+        if login is not None:
+            assert (await client.command("l1", f"LOGIN {login} pw"))[-1].startswith(b"l1 OK")
+        return client
 
 
-@pytest.fixture
-def loop() -> Iterator[LoopThread]:
-    with LoopThread() as lt:
-        yield lt
+Start = Callable[..., "AbstractAsyncContextManager[Env]"]
 
 
-def _env(loop: LoopThread, tmp_path: Path, mode: str, tls: str = "none",
-         verify: bool = False, settings: ImapSettings | None = None) -> Iterator[Env]:
+@asynccontextmanager
+async def _env(tmp_path: Path, mode: str, tls: str = "none",
+               settings: ImapSettings | None = None) -> AsyncIterator[Env]:
     fake = FakeUpstream(mode)
-    loop.run(fake.start())
+    await fake.start()
     endpoint = UpstreamEndpoint(host="127.0.0.1", port=fake.port, tls=tls,  # type: ignore[arg-type]
-                                verify=verify, ca_file=None)
+                                verify=False, ca_file=None)
     front = ImapFront(imap_services(tmp_path, key_world(), endpoint),
                       settings=settings or ImapSettings())
-    loop.run(front.start())
+    await front.start()
+    env = Env(fake, front)
     try:
-        yield Env(loop, fake, front)
+        yield env
     finally:
-        loop.run(front.stop(1.0))
-        loop.run(fake.stop())
+        for client in env.clients:
+            await client.close()
+        await front.stop(1.0)
+        await fake.stop()
 
 
-def test_upstream_dying_mid_fetch_closes_the_client_cleanly(loop: LoopThread,
-                                                            tmp_path: Path) -> None:
-    for env in _env(loop, tmp_path, "die-in-fetch"):
-        imap = imaplib.IMAP4("127.0.0.1", env.front.port, timeout=20)
-        imap.login("alice", "pw")
-        assert imap.select("INBOX")[0] == "OK"
-        with pytest.raises(imaplib.IMAP4.abort, match=r"connection lost"):
-            imap.uid("FETCH", "1", "BODY.PEEK[]")
-        imap.shutdown()
+async def test_upstream_dying_mid_fetch_closes_the_client_cleanly(tmp_path: Path) -> None:
+    async with _env(tmp_path, "die-in-fetch") as env:
+        client = await env.client(login="alice")
+        assert (await client.command("s1", "SELECT INBOX"))[-1].startswith(b"s1 OK")
+        lines = await client.command("f1", "UID FETCH 1 BODY.PEEK[]")
+        # no partial message is passed on as if it were the message: BYE, then the close
+        assert lines[-1] == b""
+        assert lines[0].startswith(b"* BYE")
+        assert not any(b"partial" in line for line in lines)
 
 
-def test_upstream_injecting_before_its_handshake_is_refused(loop: LoopThread,
-                                                             tmp_path: Path) -> None:
-    for env in _env(loop, tmp_path, "inject-before-tls", tls="starttls"):
-        with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
-            imaplib.IMAP4("127.0.0.1", env.front.port, timeout=20)
+async def test_upstream_injecting_before_its_handshake_is_refused(tmp_path: Path) -> None:
+    async with _env(tmp_path, "inject-before-tls", tls="starttls") as env:
+        client = await env.client()
+        assert b"UNAVAILABLE" in client.greeting
+        assert client.greeting.startswith(b"* BYE")
+        assert await client.rest() == b""
         assert env.fake.commands == [b"STARTTLS\r\n"]  # nothing else, no credentials
 
 
-def test_graceful_stop_says_bye(loop: LoopThread, tmp_path: Path) -> None:
-    for env in _env(loop, tmp_path, "die-in-fetch"):
-        imap = imaplib.IMAP4("127.0.0.1", env.front.port, timeout=20)
-        imap.login("alice", "pw")
-        loop.run(env.front.stop(1.0))
-        with pytest.raises(imaplib.IMAP4.abort):
-            imap.noop()
-        imap.shutdown()
+async def test_graceful_stop_says_bye(tmp_path: Path) -> None:
+    async with _env(tmp_path, "die-in-fetch") as env:
+        client = await env.client(login="alice")
+        await env.front.stop(1.0)
+        rest = await client.rest()
+        assert rest.startswith(b"* BYE")
 
 
-def test_connections_per_user_and_address_are_limited(loop: LoopThread,
-                                                      tmp_path: Path) -> None:
-    for env in _env(loop, tmp_path, "die-in-fetch",
-                    settings=ImapSettings(max_user_ip_connections=2)):
-        first = [imaplib.IMAP4("127.0.0.1", env.front.port, timeout=20) for _ in range(2)]
-        for imap in first:
-            imap.login("alice", "pw")
-        extra = imaplib.IMAP4("127.0.0.1", env.front.port, timeout=20)
-        extra.login("alice", "pw")
-        with pytest.raises(imaplib.IMAP4.abort, match="LIMIT"):
-            extra.noop()
-        other = imaplib.IMAP4("127.0.0.1", env.front.port, timeout=20)
-        other.login("bob", "pw")  # another user is not affected
-        assert other.noop()[0] == "OK"
-        first[0].logout()  # a slot is free again once the proxy has closed that session
-        deadline = time.monotonic() + 10
-        while env.front.user_ip_counts.get(("alice", "127.0.0.1")) != 1:
-            assert time.monotonic() < deadline, env.front.user_ip_counts
-            time.sleep(0.01)
-        again = imaplib.IMAP4("127.0.0.1", env.front.port, timeout=20)
-        again.login("alice", "pw")
-        assert again.noop()[0] == "OK"
-        for imap in (first[1], other, again):
-            imap.logout()
-        extra.shutdown()
+async def test_connections_per_user_and_address_are_limited(tmp_path: Path) -> None:
+    async with _env(tmp_path, "die-in-fetch",
+                    settings=ImapSettings(max_user_ip_connections=2)) as env:
+        first = [await env.client(login="alice") for _ in range(2)]
+        extra = await env.client()
+        await extra.command("l1", "LOGIN alice pw")  # the upstream's OK, then:
+        assert (await extra.rest()).startswith(b"* BYE [LIMIT]")
+        other = await env.client(login="bob")  # another user is not affected
+        assert (await other.command("n1", "NOOP"))[-1].startswith(b"n1 OK")
+        await first[0].command("o1", "LOGOUT")  # a slot is free again once that session ended
+        await first[0].close()
+        for _ in range(1000):
+            if env.front.user_ip_counts.get(("alice", "127.0.0.1")) == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert env.front.user_ip_counts.get(("alice", "127.0.0.1")) == 1
+        again = await env.client(login="alice")
+        assert (await again.command("n2", "NOOP"))[-1].startswith(b"n2 OK")
 
 
-def test_idle_client_is_logged_out(loop: LoopThread, tmp_path: Path) -> None:
-    for env in _env(loop, tmp_path, "die-in-fetch", settings=ImapSettings(idle_timeout=0.3)):
-        with socket.create_connection(("127.0.0.1", env.front.port), timeout=20) as sock:
-            received = b""
-            sock.sendall(b"a1 LOGIN alice pw\r\n")
-            while True:  # greeting, login OK, then (nothing sent) the autologout
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                received += chunk
-        assert b"a1 OK" in received
-        assert received.endswith(b"* BYE Autologout; idle for too long\r\n")
+async def test_idle_client_is_logged_out(tmp_path: Path) -> None:
+    async with _env(tmp_path, "die-in-fetch", settings=ImapSettings(idle_timeout=0.3)) as env:
+        client = await env.client(login="alice")  # then nothing is sent
+        assert await client.rest() == b"* BYE Autologout; idle for too long\r\n"
