@@ -5,6 +5,10 @@ Dovecot of the `upstream` fixture), opens the stores with a low KDF iteration co
 `Daemon` with a `ControlFront` on an event loop in a background thread, and yields a
 `RunningControl` with an injected clock (`clock.advance(seconds)`). `Client` is a small
 blocking HTTP client (http.client) that lets a test set any header (Host, Origin, cookies).
+
+`control_running(...)` is the same daemon on the test's own (pytest-asyncio) loop, with
+`AsyncClient` (aiohttp, same interface, every call awaited): what the API tests use. The
+thread version stays for blocking clients (Playwright's sync API, schemathesis, benches).
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ import socket
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
+
+import aiohttp
+from multidict import CIMultiDictProxy
 
 from smime_proxy.app import Daemon, DaemonServices, build_services
 from smime_proxy.config import parse_config
@@ -76,6 +83,7 @@ class RunningControl:
     clock: FakeClock
     loop: asyncio.AbstractEventLoop
     tls_ca: Path | None = None
+    clients: list[AsyncClient] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -88,6 +96,18 @@ class RunningControl:
     def client(self, user: str | None = None, password: str | None = None) -> Client:
         return Client(self.url, auth=(user, password) if user is not None and password
                       is not None else None, cafile=self.tls_ca)
+
+    def async_client(self, user: str | None = None, password: str | None = None
+                     ) -> AsyncClient:
+        client = AsyncClient(self.url, auth=(user, password) if user is not None and password
+                             is not None else None, cafile=self.tls_ca)
+        self.clients.append(client)
+        return client
+
+    async def close_clients(self) -> None:
+        for client in self.clients:
+            await client.close()
+        self.clients.clear()
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the daemon's loop thread and wait for it."""
@@ -122,6 +142,55 @@ def control_config(
     }
 
 
+def _prepare(workdir: Path, imap: Upstreamish, *, with_ca: bool, tls_cert: Path | None,
+             tls_key: Path | None, idle_timeout: int, max_unlock: int,
+             front_options: Mapping[str, Any] | None,
+             throttle: Callable[[FakeClock], Throttle] | None
+             ) -> tuple[FakeClock, DaemonServices, dict[str, Any]]:
+    clock = FakeClock()
+    data = control_config(workdir, imap, tls_cert=tls_cert, tls_key=tls_key,
+                          idle_timeout=idle_timeout, max_unlock=max_unlock)
+    config = parse_config(data, base_dir=workdir)
+    if with_ca:
+        ServerCA.init(config.data_dir, clock(), key_type="ec-p256")
+    services = build_services(config, now=clock, kdf_iterations=TEST_KDF_ITERATIONS)
+    options = dict(front_options or {})
+    if throttle is not None:
+        options["throttle"] = throttle(clock)
+    return clock, services, options
+
+
+@contextlib.asynccontextmanager
+async def control_running(
+    workdir: Path,
+    imap: Upstreamish,
+    *,
+    with_ca: bool = True,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    tls_ca: Path | None = None,
+    idle_timeout: int = 180,
+    max_unlock: int = 3600,
+    front_options: Mapping[str, Any] | None = None,
+    throttle: Callable[[FakeClock], Throttle] | None = None,
+) -> AsyncIterator[RunningControl]:
+    """The daemon with its control front on the running (pytest-asyncio) loop; talk to it
+    with `RunningControl.async_client`."""
+    clock, services, options = _prepare(
+        workdir, imap, with_ca=with_ca, tls_cert=tls_cert, tls_key=tls_key,
+        idle_timeout=idle_timeout, max_unlock=max_unlock, front_options=front_options,
+        throttle=throttle)
+    front = ControlFront(services, **options)
+    daemon = Daemon(services, [front])
+    await daemon.start()
+    running = RunningControl(front, services, clock, asyncio.get_running_loop(), tls_ca)
+    try:
+        yield running
+    finally:
+        await running.close_clients()
+        await daemon.stop(2.0)
+
+
 @contextlib.contextmanager
 def running_control(
     workdir: Path,
@@ -136,16 +205,12 @@ def running_control(
     front_options: Mapping[str, Any] | None = None,
     throttle: Callable[[FakeClock], Throttle] | None = None,
 ) -> Iterator[RunningControl]:
-    clock = FakeClock()
-    data = control_config(workdir, imap, tls_cert=tls_cert, tls_key=tls_key,
-                          idle_timeout=idle_timeout, max_unlock=max_unlock)
-    config = parse_config(data, base_dir=workdir)
-    if with_ca:
-        ServerCA.init(config.data_dir, clock(), key_type="ec-p256")
-    services = build_services(config, now=clock, kdf_iterations=TEST_KDF_ITERATIONS)
-    options = dict(front_options or {})
-    if throttle is not None:
-        options["throttle"] = throttle(clock)
+    """The daemon on a loop in a background thread, for blocking clients (the browser's
+    Playwright sync API, schemathesis, the bench) that must not run on the daemon's loop."""
+    clock, services, options = _prepare(
+        workdir, imap, with_ca=with_ca, tls_cert=tls_cert, tls_key=tls_key,
+        idle_timeout=idle_timeout, max_unlock=max_unlock, front_options=front_options,
+        throttle=throttle)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="control-daemon", daemon=True)
     thread.start()
@@ -173,7 +238,7 @@ def running_control(
 @dataclass
 class Response:
     status: int
-    headers: http.client.HTTPMessage
+    headers: http.client.HTTPMessage | CIMultiDictProxy[str]
     body: bytes
 
     def json(self) -> Any:
@@ -187,7 +252,56 @@ class Response:
         return self.headers.get(name)
 
     def set_cookies(self) -> list[str]:
-        return self.headers.get_all("Set-Cookie") or []
+        if isinstance(self.headers, http.client.HTTPMessage):
+            return self.headers.get_all("Set-Cookie") or []
+        return list(self.headers.getall("Set-Cookie", []))
+
+
+def _request_parts(
+    default_auth: tuple[str, str] | None, cookies: Mapping[str, str], *, json_body: Any = None,
+    form: Mapping[str, str | bytes | tuple[str, bytes]] | None = None,
+    urlencoded: Mapping[str, str] | None = None, body: bytes | None = None,
+    content_type: str | None = None, headers: Mapping[str, str] | None = None,
+    auth: tuple[str, str] | None = None, use_auth: bool = True,
+) -> tuple[bytes | None, dict[str, str]]:
+    """The body and headers of a request (Basic auth, JSON / multipart / urlencoded body,
+    cookies, then the caller's headers, which may replace any of them, Host included)."""
+    all_headers: dict[str, str] = {}
+    credentials = auth or (default_auth if use_auth else None)
+    if credentials is not None:
+        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        all_headers["Authorization"] = f"Basic {token}"
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        content_type = "application/json"
+    elif form is not None:
+        body, content_type = multipart(form)
+    elif urlencoded is not None:
+        body = urllib.parse.urlencode(urlencoded).encode()
+        content_type = "application/x-www-form-urlencoded"
+    if content_type is not None:
+        all_headers["Content-Type"] = content_type
+    if cookies:
+        all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    all_headers.update(headers or {})
+    return body, all_headers
+
+
+def _keep_cookies(cookies: dict[str, str], response: Response) -> None:
+    for line in response.set_cookies():
+        jar: SimpleCookie = SimpleCookie()
+        jar.load(line)
+        for name, morsel in jar.items():
+            if morsel["max-age"] == "0" or "1970" in morsel["expires"]:
+                cookies.pop(name, None)
+            else:
+                cookies[name] = morsel.value
+
+
+def _csrf(page: str) -> str:
+    marker = 'name="csrf" value="'
+    start = page.index(marker) + len(marker)
+    return page[start:page.index('"', start)]
 
 
 def multipart(fields: Mapping[str, str | bytes | tuple[str, bytes]]) -> tuple[bytes, str]:
@@ -237,31 +351,8 @@ class Client:
             self._conn.close()
             self._conn = None
 
-    def request(
-        self, method: str, path: str, *, json_body: Any = None,
-        form: Mapping[str, str | bytes | tuple[str, bytes]] | None = None,
-        urlencoded: Mapping[str, str] | None = None, body: bytes | None = None,
-        content_type: str | None = None, headers: Mapping[str, str] | None = None,
-        auth: tuple[str, str] | None = None, use_auth: bool = True,
-    ) -> Response:
-        all_headers: dict[str, str] = {}
-        credentials = auth or (self.auth if use_auth else None)
-        if credentials is not None:
-            token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
-            all_headers["Authorization"] = f"Basic {token}"
-        if json_body is not None:
-            body = json.dumps(json_body).encode()
-            content_type = "application/json"
-        elif form is not None:
-            body, content_type = multipart(form)
-        elif urlencoded is not None:
-            body = urllib.parse.urlencode(urlencoded).encode()
-            content_type = "application/x-www-form-urlencoded"
-        if content_type is not None:
-            all_headers["Content-Type"] = content_type
-        if self.cookies:
-            all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        all_headers.update(headers or {})
+    def request(self, method: str, path: str, **kwargs: Any) -> Response:
+        body, all_headers = _request_parts(self.auth, self.cookies, **kwargs)
         conn = self._connection()
         try:
             conn.request(method, path, body=body, headers=all_headers)
@@ -273,14 +364,7 @@ class Client:
         if not self.keep_alive or raw.getheader("Connection", "").lower() == "close":
             self.close()
         response = Response(raw.status, raw.headers, data)
-        for line in response.set_cookies():
-            jar: SimpleCookie = SimpleCookie()
-            jar.load(line)
-            for name, morsel in jar.items():
-                if morsel["max-age"] == "0" or "1970" in morsel["expires"]:
-                    self.cookies.pop(name, None)
-                else:
-                    self.cookies[name] = morsel.value
+        _keep_cookies(self.cookies, response)
         return response
 
     def get(self, path: str, **kwargs: Any) -> Response:
@@ -292,9 +376,7 @@ class Client:
     # --- the web page -------------------------------------------------------------------
 
     def csrf(self, page: str) -> str:
-        marker = 'name="csrf" value="'
-        start = page.index(marker) + len(marker)
-        return page[start:page.index('"', start)]
+        return _csrf(page)
 
     def web_login(self, user: str, password: str, domain: str = "") -> Response:
         page = self.get("/", use_auth=False)
@@ -302,3 +384,56 @@ class Client:
         return self.post("/login", urlencoded={"csrf": token, "user": user,
                                                "password": password, "domain": domain},
                          use_auth=False)
+
+
+@dataclass
+class AsyncClient:
+    """`Client` on the running loop (aiohttp): the same calls, awaited. Its own cookie jar
+    (aiohttp's is switched off) and any header may be set, Host included."""
+
+    base_url: str
+    auth: tuple[str, str] | None = None
+    cafile: Path | None = None
+    cookies: dict[str, str] = field(default_factory=dict)
+    timeout: float = 60.0
+    _session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Response:
+        body, headers = _request_parts(self.auth, self.cookies, **kwargs)
+        if self._session is None:
+            context: ssl.SSLContext | bool = False
+            if self.base_url.startswith("https:"):
+                context = ssl.create_default_context(
+                    cafile=str(self.cafile) if self.cafile else None)
+            self._session = aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(),
+                connector=aiohttp.TCPConnector(ssl=context, force_close=True),
+                timeout=aiohttp.ClientTimeout(total=self.timeout))
+        async with self._session.request(
+                method, self.base_url + path, data=body, headers=headers,
+                allow_redirects=False, skip_auto_headers=("Content-Type",)) as raw:
+            data = await raw.read()
+            response = Response(raw.status, raw.headers, data)
+        _keep_cookies(self.cookies, response)
+        return response
+
+    async def get(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("POST", path, **kwargs)
+
+    def csrf(self, page: str) -> str:
+        return _csrf(page)
+
+    async def web_login(self, user: str, password: str, domain: str = "") -> Response:
+        page = await self.get("/", use_auth=False)
+        token = self.csrf(page.text)
+        return await self.post("/login", urlencoded={"csrf": token, "user": user,
+                                                     "password": password, "domain": domain},
+                               use_auth=False)
