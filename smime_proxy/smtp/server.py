@@ -381,10 +381,10 @@ class SmtpConnection(SMTP):
         policy = front.policy
 
         def work() -> tuple[Plan, str]:
-            content = holder.pop()
-            digest = hashlib.sha256(content).hexdigest()
+            digest = hashlib.sha256(holder[0]).hexdigest()
+            # the message's only reference goes to plan_submission, which frees it early
             return plan_submission(
-                content, user=action.user, sender=action.sender,
+                holder.pop(), user=action.user, sender=action.sender,
                 recipients=action.recipients, policy=policy, keys=keys, now=now,
                 unlock_url=front.unlock_url), digest
 

@@ -1,11 +1,13 @@
 """A scripted fake upstream submission server for fault tests (asyncio, 127.0.0.1, no TLS).
 
-It speaks just enough SMTP (EHLO with SIZE/AUTH/8BITMIME/SMTPUTF8/PIPELINING, AUTH PLAIN and
-LOGIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT) and records a message as delivered exactly when it
-answers 250 to the end of its data. `script` maps a step to a fault:
+It speaks just enough SMTP (EHLO with SIZE/AUTH/8BITMIME/SMTPUTF8/PIPELINING, CHUNKING when
+`chunking=True`, AUTH PLAIN and LOGIN, MAIL, RCPT, DATA, BDAT, RSET, NOOP, QUIT) and records a
+message as delivered exactly when it answers 250 to the end of its data. `script` maps a step
+to a fault:
 
     steps:   "connect" (the greeting), "EHLO", "AUTH", "MAIL", "RCPT", "DATA" (the 354),
-             "DATA_END" (after the data), "RSET"; "STEP#n" only for the n-th occurrence
+             "DATA_END" (after the data), "BDAT" (after a chunk: the LAST one delivers),
+             "RSET"; "STEP#n" only for the n-th occurrence
     faults:  "kill" (drop the connection), "stall" (never answer), or a reply line
              such as "451 4.3.0 try later"
 
@@ -30,10 +32,11 @@ class Delivery:
 
 class FakeUpstream:
     def __init__(self, *, users: dict[str, str] | None = None, size: int = 50_000_000,
-                 smtputf8: bool = True) -> None:
+                 smtputf8: bool = True, chunking: bool = False) -> None:
         self.users = users if users is not None else {"alice": "alice-pw"}
         self.size = size
         self.smtputf8 = smtputf8
+        self.chunking = chunking
         self.script: dict[str, str] = {}
         self.delivered: list[Delivery] = []
         self.commands: list[str] = []
@@ -89,6 +92,7 @@ class FakeUpstream:
         await self._reply(writer, "connect", "220 fake.test ESMTP")
         sender: str | None = None
         rcpts: list[str] = []
+        chunks: list[bytes] = []
         while True:
             line = (await reader.readuntil(b"\r\n")).decode("utf-8", "replace").rstrip("\r\n")
             verb = line.split(" ", 1)[0].upper()
@@ -98,6 +102,8 @@ class FakeUpstream:
                         "250-AUTH PLAIN LOGIN", "250-ENHANCEDSTATUSCODES"]
                 if self.smtputf8:
                     caps.append("250-SMTPUTF8")
+                if self.chunking:
+                    caps.append("250-CHUNKING")
                 fault = self._fault("EHLO")
                 if fault in ("kill", "stall"):
                     await self._reply_fault(writer, fault)
@@ -127,8 +133,21 @@ class FakeUpstream:
                     self.delivered.append(Delivery(sender or "", list(rcpts), body))
                 sender, rcpts = None, []
                 continue
+            elif verb == "BDAT" and self.chunking:
+                args = line.split()
+                chunks.append(await reader.readexactly(int(args[1])))
+                last = len(args) > 2 and args[2].upper() == "LAST"
+                if await self._reply(writer, "BDAT", "250 2.0.0 Ok: queued" if last
+                                     else f"250 2.0.0 Ok: {args[1]} octets"):
+                    if last:
+                        self.delivered.append(Delivery(sender or "", list(rcpts),
+                                                       b"".join(chunks)))
+                        sender, rcpts, chunks = None, [], []
+                else:  # a failed chunk ends the transaction (RFC 3030 2)
+                    sender, rcpts, chunks = None, [], []
+                continue
             elif verb == "RSET":
-                sender, rcpts = None, []
+                sender, rcpts, chunks = None, [], []
                 await self._reply(writer, "RSET", "250 2.0.0 Ok")
                 continue
             elif verb == "QUIT":

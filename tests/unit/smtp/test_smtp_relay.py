@@ -1,5 +1,6 @@
 """The upstream DATA writer: dot-stuffing in ~1 MiB pieces equals whole-message stuffing,
-whatever falls on a piece boundary; and a multi-piece message arrives byte for byte."""
+whatever falls on a piece boundary; and a multi-piece message arrives byte for byte, by DATA
+and by BDAT (CHUNKING)."""
 
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ def test_no_final_crlf_gets_one() -> None:
     assert b"".join(relay.dot_stuffed_pieces(b"a\r\nb")) == b"a\r\nb\r\n"
 
 
-async def test_multi_piece_message_arrives_intact() -> None:
+@pytest.mark.parametrize("chunking", [False, True])
+async def test_multi_piece_message_arrives_intact(chunking: bool) -> None:
     world = key_world()
     body = b"".join((b"." if i % 7 == 0 else b"") + b"line %d " % i + b"z" * 60 + b"\r\n"
                     for i in range(45_000))  # ~3 MB: several pieces
     message = b"X-SMIME-Sign: no\r\nSubject: big\r\n\r\n" + body
-    fake = FakeUpstream()
+    fake = FakeUpstream(chunking=chunking)
     await fake.start()
     front = make_front(world, plain_upstream(fake.port))
     await front.start()

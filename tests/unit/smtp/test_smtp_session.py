@@ -293,11 +293,37 @@ async def test_pipelined_transaction_and_quit(env: Env) -> None:
     assert [d.data for d in env.fake.delivered] == [b"Subject: p\r\n\r\nhi\r\n"]
 
 
-async def test_bcc_copy_failure_retry_has_no_duplicate(env: Env) -> None:
+@pytest.mark.parametrize("fault", [None, "kill", "stall", "451 4.3.0 later", "554 5.7.0 no"])
+async def test_bdat_when_the_upstream_offers_chunking(fault: str | None) -> None:
+    message = _message(extra="X-SMIME-Sign: no\r\n") + b".\r\n..two dots\r\n.\r\n"
+    async with _env(chunking=True) as e:
+        if fault is not None:
+            e.fake.script["BDAT#1"] = fault
+        async with e.login() as c:
+            outcome = await _outcome(c, message)
+        if fault is not None:
+            assert outcome == (451 if fault in ("kill", "stall") else int(fault[:3]))
+            assert e.fake.delivered == []
+            async with e.login() as c:  # the retry
+                assert await _outcome(c, message) == 250
+        else:
+            assert outcome == 250
+        [delivery] = e.fake.delivered
+        assert delivery.data == _message() + b".\r\n..two dots\r\n.\r\n"
+        assert "BDAT" in e.fake.commands and "DATA" not in e.fake.commands
+
+
+@pytest.mark.parametrize("chunking", [False, True])
+async def test_bcc_copy_failure_retry_has_no_duplicate(chunking: bool) -> None:
+    async with _env(chunking=chunking) as env:
+        await _bcc_copy_failure_retry(env, "BDAT#2" if chunking else "DATA_END#2")
+
+
+async def _bcc_copy_failure_retry(env: Env, step: str) -> None:
     p = people()
     for name in ("bob", "carol"):
         env.world.know("alice", p.ids[name])
-    env.fake.script["DATA_END#2"] = "451 4.3.0 disk full"
+    env.fake.script[step] = "451 4.3.0 disk full"
     message = _message(extra="Bcc: carol@example.test\r\n")
     async with env.login() as c:
         with pytest.raises(aiosmtplib.SMTPDataError) as info:
