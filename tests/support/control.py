@@ -142,11 +142,15 @@ def control_config(
     }
 
 
-def _prepare(workdir: Path, imap: Upstreamish, *, with_ca: bool, tls_cert: Path | None,
-             tls_key: Path | None, idle_timeout: int, max_unlock: int,
-             front_options: Mapping[str, Any] | None,
-             throttle: Callable[[FakeClock], Throttle] | None
+def _prepare(workdir: Path, imap: Upstreamish, *, with_ca: bool = True,
+             tls_cert: Path | None = None, tls_key: Path | None = None,
+             idle_timeout: int = 180, max_unlock: int = 3600,
+             front_options: Mapping[str, Any] | None = None,
+             throttle: Callable[[FakeClock], Throttle] | None = None,
              ) -> tuple[FakeClock, DaemonServices, dict[str, Any]]:
+    """Config, server CA, stores (low KDF cost) and the front's options. `with_ca`: a server
+    CA exists; `tls_cert`/`tls_key`: the listener speaks TLS; `throttle`: the unlock
+    throttle to use, made from the test clock."""
     clock = FakeClock()
     data = control_config(workdir, imap, tls_cert=tls_cert, tls_key=tls_key,
                           idle_timeout=idle_timeout, max_unlock=max_unlock)
@@ -161,25 +165,11 @@ def _prepare(workdir: Path, imap: Upstreamish, *, with_ca: bool, tls_cert: Path 
 
 
 @contextlib.asynccontextmanager
-async def control_running(
-    workdir: Path,
-    imap: Upstreamish,
-    *,
-    with_ca: bool = True,
-    tls_cert: Path | None = None,
-    tls_key: Path | None = None,
-    tls_ca: Path | None = None,
-    idle_timeout: int = 180,
-    max_unlock: int = 3600,
-    front_options: Mapping[str, Any] | None = None,
-    throttle: Callable[[FakeClock], Throttle] | None = None,
-) -> AsyncIterator[RunningControl]:
+async def control_running(workdir: Path, imap: Upstreamish, *, tls_ca: Path | None = None,
+                          **setup: Any) -> AsyncIterator[RunningControl]:
     """The daemon with its control front on the running (pytest-asyncio) loop; talk to it
-    with `RunningControl.async_client`."""
-    clock, services, options = _prepare(
-        workdir, imap, with_ca=with_ca, tls_cert=tls_cert, tls_key=tls_key,
-        idle_timeout=idle_timeout, max_unlock=max_unlock, front_options=front_options,
-        throttle=throttle)
+    with `RunningControl.async_client`. `setup`: the options of `_prepare`."""
+    clock, services, options = _prepare(workdir, imap, **setup)
     front = ControlFront(services, **options)
     daemon = Daemon(services, [front])
     await daemon.start()
@@ -192,25 +182,11 @@ async def control_running(
 
 
 @contextlib.contextmanager
-def running_control(
-    workdir: Path,
-    imap: Upstreamish,
-    *,
-    with_ca: bool = True,
-    tls_cert: Path | None = None,
-    tls_key: Path | None = None,
-    tls_ca: Path | None = None,
-    idle_timeout: int = 180,
-    max_unlock: int = 3600,
-    front_options: Mapping[str, Any] | None = None,
-    throttle: Callable[[FakeClock], Throttle] | None = None,
-) -> Iterator[RunningControl]:
+def running_control(workdir: Path, imap: Upstreamish, *, tls_ca: Path | None = None,
+                    **setup: Any) -> Iterator[RunningControl]:
     """The daemon on a loop in a background thread, for blocking clients (the browser's
     Playwright sync API, schemathesis, the bench) that must not run on the daemon's loop."""
-    clock, services, options = _prepare(
-        workdir, imap, with_ca=with_ca, tls_cert=tls_cert, tls_key=tls_key,
-        idle_timeout=idle_timeout, max_unlock=max_unlock, front_options=front_options,
-        throttle=throttle)
+    clock, services, options = _prepare(workdir, imap, **setup)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="control-daemon", daemon=True)
     thread.start()
