@@ -73,7 +73,7 @@ done
 cat <<EOT
 
   Unlock from a script (or use the page):
-    smime-proxy unlock alice --config $demo/proxy/smime-proxy.yaml --cafile $PROXY_TLS_CA_FILE \\
+    $root/.venv/bin/smime-proxy unlock alice --config $demo/proxy/smime-proxy.yaml --cafile $PROXY_TLS_CA_FILE \\
         --mail-password-file <(printf alice-pw) --password-file <(printf alice-smime)
   Upstream (direct, for comparison): IMAP $UPSTREAM_HOST:$UPSTREAM_IMAP_PORT, SMTP $UPSTREAM_HOST:$UPSTREAM_SUBMISSION_PORT
 
