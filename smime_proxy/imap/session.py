@@ -33,6 +33,10 @@ Behaviour:
   X-SMIME-Status) is shown byte for byte as stored, so every answer equals the upstream's.
 - Internal commands use tags starting with `~spx`; a client tag with that prefix gets BAD.
 
+Why its own wire and not an IMAP client library (aioimaplib serves the proxy's own work, see
+`imap.upstream`): a proxy must pass literals, responses and extensions it does not
+understand through byte for byte; a client library parses and rebuilds everything it reads.
+
 The actions and results are in `imap.events`, the capability filter in `imap.negotiation`.
 
 May import: errors, imap.wire, imap.events, imap.inflight, imap.negotiation,
