@@ -45,7 +45,6 @@ from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.errors import (
@@ -229,7 +228,7 @@ def plan_submission(
     del payload
     for index, (rcpts, cert_addresses) in enumerate(groups):
         targets: list[Recipient] = []
-        seen: set[bytes] = set()
+        seen: set[x509.Certificate] = set()
         for address in dict.fromkeys(cert_addresses):
             _add_target(targets, seen, Recipient(certs[address],
                                                  supports_gcm=decision.supports_gcm(address)))
@@ -238,8 +237,8 @@ def plan_submission(
         cipher = _cipher(decision, targets)
         if cipher is None:
             names = ", ".join(a for a in cert_addresses if not decision.supports_gcm(a))
-            raise SubmissionRefused(550, "5.7.1",
-                          _one_line(f"no cipher of the policy is readable by: {names}"))
+            raise SubmissionRefused(
+                550, "5.7.1", _one_line(f"no cipher of the policy is readable by: {names}"))
         last = index == len(groups) - 1
         encrypted = encrypt_message(holder.pop() if last else holder[0], targets, cipher=cipher)
         copies.append(Copy(tuple(original[r] for r in rcpts), encrypted, cipher))
@@ -250,10 +249,12 @@ def plan_submission(
     return Plan(tuple(copies), agent is not None, True, decision, tuple(reasons))
 
 
-def _add_target(targets: list[Recipient], seen: set[bytes], recipient: Recipient) -> None:
-    key = recipient.certificate.fingerprint(hashes.SHA256())
-    if key not in seen:
-        seen.add(key)
+def _add_target(targets: list[Recipient], seen: set[x509.Certificate],
+                recipient: Recipient) -> None:
+    """Add `recipient` unless its certificate is already a target (certificates compare and
+    hash by their DER: cheaper than a SHA-256 fingerprint per target and message)."""
+    if recipient.certificate not in seen:
+        seen.add(recipient.certificate)
         targets.append(recipient)
 
 
