@@ -60,6 +60,7 @@ from smime_proxy.mime.building import (
     seven_bit_pieces,
 )
 from smime_proxy.mime.entity import (
+    STATUS_HEADER,
     Entity,
     canonical_crlf,
     parse_entity,
@@ -315,7 +316,6 @@ class OpenedMessage:
     signature: SignatureReport | None
 
 
-STATUS_HEADER = "X-SMIME-Status"
 
 
 def open_message(

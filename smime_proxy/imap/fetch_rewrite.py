@@ -11,7 +11,7 @@ then answered from a `MessageView` of the bytes the client is shown, and the oth
 - `upstream_fetch(command)`: the command sent upstream instead (same tag).
 - `answer(...)`: the client's FETCH response for one message.
 
-May import: imap.views, imap.wire, stdlib.
+May import: imap.views, imap.wire, mime, stdlib.
 """
 
 from __future__ import annotations
@@ -21,8 +21,20 @@ from collections.abc import Mapping
 from typing import Final
 
 from smime_proxy.imap.views import MessageView, ViewSection
-from smime_proxy.imap.wire import Atom, FetchCommand, FetchItem, Section, Value, render
+from smime_proxy.imap.wire import (
+    Atom,
+    FetchCommand,
+    FetchItem,
+    FetchResponse,
+    ParseError,
+    Section,
+    Value,
+    parse_response,
+    render,
+)
 from smime_proxy.imap.wire.values import Binary, Literal, render_structure
+from smime_proxy.mime.entity import STATUS_HEADER, without_field
+from smime_proxy.mime.transfer import UnknownCte
 
 __all__ = [
     "CONTENT_ITEMS",
@@ -197,3 +209,36 @@ def answer(
     if mark_seen and b"FLAGS" not in seen_names:
         add(FLAGS, flags_value())
     return render_fetch(number, out)
+
+
+def answer_shown(number: int, command: FetchCommand, shown: bytes, stored: bytes,
+                 items: dict[bytes, Value], *, mark_seen: bool) -> bytes | None:
+    """`answer` from the bytes to show or, should computing their views fail, from the
+    stored bytes (incoming X-SMIME-Status removed); None when neither can be answered.
+
+    One message must never end a session (a bug in the views included), so everything but
+    UnknownCte (which the client is told) is caught here."""
+    fallback = without_field(stored, STATUS_HEADER)
+    for candidate in dict.fromkeys((shown, fallback)):
+        try:
+            return answer(number, command, MessageView(candidate), items, mark_seen=mark_seen)
+        except UnknownCte:
+            raise
+        except Exception:  # noqa: S112 - try the stored bytes, then give up
+            continue
+    return None
+
+
+def without_content(raw: bytes) -> bytes:
+    """An unsolicited FETCH response with its content items removed (the proxy alone
+    answers content, from the shown message)."""
+    try:
+        response = parse_response(raw)
+    except ParseError:
+        return b""
+    if not isinstance(response, FetchResponse):
+        return raw
+    kept = tuple((i, v) for i, v in response.items if not is_content(i))
+    if len(kept) == len(response.items):
+        return raw
+    return FetchResponse(response.number, kept).render() if kept else b""

@@ -48,6 +48,7 @@ class FetchJob:
     done_ok: bool = False
     locked: bool = False
     unknown_cte: bool = False
+    unviewable: bool = False  # a message whose views could not be computed (NO SERVERBUG)
     seen_uids: list[int] = field(default_factory=list)
     store_tag: bytes | None = None
 

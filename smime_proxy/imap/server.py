@@ -50,9 +50,9 @@ from smime_proxy.imap.session import (
 )
 from smime_proxy.imap.upstream import UpstreamUnavailable, open_stream
 from smime_proxy.imap.wire import MAX_LINE
-from smime_proxy.mime.entity import parse_entity
+from smime_proxy.mime.entity import STATUS_HEADER, without_field
 from smime_proxy.services import Services
-from smime_proxy.smime import STATUS_HEADER, is_encrypted, open_message
+from smime_proxy.smime import is_encrypted, open_message
 from smime_proxy.tlsconfig import is_loopback_peer, listener_context
 
 log = logging.getLogger("smime_proxy.imap")
@@ -68,17 +68,27 @@ class ImapSettings:
     idle_timeout: float = 30 * 60  # nothing from client nor upstream: autologout
 
 
-def _without_status(message: bytes) -> bytes:
-    """The message without any top-level X-SMIME-Status field (for bytes shown as stored)."""
-    entity = parse_entity(message)
-    name = STATUS_HEADER.lower()
-    if not any(f.name == name for f in entity.fields):
-        return message
-    return b"".join(f.raw for f in entity.fields if f.name != name) + message[entity.header_end:]
+def without_status(message: bytes) -> bytes:
+    """The message without any top-level X-SMIME-Status field (for bytes shown as stored;
+    DESIGN decision 5: only the proxy writes this field)."""
+    return without_field(message, STATUS_HEADER)
 
 
 def open_for_client(services: Services, user: str, raw: bytes, request_id: int) -> MessageOpened:
-    """Blocking: what the client is shown for one stored message (runs in a worker thread)."""
+    """Blocking: what the client is shown for one stored message (runs in a worker thread).
+
+    Never raises: a message that breaks a limit or an assumption anywhere on the way is shown
+    as stored (incoming status fields removed, never a verified claim), so one hostile
+    message cannot end the session that fetches it."""
+    try:
+        return _open(services, user, raw, request_id)
+    except Exception as exc:
+        log.warning("message shown as stored after an unexpected error",
+                    extra={"user": user, "error": type(exc).__name__})
+        return MessageOpened(request_id, "shown", without_status(raw))
+
+
+def _open(services: Services, user: str, raw: bytes, request_id: int) -> MessageOpened:
     now = services.now()
     agent = None
     if is_encrypted(raw):
@@ -88,14 +98,14 @@ def open_for_client(services: Services, user: str, raw: bytes, request_id: int) 
             return MessageOpened(request_id, "locked")
         except (NoSuchKey, SmimeProxyError):
             # no key to unlock: shown as stored (the client sees an S/MIME attachment)
-            return MessageOpened(request_id, "shown", _without_status(raw))
+            return MessageOpened(request_id, "shown", without_status(raw))
     try:
         opened = open_message(raw, agent, services.trust_roots, now=now)
     except KeyLocked:
         return MessageOpened(request_id, "locked")
     except SmimeProxyError as exc:
         log.info("message not opened", extra={"user": user, "error": type(exc).__name__})
-        return MessageOpened(request_id, "shown", _without_status(raw))
+        return MessageOpened(request_id, "shown", without_status(raw))
     report = opened.signature
     if report is not None and report.valid:
         for signer in report.signers:

@@ -69,7 +69,6 @@ from smime_proxy.imap.negotiation import (
     sasl_plain_user,
     shown_capabilities,
 )
-from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire import (
     MAX_LINE,
     NEED_DATA,
@@ -315,24 +314,10 @@ class ImapSession:
                 self._flush_job(job)
             return
         if is_fetch:
-            raw = self._without_content(raw)
+            raw = fetch_rewrite.without_content(raw)
             if not raw:
                 return
         self._out.append(SendToClient(raw))
-
-    def _without_content(self, raw: bytes) -> bytes:
-        """An unsolicited FETCH response with its content items removed (the proxy alone
-        answers content, from the shown message)."""
-        try:
-            response = parse_response(raw)
-        except ParseError:
-            return b""
-        if not isinstance(response, FetchResponse):
-            return raw
-        kept = tuple((i, v) for i, v in response.items if not fetch_rewrite.is_content(i))
-        if len(kept) == len(response.items):
-            return raw
-        return FetchResponse(response.number, kept).render() if kept else b""
 
     # -- capabilities ------------------------------------------------------------------------
 
@@ -526,7 +511,7 @@ class ImapSession:
         stored = items.get(fetch_rewrite.WHOLE_NAME)
         if fetch_rewrite.WHOLE_NAME not in items:
             # not an answer to our FETCH: a flag update of another message, say
-            job.entries.append(FetchEntry(raw=self._without_content(raw)))
+            job.entries.append(FetchEntry(raw=fetch_rewrite.without_content(raw)))
             self._flush_job(job)
             return
         self._counter += 1
@@ -562,6 +547,9 @@ class ImapSession:
             final = job.done
         elif job.unknown_cte:
             final = tag + b" NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding\r\n"
+        elif job.unviewable:
+            final = (tag + b" NO [SERVERBUG] A message could not be shown (the others were);"
+                     b" it is left as stored on the server\r\n")
         elif job.locked:
             final = (tag + b" NO [UNAVAILABLE] An encrypted message cannot be shown while"
                      b" the Secure Mail key is locked: unlock it, then fetch again\r\n")
@@ -583,10 +571,13 @@ class ImapSession:
         command = job.command
         mark_seen = not self.read_only and fetch_rewrite.newly_seen(command, entry.items)
         try:
-            response = fetch_rewrite.answer(entry.number, command, MessageView(shown),
-                                            entry.items, mark_seen=mark_seen)
+            response = fetch_rewrite.answer_shown(entry.number, command, shown, entry.stored,
+                                                  entry.items, mark_seen=mark_seen)
         except UnknownCte:
             job.unknown_cte = True
+            return
+        if response is None:
+            job.unviewable = True
             return
         if mark_seen:
             uid = entry.items.get(b"UID")

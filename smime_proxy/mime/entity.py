@@ -20,6 +20,7 @@ from smime_proxy.errors import MalformedMessage
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 MAX_HEADER_BYTES = 1024 * 1024
+STATUS_HEADER = "X-SMIME-Status"  # the result field only the proxy writes (DESIGN 5)
 
 
 @dataclass(frozen=True)
@@ -187,3 +188,29 @@ def split_multipart(body: bytes, boundary: str) -> list[bytes]:
             end -= 1
         parts.append(body[line_end:end])
     return parts
+
+
+def without_field(message: bytes, name: str) -> bytes:
+    """The message without any top-level header field called `name` (case-insensitive),
+    continuation lines included; the bytes unchanged when there is none.
+
+    A plain scan of the header lines with no size limit of its own: it must also work on the
+    messages `parse_entity` refuses (a header of megabytes, say), which are shown as stored."""
+    end = _HEADER_END.search(message)
+    header_end = end.start() + 1 if end is not None else len(message)
+    header = message[:header_end]
+    wanted = name.lower().encode("ascii")
+    if wanted not in header.lower():
+        return message
+    pattern = re.compile(re.escape(wanted) + rb"[ \t]*:", re.IGNORECASE)
+    kept: list[bytes] = []
+    dropping = False
+    for line in header.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):  # a folded continuation belongs to the field above
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = pattern.match(line) is not None
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept) + message[header_end:]

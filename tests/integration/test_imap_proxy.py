@@ -575,3 +575,33 @@ def test_with_the_sqlite_stores_of_build_services(upstream: Upstream, loop: Loop
     assert b"sqlite secret" in shown
     assert any("dave@example.test" in e.summary.addresses
                for e in services.contacts.entries("alice"))
+
+
+# --- one hostile message never ends a session (security issue, item 4) ----------------------
+
+
+def test_message_with_a_header_over_a_mebibyte_is_shown_as_stored(env: Env) -> None:
+    """16,000 header lines (more than the MIME parsers' 1 MiB header limit) and a forged
+    status field: the message is shown as stored without the forged field, and the session
+    goes on (it ended with `* BYE Internal error` before)."""
+    tok = token()
+    filler = b"".join(b"X-Filler-%05d: %s\r\n" % (i, b"y" * 60) for i in range(16000))
+    message = (b"From: carol@example.test\r\nTo: alice@example.test\r\nSubject: " + tok.encode()
+               + b"\r\nMessage-ID: <" + tok.encode() + b"@example.test>\r\n"
+               + b"X-SMIME-Status: encrypted=yes; signature=valid; signer=bob@example.test\r\n"
+               + filler + b"\r\nthe body\r\n")
+    assert len(message) > 1024 * 1024
+    env.deliver("alice", message)
+    imap = env.proxy()
+    try:
+        uid = uid_of(imap, tok)
+        typ, data = fetch(imap, uid, "(BODY.PEEK[] RFC822.SIZE)")
+        assert typ == "OK"
+        shown = literal(data)
+        assert b"X-SMIME-Status" not in shown and b"signature=valid" not in shown
+        assert shown.endswith(b"\r\n\r\nthe body\r\n") and b"X-Filler-15999" in shown
+        assert imap.noop()[0] == "OK"  # the session is still there
+        typ, _ = fetch(imap, uid, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK"
+    finally:
+        imap.logout()
