@@ -87,13 +87,18 @@ class SubmissionUpstream:
     """One upstream connection (not shared between client sessions)."""
 
     def __init__(self, endpoint: UpstreamEndpoint, *, timeout: float = DEFAULT_TIMEOUT,
-                 local_hostname: str = "smime-proxy") -> None:
+                 local_hostname: str = "smime-proxy",
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        """`tls_context`: the front's shared client context (`upstream_context(endpoint)`
+        when not given; building one per connection reads the CA file again)."""
         self.endpoint = endpoint
         self.timeout = timeout
+        if tls_context is None and endpoint.tls != "none":
+            tls_context = upstream_context(endpoint)
         self._smtp = aiosmtplib.SMTP(
             hostname=endpoint.host, port=endpoint.port, timeout=timeout,
             use_tls=endpoint.tls == "implicit", start_tls=False,
-            tls_context=upstream_context(endpoint) if endpoint.tls != "none" else None,
+            tls_context=tls_context if endpoint.tls != "none" else None,
             local_hostname=local_hostname,
         )
         self.connected = False

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import ssl
 import time
 from base64 import b64decode
 from collections import deque
@@ -81,7 +82,7 @@ from smime_proxy.smtp.session import (
     UpstreamRset,
 )
 from smime_proxy.smtp.submission import Plan, SubmissionRefused, plan_submission
-from smime_proxy.tlsconfig import is_loopback_peer, listener_context
+from smime_proxy.tlsconfig import is_loopback_peer, listener_context, upstream_context
 
 __all__ = ["CertificateCache", "ServiceKeys", "SmtpConnection", "SmtpFront", "SmtpSettings",
            "unlock_url"]
@@ -160,6 +161,13 @@ class SmtpFront:
         self.certificates = CertificateCache()
         self.directory = CertificateDirectory.load(self.policy.certificate_dir)
         self._tls = listener_context(listener, "smtp")
+        self._upstream_tls: ssl.SSLContext | None = None
+
+    def upstream_tls(self) -> ssl.SSLContext | None:
+        """The client TLS context for the upstream, built once and shared by the sessions."""
+        if self._upstream_tls is None and self.upstream.tls != "none":
+            self._upstream_tls = upstream_context(self.upstream)
+        return self._upstream_tls
 
     @classmethod
     def from_services(cls, services: Services) -> SmtpFront:
@@ -321,7 +329,8 @@ class SmtpConnection(SMTP):
             self._close_upstream()
             upstream = SubmissionUpstream(self.front.upstream,
                                           timeout=self.front.settings.timeout,
-                                          local_hostname=self.front.settings.hostname)
+                                          local_hostname=self.front.settings.hostname,
+                                          tls_context=self.front.upstream_tls())
             try:
                 await upstream.connect()
             except UpstreamLost as exc:
