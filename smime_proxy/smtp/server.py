@@ -313,14 +313,10 @@ class SmtpConnection(SMTP):
                     for reply in replies:
                         await self.push(reply)
                     replies.clear()
-                outcome = await self._perform(action)
-                if outcome is None:  # the client went away during DATA
-                    self.core.connection_lost()
-                    return []
-                queue.extend(self.core.feed(outcome))
+                queue.extend(self.core.feed(await self._perform(action)))
         return replies
 
-    async def _perform(self, action: Action) -> Outcome | None:
+    async def _perform(self, action: Action) -> Outcome:
         if isinstance(action, ReadData):
             return await self._read_data(action.limit)
         if isinstance(action, PlanMessage):
@@ -358,7 +354,7 @@ class SmtpConnection(SMTP):
         except UpstreamLost as exc:
             return UpstreamGone(str(exc))
 
-    async def _read_data(self, limit: int) -> DataRead | None:
+    async def _read_data(self, limit: int) -> DataRead:
         """Read DATA up to its end marker; the content waits in `_content` for the plan."""
         self.busy = True
         reader = DataReader(limit=limit)
@@ -366,7 +362,7 @@ class SmtpConnection(SMTP):
         while not reader.done:
             chunk = await self._reader.read(READ_CHUNK)
             if not chunk:  # EOF: aiosmtpd cancels us; be safe anyway
-                return None
+                return DataRead(closed=True)
             self._reset_timeout()
             leftover = reader.feed(chunk)
         if leftover:  # pipelined commands after the end of data: put them back

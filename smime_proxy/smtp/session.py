@@ -359,6 +359,7 @@ class SmtpSession:
         yield ClientReply("\r\n".join(out))
 
     def _auth(self, login: bytes, password: bytes) -> _Step:
+        self.user = None  # a new AUTH (e.g. after STARTTLS) replaces any earlier identity
         try:
             user = login.decode("utf-8")
             secret = password.decode("utf-8")

@@ -140,10 +140,17 @@ def test_auth_outcomes() -> None:
     session.auth(b"alice", b"pw")
     assert session.feed(UpstreamFailed(454, "4.7.0 try later\nsecond line")) == [
         ClientReply("454-4.7.0 try later\r\n454 second line")]
-    assert session.user is None
+    assert _user(session) is None
     session.auth(b"alice", b"pw")
     assert session.feed(UpstreamOk("235")) == [Authenticated("alice")]
-    assert session.user == "alice"
+    assert _user(session) == "alice"
+    session.auth(b"mallory", b"guess")  # a later AUTH that fails leaves nobody logged in
+    session.feed(UpstreamFailed(503, "5.5.1 Error: already authenticated"))
+    assert _user(session) is None
+
+
+def _user(session: SmtpSession) -> str | None:
+    return session.user
 
 
 def test_the_password_never_shows_in_a_repr() -> None:

@@ -371,6 +371,18 @@ async def test_plaintext_loopback_switch(tmp_path: Path) -> None:
         await c.login("alice", "alice-pw")
 
 
+async def test_a_failed_auth_after_starttls_leaves_the_client_unauthenticated(
+        tmp_path: Path) -> None:
+    async with _tls_env(tmp_path, "starttls", loopback=True) as e, e.client() as c:
+        await c.login("alice", "alice-pw")  # allowed in plaintext from loopback
+        await c.starttls(tls_context=_ca(tmp_path))  # the session (and its AUTH) restarts
+        await c.ehlo()
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+            await c.auth_plain("alice", "wrong")
+        assert (await command(c, f"MAIL FROM:<{ALICE}>"))[0] == 530
+    assert e.fake.delivered == []
+
+
 async def test_implicit_tls(tmp_path: Path) -> None:
     async with (_tls_env(tmp_path, "implicit", loopback=False) as e,
                 e.client(use_tls=True, tls_context=_ca(tmp_path)) as c):
