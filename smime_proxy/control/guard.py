@@ -9,7 +9,7 @@
 - Credentials: the user's mail login checked by the upstream IMAP server (`imapcheck`),
   cached for at most 5 minutes as a salted hash, throttled per account and source address.
 
-May import: errors, services, imap.upstream, keystore, control, aiohttp, stdlib.
+May import: throttle, errors, services, imap.upstream, keystore, control, aiohttp, stdlib.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from smime_proxy.control import pages
-from smime_proxy.control.auth import CredentialCache, Throttle, Throttled
+from smime_proxy.control.auth import CredentialCache
 from smime_proxy.control.imapcheck import check_login
 from smime_proxy.control.metrics import ControlMetrics
 from smime_proxy.control.operations import Refusal
@@ -36,6 +36,7 @@ from smime_proxy.errors import InputError
 from smime_proxy.imap.upstream import UpstreamUnavailable
 from smime_proxy.keystore.service import check_user
 from smime_proxy.services import Services
+from smime_proxy.throttle import Throttle, Throttled
 
 log = logging.getLogger("smime_proxy.control")
 

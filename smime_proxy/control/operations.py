@@ -7,7 +7,7 @@ that takes the Secure Mail Password is throttled per user and source address; a 
 password, a throttled attempt and an unlock are counted in the metrics. No password, key or
 file content is ever logged.
 
-May import: errors, services, keystore, control.auth, control.metrics, stdlib.
+May import: throttle, errors, services, keystore, control.auth, control.metrics, stdlib.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from smime_proxy.control.auth import Throttle, Throttled
 from smime_proxy.control.metrics import ControlMetrics
 from smime_proxy.errors import (
     InputError,
@@ -35,6 +34,7 @@ from smime_proxy.keystore.certs import CertificateSummary, normalize_address
 from smime_proxy.keystore.contacts import usable_for_encryption
 from smime_proxy.keystore.service import UNLOCK_FAILED
 from smime_proxy.services import Services
+from smime_proxy.throttle import Throttle, Throttled
 
 log = logging.getLogger("smime_proxy.control")
 

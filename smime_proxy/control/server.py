@@ -6,7 +6,7 @@ and `/metrics`. This module routes and starts; every request first passes the
 
 No password, key or request body is ever logged.
 
-May import: config, errors, services, tlsconfig, control, aiohttp, cryptography,
+May import: throttle, config, errors, services, tlsconfig, control, aiohttp, cryptography,
 prometheus_client, stdlib.
 """
 
@@ -21,7 +21,6 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from smime_proxy.control.api import JsonApi
-from smime_proxy.control.auth import Throttle
 from smime_proxy.control.guard import RequestGuard
 from smime_proxy.control.imapcheck import EXCHANGE_TIMEOUT
 from smime_proxy.control.metrics import ControlMetrics
@@ -30,6 +29,7 @@ from smime_proxy.control.operations import KeyOperations
 from smime_proxy.control.web import WebPage
 from smime_proxy.errors import ConfigError
 from smime_proxy.services import Services
+from smime_proxy.throttle import Throttle
 from smime_proxy.tlsconfig import listener_context
 
 log = logging.getLogger("smime_proxy.control")

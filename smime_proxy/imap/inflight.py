@@ -25,6 +25,7 @@ class RelayedCommand:
     sasl_plain: bool = False  # AUTHENTICATE PLAIN waiting for the initial response
     client_continues: bool = False  # the upstream's "+" went to the client
     select: bool = False  # SELECT / EXAMINE: note whether the mailbox is read-only
+    throttled: bytes | None = None  # AUTHENTICATE refused here: our NO, sent when it ends
 
 
 @dataclass

@@ -37,9 +37,11 @@ Why its own wire and not an IMAP client library (aioimaplib serves the proxy's o
 `imap.upstream`): a proxy must pass literals, responses and extensions it does not
 understand through byte for byte; a client library parses and rebuilds everything it reads.
 
-The actions and results are in `imap.events`, the capability filter in `imap.negotiation`.
+The actions and results are in `imap.events`, the capability filter in `imap.negotiation`,
+the answering of content FETCHes in `imap.fetch_answers`.
 
-May import: errors, imap.wire, imap.events, imap.inflight, imap.negotiation,
+May import: errors, throttle, imap.wire, imap.events, imap.inflight, imap.negotiation,
+imap.fetch_answers,
 imap.fetch_rewrite, imap.views, mime, stdlib.
 """
 
@@ -54,7 +56,9 @@ from smime_proxy.imap import fetch_rewrite
 from smime_proxy.imap.events import (
     Action,
     Close,
+    LoginGate,
     MessageOpened,
+    OpenGate,
     OpenMessage,
     Pause,
     SendToClient,
@@ -62,6 +66,7 @@ from smime_proxy.imap.events import (
     SessionSettings,
     StartClientTls,
 )
+from smime_proxy.imap.fetch_answers import ContentFetch
 from smime_proxy.imap.inflight import FetchEntry, FetchJob, InternalCommand, RelayedCommand
 from smime_proxy.imap.negotiation import (
     capabilities_in,
@@ -76,7 +81,6 @@ from smime_proxy.imap.wire import (
     ConnectionClosed,
     ContinuationRequest,
     FetchCommand,
-    FetchResponse,
     FramingError,
     GenericCommand,
     LiteralRejected,
@@ -86,11 +90,10 @@ from smime_proxy.imap.wire import (
     ServerFramer,
     TruncatedMessage,
     parse_command,
-    parse_response,
     split_at_sync_literals,
     use_nonsync_literals,
 )
-from smime_proxy.mime.transfer import UnknownCte
+from smime_proxy.throttle import Throttled
 
 __all__ = [
     "Action",
@@ -112,11 +115,12 @@ MAX_BAD_BEFORE_LOGIN: Final = 10
 FAILED_LOGIN_DELAY: Final = 2.0
 
 
-class ImapSession:
+class ImapSession(ContentFetch):
     """See the module docstring."""
 
-    def __init__(self, settings: SessionSettings) -> None:
+    def __init__(self, settings: SessionSettings, gate: LoginGate | None = None) -> None:
         self.settings = settings
+        self.gate: LoginGate = gate if gate is not None else OpenGate()
         self.client = ServerFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
                                    max_literal_size=MAX_LITERAL_BEFORE_LOGIN)
         self.upstream = ClientFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
@@ -258,12 +262,19 @@ class ImapSession:
         if isinstance(job, RelayedCommand) and tag == job.tag:
             self._inflight = None
             ok = raw[len(tag) + 1 :].upper().startswith(b"OK")
+            if job.throttled is not None:  # our refusal, after the upstream's "*" answer
+                self._out.append(SendToClient(tag + b" " + job.throttled))
+                return
             if ok and job.login:
                 self.user = job.login_user or ""
                 self.state = "authenticated"
                 self.client.max_literal_size = MAX_MESSAGE
+                self.gate.succeeded(self.user)
             elif job.login:
-                self._out.append(Pause(FAILED_LOGIN_DELAY))
+                if raw[len(tag) + 1 :].upper().startswith(b"NO"):
+                    self._out.append(Pause(FAILED_LOGIN_DELAY))  # the failure stays counted
+                else:
+                    self.gate.cancel(job.login_user or "")  # BAD: no password was judged
             if job.select:
                 # EXAMINE or a read-only SELECT: fetching sets no \Seen (RFC 9051 6.3.3)
                 self.read_only = not ok or b"[READ-ONLY]" in raw.upper()
@@ -388,7 +399,29 @@ class ImapSession:
         if job.sasl_plain:
             job.sasl_plain = False
             job.login_user = sasl_plain_user(raw.rstrip(b"\r\n"))
+            refusal = self._throttled(job.login_user or "")
+            if refusal is not None:
+                job.throttled = refusal
+                self._out.append(SendToUpstream(b"*\r\n"))  # cancel the exchange (RFC 9051 6.2.2)
+                return
         self._out.append(SendToUpstream(raw))
+
+    def _login(self, tag: bytes, raw: bytes, user: str) -> None:
+        """LOGIN, or AUTHENTICATE PLAIN with its initial response: relayed unless throttled."""
+        refusal = self._throttled(user)
+        if refusal is not None:
+            self._out.append(SendToClient(tag + b" " + refusal))
+        else:
+            self._relay(tag, raw, login=True, login_user=user)
+
+    def _throttled(self, user: str) -> bytes | None:
+        """None when this login attempt may go upstream; else the NO text to answer."""
+        try:
+            self.gate.reserve(user)
+        except Throttled as exc:
+            return (b"NO [UNAVAILABLE] Too many failed login attempts; try again in %d s\r\n"
+                    % exc.retry_after)
+        return None
 
     def _bad(self, tag: bytes, text: bytes) -> None:
         self._out.append(SendToClient(tag + b" BAD " + text + b"\r\n"))
@@ -423,8 +456,7 @@ class ImapSession:
                     self._out.append(SendToClient(
                         tag + b" NO [PRIVACYREQUIRED] Use STARTTLS or TLS first\r\n"))
                     return
-                user = command.username.decode("utf-8", "replace")
-                self._relay(tag, raw, login=True, login_user=user)
+                self._login(tag, raw, command.username.decode("utf-8", "replace"))
                 return
             if name == "AUTHENTICATE" and isinstance(command, GenericCommand):
                 self._authenticate(command, raw)
@@ -481,7 +513,7 @@ class ImapSession:
                 tag + b" NO [PRIVACYREQUIRED] Use STARTTLS or TLS first\r\n"))
             return
         if len(args) == 2:
-            self._relay(tag, raw, login=True, login_user=sasl_plain_user(args[1]))
+            self._login(tag, raw, sasl_plain_user(args[1]) or "")
         else:
             self._relay(tag, raw, login=True, sasl_plain=True)
 
@@ -497,90 +529,3 @@ class ImapSession:
                                         sasl_plain=sasl_plain, select=select)
         self._inflight.pieces = pieces
         self._out.append(SendToUpstream(pieces.popleft()))
-
-    # -- content FETCH -------------------------------------------------------------------
-
-    def _fetch_data(self, job: FetchJob, raw: bytes) -> None:
-        try:
-            response = parse_response(raw)
-        except ParseError:
-            self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
-            return
-        assert isinstance(response, FetchResponse)
-        items = {item.render(): value for item, value in response.items}
-        stored = items.get(fetch_rewrite.WHOLE_NAME)
-        if fetch_rewrite.WHOLE_NAME not in items:
-            # not an answer to our FETCH: a flag update of another message, say
-            job.entries.append(FetchEntry(raw=fetch_rewrite.without_content(raw)))
-            self._flush_job(job)
-            return
-        self._counter += 1
-        entry = FetchEntry(number=response.number, request_id=self._counter,
-                       stored=stored if isinstance(stored, bytes) else b"", items=items)
-        job.entries.append(entry)
-        self._out.append(OpenMessage(self._counter, self.user or "", entry.stored))
-
-    def _flush_job(self, job: FetchJob) -> None:
-        """Answer the messages opened so far, in order; finish when all are answered."""
-        while job.entries:
-            entry = job.entries[0]
-            if entry.request_id is None:
-                if entry.raw:
-                    self._out.append(SendToClient(entry.raw))
-                job.entries.popleft()
-                continue
-            if entry.result is None:
-                return
-            job.entries.popleft()
-            self._answer(job, entry, entry.result)
-        if job.done is None or job.store_tag is not None:
-            return
-        if job.seen_uids and job.done_ok:
-            tag = self._new_tag()
-            job.store_tag = tag
-            uids = b",".join(b"%d" % uid for uid in job.seen_uids)
-            self._out.append(SendToUpstream(tag + b" UID STORE " + uids
-                                            + b" +FLAGS.SILENT (\\Seen)\r\n"))
-            return
-        tag = job.command.tag
-        if not job.done_ok:
-            final = job.done
-        elif job.unknown_cte:
-            final = tag + b" NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding\r\n"
-        elif job.unviewable:
-            final = (tag + b" NO [SERVERBUG] A message could not be shown (the others were);"
-                     b" it is left as stored on the server\r\n")
-        elif job.locked:
-            final = (tag + b" NO [UNAVAILABLE] An encrypted message cannot be shown while"
-                     b" the Secure Mail key is locked: unlock it, then fetch again\r\n")
-        else:
-            final = job.done
-        self._out.append(SendToClient(final))
-        self._inflight = None
-
-    def _answer(self, job: FetchJob, entry: FetchEntry, result: MessageOpened) -> None:
-        if result.outcome == "locked":
-            if self.settings.locked_fetch != "passthrough":
-                job.locked = True
-                return
-            shown = entry.stored
-        elif result.outcome == "opened" and result.plain:
-            shown = entry.stored
-        else:
-            shown = result.content
-        command = job.command
-        mark_seen = not self.read_only and fetch_rewrite.newly_seen(command, entry.items)
-        try:
-            response = fetch_rewrite.answer_shown(entry.number, command, shown, entry.stored,
-                                                  entry.items, mark_seen=mark_seen)
-        except UnknownCte:
-            job.unknown_cte = True
-            return
-        if response is None:
-            job.unviewable = True
-            return
-        if mark_seen:
-            uid = entry.items.get(b"UID")
-            if isinstance(uid, int):
-                job.seen_uids.append(uid)
-        self._out.append(SendToClient(response))

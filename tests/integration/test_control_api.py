@@ -18,8 +18,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from smime_proxy.control.auth import Throttle
 from smime_proxy.harness import Upstream
+from smime_proxy.throttle import Throttle
 from support.control import (
     AsyncClient,
     Client,

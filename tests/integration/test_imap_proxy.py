@@ -605,3 +605,35 @@ def test_message_with_a_header_over_a_mebibyte_is_shown_as_stored(env: Env) -> N
         assert typ == "OK"
     finally:
         imap.logout()
+
+
+def test_login_guessing_is_throttled_across_connections(upstream: Upstream, loop: LoopThread,
+                                                         tmp_path: Path) -> None:
+    """Per user and client address across connections (security issue, item 5): after the
+    free failures, every connection gets NO [UNAVAILABLE] without the upstream being asked,
+    the right password included, until the delay has passed."""
+    from datetime import timedelta
+
+    from smime_proxy.throttle import Throttle
+
+    world = key_world()
+    services = imap_services(tmp_path, world, upstream_imap(upstream))
+    with running_front(loop, services) as front:
+        front.login_throttle = Throttle(services.now, free_user=1)
+        guesser = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            guesser.login("carol", "guess-1")  # Dovecot's answer: a real failure
+        for spelling in ("carol", "Carol@example.test"):
+            other = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+            with pytest.raises(imaplib.IMAP4.error, match=r"UNAVAILABLE.*try again in 1 s"):
+                other.login(spelling, upstream.users["carol"])
+            other.logout()
+        bob = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+        bob.login("bob", upstream.users["bob"])  # another user from the same address: fine
+        bob.logout()
+        world.now += timedelta(seconds=1)
+        ok = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+        ok.login("carol", upstream.users["carol"])
+        assert ok.select("INBOX")[0] == "OK"
+        ok.logout()
+        guesser.logout()

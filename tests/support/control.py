@@ -36,8 +36,8 @@ from multidict import CIMultiDictProxy
 from smime_proxy.app import Daemon, DaemonServices, build_services
 from smime_proxy.config import parse_config
 from smime_proxy.control import ControlFront
-from smime_proxy.control.auth import Throttle
 from smime_proxy.keystore.ca import ServerCA
+from smime_proxy.throttle import Throttle
 
 TEST_KDF_ITERATIONS = 1000
 

@@ -30,12 +30,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("I/O shells", ("imap.server", "imap.upstream", "smtp.server", "smtp.relay", "control",
                     "harness")),
     ("protocol logic", ("imap", "imap.session", "imap.events", "imap.inflight",
-                        "imap.negotiation", "imap.fetch_rewrite", "smtp", "smtp.session",
+                        "imap.negotiation", "imap.fetch_rewrite", "imap.fetch_answers",
+                        "smtp", "smtp.session",
                         "smtp.submission", "smtp.data", "smtp.directory", "policy",
                         "policy.decide")),
     ("safe API", ("smime", "keystore", "policy.model", "services")),
     ("hazmat and pure cores", ("crypto", "mime", "imap.wire", "imap.views")),
-    ("bottom", ("errors", "config", "yamlcheck", "tlsconfig", "memory", "logs", "")),
+    ("bottom", ("errors", "config", "yamlcheck", "tlsconfig", "memory", "logs", "throttle", "")),
 )
 EVERYTHING_BELOW = "everything below it"
 

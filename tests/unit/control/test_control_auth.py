@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from smime_proxy.control import pages
-from smime_proxy.control.auth import CredentialCache, Sessions, Throttle, Throttled
+from smime_proxy.control.auth import CredentialCache, Sessions
 from smime_proxy.keystore.certs import CertificateSummary
+from smime_proxy.throttle import Throttle, Throttled
 
 
 class Clock:

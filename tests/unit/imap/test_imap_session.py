@@ -10,10 +10,10 @@ import pytest
 from smime_proxy.imap.session import (
     Action,
     Close,
+    ImapSession,
     MessageOpened,
     OpenMessage,
     Pause,
-    ImapSession,
     SendToClient,
     SendToUpstream,
     SessionSettings,
@@ -444,3 +444,77 @@ def test_examined_mailbox_gets_no_seen() -> None:
     run.client(b"a4 SELECT INBOX\r\n")
     run.upstream(b"a4 OK [READ-WRITE] Select completed\r\n")
     assert run.session.read_only is False
+
+
+# --- login throttling across connections (the shell's gate) --------------------------------
+
+
+class RecordingGate:
+    """A LoginGate that throttles the users named in `blocked` and records the outcomes."""
+
+    def __init__(self, blocked: tuple[str, ...] = ()) -> None:
+        self.blocked = blocked
+        self.calls: list[tuple[str, str]] = []
+
+    def reserve(self, user: str) -> None:
+        from smime_proxy.throttle import Throttled
+
+        self.calls.append(("reserve", user))
+        if user in self.blocked:
+            raise Throttled(7)
+
+    def succeeded(self, user: str) -> None:
+        self.calls.append(("succeeded", user))
+
+    def cancel(self, user: str) -> None:
+        self.calls.append(("cancel", user))
+
+
+def gated(gate: RecordingGate) -> Run:
+    run = Run(ImapSession(SessionSettings(plaintext_login=True), gate))
+    run.take(run.session.start())
+    run.upstream(UP_CAPS + b"~spx1 OK done\r\n")
+    run.upstream_out()
+    run.client_out()
+    return run
+
+
+REFUSED = b"NO [UNAVAILABLE] Too many failed login attempts; try again in 7 s\r\n"
+
+
+def test_throttled_login_is_answered_here_and_not_relayed() -> None:
+    gate = RecordingGate(blocked=("alice",))
+    run = gated(gate)
+    run.client(b"a1 LOGIN alice secret\r\na2 AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n")
+    assert run.client_out() == b"a1 " + REFUSED + b"a2 " + REFUSED
+    assert run.to_upstream == []
+    assert gate.calls == [("reserve", "alice"), ("reserve", "alice")]
+
+
+def test_throttled_authenticate_without_initial_response_is_cancelled_upstream() -> None:
+    gate = RecordingGate(blocked=("alice",))
+    run = gated(gate)
+    run.client(b"a1 AUTHENTICATE PLAIN\r\n")
+    assert run.upstream_out() == b"a1 AUTHENTICATE PLAIN\r\n"
+    run.upstream(b"+ \r\n")
+    run.client_out()
+    run.client(b"AGFsaWNlAHNlY3JldA==\r\n")
+    assert run.upstream_out() == b"*\r\n"  # the password never goes upstream
+    run.upstream(b"a1 BAD Authentication aborted by client\r\n")
+    assert run.client_out() == b"a1 " + REFUSED
+    assert run.session.user is None
+
+
+def test_login_outcomes_reach_the_gate() -> None:
+    gate = RecordingGate()
+    run = gated(gate)
+    run.client(b"a1 LOGIN alice wrong\r\n")
+    run.upstream(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+    assert any(isinstance(a, Pause) for a in run.others)  # the failure stays counted
+    run.client(b"a2 LOGIN alice {3+}\r\nbad\r\n")
+    run.upstream(b"a2 BAD Error in IMAP command\r\n")
+    run.client(b"a3 LOGIN alice secret\r\n")
+    run.upstream(b"a3 OK Logged in\r\n")
+    assert gate.calls == [("reserve", "alice"), ("reserve", "alice"), ("cancel", "alice"),
+                          ("reserve", "alice"), ("succeeded", "alice")]
+    assert run.session.user == "alice"

@@ -1,0 +1,111 @@
+"""Growing delays after failed password attempts, per user and per client address, across
+connections (the control endpoint, IMAP LOGIN/AUTHENTICATE and SMTP AUTH each keep one).
+
+After a few free attempts each further attempt must wait a delay that doubles (capped). Time
+comes from the injected clock, so tests need no sleeping. Attempts are reserved before the
+slow check, so a burst of parallel guesses cannot slip through. Memory is bounded: past
+`max_entries` the stale entries go, then the oldest.
+
+May import: errors, stdlib.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from smime_proxy.errors import SmimeProxyError
+
+Clock = Callable[[], datetime]
+
+
+class Throttled(SmimeProxyError):
+    """Too many failed attempts: try again in `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = max(1, retry_after)
+        super().__init__(f"too many failed attempts; try again in {self.retry_after} s")
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    last: datetime | None = None
+
+
+@dataclass
+class Throttle:
+    """Growing delays after failed attempts, per user and per source address.
+
+    The first `free_user` / `free_address` attempts cost nothing; attempt n > free must wait
+    `base * 2**(n - free - 1)` seconds (at most `cap`) after the previous failure. A success
+    clears the user's count (not the address's: one good account must not launder guesses at
+    others); counts are forgotten after `forget_after` without failures.
+    """
+
+    clock: Clock
+    free_user: int = 3
+    free_address: int = 10
+    base: float = 1.0
+    cap: float = 300.0
+    forget_after: timedelta = timedelta(minutes=15)
+    max_entries: int = 100_000
+    _users: dict[str, _Failures] = field(default_factory=dict)
+    _addresses: dict[str, _Failures] = field(default_factory=dict)
+
+    def _delay(self, failures: _Failures, free: int, now: datetime) -> float:
+        if failures.last is None:
+            return 0.0
+        if now - failures.last >= self.forget_after:
+            failures.count = 0
+            failures.last = None
+            return 0.0
+        over = failures.count + 1 - free  # attempt number count+1; the first `free` cost 0
+        if over <= 0:
+            return 0.0
+        wait = min(self.cap, self.base * 2.0 ** (over - 1))
+        elapsed = (now - failures.last).total_seconds()
+        return max(0.0, wait - elapsed)
+
+    def reserve(self, user: str, address: str) -> None:
+        """Count an attempt as failed up front; raise `Throttled` if it must wait first."""
+        now = self.clock()
+        by_user = self._users.setdefault(user, _Failures())
+        by_address = self._addresses.setdefault(address, _Failures())
+        wait = max(
+            self._delay(by_user, self.free_user, now),
+            self._delay(by_address, self.free_address, now),
+        )
+        if wait > 0:
+            raise Throttled(math.ceil(wait))
+        for failures in (by_user, by_address):
+            failures.count += 1
+            failures.last = now
+        if len(self._users) + len(self._addresses) > self.max_entries:
+            self._prune(now)
+
+    def succeeded(self, user: str, address: str) -> None:
+        """The reserved attempt was right: the user's count starts again."""
+        self._users.pop(user, None)
+        by_address = self._addresses.get(address)
+        if by_address is not None and by_address.count > 0:
+            by_address.count -= 1  # this attempt was not a failure
+
+    def cancel(self, user: str, address: str) -> None:
+        """The reserved attempt was not judged (upstream down, bad input): undo it."""
+        for failures in (self._users.get(user), self._addresses.get(address)):
+            if failures is not None and failures.count > 0:
+                failures.count -= 1
+
+    def _prune(self, now: datetime) -> None:
+        for table in (self._users, self._addresses):
+            for key in [k for k, f in table.items()
+                        if f.last is None or now - f.last >= self.forget_after]:
+                del table[key]
+            # still too many (a flood of fresh names): the oldest half of this table goes
+            if len(table) > self.max_entries // 2:
+                ordered = sorted(table, key=lambda k: table[k].last or now)
+                for key in ordered[: len(table) - self.max_entries // 4]:
+                    del table[key]
