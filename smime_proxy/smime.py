@@ -9,9 +9,6 @@ May import: keystore, errors, crypto/, mime/, cryptography.
 from __future__ import annotations
 
 import binascii
-import email
-import email.policy
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +43,7 @@ from smime_proxy.errors import (
     NotSigned,
     SignatureInvalid,
     SignerMismatch,
+    SmimeProxyError,
     VerificationError,
 )
 from smime_proxy.keystore.certs import certificate_addresses
@@ -65,7 +63,10 @@ from smime_proxy.mime.entity import (
     canonical_crlf,
     parse_entity,
     split_multipart,
+    without_field,
 )
+from smime_proxy.mime.identity import single_from
+from smime_proxy.mime.tree import parse as parse_tree
 
 Cipher = Literal["aes-256-gcm", "aes-256-cbc", "aes-128-cbc"]
 KeyTransport = Literal["pkcs1", "oaep"]
@@ -271,7 +272,7 @@ def inspect_signature(
     address is an address of a signer certificate.
     """
     outer = parse_entity(message)
-    from_address, from_problem = _single_from(outer)
+    from_address, from_problem = single_from(outer)
     try:
         content, parsed, opaque = _signed_parts(outer)
     except VerificationError as exc:
@@ -345,7 +346,7 @@ def open_message(
         if report.opaque and report.content is not None and report.signers:
             content = merge_outer_fields(parse_entity(content), (report.content,))
     status = _status_value(cipher, report)
-    shown = _without_field(content, STATUS_HEADER.lower())
+    shown = without_field(content, STATUS_HEADER)
     return OpenedMessage(
         f"{STATUS_HEADER}: {status}\r\n".encode("ascii") + shown,
         status,
@@ -398,16 +399,6 @@ def _status_value(cipher: str | None, report: SignatureReport | None) -> str:
 _SAFE_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~@-]{3,254}")
 
 
-def _without_field(message: bytes, name: str) -> bytes:
-    """The message without any top-level header field `name` (folded forms included)."""
-    entity = parse_entity(message)
-    if not any(f.name == name for f in entity.fields):
-        return message
-    kept = b"".join(f.raw for f in entity.fields if f.name != name)
-    # the separator line (and any non-field lines) sit between the header block and the body
-    return kept + message[entity.header_end :]
-
-
 def is_signed(message: bytes) -> bool:
     """Whether the message as a whole is an S/MIME signature (multipart/signed or opaque)."""
     outer = parse_entity(message)
@@ -451,14 +442,15 @@ def _signed_parts(outer: Entity) -> tuple[bytes, ParsedSignedData, bool]:
             raise SignatureInvalid(f"malformed multipart/signed: {exc}") from None
         if len(parts) != 2:
             raise SignatureInvalid("multipart/signed must have exactly two parts")
+        if not _one_reading(outer.data, parts):
+            raise SignatureInvalid(AMBIGUOUS)
         signed_entity = canonical_crlf(parts[0])
         signature_part = parse_entity(parts[1])
         sig_type, _ = signature_part.content_type()
         if sig_type not in _PKCS7_SIGNATURE:
             raise SignatureInvalid(f"unsupported signature type {sig_type}")
-        cms_der = _decode_body(signature_part)
         try:
-            parsed = parse_signed_data(cms_der, signed_entity)
+            parsed = parse_signed_data(_decode_body(signature_part), signed_entity)
         except MalformedMessage as exc:
             raise SignatureInvalid(str(exc)) from None
         return signed_entity, parsed, False
@@ -473,6 +465,28 @@ def _signed_parts(outer: Entity) -> tuple[bytes, ParsedSignedData, bool]:
         except MalformedMessage as exc:
             raise SignatureInvalid(str(exc)) from None
     raise NotSigned(_not_whole_reason(outer, "signed"))
+
+
+AMBIGUOUS = ("the message's MIME structure can be read in more than one way: what was signed "
+             "may not be what is shown")
+
+
+def _one_reading(message: bytes, parts: list[bytes]) -> bool:
+    """Whether the tree that computes the client's views (Dovecot's rules: a boundary line
+    that only starts with the delimiter, the first of two Content-Type fields, ...) splits
+    the multipart/signed into exactly the two parts that were verified, with one boundary
+    parameter (DESIGN decision 11: where two readings could differ, it is not valid)."""
+    try:
+        root = parse_tree(message)
+    except SmimeProxyError:
+        return False
+    ctype, subtype, params = root.content_type()
+    boundaries = [value for name, value in params if name.lower() == b"boundary"]
+    if (ctype, subtype) != (b"multipart", b"signed") or len(boundaries) != 1:
+        return False
+    if len(root.headers_named(b"content-type")) != 1:
+        return False
+    return [child.raw_bytes for child in root.children] == parts
 
 
 def _not_whole_reason(outer: Entity, what: str) -> str:
@@ -540,44 +554,6 @@ def _signer_report(
         problem,
         cert,
     )
-
-
-def _single_from(outer: Entity) -> tuple[str | None, str | None]:
-    """(the single From address, or None; a problem with From/Sender, or None)."""
-    values = outer.get_all("from")
-    if len(values) != 1:
-        return None, "the message must have exactly one From field"
-    address, problem = _one_address(values[0])
-    if problem:
-        return address, problem
-    sender = outer.get_all("sender")
-    if sender:
-        sender_address, sender_problem = _one_address(sender[0])
-        if sender_problem or len(sender) > 1 or sender_address != address:
-            return address, "the Sender field names another address than From"
-    return address, None
-
-
-@functools.lru_cache(maxsize=1024)
-def _one_address(value: bytes) -> tuple[str | None, str | None]:
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, "the From field is not valid UTF-8"
-    if "\r" in text or "\n" in text:
-        return None, "the From field holds line breaks"
-    # email.policy.default parses strictly and records defects (CVE-2023-27043 class bugs in
-    # the legacy parser): any defect or anything but exactly one mailbox is refused.
-    header = email.message_from_string(f"From: {text}\n\n", policy=email.policy.default)
-    field = header["From"]
-    addresses: tuple[Any, ...] = tuple(getattr(field, "addresses", ()))
-    defects: tuple[Any, ...] = tuple(getattr(field, "defects", ()))
-    if len(addresses) != 1 or defects:
-        return None, "the From field must hold exactly one well-formed address"
-    address = addresses[0]
-    if not address.username or not address.domain:
-        return None, "the From field must hold exactly one well-formed address"
-    return f"{address.username}@{address.domain}".lower(), None
 
 
 def _first_problem(

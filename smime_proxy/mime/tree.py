@@ -160,6 +160,10 @@ class Part:
         key = (name.encode("ascii") if isinstance(name, str) else name).lower()
         return [h.value(self.data) for h in self.headers if h.name.lower() == key]
 
+    def headers_named(self, name: bytes) -> list[Header]:
+        """Every field called `name` (lower-case), in order."""
+        return [h for h in self.headers if h.name.lower() == name]
+
     def header(self, name: str | bytes) -> bytes | None:
         """The value of the first field called `name`, or None."""
         values = self.header_values(name)
