@@ -9,6 +9,7 @@ against a scripted fake upstream: Postfix cannot be made to stall or answer 4xx 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import shutil
@@ -355,22 +356,23 @@ def test_s_nail_sends_decrypts_and_verifies(proxy: Proxy, tmp_path: Path,
     assert "Message 1 was verified successfully" in output, output
 
 
-def test_upstream_certificate_is_verified(upstream: Upstream,
-                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+async def test_upstream_certificate_is_verified(upstream: Upstream,
+                                                tmp_path_factory: pytest.TempPathFactory) -> None:
     other = ensure_tls(tmp_path_factory.mktemp("other-ca"))  # a CA the upstream does not use
     endpoint = UpstreamEndpoint(host=upstream.host, port=upstream.submission_port,
                                 tls="starttls", verify=True, ca_file=other.ca_cert)
-    with LoopThread() as loop:
-        front = make_front(key_world(), endpoint)
-        loop.run(front.start())
-        try:
-            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as c:
-                code, _ = c.ehlo("client.test")
-                assert code == 421
-                with pytest.raises(smtplib.SMTPServerDisconnected):
-                    c.noop()  # the session ended with the 421
-        finally:
-            loop.run(front.stop(1.0))
+    front = make_front(key_world(), endpoint)
+    await front.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", front.port)
+        assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"220")
+        writer.write(b"EHLO client.test\r\n")
+        reply = await asyncio.wait_for(reader.readline(), 30)
+        assert reply.startswith(b"421 4.4.2"), reply
+        assert await asyncio.wait_for(reader.read(), 30) == b""  # the session ended
+        writer.close()
+    finally:
+        await front.stop(1.0)
 
 
 def _submission_smtpd_pids(upstream: Upstream) -> list[int]:
