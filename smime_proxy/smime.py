@@ -277,11 +277,32 @@ def inspect_signature(
         content, parsed, opaque = _signed_parts(outer)
     except VerificationError as exc:
         return SignatureReport(False, str(exc), from_address, ())
+    if opaque:
+        # the client is shown the signed content with its own header fields first: the
+        # identity that counts is the one in that header (security issue, item 1)
+        from_address, from_problem = single_from(
+            parse_entity(merge_outer_fields(outer, (content,))))
     signers: list[SignerReport] = []
     for check in parsed.signers:
         signers.append(_signer_report(check, parsed.certificates, trust_roots, now))
     reason = _first_problem(signers, from_address, from_problem)
+    if reason is None:
+        reason = _wrapped_identity_problem(content, signers)
     return SignatureReport(reason is None, reason, from_address, tuple(signers), opaque, content)
+
+
+def _wrapped_identity_problem(content: bytes, signers: list[SignerReport]) -> str | None:
+    """A signed entity that is a wrapped message (RFC 8551 3.1 header protection) must come
+    from the signer too: its From is what a reader of the wrapped message sees."""
+    entity = parse_entity(content)
+    if entity.content_type()[0] != "message/rfc822":
+        return None
+    inner_address, inner_problem = single_from(parse_entity(entity.body))
+    if inner_problem or inner_address is None:
+        return f"the wrapped message: {inner_problem or 'no From address'}"
+    if not any(inner_address in s.email for s in signers):
+        return "the wrapped message's From address is not an address of the signer certificate"
+    return None
 
 
 def verify_message(
