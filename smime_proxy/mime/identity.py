@@ -11,9 +11,14 @@ from __future__ import annotations
 import email
 import email.policy
 import functools
+import re
 from typing import Any
 
 from smime_proxy.mime.entity import Entity
+
+DISPLAY_NAME_MISMATCH = ("the From field shows another address (in its display name or a "
+                         "comment) than the one it is from")
+_ADDRESS_LIKE = re.compile(r"[^\s<>()\[\]\"',;:@]+@[^\s<>()\[\]\"',;:@]+")
 
 
 def single_from(outer: Entity) -> tuple[str | None, str | None]:
@@ -51,4 +56,11 @@ def one_address(value: bytes) -> tuple[str | None, str | None]:
     address = addresses[0]
     if not address.username or not address.domain:
         return None, "the From field must hold exactly one well-formed address"
-    return f"{address.username}@{address.domain}".lower(), None
+    result = f"{address.username}@{address.domain}".lower()
+    # a display name, encoded word or comment that itself looks like another address
+    # ("alice@example.test" <carol@example.test>) would be read by a person as the sender
+    shown = f"{text} {field}"
+    others = {m.lower().rstrip(".") for m in _ADDRESS_LIKE.findall(shown)} - {result}
+    if others:
+        return result, DISPLAY_NAME_MISMATCH
+    return result, None

@@ -78,3 +78,31 @@ def test_wrapped_message_from_the_signer_is_valid(root: Identity,
                b"MIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n"
                b"From: Carol <carol@example.test>\r\nSubject: s\r\n\r\nbody\r\n")
     assert inspect_signature(sign_message(wrapped, carol, now=NOW), [root.cert], now=NOW).valid
+
+
+@pytest.mark.parametrize("from_field", [
+    b'"alice@example.test" <carol@example.test>',
+    b"carol@example.test (alice@example.test)",
+    b"=?utf-8?q?alice=40example=2Etest?= <carol@example.test>",
+    b'"ALICE@example.test via" <carol@example.test>',
+])
+def test_a_display_name_that_is_another_address_is_a_mismatch(
+        root: Identity, carol: InProcessKeyAgent, from_field: bytes) -> None:
+    message = (b"From: " + from_field + b"\r\nTo: bob@example.test\r\nSubject: s\r\n"
+               b"Content-Type: text/plain\r\n\r\nhello\r\n")
+    status = open_message(sign_message(message, carol, now=NOW), None, [root.cert],
+                          now=NOW).status
+    assert "signature=mismatch" in status
+
+
+@pytest.mark.parametrize("from_field", [
+    b"Carol <carol@example.test>", b'"carol@example.test" <carol@example.test>',
+    b"CAROL@EXAMPLE.TEST",
+])
+def test_a_display_name_naming_the_signer_is_valid(root: Identity, carol: InProcessKeyAgent,
+                                                   from_field: bytes) -> None:
+    message = (b"From: " + from_field + b"\r\nTo: bob@example.test\r\nSubject: s\r\n"
+               b"Content-Type: text/plain\r\n\r\nhello\r\n")
+    status = open_message(sign_message(message, carol, now=NOW), None, [root.cert],
+                          now=NOW).status
+    assert "signature=valid" in status
