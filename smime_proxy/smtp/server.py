@@ -244,6 +244,7 @@ class SmtpConnection(SMTP):
         self.upstream: SubmissionUpstream | None = None
         self.busy = False
         self._content: bytes | None = None  # the DATA just read, until planned
+        self._line_limit: int | None = None  # aiosmtpd's reader limit while DATA is read
         starttls = front.listener.tls is not None and front.listener.tls.mode == "starttls"
         super().__init__(
             _Hooks(self),
@@ -310,6 +311,7 @@ class SmtpConnection(SMTP):
                 asyncio.get_running_loop().call_soon(self.close_now)
             else:
                 if isinstance(action, ReadData):
+                    self._widen_reader()  # before the 354: the data follows it at once
                     for reply in replies:
                         await self.push(reply)
                     replies.clear()
@@ -354,17 +356,31 @@ class SmtpConnection(SMTP):
         except UpstreamLost as exc:
             return UpstreamGone(str(exc))
 
+    def _widen_reader(self) -> None:
+        """Let aiosmtpd's StreamReader hold a READ_CHUNK of DATA without pausing the
+        transport: its limit is the command line length (1001), so every message above 2 KB
+        paused and resumed reading (two epoll_ctl calls) before `_read_data` took it. Only
+        while DATA is read (by chunks, not lines); `_read_data` restores it."""
+        reader: Any = self._reader
+        self._line_limit = reader._limit
+        reader._limit = max(reader._limit, READ_CHUNK)
+
     async def _read_data(self, limit: int) -> DataRead:
         """Read DATA up to its end marker; the content waits in `_content` for the plan."""
         self.busy = True
         reader = DataReader(limit=limit)
         leftover = b""
-        while not reader.done:
-            chunk = await self._reader.read(READ_CHUNK)
-            if not chunk:  # EOF: aiosmtpd cancels us; be safe anyway
-                return DataRead(closed=True)
-            self._reset_timeout()
-            leftover = reader.feed(chunk)
+        try:
+            while not reader.done:
+                chunk = await self._reader.read(READ_CHUNK)
+                if not chunk:  # EOF: aiosmtpd cancels us; be safe anyway
+                    return DataRead(closed=True)
+                self._reset_timeout()
+                leftover = reader.feed(chunk)
+        finally:
+            if self._line_limit is not None:
+                self._reader._limit = self._line_limit  # type: ignore[attr-defined]
+                self._line_limit = None
         if leftover:  # pipelined commands after the end of data: put them back
             self._reader._buffer[:0] = leftover  # type: ignore[attr-defined]
         result = reader.result()
