@@ -65,7 +65,7 @@ from smime_proxy.mime.entity import (
     split_multipart,
     without_field,
 )
-from smime_proxy.mime.identity import single_from
+from smime_proxy.mime.identity import headers_protected, single_from
 from smime_proxy.mime.tree import parse as parse_tree
 
 Cipher = Literal["aes-256-gcm", "aes-256-cbc", "aes-128-cbc"]
@@ -338,8 +338,6 @@ class OpenedMessage:
     signature: SignatureReport | None
 
 
-
-
 def open_message(
     message: bytes,
     agent: KeyAgent | None,
@@ -366,8 +364,11 @@ def open_message(
         report = inspect_signature(content, trust_roots, now=now)
         if report.opaque and report.content is not None and report.signers:
             content = merge_outer_fields(parse_entity(content), (report.content,))
-    status = _status_value(cipher, report)
     shown = without_field(content, STATUS_HEADER)
+    protected = None
+    if report is not None and report.valid and report.content is not None:
+        protected = headers_protected(shown, report.content)
+    status = _status_value(cipher, report, protected)
     return OpenedMessage(
         f"{STATUS_HEADER}: {status}\r\n".encode("ascii") + shown,
         status,
@@ -388,9 +389,11 @@ def is_encrypted(message: bytes) -> bool:
         return False
 
 
-def _status_value(cipher: str | None, report: SignatureReport | None) -> str:
+def _status_value(cipher: str | None, report: SignatureReport | None,
+                  protected: bool | None = None) -> str:
     """`encrypted=yes|no; cipher=<alg>; signature=valid|invalid|untrusted|mismatch|none;
-    signer=<addr>` (DESIGN decision 5). Values come from fixed words and addresses that
+    signer=<addr>; headers=protected|unprotected` (DESIGN decision 5; `headers` only with a
+    valid signature). Values come from fixed words and addresses that
     certificate_addresses() reduced to plain addr-specs: no CR/LF can get in."""
     parts = [f"encrypted={'yes' if cipher else 'no'}"]
     if cipher:
@@ -414,6 +417,8 @@ def _status_value(cipher: str | None, report: SignatureReport | None) -> str:
     )
     if signer and _SAFE_ADDRESS.fullmatch(signer):
         parts.append(f"signer={signer}")
+    if protected is not None:
+        parts.append(f"headers={'protected' if protected else 'unprotected'}")
     return "; ".join(parts)
 
 

@@ -1,4 +1,5 @@
-"""Who a message says it is from, read strictly: the single From address, and a Sender that
+"""Who a message says it is from, read strictly, and which of the header fields a reader
+sees a signature covers. From: the single From address, and a Sender that
 names no one else (DESIGN decision 4). Python's strict header parser (email.policy.default)
 is used, and any defect, or anything but exactly one well-formed mailbox, is refused: the
 CVE-2023-27043 class of lenient-parser bugs.
@@ -14,7 +15,7 @@ import functools
 import re
 from typing import Any
 
-from smime_proxy.mime.entity import Entity
+from smime_proxy.mime.entity import Entity, parse_entity
 
 DISPLAY_NAME_MISMATCH = ("the From field shows another address (in its display name or a "
                          "comment) than the one it is from")
@@ -64,3 +65,22 @@ def one_address(value: bytes) -> tuple[str | None, str | None]:
     if others:
         return result, DISPLAY_NAME_MISMATCH
     return result, None
+
+
+USER_FACING_FIELDS = ("from", "sender", "reply-to", "to", "cc", "subject", "date")
+
+
+def headers_protected(shown: bytes, signed: bytes) -> bool:
+    """Whether every user-facing header field the client is shown (From, To, Cc, Subject,
+    Date, ...) is covered by the signature with the same value: present in the signed
+    entity's own header (opaque content, RFC 9788 injected headers) or in the header of the
+    message it wraps (RFC 8551 3.1). A plain multipart/signed signs the body only."""
+    shown_fields = parse_entity(shown).fields
+    signed_entity = parse_entity(signed)
+    if signed_entity.content_type()[0] == "message/rfc822":
+        signed_entity = parse_entity(signed_entity.body)
+    for name in USER_FACING_FIELDS:
+        values = [f.value() for f in shown_fields if f.name == name]
+        if values and values != [f.value() for f in signed_entity.fields if f.name == name]:
+            return False
+    return True

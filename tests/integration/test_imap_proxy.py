@@ -220,7 +220,8 @@ def test_encrypted_signed_message_is_shown_decrypted_and_consistent(env: Env) ->
         assert typ == "OK"
         shown = literal(data)
         assert shown.startswith(b"X-SMIME-Status: encrypted=yes; cipher=aes-256-gcm; "
-                                b"signature=valid; signer=alice@example.test\r\n")
+                                b"signature=valid; signer=alice@example.test; "
+                                b"headers=unprotected\r\n")
         assert secret in shown
         view = MessageView(shown)
         typ, data = fetch(proxy, uid, "RFC822.SIZE")
@@ -541,7 +542,8 @@ def test_curl_reads_a_decrypted_message(env: Env) -> None:
         input=f'user = "alice:{password}"\n'.encode(), capture_output=True, check=False)
     assert result.returncode == 0, result.stderr[-300:]
     assert result.stdout.startswith(b"X-SMIME-Status: encrypted=yes; cipher=aes-256-gcm; "
-                                    b"signature=valid; signer=alice@example.test\r\n")
+                                    b"signature=valid; signer=alice@example.test; "
+                                    b"headers=unprotected\r\n")
     assert secret in result.stdout
 
 
@@ -571,7 +573,7 @@ def test_with_the_sqlite_stores_of_build_services(upstream: Upstream, loop: Loop
         finally:
             imap.logout()
     assert shown.startswith(b"X-SMIME-Status: encrypted=yes; cipher=aes-256-gcm; "
-                            b"signature=valid; signer=dave@example.test\r\n")
+                            b"signature=valid; signer=dave@example.test; headers=unprotected\r\n")
     assert b"sqlite secret" in shown
     assert any("dave@example.test" in e.summary.addresses
                for e in services.contacts.entries("alice"))

@@ -39,7 +39,8 @@ def test_signed_and_encrypted(root: Identity, alice: Identity, bob: Identity) ->
     encrypted = encrypt_message(signed, [Recipient(bob.cert, supports_gcm=True)])
     opened = open_message(encrypted, agent(bob), [root.cert], now=NOW)
     assert opened.status == (
-        "encrypted=yes; cipher=aes-256-gcm; signature=valid; signer=alice@example.test"
+        "encrypted=yes; cipher=aes-256-gcm; signature=valid; signer=alice@example.test; "
+        "headers=unprotected"  # From, To, Subject, Date are outside a multipart/signed
     )
     assert opened.content.startswith(b"X-SMIME-Status: encrypted=yes;")
     assert b"this is a test." in opened.content
@@ -48,7 +49,9 @@ def test_signed_and_encrypted(root: Identity, alice: Identity, bob: Identity) ->
 def test_opaque_signature_is_unwrapped(root: Identity, alice: Identity) -> None:
     signed = sign_message(simple_message(), agent(alice), opaque=True, now=NOW)
     opened = open_message(signed, None, [root.cert], now=NOW)
-    assert opened.status == "encrypted=no; signature=valid; signer=alice@example.test"
+    # the signed entity has only Content-* fields: the shown From/To/Subject are the outer ones
+    assert opened.status == ("encrypted=no; signature=valid; signer=alice@example.test; "
+                             "headers=unprotected")
     shown = parse_entity(opened.content)
     assert shown.content_type()[0] == "text/plain"
     assert shown.body == b"Hello Bob,\r\nthis is a test.\r\n"

@@ -106,3 +106,29 @@ def test_a_display_name_naming_the_signer_is_valid(root: Identity, carol: InProc
     status = open_message(sign_message(message, carol, now=NOW), None, [root.cert],
                           now=NOW).status
     assert "signature=valid" in status
+
+
+def test_headers_protected_only_when_the_signature_covers_what_is_shown(
+        root: Identity, carol: InProcessKeyAgent) -> None:
+    """`headers=protected|unprotected` (security issue, item 1): a Subject changed after
+    signing is shown, so the status must say the headers are not covered."""
+    plain = (b"From: carol@example.test\r\nTo: bob@example.test\r\nSubject: invoice\r\n"
+             b"Content-Type: text/plain\r\n\r\npay 10\r\n")
+    signed = sign_message(plain, carol, now=NOW)
+    assert open_message(signed, None, [root.cert], now=NOW).status.endswith(
+        "signature=valid; signer=carol@example.test; headers=unprotected")
+    wrapped = (b"From: carol@example.test\r\nTo: bob@example.test\r\nSubject: invoice\r\n"
+               b"MIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n"
+               b"From: carol@example.test\r\nTo: bob@example.test\r\nSubject: invoice\r\n"
+               b"\r\npay 10\r\n")
+    signed = sign_message(wrapped, carol, now=NOW)
+    assert open_message(signed, None, [root.cert], now=NOW).status.endswith(
+        "headers=protected")
+    changed = signed.replace(b"Subject: invoice\r\nMIME", b"Subject: URGENT pay now\r\nMIME", 1)
+    status = open_message(changed, None, [root.cert], now=NOW).status
+    assert status.endswith("signature=valid; signer=carol@example.test; headers=unprotected")
+    opaque_own = (b"From: carol@example.test\r\nSubject: x\r\nContent-Type: text/plain\r\n"
+                  b"\r\nhi\r\n")
+    status = open_message(opaque(carol, b"carol@example.test", opaque_own), None,
+                          [root.cert], now=NOW).status
+    assert status.endswith("headers=unprotected")  # the outer To is shown and not signed
