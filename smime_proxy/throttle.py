@@ -11,14 +11,17 @@ May import: errors, stdlib.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from smime_proxy.errors import SmimeProxyError
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("smime_proxy.throttle")
 
 
 class Throttled(SmimeProxyError):
@@ -109,3 +112,59 @@ class Throttle:
                 ordered = sorted(table, key=lambda k: table[k].last or now)
                 for key in ordered[: len(table) - self.max_entries // 4]:
                     del table[key]
+
+
+class LoginGate(Protocol):
+    """Failed logins across connections as a protocol core sees them: `reserve` counts an
+    attempt before it is relayed and raises `Throttled` when the user or address must wait;
+    the outcome then confirms (`succeeded`) or undoes (`cancel`, no password was judged) it.
+    Synchronous and clock-driven: the sans-I/O cores may call it."""
+
+    def reserve(self, user: str) -> None: ...
+
+    def succeeded(self, user: str) -> None: ...
+
+    def cancel(self, user: str) -> None: ...
+
+
+class OpenGate:
+    """No throttling (the cores' default; the fronts pass an `AddressGate`)."""
+
+    def reserve(self, user: str) -> None:
+        return None
+
+    def succeeded(self, user: str) -> None:
+        return None
+
+    def cancel(self, user: str) -> None:
+        return None
+
+
+class AddressGate:
+    """A front's `Throttle` seen from one client address (a `LoginGate`). Spellings of one
+    account (`Alice`, `alice@example.test`) share a count, as the control endpoint's do; a
+    refusal is logged with user and address, never a password."""
+
+    def __init__(self, throttle: Throttle, address: str, front: str) -> None:
+        self.throttle = throttle
+        self.address = address
+        self.front = front
+
+    @staticmethod
+    def _account(user: str) -> str:
+        return user.lower().partition("@")[0]
+
+    def reserve(self, user: str) -> None:
+        try:
+            self.throttle.reserve(self._account(user), self.address)
+        except Throttled as exc:
+            log.info("login throttled", extra={"front": self.front, "user": user,
+                                               "remote": self.address,
+                                               "retry_after": exc.retry_after})
+            raise
+
+    def succeeded(self, user: str) -> None:
+        self.throttle.succeeded(self._account(user), self.address)
+
+    def cancel(self, user: str) -> None:
+        self.throttle.cancel(self._account(user), self.address)

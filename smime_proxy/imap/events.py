@@ -8,7 +8,7 @@ May import: stdlib.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 # --- actions (out) ------------------------------------------------------------------------
 
@@ -81,29 +81,3 @@ class SessionSettings:
     tls_active: bool = False  # implicit TLS listener
     plaintext_login: bool = False  # plaintext_loopback and a loopback client
     locked_fetch: Literal["unavailable", "passthrough"] = "unavailable"
-
-
-class LoginGate(Protocol):
-    """Failed logins across connections (per user and client address), as the shell keeps
-    them: `reserve` counts an attempt before it is relayed and raises `Throttled` when the
-    user or address must wait; the outcome then confirms (`succeeded`) or undoes (`cancel`,
-    not a password failure) it. A synchronous, clock-driven object: no I/O."""
-
-    def reserve(self, user: str) -> None: ...
-
-    def succeeded(self, user: str) -> None: ...
-
-    def cancel(self, user: str) -> None: ...
-
-
-class OpenGate:
-    """No throttling (the core's default; the shell passes its own gate)."""
-
-    def reserve(self, user: str) -> None:
-        return None
-
-    def succeeded(self, user: str) -> None:
-        return None
-
-    def cancel(self, user: str) -> None:
-        return None

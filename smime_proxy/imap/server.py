@@ -53,7 +53,7 @@ from smime_proxy.imap.wire import MAX_LINE
 from smime_proxy.mime.entity import STATUS_HEADER, without_field
 from smime_proxy.services import Services
 from smime_proxy.smime import is_encrypted, open_message
-from smime_proxy.throttle import Throttle, Throttled
+from smime_proxy.throttle import AddressGate, Throttle
 from smime_proxy.tlsconfig import is_loopback_peer, listener_context
 
 log = logging.getLogger("smime_proxy.imap")
@@ -121,34 +121,6 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
     return MessageOpened(request_id, "opened", opened.content, plain=plain)
 
 
-class AddressGate:
-    """The front's login throttle seen from one client address (`imap.events.LoginGate`).
-    Spellings of one account (`Alice`, `alice@example.test`) share a count, as the control
-    endpoint's do; a refusal is logged with user and address, never a password."""
-
-    def __init__(self, throttle: Throttle, address: str) -> None:
-        self.throttle = throttle
-        self.address = address
-
-    @staticmethod
-    def _account(user: str) -> str:
-        return user.lower().partition("@")[0]
-
-    def reserve(self, user: str) -> None:
-        try:
-            self.throttle.reserve(self._account(user), self.address)
-        except Throttled as exc:
-            log.info("login throttled", extra={"user": user, "remote": self.address,
-                                               "retry_after": exc.retry_after})
-            raise
-
-    def succeeded(self, user: str) -> None:
-        self.throttle.succeeded(self._account(user), self.address)
-
-    def cancel(self, user: str) -> None:
-        self.throttle.cancel(self._account(user), self.address)
-
-
 # --- one client ---------------------------------------------------------------------------
 
 
@@ -198,7 +170,7 @@ class _Connection:
             return
         peer = self.writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        self.session = ImapSession(settings, AddressGate(front.login_throttle, address))
+        self.session = ImapSession(settings, AddressGate(front.login_throttle, address, "imap"))
         await self._do(self.session.start())
         while not self.closed:
             await self._step()

@@ -56,9 +56,7 @@ from smime_proxy.imap import fetch_rewrite
 from smime_proxy.imap.events import (
     Action,
     Close,
-    LoginGate,
     MessageOpened,
-    OpenGate,
     OpenMessage,
     Pause,
     SendToClient,
@@ -93,7 +91,7 @@ from smime_proxy.imap.wire import (
     split_at_sync_literals,
     use_nonsync_literals,
 )
-from smime_proxy.throttle import Throttled
+from smime_proxy.throttle import LoginGate, OpenGate, Throttled
 
 __all__ = [
     "Action",

@@ -14,7 +14,8 @@ reading) and one `SubmissionUpstream` per client connection, around the sans-I/O
 
 Nothing here logs a password, a key or a message body.
 
-May import: config, errors, keystore, memory, policy, services, smtp, tlsconfig, aiosmtpd, stdlib.
+May import: throttle, config, errors, keystore, memory, policy, services, smtp, tlsconfig,
+aiosmtpd, stdlib.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ from smime_proxy.smtp.session import (
     UpstreamRset,
 )
 from smime_proxy.smtp.submission import Plan, SubmissionRefused, plan_submission
+from smime_proxy.throttle import AddressGate, Throttle
 from smime_proxy.tlsconfig import is_loopback_peer, listener_context, upstream_context
 
 __all__ = ["CertificateCache", "ServiceKeys", "SmtpConnection", "SmtpFront", "SmtpSettings",
@@ -154,6 +156,7 @@ class SmtpFront:
         self.policy = policy if policy is not None else (
             load_policy(policy_file) if policy_file is not None else Policy())
         self.now = now
+        self.login_throttle = Throttle(now)  # AUTH failures, across connections
         self.settings = settings
         self._server: asyncio.Server | None = None
         self._sessions: set[SmtpConnection] = set()
@@ -270,6 +273,9 @@ class SmtpConnection(SMTP):
             loopback_ok = (self.front.listener.plaintext_loopback
                            and is_loopback_peer(transport.get_extra_info("peername")))
             self._auth_require_tls = not (implicit or loopback_ok)
+            peer = transport.get_extra_info("peername")
+            address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+            self.core.gate = AddressGate(self.front.login_throttle, address, "smtp")
 
     def connection_lost(self, error: Exception | None) -> None:
         self.front._sessions.discard(self)

@@ -38,7 +38,7 @@ Decisions (DESIGN decision 6: pass-through, never store-and-forward):
 
 Nothing here logs a password, a key or a message body.
 
-May import: errors, smtp, stdlib.
+May import: errors, throttle, smtp, stdlib.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from typing import Final
 from smime_proxy.errors import LocalProtocolError
 from smime_proxy.smtp.memo import DeliveryMemo
 from smime_proxy.smtp.submission import Plan, Reply
+from smime_proxy.throttle import LoginGate, OpenGate, Throttled
 
 __all__ = ["Action", "Authenticated", "ClientReply", "CloseClient", "CloseUpstream",
            "ConnectUpstream", "DataRead", "DeliveryMemo", "MessagePlanned", "Outcome",
@@ -239,9 +240,11 @@ class SmtpSessionSettings:
 class SmtpSession:
     """The decisions of one client connection (see the module docstring)."""
 
-    def __init__(self, settings: SmtpSessionSettings, memo: DeliveryMemo) -> None:
+    def __init__(self, settings: SmtpSessionSettings, memo: DeliveryMemo,
+                 gate: LoginGate | None = None) -> None:
         self.settings = settings
         self.memo = memo
+        self.gate: LoginGate = gate if gate is not None else OpenGate()
         self.user: str | None = None
         self.data_size_limit = settings.max_message_size
         self.upstream: UpstreamReady | None = None  # None: no usable upstream connection
@@ -366,18 +369,30 @@ class SmtpSession:
         except UnicodeDecodeError:
             yield ClientReply("501 5.5.2 credentials are not UTF-8")
             return
+        try:
+            self.gate.reserve(user)  # failures per user and client address, all connections
+        except Throttled as exc:
+            yield ClientReply(f"454 4.7.0 Too many failed authentication attempts; try again"
+                              f" in {exc.retry_after} s")
+            return
         if not (yield from self._ensure_upstream("451")):
+            self.gate.cancel(user)
             return
         outcome = yield UpstreamLogin(user, secret)
         del secret
         if isinstance(outcome, UpstreamGone):
+            self.gate.cancel(user)
             yield from self._lost(outcome)
         elif isinstance(outcome, UpstreamFailed):
-            log.info("AUTH refused by the upstream", extra={"code": outcome.code})
-            yield ClientReply(outcome.lines() if 400 <= outcome.code < 500
-                              else "535 5.7.8 Authentication credentials invalid")
+            log.info("AUTH refused by the upstream", extra={"code": outcome.code, "user": user})
+            if 400 <= outcome.code < 500:
+                self.gate.cancel(user)  # the upstream could not judge the password
+                yield ClientReply(outcome.lines())
+            else:
+                yield ClientReply("535 5.7.8 Authentication credentials invalid")
         else:
             self.user = user
+            self.gate.succeeded(user)
             log.info("authenticated", extra={"user": user})
             yield Authenticated(user)
 

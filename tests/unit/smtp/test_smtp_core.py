@@ -371,3 +371,51 @@ def test_format_reply() -> None:
     assert format_reply(250, "ok") == "250 ok"
     assert format_reply(550, "a\n  b  c\n\n") == "550-a\r\n550 b c"
     assert format_reply(451, "") == "451 "
+
+
+# --- AUTH guessing is throttled across connections (security issue, item 5) -----------------
+
+
+class _Gate:
+    def __init__(self, blocked: tuple[str, ...] = ()) -> None:
+        self.blocked = blocked
+        self.calls: list[tuple[str, str]] = []
+
+    def reserve(self, user: str) -> None:
+        from smime_proxy.throttle import Throttled
+
+        self.calls.append(("reserve", user))
+        if user in self.blocked:
+            raise Throttled(4)
+
+    def succeeded(self, user: str) -> None:
+        self.calls.append(("succeeded", user))
+
+    def cancel(self, user: str) -> None:
+        self.calls.append(("cancel", user))
+
+
+def test_throttled_auth_is_454_and_never_reaches_the_upstream() -> None:
+    gate = _Gate(blocked=("alice",))
+    session = SmtpSession(SmtpSessionSettings(hostname="proxy.test"), DeliveryMemo(), gate)
+    session.ehlo("c", AIOSMTPD_EHLO)
+    session.feed(READY)
+    assert session.auth(b"alice", b"guess") == [ClientReply(
+        "454 4.7.0 Too many failed authentication attempts; try again in 4 s")]
+    assert session.user is None and gate.calls == [("reserve", "alice")]
+
+
+def test_auth_outcomes_reach_the_gate() -> None:
+    gate = _Gate()
+    session = SmtpSession(SmtpSessionSettings(hostname="proxy.test"), DeliveryMemo(), gate)
+    session.ehlo("c", AIOSMTPD_EHLO)
+    session.feed(READY)
+    session.auth(b"alice", b"wrong")
+    assert session.feed(UpstreamFailed(535, "5.7.8 no")) == [
+        ClientReply("535 5.7.8 Authentication credentials invalid")]
+    session.auth(b"alice", b"pw")
+    session.feed(UpstreamFailed(454, "4.7.0 try later"))  # not judged: undone
+    session.auth(b"alice", b"pw")
+    assert session.feed(UpstreamOk("235 2.7.0 ok")) == [Authenticated("alice")]
+    assert gate.calls == [("reserve", "alice"), ("reserve", "alice"), ("cancel", "alice"),
+                          ("reserve", "alice"), ("succeeded", "alice")]

@@ -13,6 +13,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import aiosmtplib
@@ -595,3 +596,23 @@ async def test_no_password_or_body_in_any_log_line(env: Env,
                    base64.b64encode(b"\0alice\0wrong-password-9f2").decode(),
                    secret_body.decode(), "raw-password-77"):
         assert secret not in text, secret
+
+
+async def test_auth_guessing_is_throttled_across_connections(env: Env) -> None:
+    """Per user and client address over all connections (security issue, item 5): after the
+    free failures a new connection gets 454 without the upstream being asked, even with the
+    right password, until the delay has passed."""
+    for guess in ("w1", "w2", "w3"):
+        async with env.client() as c:
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError) as info:
+                await c.auth_plain("alice", guess)
+            assert info.value.code == 535
+    asked = env.fake.commands.count("AUTH")
+    async with env.client() as c:
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError) as info:
+            await c.auth_plain("Alice@example.test", "alice-pw")  # the same account
+        assert info.value.code == 454 and "try again in 1 s" in info.value.message
+    assert env.fake.commands.count("AUTH") == asked  # the upstream was not asked
+    env.world.now += timedelta(seconds=1)
+    async with env.client() as c:
+        await c.login("alice", "alice-pw")
