@@ -39,6 +39,7 @@ from smime_proxy.yamlcheck import (
 ListenerTlsMode = Literal["starttls", "implicit"]
 UpstreamTlsMode = Literal["implicit", "starttls", "none"]
 LockedFetch = Literal["unavailable", "passthrough"]
+UnauthenticatedContent = Literal["withhold", "text"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -133,6 +134,7 @@ class Config:
     policy_file: Path | None
     logging: LoggingConfig
     control: ControlConfig = ControlConfig()
+    unauthenticated_content: UnauthenticatedContent = "withhold"
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -152,7 +154,8 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
     r = _Reader(base_dir, check_files)
     top = r.mapping(data, "", "the configuration")
     r.only(top, "", {"listeners", "upstream", "data_dir", "trust_roots", "unlock",
-                     "locked_fetch", "policy_file", "logging", "control"})
+                     "locked_fetch", "policy_file", "logging", "control",
+                     "unauthenticated_content"})
     listeners = _listeners(r, r.required(top, "", "listeners"))
     upstream = _upstream(r, r.required(top, "", "upstream"))
     data_dir = r.path(r.required(top, "", "data_dir"), "data_dir", must_exist=False)
@@ -166,6 +169,8 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
     unlock = _unlock(r, top.get("unlock", {}))
     locked_fetch = r.choice(top.get("locked_fetch", "unavailable"), "locked_fetch",
                             ("unavailable", "passthrough"))
+    unauthenticated = r.choice(top.get("unauthenticated_content", "withhold"),
+                               "unauthenticated_content", ("withhold", "text"))
     policy_raw = top.get("policy_file")
     policy_file = None if policy_raw is None else r.path(policy_raw, "policy_file",
                                                          must_exist=True)
@@ -182,6 +187,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
         listeners=listeners, upstream=upstream, data_dir=data_dir, trust_roots=trust_roots,
         unlock=unlock, locked_fetch=cast(LockedFetch, locked_fetch), policy_file=policy_file,
         logging=logging, control=_control(r, top.get("control", {})),
+        unauthenticated_content=cast(UnauthenticatedContent, unauthenticated),
     )
 
 

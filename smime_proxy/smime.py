@@ -36,7 +36,6 @@ from smime_proxy.errors import (
     ChainUntrusted,
     DecryptionFailed,
     InputError,
-    KeyLocked,
     MalformedMessage,
     NoRecipientCertificate,
     NotEncrypted,
@@ -58,14 +57,12 @@ from smime_proxy.mime.building import (
     seven_bit_pieces,
 )
 from smime_proxy.mime.entity import (
-    STATUS_HEADER,
     Entity,
     canonical_crlf,
     parse_entity,
     split_multipart,
-    without_field,
 )
-from smime_proxy.mime.identity import headers_protected, single_from
+from smime_proxy.mime.identity import single_from
 from smime_proxy.mime.tree import parse as parse_tree
 
 Cipher = Literal["aes-256-gcm", "aes-256-cbc", "aes-128-cbc"]
@@ -327,57 +324,6 @@ def verify_message(
     raise error
 
 
-@dataclass(frozen=True)
-class OpenedMessage:
-    """What a client is shown for one stored message (DESIGN decisions 3-5)."""
-
-    content: bytes = field(repr=False)  # X-SMIME-Status first; incoming copies removed
-    status: str  # the X-SMIME-Status value
-    encrypted: bool
-    cipher: str | None
-    signature: SignatureReport | None
-
-
-def open_message(
-    message: bytes,
-    agent: KeyAgent | None,
-    trust_roots: Sequence[x509.Certificate],
-    *,
-    now: datetime,
-) -> OpenedMessage:
-    """Decrypt (whole-message encryption only) and verify, for display to a client.
-
-    Raises KeyLocked when the message is encrypted and no agent is given, DecryptionFailed
-    (or a subclass) when it cannot be decrypted. An opaque signature is unwrapped so that any
-    client can read it; a multipart/signed message is shown as it is. Every incoming
-    X-SMIME-Status field is removed and exactly one, written here, is put first.
-    """
-    cipher: str | None = None
-    content = message
-    if is_encrypted(message):
-        if agent is None:
-            raise KeyLocked("the message is encrypted and the Secure Mail key is locked")
-        decrypted = decrypt_message(message, agent)
-        content, cipher = decrypted.content, decrypted.cipher
-    report: SignatureReport | None = None
-    if is_signed(content):
-        report = inspect_signature(content, trust_roots, now=now)
-        if report.opaque and report.content is not None and report.signers:
-            content = merge_outer_fields(parse_entity(content), (report.content,))
-    shown = without_field(content, STATUS_HEADER)
-    protected = None
-    if report is not None and report.valid and report.content is not None:
-        protected = headers_protected(shown, report.content)
-    status = _status_value(cipher, report, protected)
-    return OpenedMessage(
-        f"{STATUS_HEADER}: {status}\r\n".encode("ascii") + shown,
-        status,
-        cipher is not None,
-        cipher,
-        report,
-    )
-
-
 def is_encrypted(message: bytes) -> bool:
     """Whether the message as a whole is S/MIME encrypted (EnvelopedData/AuthEnvelopedData)."""
     cms_der = _whole_message_cms(parse_entity(message))
@@ -387,42 +333,6 @@ def is_encrypted(message: bytes) -> bool:
         return content_type_of(cms_der) in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA)
     except MalformedMessage:
         return False
-
-
-def _status_value(cipher: str | None, report: SignatureReport | None,
-                  protected: bool | None = None) -> str:
-    """`encrypted=yes|no; cipher=<alg>; signature=valid|invalid|untrusted|mismatch|none;
-    signer=<addr>; headers=protected|unprotected` (DESIGN decision 5; `headers` only with a
-    valid signature). Values come from fixed words and addresses that
-    certificate_addresses() reduced to plain addr-specs: no CR/LF can get in."""
-    parts = [f"encrypted={'yes' if cipher else 'no'}"]
-    if cipher:
-        parts.append(f"cipher={cipher}")
-    if report is None or not report.signers:
-        parts.append("signature=none" if report is None else "signature=invalid")
-        return "; ".join(parts)
-    if report.valid:
-        verdict = "valid"
-    elif not all(s.signature_valid for s in report.signers):
-        verdict = "invalid"
-    elif not all(s.chain_trusted for s in report.signers):
-        verdict = "untrusted"
-    else:
-        verdict = "mismatch"
-    parts.append(f"signature={verdict}")
-    signer = (
-        report.from_address
-        if report.valid
-        else next((s.email[0] for s in report.signers if s.email), None)
-    )
-    if signer and _SAFE_ADDRESS.fullmatch(signer):
-        parts.append(f"signer={signer}")
-    if protected is not None:
-        parts.append(f"headers={'protected' if protected else 'unprotected'}")
-    return "; ".join(parts)
-
-
-_SAFE_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~@-]{3,254}")
 
 
 def is_signed(message: bytes) -> bool:

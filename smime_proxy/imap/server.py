@@ -21,7 +21,8 @@
 
 Nothing here logs a password, a key or a message body.
 
-May import: config, errors, services, throttle, smime, keystore, mime, imap, tlsconfig, stdlib.
+May import: config, errors, services, throttle, smime, display, keystore, mime, imap, tlsconfig,
+stdlib.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint
+from smime_proxy.display import open_message
 from smime_proxy.errors import ConfigError, KeyLocked, NoSuchKey, SmimeProxyError
 from smime_proxy.imap.session import (
     Action,
@@ -52,7 +54,7 @@ from smime_proxy.imap.upstream import UpstreamUnavailable, open_stream
 from smime_proxy.imap.wire import MAX_LINE
 from smime_proxy.mime.entity import STATUS_HEADER, without_field
 from smime_proxy.services import Services
-from smime_proxy.smime import is_encrypted, open_message
+from smime_proxy.smime import is_encrypted
 from smime_proxy.throttle import AddressGate, Throttle
 from smime_proxy.tlsconfig import is_loopback_peer, listener_context
 
@@ -101,7 +103,8 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
             # no key to unlock: shown as stored (the client sees an S/MIME attachment)
             return MessageOpened(request_id, "shown", without_status(raw))
     try:
-        opened = open_message(raw, agent, services.trust_roots, now=now)
+        opened = open_message(raw, agent, services.trust_roots, now=now,
+                              unauthenticated=services.config.unauthenticated_content)
     except KeyLocked:
         return MessageOpened(request_id, "locked")
     except SmimeProxyError as exc:

@@ -639,3 +639,33 @@ def test_login_guessing_is_throttled_across_connections(upstream: Upstream, loop
         assert ok.select("INBOX")[0] == "OK"
         ok.logout()
         guesser.logout()
+
+
+def test_unsigned_cbc_is_withheld_and_signed_cbc_shown(env: Env) -> None:
+    """No CBC gadgets (security issue, item 3): through the real Dovecot, an unsigned
+    AES-CBC message is shown as the stored S/MIME message (content=withheld), the same
+    message signed by a valid signer is shown decrypted."""
+    from smime_proxy.smime import Recipient, encrypt_message
+
+    ids = people().ids
+    tok = token()
+    secret = b"cbc secret " + tok.encode() + b"\r\n"
+    inner = plain_message(tok, body=secret).replace(b"From: Bob <bob@example.test>",
+                                                    b"From: Alice <alice@example.test>")
+    stored = encrypt_message(inner, [Recipient(ids["alice"].cert, supports_gcm=False)])
+    env.deliver("alice", stored)
+    signed_tok = token()
+    signed_inner = plain_message(signed_tok, body=secret).replace(
+        b"From: Bob <bob@example.test>", b"From: Alice <alice@example.test>")
+    env.deliver("alice", encrypted_signed(signed_inner, ids["alice"], ids["alice"], gcm=False))
+    proxy = env.proxy()
+    try:
+        shown = literal(fetch(proxy, uid_of(proxy, tok), "BODY.PEEK[]")[1])
+        assert shown.startswith(b"X-SMIME-Status: encrypted=yes; cipher=aes-256-cbc; "
+                                b"signature=none; content=withheld\r\n")
+        assert secret not in shown and b"application/pkcs7-mime" in shown
+        shown = literal(fetch(proxy, uid_of(proxy, signed_tok), "BODY.PEEK[]")[1])
+        assert b"cipher=aes-256-cbc; signature=valid" in shown.split(b"\r\n", 1)[0]
+        assert secret in shown
+    finally:
+        proxy.logout()

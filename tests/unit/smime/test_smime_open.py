@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
+from smime_proxy.display import open_message
 from smime_proxy.errors import KeyLocked
 from smime_proxy.mime.entity import parse_entity
-from smime_proxy.smime import Recipient, encrypt_message, open_message, sign_message
+from smime_proxy.smime import Recipient, encrypt_message, sign_message
 from support.pki import NOW, Identity, make_ca, make_user, simple_message
 
 

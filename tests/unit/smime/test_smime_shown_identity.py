@@ -7,8 +7,9 @@ import pytest
 
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.crypto.signed import build_signed_data
+from smime_proxy.display import open_message
 from smime_proxy.mime.building import base64_lines, pkcs7_mime_header
-from smime_proxy.smime import inspect_signature, open_message, sign_message
+from smime_proxy.smime import inspect_signature, sign_message
 from support.pki import NOW, Identity, make_ca, make_user
 
 

@@ -1,0 +1,201 @@
+"""What a client is shown for one stored S/MIME message, and the X-SMIME-Status value that
+says what it is (DESIGN decisions 3-5, 14).
+
+`open_message` decrypts (whole-message encryption only), verifies, unwraps an opaque
+signature, applies the CBC rule and writes the one status field only the proxy writes.
+
+May import: smime, errors, crypto, mime, cryptography, stdlib.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from cryptography import x509
+
+from smime_proxy.crypto.keyagent import KeyAgent
+from smime_proxy.errors import KeyLocked
+from smime_proxy.mime.building import base64_lines, merge_outer_fields
+from smime_proxy.mime.entity import STATUS_HEADER, parse_entity, without_field
+from smime_proxy.mime.identity import headers_protected
+from smime_proxy.mime.transfer import transfer_decode
+from smime_proxy.mime.tree import parse as parse_tree
+from smime_proxy.smime import (
+    SignatureReport,
+    decrypt_message,
+    inspect_signature,
+    is_encrypted,
+    is_signed,
+)
+
+Unauthenticated = Literal["withhold", "text"]
+_TEXT_FIELDS = ("from", "sender", "reply-to", "to", "cc", "subject", "date", "message-id")
+
+
+@dataclass(frozen=True)
+class OpenedMessage:
+    """What a client is shown for one stored message (DESIGN decisions 3-5)."""
+
+    content: bytes = field(repr=False)  # X-SMIME-Status first; incoming copies removed
+    status: str  # the X-SMIME-Status value
+    encrypted: bool
+    cipher: str | None
+    signature: SignatureReport | None
+
+
+def open_message(
+    message: bytes,
+    agent: KeyAgent | None,
+    trust_roots: Sequence[x509.Certificate],
+    *,
+    now: datetime,
+    unauthenticated: Unauthenticated = "withhold",
+) -> OpenedMessage:
+    """Decrypt (whole-message encryption only) and verify, for display to a client.
+
+    Raises KeyLocked when the message is encrypted and no agent is given, DecryptionFailed
+    (or a subclass) when it cannot be decrypted. An opaque signature is unwrapped so that any
+    client can read it; a multipart/signed message is shown as it is. Every incoming
+    X-SMIME-Status field is removed and exactly one, written here, is put first.
+
+    No CBC gadgets (DESIGN decision 14): content decrypted without authentication (AES-CBC,
+    3DES) is released only under a valid signature, which a gadget breaks. Otherwise
+    `unauthenticated` decides: "withhold" shows the stored S/MIME message as it is
+    (`content=withheld`), "text" shows only the text/plain parts as one plain text message,
+    with nothing a client would load or run (`content=text-only`).
+    """
+    cipher: str | None = None
+    content = message
+    authenticated = True
+    if is_encrypted(message):
+        if agent is None:
+            raise KeyLocked("the message is encrypted and the Secure Mail key is locked")
+        decrypted = decrypt_message(message, agent)
+        content, cipher = decrypted.content, decrypted.cipher
+        authenticated = decrypted.authenticated
+    report: SignatureReport | None = None
+    if is_signed(content):
+        report = inspect_signature(content, trust_roots, now=now)
+        if report.opaque and report.content is not None and report.signers:
+            content = merge_outer_fields(parse_entity(content), (report.content,))
+    shown = without_field(content, STATUS_HEADER)
+    protected = None
+    if report is not None and report.valid and report.content is not None:
+        protected = headers_protected(shown, report.content)
+    withheld: Unauthenticated | None = None
+    if not authenticated and report is not None and report.valid and not report.opaque:
+        shown = only_signed_parts(shown)  # a gadget in the preamble or epilogue is dropped
+    elif not authenticated and not (report is not None and report.valid):
+        # CBC without a valid signature: an EFAIL gadget could have rewritten it
+        withheld = unauthenticated
+        shown = (without_field(message, STATUS_HEADER) if withheld == "withhold"
+                 else text_only(shown))
+    status = _status_value(cipher, report, protected, withheld)
+    return OpenedMessage(
+        f"{STATUS_HEADER}: {status}\r\n".encode("ascii") + shown,
+        status,
+        cipher is not None,
+        cipher,
+        report,
+    )
+
+
+def only_signed_parts(message: bytes) -> bytes:
+    """A verified multipart/signed message as nothing but what was verified: the signed
+    part, and a signature part written here around the signature's bytes as they were read
+    for verification. Preamble, epilogue and anything else in the signature part are dropped:
+    after a CBC decryption a gadget could sit there, covered by no signature."""
+    root = parse_tree(message)
+    boundary = root.boundary
+    if boundary is None or len(root.children) != 2:
+        return message
+    signed, signature = root.children
+    try:
+        der = binascii.a2b_base64(signature.body_bytes)  # as the verification read it
+    except binascii.Error:
+        return message  # not reached: the signature verified from these bytes
+    delimiter = b"--" + boundary
+    return b"".join([message[: root.body_start], delimiter, b"\r\n", signed.raw_bytes,
+                     b"\r\n", delimiter, b"\r\n", _SIGNATURE_PART_HEADER, base64_lines(der),
+                     delimiter, b"--\r\n"])
+
+
+_SIGNATURE_PART_HEADER = (b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+                          b"Content-Transfer-Encoding: base64\r\n"
+                          b'Content-Disposition: attachment; filename="smime.p7s"\r\n\r\n')
+
+
+def text_only(message: bytes) -> bytes:
+    """The message as one text/plain entity: its user-facing header fields, then the decoded
+    text of its text/plain parts (no HTML, no attachments, no other active content)."""
+    root = parse_tree(message)
+    texts: list[str] = []
+    for part in root.walk():
+        if part.children or part.content_type()[:2] != (b"text", b"plain"):
+            continue
+        try:
+            body = transfer_decode(part)
+        except Exception:  # noqa: S112 - an undecodable part is left out
+            continue
+        charset = (part.param("charset") or b"utf-8").decode("ascii", "replace")
+        try:
+            texts.append(body.decode(charset, "replace"))
+        except LookupError:
+            texts.append(body.decode("utf-8", "replace"))
+    kept = [f.raw for f in parse_entity(message).fields if f.name in _TEXT_FIELDS]
+    if kept and not kept[-1].endswith(b"\n"):
+        kept[-1] += b"\r\n"
+    text = "\r\n\r\n".join(texts) or "(this message has no plain text part)\r\n"
+    return b"".join([*kept, b"MIME-Version: 1.0\r\n",
+                     b"Content-Type: text/plain; charset=utf-8\r\n",
+                     b"Content-Transfer-Encoding: base64\r\n\r\n",
+                     base64_lines(text.encode("utf-8"))])
+
+
+def _status_value(cipher: str | None, report: SignatureReport | None,
+                  protected: bool | None = None,
+                  withheld: Unauthenticated | None = None) -> str:
+    """`encrypted=yes|no; cipher=<alg>; signature=valid|invalid|untrusted|mismatch|none;
+    signer=<addr>; headers=protected|unprotected; content=withheld|text-only` (DESIGN
+    decision 5; `headers` only with a valid signature, `content` only for unauthenticated
+    decryption that is not shown whole). Values come from fixed words and addresses that
+    certificate_addresses() reduced to plain addr-specs: no CR/LF can get in."""
+    parts = [f"encrypted={'yes' if cipher else 'no'}"]
+    if cipher:
+        parts.append(f"cipher={cipher}")
+    if withheld is not None:
+        content = "withheld" if withheld == "withhold" else "text-only"
+    if report is None or not report.signers:
+        parts.append("signature=none" if report is None else "signature=invalid")
+        if withheld is not None:
+            parts.append(f"content={content}")
+        return "; ".join(parts)
+    if report.valid:
+        verdict = "valid"
+    elif not all(s.signature_valid for s in report.signers):
+        verdict = "invalid"
+    elif not all(s.chain_trusted for s in report.signers):
+        verdict = "untrusted"
+    else:
+        verdict = "mismatch"
+    parts.append(f"signature={verdict}")
+    signer = (
+        report.from_address
+        if report.valid
+        else next((s.email[0] for s in report.signers if s.email), None)
+    )
+    if signer and _SAFE_ADDRESS.fullmatch(signer):
+        parts.append(f"signer={signer}")
+    if protected is not None:
+        parts.append(f"headers={'protected' if protected else 'unprotected'}")
+    if withheld is not None:
+        parts.append(f"content={content}")
+    return "; ".join(parts)
+
+
+_SAFE_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~@-]{3,254}")
