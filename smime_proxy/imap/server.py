@@ -37,7 +37,15 @@ from typing import Any, cast
 
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.display import open_message
-from smime_proxy.errors import ConfigError, KeyLocked, NoSuchKey, SmimeProxyError
+from smime_proxy.errors import (
+    ConfigError,
+    DecryptionFailed,
+    InputError,
+    KeyLocked,
+    NoSuchKey,
+    SmimeProxyError,
+    UnsupportedAlgorithm,
+)
 from smime_proxy.imap.session import (
     Action,
     Close,
@@ -88,20 +96,46 @@ def open_for_client(services: Services, user: str, raw: bytes, request_id: int) 
     except Exception as exc:
         log.warning("message shown as stored after an unexpected error",
                     extra={"user": user, "error": type(exc).__name__})
-        return MessageOpened(request_id, "shown", without_status(raw))
+        return as_stored(raw, request_id, "internal")
+
+
+def as_stored(raw: bytes, request_id: int, error: str) -> MessageOpened:
+    """The stored message, incoming status fields removed, under a status that says why it
+    was not opened (`error=`, docs/security.md)."""
+    try:
+        encrypted = is_encrypted(raw)
+    except Exception:  # a message the parsers refuse is not an encryption we could open
+        encrypted = False
+    status = (f"{STATUS_HEADER}: encrypted={'yes' if encrypted else 'no'}; signature=none; "
+              f"error={error}\r\n").encode("ascii")
+    return MessageOpened(request_id, "shown", status + without_status(raw))
+
+
+def _error_word(exc: SmimeProxyError) -> str:
+    if isinstance(exc, DecryptionFailed):
+        return "cannot-decrypt"
+    if isinstance(exc, UnsupportedAlgorithm):
+        return "unsupported-algorithm"
+    if isinstance(exc, InputError):
+        return "malformed"
+    return "cannot-open"
 
 
 def _open(services: Services, user: str, raw: bytes, request_id: int) -> MessageOpened:
     now = services.now()
     agent = None
-    if is_encrypted(raw):
+    try:
+        encrypted = is_encrypted(raw)
+    except SmimeProxyError as exc:  # beyond a parser limit, say: shown as stored
+        return as_stored(raw, request_id, _error_word(exc))
+    if encrypted:
         try:
             agent = services.secure_mail.agent_for(user, now)
         except KeyLocked:
             return MessageOpened(request_id, "locked")
         except (NoSuchKey, SmimeProxyError):
             # no key to unlock: shown as stored (the client sees an S/MIME attachment)
-            return MessageOpened(request_id, "shown", without_status(raw))
+            return as_stored(raw, request_id, "no-key")
     try:
         opened = open_message(raw, agent, services.trust_roots, now=now,
                               unauthenticated=services.config.unauthenticated_content)
@@ -109,7 +143,11 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
         return MessageOpened(request_id, "locked")
     except SmimeProxyError as exc:
         log.info("message not opened", extra={"user": user, "error": type(exc).__name__})
-        return MessageOpened(request_id, "shown", without_status(raw))
+        # once decryption began, every failure is one word (RFC 3218: no oracle)
+        word = _error_word(exc)
+        if encrypted and word != "unsupported-algorithm":
+            word = "cannot-decrypt"
+        return as_stored(raw, request_id, word)
     report = opened.signature
     if report is not None and report.valid:
         for signer in report.signers:
