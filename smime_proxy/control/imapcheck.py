@@ -72,7 +72,7 @@ async def _login(endpoint: UpstreamEndpoint, user: str, password: str) -> bool:
     except (OSError, EOFError):
         raise UpstreamUnavailable("the connection to the IMAP server failed") from None
     finally:
-        close_client(client)
+        await close_client(client)
 
 
 async def check_login(

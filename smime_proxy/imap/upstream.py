@@ -42,7 +42,16 @@ class UpstreamUnavailable(SmimeProxyError):
 
 
 class _Client(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
-    """aioimaplib's client with our greeting rule and line limit (it has neither)."""
+    """aioimaplib's client with our greeting rule and line limit (it has neither), and a way
+    to wait until its connection is really closed (a TLS close is asynchronous)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.gone = asyncio.Event()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.gone.set()
 
     async def welcome(self, command: bytes) -> None:
         if not command.upper().startswith(b"* OK"):
@@ -188,18 +197,28 @@ async def open_client(endpoint: UpstreamEndpoint, *, connect_timeout: float,
         if protocol.state != aioimaplib.NONAUTH:
             raise UpstreamUnavailable("unexpected IMAP greeting (only * OK is accepted)")
     except (aioimaplib.AioImapException, TimeoutError):
-        close_client(protocol)
+        await close_client(protocol)
         raise UpstreamUnavailable("no usable IMAP greeting") from None
     except BaseException:
-        close_client(protocol)
+        await close_client(protocol)
         raise
     return protocol
 
 
-def close_client(protocol: aioimaplib.IMAP4ClientProtocol) -> None:
+async def close_client(protocol: aioimaplib.IMAP4ClientProtocol, limit: float = 1.0) -> None:
+    """Close the connection and wait until it is gone (a TLS close first says goodbye to the
+    server); after `limit` seconds it is aborted, so no socket outlives the call."""
     transport = protocol.transport
-    if transport is not None:
-        transport.close()
+    if transport is None:
+        return
+    transport.close()
+    gone = getattr(protocol, "gone", None)
+    if gone is None:
+        return
+    try:
+        await asyncio.wait_for(gone.wait(), limit)
+    except TimeoutError:
+        transport.abort()
 
 
 __all__ = ["MAX_LINE", "UpstreamUnavailable", "close_client", "open_client", "open_stream"]

@@ -4,6 +4,7 @@ with the real Dovecot of the `upstream` fixture as the credential check."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -741,3 +742,26 @@ def test_serve_subprocess_serves_the_control_endpoint(tmp_path: Path,
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert b"alice-pw" not in err
+
+
+def _open_sockets() -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+async def test_the_login_check_leaves_no_connection_behind(upstream: Upstream) -> None:
+    """The check's TLS connection is closed before check_login returns (a TLS close is
+    asynchronous: left pending, its socket outlived the check)."""
+    from smime_proxy.config import UpstreamEndpoint
+    from smime_proxy.control.imapcheck import check_login
+
+    endpoint = UpstreamEndpoint(upstream.host, upstream.imap_port, "starttls", verify=True,
+                                ca_file=upstream.ca_file)
+    before = _open_sockets()
+    assert await check_login(endpoint, "alice", "alice-pw") is True
+    assert await check_login(endpoint, "alice", "wrong") is False
+    assert _open_sockets() == before

@@ -206,4 +206,4 @@ async def test_client_is_usable_after_greeting(scripted: Starter) -> None:
     try:
         assert "ID" in client.capabilities
     finally:
-        close_client(client)
+        await close_client(client)
