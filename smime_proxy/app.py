@@ -190,7 +190,9 @@ class Daemon:
         for front in self.fronts:
             await front.start()
             self._started.append(front)
-            log.info("listening", extra={"front": front.name})
+            port = getattr(front, "port", None)
+            log.info("%s listening on port %s", front.name, port if port is not None else "?",
+                     extra={"front": front.name, "port": port})
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         for front in reversed(self._started):
