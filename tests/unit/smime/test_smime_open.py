@@ -13,16 +13,6 @@ from support.pki import NOW, Identity, make_ca, make_user, simple_message
 
 
 @pytest.fixture(scope="module")
-def root() -> Identity:
-    return make_ca()
-
-
-@pytest.fixture(scope="module")
-def alice(root: Identity) -> Identity:
-    return make_user("alice@example.test", root)
-
-
-@pytest.fixture(scope="module")
 def bob(root: Identity) -> Identity:
     return make_user("bob@example.test", root, kind="p256")
 

@@ -33,11 +33,6 @@ from support.pki import NOW, Identity, KeyKind, make_ca, make_user, simple_messa
 
 
 @pytest.fixture(scope="module")
-def root() -> Identity:
-    return make_ca()
-
-
-@pytest.fixture(scope="module")
 def intermediate(root: Identity) -> Identity:
     return make_ca("Test Intermediate", issuer=root)
 

@@ -10,12 +10,7 @@ from smime_proxy.crypto.signed import build_signed_data
 from smime_proxy.display import open_message
 from smime_proxy.mime.building import base64_lines, pkcs7_mime_header
 from smime_proxy.smime import inspect_signature, sign_message
-from support.pki import NOW, Identity, make_ca, make_user
-
-
-@pytest.fixture(scope="module")
-def root() -> Identity:
-    return make_ca()
+from support.pki import NOW, Identity, make_user
 
 
 @pytest.fixture(scope="module")
