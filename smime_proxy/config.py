@@ -19,6 +19,7 @@ May import: errors, yamlcheck, stdlib.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,17 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class UsersConfig:
+    """Who a login is (``accounts.Accounts``): ``username_format`` as Dovecot's
+    auth_username_format (``%u``, ``%n``, ``%d``, ``L`` to lower-case), the ``local_domains``
+    whose addresses users own, and an optional static ``addresses`` map (user -> list)."""
+
+    username_format: str = "%u"
+    local_domains: tuple[str, ...] = ()
+    addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     format: LogFormat = "text"
     level: LogLevel = "info"
@@ -135,6 +147,7 @@ class Config:
     logging: LoggingConfig
     control: ControlConfig = ControlConfig()
     unauthenticated_content: UnauthenticatedContent = "withhold"
+    users: UsersConfig = UsersConfig()
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -155,7 +168,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
     top = r.mapping(data, "", "the configuration")
     r.only(top, "", {"listeners", "upstream", "data_dir", "trust_roots", "unlock",
                      "locked_fetch", "policy_file", "logging", "control",
-                     "unauthenticated_content"})
+                     "unauthenticated_content", "users"})
     listeners = _listeners(r, r.required(top, "", "listeners"))
     upstream = _upstream(r, r.required(top, "", "upstream"))
     data_dir = r.path(r.required(top, "", "data_dir"), "data_dir", must_exist=False)
@@ -188,6 +201,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
         unlock=unlock, locked_fetch=cast(LockedFetch, locked_fetch), policy_file=policy_file,
         logging=logging, control=_control(r, top.get("control", {})),
         unauthenticated_content=cast(UnauthenticatedContent, unauthenticated),
+        users=_users(r, top.get("users", {})),
     )
 
 
@@ -299,6 +313,29 @@ def _control(r: _Reader, raw: object) -> ControlConfig:
         raise r.type_error("control.max_upload_bytes", "an integer 1024-1073741824", size)
     return ControlConfig(mail_domain=domain, allowed_hosts=hosts,
                          max_upload_bytes=size)
+
+
+def _users(r: _Reader, raw: object) -> UsersConfig:
+    m = r.mapping(raw, "users", "a mapping")
+    r.only(m, "users", {"username_format", "local_domains", "addresses"})
+    fmt = m.get("username_format", "%u")
+    if not isinstance(fmt, str) or not fmt or re.search(r"%(?!L?[und%])", fmt):
+        raise r.type_error("users.username_format", "a format of %u, %n, %d (L to lower-case)",
+                           fmt)
+    domains_raw = m.get("local_domains", [])
+    if not isinstance(domains_raw, list):
+        raise r.type_error("users.local_domains", "a list of domains", domains_raw)
+    domains = tuple(r.host(d, f"users.local_domains[{i}]", ip_only=False).lower()
+                    for i, d in enumerate(domains_raw))
+    map_raw = r.mapping(m.get("addresses", {}), "users.addresses", "a mapping")
+    addresses: list[tuple[str, tuple[str, ...]]] = []
+    for user, values in map_raw.items():
+        where = f"users.addresses.{user}"
+        if not isinstance(values, list) or not all(
+                isinstance(v, str) and re.fullmatch(r"[^@\s]+@[^@\s]+", v) for v in values):
+            raise r.type_error(where, "a list of e-mail addresses", values)
+        addresses.append((str(user), tuple(v.lower() for v in values)))
+    return UsersConfig(str(fmt), domains, tuple(addresses))
 
 
 def _unlock(r: _Reader, raw: object) -> UnlockConfig:

@@ -81,7 +81,12 @@ def write_config(workdir: Path, upstream: dict[str, str]) -> dict[str, str]:
         f"data_dir: {workdir / 'data'}\n"
         f"trust_roots: [{workdir / 'data' / 'server-ca.pem'}]\n"
         "unlock: {idle_timeout: 180, max_unlock: 3600}\n"
-        "locked_fetch: unavailable\n",
+        "locked_fetch: unavailable\n"
+        "# the upstream Dovecot's auth_username_format is %Ln: alice, Alice and\n"
+        "# alice@example.test are one account, so one key-store user\n"
+        "users:\n"
+        "  username_format: '%Ln'\n"
+        f"  local_domains: [{upstream['UPSTREAM_DOMAIN']}]\n",
         encoding="utf-8",
     )
     ports["PROXY_TLS_CA_FILE"] = str(tls.ca_cert)

@@ -9,7 +9,7 @@
 - Credentials: the user's mail login checked by the upstream IMAP server (`imapcheck`),
   cached for at most 5 minutes as a salted hash, throttled per account and source address.
 
-May import: throttle, errors, services, imap.upstream, keystore, control, aiohttp, stdlib.
+May import: accounts, throttle, errors, services, imap.upstream, keystore, control, aiohttp, stdlib.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from smime_proxy.accounts import Accounts
 from smime_proxy.control import pages
 from smime_proxy.control.auth import CredentialCache
 from smime_proxy.control.imapcheck import check_login
@@ -69,6 +70,7 @@ class RequestGuard:
         self.client_max_size = client_max_size
         self.imap_timeout = imap_timeout
         self.credentials = CredentialCache(services.now)
+        self.accounts = Accounts.from_config(services.config)
         self.login_throttle = Throttle(services.now)
 
     # --- Host / Origin ---------------------------------------------------------------------
@@ -231,4 +233,4 @@ class RequestGuard:
             self.metrics.failures.labels("login").inc()
             raise Refusal(401, LOGIN_FAILED, challenge)
         await self.check_credentials(user, password, remote(request))
-        return user
+        return self.accounts.user(user)

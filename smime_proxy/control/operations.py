@@ -7,7 +7,7 @@ that takes the Secure Mail Password is throttled per user and source address; a 
 password, a throttled attempt and an unlock are counted in the metrics. No password, key or
 file content is ever logged.
 
-May import: throttle, errors, services, keystore, control.auth, control.metrics, stdlib.
+May import: accounts, throttle, errors, services, keystore, control.auth, control.metrics, stdlib.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
+from smime_proxy.accounts import Accounts
 from smime_proxy.control.metrics import ControlMetrics
 from smime_proxy.errors import (
     InputError,
@@ -91,6 +92,7 @@ class KeyOperations:
         self.metrics = metrics
         self.throttle = throttle if throttle is not None else Throttle(services.now)
         self.mail_domain = mail_domain
+        self.accounts = Accounts.from_config(services.config)
 
     def status(self, user: str) -> dict[str, Any]:
         mail = self.services.secure_mail
@@ -190,7 +192,20 @@ class KeyOperations:
         return self.status(user)
 
     def certificate_address(self, user: str, email: str, domain: str | None) -> str:
-        """The address a generated certificate may carry for this login."""
+        """The address a generated certificate may carry for this user: one of the addresses
+        the admin gave them (`accounts`), else as the login and `mail_domain` allow."""
+        owned = self.accounts.addresses(user)
+        if owned:
+            if not email:
+                return owned[0]
+            try:
+                address = normalize_address(email)
+            except InputError:
+                raise Refusal(400, "not an e-mail address") from None
+            if address not in owned:
+                raise Refusal(400, "the certificate can only be for your own addresses: "
+                              + ", ".join(owned))
+            return address
         login = user.lower()
         if email:
             try:

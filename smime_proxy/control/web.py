@@ -120,7 +120,7 @@ class WebPage:
             await self.guard.check_credentials(user, password, remote(request))
         except Refusal as exc:
             return self._login_response(request, exc.message, exc.status, user)
-        session = self.sessions.create(user, domain)
+        session = self.sessions.create(self.guard.accounts.user(user), domain)
         log.info("web login", extra={"user": user, "remote": remote(request)})
         response = _redirect()
         response.set_cookie(self.cookie_name, session.id, **self._cookie_args())

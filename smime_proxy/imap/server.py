@@ -21,8 +21,8 @@
 
 Nothing here logs a password, a key or a message body.
 
-May import: config, errors, services, throttle, smime, display, keystore, mime, imap, tlsconfig,
-stdlib.
+May import: accounts, config, errors, services, throttle, smime, display, keystore, mime, imap,
+tlsconfig, stdlib.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
+from smime_proxy.accounts import Accounts
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.display import open_message
 from smime_proxy.errors import (
@@ -273,7 +274,8 @@ class _Connection:
         if self.closed or self.counted is not None or session is None or session.user is None:
             return
         peer = self.writer.get_extra_info("peername")
-        key = (session.user.lower(), str(peer[0]) if isinstance(peer, tuple) else "")
+        key = (self.front.accounts.user(session.user).lower(),
+               str(peer[0]) if isinstance(peer, tuple) else "")
         counts = self.front.user_ip_counts
         if counts.get(key, 0) >= self.front.settings.max_user_ip_connections:
             log.info("too many connections", extra={"user": session.user})
@@ -300,7 +302,8 @@ class _Connection:
                 self.up_writer.write(action.data)
             elif isinstance(action, OpenMessage):
                 task = asyncio.create_task(asyncio.to_thread(
-                    open_for_client, self.front.services, action.user, action.raw,
+                    open_for_client, self.front.services, self.front.accounts.user(action.user),
+                    action.raw,
                     action.request_id))
                 self.opens.add(task)
             elif isinstance(action, Pause):
@@ -388,6 +391,7 @@ class ImapFront:
         self._connections: set[_Connection] = set()
         self.user_ip_counts: dict[tuple[str, str], int] = {}
         self.login_throttle = Throttle(services.now)  # across this front's connections
+        self.accounts = Accounts.from_config(config)  # the key-store user of a login
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property

@@ -14,7 +14,7 @@ reading) and one `SubmissionUpstream` per client connection, around the sans-I/O
 
 Nothing here logs a password, a key or a message body.
 
-May import: throttle, config, errors, keystore, memory, policy, services, smtp, tlsconfig,
+May import: accounts, throttle, config, errors, keystore, memory, policy, services, smtp, tlsconfig,
 aiosmtpd, stdlib.
 """
 
@@ -37,6 +37,7 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
+from smime_proxy.accounts import Accounts
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.contacts import Contacts
@@ -146,8 +147,10 @@ class SmtpFront:
         policy_file: Path | None = None,
         now: Callable[[], datetime],
         settings: SmtpSettings = SmtpSettings(),
+        accounts: Accounts | None = None,
     ) -> None:
         self.secure_mail = secure_mail
+        self.accounts = accounts if accounts is not None else Accounts()
         self.contacts = contacts
         self.listener = listener
         self.upstream = upstream
@@ -181,6 +184,7 @@ class SmtpFront:
             listener=config.listeners.smtp, upstream=config.upstream.smtp,
             unlock_url=unlock_url(config.listeners.control),
             policy_file=config.policy_file, now=services.now,
+            accounts=Accounts.from_config(config),
         )
         services.reload_hooks.append(front.reload_policy)
         return front
@@ -411,7 +415,7 @@ class SmtpConnection(SMTP):
             digest = hashlib.sha256(holder[0]).hexdigest()
             # the message's only reference goes to plan_submission, which frees it early
             return plan_submission(
-                holder.pop(), user=action.user, sender=action.sender,
+                holder.pop(), user=front.accounts.user(action.user), sender=action.sender,
                 recipients=action.recipients, policy=policy, keys=keys, now=now,
                 unlock_url=front.unlock_url), digest
 

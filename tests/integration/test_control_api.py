@@ -765,3 +765,23 @@ async def test_the_login_check_leaves_no_connection_behind(upstream: Upstream) -
     assert await check_login(endpoint, "alice", "alice-pw") is True
     assert await check_login(endpoint, "alice", "wrong") is False
     assert _open_sockets() == before
+
+
+async def test_one_identity_per_user(tmp_path: Path, upstream: Upstream) -> None:
+    """Security issue, item 2: the upstream (Dovecot, %Ln) takes `alice`, `Alice` and
+    `alice@partner.example` as one account; so does the proxy, and the server CA issues only
+    for the addresses the admin gave alice."""
+    users = {"username_format": "%Ln", "local_domains": ["example.test"]}
+    async with control_running(tmp_path, imap_of(upstream), users=users) as running:
+        partner = running.async_client("alice@partner.example", "alice-pw")
+        res = await partner.post("/api/v1/generate", json_body={
+            "password": SMP, "password2": SMP, "email": "alice@partner.example"})
+        assert res.status == 400 and "alice@example.test" in res.json()["error"]
+        res = await partner.post("/api/v1/generate", json_body={"password": SMP,
+                                                                "password2": SMP})
+        assert res.status == 201, res.text
+        assert res.json()["user"] == "alice"
+        assert res.json()["certificate"]["addresses"] == ["alice@example.test"]
+        for login in ("alice", "Alice", "alice@example.test"):
+            status = (await running.async_client(login, "alice-pw").get("/api/v1/status")).json()
+            assert status["user"] == "alice" and status["key_present"] is True, login

@@ -676,3 +676,29 @@ def test_unsigned_cbc_is_withheld_and_signed_cbc_shown(env: Env) -> None:
         assert secret in shown
     finally:
         proxy.logout()
+
+
+def test_every_spelling_of_the_login_reaches_the_users_key(env: Env, loop: LoopThread,
+                                                           tmp_path: Path) -> None:
+    """Security issue, item 2: with the upstream's %Ln, `alice@example.test` (what the demo
+    prints and what Thunderbird users type) reads with alice's key."""
+    from smime_proxy.config import UsersConfig
+
+    ids = people().ids
+    tok = token()
+    secret = b"one identity " + tok.encode() + b"\r\n"
+    inner = plain_message(tok, body=secret).replace(b"From: Bob <bob@example.test>",
+                                                    b"From: Alice <alice@example.test>")
+    env.deliver("alice", encrypted_signed(inner, ids["alice"], ids["alice"]))
+    services = imap_services(tmp_path, env.world, upstream_imap(env.upstream),
+                             users=UsersConfig("%Ln", ("example.test",)))
+    with running_front(loop, services) as front:
+        for login in ("alice@example.test", "ALICE"):
+            imap = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+            imap.login(login, env.upstream.users["alice"])
+            try:
+                shown = literal(fetch(imap, uid_of(imap, tok), "BODY.PEEK[]")[1])
+                assert b"signature=valid" in shown.split(b"\r\n", 1)[0], login
+                assert secret in shown
+            finally:
+                imap.logout()

@@ -147,13 +147,16 @@ def _prepare(workdir: Path, imap: Upstreamish, *, with_ca: bool = True,
              idle_timeout: int = 180, max_unlock: int = 3600,
              front_options: Mapping[str, Any] | None = None,
              throttle: Callable[[FakeClock], Throttle] | None = None,
+             users: Mapping[str, Any] | None = None,
              ) -> tuple[FakeClock, DaemonServices, dict[str, Any]]:
     """Config, server CA, stores (low KDF cost) and the front's options. `with_ca`: a server
     CA exists; `tls_cert`/`tls_key`: the listener speaks TLS; `throttle`: the unlock
-    throttle to use, made from the test clock."""
+    throttle to use, made from the test clock; `users`: the config's `users` section."""
     clock = FakeClock()
     data = control_config(workdir, imap, tls_cert=tls_cert, tls_key=tls_key,
                           idle_timeout=idle_timeout, max_unlock=max_unlock)
+    if users is not None:
+        data["users"] = dict(users)
     config = parse_config(data, base_dir=workdir)
     if with_ca:
         ServerCA.init(config.data_dir, clock(), key_type="ec-p256")

@@ -19,6 +19,7 @@ from smime_proxy.config import (
     UnlockConfig,
     UpstreamConfig,
     UpstreamEndpoint,
+    UsersConfig,
 )
 from smime_proxy.harness import Upstream
 from smime_proxy.imap.server import ImapFront
@@ -47,7 +48,8 @@ def imap_listener(tls: tuple[Path, Path, str] | None = None) -> ListenerConfig:
 
 def imap_services(tmp_path: Path, world: KeyWorld, upstream: UpstreamEndpoint, *,
                   listener: ListenerConfig | None = None,
-                  locked_fetch: LockedFetch = "unavailable") -> DaemonServices:
+                  locked_fetch: LockedFetch = "unavailable",
+                  users: UsersConfig | None = None) -> DaemonServices:
     other = ListenerConfig(host="127.0.0.1", port=1, tls=None, plaintext_loopback=True)
     config = Config(
         source=tmp_path / "smime-proxy.yaml",
@@ -59,6 +61,7 @@ def imap_services(tmp_path: Path, world: KeyWorld, upstream: UpstreamEndpoint, *
         locked_fetch=locked_fetch,
         policy_file=None,
         logging=LoggingConfig(),
+        users=users if users is not None else UsersConfig(),
     )
     return DaemonServices(config=config, secure_mail=world.secure_mail, contacts=world.contacts,
                     trust_roots=(people().ca.cert,), ca=None, now=lambda: world.now)
