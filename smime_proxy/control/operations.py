@@ -13,6 +13,7 @@ May import: accounts, throttle, errors, services, keystore, control.auth, contro
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -184,8 +185,10 @@ class KeyOperations:
         if not data:
             raise Refusal(400, "missing field: file")
         try:
-            await asyncio.to_thread(self.services.secure_mail.import_pkcs12, user, data,
-                                    file_password, new)
+            own = self.accounts.addresses(user)
+            await asyncio.to_thread(
+                functools.partial(self.services.secure_mail.import_pkcs12, user, data,
+                                  file_password, new, own_addresses=own or None))
         except WrongPassword:
             raise Refusal(403, BAD_PKCS12_FILE) from None
         log.info("key imported", extra={"user": user})

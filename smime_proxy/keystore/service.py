@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.errors import (
+    ImportRejected,
     InputError,
     KeyExists,
     KeyLocked,
@@ -327,15 +329,24 @@ class SecureMail:
         )
 
     def import_pkcs12(
-        self, user: str, data: bytes, file_password: Password, new_password: Password
+        self, user: str, data: bytes, file_password: Password, new_password: Password,
+        *, own_addresses: Collection[str] | None = None,
     ) -> x509.Certificate:
         """Import a PKCS#12 (or PEM key + certificates) file as the user's key, protected by
-        `new_password` (the Secure Mail Password). Returns the user's certificate."""
+        `new_password` (the Secure Mail Password). Returns the user's certificate.
+        `own_addresses`: when given, the certificate must name one of them (a user imports a
+        key for their own addresses, not for someone else's)."""
         check_user(user)
         new = _new_secret(new_password)
         if self.store.get(user) is not None:
             raise KeyExists(f"user {user!r} already has a key: remove it first")
         material = load_key_file(data, _secret(file_password), cap=self.import_iteration_cap)
+        if own_addresses is not None:
+            named = certificate_addresses(material.certificate)
+            if not set(named) & {a.lower() for a in own_addresses}:
+                raise ImportRejected(
+                    "the certificate is for " + (", ".join(named) or "no address")
+                    + ", not for one of your addresses: " + ", ".join(own_addresses))
         self._store_new(user, material, new)
         return material.certificate
 

@@ -1,7 +1,7 @@
 """The `Keys` port of the submission core over the key store, the address book and the
 admin's certificate directory, with a short-lived cache of recipient certificate choices.
 
-May import: crypto, errors, keystore, smtp, cryptography, stdlib.
+May import: accounts, crypto, errors, keystore, smtp, cryptography, stdlib.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from datetime import datetime
 
 from cryptography import x509
 
+from smime_proxy.accounts import Accounts
 from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.errors import NoRecipientCertificate, NoSuchKey
 from smime_proxy.keystore.contacts import Contacts
@@ -51,12 +52,20 @@ class ServiceKeys:
 
     def __init__(self, secure_mail: SecureMail, contacts: Contacts, now: datetime,
                  cache: CertificateCache | None = None,
-                 directory: CertificateDirectory | None = None) -> None:
+                 directory: CertificateDirectory | None = None,
+                 accounts: Accounts | None = None) -> None:
         self.secure_mail = secure_mail
+        self.accounts = accounts if accounts is not None else Accounts()
         self.contacts = contacts
         self.now = now
         self.cache = cache
         self.directory = directory
+
+    def may_sign_as(self, user: str, address: str | None) -> bool:
+        """Whether `user` may sign mail from `address`: one of the addresses the admin gave
+        them (any address when the admin gave none)."""
+        owned = self.accounts.addresses(user)
+        return not owned or (address is not None and address.lower() in owned)
 
     def signer(self, user: str) -> KeyAgent:
         if not self.secure_mail.has_key(user):

@@ -408,7 +408,7 @@ class SmtpConnection(SMTP):
         front = self.front
         now = front.now()
         keys = ServiceKeys(front.secure_mail, front.contacts, now, front.certificates,
-                           front.directory)
+                           front.directory, front.accounts)
         policy = front.policy
 
         def work() -> tuple[Plan, str]:

@@ -57,6 +57,7 @@ from smime_proxy.errors import (
 )
 from smime_proxy.keystore.certs import normalize_address
 from smime_proxy.mime.entity import HeaderField, parse_entity
+from smime_proxy.mime.identity import one_address
 from smime_proxy.policy import Decision, Policy, decide, find_subject_tags
 from smime_proxy.smime import Cipher, Recipient, encrypt_message, sign_message
 
@@ -87,6 +88,9 @@ class SubmissionRefused(SmimeProxyError):
 
 class Keys(Protocol):
     """What the core needs from the key store and the address book."""
+
+    def may_sign_as(self, user: str, address: str | None) -> bool:
+        """Whether `user` may sign mail whose From is `address` (one of their addresses)."""
 
     def signer(self, user: str) -> KeyAgent:
         """The unlocked key; raises KeyLocked, or NoSuchKey when the user has none."""
@@ -184,6 +188,15 @@ def plan_submission(
             and decision.encrypt != "never" and decision.fallback == "plain"):
         want_sign = False
         reasons.append("not signed: encryption impossible and fallback is plain")
+    from_values = [f.value() for f in fields if f.name == "from"]
+    from_address = one_address(from_values[0])[0] if len(from_values) == 1 else None
+    if want_sign and not keys.may_sign_as(user, from_address):
+        shown = from_address or "this From"
+        if decision.sign == "required":
+            raise SubmissionRefused(553, "5.7.1", _one_line(
+                f"signing required, but {shown} is not one of your addresses"))
+        want_sign = False
+        reasons.append(f"not signed: {shown} is not one of the sender's addresses")
     if want_sign:
         try:
             agent = keys.signer(user)

@@ -785,3 +785,25 @@ async def test_one_identity_per_user(tmp_path: Path, upstream: Upstream) -> None
         for login in ("alice", "Alice", "alice@example.test"):
             status = (await running.async_client(login, "alice-pw").get("/api/v1/status")).json()
             assert status["user"] == "alice" and status["key_present"] is True, login
+
+
+async def test_import_only_for_the_users_own_addresses(tmp_path: Path, upstream: Upstream,
+                                                       pki: Identity,
+                                                       alice_id: Identity) -> None:
+    """Security issue, item 2: with the admin's addresses known, a key is imported only with
+    a certificate for one of them (the override: list the address in users.addresses)."""
+    users = {"username_format": "%Ln", "local_domains": ["example.test"],
+             "addresses": {"bob": ["bob@example.test", "bob@partner.example"]}}
+    async with control_running(tmp_path, imap_of(upstream), users=users) as running:
+        alice = running.async_client(*ALICE)
+        foreign = make_user("bob@example.test", pki)
+        res = await alice.post("/api/v1/import", form={
+            "file": ("b.p12", p12(foreign)), "file_password": FILE_PW.decode(),
+            "password": SMP, "password2": SMP})
+        assert res.status == 400 and "not for one of your addresses" in res.json()["error"]
+        await import_alice(alice, alice_id)
+        bob = running.async_client("bob", upstream.users["bob"])
+        res = await bob.post("/api/v1/import", form={
+            "file": ("p.p12", p12(make_user("bob@partner.example", pki))),
+            "file_password": FILE_PW.decode(), "password": SMP, "password2": SMP})
+        assert res.status == 201, res.text

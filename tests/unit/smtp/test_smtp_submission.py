@@ -237,3 +237,28 @@ def test_bcc_to_self_and_recipient_case_kept() -> None:
                                                    ("alice@example.test",)]
     # the sender's own copy names the sender's certificate once
     assert recipient_serial_list(plan.copies[1].message) == [p.ids["alice"].cert.serial_number]
+
+
+def test_a_user_signs_only_as_one_of_their_addresses() -> None:
+    """Security issue, item 2: with the admin's addresses, alice's key never signs mail
+    whose From is someone else's (sign required: 553; if-unlocked: sent unsigned)."""
+    from smime_proxy.accounts import Accounts
+
+    world = _world(known=())
+    keys = ServiceKeys(world.secure_mail, world.contacts, world.now,
+                       accounts=Accounts("%Ln", ("example.test",)))
+    forged = _message().replace(b"From: Alice <alice@example.test>",
+                                b"From: Carol <carol@example.test>")
+
+    def plan(message: bytes, sign: str) -> Plan:
+        return plan_submission(message, user="alice", sender=ALICE, recipients=[BOB],
+                               policy=policy(f"global: {{sign: {sign}, encrypt: never}}"),
+                               keys=keys, now=world.now, unlock_url=UNLOCK_URL)
+
+    with pytest.raises(SubmissionRefused) as info:
+        plan(forged, "required")
+    assert info.value.reply.code == 553 and "carol@example.test" in info.value.reply.text
+    unsigned = plan(forged, "if-unlocked")
+    assert not unsigned.signed
+    assert any("not one of the sender's addresses" in r for r in unsigned.reasons)
+    assert plan(_message(), "required").signed  # her own address
