@@ -22,7 +22,7 @@ from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.errors import KeyLocked
 from smime_proxy.mime.building import base64_lines, merge_outer_fields
 from smime_proxy.mime.entity import STATUS_HEADER, parse_entity, without_field
-from smime_proxy.mime.identity import headers_protected
+from smime_proxy.mime.identity import USER_FACING_FIELDS, headers_protected
 from smime_proxy.mime.transfer import transfer_decode
 from smime_proxy.mime.tree import parse as parse_tree
 from smime_proxy.smime import (
@@ -86,6 +86,7 @@ def open_message(
     shown = without_field(content, STATUS_HEADER)
     protected = None
     if report is not None and report.valid and report.content is not None:
+        shown = with_protected_fields(shown, report.content)
         protected = headers_protected(shown, report.content)
     withheld: Unauthenticated | None = None
     if not authenticated and report is not None and report.valid and not report.opaque:
@@ -103,6 +104,21 @@ def open_message(
         cipher,
         report,
     )
+
+
+def with_protected_fields(shown: bytes, signed: bytes) -> bytes:
+    """The message with the user-facing header fields of a signed wrapped message (RFC 8551
+    3.1) in place of the outer ones: the client sees the fields the signature covers."""
+    wrapper = parse_entity(signed)
+    if wrapper.content_type()[0] != "message/rfc822":
+        return shown
+    inner = [f for f in parse_entity(wrapper.body).fields if f.name in USER_FACING_FIELDS]
+    if not inner:
+        return shown
+    outer = parse_entity(shown)
+    kept = [f.raw for f in outer.fields if f.name not in USER_FACING_FIELDS]
+    lines = [f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n" for f in inner]
+    return b"".join([*lines, *kept]) + shown[outer.header_end:]
 
 
 def only_signed_parts(message: bytes) -> bytes:

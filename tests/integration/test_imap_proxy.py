@@ -702,3 +702,35 @@ def test_every_spelling_of_the_login_reaches_the_users_key(env: Env, loop: LoopT
                 assert secret in shown
             finally:
                 imap.logout()
+
+
+def test_a_second_reading_of_a_signed_message_is_not_valid(env: Env) -> None:
+    """Security issue, item 1 (two MIME parsers), through the real Dovecot: a preamble line
+    that only starts with the delimiter makes Dovecot show the attacker's part first; the
+    proxy does not call that message signed."""
+    from smime_proxy.crypto.keyagent import InProcessKeyAgent
+    from smime_proxy.smime import sign_message
+
+    alice = people().ids["alice"]
+    tok = token()
+    signed = sign_message(plain_message(tok).replace(b"From: Bob <bob@example.test>",
+                                                     b"From: Alice <alice@example.test>"),
+                          InProcessKeyAgent(alice.key, alice.cert, tuple(alice.chain)),
+                          now=pki.NOW)
+    boundary = re.search(rb'boundary="([^"]+)"', signed)
+    assert boundary is not None
+    head, sep, body = signed.partition(b"\r\n\r\n")
+    forged = (head + sep + b"--" + boundary[1] + b"x\r\nContent-Type: text/plain\r\n\r\n"
+              b"EVIL part\r\n" + body)
+    env.deliver("alice", forged)
+    proxy, direct = env.proxy(), env.direct()
+    try:
+        uid = uid_of(proxy, tok)
+        assert uid_of(direct, tok) == uid
+        first = literal(fetch(direct, uid, "BODY.PEEK[1]")[1])
+        assert b"EVIL" in first  # what Dovecot (and so the client) shows as the first part
+        shown = literal(fetch(proxy, uid, "BODY.PEEK[]")[1])
+        assert shown.startswith(b"X-SMIME-Status: encrypted=no; signature=invalid")
+    finally:
+        proxy.logout()
+        direct.logout()

@@ -120,9 +120,13 @@ def test_headers_protected_only_when_the_signature_covers_what_is_shown(
     signed = sign_message(wrapped, carol, now=NOW)
     assert open_message(signed, None, [root.cert], now=NOW).status.endswith(
         "headers=protected")
+    # a Subject changed in transit outside the wrapper: the client sees the signed one
     changed = signed.replace(b"Subject: invoice\r\nMIME", b"Subject: URGENT pay now\r\nMIME", 1)
-    status = open_message(changed, None, [root.cert], now=NOW).status
-    assert status.endswith("signature=valid; signer=carol@example.test; headers=unprotected")
+    opened = open_message(changed, None, [root.cert], now=NOW)
+    assert opened.status.endswith("signature=valid; signer=carol@example.test; "
+                                  "headers=protected")
+    header = opened.content.split(b"\r\n\r\n", 1)[0]
+    assert b"Subject: invoice" in header and b"URGENT" not in header
     opaque_own = (b"From: carol@example.test\r\nSubject: x\r\nContent-Type: text/plain\r\n"
                   b"\r\nhi\r\n")
     status = open_message(opaque(carol, b"carol@example.test", opaque_own), None,
