@@ -20,6 +20,7 @@ from smime_proxy.imap.session import (
     StartClientTls,
 )
 from smime_proxy.imap.views import MessageView
+from support.gate import RecordingGate
 
 UP_CAPS = (b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE STARTTLS "
            b"AUTH=PLAIN AUTH=LOGIN COMPRESS=DEFLATE NOTIFY\r\n")
@@ -447,27 +448,6 @@ def test_examined_mailbox_gets_no_seen() -> None:
 
 
 # --- login throttling across connections (the shell's gate) --------------------------------
-
-
-class RecordingGate:
-    """A LoginGate that throttles the users named in `blocked` and records the outcomes."""
-
-    def __init__(self, blocked: tuple[str, ...] = ()) -> None:
-        self.blocked = blocked
-        self.calls: list[tuple[str, str]] = []
-
-    def reserve(self, user: str) -> None:
-        from smime_proxy.throttle import Throttled
-
-        self.calls.append(("reserve", user))
-        if user in self.blocked:
-            raise Throttled(7)
-
-    def succeeded(self, user: str) -> None:
-        self.calls.append(("succeeded", user))
-
-    def cancel(self, user: str) -> None:
-        self.calls.append(("cancel", user))
 
 
 def gated(gate: RecordingGate) -> Run:

@@ -38,6 +38,7 @@ from smime_proxy.smtp.session import (
     format_reply,
 )
 from smime_proxy.smtp.submission import Copy, Plan, Reply
+from support.gate import RecordingGate
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -376,27 +377,8 @@ def test_format_reply() -> None:
 # --- AUTH guessing is throttled across connections (security issue, item 5) -----------------
 
 
-class _Gate:
-    def __init__(self, blocked: tuple[str, ...] = ()) -> None:
-        self.blocked = blocked
-        self.calls: list[tuple[str, str]] = []
-
-    def reserve(self, user: str) -> None:
-        from smime_proxy.throttle import Throttled
-
-        self.calls.append(("reserve", user))
-        if user in self.blocked:
-            raise Throttled(4)
-
-    def succeeded(self, user: str) -> None:
-        self.calls.append(("succeeded", user))
-
-    def cancel(self, user: str) -> None:
-        self.calls.append(("cancel", user))
-
-
 def test_throttled_auth_is_454_and_never_reaches_the_upstream() -> None:
-    gate = _Gate(blocked=("alice",))
+    gate = RecordingGate(blocked=("alice",), retry_after=4)
     session = SmtpSession(SmtpSessionSettings(hostname="proxy.test"), DeliveryMemo(), gate)
     session.ehlo("c", AIOSMTPD_EHLO)
     session.feed(READY)
@@ -406,7 +388,7 @@ def test_throttled_auth_is_454_and_never_reaches_the_upstream() -> None:
 
 
 def test_auth_outcomes_reach_the_gate() -> None:
-    gate = _Gate()
+    gate = RecordingGate()
     session = SmtpSession(SmtpSessionSettings(hostname="proxy.test"), DeliveryMemo(), gate)
     session.ehlo("c", AIOSMTPD_EHLO)
     session.feed(READY)
