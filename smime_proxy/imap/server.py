@@ -220,8 +220,12 @@ class _Connection:
     async def _step(self) -> None:
         session = self.session
         assert session is not None
+        # Back-pressure on the client only while a command is in progress: an idle session
+        # holding many bytes is completing one message (an APPEND literal of any size up to
+        # the framer's cap), and must read on or it waits forever.
         if (self.client_read is None and not self.client_eof
-                and session.client.buffered < self.front.settings.max_client_backlog):
+                and (session.client.buffered < self.front.settings.max_client_backlog
+                     or not session.busy)):
             self.client_read = asyncio.create_task(self._read(self.reader))
         if (self.upstream_read is None and not self.upstream_eof
                 and session.pending_opens < self.front.settings.max_pending_opens):

@@ -734,3 +734,28 @@ def test_a_second_reading_of_a_signed_message_is_not_valid(env: Env) -> None:
     finally:
         proxy.logout()
         direct.logout()
+
+
+@pytest.mark.parametrize("size", [300 * 1024, 10 * 1024 * 1024])
+def test_large_append_completes(env: Env, size: int) -> None:
+    """An APPEND of 256 KiB or more never completed (the client's bytes were held back while
+    the session waited for the rest of the literal); a client's Sent copy with an
+    attachment hung and held one of the user's connection slots."""
+    tok = token()
+    line = b"x" * 998 + b"\r\n"
+    message = plain_message(tok, body=line * (size // len(line)))
+    mailbox = "Append-" + tok
+    direct = env.direct()
+    direct.create(mailbox)
+    proxy = env.proxy()
+    try:
+        proxy.sock.settimeout(60)
+        typ, data = proxy.append(mailbox, None, None, message)
+        assert typ == "OK", data
+        assert proxy.noop()[0] == "OK"
+        direct.select(mailbox)
+        typ, data = direct.uid("FETCH", "1:*", "BODY.PEEK[]")
+        assert typ == "OK" and literal(list(data)) == message
+    finally:
+        proxy.logout()
+        direct.logout()
