@@ -54,6 +54,14 @@ class ContentFetch:
             job.entries.append(FetchEntry(raw=fetch_rewrite.without_content(raw)))
             self._flush_job(job)
             return
+        if stored is None:
+            # BODY[] NIL: expunged by another session. Dovecot answers NIL for its content,
+            # and so does the proxy: an empty message would be cached by the client as this one
+            response_line = fetch_rewrite.answer(response.number, job.command, None, items,
+                                                 mark_seen=False)
+            job.entries.append(FetchEntry(raw=response_line))
+            self._flush_job(job)
+            return
         self._counter += 1
         entry = FetchEntry(number=response.number, request_id=self._counter,
                        stored=stored if isinstance(stored, bytes) else b"", items=items)

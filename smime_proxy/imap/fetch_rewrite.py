@@ -171,14 +171,15 @@ def newly_seen(command: FetchCommand, upstream_items: Mapping[bytes, Value]) -> 
 def answer(
     number: int,
     command: FetchCommand,
-    view: MessageView,
+    view: MessageView | None,
     upstream_items: Mapping[bytes, Value],
     *,
     mark_seen: bool,
 ) -> bytes:
     """The client's `* number FETCH (...)` line for one message: UID first (UID FETCH or asked),
     then the items in the order asked (each once), then FLAGS when `mark_seen` made \\Seen
-    new and the client did not ask for FLAGS (what Dovecot does)."""
+    new and the client did not ask for FLAGS (what Dovecot does). `view` None: the message
+    is gone (expunged), every content item is NIL."""
     out: list[tuple[FetchItem, Value]] = []
     seen_names: set[bytes] = set()
 
@@ -199,7 +200,7 @@ def answer(
         add(UID, upstream_items.get(b"UID"))
     for item in command.items:
         if is_content(item):
-            add(_response_item(item), content_value(view, item))
+            add(_response_item(item), None if view is None else content_value(view, item))
         elif item == FLAGS:
             add(FLAGS, flags_value())
         else:

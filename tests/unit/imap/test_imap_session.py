@@ -498,3 +498,19 @@ def test_login_outcomes_reach_the_gate() -> None:
     assert gate.calls == [("reserve", "alice"), ("reserve", "alice"), ("cancel", "alice"),
                           ("reserve", "alice"), ("succeeded", "alice")]
     assert run.session.user == "alice"
+
+
+def test_a_message_expunged_elsewhere_is_nil_not_an_empty_message() -> None:
+    """Dovecot answers BODY[] NIL for a message another session expunged; an empty message
+    in its place would be cached by the client as that message."""
+    run = logged_in()
+    run.client(b"a2 UID FETCH 7,8 (BODY.PEEK[] BODYSTRUCTURE RFC822.SIZE FLAGS)\r\n")
+    run.upstream_out()
+    run.upstream(b"* 1 FETCH (UID 7 FLAGS (\\Seen) BODY[] NIL)\r\n" + fetch_reply(2, 8, PLAIN)
+                 + b"a2 OK Fetch completed.\r\n")
+    assert [o.raw for o in run.opens] == [PLAIN]  # nothing to open for the expunged one
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    out = run.client_out()
+    assert out.startswith(b"* 1 FETCH (UID 7 BODY[] NIL BODYSTRUCTURE NIL RFC822.SIZE NIL "
+                          b"FLAGS (\\Seen))\r\n* 2 FETCH (UID 8 BODY[] {")
+    assert out.endswith(b"a2 OK Fetch completed.\r\n")
