@@ -66,6 +66,7 @@ WHOLE: Final = FetchItem("BODY", Section(), peek=True)
 WHOLE_NAME: Final = WHOLE.response_name()  # b"BODY[]"
 UID: Final = FetchItem("UID")
 FLAGS: Final = FetchItem("FLAGS")
+MODSEQ: Final = FetchItem("MODSEQ")
 SEEN: Final = Atom("\\Seen")
 _NOT_7BIT: Final = re.compile(rb"[\x00\x80-\xff]")
 
@@ -209,6 +210,10 @@ def answer(
                 add(item.response_item(), upstream_items[name])
     if mark_seen and b"FLAGS" not in seen_names:
         add(FLAGS, flags_value())
+    if b"MODSEQ" in upstream_items and b"MODSEQ" not in seen_names:
+        # RFC 7162 3.1.4.1: after CHANGEDSINCE (or with CONDSTORE enabled) every FETCH
+        # response carries MODSEQ, asked for or not
+        add(MODSEQ, upstream_items[b"MODSEQ"])
     return render_fetch(number, out)
 
 

@@ -514,3 +514,16 @@ def test_a_message_expunged_elsewhere_is_nil_not_an_empty_message() -> None:
     assert out.startswith(b"* 1 FETCH (UID 7 BODY[] NIL BODYSTRUCTURE NIL RFC822.SIZE NIL "
                           b"FLAGS (\\Seen))\r\n* 2 FETCH (UID 8 BODY[] {")
     assert out.endswith(b"a2 OK Fetch completed.\r\n")
+
+
+def test_modseq_of_a_changedsince_fetch_is_kept() -> None:
+    """RFC 7162: the upstream's MODSEQ, not asked for by name, comes back to the client."""
+    run = logged_in()
+    run.client(b"a2 UID FETCH 1:* (BODY.PEEK[]) (CHANGEDSINCE 5)\r\n")
+    assert run.upstream_out() == b"a2 UID FETCH 1:* (UID BODY.PEEK[]) (CHANGEDSINCE 5)\r\n"
+    run.upstream(b"* 1 FETCH (UID 7 MODSEQ (12) BODY[] {%d}\r\n" % len(PLAIN) + PLAIN
+                 + b")\r\na2 OK Fetch completed.\r\n")
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    out = run.client_out()
+    assert out.startswith(b"* 1 FETCH (UID 7 BODY[] {%d}\r\n" % len(PLAIN) + PLAIN
+                          + b" MODSEQ (12))\r\n")
