@@ -114,6 +114,12 @@ class Throttle:
                     del table[key]
 
 
+def account_key(user: str) -> str:
+    """The count a login's failures go to: the spellings a server may take as one account
+    (`Alice`, `alice@example.test`) share one."""
+    return user.lower().partition("@")[0]
+
+
 class LoginGate(Protocol):
     """Failed logins across connections as a protocol core sees them: `reserve` counts an
     attempt before it is relayed and raises `Throttled` when the user or address must wait;
@@ -150,13 +156,9 @@ class AddressGate:
         self.address = address
         self.front = front
 
-    @staticmethod
-    def _account(user: str) -> str:
-        return user.lower().partition("@")[0]
-
     def reserve(self, user: str) -> None:
         try:
-            self.throttle.reserve(self._account(user), self.address)
+            self.throttle.reserve(account_key(user), self.address)
         except Throttled as exc:
             log.info("login throttled", extra={"front": self.front, "user": user,
                                                "remote": self.address,
@@ -164,7 +166,7 @@ class AddressGate:
             raise
 
     def succeeded(self, user: str) -> None:
-        self.throttle.succeeded(self._account(user), self.address)
+        self.throttle.succeeded(account_key(user), self.address)
 
     def cancel(self, user: str) -> None:
-        self.throttle.cancel(self._account(user), self.address)
+        self.throttle.cancel(account_key(user), self.address)

@@ -37,7 +37,7 @@ from smime_proxy.errors import InputError
 from smime_proxy.imap.upstream import UpstreamUnavailable
 from smime_proxy.keystore.service import check_user
 from smime_proxy.services import Services
-from smime_proxy.throttle import Throttle, Throttled
+from smime_proxy.throttle import Throttle, Throttled, account_key
 
 log = logging.getLogger("smime_proxy.control")
 
@@ -60,7 +60,7 @@ class RequestGuard:
 
     def __init__(self, services: Services, metrics: ControlMetrics, *, tls: bool, port: int,
                  allowed_hosts: tuple[str, ...], client_max_size: int,
-                 imap_timeout: float) -> None:
+                 imap_timeout: float, accounts: Accounts) -> None:
         self.services = services
         self.metrics = metrics
         self.tls = tls
@@ -70,7 +70,7 @@ class RequestGuard:
         self.client_max_size = client_max_size
         self.imap_timeout = imap_timeout
         self.credentials = CredentialCache(services.now)
-        self.accounts = Accounts.from_config(services.config)
+        self.accounts = accounts
         self.login_throttle = Throttle(services.now)
 
     # --- Host / Origin ---------------------------------------------------------------------
@@ -192,8 +192,7 @@ class RequestGuard:
             password = ""
         if password and self.credentials.hit(user, password):
             return
-        # one bucket for the spellings a server may treat as one account (Alice, alice@dom)
-        bucket = user.lower().partition("@")[0]
+        bucket = account_key(user)
         try:
             self.login_throttle.reserve(bucket, address)
         except Throttled as exc:

@@ -88,12 +88,13 @@ class KeyOperations:
     """What a logged-in user may do with their Secure Mail key and address book."""
 
     def __init__(self, services: Services, metrics: ControlMetrics, *,
-                 throttle: Throttle | None = None, mail_domain: str | None = None) -> None:
+                 accounts: Accounts, throttle: Throttle | None = None,
+                 mail_domain: str | None = None) -> None:
         self.services = services
         self.metrics = metrics
         self.throttle = throttle if throttle is not None else Throttle(services.now)
         self.mail_domain = mail_domain
-        self.accounts = Accounts.from_config(services.config)
+        self.accounts = accounts
 
     def status(self, user: str) -> dict[str, Any]:
         mail = self.services.secure_mail

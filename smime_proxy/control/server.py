@@ -6,7 +6,7 @@ and `/metrics`. This module routes and starts; every request first passes the
 
 No password, key or request body is ever logged.
 
-May import: throttle, config, errors, services, tlsconfig, control, aiohttp, cryptography,
+May import: accounts, throttle, config, errors, services, tlsconfig, control, aiohttp, cryptography,
 prometheus_client, stdlib.
 """
 
@@ -20,6 +20,7 @@ from cryptography import x509
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from smime_proxy.accounts import Accounts
 from smime_proxy.control.api import JsonApi
 from smime_proxy.control.guard import RequestGuard
 from smime_proxy.control.imapcheck import EXCHANGE_TIMEOUT
@@ -66,11 +67,12 @@ class ControlFront:
         self.listener = services.config.listeners.control
         self.tls = self.listener.tls is not None
         self.metrics = ControlMetrics()
+        accounts = Accounts.from_config(services.config)  # who a login is, for both
         self.guard = RequestGuard(services, self.metrics, tls=self.tls, port=self.listener.port,
                                   allowed_hosts=allowed_hosts, client_max_size=client_max_size,
-                                  imap_timeout=imap_timeout)
-        self.operations = KeyOperations(services, self.metrics, throttle=throttle,
-                                        mail_domain=mail_domain)
+                                  imap_timeout=imap_timeout, accounts=accounts)
+        self.operations = KeyOperations(services, self.metrics, accounts=accounts,
+                                        throttle=throttle, mail_domain=mail_domain)
         self.api = JsonApi(self.guard, self.operations)
         self.page = WebPage(self.guard, self.operations, tls=self.tls)
         self.app = self._build_app(client_max_size)

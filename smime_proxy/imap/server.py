@@ -97,16 +97,16 @@ def open_for_client(services: Services, user: str, raw: bytes, request_id: int) 
     except Exception as exc:
         log.warning("message shown as stored after an unexpected error",
                     extra={"user": user, "error": type(exc).__name__})
-        return as_stored(raw, request_id, "internal")
+        try:
+            encrypted = is_encrypted(raw)
+        except Exception:  # a message the parsers refuse is not an encryption we could open
+            encrypted = False
+        return as_stored(raw, request_id, "internal", encrypted=encrypted)
 
 
-def as_stored(raw: bytes, request_id: int, error: str) -> MessageOpened:
+def as_stored(raw: bytes, request_id: int, error: str, *, encrypted: bool) -> MessageOpened:
     """The stored message, incoming status fields removed, under a status that says why it
     was not opened (`error=`, docs/security.md)."""
-    try:
-        encrypted = is_encrypted(raw)
-    except Exception:  # a message the parsers refuse is not an encryption we could open
-        encrypted = False
     status = (f"{STATUS_HEADER}: encrypted={'yes' if encrypted else 'no'}; signature=none; "
               f"error={error}\r\n").encode("ascii")
     return MessageOpened(request_id, "shown", status + without_status(raw))
@@ -128,7 +128,7 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
     try:
         encrypted = is_encrypted(raw)
     except SmimeProxyError as exc:  # beyond a parser limit, say: shown as stored
-        return as_stored(raw, request_id, _error_word(exc))
+        return as_stored(raw, request_id, _error_word(exc), encrypted=False)
     if encrypted:
         try:
             agent = services.secure_mail.agent_for(user, now)
@@ -136,7 +136,7 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
             return MessageOpened(request_id, "locked")
         except (NoSuchKey, SmimeProxyError):
             # no key to unlock: shown as stored (the client sees an S/MIME attachment)
-            return as_stored(raw, request_id, "no-key")
+            return as_stored(raw, request_id, "no-key", encrypted=True)
     try:
         opened = open_message(raw, agent, services.trust_roots, now=now,
                               unauthenticated=services.config.unauthenticated_content)
@@ -148,7 +148,7 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
         word = _error_word(exc)
         if encrypted and word != "unsupported-algorithm":
             word = "cannot-decrypt"
-        return as_stored(raw, request_id, word)
+        return as_stored(raw, request_id, word, encrypted=encrypted)
     report = opened.signature
     if report is not None and report.valid:
         for signer in report.signers:
