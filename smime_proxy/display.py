@@ -84,14 +84,15 @@ def open_message(
         if report.opaque and report.content is not None and report.signers:
             content = merge_outer_fields(parse_entity(content), (report.content,))
     shown = without_field(content, STATUS_HEADER)
+    valid = report is not None and report.valid
     protected = None
-    if report is not None and report.valid and report.content is not None:
+    if report is not None and valid and report.content is not None:
         shown = with_protected_fields(shown, report.content)
         protected = headers_protected(shown, report.content)
     withheld: Unauthenticated | None = None
-    if not authenticated and report is not None and report.valid and not report.opaque:
+    if not authenticated and report is not None and valid and not report.opaque:
         shown = only_signed_parts(shown)  # a gadget in the preamble or epilogue is dropped
-    elif not authenticated and not (report is not None and report.valid):
+    elif not authenticated and not valid:
         # CBC without a valid signature: an EFAIL gadget could have rewritten it
         withheld = unauthenticated
         shown = (without_field(message, STATUS_HEADER) if withheld == "withhold"
