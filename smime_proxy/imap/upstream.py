@@ -54,7 +54,7 @@ class _Client(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped 
         self.gone.set()
 
     async def welcome(self, command: bytes) -> None:
-        if not command.upper().startswith(b"* OK"):
+        if not _greeting_ok(command):
             async with self.state_condition:
                 self.state = aioimaplib.LOGOUT
                 self.state_condition.notify_all()
@@ -67,8 +67,13 @@ class _Client(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped 
             self.transport.close()
 
 
+def _greeting_ok(line: bytes) -> bool:
+    """Only `* OK` is a greeting to go on with (PREAUTH would skip our login, BYE refuses)."""
+    return line.upper().startswith(b"* OK")
+
+
 def _check_greeting(line: bytes) -> None:
-    if not line.upper().startswith(b"* OK"):
+    if not _greeting_ok(line):
         raise UpstreamUnavailable("unexpected IMAP greeting (only * OK is accepted)")
 
 
