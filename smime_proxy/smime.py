@@ -59,6 +59,7 @@ from smime_proxy.mime.building import (
 from smime_proxy.mime.entity import (
     Entity,
     canonical_crlf,
+    is_pkcs7_mime,
     parse_entity,
     split_multipart,
 )
@@ -138,7 +139,6 @@ _MICALG = {
     "sha384": "sha-384",
     "sha512": "sha-512",
 }
-_PKCS7_MIME = ("application/pkcs7-mime", "application/x-pkcs7-mime")
 _PKCS7_SIGNATURE = ("application/pkcs7-signature", "application/x-pkcs7-signature")
 
 
@@ -442,10 +442,7 @@ def _not_whole_reason(outer: Entity, what: str) -> str:
 def _whole_message_cms(outer: Entity) -> bytes | None:
     """The CMS DER of a whole-message application/pkcs7-mime body, else None."""
     mime_type, params = outer.content_type()
-    name = (params.get("name") or "").lower()
-    if mime_type not in _PKCS7_MIME and not (
-        mime_type == "application/octet-stream" and name.endswith(".p7m")
-    ):
+    if not is_pkcs7_mime(mime_type, params):
         return None
     return _decode_body(outer)
 

@@ -64,13 +64,15 @@ class MessageOpened:
     outcome "opened": `content` is what `open_message` returned (X-SMIME-Status first);
     "locked": encrypted and the user's key is locked; "shown": `content` is to be shown as
     it is (e.g. a message that could not be decrypted, incoming status fields removed).
-    `changed_only_status`: `open_message` only put its status line in front of the stored
-    bytes (a plain, unsigned message without an incoming X-SMIME-Status)."""
+    `plain`: `open_message` only put its status line in front of the stored bytes (a plain,
+    unsigned message without an incoming X-SMIME-Status). `decrypted`: what is shown was
+    decrypted (it must not outlive the unlock)."""
 
     request_id: int
     outcome: Literal["opened", "locked", "shown"]
     content: bytes = field(default=b"", repr=False)
     plain: bool = False
+    decrypted: bool = False  # opened with the user's unlocked key
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,35 @@
 """How the IMAP session answers a content FETCH (a part of `imap.session.ImapSession`, kept
-here to keep that module readable): each message of the upstream's whole-message answer is
-opened through `OpenMessage`, then answered in order from the bytes the client is shown;
-`\\Seen` is set afterwards where the client's items would have set it; the tagged response
-says what could not be shown (locked key, unknown transfer encoding, a message whose views
+here to keep that module readable).
+
+Plain mail costs nothing extra (issue 10): a message that needs no opening (`mime.entity.
+needs_opening`: not S/MIME, no incoming X-SMIME-Status) is answered with the upstream's own
+response, relayed as it came. Up to three upstream passes, one after the other:
+
+1. "sort": the client's set, with `UID` and the classification fields
+   `BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]` added, and the client's own items
+   when none of them sets \\Seen. Each plain message's response goes to the client with the
+   added items cut out (`imap.wire.spans`); a UID FETCH of UIDs already known to be plain
+   skips the passes and is relayed as it is (see the session).
+2. "plain": when the client's items set \\Seen, its own command for the plain messages (the
+   upstream sets \\Seen and says so, exactly as without the proxy).
+3. "open": the whole stored bytes (`BODY.PEEK[]`) of the S/MIME messages that the cache of
+   opened views does not hold and the sort pass did not already bring; each is opened through
+   `OpenMessage` and answered from the bytes the client is shown, with the non-content items
+   of the sort pass; \\Seen is then set with `UID STORE +FLAGS.SILENT` where the client's
+   items would have set it.
+
+Responses keep the upstream's order where it matters: a FETCH never overtakes an untagged
+response of another kind (an EXPUNGE renumbers what follows it). The tagged response says
+what could not be shown (locked key, unknown transfer encoding, a message whose views
 failed).
 
-May import: imap.wire, imap.events, imap.inflight, imap.fetch_rewrite, mime, stdlib.
+May import: imap.wire, imap.events, imap.inflight, imap.fetch_rewrite, imap.views, mime,
+stdlib.
 """
 
 from __future__ import annotations
+
+from typing import Final
 
 from smime_proxy.imap import fetch_rewrite
 from smime_proxy.imap.events import (
@@ -20,8 +41,40 @@ from smime_proxy.imap.events import (
     SessionSettings,
 )
 from smime_proxy.imap.inflight import FetchEntry, FetchJob, InternalCommand, RelayedCommand
-from smime_proxy.imap.wire import FetchResponse, ParseError, parse_response
+from smime_proxy.imap.views import MessageView
+from smime_proxy.imap.wire import (
+    FetchCommand,
+    FetchItem,
+    FetchResponse,
+    ParseError,
+    Section,
+    parse_response,
+)
+from smime_proxy.imap.wire.sequence import SequenceSet
+from smime_proxy.imap.wire.spans import FetchSpans, fetch_spans, item_value, without_items
+from smime_proxy.mime.entity import STATUS_HEADER, needs_opening, without_field
 from smime_proxy.mime.transfer import UnknownCte
+
+CLASSIFY: Final = FetchItem(
+    "BODY", Section(text="HEADER.FIELDS", fields=(b"CONTENT-TYPE", b"X-SMIME-STATUS")), peek=True)
+CLASSIFY_NAME: Final = CLASSIFY.response_name()
+UID_NAME: Final = b"UID"
+MAX_KNOWN_PLAIN: Final = 200_000  # UIDs remembered as plain per selected mailbox
+
+
+MailboxKey = tuple[bytes, int]  # the selected mailbox's name as the client gave it, UIDVALIDITY
+
+
+class ViewCache:
+    """Where the session finds and keeps the views of opened messages (the shell gives one
+    bound to the logged-in user). This default keeps nothing."""
+
+    def get(self, mailbox: MailboxKey, uid: int) -> MessageView | None:
+        return None
+
+    def put(self, mailbox: MailboxKey, uid: int, view: MessageView, *,
+            decrypted: bool) -> None:
+        return None
 
 
 class ContentFetch:
@@ -30,6 +83,9 @@ class ContentFetch:
     settings: SessionSettings
     user: str | None
     read_only: bool
+    known_plain: set[int]  # UIDs of the selected mailbox that need no opening
+    views: ViewCache
+    mailbox: MailboxKey | None  # the selected mailbox, once its UIDVALIDITY is known
     _inflight: RelayedCommand | FetchJob | InternalCommand | None
     _counter: int
     _out: list[Action]
@@ -40,7 +96,79 @@ class ContentFetch:
     def _fatal(self, reason: str, bye: bytes = b"* BYE Internal error, closing\r\n") -> None:
         raise NotImplementedError
 
+    # -- starting ---------------------------------------------------------------------------
+
+    def _start_fetch(self, command: FetchCommand) -> None:
+        """Send the sort pass (the job keeps the client's tag for it)."""
+        relays = not fetch_rewrite.sets_seen(command)
+        asked = {item.response_name() for item in command.items}
+        strip = {CLASSIFY_NAME} - asked
+        if not command.uid and FetchItem("UID") not in command.items:
+            strip.add(UID_NAME)
+        items: list[FetchItem] = [FetchItem("UID"), CLASSIFY]
+        for item in command.items:
+            if (relays or not fetch_rewrite.is_content(item)) and item not in items:
+                items.append(item)
+        if not relays and fetch_rewrite.FLAGS not in items:
+            items.append(fetch_rewrite.FLAGS)
+        sort = FetchCommand(command.tag, command.uid, command.sequence_set, tuple(items), None,
+                            command.modifiers)
+        self._inflight = FetchJob(command, relays, frozenset(strip))
+        self._out.append(SendToUpstream(sort.render()))
+
+    # -- upstream responses -------------------------------------------------------------------
+
+    def _fetch_other(self, job: FetchJob, raw: bytes) -> None:
+        """An untagged response that is not a FETCH (EXISTS, EXPUNGE, ...): in order."""
+        job.entries.append(FetchEntry(raw=raw, other=True))
+        job.held += 1
+        self._flush_job(job)
+
+    def _pass_on(self, job: FetchJob, raw: bytes) -> None:
+        """A FETCH response for the client as it is: now, unless it would overtake a queued
+        response of another kind."""
+        if job.held:
+            job.entries.append(FetchEntry(raw=raw))
+        else:
+            self._out.append(SendToClient(raw))
+
     def _fetch_data(self, job: FetchJob, raw: bytes) -> None:
+        if job.phase == "plain":
+            self._pass_on(job, raw)
+            return
+        try:
+            spans = fetch_spans(raw)
+        except ParseError:
+            self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
+            return
+        if job.phase == "open":
+            self._stored_bytes(job, raw, spans)
+            return
+        if spans.find(CLASSIFY_NAME) is None:
+            # not an answer to the sort pass: a flag update of another message, say
+            self._pass_on(job, fetch_rewrite.without_content(raw))
+            return
+        self._sorted(job, raw, spans)
+
+    def _sorted(self, job: FetchJob, raw: bytes, spans: FetchSpans) -> None:
+        """One response of the sort pass: relay it, or queue the message for a later pass."""
+        classify = spans.find(CLASSIFY_NAME)
+        uid_span = spans.find(UID_NAME)
+        assert classify is not None
+        try:
+            header = item_value(raw, classify)
+            uid = int(raw[uid_span.value_start : uid_span.end]) if uid_span else None
+        except (ParseError, ValueError):
+            self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
+            return
+        if header is not None and not needs_opening(header):
+            if uid is not None and len(self.known_plain) < MAX_KNOWN_PLAIN:
+                self.known_plain.add(uid)
+            if job.relays_items:
+                self._pass_on(job, without_items(raw, spans, job.strip))
+            else:
+                job.plain.append(uid if job.command.uid and uid is not None else spans.number)
+            return
         try:
             response = parse_response(raw)
         except ParseError:
@@ -48,51 +176,141 @@ class ContentFetch:
             return
         assert isinstance(response, FetchResponse)
         items = {item.render(): value for item, value in response.items}
-        stored = items.get(fetch_rewrite.WHOLE_NAME)
-        if fetch_rewrite.WHOLE_NAME not in items:
-            # not an answer to our FETCH: a flag update of another message, say
-            job.entries.append(FetchEntry(raw=fetch_rewrite.without_content(raw)))
+        if header is None:
+            # expunged by another session (the upstream's NIL): Dovecot answers NIL for its
+            # content, and so does the proxy; an empty message would be cached by the client
+            job.entries.append(FetchEntry(raw=fetch_rewrite.answer(
+                response.number, job.command, None, items, mark_seen=False)))
             self._flush_job(job)
             return
-        if stored is None:
-            # BODY[] NIL: expunged by another session. Dovecot answers NIL for its content,
-            # and so does the proxy: an empty message would be cached by the client as this one
-            response_line = fetch_rewrite.answer(response.number, job.command, None, items,
-                                                 mark_seen=False)
-            job.entries.append(FetchEntry(raw=response_line))
-            self._flush_job(job)
-            return
-        self._counter += 1
-        entry = FetchEntry(number=response.number, request_id=self._counter,
-                       stored=stored if isinstance(stored, bytes) else b"", items=items)
+        entry = FetchEntry(number=response.number, uid=uid, items=items)
         job.entries.append(entry)
-        self._out.append(OpenMessage(self._counter, self.user or "", entry.stored))
+        view = (self.views.get(self.mailbox, uid)
+                if uid is not None and self.mailbox is not None else None)
+        stored = items.get(fetch_rewrite.WHOLE_NAME)
+        if view is not None:
+            entry.view = view
+            self._flush_job(job)
+        elif isinstance(stored, bytes):
+            self._open(entry, stored)
+        elif uid is not None:
+            entry.waiting = True
+            job.to_open[uid] = entry
+        else:
+            self._fatal("upstream FETCH without UID", b"* BYE Upstream server error\r\n")
+
+    def _stored_bytes(self, job: FetchJob, raw: bytes, spans: FetchSpans) -> None:
+        """One response of the open pass: the whole stored message of a waiting entry."""
+        uid_span = spans.find(UID_NAME)
+        whole = spans.find(fetch_rewrite.WHOLE_NAME)
+        entry = None
+        if uid_span is not None and whole is not None:
+            try:
+                entry = job.to_open.pop(int(raw[uid_span.value_start : uid_span.end]), None)
+            except ValueError:
+                entry = None
+        if entry is None or whole is None:
+            self._pass_on(job, fetch_rewrite.without_content(raw))
+            return
+        try:
+            stored = item_value(raw, whole)
+        except ParseError:
+            stored = None
+        entry.waiting = False
+        if stored is None:  # expunged meanwhile
+            entry.raw = fetch_rewrite.answer(entry.number, job.command, None, entry.items,
+                                             mark_seen=False)
+            self._flush_job(job)
+            return
+        self._open(entry, stored)
+
+    def _open(self, entry: FetchEntry, stored: bytes) -> None:
+        self._counter += 1
+        entry.request_id = self._counter
+        entry.stored = stored
+        self._out.append(OpenMessage(self._counter, self.user or "", stored))
+
+    def _fetch_tagged(self, job: FetchJob, tag: bytes, raw: bytes) -> bool:
+        """A tagged response of one of the job's commands; False when it is none of them."""
+        ok = raw[len(tag) + 1 :].upper().startswith(b"OK")
+        if tag == job.command.tag and job.phase == "sort" and job.done is None:
+            job.done, job.done_ok = raw, ok
+            self._next_pass(job, ok)
+        elif job.phase_tag is not None and tag == job.phase_tag:
+            job.phase_tag = None
+            if not ok:
+                job.failure = job.command.tag + raw[len(tag) :]
+            self._next_pass(job, ok)
+        elif job.store_tag is not None and tag == job.store_tag:
+            job.store_tag = None
+            job.seen_uids.clear()
+        else:
+            return False
+        self._flush_job(job)
+        return True
+
+    def _next_pass(self, job: FetchJob, ok: bool) -> None:
+        command = job.command
+        modifiers = tuple(m for m in command.modifiers if m.name != "VANISHED")
+        if ok and job.phase == "sort" and job.plain:
+            job.phase = "plain"
+            job.phase_tag = self._new_tag()
+            plain = FetchCommand(job.phase_tag, command.uid, SequenceSet.compact(job.plain),
+                                 command.items, command.macro, modifiers)
+            self._out.append(SendToUpstream(plain.render()))
+            return
+        if ok and job.phase in ("sort", "plain") and job.to_open:
+            job.phase = "open"
+            job.phase_tag = self._new_tag()
+            numbers = (job.to_open if command.uid
+                       else [e.number for e in job.to_open.values()])
+            whole = FetchCommand(job.phase_tag, command.uid, SequenceSet.compact(numbers),
+                                 (FetchItem("UID"), fetch_rewrite.WHOLE), None, modifiers)
+            self._out.append(SendToUpstream(whole.render()))
+            return
+        job.phase = "done"
+        for entry in job.to_open.values():  # never fetched (a pass failed): nothing to show
+            entry.waiting = False
+            entry.raw = b""
+        job.to_open.clear()
+
+    # -- answering ------------------------------------------------------------------------
 
     def _flush_job(self, job: FetchJob) -> None:
-        """Answer the messages opened so far, in order; finish when all are answered."""
+        """Answer the messages ready so far, in order; finish when all passes are done."""
         while job.entries:
             entry = job.entries[0]
-            if entry.request_id is None:
+            if entry.is_raw:
                 if entry.raw:
                     self._out.append(SendToClient(entry.raw))
+                if entry.other:
+                    job.held -= 1
                 job.entries.popleft()
+                continue
+            if entry.view is not None:
+                job.entries.popleft()
+                if not self._answer_view(job, entry, entry.view):
+                    job.unviewable = True
                 continue
             if entry.result is None:
                 return
             job.entries.popleft()
             self._answer(job, entry, entry.result)
-        if job.done is None or job.store_tag is not None:
+        if job.phase != "done" or job.store_tag is not None:
             return
-        if job.seen_uids and job.done_ok:
+        if job.seen_uids and job.done_ok and job.failure is None:
             tag = self._new_tag()
             job.store_tag = tag
-            uids = b",".join(b"%d" % uid for uid in job.seen_uids)
+            uids = SequenceSet.compact(job.seen_uids).render()
             self._out.append(SendToUpstream(tag + b" UID STORE " + uids
                                             + b" +FLAGS.SILENT (\\Seen)\r\n"))
             return
         tag = job.command.tag
+        assert job.done is not None
         if not job.done_ok:
             final = job.done
+        elif job.failure is not None:
+            final = job.failure
         elif job.unknown_cte:
             final = tag + b" NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding\r\n"
         elif job.unviewable:
@@ -116,19 +334,37 @@ class ContentFetch:
             shown = entry.stored
         else:
             shown = result.content
+        # the bytes to show or, should their views fail, the stored bytes (incoming
+        # X-SMIME-Status removed): one message must never end a session
+        fallback = without_field(entry.stored, STATUS_HEADER)
+        for candidate in dict.fromkeys((shown, fallback)):
+            try:
+                view = MessageView(candidate)
+            except Exception:  # noqa: S112 - try the stored bytes, then give up
+                continue
+            if self._answer_view(job, entry, view):
+                if (result.outcome == "opened" and candidate is shown and entry.uid is not None
+                        and self.mailbox is not None):
+                    self.views.put(self.mailbox, entry.uid, view, decrypted=result.decrypted)
+                return
+            if job.unknown_cte:
+                return
+        job.unviewable = True
+
+    def _answer_view(self, job: FetchJob, entry: FetchEntry, view: MessageView) -> bool:
+        """Send the client's response for one message from its view; False when the views
+        failed (UnknownCte is noted in the job, the client is told)."""
         command = job.command
         mark_seen = not self.read_only and fetch_rewrite.newly_seen(command, entry.items)
         try:
-            response = fetch_rewrite.answer_shown(entry.number, command, shown, entry.stored,
-                                                  entry.items, mark_seen=mark_seen)
+            response = fetch_rewrite.answer(entry.number, command, view, entry.items,
+                                            mark_seen=mark_seen)
         except UnknownCte:
             job.unknown_cte = True
-            return
-        if response is None:
-            job.unviewable = True
-            return
-        if mark_seen:
-            uid = entry.items.get(b"UID")
-            if isinstance(uid, int):
-                job.seen_uids.append(uid)
+            return True
+        except Exception:  # a bug in the views: the caller decides
+            return False
+        if mark_seen and entry.uid is not None:
+            job.seen_uids.append(entry.uid)
         self._out.append(SendToClient(response))
+        return True

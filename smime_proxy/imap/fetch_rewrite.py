@@ -2,14 +2,13 @@
 
 A client FETCH that asks for any *content* item (anything computed from the message bytes:
 BODY[...], BODY.PEEK[...], BINARY[...], BINARY.SIZE[...], RFC822, RFC822.HEADER, RFC822.TEXT,
-RFC822.SIZE, BODY, BODYSTRUCTURE, ENVELOPE) is sent upstream as
-`[UID] FETCH set (UID BODY.PEEK[] <the client's other items> [FLAGS])`; every content item is
-then answered from a `MessageView` of the bytes the client is shown, and the other items
-(FLAGS, INTERNALDATE, MODSEQ, extension items) are copied from the upstream's answer.
+RFC822.SIZE, BODY, BODYSTRUCTURE, ENVELOPE) goes through `imap.fetch_answers`: a message
+that must be opened has every content item answered here from a `MessageView` of the bytes
+the client is shown, and the other items (FLAGS, INTERNALDATE, MODSEQ, extension items)
+copied from the upstream's answer.
 
 - `needs_rewrite(command)`: whether the command asks for content.
-- `upstream_fetch(command)`: the command sent upstream instead (same tag).
-- `answer(...)`: the client's FETCH response for one message.
+- `answer(...)`: the client's FETCH response for one opened message.
 
 May import: imap.views, imap.wire, mime, stdlib.
 """
@@ -33,8 +32,6 @@ from smime_proxy.imap.wire import (
     render,
 )
 from smime_proxy.imap.wire.values import Binary, Literal, render_structure
-from smime_proxy.mime.entity import STATUS_HEADER, without_field
-from smime_proxy.mime.transfer import UnknownCte
 
 __all__ = [
     "CONTENT_ITEMS",
@@ -45,7 +42,6 @@ __all__ = [
     "needs_rewrite",
     "render_item_value",
     "sets_seen",
-    "upstream_fetch",
 ]
 
 CONTENT_ITEMS: Final = frozenset(
@@ -83,19 +79,6 @@ def needs_rewrite(command: FetchCommand) -> bool:
 def sets_seen(command: FetchCommand) -> bool:
     """Whether fetching these items sets \\Seen (RFC 9051 section 6.4.5)."""
     return any(item.sets_seen for item in command.items)
-
-
-def upstream_fetch(command: FetchCommand) -> FetchCommand:
-    """The command sent upstream for a content FETCH: whole message, PEEK, plus UID, the
-    client's non-content items, and FLAGS when \\Seen may have to be set."""
-    items: list[FetchItem] = [UID, WHOLE]
-    for item in command.items:
-        if not is_content(item) and item not in items:
-            items.append(item)
-    if sets_seen(command) and FLAGS not in items:
-        items.append(FLAGS)
-    return FetchCommand(command.tag, command.uid, command.sequence_set, tuple(items), None,
-                        command.modifiers)
 
 
 def content_value(view: MessageView, item: FetchItem) -> Value:
@@ -215,24 +198,6 @@ def answer(
         # response carries MODSEQ, asked for or not
         add(MODSEQ, upstream_items[b"MODSEQ"])
     return render_fetch(number, out)
-
-
-def answer_shown(number: int, command: FetchCommand, shown: bytes, stored: bytes,
-                 items: dict[bytes, Value], *, mark_seen: bool) -> bytes | None:
-    """`answer` from the bytes to show or, should computing their views fail, from the
-    stored bytes (incoming X-SMIME-Status removed); None when neither can be answered.
-
-    One message must never end a session (a bug in the views included), so everything but
-    UnknownCte (which the client is told) is caught here."""
-    fallback = without_field(stored, STATUS_HEADER)
-    for candidate in dict.fromkeys((shown, fallback)):
-        try:
-            return answer(number, command, MessageView(candidate), items, mark_seen=mark_seen)
-        except UnknownCte:
-            raise
-        except Exception:  # noqa: S112 - try the stored bytes, then give up
-            continue
-    return None
 
 
 def without_content(raw: bytes) -> bytes:

@@ -1,7 +1,7 @@
 """The commands an IMAP session has in flight (one at a time): a client command relayed as
 sent, a content FETCH being answered message by message, or a command of the proxy's own.
 
-May import: imap.wire, imap.events, stdlib.
+May import: imap.wire, imap.events, imap.views, stdlib.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from smime_proxy.imap.events import MessageOpened
+from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire import FetchCommand, Value
 
 
@@ -26,27 +27,52 @@ class RelayedCommand:
     client_continues: bool = False  # the upstream's "+" went to the client
     select: bool = False  # SELECT / EXAMINE: note whether the mailbox is read-only
     throttled: bytes | None = None  # AUTHENTICATE refused here: our NO, sent when it ends
+    plain_fetch: bool = False  # a FETCH of messages known to be plain: content passes through
 
 
 @dataclass
 class FetchEntry:
-    """One untagged response of a content FETCH, in order: a message to answer (request_id
-    set) or another response passed through (raw)."""
+    """One untagged response of a content FETCH, in order: a response passed on as it is
+    (`raw`), or a message to answer: from a cached view, or once it is opened (`request_id`,
+    then `result`), or once its stored bytes arrive with the open pass (`waiting`)."""
 
     raw: bytes = b""
+    other: bool = False  # raw is not a FETCH response (EXPUNGE, EXISTS...)
     number: int = 0
+    uid: int | None = None
     request_id: int | None = None
     stored: bytes = b""
     items: dict[bytes, Value] = field(default_factory=dict)
     result: MessageOpened | None = None
+    waiting: bool = False
+    view: MessageView | None = None
+
+    @property
+    def is_raw(self) -> bool:
+        return self.request_id is None and not self.waiting and self.view is None
 
 
 @dataclass
 class FetchJob:
+    """A client FETCH that asks for content, answered in up to three upstream passes.
+
+    "sort": the client's set with UID and the classification fields (plus the client's own
+    items when none of them sets \\Seen: then plain messages are answered right there);
+    "plain": the client's own command for the plain messages not yet answered; "open": the
+    whole stored bytes of the S/MIME messages the cache does not hold."""
+
     command: FetchCommand
+    relays_items: bool  # the sort pass carries the client's items
+    strip: frozenset[bytes]  # item names removed from a relayed sort-pass response
+    phase: Literal["sort", "plain", "open", "done"] = "sort"
+    phase_tag: bytes | None = None
     entries: deque[FetchEntry] = field(default_factory=deque)
-    done: bytes | None = None  # the upstream's tagged response, raw
+    held: int = 0  # non-FETCH responses queued: a relayed FETCH must not overtake them
+    plain: list[int] = field(default_factory=list)  # numbers (or UIDs) for the plain pass
+    to_open: dict[int, FetchEntry] = field(default_factory=dict)  # by UID, for the open pass
+    done: bytes | None = None  # the sort pass's tagged response (the client's tag)
     done_ok: bool = False
+    failure: bytes | None = None  # a later pass's NO/BAD, as the client's tagged response
     locked: bool = False
     unknown_cte: bool = False
     unviewable: bool = False  # a message whose views could not be computed (NO SERVERBUG)

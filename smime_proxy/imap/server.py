@@ -160,7 +160,8 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
     prefix = f"{STATUS_HEADER}: {opened.status}\r\n".encode("ascii")
     plain = (not opened.encrypted and report is None and len(opened.content) == len(prefix)
              + len(raw) and opened.content.startswith(prefix) and opened.content.endswith(raw))
-    return MessageOpened(request_id, "opened", opened.content, plain=plain)
+    return MessageOpened(request_id, "opened", opened.content, plain=plain,
+                         decrypted=opened.encrypted)
 
 
 # --- one client ---------------------------------------------------------------------------

@@ -64,8 +64,8 @@ from smime_proxy.imap.events import (
     SessionSettings,
     StartClientTls,
 )
-from smime_proxy.imap.fetch_answers import ContentFetch
-from smime_proxy.imap.inflight import FetchEntry, FetchJob, InternalCommand, RelayedCommand
+from smime_proxy.imap.fetch_answers import ContentFetch, MailboxKey, ViewCache
+from smime_proxy.imap.inflight import FetchJob, InternalCommand, RelayedCommand
 from smime_proxy.imap.negotiation import (
     capabilities_in,
     rewrite_capabilities,
@@ -85,6 +85,7 @@ from smime_proxy.imap.wire import (
     LoginCommand,
     Message,
     ParseError,
+    SelectCommand,
     ServerFramer,
     TruncatedMessage,
     parse_command,
@@ -111,12 +112,14 @@ MAX_MESSAGE: Final = 64 * 1024 * 1024
 MAX_LITERAL_BEFORE_LOGIN: Final = 64 * 1024
 MAX_BAD_BEFORE_LOGIN: Final = 10
 FAILED_LOGIN_DELAY: Final = 2.0
+_UIDVALIDITY: Final = re.compile(rb"\* OK \[UIDVALIDITY ([0-9]{1,10})\]", re.IGNORECASE)
 
 
 class ImapSession(ContentFetch):
     """See the module docstring."""
 
-    def __init__(self, settings: SessionSettings, gate: LoginGate | None = None) -> None:
+    def __init__(self, settings: SessionSettings, gate: LoginGate | None = None,
+                 views: ViewCache | None = None) -> None:
         self.settings = settings
         self.gate: LoginGate = gate if gate is not None else OpenGate()
         self.client = ServerFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
@@ -137,6 +140,10 @@ class ImapSession(ContentFetch):
         self._awaiting_tls = False
         self._logging_out = False
         self.read_only = False  # the selected mailbox
+        self.known_plain: set[int] = set()  # UIDs of the selected mailbox needing no opening
+        self.views: ViewCache = views if views is not None else ViewCache()
+        self.mailbox: MailboxKey | None = None
+        self._selecting: bytes | None = None  # the mailbox name of a SELECT in flight
         self._out: list[Action] = []
 
     # -- inputs ----------------------------------------------------------------------------
@@ -276,19 +283,13 @@ class ImapSession(ContentFetch):
             if job.select:
                 # EXAMINE or a read-only SELECT: fetching sets no \Seen (RFC 9051 6.3.3)
                 self.read_only = not ok or b"[READ-ONLY]" in raw.upper()
+                if not ok:
+                    self.mailbox = None
+                self._selecting = None
             self._out.append(SendToClient(self._filter_caps_in(raw)))
             return
-        if isinstance(job, FetchJob):
-            if tag == job.command.tag and job.done is None:
-                job.done = raw
-                job.done_ok = raw[len(tag) + 1 :].upper().startswith(b"OK")
-                self._flush_job(job)
-                return
-            if job.store_tag is not None and tag == job.store_tag:
-                job.store_tag = None
-                job.seen_uids.clear()
-                self._flush_job(job)
-                return
+        if isinstance(job, FetchJob) and self._fetch_tagged(job, tag, raw):
+            return
         self._fatal("unexpected tagged response", b"* BYE Upstream server error\r\n")
 
     def _upstream_continuation(self, raw: bytes) -> None:
@@ -319,10 +320,13 @@ class ImapSession(ContentFetch):
             if is_fetch:
                 self._fetch_data(job, raw)
             else:
-                job.entries.append(FetchEntry(raw=raw))
-                self._flush_job(job)
+                self._fetch_other(job, raw)
             return
-        if is_fetch:
+        if self._selecting is not None:
+            match = _UIDVALIDITY.match(raw)
+            if match is not None:
+                self.mailbox = (self._selecting, int(match[1]))
+        if is_fetch and not (isinstance(job, RelayedCommand) and job.plain_fetch):
             raw = fetch_rewrite.without_content(raw)
             if not raw:
                 return
@@ -468,13 +472,36 @@ class ImapSession(ContentFetch):
             self._bad(tag, b"Already logged in")
             return
         if isinstance(command, FetchCommand) and fetch_rewrite.needs_rewrite(command):
-            job = FetchJob(command)
-            self._inflight = job
-            self._out.append(SendToUpstream(fetch_rewrite.upstream_fetch(command).render()))
+            if self._all_known_plain(command):
+                self._relay(tag, raw, plain_fetch=True)
+            else:
+                self._start_fetch(command)
             return
         if name == "LOGOUT":
             self._logging_out = True
+        if name in ("SELECT", "EXAMINE", "UNSELECT", "CLOSE"):
+            # another mailbox (or none): what was learnt about the last one no longer holds
+            self.known_plain = set()
+            self.mailbox = None
+            self._selecting = None
+            if isinstance(command, SelectCommand):  # INBOX is case-insensitive (RFC 9051 5.1)
+                inbox = command.mailbox.upper() == b"INBOX"
+                self._selecting = b"INBOX" if inbox else command.mailbox
         self._relay(tag, raw, select=name in ("SELECT", "EXAMINE"))
+
+    def _all_known_plain(self, command: FetchCommand) -> bool:
+        """A UID FETCH of a few UIDs all known to need no opening: relayed as it is."""
+        if not command.uid or command.sequence_set.saved or not self.known_plain:
+            return False
+        uids: list[int] = []
+        for span in command.sequence_set.ranges:
+            if span.first is None or span.last is None:  # "*"
+                return False
+            low, high = sorted((span.first, span.last))
+            if high - low >= 1000 or len(uids) > 1000:
+                return False
+            uids.extend(range(low, high + 1))
+        return all(uid in self.known_plain for uid in uids)
 
     def _local(self, tag: bytes, name: str, raw: bytes) -> None:
         if name == "CAPABILITY":
@@ -517,13 +544,14 @@ class ImapSession(ContentFetch):
 
     def _relay(self, tag: bytes, raw: bytes, *, login: bool = False,
                login_user: str | None = None, sasl_plain: bool = False,
-               select: bool = False) -> None:
+               select: bool = False, plain_fetch: bool = False) -> None:
         if self._upstream_has("LITERAL+"):
             raw = use_nonsync_literals(raw, None)
         elif self._upstream_has("LITERAL-"):
             raw = use_nonsync_literals(raw)
         pieces = deque(split_at_sync_literals(raw))
         self._inflight = RelayedCommand(tag, login=login, login_user=login_user,
-                                        sasl_plain=sasl_plain, select=select)
+                                        sasl_plain=sasl_plain, select=select,
+                                        plain_fetch=plain_fetch)
         self._inflight.pieces = pieces
         self._out.append(SendToUpstream(pieces.popleft()))

@@ -21,6 +21,7 @@ from smime_proxy.errors import MalformedMessage
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 MAX_HEADER_BYTES = 1024 * 1024
 STATUS_HEADER = "X-SMIME-Status"  # the result field only the proxy writes (DESIGN 5)
+PKCS7_MIME_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")
 
 
 @dataclass(frozen=True)
@@ -214,3 +215,31 @@ def without_field(message: bytes, name: str) -> bytes:
         if not dropping:
             kept.append(line)
     return b"".join(kept) + message[header_end:]
+
+
+def is_pkcs7_mime(mime_type: str, params: dict[str, str]) -> bool:
+    """Whether a Content-Type names a whole-entity CMS object: application/pkcs7-mime (or the
+    x- form), or application/octet-stream named *.p7m (RFC 8551 3.2.1's fallback)."""
+    name = (params.get("name") or "").lower()
+    return mime_type in PKCS7_MIME_TYPES or (
+        mime_type == "application/octet-stream" and name.endswith(".p7m"))
+
+
+def needs_opening(header: bytes) -> bool:
+    """Whether a message whose top-level header is (or holds the fields of) `header` must be
+    opened before a client sees it: S/MIME (multipart/signed, pkcs7-mime) or carrying an
+    incoming X-SMIME-Status field (which only the proxy writes, DESIGN 5). Anything else is
+    shown exactly as stored, so the IMAP front can relay it unopened.
+
+    `header` is typically Dovecot's answer to `HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)`.
+    In doubt (a header these parsers refuse, any mention of the status field) the answer is
+    yes: opening is always correct, only slower."""
+    if STATUS_HEADER.lower().encode("ascii") in header.lower():
+        return True
+    try:
+        mime_type, params = parse_entity(header if header.endswith(b"\n\r\n") or
+                                         header.endswith(b"\n\n") else header + b"\r\n"
+                                         ).content_type()
+    except Exception:  # in doubt, open it
+        return True
+    return mime_type == "multipart/signed" or is_pkcs7_mime(mime_type, params)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from smime_proxy.imap import fetch_rewrite
+from smime_proxy.imap import fetch_answers, fetch_rewrite
 from smime_proxy.imap.session import (
     Close,
     ImapSession,
@@ -20,8 +20,12 @@ from smime_proxy.imap.session import (
     SendToUpstream,
     SessionSettings,
 )
+from smime_proxy.imap.wire.sequence import SequenceSet
 
 PLAIN = b"From: a@example.test\r\nSubject: fine\r\n\r\nan ordinary message\r\n"
+CLS = b"BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]"
+CLS_R = b"BODY[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]"
+SMIME_FIELDS = b"Content-Type: application/pkcs7-mime\r\n\r\n"
 ITEMS = [b"BODY.PEEK[]", b"BODYSTRUCTURE", b"ENVELOPE", b"RFC822.SIZE",
          b"BODY.PEEK[1.2.MIME]", b"BINARY.PEEK[1]", b"BODY.PEEK[HEADER.FIELDS (FROM)]",
          b"BODY.PEEK[TEXT]<0.10>", b"BINARY.SIZE[2]", b"RFC822.HEADER"]
@@ -53,25 +57,43 @@ class Driver:
             elif isinstance(action, Close):
                 self.closed = True
 
-    def fetch(self, messages: list[bytes], items: bytes, outcome: str) -> bytes:
+    def fetch(self, messages: list[bytes], items: bytes, outcome: str,
+              fields: list[bytes] | None = None) -> bytes:
+        """One UID FETCH of `messages` (UIDs 1..n) with the upstream's passes scripted.
+        `fields`: what the upstream says of each message's classification fields (default:
+        S/MIME, so every message is opened), the last message being always plain."""
         self.take(self.session.client_data(b"f1 UID FETCH 1:* (" + items + b")\r\n"))
-        assert self.upstream.pop() == b"f1 UID FETCH 1:* (UID BODY.PEEK[])\r\n"
+        assert self.upstream.pop().startswith(b"f1 UID FETCH 1:* (UID " + CLS)
         for number, message in enumerate(messages, 1):
+            said = SMIME_FIELDS if fields is None else fields[(number - 1) % len(fields)]
+            if number == len(messages):
+                said = b"\r\n"
             self.take(self.session.upstream_data(
-                b"* %d FETCH (UID %d BODY[] {%d}\r\n" % (number, number, len(message))
-                + message + b")\r\n"))
+                b"* %d FETCH (UID %d " % (number, number) + CLS_R + b" {%d}\r\n" % len(said)
+                + said + b" RFC822.SIZE %d)\r\n" % len(message)))
         self.take(self.session.upstream_data(b"f1 OK Fetch completed\r\n"))
-        for request in list(self.opens):
-            self.take(self.session.message_opened(
-                MessageOpened(request.request_id, outcome, request.raw)))  # type: ignore[arg-type]
-        self.opens.clear()
-        # a \Seen update may be pending for non-PEEK items: answer it
-        while self.upstream:
-            tag = self.upstream.pop().split(b" ", 1)[0]
-            self.take(self.session.upstream_data(tag + b" OK Store completed\r\n"))
+        while self.upstream or self.opens:
+            for request in list(self.opens):
+                self.take(self.session.message_opened(
+                    MessageOpened(request.request_id, outcome, request.raw)))  # type: ignore[arg-type]
+                self.opens.remove(request)
+            if self.upstream:
+                self.answer_pass(self.upstream.pop(0), messages)
         out = b"".join(self.client)
         self.client.clear()
         return out
+
+    def answer_pass(self, command: bytes, messages: list[bytes]) -> None:
+        """The upstream's answer to a later pass (whole messages) or the \\Seen STORE."""
+        tag, rest = command.split(b" ", 1)
+        if rest.startswith(b"UID FETCH "):
+            wanted = SequenceSet.parse(rest.split(b" ")[2])
+            for number, message in enumerate(messages, 1):
+                if wanted.contains(number, len(messages)):
+                    self.take(self.session.upstream_data(
+                        b"* %d FETCH (UID %d BODY[] {%d}\r\n" % (number, number, len(message))
+                        + message + b")\r\n"))
+        self.take(self.session.upstream_data(tag + b" OK done\r\n"))
 
     def still_usable(self) -> None:
         self.take(self.session.client_data(b"n1 NOOP\r\n"))
@@ -119,6 +141,23 @@ def test_hostile_messages_never_end_the_session(messages: list[bytes], items: li
     driver.still_usable()
 
 
+@settings(max_examples=100, deadline=None)
+@given(messages=st.lists(hostile_messages(), min_size=1, max_size=4),
+       fields=st.lists(st.one_of(hostile_messages(), st.just(SMIME_FIELDS)), min_size=1,
+                       max_size=4))
+def test_hostile_classification_fields_never_end_the_session(messages: list[bytes],
+                                                             fields: list[bytes]) -> None:
+    """Whatever the upstream says a message's Content-Type and status fields are, every
+    message is answered (relayed or opened) and the session goes on."""
+    driver = Driver()
+    out = driver.fetch([*messages, PLAIN], b"RFC822.SIZE BODY.PEEK[]", "opened", fields)
+    assert not driver.closed and b"* BYE" not in out
+    assert out.rsplit(b"\r\n", 2)[-2].startswith((b"f1 OK", b"f1 NO"))
+    for number in range(1, len(messages) + 2):
+        assert b"* %d FETCH" % number in out
+    driver.still_usable()
+
+
 def test_a_message_whose_views_fail_gets_no_and_the_others_are_answered(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in the views (simulated) for one message: that message is left out, the FETCH
@@ -142,21 +181,22 @@ def test_a_message_whose_views_fail_gets_no_and_the_others_are_answered(
 
 def test_the_stored_bytes_answer_when_the_shown_ones_cannot(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    real = fetch_rewrite.MessageView  # type: ignore[attr-defined]
+    real = fetch_answers.MessageView  # type: ignore[attr-defined]
 
     def picky(data: bytes) -> object:
         if b"shown-version" in data:
             raise ValueError("simulated")
         return real(data)
 
-    monkeypatch.setattr(fetch_rewrite, "MessageView", picky)
+    monkeypatch.setattr(fetch_answers, "MessageView", picky)
     driver = Driver()
     stored = b"X-SMIME-Status: signature=valid\r\n" + PLAIN
+    fields = b"X-SMIME-Status: signature=valid\r\n\r\n"
     driver.take(driver.session.client_data(b"f1 UID FETCH 1 (BODY.PEEK[])\r\n"))
     driver.upstream.clear()
     driver.take(driver.session.upstream_data(
-        b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(stored) + stored + b")\r\n"
-        b"f1 OK done\r\n"))
+        b"* 1 FETCH (UID 1 " + CLS_R + b" {%d}\r\n" % len(fields) + fields
+        + b" BODY[] {%d}\r\n" % len(stored) + stored + b")\r\nf1 OK done\r\n"))
     request = driver.opens.pop()
     driver.take(driver.session.message_opened(
         MessageOpened(request.request_id, "opened", b"shown-version\r\n" + PLAIN)))

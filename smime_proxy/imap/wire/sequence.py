@@ -12,7 +12,7 @@ May import: imap.wire, stdlib.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .errors import ParseError, RenderError
@@ -99,6 +99,17 @@ class SequenceSet:
     def of(cls, *numbers: int) -> SequenceSet:
         """The set of these numbers, one range each."""
         return cls(tuple(SeqRange(n, n) for n in numbers))
+
+    @classmethod
+    def compact(cls, numbers: Iterable[int]) -> SequenceSet:
+        """The set of these numbers, consecutive ones as one range (`1:3,7`)."""
+        ranges: list[SeqRange] = []
+        for number in sorted(set(numbers)):
+            if ranges and ranges[-1].last == number - 1:
+                ranges[-1] = SeqRange(ranges[-1].first, number)
+            else:
+                ranges.append(SeqRange(number, number))
+        return cls(tuple(ranges))
 
     def render(self) -> bytes:
         if self.saved:

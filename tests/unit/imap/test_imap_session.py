@@ -248,98 +248,180 @@ def test_unsolicited_content_items_are_dropped() -> None:
 
 
 # --- content FETCH --------------------------------------------------------------------------
+# The sort pass asks for UID and the classification fields besides the client's items; plain
+# messages are answered with the upstream's own bytes, S/MIME ones are opened (module
+# docstring of imap.fetch_answers).
+
+CLS = b"BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]"
+CLS_R = b"BODY[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]"
+NO_FIELDS = b"\r\n"
+SMIME_FIELDS = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n"
 
 
-def test_fetch_is_rewritten_and_plain_message_answered_byte_for_byte() -> None:
+def sorted_reply(number: int, uid: int, fields: bytes, rest: bytes = b"") -> bytes:
+    """A sort-pass response: UID, the classification fields, then `rest` (items)."""
+    return (b"* %d FETCH (UID %d " % (number, uid) + CLS_R + b" {%d}\r\n" % len(fields)
+            + fields + rest + b")\r\n")
+
+
+def literal(data: bytes) -> bytes:
+    return b"{%d}\r\n" % len(data) + data
+
+
+def test_plain_message_is_the_upstreams_own_answer() -> None:
     run = logged_in()
     run.client(b"a2 FETCH 1 (BODY.PEEK[] RFC822.SIZE BODY.PEEK[1]<0.5>)\r\n")
-    assert run.upstream_out() == b"a2 FETCH 1 (UID BODY.PEEK[])\r\n"
-    run.upstream(fetch_reply(1, 7, PLAIN))
-    assert [o.raw for o in run.opens] == [PLAIN] and run.opens[0].user == "alice"
-    assert run.client_out() == b""  # nothing before the message is opened
+    assert run.upstream_out() == (b"a2 FETCH 1 (UID " + CLS + b" BODY.PEEK[] RFC822.SIZE "
+                                  b"BODY.PEEK[1]<0.5>)\r\n")
+    items = (b"BODY[] " + literal(PLAIN) + b" RFC822.SIZE %d BODY[1]<0> {5}\r\nhello"
+             % len(PLAIN))
+    run.upstream(sorted_reply(1, 7, NO_FIELDS, b" " + items))
+    assert run.client_out() == b"* 1 FETCH (" + items + b")\r\n"  # UID was not asked
     run.upstream(b"a2 OK Fetch completed.\r\n")
-    assert run.client_out() == b""
-    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
-    assert run.client_out() == (
-        b"* 1 FETCH (BODY[] {%d}\r\n" % len(PLAIN) + PLAIN
-        + b" RFC822.SIZE %d BODY[1]<0> {5}\r\nhello)\r\na2 OK Fetch completed.\r\n" % len(PLAIN))
-    assert run.to_upstream == []  # PEEK: no \Seen
+    assert run.client_out() == b"a2 OK Fetch completed.\r\n"
+    assert run.opens == [] and run.to_upstream == []
+
+
+def test_a_uid_fetch_of_known_plain_messages_is_relayed_as_it_is() -> None:
+    run = logged_in()
+    run.client(b"a2 SELECT INBOX\r\n")
+    run.upstream(b"* OK [UIDVALIDITY 5] Ok\r\na2 OK [READ-WRITE] Select completed\r\n")
+    run.client(b"a3 UID FETCH 7:8 RFC822.SIZE\r\n")
+    run.upstream_out()
+    run.upstream(sorted_reply(1, 7, NO_FIELDS, b" RFC822.SIZE 5")
+                 + sorted_reply(2, 8, NO_FIELDS, b" RFC822.SIZE 6") + b"a3 OK done\r\n")
+    run.client_out()
+    run.client(b"a4 UID FETCH 8 (BODY.PEEK[])\r\n")
+    assert run.upstream_out() == b"a4 UID FETCH 8 (BODY.PEEK[])\r\n"
+    run.upstream(b"* 2 FETCH (UID 8 BODY[] " + literal(PLAIN) + b")\r\na4 OK done\r\n")
+    assert run.client_out() == (b"* 2 FETCH (UID 8 BODY[] " + literal(PLAIN)
+                                + b")\r\na4 OK done\r\n")
+    run.client(b"a5 SELECT INBOX\r\n")  # what was learnt is forgotten with the mailbox
+    run.upstream(b"a5 OK [READ-WRITE] Select completed\r\n")
+    run.upstream_out()
+    run.client(b"a6 UID FETCH 8 (BODY.PEEK[])\r\n")
+    assert CLS in run.upstream_out()
 
 
 def test_opened_content_is_what_every_item_describes() -> None:
     shown = b"X-SMIME-Status: encrypted=yes; cipher=aes-256-gcm; signature=none\r\n" + PLAIN
     run = logged_in()
     run.client(b"a2 UID FETCH 7 (BODY.PEEK[]<0.30> RFC822.SIZE BODYSTRUCTURE)\r\n")
-    assert run.upstream_out() == b"a2 UID FETCH 7 (UID BODY.PEEK[])\r\n"
-    run.upstream(fetch_reply(1, 7, b"ciphertext-ish") + b"a2 OK Fetch completed.\r\n")
+    assert run.upstream_out() == (b"a2 UID FETCH 7 (UID " + CLS + b" BODY.PEEK[]<0.30> "
+                                  b"RFC822.SIZE BODYSTRUCTURE)\r\n")
+    run.upstream(sorted_reply(1, 7, SMIME_FIELDS, b' BODY[]<0> {3}\r\nMIM RFC822.SIZE 99 '
+                              b'BODYSTRUCTURE ("application" "pkcs7-mime" NIL NIL NIL '
+                              b'"base64" 10 NIL NIL NIL NIL)'))
+    assert run.client_out() == b"" and run.opens == []
+    run.upstream(b"a2 OK Fetch completed.\r\n")
+    assert run.upstream_out() == b"~spx2 UID FETCH 7 (UID BODY.PEEK[])\r\n"
+    run.upstream(fetch_reply(1, 7, b"ciphertext-ish") + b"~spx2 OK Fetch completed.\r\n")
+    assert [o.raw for o in run.opens] == [b"ciphertext-ish"]
     run.opened(MessageOpened(run.opens[0].request_id, "opened", shown))
     view = MessageView(shown)
     out = run.client_out()
     assert out.startswith(b"* 1 FETCH (UID 7 BODY[]<0> {30}\r\n" + shown[:30]
                           + b" RFC822.SIZE %d BODYSTRUCTURE (" % len(shown))
-    assert b"ciphertext" not in out
+    assert b"ciphertext" not in out and b"pkcs7" not in out
     assert view.size == len(shown)
     assert out.endswith(b"a2 OK Fetch completed.\r\n")
 
 
-def test_forged_status_in_plain_message_is_replaced() -> None:
-    forged = b"X-SMIME-Status: encrypted=yes; signature=valid; signer=boss@example.test\r\n"
+def test_a_whole_body_in_the_sort_pass_is_opened_without_a_second_download() -> None:
+    run = logged_in()
+    run.client(b"a2 UID FETCH 7 (UID BODY.PEEK[])\r\n")
+    run.upstream_out()
+    run.upstream(sorted_reply(1, 7, SMIME_FIELDS, b" BODY[] " + literal(b"smime bytes"))
+                 + b"a2 OK done\r\n")
+    assert [o.raw for o in run.opens] == [b"smime bytes"] and run.to_upstream == []
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN))
+    assert run.client_out() == (b"* 1 FETCH (UID 7 BODY[] " + literal(STATUS + PLAIN)
+                                + b")\r\na2 OK done\r\n")
+
+
+@pytest.mark.parametrize("fields", [
+    b"X-SMIME-Status: encrypted=yes; signature=valid; signer=boss@example.test\r\n\r\n",
+    b"x-smime-status : signature=valid\r\n\r\n",
+    b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"\r\n\r\n",
+])
+def test_forged_status_or_signature_is_opened_not_relayed(fields: bytes) -> None:
     ours = b"X-SMIME-Status: encrypted=no; signature=none\r\n"
     run = logged_in()
     run.client(b"a2 FETCH 1 BODY.PEEK[HEADER]\r\n")
-    run.upstream(fetch_reply(1, 3, forged + PLAIN) + b"a2 OK done\r\n")
+    run.upstream_out()
+    run.upstream(sorted_reply(1, 3, fields, b" BODY[HEADER] " + literal(fields))
+                 + b"a2 OK done\r\n")
+    assert run.client_out() == b""
+    assert run.upstream_out() == b"~spx2 FETCH 1 (UID BODY.PEEK[])\r\n"
+    run.upstream(fetch_reply(1, 3, fields + PLAIN) + b"~spx2 OK done\r\n")
     run.opened(MessageOpened(run.opens[0].request_id, "opened", ours + PLAIN, plain=False))
     out = run.client_out()
-    assert b"signature=valid" not in out and ours in out
+    assert b"signature=valid" not in out and ours in out and out.endswith(b"a2 OK done\r\n")
 
 
 def test_non_peek_fetch_sets_seen_before_the_tagged_ok() -> None:
     run = logged_in()
     run.client(b"a2 FETCH 1:2 (BODY[] FLAGS)\r\n")
-    assert run.upstream_out() == b"a2 FETCH 1:2 (UID BODY.PEEK[] FLAGS)\r\n"
-    run.upstream(fetch_reply(1, 7, PLAIN, b" FLAGS ()") + fetch_reply(2, 9, PLAIN,
-                                                                       b" FLAGS (\\Seen)"))
-    run.upstream(b"a2 OK Fetch completed.\r\n")
-    for o in run.opens:
-        run.opened(MessageOpened(o.request_id, "opened", STATUS + PLAIN, plain=True))
+    assert run.upstream_out() == b"a2 FETCH 1:2 (UID " + CLS + b" FLAGS)\r\n"
+    run.upstream(sorted_reply(1, 7, NO_FIELDS, b" FLAGS ()")
+                 + sorted_reply(2, 9, SMIME_FIELDS, b" FLAGS ()") + b"a2 OK Fetch completed.\r\n")
+    assert run.client_out() == b""
+    # the plain message: the client's own command, so the upstream sets \Seen itself
+    assert run.upstream_out() == b"~spx2 FETCH 1 (BODY[] FLAGS)\r\n"
+    plain_answer = b"* 1 FETCH (BODY[] " + literal(PLAIN) + b" FLAGS (\\Seen))\r\n"
+    run.upstream(plain_answer + b"~spx2 OK Fetch completed.\r\n")
+    assert run.client_out() == plain_answer
+    assert run.upstream_out() == b"~spx3 FETCH 2 (UID BODY.PEEK[])\r\n"
+    run.upstream(fetch_reply(2, 9, b"smime") + b"~spx3 OK Fetch completed.\r\n")
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN))
     out = run.client_out()
-    assert b"* 1 FETCH (BODY[] {%d}" % len(PLAIN) in out and b"FLAGS (\\Seen))\r\n" in out
-    assert b"a2 OK" not in out
-    assert run.upstream_out() == b"~spx2 UID STORE 7 +FLAGS.SILENT (\\Seen)\r\n"
-    run.upstream(b"~spx2 OK Store completed.\r\n")
+    assert out == b"* 2 FETCH (BODY[] " + literal(STATUS + PLAIN) + b" FLAGS (\\Seen))\r\n"
+    assert run.upstream_out() == b"~spx4 UID STORE 9 +FLAGS.SILENT (\\Seen)\r\n"
+    run.upstream(b"~spx4 OK Store completed.\r\n")
     assert run.client_out() == b"a2 OK Fetch completed.\r\n"
+
+
+def opened_once(run: Run, command: bytes, sort_rest: bytes, content: bytes,
+                done: bytes = b"a2 OK ok\r\n") -> bytes:
+    """Run one content FETCH of S/MIME message 1 (UID 7) whose opening shows `content`."""
+    run.client(command)
+    run.upstream_out()
+    run.upstream(sorted_reply(1, 7, SMIME_FIELDS, sort_rest) + done)
+    run.upstream_out()
+    run.upstream(fetch_reply(1, 7, b"smime") + b"~spx2 OK done\r\n")
+    run.opened(MessageOpened(run.opens[-1].request_id, "opened", content))
+    return run.client_out()
 
 
 def test_seen_flags_are_added_when_not_asked() -> None:
     run = logged_in()
-    run.client(b"a2 UID FETCH 7 BODY[TEXT]\r\n")
-    run.upstream(fetch_reply(1, 7, PLAIN, b" FLAGS (\\Answered)") + b"a2 OK ok\r\n")
-    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
-    assert run.client_out() == (b"* 1 FETCH (UID 7 BODY[TEXT] {13}\r\nhello world\r\n"
-                                b" FLAGS (\\Answered \\Seen))\r\n")
+    out = opened_once(run, b"a2 UID FETCH 7 BODY[TEXT]\r\n", b" FLAGS (\\Answered)",
+                      STATUS + PLAIN)
+    assert out == (b"* 1 FETCH (UID 7 BODY[TEXT] {13}\r\nhello world\r\n"
+                   b" FLAGS (\\Answered \\Seen))\r\n")
 
 
 def test_locked_key_gives_tagged_unavailable_and_no_data_for_that_message() -> None:
     run = logged_in()
-    run.client(b"a2 FETCH 1:2 BODY[]\r\n")
+    run.client(b"a2 FETCH 1:2 BODY.PEEK[]\r\n")
     run.upstream_out()
-    run.upstream(fetch_reply(1, 7, PLAIN, b" FLAGS ()") + fetch_reply(2, 8, b"smime",
-                                                                       b" FLAGS ()"))
-    run.upstream(b"a2 OK Fetch completed.\r\n")
+    run.upstream(sorted_reply(1, 7, SMIME_FIELDS, b" BODY[] " + literal(b"one"))
+                 + sorted_reply(2, 8, SMIME_FIELDS, b" BODY[] " + literal(b"two"))
+                 + b"a2 OK Fetch completed.\r\n")
     run.opened(MessageOpened(run.opens[1].request_id, "locked"))
     assert run.client_out() == b""  # in order: message 1 first
-    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN))
     out = run.client_out()
     assert out.startswith(b"* 1 FETCH") and b"* 2 FETCH" not in out
-    assert run.upstream_out() == b"~spx2 UID STORE 7 +FLAGS.SILENT (\\Seen)\r\n"
-    run.upstream(b"~spx2 OK Store completed.\r\n")
-    assert run.client_out().startswith(b"a2 NO [UNAVAILABLE]")
+    assert out.endswith(b"\r\na2 NO [UNAVAILABLE] An encrypted message cannot be shown while"
+                        b" the Secure Mail key is locked: unlock it, then fetch again\r\n")
 
 
 def test_locked_key_passthrough_shows_the_raw_message() -> None:
     run = logged_in(locked_fetch="passthrough")
     run.client(b"a2 FETCH 1 BODY.PEEK[]\r\n")
-    run.upstream(fetch_reply(1, 7, b"raw smime\r\n") + b"a2 OK done\r\n")
+    run.upstream(sorted_reply(1, 7, SMIME_FIELDS, b" BODY[] " + literal(b"raw smime\r\n"))
+                 + b"a2 OK done\r\n")
     run.opened(MessageOpened(run.opens[0].request_id, "locked"))
     assert run.client_out() == b"* 1 FETCH (BODY[] {11}\r\nraw smime\r\n)\r\na2 OK done\r\n"
 
@@ -353,12 +435,16 @@ def test_upstream_no_is_relayed_after_the_data() -> None:
 
 def test_unsolicited_responses_during_fetch_keep_their_order() -> None:
     run = logged_in()
-    run.client(b"a2 FETCH 1 BODY.PEEK[]\r\n")
-    run.upstream(fetch_reply(1, 7, PLAIN) + b"* 5 EXISTS\r\n" + b"a2 OK done\r\n")
-    assert run.client_out() == b""
-    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    run.client(b"a2 UID FETCH 7:8 BODY.PEEK[]\r\n")
+    run.upstream(sorted_reply(1, 7, SMIME_FIELDS, b" BODY[] " + literal(b"smime"))
+                 + b"* 1 EXPUNGE\r\n"
+                 + sorted_reply(1, 8, NO_FIELDS, b" BODY[] " + literal(PLAIN))
+                 + b"a2 OK done\r\n")
+    assert run.client_out() == b""  # the plain one must not overtake the EXPUNGE
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN))
     out = run.client_out()
-    assert out.index(b"* 1 FETCH") < out.index(b"* 5 EXISTS") < out.index(b"a2 OK done")
+    assert out.index(b"* 1 FETCH (UID 7") < out.index(b"* 1 EXPUNGE") < out.index(
+        b"* 1 FETCH (UID 8") < out.index(b"a2 OK done")
 
 
 def test_upstream_dying_mid_fetch_closes_the_client() -> None:
@@ -372,19 +458,20 @@ def test_upstream_dying_mid_fetch_closes_the_client() -> None:
 
 @pytest.mark.parametrize("item", [b"BODYSTRUCTURE", b"ENVELOPE", b"RFC822.SIZE", b"BODY",
                                   b"BINARY.PEEK[1]", b"RFC822.HEADER", b"ALL", b"FULL"])
-def test_every_content_item_is_rewritten(item: bytes) -> None:
+def test_every_content_item_is_sorted_first(item: bytes) -> None:
     run = logged_in()
     run.client(b"a2 FETCH 1 " + item + b"\r\n")
-    assert run.upstream_out().startswith(b"a2 FETCH 1 (UID BODY.PEEK[]")
+    assert run.upstream_out().startswith(b"a2 FETCH 1 (UID " + CLS)
 
 
 def test_pipelined_commands_wait_for_the_fetch() -> None:
     run = logged_in()
     run.client(b"a2 FETCH 1 BODY.PEEK[]\r\na3 NOOP\r\n")
-    assert run.upstream_out() == b"a2 FETCH 1 (UID BODY.PEEK[])\r\n"
-    run.upstream(fetch_reply(1, 7, PLAIN) + b"a2 OK done\r\n")
+    assert run.upstream_out() == b"a2 FETCH 1 (UID " + CLS + b" BODY.PEEK[])\r\n"
+    run.upstream(sorted_reply(1, 7, SMIME_FIELDS, b" BODY[] " + literal(b"x"))
+                 + b"a2 OK done\r\n")
     assert run.to_upstream == []
-    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN))
     assert run.upstream_out() == b"a3 NOOP\r\n"
 
 
@@ -415,11 +502,10 @@ def test_binary_of_8bit_content_is_literal8() -> None:
     message = (b"Content-Type: text/plain; charset=utf-8\r\n"
                b"Content-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9\r\n")
     run = logged_in()
-    run.client(b"a2 FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])\r\n")
-    run.upstream(fetch_reply(1, 7, message) + b"a2 OK done\r\n")
-    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + message, plain=True))
-    assert run.client_out() == (b"* 1 FETCH (BINARY[1] ~{7}\r\ncaf\xc3\xa9\r\n BINARY.SIZE[1] 7)"
-                                b"\r\na2 OK done\r\n")
+    out = opened_once(run, b"a2 FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])\r\n", b"",
+                      STATUS + message, done=b"a2 OK done\r\n")
+    assert out == (b"* 1 FETCH (BINARY[1] ~{7}\r\ncaf\xc3\xa9\r\n BINARY.SIZE[1] 7)"
+                   b"\r\na2 OK done\r\n")
 
 
 def test_literals_before_login_are_capped() -> None:
@@ -436,12 +522,10 @@ def test_examined_mailbox_gets_no_seen() -> None:
     run.upstream(b"* 1 EXISTS\r\na2 OK [READ-ONLY] Examine completed\r\n")
     run.client_out()
     run.upstream_out()
-    run.client(b"a3 FETCH 1 BODY[]\r\n")
-    run.upstream(fetch_reply(1, 7, PLAIN, b" FLAGS ()") + b"a3 OK done\r\n")
-    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
-    assert run.client_out() == (b"* 1 FETCH (BODY[] {%d}\r\n" % len(PLAIN) + PLAIN
-                                + b")\r\na3 OK done\r\n")
-    assert run.upstream_out() == b"a3 FETCH 1 (UID BODY.PEEK[] FLAGS)\r\n"  # no STORE
+    out = opened_once(run, b"a3 FETCH 1 BODY[]\r\n", b" FLAGS ()", STATUS + PLAIN,
+                      done=b"a3 OK done\r\n")
+    assert out == b"* 1 FETCH (BODY[] " + literal(STATUS + PLAIN) + b")\r\na3 OK done\r\n"
+    assert run.to_upstream == []  # no STORE
     run.client(b"a4 SELECT INBOX\r\n")
     run.upstream(b"a4 OK [READ-WRITE] Select completed\r\n")
     assert run.session.read_only is False
@@ -506,10 +590,12 @@ def test_a_message_expunged_elsewhere_is_nil_not_an_empty_message() -> None:
     run = logged_in()
     run.client(b"a2 UID FETCH 7,8 (BODY.PEEK[] BODYSTRUCTURE RFC822.SIZE FLAGS)\r\n")
     run.upstream_out()
-    run.upstream(b"* 1 FETCH (UID 7 FLAGS (\\Seen) BODY[] NIL)\r\n" + fetch_reply(2, 8, PLAIN)
+    run.upstream(b"* 1 FETCH (UID 7 " + CLS_R + b" NIL FLAGS (\\Seen) BODY[] NIL "
+                 b"BODYSTRUCTURE NIL RFC822.SIZE NIL)\r\n"
+                 + sorted_reply(2, 8, SMIME_FIELDS, b" BODY[] " + literal(b"smime"))
                  + b"a2 OK Fetch completed.\r\n")
-    assert [o.raw for o in run.opens] == [PLAIN]  # nothing to open for the expunged one
-    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    assert [o.raw for o in run.opens] == [b"smime"]  # nothing to open for the expunged one
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN))
     out = run.client_out()
     assert out.startswith(b"* 1 FETCH (UID 7 BODY[] NIL BODYSTRUCTURE NIL RFC822.SIZE NIL "
                           b"FLAGS (\\Seen))\r\n* 2 FETCH (UID 8 BODY[] {")
@@ -520,10 +606,11 @@ def test_modseq_of_a_changedsince_fetch_is_kept() -> None:
     """RFC 7162: the upstream's MODSEQ, not asked for by name, comes back to the client."""
     run = logged_in()
     run.client(b"a2 UID FETCH 1:* (BODY.PEEK[]) (CHANGEDSINCE 5)\r\n")
-    assert run.upstream_out() == b"a2 UID FETCH 1:* (UID BODY.PEEK[]) (CHANGEDSINCE 5)\r\n"
-    run.upstream(b"* 1 FETCH (UID 7 MODSEQ (12) BODY[] {%d}\r\n" % len(PLAIN) + PLAIN
-                 + b")\r\na2 OK Fetch completed.\r\n")
-    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN, plain=True))
+    assert run.upstream_out() == (b"a2 UID FETCH 1:* (UID " + CLS + b" BODY.PEEK[]) "
+                                  b"(CHANGEDSINCE 5)\r\n")
+    run.upstream(b"* 1 FETCH (UID 7 MODSEQ (12) " + CLS_R + b" " + literal(SMIME_FIELDS)
+                 + b" BODY[] " + literal(b"smime") + b")\r\na2 OK Fetch completed.\r\n")
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN))
     out = run.client_out()
-    assert out.startswith(b"* 1 FETCH (UID 7 BODY[] {%d}\r\n" % len(PLAIN) + PLAIN
+    assert out.startswith(b"* 1 FETCH (UID 7 BODY[] " + literal(STATUS + PLAIN)
                           + b" MODSEQ (12))\r\n")

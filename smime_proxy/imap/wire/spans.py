@@ -1,0 +1,184 @@
+"""Where each item of a raw FETCH response lies, as byte offsets.
+
+The proxy relays most FETCH responses as the upstream sent them. To remove an item it added
+itself (the classification fields, a UID the client did not ask for) or read one value, it
+cuts the raw bytes at these offsets instead of parsing and re-rendering the response: what is
+relayed stays byte for byte the upstream's.
+
+Grammar (RFC 9051 section 9): `"*" SP nz-number SP "FETCH" SP "(" msg-att-item *(SP
+msg-att-item) ")" CRLF`, an item being a name (`BODY[...]<n>` keeps its brackets, spaces
+included) SP a value: atom, number, NIL, quoted string, literal / literal8, or a
+parenthesised list of those (nested, with literals inside, e.g. ENVELOPE).
+
+May import: imap.wire, stdlib.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from .errors import ParseError
+
+__all__ = ["FetchSpans", "ItemSpan", "fetch_spans", "item_value", "without_items"]
+
+_PREFIX: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \(", re.IGNORECASE)
+_LITERAL: Final = re.compile(rb"~?\{([0-9]{1,19})\+?\}\r\n")
+_ATOM_END: Final = re.compile(rb"[ ()\r\n]")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSpan:
+    """One item: `raw[start:value_start]` is its name and the SP, `raw[value_start:end]` its
+    value. `name` is upper-cased."""
+
+    name: bytes
+    start: int
+    value_start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSpans:
+    """The items of one FETCH response. `complete` is False when the bytes end inside the last
+    item's value (the head of a streamed literal: its data is still to come)."""
+
+    number: int
+    items: tuple[ItemSpan, ...]
+    complete: bool
+
+    def find(self, name: bytes) -> ItemSpan | None:
+        for span in self.items:
+            if span.name == name:
+                return span
+        return None
+
+
+class _Incomplete(Exception):
+    """The bytes end before the value does."""
+
+
+def fetch_spans(raw: bytes) -> FetchSpans:
+    """The items of `* n FETCH (...)` CRLF, or of its head up to a streamed literal's marker.
+    Raises ParseError when the bytes are not a FETCH response."""
+    match = _PREFIX.match(raw)
+    if match is None:
+        raise ParseError("not a FETCH response", 0)
+    pos = match.end()
+    items: list[ItemSpan] = []
+    while True:
+        start = pos
+        pos = _name_end(raw, pos)
+        if raw[pos : pos + 1] != b" ":
+            raise ParseError("expected SP after a FETCH item name", pos)
+        value_start = pos + 1
+        name = raw[start:pos].upper()
+        try:
+            pos = _value_end(raw, value_start)
+        except _Incomplete:
+            items.append(ItemSpan(name, start, value_start, len(raw)))
+            return FetchSpans(int(match[1]), tuple(items), complete=False)
+        items.append(ItemSpan(name, start, value_start, pos))
+        if raw[pos : pos + 1] == b" ":
+            pos += 1
+            continue
+        if raw[pos : pos + 3] == b")\r\n" and pos + 3 == len(raw):
+            return FetchSpans(int(match[1]), tuple(items), complete=True)
+        raise ParseError("expected SP or ) CRLF after a FETCH item", pos)
+
+
+def _name_end(raw: bytes, pos: int) -> int:
+    """The end of a msg-att name: an atom, with `[...]` and `<n>` kept whole."""
+    end = len(raw)
+    start = pos
+    while pos < end and raw[pos] not in b" ()[\r\n":
+        pos += 1
+    if raw[pos : pos + 1] == b"[":
+        close = raw.find(b"]", pos)
+        if close < 0:
+            raise ParseError("unclosed section in a FETCH item name", pos)
+        pos = close + 1
+        if raw[pos : pos + 1] == b"<":
+            close = raw.find(b">", pos)
+            if close < 0:
+                raise ParseError("unclosed origin in a FETCH item name", pos)
+            pos = close + 1
+    if pos == start:
+        raise ParseError("empty FETCH item name", pos)
+    return pos
+
+
+def _value_end(raw: bytes, pos: int) -> int:
+    end = len(raw)
+    if pos >= end:
+        raise _Incomplete
+    first = raw[pos]
+    if first == 0x28:  # "("
+        pos += 1
+        while True:
+            if pos >= end:
+                raise _Incomplete
+            if raw[pos] == 0x29:  # ")"
+                return pos + 1
+            if raw[pos] == 0x20:
+                pos += 1
+                continue
+            pos = _value_end(raw, pos)
+    if first == 0x22:  # '"': quoted string, backslash escapes (RFC 9051 section 9 quoted)
+        pos += 1
+        while pos < end:
+            char = raw[pos]
+            if char == 0x5C:
+                pos += 2
+                continue
+            if char == 0x22:
+                return pos + 1
+            if char in (0x0D, 0x0A):
+                raise ParseError("line end in a quoted string", pos)
+            pos += 1
+        raise _Incomplete
+    if first == 0x7B or raw.startswith(b"~{", pos):  # literal or literal8
+        match = _LITERAL.match(raw, pos)
+        if match is None:
+            if b"\r\n" not in raw[pos : pos + 24]:
+                raise _Incomplete
+            raise ParseError("malformed literal", pos)
+        data_end = match.end() + int(match[1])
+        if data_end > end:
+            raise _Incomplete
+        return data_end
+    match_end = _ATOM_END.search(raw, pos)
+    if match_end is None:
+        raise _Incomplete
+    if match_end.start() == pos:
+        raise ParseError("empty value", pos)
+    return match_end.start()
+
+
+def item_value(raw: bytes, span: ItemSpan) -> bytes | None:
+    """The string value of an item: a literal's data, a quoted string unescaped, None for NIL.
+    Raises ParseError for any other value (a list, an atom)."""
+    value = raw[span.value_start : span.end]
+    if value.upper() == b"NIL":
+        return None
+    if value.startswith(b'"') and value.endswith(b'"') and len(value) >= 2:
+        return re.sub(rb"\\(.)", rb"\1", value[1:-1])
+    match = _LITERAL.match(value)
+    if match is not None and match.end() + int(match[1]) == len(value):
+        return value[match.end() :]
+    raise ParseError("not a string value", span.value_start)
+
+
+def without_items(raw: bytes, spans: FetchSpans, names: frozenset[bytes]) -> bytes:
+    """The response without the items called `names`. Items are joined by one SP, as the
+    grammar has them. An incomplete head keeps its open last item. The response keeps at
+    least one item: when every item would go, the bytes come back unchanged."""
+    items = spans.items
+    last_open = not spans.complete
+    kept = [s for i, s in enumerate(items)
+            if s.name not in names or (last_open and i == len(items) - 1)]
+    if len(kept) == len(items) or not kept:
+        return raw
+    return (raw[: items[0].start] + b" ".join(raw[s.start : s.end] for s in kept)
+            + raw[items[-1].end :])

@@ -1,0 +1,69 @@
+"""`imap.wire.spans`: the byte offsets of FETCH response items, checked against the parser on
+generated responses (every value form, literals nested in lists) and on Dovecot's forms."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_imap_parsing import response_items, values  # type: ignore[import-not-found]
+
+from smime_proxy.imap.wire import FetchResponse, ParseError, parse_response
+from smime_proxy.imap.wire.spans import fetch_spans, item_value, without_items
+
+responses = st.builds(
+    lambda number, items: FetchResponse(number, tuple(items)),
+    st.integers(1, 2**32 - 1),
+    st.lists(st.tuples(response_items(), values), min_size=1, max_size=6,
+             unique_by=lambda pair: pair[0].render()),
+)
+
+
+@given(responses, st.data())
+@settings(max_examples=400)
+def test_spans_cut_exactly_the_items_the_parser_reads(response: FetchResponse,
+                                                      data: st.DataObject) -> None:
+    raw = response.render()
+    spans = fetch_spans(raw)
+    assert spans.complete and spans.number == response.number
+    assert [s.name for s in spans.items] == [i.render().upper() for i, _ in response.items]
+    dropped = data.draw(st.sets(st.sampled_from([s.name for s in spans.items])))
+    cut = without_items(raw, spans, frozenset(dropped))
+    kept = tuple((i, v) for i, v in response.items if i.render().upper() not in dropped)
+    if not kept:
+        assert cut == raw  # a response keeps at least one item
+    else:
+        assert parse_response(cut) == FetchResponse(response.number, kept)
+
+
+def test_dovecot_forms_and_string_values() -> None:
+    raw = (b'* 4 FETCH (UID 9 FLAGS (\\Seen) BODY[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]'
+           b' {4}\r\nab\r\n BODY[]<0> "q\\"x" ENVELOPE (NIL "s" ((NIL NIL {1}\r\n) "b"))) '
+           b'RFC822.SIZE 12 X NIL)\r\n')
+    spans = fetch_spans(raw)
+    names = [s.name for s in spans.items]
+    assert names == [b"UID", b"FLAGS", b"BODY[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]",
+                     b"BODY[]<0>", b"ENVELOPE", b"RFC822.SIZE", b"X"]
+    assert item_value(raw, spans.items[2]) == b"ab\r\n"
+    assert item_value(raw, spans.items[3]) == b'q"x'
+    assert item_value(raw, spans.items[6]) is None
+    with pytest.raises(ParseError):
+        item_value(raw, spans.items[1])
+
+
+def test_a_streamed_head_keeps_its_open_literal() -> None:
+    head = b"* 2 FETCH (UID 5 BODY[HEADER.FIELDS (CONTENT-TYPE)] {2}\r\n\r\n BODY[] {900}\r\n"
+    spans = fetch_spans(head)
+    assert not spans.complete and spans.items[-1].name == b"BODY[]"
+    assert without_items(head, spans, frozenset({b"UID", b"BODY[]",
+                                                 b"BODY[HEADER.FIELDS (CONTENT-TYPE)]"})) == (
+        b"* 2 FETCH (BODY[] {900}\r\n")
+
+
+@pytest.mark.parametrize("raw", [b"* 1 EXISTS\r\n", b"* 1 FETCH (UID)\r\n",
+                                 b"* 1 FETCH (UID 1 FLAGS (x)\r\n", b"* 1 FETCH (UID 1\r\n)\r\n",
+                                 b"* 1 FETCH ( 1)\r\n", b"* 1 FETCH (BODY[ 1)\r\n"])
+def test_what_is_not_a_fetch_response_is_refused(raw: bytes) -> None:
+    with pytest.raises(ParseError):
+        spans = fetch_spans(raw)
+        assert spans.complete  # an incomplete result is not a refusal: fail
