@@ -1,0 +1,43 @@
+"""Smoke run of bench/imap.py: it runs against its own real upstream, measures every figure
+without a failure, and `--json` prints every documented key last. No timing assertion:
+numbers belong to the benchmark report."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "imap.py"
+KEYS = [
+    *(f"{name}_{kind}" for name in ("plain_fetch_all", "plain_fetch_seq", "plain_sync",
+                                    "append_1m")
+      for kind in ("ratio", "direct_s", "proxy_s")),
+    *(f"{name}_{kind}" for name in ("plain_fetch_all", "plain_fetch_seq", "plain_sync")
+      for kind in ("direct_msgs_per_s", "proxy_msgs_per_s")),
+    "encrypted_first_fetch_s", "encrypted_first_fetch_per_s",
+    "encrypted_cached_fetch_s", "encrypted_cached_fetch_per_s", "encrypted_cached_fetch_ratio",
+    "encrypted_sync_cached_s", "encrypted_sync_cached_per_s", "encrypted_sync_cached_ratio",
+    "idle_connections", "idle_rss_before_mb", "idle_rss_mb", "idle_rss_growth_mb",
+    "idle_rss_per_connection_kb", "idle_1000_rss_mb",
+    "large_25m_mb", "large_25m_direct_s", "large_25m_proxy_s", "large_25m_rss_growth_mb",
+    "large_25m_rss_ratio",
+]
+
+
+def test_bench_imap_quick_json() -> None:
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--json"],
+                          capture_output=True, timeout=600, check=False)
+    out = proc.stdout.decode(errors="replace")
+    assert proc.returncode == 0, (out[-3000:], proc.stderr.decode(errors="replace")[-3000:])
+    data = json.loads(out.strip().splitlines()[-1])
+    assert data["failures"] == []
+    missing = [k for k in KEYS if k not in data]
+    assert not missing, missing
+    for key in KEYS:
+        value = data[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, key
+    assert data["encrypted_not_opened"] == 0  # every encrypted message was shown opened
+    assert data["idle_connections"] == 20  # --quick asks for 20
