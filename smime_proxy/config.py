@@ -127,6 +127,15 @@ class UsersConfig:
 
 
 @dataclass(frozen=True)
+class ImapConfig:
+    """The IMAP front: the cache of opened messages' views, in MiB per user and in all
+    (0 turns it off). Decrypted views live only while the unlock they were made under."""
+
+    view_cache_mb_per_user: int = 64
+    view_cache_mb: int = 512
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     format: LogFormat = "text"
     level: LogLevel = "info"
@@ -148,6 +157,7 @@ class Config:
     control: ControlConfig = ControlConfig()
     unauthenticated_content: UnauthenticatedContent = "withhold"
     users: UsersConfig = UsersConfig()
+    imap: ImapConfig = ImapConfig()
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -168,7 +178,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
     top = r.mapping(data, "", "the configuration")
     r.only(top, "", {"listeners", "upstream", "data_dir", "trust_roots", "unlock",
                      "locked_fetch", "policy_file", "logging", "control",
-                     "unauthenticated_content", "users"})
+                     "unauthenticated_content", "users", "imap"})
     listeners = _listeners(r, r.required(top, "", "listeners"))
     upstream = _upstream(r, r.required(top, "", "upstream"))
     data_dir = r.path(r.required(top, "", "data_dir"), "data_dir", must_exist=False)
@@ -202,6 +212,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
         logging=logging, control=_control(r, top.get("control", {})),
         unauthenticated_content=cast(UnauthenticatedContent, unauthenticated),
         users=_users(r, top.get("users", {})),
+        imap=_imap(r, top.get("imap", {})),
     )
 
 
@@ -336,6 +347,19 @@ def _users(r: _Reader, raw: object) -> UsersConfig:
             raise r.type_error(where, "a list of e-mail addresses", values)
         addresses.append((str(user), tuple(v.lower() for v in values)))
     return UsersConfig(str(fmt), domains, tuple(addresses))
+
+
+def _imap(r: _Reader, raw: object) -> ImapConfig:
+    m = r.mapping(raw, "imap", "a mapping")
+    r.only(m, "imap", {"view_cache_mb_per_user", "view_cache_mb"})
+    sizes = []
+    for name, default in (("view_cache_mb_per_user", ImapConfig.view_cache_mb_per_user),
+                          ("view_cache_mb", ImapConfig.view_cache_mb)):
+        value = m.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65536:
+            raise r.type_error(f"imap.{name}", "a whole number of MiB 0-65536", value)
+        sizes.append(value)
+    return ImapConfig(*sizes)
 
 
 def _unlock(r: _Reader, raw: object) -> UnlockConfig:

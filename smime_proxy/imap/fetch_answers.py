@@ -169,8 +169,13 @@ class ContentFetch:
             else:
                 job.plain.append(uid if job.command.uid and uid is not None else spans.number)
             return
+        # Only the items copied to the answer are parsed: the content items are computed
+        # from the shown message (the whole stored message is taken by its offsets)
+        content = frozenset(span.name for span in spans.items if _is_content_name(span.name))
+        whole = spans.find(fetch_rewrite.WHOLE_NAME)
         try:
-            response = parse_response(raw)
+            response = parse_response(without_items(raw, spans, content))
+            stored = item_value(raw, whole) if whole is not None else None
         except ParseError:
             self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
             return
@@ -187,11 +192,10 @@ class ContentFetch:
         job.entries.append(entry)
         view = (self.views.get(self.mailbox, uid)
                 if uid is not None and self.mailbox is not None else None)
-        stored = items.get(fetch_rewrite.WHOLE_NAME)
         if view is not None:
             entry.view = view
             self._flush_job(job)
-        elif isinstance(stored, bytes):
+        elif stored is not None:
             self._open(entry, stored)
         elif uid is not None:
             entry.waiting = True
@@ -368,3 +372,12 @@ class ContentFetch:
             job.seen_uids.append(entry.uid)
         self._out.append(SendToClient(response))
         return True
+
+
+_CONTENT_PREFIXES: Final = (b"BODY", b"BINARY", b"RFC822", b"ENVELOPE")
+
+
+def _is_content_name(name: bytes) -> bool:
+    """Whether a response item name is a content item (`fetch_rewrite.CONTENT_ITEMS`, any
+    section): BODY, BODY[...], BODYSTRUCTURE, BINARY[...], RFC822*, ENVELOPE."""
+    return name.startswith(_CONTENT_PREFIXES)

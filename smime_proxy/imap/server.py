@@ -60,6 +60,7 @@ from smime_proxy.imap.session import (
     StartClientTls,
 )
 from smime_proxy.imap.upstream import UpstreamUnavailable, open_stream
+from smime_proxy.imap.view_cache import OpenedViews, UserViews
 from smime_proxy.imap.wire import MAX_LINE
 from smime_proxy.mime.entity import STATUS_HEADER, without_field
 from smime_proxy.services import Services
@@ -184,10 +185,26 @@ class _Connection:
         self.client_eof = False
         self.upstream_eof = False
         self.counted: tuple[str, str] | None = None  # (user, address) once logged in
+        self.views_user: str | None = None  # bound to the view cache as this user
 
     @property
     def busy(self) -> bool:
         return self.session is not None and self.session.busy and not self.closed
+
+    def _views_for(self, login: str) -> UserViews:
+        """The user's opened views, for as long as this connection lasts."""
+        user = self.front.accounts.user(login)
+        secure_mail = self.front.services.secure_mail
+        now = self.front.services.now
+
+        def current_unlock() -> object | None:
+            try:
+                return secure_mail.agent_for(user, now())
+            except (KeyLocked, SmimeProxyError):
+                return None
+
+        self.views_user = user
+        return self.front.views.bind(user, current_unlock)
 
     async def run(self) -> None:
         front = self.front
@@ -213,7 +230,8 @@ class _Connection:
             return
         peer = self.writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        self.session = ImapSession(settings, AddressGate(front.login_throttle, address, "imap"))
+        self.session = ImapSession(settings, AddressGate(front.login_throttle, address, "imap"),
+                                   self._views_for)
         await self._do(self.session.start())
         while not self.closed:
             await self._step()
@@ -351,6 +369,9 @@ class _Connection:
         if self.closed:
             return
         self.closed = True
+        if self.views_user is not None:
+            self.front.views.detach(self.views_user)
+            self.views_user = None
         if self.counted is not None:
             counts = self.front.user_ip_counts
             counts[self.counted] -= 1
@@ -397,6 +418,10 @@ class ImapFront:
         self.user_ip_counts: dict[tuple[str, str], int] = {}
         self.login_throttle = Throttle(services.now)  # across this front's connections
         self.accounts = Accounts.from_config(config)  # the key-store user of a login
+        mib = 1024 * 1024
+        self.views = OpenedViews(config.imap.view_cache_mb_per_user * mib,
+                                 config.imap.view_cache_mb * mib)
+        services.secure_mail.add_lock_listener(self.views.drop_decrypted)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable
 from typing import Final, Literal
 
 from smime_proxy.errors import PeerProtocolError
@@ -119,7 +120,8 @@ class ImapSession(ContentFetch):
     """See the module docstring."""
 
     def __init__(self, settings: SessionSettings, gate: LoginGate | None = None,
-                 views: ViewCache | None = None) -> None:
+                 views_for: Callable[[str], ViewCache] | None = None) -> None:
+        """`views_for(login)`: the cache of opened views for the user once logged in."""
         self.settings = settings
         self.gate: LoginGate = gate if gate is not None else OpenGate()
         self.client = ServerFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
@@ -141,7 +143,8 @@ class ImapSession(ContentFetch):
         self._logging_out = False
         self.read_only = False  # the selected mailbox
         self.known_plain: set[int] = set()  # UIDs of the selected mailbox needing no opening
-        self.views: ViewCache = views if views is not None else ViewCache()
+        self.views = ViewCache()  # nothing is kept before login
+        self._views_for = views_for
         self.mailbox: MailboxKey | None = None
         self._selecting: bytes | None = None  # the mailbox name of a SELECT in flight
         self._out: list[Action] = []
@@ -273,6 +276,8 @@ class ImapSession(ContentFetch):
             if ok and job.login:
                 self.user = job.login_user or ""
                 self.state = "authenticated"
+                if self._views_for is not None:
+                    self.views = self._views_for(self.user)
                 self.client.max_literal_size = MAX_MESSAGE
                 self.gate.succeeded(self.user)
             elif job.login:

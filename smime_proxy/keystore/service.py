@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -147,6 +147,7 @@ class SecureMail:
         self.max_unlock = max_unlock
         self.import_iteration_cap = import_iteration_cap
         self._sessions: dict[str, _Session] = {}
+        self._lock_listeners: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
         self._dummy: bytes | None = None
 
@@ -155,6 +156,16 @@ class SecureMail:
             f"SecureMail(store={self.store!r}, unlocked={len(self._sessions)}, "
             f"idle_timeout={self.idle_timeout}, max_unlock={self.max_unlock})"
         )
+
+    def add_lock_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(user)` whenever a user's unlock ends (lock, expiry, a new unlock
+        replacing it): what was decrypted under it must go too (the IMAP view cache)."""
+        self._lock_listeners.append(listener)
+
+    def _locked(self, users: Collection[str]) -> None:
+        for user in users:
+            for listener in self._lock_listeners:
+                listener(user)
 
     # --- reading (no password needed) ---------------------------------------------------
 
@@ -234,7 +245,10 @@ class SecureMail:
             tuple(_load_cert(der) for der in record.chain),
         )
         with self._lock:
+            replaced = self._sessions.get(user)
             self._sessions[user] = _Session(agent, unlocked_at=now, last_used=now)
+        if replaced is not None:
+            self._locked((user,))
         return agent
 
     def _upgrade_kdf(self, record: KeyRecord, key: PrivateKey, password: bytes) -> None:
@@ -264,15 +278,16 @@ class SecureMail:
         _check_now(now)
         with self._lock:
             session = self._sessions.get(user)
-            if session is not None and self._expired(session, now):
+            expired = session is not None and self._expired(session, now)
+            if expired:
                 del self._sessions[user]
-                session = None
-            if session is None:
-                raise KeyLocked(
-                    f"the key of user {user!r} is locked: unlock it with the Secure Mail Password"
-                )
-            session.last_used = max(session.last_used, now)
-            return session.agent
+            elif session is not None:
+                session.last_used = max(session.last_used, now)
+                return session.agent
+        if expired:
+            self._locked((user,))
+        raise KeyLocked(
+            f"the key of user {user!r} is locked: unlock it with the Secure Mail Password")
 
     def unlock_state(self, user: str, now: datetime) -> UnlockState:
         """Whether the key is unlocked at `now` (does not refresh the idle timer)."""
@@ -289,7 +304,9 @@ class SecureMail:
 
     def lock(self, user: str) -> None:
         with self._lock:
-            self._sessions.pop(user, None)
+            gone = self._sessions.pop(user, None)
+        if gone is not None:
+            self._locked((user,))
 
     def lock_expired(self, now: datetime) -> list[str]:
         """Drop every expired session (the daemon's periodic sweep); returns the users."""
@@ -298,6 +315,7 @@ class SecureMail:
             gone = [u for u, s in self._sessions.items() if self._expired(s, now)]
             for user in gone:
                 del self._sessions[user]
+        self._locked(gone)
         return gone
 
     # --- changing keys ------------------------------------------------------------------

@@ -30,7 +30,7 @@ from support.imap_proxy import (
     running_front,
     upstream_imap,
 )
-from support.smtp_proxy import KeyWorld, key_world, people
+from support.smtp_proxy import KEY_PASSWORD, KeyWorld, key_world, people
 
 ALICE = "alice@example.test"
 
@@ -240,6 +240,15 @@ def test_encrypted_signed_message_is_shown_decrypted_and_consistent(env: Env) ->
             uid.encode(), render_structure(view.bodystructure())))
         typ, data = fetch(proxy, uid, "ENVELOPE")
         assert render_structure(view.envelope()) in data[0]  # type: ignore[operator]
+        # a client's sync by sequence number, after the message was opened (the cache)
+        found = proxy.search(None, "UID", uid)[1][0]
+        assert isinstance(found, bytes)
+        typ, synced = proxy.fetch(found.split()[-1].decode(),
+                                  "(FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)")
+        assert typ == "OK" and isinstance(synced[0], bytes)
+        assert (b"BODYSTRUCTURE %s ENVELOPE %s RFC822.SIZE %d)" % (
+            render_structure(view.bodystructure()), render_structure(view.envelope()),
+            len(shown))) in synced[0]
     finally:
         proxy.logout()
     # the upstream still holds only ciphertext
@@ -785,4 +794,35 @@ def test_a_forged_status_field_never_reaches_the_client(env: Env, field: bytes) 
             assert typ == "OK"
             assert b"signature=valid" not in repr(data).encode(), item
     finally:
+        proxy.logout()
+
+
+def test_an_opened_message_is_cached_and_the_lock_takes_it_away(env: Env) -> None:
+    """Issue 10: a second FETCH of an opened message is served from the cache of views (no
+    download, no decryption); locking the key drops every decrypted view at once, so the
+    next FETCH is refused as locked; unlocking again opens it again."""
+    tok = token()
+    ids = people().ids
+    secret = b"cached secret " + tok.encode() + b"\r\n"
+    inner = plain_message(tok, body=secret).replace(b"From: Bob <bob@example.test>",
+                                                    b"From: Alice <alice@example.test>")
+    env.deliver("alice", encrypted_signed(inner, ids["alice"], ids["alice"]))
+    secure_mail = env.world.secure_mail
+    proxy = env.proxy()
+    try:
+        uid = uid_of(proxy, tok)
+        first = literal(fetch(proxy, uid, "BODY.PEEK[]")[1])
+        assert secret in first
+        opened = len(env.front.views)
+        assert opened >= 1
+        assert literal(fetch(proxy, uid, "BODY.PEEK[]")[1]) == first
+        assert len(env.front.views) == opened
+        secure_mail.lock("alice")
+        assert len(env.front.views) < opened  # dropped by the lock itself, not on next use
+        typ, data = fetch(proxy, uid, "BODY.PEEK[]")
+        assert typ == "NO" and secret not in repr(data).encode()
+        secure_mail.unlock("alice", KEY_PASSWORD, env.world.now)
+        assert literal(fetch(proxy, uid, "BODY.PEEK[]")[1]) == first
+    finally:
+        secure_mail.unlock("alice", KEY_PASSWORD, env.world.now)
         proxy.logout()

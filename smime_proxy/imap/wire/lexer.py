@@ -192,6 +192,9 @@ class Reader:
     def value(self, depth: int = 0) -> Value:
         """One value of the model in `values`: NIL, number, string, literal8, atom, or a
         parenthesised list of these ("(" [value *(SP value)] ")"), nesting at most 100 deep.
+        A list may follow a list with no SP between them: the body parts of a multipart
+        BODYSTRUCTURE (`1*body`) and the addresses of an ENVELOPE (`1*address`) come so
+        (RFC 9051 section 9).
 
         A token of digits is a number; NIL (any case) is None; every other token is an Atom.
         """
@@ -206,6 +209,8 @@ class Reader:
                     items.append(self.value(depth + 1))
                     if self.skip(b")"):
                         break
+                    if self.peek() == 0x28 and self.data[self.pos - 1] == 0x29:
+                        continue  # ")(": adjacent lists
                     self.sp()
             return tuple(items)
         if byte == 0x22:

@@ -67,3 +67,16 @@ def test_what_is_not_a_fetch_response_is_refused(raw: bytes) -> None:
     with pytest.raises(ParseError):
         spans = fetch_spans(raw)
         assert spans.complete  # an incomplete result is not a refusal: fail
+
+
+def test_adjacent_lists_of_dovecot_parse() -> None:
+    """Dovecot writes the addresses of an ENVELOPE and the parts of a multipart BODYSTRUCTURE
+    with no SP between them; found by bench/imap.py on the sort pass of S/MIME messages."""
+    raw = (b'* 1 FETCH (ENVELOPE (NIL "s" (("R" NIL "r" "x.org")(NIL NIL "o" "x.org")) NIL NIL '
+           b'NIL NIL NIL NIL NIL) BODYSTRUCTURE (("text" "plain" NIL NIL NIL "7bit" 1 1)'
+           b'("application" "pkcs7-signature" NIL NIL NIL "base64" 4) "signed"))\r\n')
+    response = parse_response(raw)
+    assert isinstance(response, FetchResponse)
+    envelope = response.items[0][1]
+    assert isinstance(envelope, tuple) and len(envelope[2]) == 2  # type: ignore[arg-type]
+    assert fetch_spans(raw).complete
