@@ -78,5 +78,5 @@ def test_adjacent_lists_of_dovecot_parse() -> None:
     response = parse_response(raw)
     assert isinstance(response, FetchResponse)
     envelope = response.items[0][1]
-    assert isinstance(envelope, tuple) and len(envelope[2]) == 2  # type: ignore[arg-type]
+    assert isinstance(envelope, tuple) and len(envelope[2]) == 2
     assert fetch_spans(raw).complete
