@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -17,11 +18,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def spawn(argv: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
-    """Start ``argv`` as the leader of a new process group, output appended to ``log_file``."""
+def spawn(argv: Sequence[str], log_file: Path, *,
+          open_files: int = 0) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as the leader of a new process group, output appended to ``log_file``.
+    ``open_files``: raise the child's soft RLIMIT_NOFILE to at least this (never above the
+    hard limit; the caller's own limit is left alone)."""
     # A blocked signal mask is inherited through exec: daemons started by a caller that
     # blocks SIGTERM (to sigwait for it) would ignore our SIGTERM. Clear it in the child.
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    blocked = bool(signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+    nofile = _raised_nofile(open_files)
+
+    def prepare() -> None:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
     with open(log_file, "ab") as log:
         return subprocess.Popen(
             list(argv),
@@ -30,12 +42,20 @@ def spawn(argv: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=_unblock_all_signals if blocked else None,  # noqa: PLW1509
+            preexec_fn=prepare if blocked or nofile else None,  # noqa: PLW1509
         )
 
 
-def _unblock_all_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+def _raised_nofile(wanted: int) -> tuple[int, int] | None:
+    """(soft, hard) RLIMIT_NOFILE with the soft limit raised to ``wanted`` (at most the hard
+    limit), or None when the current soft limit is already as high."""
+    infinity = resource.RLIM_INFINITY
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != infinity:
+        wanted = min(wanted, hard)
+    if soft == infinity or wanted <= soft:
+        return None
+    return wanted, hard
 
 
 def group_members(pgid: int) -> list[int]:

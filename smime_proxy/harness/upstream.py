@@ -44,6 +44,8 @@ DOVECOT_BIN = "/usr/sbin/dovecot"
 POSTFIX_MASTER_BIN = "/usr/lib/postfix/sbin/master"
 PORT_NAMES = ("imap", "imaps", "lmtp", "sasl", "submission")
 _START_ATTEMPTS = 3
+DOVECOT_OPEN_FILES = 65536
+"""The daemons' soft RLIMIT_NOFILE is raised to this (up to the hard limit)."""
 
 
 class UpstreamError(SmimeProxyError):
@@ -327,7 +329,9 @@ def _launch(up: Upstream) -> None:
         "dovecot": [DOVECOT_BIN, "-F", "-c", str(dovecot_conf)],
     }
     for name, args in argv.items():
-        proc = procs.spawn(args, log / f"{name}.out")
+        # Dovecot wants about one descriptor per client of its busiest services
+        # (default_client_limit in dovecot.conf); a stock soft limit of 1024 is too low.
+        proc = procs.spawn(args, log / f"{name}.out", open_files=DOVECOT_OPEN_FILES)
         up._procs[name] = proc
         (run / f"{name}.pgid").write_text(f"{proc.pid}\n")
 

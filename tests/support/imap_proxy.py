@@ -22,7 +22,7 @@ from smime_proxy.config import (
     UsersConfig,
 )
 from smime_proxy.harness import Upstream
-from smime_proxy.imap.server import ImapFront
+from smime_proxy.imap.server import ImapFront, ImapSettings
 from smime_proxy.smime import Recipient, encrypt_message, sign_message
 from support import pki
 from support.smtp_proxy import KeyWorld, LoopThread, people
@@ -68,8 +68,9 @@ def imap_services(tmp_path: Path, world: KeyWorld, upstream: UpstreamEndpoint, *
 
 
 @contextmanager
-def running_front(loop: LoopThread, services: DaemonServices) -> Iterator[ImapFront]:
-    front = ImapFront(services)
+def running_front(loop: LoopThread, services: DaemonServices,
+                  settings: ImapSettings | None = None) -> Iterator[ImapFront]:
+    front = ImapFront(services) if settings is None else ImapFront(services, settings=settings)
     loop.run(front.start())
     try:
         yield front
