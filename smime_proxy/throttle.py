@@ -3,7 +3,9 @@ connections (the control endpoint, IMAP LOGIN/AUTHENTICATE and SMTP AUTH each ke
 
 After a few free attempts each further attempt must wait a delay that doubles (capped). Time
 comes from the injected clock, so tests need no sleeping. Attempts are reserved before the
-slow check, so a burst of parallel guesses cannot slip through. Memory is bounded: past
+slow check, so a burst of parallel guesses cannot slip through; but a few attempts still
+in flight (`in_flight_allowance`: a mail client opening several connections at once, each
+with the right password) are not held against the next one. Memory is bounded: past
 `max_entries` the stale entries go, then the oldest.
 
 May import: errors, stdlib.
@@ -34,7 +36,8 @@ class Throttled(SmimeProxyError):
 
 @dataclass
 class _Failures:
-    count: int = 0
+    count: int = 0  # failed attempts, and attempts not yet judged
+    pending: int = 0  # of those, not yet judged
     last: datetime | None = None
 
 
@@ -55,6 +58,7 @@ class Throttle:
     cap: float = 300.0
     forget_after: timedelta = timedelta(minutes=15)
     max_entries: int = 100_000
+    in_flight_allowance: int = 8
     _users: dict[str, _Failures] = field(default_factory=dict)
     _addresses: dict[str, _Failures] = field(default_factory=dict)
 
@@ -65,7 +69,10 @@ class Throttle:
             failures.count = 0
             failures.last = None
             return 0.0
-        over = failures.count + 1 - free  # attempt number count+1; the first `free` cost 0
+        # attempt number count+1 (the first `free` cost nothing), less a few in flight: an
+        # abandoned attempt stays counted, so at most `in_flight_allowance` go uncounted
+        counted = failures.count - min(failures.pending, self.in_flight_allowance)
+        over = counted + 1 - free
         if over <= 0:
             return 0.0
         wait = min(self.cap, self.base * 2.0 ** (over - 1))
@@ -85,6 +92,7 @@ class Throttle:
             raise Throttled(math.ceil(wait))
         for failures in (by_user, by_address):
             failures.count += 1
+            failures.pending += 1
             failures.last = now
         if len(self._users) + len(self._addresses) > self.max_entries:
             self._prune(now)
@@ -95,12 +103,20 @@ class Throttle:
         by_address = self._addresses.get(address)
         if by_address is not None and by_address.count > 0:
             by_address.count -= 1  # this attempt was not a failure
+            by_address.pending = max(0, by_address.pending - 1)
+
+    def failed(self, user: str, address: str) -> None:
+        """The reserved attempt was judged wrong: it stays counted, no longer in flight."""
+        for failures in (self._users.get(user), self._addresses.get(address)):
+            if failures is not None:
+                failures.pending = max(0, failures.pending - 1)
 
     def cancel(self, user: str, address: str) -> None:
         """The reserved attempt was not judged (upstream down, bad input): undo it."""
         for failures in (self._users.get(user), self._addresses.get(address)):
             if failures is not None and failures.count > 0:
                 failures.count -= 1
+                failures.pending = max(0, failures.pending - 1)
 
     def _prune(self, now: datetime) -> None:
         for table in (self._users, self._addresses):
@@ -130,6 +146,8 @@ class LoginGate(Protocol):
 
     def succeeded(self, user: str) -> None: ...
 
+    def failed(self, user: str) -> None: ...
+
     def cancel(self, user: str) -> None: ...
 
 
@@ -140,6 +158,9 @@ class OpenGate:
         return None
 
     def succeeded(self, user: str) -> None:
+        return None
+
+    def failed(self, user: str) -> None:
         return None
 
     def cancel(self, user: str) -> None:
@@ -167,6 +188,9 @@ class AddressGate:
 
     def succeeded(self, user: str) -> None:
         self.throttle.succeeded(account_key(user), self.address)
+
+    def failed(self, user: str) -> None:
+        self.throttle.failed(account_key(user), self.address)
 
     def cancel(self, user: str) -> None:
         self.throttle.cancel(account_key(user), self.address)

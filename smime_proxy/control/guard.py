@@ -207,6 +207,7 @@ class RequestGuard:
             log.warning("credential check impossible: %s", exc, extra={"remote": address})
             raise Refusal(503, UPSTREAM_DOWN, {"Retry-After": "30"}) from None
         if not ok:
+            self.login_throttle.failed(bucket, address)
             self.metrics.failures.labels("login").inc()
             log.info("login refused", extra={"user": user, "remote": address})
             raise Refusal(401, LOGIN_FAILED, {"WWW-Authenticate": 'Basic realm="smime-proxy"'})

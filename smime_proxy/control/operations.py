@@ -148,6 +148,7 @@ class KeyOperations:
         try:
             result = await asyncio.to_thread(work)
         except WrongPassword:
+            self.throttle.failed(user, remote)
             self.metrics.failures.labels("secure_mail_password").inc()
             if counted:
                 self.metrics.unlocks.labels("wrong_password").inc()

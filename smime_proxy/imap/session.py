@@ -282,7 +282,8 @@ class ImapSession(ContentFetch):
                 self.gate.succeeded(self.user)
             elif job.login:
                 if raw[len(tag) + 1 :].upper().startswith(b"NO"):
-                    self._out.append(Pause(FAILED_LOGIN_DELAY))  # the failure stays counted
+                    self.gate.failed(job.login_user or "")  # stays counted
+                    self._out.append(Pause(FAILED_LOGIN_DELAY))
                 else:
                     self.gate.cancel(job.login_user or "")  # BAD: no password was judged
             if job.select:

@@ -389,6 +389,7 @@ class SmtpSession:
                 self.gate.cancel(user)  # the upstream could not judge the password
                 yield ClientReply(outcome.lines())
             else:
+                self.gate.failed(user)
                 yield ClientReply("535 5.7.8 Authentication credentials invalid")
         else:
             self.user = user

@@ -20,5 +20,8 @@ class RecordingGate:
     def succeeded(self, user: str) -> None:
         self.calls.append(("succeeded", user))
 
+    def failed(self, user: str) -> None:
+        self.calls.append(("failed", user))
+
     def cancel(self, user: str) -> None:
         self.calls.append(("cancel", user))

@@ -25,6 +25,7 @@ class Clock:
 
 def fail(throttle: Throttle, user: str = "u", address: str = "a") -> None:
     throttle.reserve(user, address)  # reserved = counted as failed until succeeded()
+    throttle.failed(user, address)
 
 
 def retry_after(throttle: Throttle, user: str = "u", address: str = "a") -> int:
@@ -57,6 +58,7 @@ def test_throttle_success_resets_the_user_not_the_address() -> None:
     throttle.reserve("u", "a")
     throttle.succeeded("u", "a")
     throttle.reserve("u", "a")  # the user starts again
+    throttle.failed("u", "a")
     # the address has 3 failures: its limit
     assert retry_after(throttle, "other", "a") == 1
 
@@ -66,7 +68,7 @@ def test_throttle_cancel_and_forget() -> None:
     throttle = Throttle(clock, free_user=1, free_address=10, forget_after=timedelta(minutes=15))
     throttle.reserve("u", "a")
     throttle.cancel("u", "a")  # e.g. the upstream was down: not a failure
-    throttle.reserve("u", "a")
+    fail(throttle, "u", "a")
     assert retry_after(throttle, "u", "a") == 1
     clock.advance(15 * 60)
     throttle.reserve("u", "a")  # forgotten after 15 quiet minutes

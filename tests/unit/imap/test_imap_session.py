@@ -579,8 +579,8 @@ def test_login_outcomes_reach_the_gate() -> None:
     run.upstream(b"a2 BAD Error in IMAP command\r\n")
     run.client(b"a3 LOGIN alice secret\r\n")
     run.upstream(b"a3 OK Logged in\r\n")
-    assert gate.calls == [("reserve", "alice"), ("reserve", "alice"), ("cancel", "alice"),
-                          ("reserve", "alice"), ("succeeded", "alice")]
+    assert gate.calls == [("reserve", "alice"), ("failed", "alice"), ("reserve", "alice"),
+                          ("cancel", "alice"), ("reserve", "alice"), ("succeeded", "alice")]
     assert run.session.user == "alice"
 
 

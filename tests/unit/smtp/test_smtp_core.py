@@ -399,5 +399,5 @@ def test_auth_outcomes_reach_the_gate() -> None:
     session.feed(UpstreamFailed(454, "4.7.0 try later"))  # not judged: undone
     session.auth(b"alice", b"pw")
     assert session.feed(UpstreamOk("235 2.7.0 ok")) == [Authenticated("alice")]
-    assert gate.calls == [("reserve", "alice"), ("reserve", "alice"), ("cancel", "alice"),
-                          ("reserve", "alice"), ("succeeded", "alice")]
+    assert gate.calls == [("reserve", "alice"), ("failed", "alice"), ("reserve", "alice"),
+                          ("cancel", "alice"), ("reserve", "alice"), ("succeeded", "alice")]
