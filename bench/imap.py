@@ -434,7 +434,14 @@ def proxy_child(work: Path) -> None:
             print("OK", flush=True)
         await front.stop(1.0)
 
-    asyncio.run(main())
+    profile = os.environ.get("BENCH_IMAP_PROFILE")  # a directory: cProfile of each child
+    if profile:
+        import cProfile
+
+        cProfile.runctx("asyncio.run(main())", globals(), locals(),
+                        str(Path(profile) / f"proxy-{os.getpid()}.prof"))
+    else:
+        asyncio.run(main())
 
 
 class ProxyProcess:

@@ -5,6 +5,7 @@ Used by the I/O shells (control, SMTP, IMAP). May import: config, errors, stdlib
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
 
@@ -12,9 +13,12 @@ from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.errors import ConfigError
 
 
+@functools.lru_cache(maxsize=16)
 def upstream_context(endpoint: UpstreamEndpoint) -> ssl.SSLContext:
     """Client context for an upstream: verifying (against `ca_file`, else the system store)
-    unless the admin wrote `verify: false`."""
+    unless the admin wrote `verify: false`. One per endpoint, shared by every connection:
+    a context holds the CA store (the system's is hundreds of KiB) and the TLS session
+    cache."""
     if not endpoint.verify:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False

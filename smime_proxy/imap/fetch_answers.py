@@ -59,6 +59,8 @@ CLASSIFY: Final = FetchItem(
     "BODY", Section(text="HEADER.FIELDS", fields=(b"CONTENT-TYPE", b"X-SMIME-STATUS")), peek=True)
 CLASSIFY_NAME: Final = CLASSIFY.response_name()
 UID_NAME: Final = b"UID"
+_SORT_NAMES: Final = frozenset({CLASSIFY_NAME, UID_NAME})
+_OPEN_NAMES: Final = frozenset({fetch_rewrite.WHOLE_NAME, UID_NAME})
 MAX_KNOWN_PLAIN: Final = 200_000  # UIDs remembered as plain per selected mailbox
 
 
@@ -136,8 +138,8 @@ class ContentFetch:
         if job.phase == "plain":
             self._pass_on(job, raw)
             return
-        try:
-            spans = fetch_spans(raw)
+        try:  # only as far as the items looked at (the sort pass puts them first)
+            spans = fetch_spans(raw, _OPEN_NAMES if job.phase == "open" else _SORT_NAMES)
         except ParseError:
             self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
             return
@@ -171,9 +173,10 @@ class ContentFetch:
             return
         # Only the items copied to the answer are parsed: the content items are computed
         # from the shown message (the whole stored message is taken by its offsets)
-        content = frozenset(span.name for span in spans.items if _is_content_name(span.name))
-        whole = spans.find(fetch_rewrite.WHOLE_NAME)
         try:
+            spans = fetch_spans(raw)  # all of it now
+            content = frozenset(s.name for s in spans.items if _is_content_name(s.name))
+            whole = spans.find(fetch_rewrite.WHOLE_NAME)
             response = parse_response(without_items(raw, spans, content))
             stored = item_value(raw, whole) if whole is not None else None
         except ParseError:

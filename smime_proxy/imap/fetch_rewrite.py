@@ -135,10 +135,29 @@ def render_item_value(item: FetchItem, value: Value) -> bytes:
     return render_structure(value) if structured else render(value)
 
 
-def render_fetch(number: int, items: list[tuple[FetchItem, Value]]) -> bytes:
+class Rendered(bytes):
+    """A value already in its wire form."""
+
+
+def render_fetch(number: int, items: list[tuple[FetchItem, Value | Rendered]]) -> bytes:
     """`* number FETCH (...)` CRLF."""
-    parts = [item.render() + b" " + render_item_value(item, value) for item, value in items]
+    parts = [item.render() + b" " + (value if isinstance(value, Rendered)
+                                     else render_item_value(item, value))
+             for item, value in items]
     return b"* %d FETCH (" % number + b" ".join(parts) + b")\r\n"
+
+
+def _rendered(view: MessageView, item: FetchItem) -> Rendered:
+    """A content item's wire form; the structures (BODYSTRUCTURE, BODY, ENVELOPE: what a
+    client's resync asks for again and again) are rendered once per view."""
+    structured = item.name in _STRUCTURES or (item.name == "BODY" and item.section is None)
+    if not structured:
+        return Rendered(render_item_value(item, content_value(view, item)))
+    key = item.name if item.section is None else ""
+    done = view.rendered.get(key)
+    if done is None:
+        done = view.rendered[key] = render_item_value(item, content_value(view, item))
+    return Rendered(done)
 
 
 def _has_seen(flags: Value) -> bool:
@@ -164,10 +183,10 @@ def answer(
     then the items in the order asked (each once), then FLAGS when `mark_seen` made \\Seen
     new and the client did not ask for FLAGS (what Dovecot does). `view` None: the message
     is gone (expunged), every content item is NIL."""
-    out: list[tuple[FetchItem, Value]] = []
+    out: list[tuple[FetchItem, Value | Rendered]] = []
     seen_names: set[bytes] = set()
 
-    def add(item: FetchItem, value: Value) -> None:
+    def add(item: FetchItem, value: Value | Rendered) -> None:
         name = item.render()
         if name not in seen_names:
             seen_names.add(name)
@@ -184,7 +203,7 @@ def answer(
         add(UID, upstream_items.get(b"UID"))
     for item in command.items:
         if is_content(item):
-            add(_response_item(item), None if view is None else content_value(view, item))
+            add(_response_item(item), None if view is None else _rendered(view, item))
         elif item == FLAGS:
             add(FLAGS, flags_value())
         else:

@@ -316,12 +316,17 @@ class _Connection:
 
     async def _do(self, actions: list[Action]) -> None:
         assert self.up_writer is not None and self.session is not None
+        pending: list[bytes] = []  # consecutive client data goes out in one write
         for action in actions:
             if self.closed:
                 return
             if isinstance(action, SendToClient):
-                self.writer.write(action.data)
-            elif isinstance(action, SendToUpstream):
+                pending.append(action.data)
+                continue
+            if pending:
+                self.writer.write(b"".join(pending))
+                pending.clear()
+            if isinstance(action, SendToUpstream):
                 self.up_writer.write(action.data)
             elif isinstance(action, OpenMessage):
                 task = asyncio.create_task(asyncio.to_thread(
@@ -337,6 +342,8 @@ class _Connection:
             elif isinstance(action, Close):
                 await self.close()
                 return
+        if pending and not self.closed:
+            self.writer.write(b"".join(pending))
         try:
             await self.writer.drain()
             await self.up_writer.drain()

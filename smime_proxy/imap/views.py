@@ -420,7 +420,7 @@ def _has_eoh(part: Part) -> bool:
 class MessageView:
     """All FETCH views of one message. Parses once; each view is computed on demand."""
 
-    __slots__ = ("_body", "_bodystructure", "_cache", "_envelope", "data", "root")
+    __slots__ = ("_body", "_bodystructure", "_cache", "_envelope", "data", "rendered", "root")
 
     def __init__(self, message: bytes) -> None:
         self.data = to_crlf(message)
@@ -429,6 +429,7 @@ class MessageView:
         self._bodystructure: list[Value] | None = None
         self._body: list[Value] | None = None
         self._envelope: list[Value] | None = None
+        self.rendered: dict[str, bytes] = {}  # wire forms of structures (imap.fetch_rewrite)
 
     @property
     def size(self) -> int:

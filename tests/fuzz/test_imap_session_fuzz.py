@@ -151,7 +151,7 @@ def test_hostile_classification_fields_never_end_the_session(messages: list[byte
     message is answered (relayed or opened) and the session goes on."""
     driver = Driver()
     out = driver.fetch([*messages, PLAIN], b"RFC822.SIZE BODY.PEEK[]", "opened", fields)
-    assert not driver.closed and b"* BYE" not in out
+    assert not driver.closed  # (a message may hold "* BYE" itself: not checked in `out`)
     assert out.rsplit(b"\r\n", 2)[-2].startswith((b"f1 OK", b"f1 NO"))
     for number in range(1, len(messages) + 2):
         assert b"* %d FETCH" % number in out

@@ -59,9 +59,12 @@ class _Incomplete(Exception):
     """The bytes end before the value does."""
 
 
-def fetch_spans(raw: bytes) -> FetchSpans:
+def fetch_spans(raw: bytes, until: frozenset[bytes] = frozenset()) -> FetchSpans:
     """The items of `* n FETCH (...)` CRLF, or of its head up to a streamed literal's marker.
-    Raises ParseError when the bytes are not a FETCH response."""
+    With `until`, the scan stops after the last item of those names (when all were found):
+    the items after it are not read (`complete` is then False). Raises ParseError when the
+    bytes are not a FETCH response."""
+    missing = set(until)
     match = _PREFIX.match(raw)
     if match is None:
         raise ParseError("not a FETCH response", 0)
@@ -81,6 +84,10 @@ def fetch_spans(raw: bytes) -> FetchSpans:
             return FetchSpans(int(match[1]), tuple(items), complete=False)
         items.append(ItemSpan(name, start, value_start, pos))
         if raw[pos : pos + 1] == b" ":
+            if missing:
+                missing.discard(name)
+                if not missing:
+                    return FetchSpans(int(match[1]), tuple(items), complete=False)
             pos += 1
             continue
         if raw[pos : pos + 3] == b")\r\n" and pos + 3 == len(raw):
@@ -171,14 +178,30 @@ def item_value(raw: bytes, span: ItemSpan) -> bytes | None:
 
 
 def without_items(raw: bytes, spans: FetchSpans, names: frozenset[bytes]) -> bytes:
-    """The response without the items called `names`. Items are joined by one SP, as the
-    grammar has them. An incomplete head keeps its open last item. The response keeps at
-    least one item: when every item would go, the bytes come back unchanged."""
-    items = spans.items
-    last_open = not spans.complete
-    kept = [s for i, s in enumerate(items)
-            if s.name not in names or (last_open and i == len(items) - 1)]
-    if len(kept) == len(items) or not kept:
+    """The response without the items called `names`, each with one SP next to it. An
+    open last item (the head of a streamed literal) is kept. The response keeps at least
+    one item: when every item would go, the bytes come back unchanged."""
+    cuts: list[tuple[int, int]] = []
+    kept_end = -1  # the end of the last item kept so far
+    for span in spans.items:
+        if span.name not in names or (span.end == len(raw) and not spans.complete):
+            kept_end = span.end
+            continue
+        if raw[span.end : span.end + 1] == b" ":
+            cuts.append((span.start, span.end + 1))  # "name value " (more follow)
+        elif kept_end >= 0:
+            cuts.append((kept_end, span.end))  # " name value" (the last, and those before)
+        else:
+            return raw  # every item would go
+    if not cuts:
         return raw
-    return (raw[: items[0].start] + b" ".join(raw[s.start : s.end] for s in kept)
-            + raw[items[-1].end :])
+    out: list[bytes] = []
+    pos = 0
+    for start, end in sorted(cuts):  # a last item's cut reaches back over those before it
+        if start < pos:
+            pos = max(pos, end)
+            continue
+        out.append(raw[pos:start])
+        pos = end
+    out.append(raw[pos:])
+    return b"".join(out)
