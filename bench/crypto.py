@@ -182,9 +182,9 @@ def vm_hwm() -> int:
 def rss_child(op: str, work: Path) -> None:
     """Run one large operation; print {"before": hwm, "after": hwm, "size": n} as JSON."""
     from smime_proxy.crypto.keyagent import InProcessKeyAgent as Agent
-    from smime_proxy.memory import tune_allocator
+    from smime_proxy.memory import tune_memory
 
-    tune_allocator()  # as the CLI and the daemon do at start
+    tune_memory()  # as the CLI and the daemon do at start
 
     key = serialization.load_pem_private_key((work / "user.key").read_bytes(), password=None)
     from cryptography import x509

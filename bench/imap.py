@@ -397,9 +397,9 @@ def proxy_child(work: Path) -> None:
     from smime_proxy.keystore.contacts import Contacts
     from smime_proxy.keystore.ports import MemoryAddressBook, MemoryKeyStore
     from smime_proxy.keystore.service import SecureMail
-    from smime_proxy.memory import tune_allocator
+    from smime_proxy.memory import tune_memory
 
-    tune_allocator()  # as `smime-proxy serve` does at start (cli.main)
+    tune_memory()  # as `smime-proxy serve` does at start (cli.main)
     cfg = json.loads((work / "child.json").read_text())
     secure_mail = SecureMail(MemoryKeyStore(), kdf_iterations=1000)
     contacts = Contacts(MemoryAddressBook())

@@ -63,9 +63,9 @@ MODES = {
 
 def proxy_child(work: Path) -> None:
     """Serve the SMTP front until stdin closes; print `PORT n` once listening."""
-    from smime_proxy.memory import tune_allocator
+    from smime_proxy.memory import tune_memory
 
-    tune_allocator()  # as `smime-proxy serve` does at start (cli.main)
+    tune_memory()  # as `smime-proxy serve` does at start (cli.main)
     cfg = json.loads((work / "child.json").read_text())
     secure_mail = SecureMail(MemoryKeyStore(), kdf_iterations=1000)
     contacts = Contacts(MemoryAddressBook())

@@ -4,8 +4,9 @@ connections (the control endpoint, IMAP LOGIN/AUTHENTICATE and SMTP AUTH each ke
 After a few free attempts each further attempt must wait a delay that doubles (capped). Time
 comes from the injected clock, so tests need no sleeping. Attempts are reserved before the
 slow check, so a burst of parallel guesses cannot slip through; but a few attempts still
-in flight (`in_flight_allowance`: a mail client opening several connections at once, each
-with the right password) are not held against the next one. Memory is bounded: past
+in flight (`in_flight_allowance[_address]`: a mail client opening several connections at
+once, each with the right password; many users behind one address) are not held against
+the next one. Memory is bounded: past
 `max_entries` the stale entries go, then the oldest.
 
 May import: errors, stdlib.
@@ -58,11 +59,12 @@ class Throttle:
     cap: float = 300.0
     forget_after: timedelta = timedelta(minutes=15)
     max_entries: int = 100_000
-    in_flight_allowance: int = 8
+    in_flight_allowance: int = 8  # per user: a client's parallel connections
+    in_flight_allowance_address: int = 64  # per address: many users behind one (NAT)
     _users: dict[str, _Failures] = field(default_factory=dict)
     _addresses: dict[str, _Failures] = field(default_factory=dict)
 
-    def _delay(self, failures: _Failures, free: int, now: datetime) -> float:
+    def _delay(self, failures: _Failures, free: int, allowance: int, now: datetime) -> float:
         if failures.last is None:
             return 0.0
         if now - failures.last >= self.forget_after:
@@ -70,8 +72,8 @@ class Throttle:
             failures.last = None
             return 0.0
         # attempt number count+1 (the first `free` cost nothing), less a few in flight: an
-        # abandoned attempt stays counted, so at most `in_flight_allowance` go uncounted
-        counted = failures.count - min(failures.pending, self.in_flight_allowance)
+        # abandoned attempt stays counted, so at most the allowance goes uncounted
+        counted = failures.count - min(failures.pending, allowance)
         over = counted + 1 - free
         if over <= 0:
             return 0.0
@@ -85,8 +87,8 @@ class Throttle:
         by_user = self._users.setdefault(user, _Failures())
         by_address = self._addresses.setdefault(address, _Failures())
         wait = max(
-            self._delay(by_user, self.free_user, now),
-            self._delay(by_address, self.free_address, now),
+            self._delay(by_user, self.free_user, self.in_flight_allowance, now),
+            self._delay(by_address, self.free_address, self.in_flight_allowance_address, now),
         )
         if wait > 0:
             raise Throttled(math.ceil(wait))

@@ -23,7 +23,7 @@ from smime_proxy.errors import (
     KeyStoreError,
     SmimeProxyError,
 )
-from smime_proxy.memory import tune_allocator
+from smime_proxy.memory import tune_memory
 
 # Command-group modules, each with register(subparsers).
 _GROUPS = ("msg", "keys", "mime", "serve", "policy", "control")
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    tune_allocator()
+    tune_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -22,7 +22,7 @@
 Nothing here logs a password, a key or a message body.
 
 May import: accounts, config, errors, services, throttle, smime, display, keystore, mime, imap,
-tlsconfig, stdlib.
+memory, tlsconfig, stdlib.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from smime_proxy.imap.session import (
 from smime_proxy.imap.upstream import UpstreamUnavailable, open_stream
 from smime_proxy.imap.view_cache import OpenedViews, UserViews
 from smime_proxy.imap.wire import MAX_LINE
+from smime_proxy.memory import tune_memory
 from smime_proxy.mime.entity import STATUS_HEADER, without_field
 from smime_proxy.services import Services
 from smime_proxy.smime import is_encrypted
@@ -438,6 +439,7 @@ class ImapFront:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        tune_memory()  # idempotent; `smime-proxy serve` did it already
         implicit = self.listener.tls is not None and self.listener.tls.mode == "implicit"
         try:
             self._server = await asyncio.start_server(

@@ -42,7 +42,7 @@ from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.service import SecureMail
-from smime_proxy.memory import tune_allocator
+from smime_proxy.memory import tune_memory
 from smime_proxy.policy import Policy, load_policy
 from smime_proxy.services import Services
 from smime_proxy.smtp.data import DataReader
@@ -210,7 +210,7 @@ class SmtpFront:
         return self.listener.tls is not None and self.listener.tls.mode == "implicit"
 
     async def start(self) -> None:
-        tune_allocator()  # idempotent; `smime-proxy serve` did it already
+        tune_memory()  # idempotent; `smime-proxy serve` did it already
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
