@@ -25,10 +25,9 @@ CONNECTIONS = 200
 USERS = ("alice", "bob", "carol")
 STEP_TIMEOUT = 30.0  # one command's answer; the whole test takes a few seconds
 # The proxy's login throttle (smime_proxy/throttle.py) counts a LOGIN in flight against its
-# user and address until the upstream answers, and refuses a burst ("Too many failed login
-# attempts"; at HEAD a user's 4th LOGIN in flight). This test is about connections, not the
-# throttle: the clients log in at most this many at a time per user. Connecting, SELECT,
-# IDLE and NOOP are not limited.
+# user and address until the upstream answers, and refuses a large burst ("Too many failed
+# login attempts"). This test is about connections, not the throttle: the clients log in at
+# most this many at a time per user. Connecting, SELECT, IDLE and NOOP are not limited.
 LOGINS_IN_FLIGHT_PER_USER = 2
 # Dovecot's log lines when one of its services is at a limit.
 LIMIT_MARKERS = ("process_limit", "client_limit", "Maximum number of connections")
