@@ -3,6 +3,9 @@
 ``upstream`` is session-scoped: started once (in a fresh directory under /tmp, which Dovecot's
 and Postfix's unprivileged users can reach) and stopped at the end of the session. Tests must
 not stop it; they share users alice, bob and carol, so use unique subjects or mailboxes.
+
+``imaptest`` is Dovecot's imaptest, built once from tests/tools/imaptest/ and cached outside
+the repository (support/imaptest.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from smime_proxy.harness import Upstream, start_upstream
+from support import imaptest as imaptest_tool
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +35,10 @@ def upstream() -> Iterator[Upstream]:
     finally:
         up.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def imaptest() -> imaptest_tool.Imaptest:
+    """Dovecot's imaptest: ``binary`` (run it) and ``tests`` (the compliance suite). The first
+    session on a machine builds it (about 15 s); later ones find it in the cache."""
+    return imaptest_tool.build()
