@@ -40,7 +40,13 @@ from smime_proxy.imap.events import (
     SendToUpstream,
     SessionSettings,
 )
-from smime_proxy.imap.inflight import FetchEntry, FetchJob, InternalCommand, RelayedCommand
+from smime_proxy.imap.inflight import (
+    FetchEntry,
+    FetchJob,
+    InternalCommand,
+    RelayedCommand,
+    Stream,
+)
 from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire import (
     FetchCommand,
@@ -59,7 +65,7 @@ CLASSIFY: Final = FetchItem(
     "BODY", Section(text="HEADER.FIELDS", fields=(b"CONTENT-TYPE", b"X-SMIME-STATUS")), peek=True)
 CLASSIFY_NAME: Final = CLASSIFY.response_name()
 UID_NAME: Final = b"UID"
-_SORT_NAMES: Final = frozenset({CLASSIFY_NAME, UID_NAME})
+SORT_NAMES: Final = frozenset({CLASSIFY_NAME, UID_NAME})
 _OPEN_NAMES: Final = frozenset({fetch_rewrite.WHOLE_NAME, UID_NAME})
 MAX_KNOWN_PLAIN: Final = 200_000  # UIDs remembered as plain per selected mailbox
 
@@ -88,6 +94,7 @@ class ContentFetch:
     known_plain: set[int]  # UIDs of the selected mailbox that need no opening
     views: ViewCache
     mailbox: MailboxKey | None  # the selected mailbox, once its UIDVALIDITY is known
+    up_stream: Stream | None  # a response being streamed from the upstream
     _inflight: RelayedCommand | FetchJob | InternalCommand | None
     _counter: int
     _out: list[Action]
@@ -139,7 +146,7 @@ class ContentFetch:
             self._pass_on(job, raw)
             return
         try:  # only as far as the items looked at (the sort pass puts them first)
-            spans = fetch_spans(raw, _OPEN_NAMES if job.phase == "open" else _SORT_NAMES)
+            spans = fetch_spans(raw, _OPEN_NAMES if job.phase == "open" else SORT_NAMES)
         except ParseError:
             self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
             return
@@ -284,7 +291,10 @@ class ContentFetch:
     # -- answering ------------------------------------------------------------------------
 
     def _flush_job(self, job: FetchJob) -> None:
-        """Answer the messages ready so far, in order; finish when all passes are done."""
+        """Answer the messages ready so far, in order; finish when all passes are done.
+        Nothing is sent in the middle of a response streamed to the client."""
+        if self.up_stream is not None and self.up_stream.mode == "relay":
+            return
         while job.entries:
             entry = job.entries[0]
             if entry.is_raw:
@@ -320,6 +330,9 @@ class ContentFetch:
             final = job.failure
         elif job.unknown_cte:
             final = tag + b" NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding\r\n"
+        elif job.too_large:
+            final = (tag + b" NO [LIMIT] A message is larger than the proxy opens (64 MiB);"
+                     b" the others were shown\r\n")
         elif job.unviewable:
             final = (tag + b" NO [SERVERBUG] A message could not be shown (the others were);"
                      b" it is left as stored on the server\r\n")

@@ -76,8 +76,19 @@ class FetchJob:
     locked: bool = False
     unknown_cte: bool = False
     unviewable: bool = False  # a message whose views could not be computed (NO SERVERBUG)
+    too_large: bool = False  # a message over the proxy's cap was left out (NO LIMIT)
     seen_uids: list[int] = field(default_factory=list)
     store_tag: bytes | None = None
+
+
+@dataclass
+class Stream:
+    """A command or response whose large literals are being streamed (`imap.streaming`):
+    relayed as it comes, collected to be handled whole, or discarded (over the cap)."""
+
+    mode: Literal["relay", "collect", "discard"]
+    tag: bytes = b"*"
+    collected: bytearray = field(default_factory=bytearray)
 
 
 @dataclass

@@ -41,8 +41,7 @@ The actions and results are in `imap.events`, the capability filter in `imap.neg
 the answering of content FETCHes in `imap.fetch_answers`.
 
 May import: errors, throttle, imap.wire, imap.events, imap.inflight, imap.negotiation,
-imap.fetch_answers,
-imap.fetch_rewrite, imap.views, mime, stdlib.
+imap.fetch_answers, imap.fetch_rewrite, imap.streaming, imap.views, mime, stdlib.
 """
 
 from __future__ import annotations
@@ -66,13 +65,14 @@ from smime_proxy.imap.events import (
     StartClientTls,
 )
 from smime_proxy.imap.fetch_answers import ContentFetch, MailboxKey, ViewCache
-from smime_proxy.imap.inflight import FetchJob, InternalCommand, RelayedCommand
+from smime_proxy.imap.inflight import FetchJob, InternalCommand, RelayedCommand, Stream
 from smime_proxy.imap.negotiation import (
     capabilities_in,
     rewrite_capabilities,
     sasl_plain_user,
     shown_capabilities,
 )
+from smime_proxy.imap.streaming import MAX_MESSAGE, MAX_STREAMED, STREAM_AT, StreamedLiterals
 from smime_proxy.imap.wire import (
     MAX_LINE,
     NEED_DATA,
@@ -82,9 +82,13 @@ from smime_proxy.imap.wire import (
     FetchCommand,
     FramingError,
     GenericCommand,
+    LiteralChunk,
+    LiteralEnd,
     LiteralRejected,
+    LiteralStart,
     LoginCommand,
     Message,
+    MessageTail,
     ParseError,
     SelectCommand,
     ServerFramer,
@@ -109,14 +113,13 @@ __all__ = [
 ]
 
 INTERNAL_TAG: Final = b"~spx"
-MAX_MESSAGE: Final = 64 * 1024 * 1024
 MAX_LITERAL_BEFORE_LOGIN: Final = 64 * 1024
 MAX_BAD_BEFORE_LOGIN: Final = 10
 FAILED_LOGIN_DELAY: Final = 2.0
 _UIDVALIDITY: Final = re.compile(rb"\* OK \[UIDVALIDITY ([0-9]{1,10})\]", re.IGNORECASE)
 
 
-class ImapSession(ContentFetch):
+class ImapSession(ContentFetch, StreamedLiterals):
     """See the module docstring."""
 
     def __init__(self, settings: SessionSettings, gate: LoginGate | None = None,
@@ -127,7 +130,9 @@ class ImapSession(ContentFetch):
         self.client = ServerFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
                                    max_literal_size=MAX_LITERAL_BEFORE_LOGIN)
         self.upstream = ClientFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
-                                     max_literal_size=MAX_MESSAGE)
+                                     max_literal_size=MAX_STREAMED, stream_threshold=STREAM_AT)
+        self.up_stream: Stream | None = None  # a response being streamed (imap.streaming)
+        self.client_stream: Stream | None = None  # a command being streamed
         self.state: Literal["starting", "not_authenticated", "authenticated", "closed"] = (
             "starting"
         )
@@ -246,7 +251,13 @@ class ImapSession(ContentFetch):
                 return
             if isinstance(event, Message):
                 self._upstream_message(event.raw)
-            else:  # streaming is not used: no other event can come
+            elif isinstance(event, LiteralStart):
+                self._upstream_literal(event)
+            elif isinstance(event, LiteralChunk) and self.up_stream is not None:
+                self._upstream_piece(self.up_stream, event.data)
+            elif isinstance(event, MessageTail):
+                self._upstream_tail(event.raw)
+            elif not isinstance(event, LiteralEnd):
                 self._fatal("unexpected upstream event")
 
     def _upstream_message(self, raw: bytes) -> None:
@@ -278,7 +289,8 @@ class ImapSession(ContentFetch):
                 self.state = "authenticated"
                 if self._views_for is not None:
                     self.views = self._views_for(self.user)
-                self.client.max_literal_size = MAX_MESSAGE
+                self.client.max_literal_size = MAX_STREAMED  # APPEND: as the upstream takes
+                self.client.stream_threshold = STREAM_AT
                 self.gate.succeeded(self.user)
             elif job.login:
                 if raw[len(tag) + 1 :].upper().startswith(b"NO"):
@@ -367,7 +379,8 @@ class ImapSession(ContentFetch):
     def _pump_client(self) -> None:
         while self.state not in ("closed", "starting") and not self._awaiting_tls:
             job = self._inflight
-            if job is not None and not (isinstance(job, RelayedCommand) and job.client_continues):
+            if job is not None and self.client_stream is None and not (
+                    isinstance(job, RelayedCommand) and job.client_continues):
                 return
             try:
                 event = self.client.next_event()
@@ -393,13 +406,20 @@ class ImapSession(ContentFetch):
                 self._fatal("literal too large", b"* BYE [TOOBIG] Literal too large\r\n")
                 return
             if isinstance(event, Message):
-                if isinstance(job, RelayedCommand):
+                if isinstance(job, RelayedCommand) and job.client_continues:
                     self._client_continuation(job, event.raw)
                 else:
                     self._client_command(event.raw)
                 continue
-            self._fatal("unexpected client event")  # streaming is not used
-            return
+            if isinstance(event, LiteralStart):
+                self._client_literal(event)
+            elif isinstance(event, LiteralChunk) and self.client_stream is not None:
+                self._client_piece(self.client_stream, event.data)
+            elif isinstance(event, MessageTail):
+                self._client_tail(event.raw)
+            elif not isinstance(event, LiteralEnd):
+                self._fatal("unexpected client event")
+                return
 
     def _client_continuation(self, job: RelayedCommand, raw: bytes) -> None:
         """A line the client sends after a "+" of the upstream (SASL data, IDLE's DONE)."""

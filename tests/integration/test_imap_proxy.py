@@ -749,11 +749,13 @@ def test_a_second_reading_of_a_signed_message_is_not_valid(env: Env) -> None:
         direct.logout()
 
 
-@pytest.mark.parametrize("size", [300 * 1024, 10 * 1024 * 1024])
+@pytest.mark.parametrize("size", [300 * 1024, 10 * 1024 * 1024, 100 * 1024 * 1024])
 def test_large_append_completes(env: Env, size: int) -> None:
     """An APPEND of 256 KiB or more never completed (the client's bytes were held back while
     the session waited for the rest of the literal); a client's Sent copy with an
-    attachment hung and held one of the user's connection slots."""
+    attachment hung and held one of the user's connection slots. Past 64 MiB the session
+    ended. Now an APPEND is streamed to the upstream, and a FETCH of a plain message is
+    streamed back: 100 MB both ways, byte for byte."""
     tok = token()
     line = b"x" * 998 + b"\r\n"
     message = plain_message(tok, body=line * (size // len(line)))
@@ -769,6 +771,11 @@ def test_large_append_completes(env: Env, size: int) -> None:
         direct.select(mailbox)
         typ, data = direct.uid("FETCH", "1:*", "BODY.PEEK[]")
         assert typ == "OK" and literal(list(data)) == message
+        assert proxy.select(mailbox)[0] == "OK"
+        typ, fetched = proxy.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
+        assert typ == "OK" and literal(list(fetched)) == message
+        head = fetched[0]
+        assert isinstance(head, tuple) and b"RFC822.SIZE %d " % len(message) in head[0]
     finally:
         proxy.logout()
         direct.logout()

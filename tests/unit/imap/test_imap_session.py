@@ -614,3 +614,89 @@ def test_modseq_of_a_changedsince_fetch_is_kept() -> None:
     out = run.client_out()
     assert out.startswith(b"* 1 FETCH (UID 7 BODY[] " + literal(STATUS + PLAIN)
                           + b" MODSEQ (12))\r\n")
+
+
+# --- streaming of large literals (imap.streaming) -------------------------------------------
+
+BIG = 300 * 1024  # over STREAM_AT
+
+
+def test_a_large_append_goes_upstream_as_it_comes() -> None:
+    run = logged_in()
+    run.client(b"a2 APPEND Sent (\\Seen) {%d}\r\n" % BIG)
+    assert run.client_out() == b"+ OK\r\n"
+    assert run.upstream_out() == b"a2 APPEND Sent (\\Seen) {%d+}\r\n" % BIG
+    run.client(b"x" * 1000)
+    assert run.upstream_out() == b"x" * 1000
+    run.client(b"y" * (BIG - 1000))
+    assert run.upstream_out() == b"y" * (BIG - 1000)
+    run.client(b"\r\n")
+    assert run.upstream_out() == b"\r\n"
+    run.upstream(b"a2 OK [APPENDUID 1 5] Append completed.\r\n")
+    assert run.client_out() == b"a2 OK [APPENDUID 1 5] Append completed.\r\n"
+    run.client(b"a3 NOOP\r\n")
+    assert run.upstream_out() == b"a3 NOOP\r\n"
+
+
+def test_a_large_plain_message_is_streamed_to_the_client() -> None:
+    body = b"Subject: big\r\n\r\n" + b"z" * BIG
+    run = logged_in()
+    run.client(b"a2 UID FETCH 7 BODY.PEEK[]\r\n")
+    run.upstream_out()
+    run.upstream(b"* 1 FETCH (UID 7 " + CLS_R + b" " + literal(NO_FIELDS)
+                 + b" BODY[] {%d}\r\n" % len(body) + body[:5000])
+    assert run.client_out() == b"* 1 FETCH (UID 7 BODY[] {%d}\r\n" % len(body) + body[:5000]
+    run.upstream(body[5000:] + b")\r\na2 OK done\r\n")
+    assert run.client_out() == body[5000:] + b")\r\na2 OK done\r\n"
+    assert run.opens == []
+
+
+def test_an_answer_waits_for_the_end_of_a_streamed_response() -> None:
+    body = b"Subject: big\r\n\r\n" + b"z" * BIG
+    run = logged_in()
+    run.client(b"a2 UID FETCH 6:7 BODY.PEEK[]\r\n")
+    run.upstream_out()
+    run.upstream(sorted_reply(1, 6, SMIME_FIELDS, b" BODY[] " + literal(b"smime"))
+                 + b"* 2 FETCH (UID 7 " + CLS_R + b" " + literal(NO_FIELDS)
+                 + b" BODY[] {%d}\r\n" % len(body) + body[:100])
+    run.client_out()
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN))
+    assert run.client_out() == b""  # not in the middle of message 2's literal
+    run.upstream(body[100:] + b")\r\n")
+    out = run.client_out()
+    assert out.startswith(body[100:] + b")\r\n* 1 FETCH (UID 6 BODY[] {")
+
+
+def test_a_large_smime_message_is_collected_and_opened() -> None:
+    stored = b"Content-Type: application/pkcs7-mime\r\n\r\n" + b"A" * BIG
+    run = logged_in()
+    run.client(b"a2 UID FETCH 7 BODY.PEEK[]\r\n")
+    run.upstream_out()
+    run.upstream(sorted_reply(1, 7, SMIME_FIELDS, b" BODY[] " + literal(stored))[:-3])
+    assert run.client_out() == b"" and run.opens == []
+    run.upstream(b")\r\na2 OK done\r\n")
+    assert [o.raw for o in run.opens] == [stored]
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN))
+    assert run.client_out().endswith(b"a2 OK done\r\n")
+
+
+def test_a_message_over_the_cap_is_left_out_and_the_session_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from smime_proxy.imap import streaming
+
+    monkeypatch.setattr(streaming, "MAX_MESSAGE", BIG)
+    stored = b"Content-Type: application/pkcs7-mime\r\n\r\n" + b"A" * (2 * BIG)
+    run = logged_in()
+    run.client(b"a2 UID FETCH 6:7 BODY.PEEK[]\r\n")
+    run.upstream_out()
+    run.upstream(sorted_reply(1, 6, SMIME_FIELDS, b" BODY[] " + literal(stored))
+                 + sorted_reply(2, 7, NO_FIELDS, b" BODY[] " + literal(PLAIN))
+                 + b"a2 OK done\r\n")
+    out = run.client_out()
+    assert run.opens == [] and b"* 2 FETCH (UID 7 BODY[]" in out and b"* 1 FETCH" not in out
+    assert out.endswith(b"a2 NO [LIMIT] A message is larger than the proxy opens (64 MiB);"
+                        b" the others were shown\r\n")
+    run.client(b"a3 APPEND INBOX {%d+}\r\n" % (2 * BIG) + b"q" * (2 * BIG) + b"\r\n")
+    assert b"a3 APPEND INBOX" in run.upstream_out()  # streamed: no cap of the proxy's
+    run.upstream(b"a3 OK done\r\n")
+    assert run.client_out() == b"a3 OK done\r\n"
