@@ -133,8 +133,7 @@ def test_hostile_messages_never_end_the_session(messages: list[bytes], items: li
                                                 outcome: str) -> None:
     driver = Driver()
     out = driver.fetch([*messages, PLAIN], b" ".join(items), outcome)
-    assert not driver.closed
-    assert b"* BYE" not in out
+    assert not driver.closed  # (a BYE of the session's own comes with a close)
     last = out.rsplit(b"\r\n", 2)[-2]
     assert last.startswith((b"f1 OK", b"f1 NO")), last
     assert b"* %d FETCH" % (len(messages) + 1) in out  # the ordinary message was answered
