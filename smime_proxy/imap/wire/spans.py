@@ -26,6 +26,8 @@ __all__ = ["FetchSpans", "ItemSpan", "fetch_spans", "item_value", "without_items
 _PREFIX: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \(", re.IGNORECASE)
 _LITERAL: Final = re.compile(rb"~?\{([0-9]{1,19})\+?\}\r\n")
 _ATOM_END: Final = re.compile(rb"[ ()\r\n]")
+# Inside a list: what can hide a parenthesis (RFC 9051 section 9: atoms hold none of these)
+_LIST_TOKEN: Final = re.compile(rb'[()]|"(?:[^"\\\r\n]|\\.)*"|~?\{([0-9]{1,19})\+?\}\r\n')
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +123,26 @@ def _value_end(raw: bytes, pos: int) -> int:
     if pos >= end:
         raise _Incomplete
     first = raw[pos]
-    if first == 0x28:  # "("
-        pos += 1
+    if first == 0x28:  # "(": only parentheses, quoted strings and literals matter inside
+        depth = 0
         while True:
-            if pos >= end:
+            token = _LIST_TOKEN.search(raw, pos)
+            if token is None:
                 raise _Incomplete
-            if raw[pos] == 0x29:  # ")"
-                return pos + 1
-            if raw[pos] == 0x20:
-                pos += 1
+            found = raw[token.start()]
+            if found == 0x28:
+                depth += 1
+            elif found == 0x29:
+                depth -= 1
+                if depth == 0:
+                    return token.end()
+            elif found != 0x22:  # a literal: skip its data
+                data_end = token.end() + int(token[1])
+                if data_end > end:
+                    raise _Incomplete
+                pos = data_end
                 continue
-            pos = _value_end(raw, pos)
+            pos = token.end()
     if first == 0x22:  # '"': quoted string, backslash escapes (RFC 9051 section 9 quoted)
         pos += 1
         while pos < end:
