@@ -224,10 +224,7 @@ class _Connection:
                             handshake_timeout=front.settings.tls_handshake_timeout),
                 front.settings.connect_timeout)
         except (UpstreamUnavailable, OSError, TimeoutError, ssl.SSLError) as exc:
-            log.warning("upstream IMAP unavailable: %s", type(exc).__name__)
-            with contextlib.suppress(Exception):
-                self.writer.write(b"* BYE [UNAVAILABLE] The mail server cannot be reached\r\n")
-                await self.writer.drain()
+            await self._upstream_refused(exc)
             return
         peer = self.writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
@@ -236,6 +233,22 @@ class _Connection:
         await self._do(self.session.start())
         while not self.closed:
             await self._step()
+
+    async def _upstream_refused(self, exc: BaseException) -> None:
+        """No upstream connection: the client is told in a BYE, the admin in a log line that
+        says why (an upstream that closes before its greeting is most often at its
+        connection limit: Dovecot's imap-login process_limit, docs/imap-front.md)."""
+        closed = isinstance(exc, UpstreamUnavailable) and "closed the connection" in str(exc)
+        reason = str(exc) if isinstance(exc, UpstreamUnavailable) else type(exc).__name__
+        log.warning("upstream IMAP unavailable: %s%s", reason,
+                    " (at its connection limit?)" if closed else "",
+                    extra={"upstream": f"{self.front.upstream.host}:{self.front.upstream.port}"})
+        bye = (b"* BYE [UNAVAILABLE] The mail server closed the connection before its greeting;"
+               b" try again later\r\n" if closed
+               else b"* BYE [UNAVAILABLE] The mail server cannot be reached\r\n")
+        with contextlib.suppress(Exception):
+            self.writer.write(bye)
+            await self.writer.drain()
 
     async def _step(self) -> None:
         session = self.session

@@ -119,6 +119,18 @@ FAILED_LOGIN_DELAY: Final = 2.0
 _UIDVALIDITY: Final = re.compile(rb"\* OK \[UIDVALIDITY ([0-9]{1,10})\]", re.IGNORECASE)
 
 
+_NOT_THE_PASSWORD: Final = (b"[UNAVAILABLE]", b"[LIMIT]", b"[SERVERBUG]", b"[INUSE]",
+                             b"[PRIVACYREQUIRED]", b"[CONTACTADMIN]")
+
+
+def _password_refused(status: bytes) -> bool:
+    """Whether a tagged LOGIN/AUTHENTICATE answer says the credentials were wrong: NO, but
+    not with a code that names another cause (RFC 5530: the server is busy, the user is at
+    a connection limit, ...), which is neither paused nor counted as a guess."""
+    upper = status.upper()
+    return upper.startswith(b"NO") and not upper[2:].lstrip().startswith(_NOT_THE_PASSWORD)
+
+
 class ImapSession(ContentFetch, StreamedLiterals):
     """See the module docstring."""
 
@@ -293,11 +305,11 @@ class ImapSession(ContentFetch, StreamedLiterals):
                 self.client.stream_threshold = STREAM_AT
                 self.gate.succeeded(self.user)
             elif job.login:
-                if raw[len(tag) + 1 :].upper().startswith(b"NO"):
+                if _password_refused(raw[len(tag) + 1 :]):
                     self.gate.failed(job.login_user or "")  # stays counted
                     self._out.append(Pause(FAILED_LOGIN_DELAY))
-                else:
-                    self.gate.cancel(job.login_user or "")  # BAD: no password was judged
+                else:  # BAD, or NO [UNAVAILABLE] / [LIMIT]...: no password was judged wrong
+                    self.gate.cancel(job.login_user or "")
             if job.select:
                 # EXAMINE or a read-only SELECT: fetching sets no \Seen (RFC 9051 6.3.3)
                 self.read_only = not ok or b"[READ-ONLY]" in raw.upper()

@@ -169,7 +169,11 @@ async def open_stream(endpoint: UpstreamEndpoint, *, connect_timeout: float,
         try:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), connect_timeout)
             _check_greeting(line)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+        except asyncio.IncompleteReadError:
+            writer.close()
+            raise UpstreamUnavailable("the IMAP server closed the connection before its "
+                                      "greeting") from None
+        except (asyncio.LimitOverrunError, TimeoutError):
             writer.close()
             raise UpstreamUnavailable("no IMAP greeting") from None
         except UpstreamUnavailable:

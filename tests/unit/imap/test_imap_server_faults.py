@@ -14,6 +14,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from smime_proxy.config import UpstreamEndpoint
 from smime_proxy.imap.server import ImapFront, ImapSettings
 from support.imap_proxy import imap_services
@@ -42,6 +44,9 @@ class FakeUpstream:
         await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "close-before-greeting":  # Dovecot at its imap-login process_limit
+            writer.close()
+            return
         writer.write(b"* OK fake ready\r\n")
         try:
             while True:
@@ -162,6 +167,18 @@ async def test_upstream_injecting_before_its_handshake_is_refused(tmp_path: Path
         assert client.greeting.startswith(b"* BYE")
         assert await client.rest() == b""
         assert env.fake.commands == [b"STARTTLS\r\n"]  # nothing else, no credentials
+
+
+async def test_an_upstream_closing_before_its_greeting_is_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """What a client and the admin see when the upstream is at its connection limit."""
+    async with _env(tmp_path, "close-before-greeting") as env:
+        client = await env.client()
+        assert client.greeting == (b"* BYE [UNAVAILABLE] The mail server closed the connection"
+                                   b" before its greeting; try again later\r\n")
+        assert await client.rest() == b""
+    assert any("closed the connection" in r.getMessage() and "connection limit" in
+               r.getMessage() for r in caplog.records)
 
 
 async def test_graceful_stop_says_bye(tmp_path: Path) -> None:

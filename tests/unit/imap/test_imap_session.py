@@ -700,3 +700,17 @@ def test_a_message_over_the_cap_is_left_out_and_the_session_goes_on(
     assert b"a3 APPEND INBOX" in run.upstream_out()  # streamed: no cap of the proxy's
     run.upstream(b"a3 OK done\r\n")
     assert run.client_out() == b"a3 OK done\r\n"
+
+
+@pytest.mark.parametrize("answer", [b"a1 NO [LIMIT] Maximum number of connections from user+IP",
+                                    b"a1 NO [UNAVAILABLE] Temporary authentication failure"])
+def test_a_login_refused_for_another_cause_is_no_guess(answer: bytes) -> None:
+    """Dovecot's NO [LIMIT] (mail_max_userip_connections) or [UNAVAILABLE] is passed on at
+    once and not counted as a wrong password (RFC 5530 codes)."""
+    gate = RecordingGate()
+    run = gated(gate)
+    run.client(b"a1 LOGIN alice secret\r\n")
+    run.upstream(answer + b"\r\n")
+    assert run.client_out() == answer + b"\r\n"
+    assert not any(isinstance(a, Pause) for a in run.others)
+    assert gate.calls == [("reserve", "alice"), ("cancel", "alice")]
