@@ -77,6 +77,7 @@ from smime_proxy.imap.wire import (
     MAX_LINE,
     NEED_DATA,
     ClientFramer,
+    Command,
     ConnectionClosed,
     ContinuationRequest,
     FetchCommand,
@@ -116,6 +117,12 @@ INTERNAL_TAG: Final = b"~spx"
 MAX_LITERAL_BEFORE_LOGIN: Final = 64 * 1024
 MAX_BAD_BEFORE_LOGIN: Final = 10
 FAILED_LOGIN_DELAY: Final = 2.0
+# Relayed as they are and answered by the upstream alone: these may be pipelined
+PIPELINABLE: Final = frozenset({
+    "NOOP", "CHECK", "STATUS", "LIST", "LSUB", "STORE", "COPY", "MOVE", "EXPUNGE", "SEARCH",
+    "SORT", "THREAD", "FETCH", "NAMESPACE", "GETQUOTA", "GETQUOTAROOT", "GETMETADATA",
+    "MYRIGHTS", "GETACL", "LISTRIGHTS", "SUBSCRIBE", "UNSUBSCRIBE", "CREATE", "DELETE",
+    "RENAME"})
 _UIDVALIDITY: Final = re.compile(rb"\* OK \[UIDVALIDITY ([0-9]{1,10})\]", re.IGNORECASE)
 
 
@@ -153,6 +160,8 @@ class ImapSession(ContentFetch, StreamedLiterals):
         self.starttls_available = settings.starttls_available and not settings.tls_active
         self.upstream_caps: tuple[str, ...] = ()
         self._inflight: RelayedCommand | FetchJob | InternalCommand | None = None
+        self._pipelined: dict[bytes, RelayedCommand] = {}  # tag -> relayed, not yet answered
+        self._held: bytes | None = None  # a command waiting for the pipelined ones to end
         self._counter = 0  # OpenMessage request ids
         self._tags = 0  # internal command tags
         self._bad_count = 0
@@ -178,9 +187,9 @@ class ImapSession(ContentFetch, StreamedLiterals):
     @property
     def busy(self) -> bool:
         """A command is in progress (graceful stop waits for this)."""
-        return self._inflight is not None and not (
-            isinstance(self._inflight, RelayedCommand) and self._inflight.client_continues
-        )
+        return bool(self._pipelined) or self._held is not None or (
+            self._inflight is not None and not (
+                isinstance(self._inflight, RelayedCommand) and self._inflight.client_continues))
 
     def start(self) -> list[Action]:
         tag = self._new_tag()
@@ -281,6 +290,9 @@ class ImapSession(ContentFetch, StreamedLiterals):
             self._upstream_untagged(raw)
             return
         tag = raw.split(b" ", 1)[0]
+        if self._pipelined.pop(tag, None) is not None:
+            self._out.append(SendToClient(self._filter_caps_in(raw)))
+            return
         if isinstance(job, InternalCommand) and tag == job.tag:
             self._inflight = None
             if not raw[len(tag) + 1 :].upper().startswith(b"OK"):
@@ -390,6 +402,12 @@ class ImapSession(ContentFetch, StreamedLiterals):
 
     def _pump_client(self) -> None:
         while self.state not in ("closed", "starting") and not self._awaiting_tls:
+            if self._held is not None:  # it waits for the pipelined commands to end
+                if self._inflight is not None or self._pipelined:
+                    return
+                raw, self._held = self._held, None
+                self._client_command(raw)
+                continue
             job = self._inflight
             if job is not None and self.client_stream is None and not (
                     isinstance(job, RelayedCommand) and job.client_continues):
@@ -482,6 +500,9 @@ class ImapSession(ContentFetch, StreamedLiterals):
             self._bad(tag, b"Error in IMAP command")
             return
         name, tag = command.name, command.tag
+        if self._pipelined and not self._may_pipeline(command, raw):
+            self._held = raw  # after the commands in flight (the loop comes back to it)
+            return
         if name in ("CAPABILITY", "NOOP", "LOGOUT", "STARTTLS") and (
             self.state != "authenticated" or name == "STARTTLS"
         ):
@@ -517,6 +538,9 @@ class ImapSession(ContentFetch, StreamedLiterals):
             return
         if name == "LOGOUT":
             self._logging_out = True
+        if self._may_pipeline(command, raw):
+            self._relay(tag, raw, pipelined=True)
+            return
         if name in ("SELECT", "EXAMINE", "UNSELECT", "CLOSE"):
             # another mailbox (or none): what was learnt about the last one no longer holds
             self.known_plain = set()
@@ -526,6 +550,16 @@ class ImapSession(ContentFetch, StreamedLiterals):
                 inbox = command.mailbox.upper() == b"INBOX"
                 self._selecting = b"INBOX" if inbox else command.mailbox
         self._relay(tag, raw, select=name in ("SELECT", "EXAMINE"))
+
+    def _may_pipeline(self, command: Command, raw: bytes) -> bool:
+        """Whether a command may go upstream while others are in flight (RFC 9051 5.5: the
+        upstream orders them; the client decided they may run together). Only commands the
+        proxy relays as they are, whose answers it does not read, in one piece."""
+        return (self.state == "authenticated" and command.name in PIPELINABLE
+                and command.tag not in self._pipelined
+                and not (isinstance(command, FetchCommand)
+                         and fetch_rewrite.needs_rewrite(command))
+                and (b"{" not in raw or self._upstream_has("LITERAL+")))
 
     def _all_known_plain(self, command: FetchCommand) -> bool:
         """A UID FETCH of a few UIDs all known to need no opening: relayed as it is."""
@@ -582,14 +616,18 @@ class ImapSession(ContentFetch, StreamedLiterals):
 
     def _relay(self, tag: bytes, raw: bytes, *, login: bool = False,
                login_user: str | None = None, sasl_plain: bool = False,
-               select: bool = False, plain_fetch: bool = False) -> None:
+               select: bool = False, plain_fetch: bool = False,
+               pipelined: bool = False) -> None:
         if self._upstream_has("LITERAL+"):
             raw = use_nonsync_literals(raw, None)
         elif self._upstream_has("LITERAL-"):
             raw = use_nonsync_literals(raw)
         pieces = deque(split_at_sync_literals(raw))
-        self._inflight = RelayedCommand(tag, login=login, login_user=login_user,
-                                        sasl_plain=sasl_plain, select=select,
-                                        plain_fetch=plain_fetch)
-        self._inflight.pieces = pieces
+        command = RelayedCommand(tag, login=login, login_user=login_user,
+                                 sasl_plain=sasl_plain, select=select, plain_fetch=plain_fetch)
+        if pipelined:
+            self._pipelined[tag] = command
+        else:
+            self._inflight = command
+        command.pieces = pieces
         self._out.append(SendToUpstream(pieces.popleft()))

@@ -714,3 +714,30 @@ def test_a_login_refused_for_another_cause_is_no_guess(answer: bytes) -> None:
     assert run.client_out() == answer + b"\r\n"
     assert not any(isinstance(a, Pause) for a in run.others)
     assert gate.calls == [("reserve", "alice"), ("cancel", "alice")]
+
+
+# --- pipelining -------------------------------------------------------------------------------
+
+
+def test_simple_commands_are_pipelined_and_answered_by_tag() -> None:
+    run = logged_in()
+    run.client(b"a2 NOOP\r\na3 UID STORE 1 +FLAGS (\\Seen)\r\na4 STATUS INBOX (MESSAGES)\r\n")
+    assert run.upstream_out() == (b"a2 NOOP\r\na3 UID STORE 1 +FLAGS (\\Seen)\r\n"
+                                  b"a4 STATUS INBOX (MESSAGES)\r\n")
+    assert run.session.busy
+    run.upstream(b"a2 OK done\r\n* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n"
+                 b"* STATUS INBOX (MESSAGES 1)\r\na4 OK done\r\na3 OK stored\r\n")
+    assert run.client_out() == (b"a2 OK done\r\n* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n"
+                                b"* STATUS INBOX (MESSAGES 1)\r\na4 OK done\r\na3 OK stored\r\n")
+    assert not run.session.busy
+
+
+@pytest.mark.parametrize("second", [b"a3 SELECT INBOX\r\n", b"a3 FETCH 1 BODY.PEEK[]\r\n",
+                                    b"a3 IDLE\r\n", b"a2 NOOP\r\n"])
+def test_other_commands_wait_for_the_pipelined_ones(second: bytes) -> None:
+    run = logged_in()
+    run.client(b"a2 NOOP\r\n" + second + b"a4 NOOP\r\n")
+    assert run.upstream_out() == b"a2 NOOP\r\n"  # the second waits, and so does what follows
+    run.upstream(b"a2 OK done\r\n")
+    assert run.client_out() == b"a2 OK done\r\n"
+    assert run.upstream_out().startswith(second.split(b" ", 1)[0])
