@@ -23,14 +23,15 @@ Behaviour:
   before login are capped at 64 KiB. Bytes a client pipelines after STARTTLS are discarded
   (notes/security.md item 7). Capabilities the proxy cannot carry (COMPRESS, NOTIFY,
   PREVIEW/SNIPPET, SASL mechanisms other than PLAIN) are filtered out everywhere.
-- After login every command is relayed as sent (tag kept), one at a time, except content
-  FETCHes (see `fetch_rewrite`): each message is fetched whole with BODY.PEEK[], opened
-  through `OpenMessage`, and every item answered from the bytes the client is shown; \\Seen
-  is set with `UID STORE +FLAGS.SILENT` where the client's items would have set it.
-  A locked key on an encrypted message makes the FETCH end in `NO [UNAVAILABLE]` with no
-  data for that message (or, with `locked_fetch: passthrough`, the raw S/MIME message).
-- A plain message that `open_message` did not change (no signature, no incoming
-  X-SMIME-Status) is shown byte for byte as stored, so every answer equals the upstream's.
+- After login every command is relayed as sent (tag kept). Commands whose answers only the
+  upstream gives (NOOP, STATUS, STORE, SEARCH, non-content FETCH, ...: `PIPELINABLE`) are
+  pipelined; any other waits until those in flight are answered. Content FETCHes are
+  answered by `imap.fetch_answers` (plain messages: the upstream's own answer; S/MIME ones:
+  opened through `OpenMessage`, answered from the bytes the client is shown; \\Seen set
+  with `UID STORE +FLAGS.SILENT` where the client's items would have set it). A locked key
+  on an encrypted message makes the FETCH end in `NO [UNAVAILABLE]` with no data for that
+  message (or, with `locked_fetch: passthrough`, the raw S/MIME message). Large literals
+  are streamed (`imap.streaming`).
 - Internal commands use tags starting with `~spx`; a client tag with that prefix gets BAD.
 
 Why its own wire and not an IMAP client library (aioimaplib serves the proxy's own work, see
@@ -38,10 +39,10 @@ Why its own wire and not an IMAP client library (aioimaplib serves the proxy's o
 understand through byte for byte; a client library parses and rebuilds everything it reads.
 
 The actions and results are in `imap.events`, the capability filter in `imap.negotiation`,
-the answering of content FETCHes in `imap.fetch_answers`.
+the answering of content FETCHes in `imap.fetch_answers`, logins in `imap.login`.
 
 May import: errors, throttle, imap.wire, imap.events, imap.inflight, imap.negotiation,
-imap.fetch_answers, imap.fetch_rewrite, imap.streaming, imap.views, mime, stdlib.
+imap.fetch_answers, imap.fetch_rewrite, imap.login, imap.streaming, imap.views, mime, stdlib.
 """
 
 from __future__ import annotations
@@ -66,10 +67,10 @@ from smime_proxy.imap.events import (
 )
 from smime_proxy.imap.fetch_answers import ContentFetch, MailboxKey, ViewCache
 from smime_proxy.imap.inflight import FetchJob, InternalCommand, RelayedCommand, Stream
+from smime_proxy.imap.login import Logins
 from smime_proxy.imap.negotiation import (
     capabilities_in,
     rewrite_capabilities,
-    sasl_plain_user,
     shown_capabilities,
 )
 from smime_proxy.imap.streaming import MAX_MESSAGE, MAX_STREAMED, STREAM_AT, StreamedLiterals
@@ -98,7 +99,7 @@ from smime_proxy.imap.wire import (
     split_at_sync_literals,
     use_nonsync_literals,
 )
-from smime_proxy.throttle import LoginGate, OpenGate, Throttled
+from smime_proxy.throttle import LoginGate, OpenGate
 
 __all__ = [
     "Action",
@@ -116,7 +117,6 @@ __all__ = [
 INTERNAL_TAG: Final = b"~spx"
 MAX_LITERAL_BEFORE_LOGIN: Final = 64 * 1024
 MAX_BAD_BEFORE_LOGIN: Final = 10
-FAILED_LOGIN_DELAY: Final = 2.0
 # Relayed as they are and answered by the upstream alone: these may be pipelined
 PIPELINABLE: Final = frozenset({
     "NOOP", "CHECK", "STATUS", "LIST", "LSUB", "STORE", "COPY", "MOVE", "EXPUNGE", "SEARCH",
@@ -126,19 +126,7 @@ PIPELINABLE: Final = frozenset({
 _UIDVALIDITY: Final = re.compile(rb"\* OK \[UIDVALIDITY ([0-9]{1,10})\]", re.IGNORECASE)
 
 
-_NOT_THE_PASSWORD: Final = (b"[UNAVAILABLE]", b"[LIMIT]", b"[SERVERBUG]", b"[INUSE]",
-                             b"[PRIVACYREQUIRED]", b"[CONTACTADMIN]")
-
-
-def _password_refused(status: bytes) -> bool:
-    """Whether a tagged LOGIN/AUTHENTICATE answer says the credentials were wrong: NO, but
-    not with a code that names another cause (RFC 5530: the server is busy, the user is at
-    a connection limit, ...), which is neither paused nor counted as a guess."""
-    upper = status.upper()
-    return upper.startswith(b"NO") and not upper[2:].lstrip().startswith(_NOT_THE_PASSWORD)
-
-
-class ImapSession(ContentFetch, StreamedLiterals):
+class ImapSession(Logins, ContentFetch, StreamedLiterals):
     """See the module docstring."""
 
     def __init__(self, settings: SessionSettings, gate: LoginGate | None = None,
@@ -308,20 +296,8 @@ class ImapSession(ContentFetch, StreamedLiterals):
             if job.throttled is not None:  # our refusal, after the upstream's "*" answer
                 self._out.append(SendToClient(tag + b" " + job.throttled))
                 return
-            if ok and job.login:
-                self.user = job.login_user or ""
-                self.state = "authenticated"
-                if self._views_for is not None:
-                    self.views = self._views_for(self.user)
-                self.client.max_literal_size = MAX_STREAMED  # APPEND: as the upstream takes
-                self.client.stream_threshold = STREAM_AT
-                self.gate.succeeded(self.user)
-            elif job.login:
-                if _password_refused(raw[len(tag) + 1 :]):
-                    self.gate.failed(job.login_user or "")  # stays counted
-                    self._out.append(Pause(FAILED_LOGIN_DELAY))
-                else:  # BAD, or NO [UNAVAILABLE] / [LIMIT]...: no password was judged wrong
-                    self.gate.cancel(job.login_user or "")
+            if job.login:
+                self._login_answered(job, raw[len(tag) + 1 :], ok)
             if job.select:
                 # EXAMINE or a read-only SELECT: fetching sets no \Seen (RFC 9051 6.3.3)
                 self.read_only = not ok or b"[READ-ONLY]" in raw.upper()
@@ -380,9 +356,6 @@ class ImapSession(ContentFetch, StreamedLiterals):
         caps = capabilities_in(raw)
         if caps is not None:
             self.upstream_caps = caps
-
-    def _login_allowed(self) -> bool:
-        return self.tls_active or self.settings.plaintext_login
 
     def _filter(self, caps: tuple[str, ...]) -> list[str]:
         return shown_capabilities(caps, before_login=self.state != "authenticated",
@@ -450,36 +423,6 @@ class ImapSession(ContentFetch, StreamedLiterals):
             elif not isinstance(event, LiteralEnd):
                 self._fatal("unexpected client event")
                 return
-
-    def _client_continuation(self, job: RelayedCommand, raw: bytes) -> None:
-        """A line the client sends after a "+" of the upstream (SASL data, IDLE's DONE)."""
-        job.client_continues = False
-        if job.sasl_plain:
-            job.sasl_plain = False
-            job.login_user = sasl_plain_user(raw.rstrip(b"\r\n"))
-            refusal = self._throttled(job.login_user or "")
-            if refusal is not None:
-                job.throttled = refusal
-                self._out.append(SendToUpstream(b"*\r\n"))  # cancel the exchange (RFC 9051 6.2.2)
-                return
-        self._out.append(SendToUpstream(raw))
-
-    def _login(self, tag: bytes, raw: bytes, user: str) -> None:
-        """LOGIN, or AUTHENTICATE PLAIN with its initial response: relayed unless throttled."""
-        refusal = self._throttled(user)
-        if refusal is not None:
-            self._out.append(SendToClient(tag + b" " + refusal))
-        else:
-            self._relay(tag, raw, login=True, login_user=user)
-
-    def _throttled(self, user: str) -> bytes | None:
-        """None when this login attempt may go upstream; else the NO text to answer."""
-        try:
-            self.gate.reserve(user)
-        except Throttled as exc:
-            return (b"NO [UNAVAILABLE] Too many failed login attempts; try again in %d s\r\n"
-                    % exc.retry_after)
-        return None
 
     def _bad(self, tag: bytes, text: bytes) -> None:
         self._out.append(SendToClient(tag + b" BAD " + text + b"\r\n"))
@@ -598,21 +541,6 @@ class ImapSession(ContentFetch, StreamedLiterals):
             # Anything the client sent after STARTTLS, before the handshake, is dropped.
             self.client = ServerFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
                                        max_literal_size=MAX_LITERAL_BEFORE_LOGIN)
-
-    def _authenticate(self, command: GenericCommand, raw: bytes) -> None:
-        tag = command.tag
-        args = command.args.split(b" ")
-        if not args or args[0].upper() != b"PLAIN" or len(args) > 2:
-            self._out.append(SendToClient(tag + b" NO [CANNOT] Only AUTHENTICATE PLAIN\r\n"))
-            return
-        if not self._login_allowed():
-            self._out.append(SendToClient(
-                tag + b" NO [PRIVACYREQUIRED] Use STARTTLS or TLS first\r\n"))
-            return
-        if len(args) == 2:
-            self._login(tag, raw, sasl_plain_user(args[1]) or "")
-        else:
-            self._relay(tag, raw, login=True, sasl_plain=True)
 
     def _relay(self, tag: bytes, raw: bytes, *, login: bool = False,
                login_user: str | None = None, sasl_plain: bool = False,

@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "harness")),
     ("protocol logic", ("imap", "imap.session", "imap.events", "imap.inflight",
                         "imap.negotiation", "imap.fetch_rewrite", "imap.fetch_answers",
-                        "imap.view_cache", "imap.streaming",
+                        "imap.view_cache", "imap.streaming", "imap.login",
                         "smtp", "smtp.session",
                         "smtp.submission", "smtp.data", "smtp.directory", "policy",
                         "policy.decide")),

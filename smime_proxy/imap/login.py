@@ -1,0 +1,119 @@
+"""How the IMAP session handles logins (a part of `imap.session.ImapSession`, kept here to
+keep that module readable): LOGIN and AUTHENTICATE PLAIN relayed with the client's own
+credentials, the login throttle asked before each attempt and told the outcome, a failed
+login answered after a pause, and the session set up for the user once the upstream says OK.
+
+May import: imap.wire, imap.events, imap.inflight, imap.negotiation, imap.fetch_answers,
+imap.streaming, throttle, stdlib.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final, Literal
+
+from smime_proxy.imap.events import Action, Pause, SendToClient, SendToUpstream, SessionSettings
+from smime_proxy.imap.fetch_answers import ViewCache
+from smime_proxy.imap.inflight import RelayedCommand
+from smime_proxy.imap.negotiation import sasl_plain_user
+from smime_proxy.imap.streaming import MAX_STREAMED, STREAM_AT
+from smime_proxy.imap.wire import GenericCommand, ServerFramer
+from smime_proxy.throttle import LoginGate, Throttled
+
+FAILED_LOGIN_DELAY: Final = 2.0
+NOT_THE_PASSWORD: Final = (b"[UNAVAILABLE]", b"[LIMIT]", b"[SERVERBUG]", b"[INUSE]",
+                             b"[PRIVACYREQUIRED]", b"[CONTACTADMIN]")
+
+
+def password_refused(status: bytes) -> bool:
+    """Whether a tagged LOGIN/AUTHENTICATE answer says the credentials were wrong: NO, but
+    not with a code that names another cause (RFC 5530: the server is busy, the user is at
+    a connection limit, ...), which is neither paused nor counted as a guess."""
+    upper = status.upper()
+    return upper.startswith(b"NO") and not upper[2:].lstrip().startswith(NOT_THE_PASSWORD)
+
+
+
+class Logins:
+    """The login half of the session (a mixin: the session provides the state)."""
+
+    settings: SessionSettings
+    gate: LoginGate
+    client: ServerFramer
+    state: Literal["starting", "not_authenticated", "authenticated", "closed"]
+    user: str | None
+    views: ViewCache
+    _views_for: Callable[[str], ViewCache] | None
+    tls_active: bool
+    _out: list[Action]
+
+    def _relay(self, tag: bytes, raw: bytes, *, login: bool = False,
+               login_user: str | None = None, sasl_plain: bool = False,
+               select: bool = False, plain_fetch: bool = False,
+               pipelined: bool = False) -> None:
+        raise NotImplementedError
+
+    def _login_allowed(self) -> bool:
+        return self.tls_active or self.settings.plaintext_login
+
+    def _login_answered(self, job: RelayedCommand, status: bytes, ok: bool) -> None:
+        """The upstream's tagged answer to a LOGIN / AUTHENTICATE (`status`: after the tag)."""
+        if ok:
+            self.user = job.login_user or ""
+            self.state = "authenticated"
+            if self._views_for is not None:
+                self.views = self._views_for(self.user)
+            self.client.max_literal_size = MAX_STREAMED  # APPEND: as the upstream takes
+            self.client.stream_threshold = STREAM_AT
+            self.gate.succeeded(self.user)
+        elif password_refused(status):
+            self.gate.failed(job.login_user or "")  # stays counted
+            self._out.append(Pause(FAILED_LOGIN_DELAY))
+        else:  # BAD, or NO [UNAVAILABLE] / [LIMIT]...: no password was judged wrong
+            self.gate.cancel(job.login_user or "")
+
+    def _client_continuation(self, job: RelayedCommand, raw: bytes) -> None:
+        """A line the client sends after a "+" of the upstream (SASL data, IDLE's DONE)."""
+        job.client_continues = False
+        if job.sasl_plain:
+            job.sasl_plain = False
+            job.login_user = sasl_plain_user(raw.rstrip(b"\r\n"))
+            refusal = self._throttled(job.login_user or "")
+            if refusal is not None:
+                job.throttled = refusal
+                self._out.append(SendToUpstream(b"*\r\n"))  # cancel the exchange (RFC 9051 6.2.2)
+                return
+        self._out.append(SendToUpstream(raw))
+
+    def _login(self, tag: bytes, raw: bytes, user: str) -> None:
+        """LOGIN, or AUTHENTICATE PLAIN with its initial response: relayed unless throttled."""
+        refusal = self._throttled(user)
+        if refusal is not None:
+            self._out.append(SendToClient(tag + b" " + refusal))
+        else:
+            self._relay(tag, raw, login=True, login_user=user)
+
+    def _throttled(self, user: str) -> bytes | None:
+        """None when this login attempt may go upstream; else the NO text to answer."""
+        try:
+            self.gate.reserve(user)
+        except Throttled as exc:
+            return (b"NO [UNAVAILABLE] Too many failed login attempts; try again in %d s\r\n"
+                    % exc.retry_after)
+        return None
+
+    def _authenticate(self, command: GenericCommand, raw: bytes) -> None:
+        tag = command.tag
+        args = command.args.split(b" ")
+        if not args or args[0].upper() != b"PLAIN" or len(args) > 2:
+            self._out.append(SendToClient(tag + b" NO [CANNOT] Only AUTHENTICATE PLAIN\r\n"))
+            return
+        if not self._login_allowed():
+            self._out.append(SendToClient(
+                tag + b" NO [PRIVACYREQUIRED] Use STARTTLS or TLS first\r\n"))
+            return
+        if len(args) == 2:
+            self._login(tag, raw, sasl_plain_user(args[1]) or "")
+        else:
+            self._relay(tag, raw, login=True, sasl_plain=True)
+
