@@ -283,26 +283,26 @@ class _Connection:
             # nothing from either side for the whole autologout time (RFC 9051 5.4)
             await self.close(b"* BYE Autologout; idle for too long\r\n")
             return
-        for task in done:
+        for finished in done:
             if self.closed:
                 return
-            if task is self.client_read:
+            if finished is self.client_read:
                 self.client_read = None
-                data = task.result()
+                data = cast(bytes, finished.result())
                 self.client_eof = not data
                 await self._do(session.client_data(data))
-            elif task is self.upstream_read:
+            elif finished is self.upstream_read:
                 self.upstream_read = None
-                data = task.result()
+                data = cast(bytes, finished.result())
                 self.upstream_eof = not data
                 await self._do(session.upstream_data(data))
                 await self._check_login_limit()
             else:
-                self.opens.discard(task)
+                self.opens.discard(finished)
                 if not self.closed:
                     await self._check_login_limit()
                 try:
-                    result = cast(MessageOpened, task.result())
+                    result = cast(MessageOpened, finished.result())
                 except Exception as exc:  # a bug: never show anything uncertain
                     log.error("opening a message failed: %s", type(exc).__name__)
                     await self._do([SendToClient(b"* BYE Internal error\r\n"),
