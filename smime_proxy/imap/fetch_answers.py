@@ -45,6 +45,7 @@ from smime_proxy.imap.inflight import (
     FetchJob,
     InternalCommand,
     RelayedCommand,
+    SearchJob,
     Stream,
 )
 from smime_proxy.imap.views import MessageView
@@ -95,7 +96,7 @@ class ContentFetch:
     views: ViewCache
     mailbox: MailboxKey | None  # the selected mailbox, once its UIDVALIDITY is known
     up_stream: Stream | None  # a response being streamed from the upstream
-    _inflight: RelayedCommand | FetchJob | InternalCommand | None
+    _inflight: RelayedCommand | FetchJob | InternalCommand | SearchJob | None
     _counter: int
     _out: list[Action]
 

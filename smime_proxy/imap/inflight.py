@@ -1,7 +1,8 @@
 """The commands an IMAP session has in flight (one at a time): a client command relayed as
-sent, a content FETCH being answered message by message, or a command of the proxy's own.
+sent, a content FETCH being answered message by message, a SEARCH that looks into encrypted
+mail, or a command of the proxy's own.
 
-May import: imap.wire, imap.events, imap.views, stdlib.
+May import: imap.wire, imap.events, imap.search, imap.views, stdlib.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from smime_proxy.imap.events import MessageOpened
+from smime_proxy.imap.search import Leaf, Node
 from smime_proxy.imap.views import MessageView
-from smime_proxy.imap.wire import FetchCommand, Value
+from smime_proxy.imap.wire import FetchCommand, SearchCommand, Value
 
 
 @dataclass
@@ -89,6 +91,26 @@ class Stream:
     mode: Literal["relay", "collect", "discard"]
     tag: bytes = b"*"
     collected: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class SearchJob:
+    """A SEARCH that may find encrypted mail, answered in passes (`imap.search_job`)."""
+
+    command: SearchCommand
+    tree: Node
+    returns: tuple[str, ...] | None  # ESEARCH options asked, None for a plain SEARCH
+    phase: Literal["upstream", "candidates", "leaves", "uids", "open", "done"] = "upstream"
+    tag: bytes = b""  # the internal command in flight
+    found: set[int] = field(default_factory=set)  # pass 1
+    numbers: list[int] = field(default_factory=list)  # what the pass in flight returned
+    candidates: list[int] = field(default_factory=list)
+    leaf_list: list[Leaf] = field(default_factory=list)
+    leaf_numbers: dict[Leaf, set[int]] = field(default_factory=dict)
+    uids: dict[int, int] = field(default_factory=dict)  # number -> UID
+    views: dict[int, MessageView] = field(default_factory=dict)  # number -> shown message
+    opening: dict[int, int] = field(default_factory=dict)  # request id -> number
+    done: bytes = b""  # the upstream's tagged answer to pass 1, with the client's tag
 
 
 @dataclass

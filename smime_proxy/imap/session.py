@@ -42,7 +42,8 @@ The actions and results are in `imap.events`, the capability filter in `imap.neg
 the answering of content FETCHes in `imap.fetch_answers`, logins in `imap.login`.
 
 May import: errors, throttle, imap.wire, imap.events, imap.inflight, imap.negotiation,
-imap.fetch_answers, imap.fetch_rewrite, imap.login, imap.streaming, imap.views, mime, stdlib.
+imap.fetch_answers, imap.fetch_rewrite, imap.login, imap.search_job, imap.streaming,
+imap.views, mime, stdlib.
 """
 
 from __future__ import annotations
@@ -66,13 +67,20 @@ from smime_proxy.imap.events import (
     StartClientTls,
 )
 from smime_proxy.imap.fetch_answers import ContentFetch, MailboxKey, ViewCache
-from smime_proxy.imap.inflight import FetchJob, InternalCommand, RelayedCommand, Stream
+from smime_proxy.imap.inflight import (
+    FetchJob,
+    InternalCommand,
+    RelayedCommand,
+    SearchJob,
+    Stream,
+)
 from smime_proxy.imap.login import Logins
 from smime_proxy.imap.negotiation import (
     capabilities_in,
     rewrite_capabilities,
     shown_capabilities,
 )
+from smime_proxy.imap.search_job import EncryptedSearch
 from smime_proxy.imap.streaming import MAX_MESSAGE, MAX_STREAMED, STREAM_AT, StreamedLiterals
 from smime_proxy.imap.wire import (
     MAX_LINE,
@@ -92,6 +100,7 @@ from smime_proxy.imap.wire import (
     Message,
     MessageTail,
     ParseError,
+    SearchCommand,
     SelectCommand,
     ServerFramer,
     TruncatedMessage,
@@ -126,7 +135,7 @@ PIPELINABLE: Final = frozenset({
 _UIDVALIDITY: Final = re.compile(rb"\* OK \[UIDVALIDITY ([0-9]{1,10})\]", re.IGNORECASE)
 
 
-class ImapSession(Logins, ContentFetch, StreamedLiterals):
+class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals):
     """See the module docstring."""
 
     def __init__(self, settings: SessionSettings, gate: LoginGate | None = None,
@@ -147,7 +156,7 @@ class ImapSession(Logins, ContentFetch, StreamedLiterals):
         self.tls_active = settings.tls_active
         self.starttls_available = settings.starttls_available and not settings.tls_active
         self.upstream_caps: tuple[str, ...] = ()
-        self._inflight: RelayedCommand | FetchJob | InternalCommand | None = None
+        self._inflight: RelayedCommand | FetchJob | InternalCommand | SearchJob | None = None
         self._pipelined: dict[bytes, RelayedCommand] = {}  # tag -> relayed, not yet answered
         self._held: bytes | None = None  # a command waiting for the pipelined ones to end
         self._counter = 0  # OpenMessage request ids
@@ -168,6 +177,8 @@ class ImapSession(Logins, ContentFetch, StreamedLiterals):
     @property
     def pending_opens(self) -> int:
         job = self._inflight
+        if isinstance(job, SearchJob):
+            return len(job.opening)
         if not isinstance(job, FetchJob):
             return 0
         return sum(1 for e in job.entries if e.request_id is not None and e.result is None)
@@ -206,6 +217,9 @@ class ImapSession(Logins, ContentFetch, StreamedLiterals):
 
     def message_opened(self, result: MessageOpened) -> list[Action]:
         job = self._inflight
+        if self.state != "closed" and isinstance(job, SearchJob):
+            self.search_opened(job, result)
+            return self._run()
         if self.state == "closed" or not isinstance(job, FetchJob):
             return []
         for entry in job.entries:
@@ -308,6 +322,8 @@ class ImapSession(Logins, ContentFetch, StreamedLiterals):
             return
         if isinstance(job, FetchJob) and self._fetch_tagged(job, tag, raw):
             return
+        if isinstance(job, SearchJob) and self._search_tagged(job, tag, raw):
+            return
         self._fatal("unexpected tagged response", b"* BYE Upstream server error\r\n")
 
     def _upstream_continuation(self, raw: bytes) -> None:
@@ -339,6 +355,9 @@ class ImapSession(Logins, ContentFetch, StreamedLiterals):
                 self._fetch_data(job, raw)
             else:
                 self._fetch_other(job, raw)
+            return
+        if isinstance(job, SearchJob):
+            self._search_untagged(job, raw)
             return
         if self._selecting is not None:
             match = _UIDVALIDITY.match(raw)
@@ -473,6 +492,8 @@ class ImapSession(Logins, ContentFetch, StreamedLiterals):
         if name in ("LOGIN", "AUTHENTICATE"):
             self._bad(tag, b"Already logged in")
             return
+        if isinstance(command, SearchCommand) and self._start_search(command):
+            return
         if isinstance(command, FetchCommand) and fetch_rewrite.needs_rewrite(command):
             if self._all_known_plain(command):
                 self._relay(tag, raw, plain_fetch=True)
@@ -502,6 +523,7 @@ class ImapSession(Logins, ContentFetch, StreamedLiterals):
                 and command.tag not in self._pipelined
                 and not (isinstance(command, FetchCommand)
                          and fetch_rewrite.needs_rewrite(command))
+                and not (isinstance(command, SearchCommand) and self._searches_text(command))
                 and (b"{" not in raw or self._upstream_has("LITERAL+")))
 
     def _all_known_plain(self, command: FetchCommand) -> bool:

@@ -26,7 +26,13 @@ from typing import Final
 
 from smime_proxy.imap.events import Action, SendToClient, SendToUpstream
 from smime_proxy.imap.fetch_answers import CLASSIFY_NAME, SORT_NAMES, UID_NAME
-from smime_proxy.imap.inflight import FetchJob, InternalCommand, RelayedCommand, Stream
+from smime_proxy.imap.inflight import (
+    FetchJob,
+    InternalCommand,
+    RelayedCommand,
+    SearchJob,
+    Stream,
+)
 from smime_proxy.imap.wire import LiteralStart, ParseError
 from smime_proxy.imap.wire.spans import fetch_spans, item_value, without_items
 from smime_proxy.mime.entity import needs_opening
@@ -66,7 +72,7 @@ class StreamedLiterals:
 
     state: str
     known_plain: set[int]
-    _inflight: RelayedCommand | FetchJob | InternalCommand | None
+    _inflight: RelayedCommand | FetchJob | InternalCommand | SearchJob | None
     _out: list[Action]
     up_stream: Stream | None
     client_stream: Stream | None

@@ -833,3 +833,44 @@ def test_an_opened_message_is_cached_and_the_lock_takes_it_away(env: Env) -> Non
     finally:
         secure_mail.unlock("alice", KEY_PASSWORD, env.world.now)
         proxy.logout()
+
+
+def test_search_finds_what_encrypted_mail_says(env: Env) -> None:
+    """Issue 10: SEARCH BODY/TEXT/SUBJECT find encrypted messages by their plaintext (the
+    upstream alone cannot), merged with the upstream's own result, in SEARCH and ESEARCH
+    form, by UID and by sequence number; the other keys still apply."""
+    tok = token()
+    ids = people().ids
+    word = "zebra" + tok[-6:]
+    mailbox = "Search-" + tok
+    direct = env.direct()
+    try:
+        assert direct.create(mailbox)[0] == "OK"
+        secret = plain_message(f"{tok}-1", body=f"the {word} is here\r\n".encode()).replace(
+            b"From: Bob <bob@example.test>", b"From: Alice <alice@example.test>")
+        other = plain_message(f"{tok}-2", body=b"nothing to see\r\n")
+        clear = plain_message(f"{tok}-3", body=f"a plain {word}\r\n".encode())
+        for message in (encrypted_signed(secret, ids["alice"], ids["alice"]),
+                        encrypted_signed(other, ids["alice"], ids["alice"]), clear):
+            assert direct.append(mailbox, None, None, message)[0] == "OK"
+        direct.select(mailbox)
+        assert direct.uid("SEARCH", "BODY", word)[1] == [b"3"]  # the upstream: plain only
+    finally:
+        direct.logout()
+    proxy = env.proxy()
+    try:
+        assert proxy.select(mailbox)[0] == "OK"
+        assert proxy.uid("SEARCH", "BODY", word)[1] == [b"1 3"]
+        assert proxy.search(None, "TEXT", word)[1] == [b"1 3"]
+        assert proxy.uid("SEARCH", "SEEN", "BODY", word)[1] == [b""]
+        assert proxy.uid("SEARCH", "NOT", "BODY", word)[1] == [b"2"]
+        assert proxy.uid("SEARCH", "OR", "SUBJECT", f"{tok}-2", "BODY", word)[1] == [b"1 2 3"]
+        typ, _ = proxy.uid("SEARCH", "RETURN", "(COUNT ALL)", "BODY", word)
+        esearch = proxy.untagged_responses.pop("ESEARCH")
+        assert typ == "OK" and len(esearch) == 1 and isinstance(esearch[0], bytes)
+        assert esearch[0].endswith(b'") UID COUNT 2 ALL 1,3')
+        env.world.secure_mail.lock("alice")
+        assert proxy.uid("SEARCH", "BODY", word)[1] == [b"3"]  # locked: ciphertext only
+    finally:
+        env.world.secure_mail.unlock("alice", KEY_PASSWORD, env.world.now)
+        proxy.logout()

@@ -741,3 +741,46 @@ def test_other_commands_wait_for_the_pipelined_ones(second: bytes) -> None:
     run.upstream(b"a2 OK done\r\n")
     assert run.client_out() == b"a2 OK done\r\n"
     assert run.upstream_out().startswith(second.split(b" ", 1)[0])
+
+
+# --- SEARCH over encrypted mail (imap.search_job) -------------------------------------------
+
+
+def selected() -> Run:
+    run = logged_in()
+    run.client(b"a2 SELECT INBOX\r\n")
+    run.upstream(b"* OK [UIDVALIDITY 5] Ok\r\na2 OK [READ-WRITE] Select completed\r\n")
+    run.client_out()
+    run.upstream_out()
+    return run
+
+
+def test_a_text_search_looks_into_encrypted_messages_in_the_clients_numbering() -> None:
+    run = selected()
+    run.client(b"s1 SEARCH UNSEEN BODY zebra\r\n")
+    assert run.upstream_out() == b"~spx2 SEARCH UNSEEN BODY zebra\r\n"
+    run.upstream(b"* SEARCH 4\r\n~spx2 OK done\r\n")
+    assert run.upstream_out() == (b"~spx3 SEARCH OR HEADER Content-Type pkcs7 "
+                                  b"HEADER Content-Type p7m\r\n")
+    run.upstream(b"* SEARCH 1 2\r\n~spx3 OK done\r\n")
+    assert run.upstream_out() == b"~spx4 SEARCH 1:2 UNSEEN\r\n"  # the key judged upstream
+    run.upstream(b"* SEARCH 1 2\r\n~spx4 OK done\r\n")
+    assert run.upstream_out() == b"~spx5 FETCH 1:2 (UID)\r\n"
+    run.upstream(b"* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 11)\r\n~spx5 OK done\r\n")
+    assert run.upstream_out() == b"~spx6 FETCH 1:2 (UID BODY.PEEK[])\r\n"
+    run.upstream(fetch_reply(1, 10, b"one") + fetch_reply(2, 11, b"two") + b"~spx6 OK done\r\n")
+    assert run.client_out() == b""
+    zebra = PLAIN.replace(b"hello world", b"a zebra")
+    run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + zebra))
+    run.opened(MessageOpened(run.opens[1].request_id, "locked"))
+    assert run.client_out() == b"* SEARCH 1 4\r\ns1 OK done\r\n"
+
+
+def test_a_search_the_upstream_refuses_is_its_answer() -> None:
+    run = selected()
+    run.client(b"s1 UID SEARCH RETURN (COUNT) TEXT x\r\n")
+    assert run.upstream_out() == b"~spx2 UID SEARCH TEXT x\r\n"
+    run.upstream(b"~spx2 BAD Error in IMAP command\r\n")
+    assert run.client_out() == b"s1 BAD Error in IMAP command\r\n"
+    run.client(b"s2 UID SEARCH RETURN (SAVE) TEXT x\r\n")  # SEARCHRES: the upstream's own
+    assert run.upstream_out() == b"s2 UID SEARCH RETURN (SAVE) TEXT x\r\n"
