@@ -12,7 +12,9 @@
   (`ImapSettings.open_workers`),
   with the user's key agent when the message is encrypted and the key is unlocked; the
   certificate of a valid signer is kept in the user's address book ("Take Certificate").
-- Back-pressure: the upstream is not read while many messages wait to be opened, the
+- One task reads the client and one the upstream; each feeds the session and carries out
+  its actions under one lock, so actions go out in the order the session gave them.
+  Back-pressure: the upstream is not read while many messages wait to be opened, the
   client not while the session holds a lot of unread client data.
 - The upstream closing (or failing) mid-command gives the client `* BYE` and a close.
 - Autologout after 30 minutes without a byte from either side (the upstream's IDLE
@@ -35,7 +37,6 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, cast
 
 from smime_proxy.accounts import Accounts
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint
@@ -186,11 +187,11 @@ class _Connection:
         self.up_writer: asyncio.StreamWriter | None = None
         self.session: ImapSession | None = None
         self.closed = False
-        self.client_read: asyncio.Task[bytes] | None = None
-        self.upstream_read: asyncio.Task[bytes] | None = None
         self.opens: set[asyncio.Future[MessageOpened]] = set()
-        self.client_eof = False
-        self.upstream_eof = False
+        self.feeds: set[asyncio.Future[None]] = set()
+        self.lock = asyncio.Lock()  # one batch of the session's actions at a time, in order
+        self.changed = asyncio.Event()  # back-pressure may have eased
+        self.last_activity = time.monotonic()
         self.counted: tuple[str, str] | None = None  # (user, address) once logged in
         self.views_user: str | None = None  # bound to the view cache as this user
 
@@ -236,9 +237,24 @@ class _Connection:
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         self.session = ImapSession(settings, AddressGate(front.login_throttle, address, "imap"),
                                    self._views_for)
-        await self._do(self.session.start())
-        while not self.closed:
-            await self._step()
+        async with self.lock:
+            await self._do(self.session.start())
+        pumps = {asyncio.ensure_future(self._pump_client()),
+                 asyncio.ensure_future(self._pump_upstream())}
+        watch = asyncio.ensure_future(self._watch_idle())
+        try:
+            # a pump ends at its side's end of stream, and the session then says what to do
+            # (close; or, after LOGOUT, wait for the upstream's last answer)
+            running = set(pumps)
+            while running and not self.closed:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for pump in done:
+                    error = pump.exception()
+                    if error is not None:
+                        raise error
+        finally:
+            for task in (*pumps, watch):
+                task.cancel()
 
     async def _upstream_refused(self, exc: BaseException) -> None:
         """No upstream connection: the client is told in a BYE, the admin in a log line that
@@ -256,59 +272,78 @@ class _Connection:
             self.writer.write(bye)
             await self.writer.drain()
 
-    async def _step(self) -> None:
+    async def _pump_client(self) -> None:
+        """Read the client and feed the session, one read at a time. Back-pressure only
+        while a command is in progress: an idle session holding many bytes is completing
+        one message (an APPEND literal) and must read on or it waits forever."""
         session = self.session
         assert session is not None
-        # Back-pressure on the client only while a command is in progress: an idle session
-        # holding many bytes is completing one message (an APPEND literal of any size up to
-        # the framer's cap), and must read on or it waits forever.
-        if (self.client_read is None and not self.client_eof
-                and (session.client.buffered < self.front.settings.max_client_backlog
-                     or not session.busy)):
-            self.client_read = asyncio.create_task(self._read(self.reader))
-        if (self.upstream_read is None and not self.upstream_eof
-                and session.pending_opens < self.front.settings.max_pending_opens):
-            assert self.up_reader is not None
-            self.upstream_read = asyncio.create_task(self._read(self.up_reader))
-        waiting: set[asyncio.Future[Any]] = set(self.opens)
-        for task in (self.client_read, self.upstream_read):
-            if task is not None:
-                waiting.add(task)
-        if not waiting:  # both sides closed, nothing left: should not happen
-            await self._do([Close("nothing left")])
-            return
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED,
-                                     timeout=self.front.settings.idle_timeout)
-        if not done and not self.opens:
-            # nothing from either side for the whole autologout time (RFC 9051 5.4)
-            await self.close(b"* BYE Autologout; idle for too long\r\n")
-            return
-        for finished in done:
-            if self.closed:
-                return
-            if finished is self.client_read:
-                self.client_read = None
-                data = cast(bytes, finished.result())
-                self.client_eof = not data
+        limit = self.front.settings.max_client_backlog
+        while not self.closed:
+            while (session.busy and session.client.buffered >= limit) and not self.closed:
+                await self._wait_for_change()
+            data = await self._read(self.reader)
+            self.last_activity = time.monotonic()
+            async with self.lock:
                 await self._do(session.client_data(data))
-            elif finished is self.upstream_read:
-                self.upstream_read = None
-                data = cast(bytes, finished.result())
-                self.upstream_eof = not data
+            if not data:
+                return
+
+    async def _pump_upstream(self) -> None:
+        """Read the upstream and feed the session; not while many messages wait to be
+        opened."""
+        session = self.session
+        assert session is not None and self.up_reader is not None
+        limit = self.front.settings.max_pending_opens
+        while not self.closed:
+            while session.pending_opens >= limit and not self.closed:
+                await self._wait_for_change()
+            data = await self._read(self.up_reader)
+            self.last_activity = time.monotonic()
+            async with self.lock:
                 await self._do(session.upstream_data(data))
                 await self._check_login_limit()
-            else:
-                self.opens.discard(finished)
-                if not self.closed:
-                    await self._check_login_limit()
-                try:
-                    result = cast(MessageOpened, finished.result())
-                except Exception as exc:  # a bug: never show anything uncertain
-                    log.error("opening a message failed: %s", type(exc).__name__)
-                    await self._do([SendToClient(b"* BYE Internal error\r\n"),
-                                    Close("open failed")])
-                    return
-                await self._do(session.message_opened(result))
+            if not data:
+                return
+
+    async def _wait_for_change(self) -> None:
+        self.changed.clear()
+        await self.changed.wait()
+
+    def _opened(self, future: asyncio.Future[MessageOpened]) -> None:
+        """A message was opened (in a worker thread): the session hears of it in order."""
+        self.opens.discard(future)
+        if not self.closed:
+            task = asyncio.ensure_future(self._feed_opened(future))
+            self.feeds.add(task)
+            task.add_done_callback(self.feeds.discard)
+
+    async def _feed_opened(self, future: asyncio.Future[MessageOpened]) -> None:
+        session = self.session
+        assert session is not None
+        async with self.lock:
+            if self.closed:
+                return
+            try:
+                result = future.result()
+            except Exception as exc:  # a bug: never show anything uncertain
+                log.error("opening a message failed: %s", type(exc).__name__)
+                await self._do([SendToClient(b"* BYE Internal error\r\n"), Close("open failed")])
+                return
+            await self._check_login_limit()
+            await self._do(session.message_opened(result))
+        self.changed.set()
+
+    async def _watch_idle(self) -> None:
+        """Autologout after `idle_timeout` without a byte from either side (RFC 9051 5.4);
+        the upstream's IDLE keep-alives count."""
+        timeout = self.front.settings.idle_timeout
+        while not self.closed:
+            left = self.last_activity + timeout - time.monotonic()
+            if left <= 0 and not self.opens:
+                await self.close(b"* BYE Autologout; idle for too long\r\n")
+                return
+            await asyncio.sleep(max(left, 1.0))
 
     async def _check_login_limit(self) -> None:
         """Dovecot's mail_max_userip_connections: at most N logged-in connections per user
@@ -349,10 +384,11 @@ class _Connection:
             if isinstance(action, SendToUpstream):
                 self.up_writer.write(action.data)
             elif isinstance(action, OpenMessage):
-                task = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(
+                future = asyncio.get_running_loop().run_in_executor(
                     self.front.openers, open_for_client, self.front.services,
-                    self.front.accounts.user(action.user), action.raw, action.request_id))
-                self.opens.add(task)
+                    self.front.accounts.user(action.user), action.raw, action.request_id)
+                self.opens.add(future)
+                future.add_done_callback(self._opened)
             elif isinstance(action, Pause):
                 await self.writer.drain()
                 await asyncio.sleep(action.seconds)
@@ -363,6 +399,7 @@ class _Connection:
                 return
         if pending and not self.closed:
             self.writer.write(b"".join(pending))
+        self.changed.set()
         try:
             await self.writer.drain()
             await self.up_writer.drain()
@@ -373,11 +410,7 @@ class _Connection:
         context = self.front.tls_context
         assert context is not None and self.session is not None
         await self.writer.drain()
-        if self.client_read is not None:
-            self.client_read.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.client_read
-            self.client_read = None
+        # (the client pump is not reading: it is the one executing this action)
         # Plaintext the client pipelined after STARTTLS must not be read as if it came
         # through TLS: asyncio has no public way to drop the stream's buffer.
         buffer: bytearray | None = getattr(self.reader, "_buffer", None)
@@ -404,9 +437,9 @@ class _Connection:
             if counts[self.counted] <= 0:
                 del counts[self.counted]
             self.counted = None
-        for task in (self.client_read, self.upstream_read, *self.opens):
-            if task is not None:
-                task.cancel()
+        for future in self.opens:
+            future.cancel()
+        self.changed.set()
         for writer in (self.writer, self.up_writer):
             if writer is None:
                 continue
