@@ -66,6 +66,7 @@ CLASSIFY: Final = FetchItem(
     "BODY", Section(text="HEADER.FIELDS", fields=(b"CONTENT-TYPE", b"X-SMIME-STATUS")), peek=True)
 CLASSIFY_NAME: Final = CLASSIFY.response_name()
 UID_NAME: Final = b"UID"
+FALLBACK_MAX: Final = 1024 * 1024  # stored messages kept for showing as stored, if need be
 SORT_NAMES: Final = frozenset({CLASSIFY_NAME, UID_NAME})
 _OPEN_NAMES: Final = frozenset({fetch_rewrite.WHOLE_NAME, UID_NAME})
 MAX_KNOWN_PLAIN: Final = 200_000  # UIDs remembered as plain per selected mailbox
@@ -356,9 +357,18 @@ class ContentFetch:
         else:
             shown = result.content
         # the bytes to show or, should their views fail, the stored bytes (incoming
-        # X-SMIME-Status removed): one message must never end a session
-        fallback = without_field(entry.stored, STATUS_HEADER)
-        for candidate in dict.fromkeys((shown, fallback)):
+        # X-SMIME-Status removed): one message must never end a session. A large stored
+        # message is let go first (memory: the shown one and its answer are as large).
+        stored, entry.stored = entry.stored, b""
+        if shown is not stored and len(stored) > FALLBACK_MAX:
+            stored = b""
+        for candidate in (shown, None):
+            if candidate is None:
+                if not stored or job.unknown_cte:
+                    break
+                candidate = without_field(stored, STATUS_HEADER)
+                if candidate == shown:
+                    break
             try:
                 view = MessageView(candidate)
             except Exception:  # noqa: S112 - try the stored bytes, then give up

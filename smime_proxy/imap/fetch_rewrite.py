@@ -135,29 +135,70 @@ def render_item_value(item: FetchItem, value: Value) -> bytes:
     return render_structure(value) if structured else render(value)
 
 
-class Rendered(bytes):
-    """A value already in its wire form."""
+class Rendered:
+    """A value already in wire form, as pieces: a large literal's data is one piece, never
+    copied into a bigger bytes until the whole response is joined once."""
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
 
 
 def render_fetch(number: int, items: list[tuple[FetchItem, Value | Rendered]]) -> bytes:
-    """`* number FETCH (...)` CRLF."""
-    parts = [item.render() + b" " + (value if isinstance(value, Rendered)
-                                     else render_item_value(item, value))
-             for item, value in items]
-    return b"* %d FETCH (" % number + b" ".join(parts) + b")\r\n"
+    """`* number FETCH (...)` CRLF, joined once."""
+    out: list[bytes] = [b"* %d FETCH (" % number]
+    for index, (item, value) in enumerate(items):
+        if index:
+            out.append(b" ")
+        out.append(item.render() + b" ")
+        if isinstance(value, Rendered):
+            out.extend(value.pieces)
+        else:
+            out.append(render_item_value(item, value))
+    out.append(b")\r\n")
+    return b"".join(out)
 
 
 def _rendered(view: MessageView, item: FetchItem) -> Rendered:
-    """A content item's wire form; the structures (BODYSTRUCTURE, BODY, ENVELOPE: what a
-    client's resync asks for again and again) are rendered once per view."""
-    structured = item.name in _STRUCTURES or (item.name == "BODY" and item.section is None)
-    if not structured:
-        return Rendered(render_item_value(item, content_value(view, item)))
-    key = item.name if item.section is None else ""
-    done = view.rendered.get(key)
-    if done is None:
-        done = view.rendered[key] = render_item_value(item, content_value(view, item))
-    return Rendered(done)
+    """A content item's wire form. The structures (BODYSTRUCTURE, BODY, ENVELOPE: what a
+    client's resync asks for again and again) are rendered once per view; a literal's data
+    stays one piece (a message can be tens of MB)."""
+    name = item.name
+    structured = name in _STRUCTURES or (name == "BODY" and item.section is None)
+    if structured:
+        key = name if item.section is None else ""
+        done = view.rendered.get(key)
+        if done is None:
+            done = view.rendered[key] = render_item_value(item, content_value(view, item))
+        return Rendered([done])
+    if name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT") or (
+            name == "BODY" and item.section is not None):
+        data = _literal_data(view, item)
+        return Rendered([b"{%d}\r\n" % len(data), data])
+    if name == "BINARY" and item.section is not None:
+        partial = None if item.origin is None else (
+            item.origin, item.length if item.length is not None else 2**63)
+        data = view.binary(item.section.part, partial)
+        # Dovecot sends literal8 when the decoded content is not 7-bit (NUL or 8-bit octets)
+        marker = b"~{%d}\r\n" if _NOT_7BIT.search(data) else b"{%d}\r\n"
+        return Rendered([marker % len(data), data])
+    return Rendered([render_item_value(item, content_value(view, item))])
+
+
+def _literal_data(view: MessageView, item: FetchItem) -> bytes:
+    """The string a literal-valued item (RFC822*, BODY[...]) answers with, not copied."""
+    if item.name == "RFC822":
+        return view.data
+    if item.name == "RFC822.HEADER":
+        return view.rfc822_header()
+    if item.name == "RFC822.TEXT":
+        return view.rfc822_text()
+    section = item.section
+    assert section is not None
+    partial = None if item.origin is None else (
+        item.origin, item.length if item.length is not None else 2**63)
+    return view.section(ViewSection(section.part, section.text or "", section.fields), partial)
 
 
 def _has_seen(flags: Value) -> bool:

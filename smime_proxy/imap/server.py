@@ -75,6 +75,7 @@ from smime_proxy.tlsconfig import is_loopback_peer, listener_context
 log = logging.getLogger("smime_proxy.imap")
 
 READ_SIZE = 65536
+BATCH_MAX = 256 * 1024  # client data up to this size is joined into one write
 @dataclass(frozen=True)
 class ImapSettings:
     connect_timeout: float = 30.0
@@ -376,7 +377,13 @@ class _Connection:
             if self.closed:
                 return
             if isinstance(action, SendToClient):
-                pending.append(action.data)
+                if len(action.data) < BATCH_MAX:
+                    pending.append(action.data)
+                    continue
+                if pending:  # a large answer goes out as it is: not copied into a batch
+                    self.writer.write(b"".join(pending))
+                    pending.clear()
+                self.writer.write(action.data)
                 continue
             if pending:
                 self.writer.write(b"".join(pending))

@@ -159,7 +159,9 @@ class StreamedLiterals:
                 self._flush_job(job)  # what waited for the stream to end
         elif stream.mode == "collect":
             stream.collected += tail
-            self._upstream_message(bytes(stream.collected))
+            whole = bytes(stream.collected)
+            stream.collected = bytearray()  # not two copies of a large message at once
+            self._upstream_message(whole)
         elif isinstance(job, FetchJob):
             job.too_large = True  # the message is left out; the FETCH says so
             self._flush_job(job)
@@ -203,7 +205,9 @@ class StreamedLiterals:
             self._out.append(SendToUpstream(nonsync(tail)))
         elif stream.mode == "collect":
             stream.collected += tail
-            self._client_command(bytes(stream.collected))
+            whole = bytes(stream.collected)
+            stream.collected = bytearray()
+            self._client_command(whole)
         else:
             self._out.append(SendToClient(stream.tag + b" NO [TOOBIG] The command is larger"
                                           b" than the proxy takes\r\n"))

@@ -177,14 +177,14 @@ def _value_end(raw: bytes, pos: int) -> int:
 def item_value(raw: bytes, span: ItemSpan) -> bytes | None:
     """The string value of an item: a literal's data, a quoted string unescaped, None for NIL.
     Raises ParseError for any other value (a list, an atom)."""
+    match = _LITERAL.match(raw, span.value_start)
+    if match is not None and match.end() + int(match[1]) == span.end:
+        return raw[match.end() : span.end]  # one copy: a literal may be a large message
     value = raw[span.value_start : span.end]
     if value.upper() == b"NIL":
         return None
     if value.startswith(b'"') and value.endswith(b'"') and len(value) >= 2:
         return re.sub(rb"\\(.)", rb"\1", value[1:-1])
-    match = _LITERAL.match(value)
-    if match is not None and match.end() + int(match[1]) == len(value):
-        return value[match.end() :]
     raise ParseError("not a string value", span.value_start)
 
 
