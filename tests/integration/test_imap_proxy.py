@@ -874,3 +874,32 @@ def test_search_finds_what_encrypted_mail_says(env: Env) -> None:
     finally:
         env.world.secure_mail.unlock("alice", KEY_PASSWORD, env.world.now)
         proxy.logout()
+
+
+def test_a_message_expunged_meanwhile_is_answered_as_dovecot_does(env: Env) -> None:
+    """A session that has not yet heard of an expunge fetches the message: Dovecot answers
+    ENVELOPE of ten NILs, RFC822.SIZE 0, INTERNALDATE 1970, and so must the proxy (imaptest's
+    stress run caught `ENVELOPE NIL`)."""
+    tok = token()
+    mailbox = "Expunged-" + tok
+    setup = env.direct()
+    proxy, direct = env.proxy(), env.direct()
+    try:
+        assert setup.create(mailbox)[0] == "OK"
+        for index in range(3):
+            setup.append(mailbox, None, None, plain_message(f"{tok}-{index}"))
+        assert proxy.select(mailbox)[0] == "OK" and direct.select(mailbox)[0] == "OK"
+        setup.select(mailbox)
+        setup.store("2", "+FLAGS", "\\Deleted")
+        setup.expunge()
+        items = "(UID ENVELOPE INTERNALDATE RFC822.SIZE)"
+        through = without_recent(proxy.fetch("1:3", items))
+        straight = without_recent(direct.fetch("1:3", items))
+        assert through[0] == straight[0] == "OK"
+        assert [d.replace(b"(\\Deleted \\Recent)", b"(\\Deleted)") if isinstance(d, bytes)
+                else d for d in through[1]] == straight[1]
+        assert any(b"ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)" in d
+                   for d in through[1] if isinstance(d, bytes))
+    finally:
+        for imap in (proxy, direct, setup):
+            imap.logout()
