@@ -893,8 +893,10 @@ def test_a_message_expunged_meanwhile_is_answered_as_dovecot_does(env: Env) -> N
         setup.store("2", "+FLAGS", "\\Deleted")
         setup.expunge()
         items = "(UID ENVELOPE INTERNALDATE RFC822.SIZE)"
-        through = without_recent(proxy.fetch("1:3", items))
-        straight = without_recent(direct.fetch("1:3", items))
+        typ, data = proxy.fetch("1:3", items)
+        through = without_recent((typ, list(data)))
+        typ, data = direct.fetch("1:3", items)
+        straight = without_recent((typ, list(data)))
         assert through[0] == straight[0] == "OK"
         assert [d.replace(b"(\\Deleted \\Recent)", b"(\\Deleted)") if isinstance(d, bytes)
                 else d for d in through[1]] == straight[1]
