@@ -878,8 +878,10 @@ def test_search_finds_what_encrypted_mail_says(env: Env) -> None:
 
 def test_a_message_expunged_meanwhile_is_answered_as_dovecot_does(env: Env) -> None:
     """A session that has not yet heard of an expunge fetches the message: Dovecot answers
-    ENVELOPE of ten NILs, RFC822.SIZE 0, INTERNALDATE 1970, and so must the proxy (imaptest's
-    stress run caught `ENVELOPE NIL`)."""
+    ENVELOPE of ten NILs, RFC822.SIZE 0, INTERNALDATE 1970 (or, when it still has the message
+    in its cache, the message), and the proxy must answer the same (imaptest's stress run
+    caught `ENVELOPE NIL`; this test fails on that code whenever Dovecot reports the
+    message gone, as it did in every local run)."""
     tok = token()
     mailbox = "Expunged-" + tok
     setup = env.direct()
@@ -900,8 +902,6 @@ def test_a_message_expunged_meanwhile_is_answered_as_dovecot_does(env: Env) -> N
         assert through[0] == straight[0] == "OK"
         assert [d.replace(b"(\\Deleted \\Recent)", b"(\\Deleted)") if isinstance(d, bytes)
                 else d for d in through[1]] == straight[1]
-        assert any(b"ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)" in d
-                   for d in through[1] if isinstance(d, bytes))
     finally:
         for imap in (proxy, direct, setup):
             imap.logout()
