@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from smime_proxy.harness import Upstream, UpstreamError, start_upstream
+from smime_proxy.harness import Upstream, UpstreamError, read_users_file, start_upstream
 from smime_proxy.harness.procs import group_members
 from smime_proxy.harness.render import TemplateError, render, write_if_changed
 
@@ -251,7 +251,10 @@ def test_startup_failure_reports_log_tail() -> None:
         message = str(info.value)
         assert "dovecot" in message
         assert "bogus" in message
-        assert "-pw" not in message
+        # the users' passwords (alice-pw...); not "-pw" alone, which the random name of
+        # the work directory can hold ("smime-upstream-broken-pw241eh4" failed once)
+        for password in read_users_file(config / "users").values():
+            assert password not in message
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -334,7 +337,10 @@ def test_login_never_working_times_out_with_clear_error() -> None:
         assert message.startswith("upstream not ready in time (last check: imap: ")
         assert "dovecot.log" in message
         assert "no-such-users" in message  # Dovecot's own complaint, from the log tail
-        assert "-pw" not in message
+        # the users' passwords (alice-pw...); not "-pw" alone, which the random name of
+        # the work directory can hold ("smime-upstream-broken-pw241eh4" failed once)
+        for password in read_users_file(config / "users").values():
+            assert password not in message
         assert not list((workdir / "run").glob("*.pgid"))  # stopped
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
