@@ -94,6 +94,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from bench.imap_views import make_message  # noqa: E402
 from smime_proxy.harness import Upstream, start_upstream  # noqa: E402
 from support.pki import NOW, Identity, make_ca, make_user  # noqa: E402
+from support.procmem import reset_peak, status_bytes, stop_child  # noqa: E402
 
 T = TypeVar("T")
 KEY_PASSWORD = "bench-secure-mail-pw"
@@ -482,22 +483,13 @@ class ProxyProcess:
             raise BenchError(f"proxy child did not answer {command} within 30 s")
 
     def status(self, field_name: str) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1]) * 1024
-        raise KeyError(field_name)
+        return status_bytes(self.proc.pid, field_name)
 
     def reset_peak(self) -> None:
-        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+        reset_peak(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_child(self.proc, 15)
 
 
 # --- measurements ----------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint  # noqa: E402
@@ -49,6 +49,7 @@ from smime_proxy.keystore.service import SecureMail  # noqa: E402
 from smime_proxy.policy import Policy  # noqa: E402
 from smime_proxy.smtp.server import SmtpFront, SmtpSettings  # noqa: E402
 from support.pki import NOW, make_ca, make_user  # noqa: E402
+from support.procmem import reset_peak, status_bytes, stop_child  # noqa: E402
 
 KEY_PASSWORD = "bench-secure-mail-pw"
 MODES = {
@@ -104,22 +105,13 @@ class ProxyProcess:
         self.port = int(line.split()[1])
 
     def status(self, field: str) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-        raise KeyError(field)
+        return status_bytes(self.proc.pid, field)
 
     def reset_peak(self) -> None:
-        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+        reset_peak(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_child(self.proc, 10)
 
 
 # --- clients and delivery -----------------------------------------------------------------
