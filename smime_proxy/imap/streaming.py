@@ -67,6 +67,15 @@ def nonsync(text: bytes) -> bytes:
     return b"".join(out)
 
 
+def _collect(stream: Stream, data: bytes) -> None:
+    """Hold what the proxy must read, up to `MAX_MESSAGE`; past it, discard the rest."""
+    if stream.mode == "collect":
+        stream.collected += data
+        if len(stream.collected) > MAX_MESSAGE:
+            stream.collected = bytearray()
+            stream.mode = "discard"
+
+
 class StreamedLiterals:
     """The streaming half of the session (a mixin: the session provides the state)."""
 
@@ -140,11 +149,8 @@ class StreamedLiterals:
     def _upstream_piece(self, stream: Stream, data: bytes) -> None:
         if stream.mode == "relay":
             self._out.append(SendToClient(data))
-        elif stream.mode == "collect":
-            stream.collected += data
-            if len(stream.collected) > MAX_MESSAGE:
-                stream.collected = bytearray()
-                stream.mode = "discard"
+        else:
+            _collect(stream, data)
 
     def _upstream_tail(self, tail: bytes) -> None:
         stream = self.up_stream
@@ -190,11 +196,8 @@ class StreamedLiterals:
     def _client_piece(self, stream: Stream, data: bytes) -> None:
         if stream.mode == "relay":
             self._out.append(SendToUpstream(data))
-        elif stream.mode == "collect":
-            stream.collected += data
-            if len(stream.collected) > MAX_MESSAGE:
-                stream.collected = bytearray()
-                stream.mode = "discard"
+        else:
+            _collect(stream, data)
 
     def _client_tail(self, tail: bytes) -> None:
         stream = self.client_stream
