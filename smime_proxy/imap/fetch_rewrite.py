@@ -93,25 +93,38 @@ def content_value(view: MessageView, item: FetchItem) -> Value:
         return view.envelope()
     if name == "RFC822.SIZE":
         return view.size
-    if name == "RFC822.HEADER":
-        return Literal(view.rfc822_header())
-    if name == "RFC822.TEXT":
-        return Literal(view.rfc822_text())
-    if name == "RFC822":
-        return Literal(view.data)
-    section = item.section
-    assert section is not None
-    partial = None
-    if item.origin is not None:
-        partial = (item.origin, item.length if item.length is not None else 2**63)
-    if name == "BODY":
-        spec = ViewSection(section.part, section.text or "", section.fields)
-        return Literal(view.section(spec, partial))
     if name == "BINARY.SIZE":
-        return view.binary_size(section.part)
-    content = view.binary(section.part, partial)
-    # Dovecot sends literal8 when the decoded content is not 7-bit (NUL or 8-bit octets)
-    return Binary(content) if _NOT_7BIT.search(content) else Literal(content)
+        assert item.section is not None
+        return view.binary_size(item.section.part)
+    data = _string_data(view, item)
+    assert data is not None
+    return Binary(data) if _is_literal8(item, data) else Literal(data)
+
+
+def _string_data(view: MessageView, item: FetchItem) -> bytes | None:
+    """The bytes of a string-valued content item (RFC822*, BODY[...], BINARY[...]), not
+    copied; None for the others."""
+    name = item.name
+    if name == "RFC822":
+        return view.data
+    if name == "RFC822.HEADER":
+        return view.rfc822_header()
+    if name == "RFC822.TEXT":
+        return view.rfc822_text()
+    section = item.section
+    if section is None or name not in ("BODY", "BINARY"):
+        return None
+    partial = None if item.origin is None else (
+        item.origin, item.length if item.length is not None else 2**63)
+    if name == "BODY":
+        return view.section(ViewSection(section.part, section.text or "", section.fields),
+                            partial)
+    return view.binary(section.part, partial)
+
+
+def _is_literal8(item: FetchItem, data: bytes) -> bool:
+    """Dovecot sends BINARY content that is not 7-bit (NUL or 8-bit octets) as literal8."""
+    return item.name == "BINARY" and _NOT_7BIT.search(data) is not None
 
 
 def _response_item(item: FetchItem) -> FetchItem:
@@ -172,33 +185,11 @@ def _rendered(view: MessageView, item: FetchItem) -> Rendered:
         if done is None:
             done = view.rendered[key] = render_item_value(item, content_value(view, item))
         return Rendered([done])
-    if name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT") or (
-            name == "BODY" and item.section is not None):
-        data = _literal_data(view, item)
-        return Rendered([b"{%d}\r\n" % len(data), data])
-    if name == "BINARY" and item.section is not None:
-        partial = None if item.origin is None else (
-            item.origin, item.length if item.length is not None else 2**63)
-        data = view.binary(item.section.part, partial)
-        # Dovecot sends literal8 when the decoded content is not 7-bit (NUL or 8-bit octets)
-        marker = b"~{%d}\r\n" if _NOT_7BIT.search(data) else b"{%d}\r\n"
+    data = _string_data(view, item)
+    if data is not None:
+        marker = b"~{%d}\r\n" if _is_literal8(item, data) else b"{%d}\r\n"
         return Rendered([marker % len(data), data])
     return Rendered([render_item_value(item, content_value(view, item))])
-
-
-def _literal_data(view: MessageView, item: FetchItem) -> bytes:
-    """The string a literal-valued item (RFC822*, BODY[...]) answers with, not copied."""
-    if item.name == "RFC822":
-        return view.data
-    if item.name == "RFC822.HEADER":
-        return view.rfc822_header()
-    if item.name == "RFC822.TEXT":
-        return view.rfc822_text()
-    section = item.section
-    assert section is not None
-    partial = None if item.origin is None else (
-        item.origin, item.length if item.length is not None else 2**63)
-    return view.section(ViewSection(section.part, section.text or "", section.fields), partial)
 
 
 def _has_seen(flags: Value) -> bool:
