@@ -180,10 +180,9 @@ def _rendered(view: MessageView, item: FetchItem) -> Rendered:
     name = item.name
     structured = name in _STRUCTURES or (name == "BODY" and item.section is None)
     if structured:
-        key = name if item.section is None else ""
-        done = view.rendered.get(key)
+        done = view.rendered.get(name)  # a structure has no section: its name says it all
         if done is None:
-            done = view.rendered[key] = render_item_value(item, content_value(view, item))
+            done = view.rendered[name] = render_item_value(item, content_value(view, item))
         return Rendered([done])
     data = _string_data(view, item)
     if data is not None:
