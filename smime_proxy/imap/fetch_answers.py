@@ -58,7 +58,13 @@ from smime_proxy.imap.wire import (
     parse_response,
 )
 from smime_proxy.imap.wire.sequence import SequenceSet
-from smime_proxy.imap.wire.spans import FetchSpans, fetch_spans, item_value, without_items
+from smime_proxy.imap.wire.spans import (
+    FetchSpans,
+    fetch_spans,
+    item_value,
+    uid_value,
+    without_items,
+)
 from smime_proxy.mime.entity import STATUS_HEADER, needs_opening, without_field
 from smime_proxy.mime.transfer import UnknownCte
 
@@ -161,23 +167,33 @@ class ContentFetch:
             return
         self._sorted(job, raw, spans)
 
+    @staticmethod
+    def _classification(raw: bytes, spans: FetchSpans) -> tuple[bytes | None, int | None]:
+        """A sort-pass response's classification fields (None: the message is gone) and
+        UID. Raises ParseError."""
+        classify = spans.find(CLASSIFY_NAME)
+        if classify is None:
+            raise ParseError("no classification fields", 0)
+        return item_value(raw, classify), uid_value(raw, spans)
+
+    def _known_plain(self, uid: int | None) -> None:
+        """Remember a UID of the selected mailbox as plain (up to `MAX_KNOWN_PLAIN`)."""
+        if uid is not None and len(self.known_plain) < MAX_KNOWN_PLAIN:
+            self.known_plain.add(uid)
+
     def _sorted(self, job: FetchJob, raw: bytes, spans: FetchSpans) -> None:
         """One response of the sort pass: relay it, or queue the message for a later pass."""
-        classify = spans.find(CLASSIFY_NAME)
-        uid_span = spans.find(UID_NAME)
-        assert classify is not None
         try:
-            header = item_value(raw, classify)
-            uid = int(raw[uid_span.value_start : uid_span.end]) if uid_span else None
-        except (ParseError, ValueError):
+            header, uid = self._classification(raw, spans)
+        except ParseError:
             self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
             return
         if header is None or not needs_opening(header):
             # plain; or expunged by another session (the fields are NIL): then too the
             # upstream's own answer, whose forms only it knows (ENVELOPE of ten NILs,
             # RFC822.SIZE 0, BODY[] NIL: imaptest checks them)
-            if header is not None and uid is not None and len(self.known_plain) < MAX_KNOWN_PLAIN:
-                self.known_plain.add(uid)
+            if header is not None:
+                self._known_plain(uid)
             if job.relays_items:
                 self._pass_on(job, without_items(raw, spans, job.strip))
             else:
@@ -213,14 +229,14 @@ class ContentFetch:
 
     def _stored_bytes(self, job: FetchJob, raw: bytes, spans: FetchSpans) -> None:
         """One response of the open pass: the whole stored message of a waiting entry."""
-        uid_span = spans.find(UID_NAME)
         whole = spans.find(fetch_rewrite.WHOLE_NAME)
         entry = None
-        if uid_span is not None and whole is not None:
+        if whole is not None:
             try:
-                entry = job.to_open.pop(int(raw[uid_span.value_start : uid_span.end]), None)
-            except ValueError:
-                entry = None
+                uid = uid_value(raw, spans)
+            except ParseError:
+                uid = None
+            entry = job.to_open.pop(uid, None) if uid is not None else None
         if entry is None or whole is None:
             self._pass_on(job, fetch_rewrite.without_content(raw))
             return

@@ -46,7 +46,7 @@ from smime_proxy.imap.search import (
 from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire import ParseError, SearchCommand
 from smime_proxy.imap.wire.sequence import SequenceSet
-from smime_proxy.imap.wire.spans import fetch_spans, item_value
+from smime_proxy.imap.wire.spans import fetch_spans, item_value, uid_value
 
 MAX_CANDIDATES: Final = 500  # S/MIME messages looked into per SEARCH (the newest)
 _RETURNS: Final = frozenset({"MIN", "MAX", "COUNT", "ALL"})
@@ -129,11 +129,10 @@ class EncryptedSearch:
         """A response to the proxy's own FETCH of candidates (UID, then whole messages)."""
         try:
             spans = fetch_spans(raw)
-            uid_span = spans.find(b"UID")
             whole = spans.find(fetch_rewrite.WHOLE_NAME)
-            uid = int(raw[uid_span.value_start : uid_span.end]) if uid_span else None
+            uid = uid_value(raw, spans)
             stored = item_value(raw, whole) if whole is not None else None
-        except (ParseError, ValueError):
+        except ParseError:
             return False
         number = uid if job.command.uid else spans.number
         if uid is None or number not in job.candidates:

@@ -25,7 +25,7 @@ import re
 from typing import Final
 
 from smime_proxy.imap.events import Action, SendToClient, SendToUpstream
-from smime_proxy.imap.fetch_answers import CLASSIFY_NAME, SORT_NAMES, UID_NAME
+from smime_proxy.imap.fetch_answers import SORT_NAMES
 from smime_proxy.imap.inflight import (
     FetchJob,
     InternalCommand,
@@ -34,7 +34,7 @@ from smime_proxy.imap.inflight import (
     Stream,
 )
 from smime_proxy.imap.wire import LiteralStart, ParseError
-from smime_proxy.imap.wire.spans import fetch_spans, item_value, without_items
+from smime_proxy.imap.wire.spans import FetchSpans, fetch_spans, without_items
 from smime_proxy.mime.entity import needs_opening
 
 STREAM_AT: Final = 256 * 1024  # literals from this size on are streamed
@@ -101,6 +101,13 @@ class StreamedLiterals:
     def _upstream_has(self, name: str) -> bool:
         raise NotImplementedError
 
+    @staticmethod
+    def _classification(raw: bytes, spans: FetchSpans) -> tuple[bytes | None, int | None]:
+        raise NotImplementedError
+
+    def _known_plain(self, uid: int | None) -> None:
+        raise NotImplementedError
+
     # -- from the upstream ------------------------------------------------------------------
 
     def _upstream_literal(self, event: LiteralStart) -> None:
@@ -133,17 +140,12 @@ class StreamedLiterals:
             return None
         try:
             spans = fetch_spans(head, SORT_NAMES)
-            classify = spans.find(CLASSIFY_NAME)
-            header = item_value(head, classify) if classify is not None else None
-            uid_span = spans.find(UID_NAME)
-            uid = int(head[uid_span.value_start : uid_span.end]) if uid_span else None
-        except (ParseError, ValueError):
+            header, uid = self._classification(head, spans)
+        except ParseError:  # no fields before the literal (or they are the literal)
             return None
-        if header is None or needs_opening(header) or (
-                classify is not None and classify.end == len(head)):
+        if header is None or needs_opening(header):
             return None
-        if uid is not None:
-            self.known_plain.add(uid)
+        self._known_plain(uid)
         return without_items(head, spans, job.strip)
 
     def _upstream_piece(self, stream: Stream, data: bytes) -> None:

@@ -21,7 +21,7 @@ from typing import Final
 
 from .errors import ParseError
 
-__all__ = ["FetchSpans", "ItemSpan", "fetch_spans", "item_value", "without_items"]
+__all__ = ["FetchSpans", "ItemSpan", "fetch_spans", "item_value", "uid_value", "without_items"]
 
 _PREFIX: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \(", re.IGNORECASE)
 _LITERAL: Final = re.compile(rb"~?\{([0-9]{1,19})\+?\}\r\n")
@@ -186,6 +186,18 @@ def item_value(raw: bytes, span: ItemSpan) -> bytes | None:
     if value.startswith(b'"') and value.endswith(b'"') and len(value) >= 2:
         return re.sub(rb"\\(.)", rb"\1", value[1:-1])
     raise ParseError("not a string value", span.value_start)
+
+
+def uid_value(raw: bytes, spans: FetchSpans) -> int | None:
+    """The response's UID, None when it has none. Raises ParseError for a UID that is not
+    a number."""
+    span = spans.find(b"UID")
+    if span is None:
+        return None
+    value = raw[span.value_start : span.end]
+    if not value.isdigit() or len(value) > 10:
+        raise ParseError("UID is not a number", span.value_start)
+    return int(value)
 
 
 def without_items(raw: bytes, spans: FetchSpans, names: frozenset[bytes]) -> bytes:
