@@ -36,6 +36,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from smime_proxy.accounts import Accounts
@@ -240,8 +241,20 @@ class _Connection:
                                    self._views_for)
         async with self.lock:
             await self._do(self.session.start())
-        pumps = {asyncio.ensure_future(self._pump_client()),
-                 asyncio.ensure_future(self._pump_upstream())}
+        session, limits = self.session, front.settings
+        assert self.up_reader is not None
+        # Back-pressure on the client only while a command is in progress: an idle session
+        # holding many bytes is completing one message (an APPEND literal) and must read on
+        # or it waits forever; the upstream is not read while many messages wait to be opened.
+        backlog, opens = limits.max_client_backlog, limits.max_pending_opens
+        pumps = {
+            asyncio.ensure_future(self._pump(
+                self.reader, session.client_data,
+                lambda: session.busy and session.client.buffered >= backlog)),
+            asyncio.ensure_future(self._pump(
+                self.up_reader, session.upstream_data,
+                lambda: session.pending_opens >= opens)),
+        }
         watch = asyncio.ensure_future(self._watch_idle())
         try:
             # a pump ends at its side's end of stream, and the session then says what to do
@@ -273,36 +286,16 @@ class _Connection:
             self.writer.write(bye)
             await self.writer.drain()
 
-    async def _pump_client(self) -> None:
-        """Read the client and feed the session, one read at a time. Back-pressure only
-        while a command is in progress: an idle session holding many bytes is completing
-        one message (an APPEND literal) and must read on or it waits forever."""
-        session = self.session
-        assert session is not None
-        limit = self.front.settings.max_client_backlog
+    async def _pump(self, reader: asyncio.StreamReader, feed: Callable[[bytes], list[Action]],
+                    held_back: Callable[[], bool]) -> None:
+        """Read one side and feed the session, one read at a time, not while `held_back()`."""
         while not self.closed:
-            while (session.busy and session.client.buffered >= limit) and not self.closed:
+            while held_back() and not self.closed:
                 await self._wait_for_change()
-            data = await self._read(self.reader)
+            data = await self._read(reader)
             self.last_activity = time.monotonic()
             async with self.lock:
-                await self._do(session.client_data(data))
-            if not data:
-                return
-
-    async def _pump_upstream(self) -> None:
-        """Read the upstream and feed the session; not while many messages wait to be
-        opened."""
-        session = self.session
-        assert session is not None and self.up_reader is not None
-        limit = self.front.settings.max_pending_opens
-        while not self.closed:
-            while session.pending_opens >= limit and not self.closed:
-                await self._wait_for_change()
-            data = await self._read(self.up_reader)
-            self.last_activity = time.monotonic()
-            async with self.lock:
-                await self._do(session.upstream_data(data))
+                await self._do(feed(data))
                 await self._check_login_limit()
             if not data:
                 return
@@ -333,7 +326,6 @@ class _Connection:
                 return
             await self._check_login_limit()
             await self._do(session.message_opened(result))
-        self.changed.set()
 
     async def _watch_idle(self) -> None:
         """Autologout after `idle_timeout` without a byte from either side (RFC 9051 5.4);
