@@ -65,7 +65,12 @@ from smime_proxy.imap.wire.spans import (
     uid_value,
     without_items,
 )
-from smime_proxy.mime.entity import STATUS_HEADER, needs_opening, without_field
+from smime_proxy.mime.entity import (
+    STATUS_HEADER,
+    may_be_encrypted,
+    needs_opening,
+    without_field,
+)
 from smime_proxy.mime.transfer import UnknownCte
 
 CLASSIFY: Final = FetchItem(
@@ -76,14 +81,30 @@ FALLBACK_MAX: Final = 1024 * 1024  # stored messages kept for showing as stored,
 SORT_NAMES: Final = frozenset({CLASSIFY_NAME, UID_NAME})
 _OPEN_NAMES: Final = frozenset({fetch_rewrite.WHOLE_NAME, UID_NAME})
 MAX_KNOWN_PLAIN: Final = 200_000  # UIDs remembered as plain per selected mailbox
+_LISTING_CONTENT: Final = frozenset({"ENVELOPE", "RFC822.SIZE", "RFC822.HEADER"})
+_HEADER_TEXTS: Final = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+def is_listing(item: FetchItem) -> bool:
+    """Whether a client may be given the item of an encrypted message while the key is
+    locked, as the upstream stores it: what a client lists and syncs a folder with (flags,
+    dates, sizes, the envelope, top-level header fields). Never the structure or a body
+    part: a client decides from those how to fetch and show the content, and would keep
+    them (RFC 9051 2.3.1.1: a UID's content never changes)."""
+    if not fetch_rewrite.is_content(item) or item.name in _LISTING_CONTENT:
+        return True
+    section = item.section
+    return (item.name == "BODY" and section is not None and not section.part
+            and section.text in _HEADER_TEXTS and item.origin is None)
 
 
 MailboxKey = tuple[bytes, int]  # the selected mailbox's name as the client gave it, UIDVALIDITY
 
 
 class ViewCache:
-    """Where the session finds and keeps the views of opened messages (the shell gives one
-    bound to the logged-in user). This default keeps nothing."""
+    """Where the session finds and keeps the views of opened messages, and learns whether
+    they can be opened now (the shell gives one bound to the logged-in user). This default
+    keeps nothing and says the key is unlocked."""
 
     def get(self, mailbox: MailboxKey, uid: int) -> MessageView | None:
         return None
@@ -91,6 +112,10 @@ class ViewCache:
     def put(self, mailbox: MailboxKey, uid: int, view: MessageView, *,
             decrypted: bool) -> None:
         return None
+
+    def key_unlocked(self) -> bool:
+        """Whether the user's key is unlocked now (an encrypted message can be opened)."""
+        return True
 
 
 class ContentFetch:
@@ -211,11 +236,17 @@ class ContentFetch:
             self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
             return
         assert isinstance(response, FetchResponse)
+        view = (self.views.get(self.mailbox, uid)
+                if uid is not None and self.mailbox is not None else None)
+        if view is None and job.relays_items and self._listed_while_locked(job, header):
+            try:
+                self._pass_on(job, _as_stored_for_listing(raw, spans, job.strip))
+            except ParseError:
+                self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
+            return
         items = {item.render(): value for item, value in response.items}
         entry = FetchEntry(number=response.number, uid=uid, items=items)
         job.entries.append(entry)
-        view = (self.views.get(self.mailbox, uid)
-                if uid is not None and self.mailbox is not None else None)
         if view is not None:
             entry.view = view
             self._flush_job(job)
@@ -226,6 +257,13 @@ class ContentFetch:
             job.to_open[uid] = entry
         else:
             self._fatal("upstream FETCH without UID", b"* BYE Upstream server error\r\n")
+
+    def _listed_while_locked(self, job: FetchJob, header: bytes) -> bool:
+        """Whether the client only lists an encrypted message while the key is locked: then
+        it is answered as stored (`is_listing`), the folder never looks empty (issue 13)."""
+        return (self.settings.locked_fetch != "passthrough"
+                and all(is_listing(item) for item in job.command.items)
+                and may_be_encrypted(header) and not self.views.key_unlocked())
 
     def _stored_bytes(self, job: FetchJob, raw: bytes, spans: FetchSpans) -> None:
         """One response of the open pass: the whole stored message of a waiting entry."""
@@ -360,10 +398,13 @@ class ContentFetch:
 
     def _answer(self, job: FetchJob, entry: FetchEntry, result: MessageOpened) -> None:
         if result.outcome == "locked":
-            if self.settings.locked_fetch != "passthrough":
+            listing = all(is_listing(item) for item in job.command.items)
+            if self.settings.locked_fetch != "passthrough" and not listing:
                 job.locked = True
                 return
-            shown = entry.stored
+            # listed only (`is_listing`), or passthrough: as stored, minus any incoming
+            # X-SMIME-Status (only the proxy writes it)
+            shown = without_field(entry.stored, STATUS_HEADER)
         elif result.outcome == "opened" and result.plain:
             shown = entry.stored
         else:
@@ -411,6 +452,19 @@ class ContentFetch:
             job.seen_uids.append(entry.uid)
         self._out.append(SendToClient(response))
         return True
+
+
+def _as_stored_for_listing(raw: bytes, spans: FetchSpans, strip: frozenset[bytes]) -> bytes:
+    """A sort-pass response answered as the upstream stores the message (`is_listing` items
+    only), minus the items the proxy added and any incoming X-SMIME-Status field in the
+    header items: only the proxy writes that field (DESIGN 5). Raises ParseError."""
+    response = parse_response(without_items(raw, spans, strip))
+    assert isinstance(response, FetchResponse)
+    items = tuple(
+        (item, without_field(value, STATUS_HEADER)
+         if isinstance(value, bytes) and item.name in ("BODY", "RFC822.HEADER") else value)
+        for item, value in response.items)
+    return FetchResponse(response.number, items).render()
 
 
 _CONTENT_PREFIXES: Final = (b"BODY", b"BINARY", b"RFC822", b"ENVELOPE")

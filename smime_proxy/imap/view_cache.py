@@ -151,3 +151,6 @@ class UserViews(ViewCache):
         if decrypted and unlock is None:
             return  # locked since it was opened: not kept
         self._views.put((self._user, mailbox[0], mailbox[1], uid), view, unlock)
+
+    def key_unlocked(self) -> bool:
+        return self._current_unlock() is not None

@@ -199,7 +199,8 @@ def without_field(message: bytes, name: str) -> bytes:
     A plain scan of the header lines with no size limit of its own: it must also work on the
     messages `parse_entity` refuses (a header of megabytes, say), which are shown as stored."""
     end = _HEADER_END.search(message)
-    header_end = end.start() + 1 if end is not None else len(message)
+    # the header ends after the line break that ends its last field (CRLF or LF)
+    header_end = message.index(b"\n", end.start()) + 1 if end is not None else len(message)
     header = message[:header_end]
     wanted = name.lower().encode("ascii")
     if wanted not in header.lower():
@@ -251,9 +252,26 @@ def _names_smime_type(header: bytes) -> bool:
     """The Content-Type rule of `needs_opening` (remembered: the S/MIME mail of one sender
     carries the same few Content-Type fields, and the email parser costs ~0.2 ms)."""
     try:
-        mime_type, params = parse_entity(header if header.endswith(b"\n\r\n") or
-                                         header.endswith(b"\n\n") else header + b"\r\n"
-                                         ).content_type()
+        mime_type, params = _header_content_type(header)
     except Exception:  # in doubt, open it
         return True
     return mime_type == "multipart/signed" or is_pkcs7_mime(mime_type, params)
+
+
+def _header_content_type(header: bytes) -> tuple[str, dict[str, str]]:
+    """The Content-Type of a header block (with or without its closing empty line)."""
+    ended = header.endswith(b"\n\r\n") or header.endswith(b"\n\n")
+    return parse_entity(header if ended else header + b"\r\n").content_type()
+
+
+def may_be_encrypted(header: bytes) -> bool:
+    """Whether a message whose top-level header is `header` may need the user's key to be
+    opened: a whole-entity CMS object that does not say it is only signed (RFC 8551 3.2.2's
+    smime-type; without it, or for a .p7m attachment, it may be encrypted)."""
+    try:
+        mime_type, params = _header_content_type(header)
+    except Exception:  # in doubt, it may be
+        return True
+    if not is_pkcs7_mime(mime_type, params):
+        return False
+    return (params.get("smime-type") or "").lower() not in ("signed-data", "certs-only")

@@ -115,6 +115,14 @@ def literal(data: list[object]) -> bytes:
     return value
 
 
+def pair(item: object) -> tuple[bytes, bytes]:
+    """imaplib's (head, literal) of one FETCH answer."""
+    assert isinstance(item, tuple)
+    head, value = item
+    assert isinstance(head, bytes) and isinstance(value, bytes)
+    return head, value
+
+
 def token() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
@@ -276,6 +284,39 @@ def test_locked_key_gives_tagged_no_unavailable(env: Env) -> None:
         assert typ == "OK" and b"\\Seen" not in data[0]  # type: ignore[operator]
     finally:
         proxy.logout()
+
+
+def test_locked_key_lists_the_folder_as_stored(env: Env) -> None:
+    """Issue 13: a client syncing the folder while the key is locked sees every message with
+    the upstream's flags, size, envelope and header fields (as Dovecot gives them, minus
+    X-SMIME-Status); only opening one is refused."""
+    tok = token()
+    ids = people().ids
+    stored = encrypted_signed(plain_message(tok, body=b"locked secret\r\n"),
+                              ids["alice"], ids["bob"])
+    env.deliver("bob", b"X-SMIME-Status: encrypted=no; signature=valid\r\n" + stored)
+    proxy, direct = env.proxy("bob"), env.direct("bob")
+    try:
+        uid = uid_of(proxy, tok)
+        assert uid_of(direct, tok) == uid
+        items = ("(UID RFC822.SIZE FLAGS ENVELOPE INTERNALDATE"
+                 " BODY.PEEK[HEADER.FIELDS (SUBJECT MESSAGE-ID X-SMIME-STATUS)])")
+        typ, data = fetch(proxy, uid, items)
+        want_typ, want = fetch(direct, uid, items)
+        assert typ == want_typ == "OK"
+        (got_head, got_fields), (want_head, want_fields) = pair(data[0]), pair(want[0])
+        flags = rb"FLAGS \([^)]*\)|\{\d+\}$"  # \Recent is the first session's; literal sizes
+        assert re.sub(flags, b"", got_head) == re.sub(flags, b"", want_head)
+        assert b"X-SMIME-Status" in want_fields
+        assert got_fields == re.sub(rb"X-SMIME-Status: [^\r]*\r\n", b"", want_fields)
+        assert tok.encode() in got_fields
+        for opening in ("BODY.PEEK[]", "BODYSTRUCTURE", "BODY.PEEK[TEXT]"):
+            typ, data = fetch(proxy, uid, opening)
+            assert typ == "NO" and b"[UNAVAILABLE]" in data[0]  # type: ignore[operator]
+            assert all(not isinstance(d, tuple) for d in data)
+    finally:
+        proxy.logout()
+        direct.logout()
 
 
 def test_locked_key_passthrough_shows_raw_smime(upstream: Upstream, loop: LoopThread,

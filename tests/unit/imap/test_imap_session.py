@@ -3,97 +3,32 @@ network, no crypto (`MessageOpened` results are scripted)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 
 from smime_proxy.imap.session import (
-    Action,
-    Close,
     ImapSession,
     MessageOpened,
-    OpenMessage,
     Pause,
-    SendToClient,
-    SendToUpstream,
     SessionSettings,
     StartClientTls,
 )
 from smime_proxy.imap.views import MessageView
 from support.gate import RecordingGate
-
-UP_CAPS = (b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE STARTTLS "
-           b"AUTH=PLAIN AUTH=LOGIN COMPRESS=DEFLATE NOTIFY\r\n")
-PLAIN = (b"From: a@example.test\r\nTo: b@example.test\r\nSubject: hi\r\n\r\n"
-         b"hello world\r\n")
-STATUS = b"X-SMIME-Status: encrypted=no; signature=none\r\n"
-
-
-@dataclass
-class Run:
-    session: ImapSession
-    to_client: list[bytes] = field(default_factory=list)
-    to_upstream: list[bytes] = field(default_factory=list)
-    opens: list[OpenMessage] = field(default_factory=list)
-    others: list[Action] = field(default_factory=list)
-
-    def take(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, SendToClient):
-                self.to_client.append(action.data)
-            elif isinstance(action, SendToUpstream):
-                self.to_upstream.append(action.data)
-            elif isinstance(action, OpenMessage):
-                self.opens.append(action)
-            else:
-                self.others.append(action)
-
-    def client(self, data: bytes) -> None:
-        self.take(self.session.client_data(data))
-
-    def upstream(self, data: bytes) -> None:
-        self.take(self.session.upstream_data(data))
-
-    def opened(self, result: MessageOpened) -> None:
-        self.take(self.session.message_opened(result))
-
-    def client_out(self) -> bytes:
-        out, self.to_client[:] = b"".join(self.to_client), []
-        return out
-
-    def upstream_out(self) -> bytes:
-        out, self.to_upstream[:] = b"".join(self.to_upstream), []
-        return out
-
-    @property
-    def closed(self) -> bool:
-        return any(isinstance(a, Close) for a in self.others)
-
-
-def started(**settings: object) -> Run:
-    run = Run(ImapSession(SessionSettings(**settings)))  # type: ignore[arg-type]
-    run.take(run.session.start())
-    assert run.upstream_out() == b"~spx1 CAPABILITY\r\n"
-    assert run.to_client == []
-    run.upstream(UP_CAPS + b"~spx1 OK Pre-login capabilities listed.\r\n")
-    return run
-
-
-def logged_in(**settings: object) -> Run:
-    run = started(plaintext_login=True, **settings)
-    run.client_out()
-    run.client(b"a1 LOGIN alice secret\r\n")
-    assert run.upstream_out() == b"a1 LOGIN alice secret\r\n"
-    run.upstream(b"a1 OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE] Logged in\r\n")
-    assert run.client_out() == b"a1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"
-    assert run.session.user == "alice"
-    return run
-
-
-def fetch_reply(number: int, uid: int, message: bytes, extra: bytes = b"") -> bytes:
-    return (b"* %d FETCH (UID %d BODY[] {%d}\r\n" % (number, uid, len(message)) + message
-            + extra + b")\r\n")
-
+from support.imap_transcript import (
+    CLS,
+    CLS_R,
+    NO_FIELDS,
+    PLAIN,
+    SMIME_FIELDS,
+    STATUS,
+    UP_CAPS,
+    Run,
+    fetch_reply,
+    literal,
+    logged_in,
+    sorted_reply,
+    started,
+)
 
 # --- greeting, capabilities, STARTTLS, login -----------------------------------------------
 
@@ -251,22 +186,6 @@ def test_unsolicited_content_items_are_dropped() -> None:
 # The sort pass asks for UID and the classification fields besides the client's items; plain
 # messages are answered with the upstream's own bytes, S/MIME ones are opened (module
 # docstring of imap.fetch_answers).
-
-CLS = b"BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]"
-CLS_R = b"BODY[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]"
-NO_FIELDS = b"\r\n"
-SMIME_FIELDS = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n"
-
-
-def sorted_reply(number: int, uid: int, fields: bytes, rest: bytes = b"") -> bytes:
-    """A sort-pass response: UID, the classification fields, then `rest` (items)."""
-    return (b"* %d FETCH (UID %d " % (number, uid) + CLS_R + b" {%d}\r\n" % len(fields)
-            + fields + rest + b")\r\n")
-
-
-def literal(data: bytes) -> bytes:
-    return b"{%d}\r\n" % len(data) + data
-
 
 def test_plain_message_is_the_upstreams_own_answer() -> None:
     run = logged_in()

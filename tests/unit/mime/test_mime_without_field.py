@@ -3,6 +3,7 @@ parsers refuse (it must never raise and has no size limit of its own)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,3 +38,10 @@ def test_never_raises_and_never_grows(data: bytes) -> None:
     assert len(result) <= len(data)
     if b"x-smime-status" not in data.lower():
         assert result == data
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
+def test_the_last_field_goes_with_its_whole_line_break(eol: bytes) -> None:
+    """Found with the locked listing (issue 13): the CR of a removed last field was kept."""
+    message = b"From: a@b" + eol + b"X-SMIME-Status: signature=valid" + eol + eol + b"body"
+    assert without_field(message, STATUS_HEADER) == b"From: a@b" + eol + eol + b"body"
