@@ -41,6 +41,7 @@ ListenerTlsMode = Literal["starttls", "implicit"]
 UpstreamTlsMode = Literal["implicit", "starttls", "none"]
 LockedFetch = Literal["unavailable", "passthrough"]
 UnauthenticatedContent = Literal["withhold", "text"]
+Signatures = Literal["strip", "keep"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -156,6 +157,7 @@ class Config:
     logging: LoggingConfig
     control: ControlConfig = ControlConfig()
     unauthenticated_content: UnauthenticatedContent = "withhold"
+    signatures: Signatures = "strip"  # a verified signed layer: removed, or shown too
     users: UsersConfig = UsersConfig()
     imap: ImapConfig = ImapConfig()
 
@@ -178,7 +180,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
     top = r.mapping(data, "", "the configuration")
     r.only(top, "", {"listeners", "upstream", "data_dir", "trust_roots", "unlock",
                      "locked_fetch", "policy_file", "logging", "control",
-                     "unauthenticated_content", "users", "imap"})
+                     "unauthenticated_content", "signatures", "users", "imap"})
     listeners = _listeners(r, r.required(top, "", "listeners"))
     upstream = _upstream(r, r.required(top, "", "upstream"))
     data_dir = r.path(r.required(top, "", "data_dir"), "data_dir", must_exist=False)
@@ -194,6 +196,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
                             ("unavailable", "passthrough"))
     unauthenticated = r.choice(top.get("unauthenticated_content", "withhold"),
                                "unauthenticated_content", ("withhold", "text"))
+    signatures = r.choice(top.get("signatures", "strip"), "signatures", ("strip", "keep"))
     policy_raw = top.get("policy_file")
     policy_file = None if policy_raw is None else r.path(policy_raw, "policy_file",
                                                          must_exist=True)
@@ -211,6 +214,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
         unlock=unlock, locked_fetch=cast(LockedFetch, locked_fetch), policy_file=policy_file,
         logging=logging, control=_control(r, top.get("control", {})),
         unauthenticated_content=cast(UnauthenticatedContent, unauthenticated),
+        signatures=cast(Signatures, signatures),
         users=_users(r, top.get("users", {})),
         imap=_imap(r, top.get("imap", {})),
     )

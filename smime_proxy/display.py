@@ -22,7 +22,8 @@ from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.errors import KeyLocked
 from smime_proxy.mime.building import base64_lines, merge_outer_fields
 from smime_proxy.mime.entity import STATUS_HEADER, parse_entity, without_field
-from smime_proxy.mime.identity import USER_FACING_FIELDS, headers_protected
+from smime_proxy.mime.identity import headers_protected
+from smime_proxy.mime.protection import shown_message, with_protected_fields
 from smime_proxy.mime.transfer import transfer_decode
 from smime_proxy.mime.tree import parse as parse_tree
 from smime_proxy.smime import (
@@ -34,6 +35,7 @@ from smime_proxy.smime import (
 )
 
 Unauthenticated = Literal["withhold", "text"]
+Signatures = Literal["keep", "strip"]
 _TEXT_FIELDS = ("from", "sender", "reply-to", "to", "cc", "subject", "date", "message-id")
 
 
@@ -55,13 +57,18 @@ def open_message(
     *,
     now: datetime,
     unauthenticated: Unauthenticated = "withhold",
+    signatures: Signatures = "strip",
 ) -> OpenedMessage:
     """Decrypt (whole-message encryption only) and verify, for display to a client.
 
     Raises KeyLocked when the message is encrypted and no agent is given, DecryptionFailed
     (or a subclass) when it cannot be decrypted. An opaque signature is unwrapped so that any
-    client can read it; a multipart/signed message is shown as it is. Every incoming
-    X-SMIME-Status field is removed and exactly one, written here, is put first.
+    client can read it. A valid multipart/signed layer is removed after verification
+    (`signatures="strip"`: the client is shown an ordinary message and the proxy's status)
+    or kept for the client to verify too (`"keep"`); any other signature is shown as it is.
+    Header protection (`mime.protection`: RFC 9788 injected headers, RFC 8551 wrapping) is
+    resolved into one ordinary message whose header fields are the protected ones. Every
+    incoming X-SMIME-Status field is removed and exactly one, written here, is put first.
 
     No CBC gadgets (DESIGN decision 14): content decrypted without authentication (AES-CBC,
     3DES) is released only under a valid signature, which a gadget breaks. Otherwise
@@ -72,12 +79,14 @@ def open_message(
     cipher: str | None = None
     content = message
     authenticated = True
+    entity_start: int | None = None  # of the decrypted entity in `content`
     if is_encrypted(message):
         if agent is None:
             raise KeyLocked("the message is encrypted and the Secure Mail key is locked")
         decrypted = decrypt_message(message, agent)
         content, cipher = decrypted.content, decrypted.cipher
         authenticated = decrypted.authenticated
+        entity_start = decrypted.entity_start
     report: SignatureReport | None = None
     if is_signed(content):
         report = inspect_signature(content, trust_roots, now=now)
@@ -86,11 +95,21 @@ def open_message(
     shown = without_field(content, STATUS_HEADER)
     valid = report is not None and report.valid
     protected = None
+    stripped = False
     if report is not None and valid and report.content is not None:
-        shown = with_protected_fields(shown, report.content)
+        if signatures == "strip" or report.opaque:
+            shown = shown_message(shown, report.content)
+            stripped = True
+        else:
+            shown = with_protected_fields(shown, report.content)
         protected = headers_protected(shown, report.content)
+    elif report is None and entity_start is not None and authenticated:
+        # encrypted, not signed: the fields it carries inside are shown (authenticated by
+        # no one, as the status says: signature=none)
+        shown = shown_message(without_field(message, STATUS_HEADER),
+                              content[entity_start:])
     withheld: Unauthenticated | None = None
-    if not authenticated and report is not None and valid and not report.opaque:
+    if not authenticated and valid and not stripped:
         shown = only_signed_parts(shown)  # a gadget in the preamble or epilogue is dropped
     elif not authenticated and not valid:
         # CBC without a valid signature: an EFAIL gadget could have rewritten it
@@ -105,21 +124,6 @@ def open_message(
         cipher,
         report,
     )
-
-
-def with_protected_fields(shown: bytes, signed: bytes) -> bytes:
-    """The message with the user-facing header fields of a signed wrapped message (RFC 8551
-    3.1) in place of the outer ones: the client sees the fields the signature covers."""
-    wrapper = parse_entity(signed)
-    if wrapper.content_type()[0] != "message/rfc822":
-        return shown
-    inner = [f for f in parse_entity(wrapper.body).fields if f.name in USER_FACING_FIELDS]
-    if not inner:
-        return shown
-    outer = parse_entity(shown)
-    kept = [f.raw for f in outer.fields if f.name not in USER_FACING_FIELDS]
-    lines = [f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n" for f in inner]
-    return b"".join([*lines, *kept]) + shown[outer.header_end:]
 
 
 def only_signed_parts(message: bytes) -> bytes:

@@ -64,6 +64,7 @@ from smime_proxy.mime.entity import (
     split_multipart,
 )
 from smime_proxy.mime.identity import single_from
+from smime_proxy.mime.protection import protected_fields
 from smime_proxy.mime.tree import parse as parse_tree
 
 Cipher = Literal["aes-256-gcm", "aes-256-cbc", "aes-128-cbc"]
@@ -130,6 +131,7 @@ class DecryptedMessage:
     content: bytes = field(repr=False)
     cipher: str  # e.g. "aes-256-gcm", "aes-256-cbc", "3des-cbc"
     authenticated: bool  # AEAD (GCM): the content is integrity-protected
+    entity_start: int = 0  # where the decrypted entity starts in `content` (outer fields before)
 
 
 _MICALG = {
@@ -154,17 +156,22 @@ def sign_message(
     pss: bool = False,
     extra_certs: Sequence[x509.Certificate] = (),
     now: datetime | None = None,
+    protected: bytes = b"",
 ) -> bytes:
     """Sign a whole RFC 5322 message; return the signed message (headers kept outside).
 
     The signed entity is the message's MIME entity (its Content-* fields and body), first
     canonicalised to CRLF and with 8-bit/binary parts re-encoded (quoted-printable or base64)
-    so that no relay can change the signed bytes.
+    so that no relay can change the signed bytes. `protected`: header fields (CRLF-ended)
+    put first in the signed entity, RFC 9788's injected headers (the caller marks its
+    Content-Type with `hp`).
     """
     if digest not in _MICALG:
         raise InputError(f"unsupported digest {digest}")
     outer = parse_entity(canonical_crlf(message))
     inner = seven_bit_pieces(outer)
+    if protected:
+        inner[0] = protected + inner[0]
     chain = list(extra_certs) or list(agent.chain)
     cms_der = build_signed_data(
         inner,
@@ -206,12 +213,14 @@ def encrypt_message(
     recipients: Sequence[Recipient],
     *,
     cipher: Cipher | None = None,
+    protected: bytes = b"",
 ) -> bytes:
     """Encrypt a whole message to every recipient; return the application/pkcs7-mime message.
 
     With no explicit cipher: AES-256-GCM (AuthEnvelopedData) when every recipient is known
     to read it, else AES-256-CBC (EnvelopedData) (DESIGN decision 2). Key transport per
-    recipient: as given, else OAEP for GCM and PKCS#1 v1.5 for CBC.
+    recipient: as given, else OAEP for GCM and PKCS#1 v1.5 for CBC. `protected`: header
+    fields put first in the encrypted entity (RFC 9788 injected headers, as for signing).
     """
     if not recipients:
         raise NoRecipientCertificate([])
@@ -221,7 +230,10 @@ def encrypt_message(
     keys = [RecipientKey(r.certificate, r.key_transport or default_transport) for r in recipients]
     outer = parse_entity(canonical_crlf(message))
     headers = outer_header(outer)
-    der_pieces = build_enveloped_pieces(entity_pieces(outer), keys, cipher)
+    pieces = entity_pieces(outer)
+    if protected:
+        pieces[0] = protected + pieces[0]
+    der_pieces = build_enveloped_pieces(pieces, keys, cipher)
     # Free the plaintext before base64 doubles the size: the canonical copy if one was made,
     # and the message itself when the caller handed over its only reference.
     del outer, message
@@ -255,8 +267,9 @@ def decrypt_message(message: bytes, agent: KeyAgent) -> DecryptedMessage:
         # A wrong key (RFC 3218 random substitute) passes CBC padding 1 time in 256: the
         # garbage is caught here and reported exactly like every other failure.
         raise DecryptionFailed("cannot decrypt this message")
-    return DecryptedMessage(merge_outer_fields(outer, opened.parts), opened.cipher,
-                            opened.authenticated)
+    merged = merge_outer_fields(outer, opened.parts)
+    entity_start = len(merged) - sum(len(part) for part in opened.parts)
+    return DecryptedMessage(merged, opened.cipher, opened.authenticated, entity_start)
 
 
 def inspect_signature(
@@ -289,16 +302,19 @@ def inspect_signature(
 
 
 def _wrapped_identity_problem(content: bytes, signers: list[SignerReport]) -> str | None:
-    """A signed entity that is a wrapped message (RFC 8551 3.1 header protection) must come
-    from the signer too: its From is what a reader of the wrapped message sees."""
-    entity = parse_entity(content)
-    if entity.content_type()[0] != "message/rfc822":
+    """A signed entity that carries the header a reader is shown (RFC 8551 3.1 wrapping,
+    RFC 9788 injected headers: `mime.protection`) must come from the signer too: its From
+    is the one the client shows."""
+    protection = protected_fields(content)
+    if protection.form == "none":
         return None
-    inner_address, inner_problem = single_from(parse_entity(entity.body))
+    where = ("the wrapped message" if protection.form == "wrapped"
+             else "the protected header")
+    inner_address, inner_problem = single_from(protection.content)
     if inner_problem or inner_address is None:
-        return f"the wrapped message: {inner_problem or 'no From address'}"
+        return f"{where}: {inner_problem or 'no From address'}"
     if not any(inner_address in s.email for s in signers):
-        return "the wrapped message's From address is not an address of the signer certificate"
+        return f"{where}'s From address is not an address of the signer certificate"
     return None
 
 

@@ -150,7 +150,8 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
             return as_stored(raw, request_id, "no-key", encrypted=True)
     try:
         opened = open_message(raw, agent, services.trust_roots, now=now,
-                              unauthenticated=services.config.unauthenticated_content)
+                              unauthenticated=services.config.unauthenticated_content,
+                              signatures=services.config.signatures)
     except KeyLocked:
         return MessageOpened(request_id, "locked")
     except SmimeProxyError as exc:

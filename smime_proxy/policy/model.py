@@ -26,7 +26,8 @@ from smime_proxy.yamlcheck import boolean, load_yaml, only, show
 SignMode = Literal["never", "if-unlocked", "required"]
 EncryptMode = Literal["never", "if-possible", "required"]
 Fallback = Literal["signed", "plain"]
-HeaderProtection = Literal["wrapped", "none"]
+HeaderProtection = Literal["injected", "wrapped", "none"]
+HEADER_PROTECTIONS: tuple[HeaderProtection, ...] = ("injected", "wrapped", "none")
 CipherName = Literal["aes-256-gcm", "aes-256-cbc", "aes-128-cbc"]
 Level = Literal["global", "domain", "user"]
 
@@ -61,7 +62,7 @@ DEFAULTS = Settings(
     ciphers=("aes-256-gcm", "aes-256-cbc"),
     fallback="signed",
     subject_tags=(),
-    header_protection="wrapped",
+    header_protection="injected",
     hide_subject=False,
     gcm_recipients=(),
 )
@@ -253,7 +254,7 @@ def _settings(raw: object, where: str) -> Settings:
         fallback=cast(Fallback | None, _choice(m, "fallback", where, ("signed", "plain"))),
         subject_tags=_tags(m, where),
         header_protection=cast(HeaderProtection | None,
-                               _choice(m, "header_protection", where, ("wrapped", "none"))),
+                               _choice(m, "header_protection", where, HEADER_PROTECTIONS)),
         hide_subject=_bool(m, "hide_subject", where),
         gcm_recipients=_patterns(m, "gcm_recipients", where),
     )
@@ -267,8 +268,8 @@ def _settings(raw: object, where: str) -> Settings:
         raise ConfigError(f"{where}.hide_subject: true contradicts encrypt: never in the "
                           "same rule")
     if s.hide_subject and s.header_protection == "none":
-        raise ConfigError(f"{where}.hide_subject: true needs header_protection: wrapped (the "
-                          "real Subject must travel inside), but the rule says none")
+        raise ConfigError(f"{where}.hide_subject: true needs header protection (injected or "
+                          "wrapped: the real Subject must travel inside), but the rule says none")
     if s.ciphers is not None and s.encrypt == "never":
         raise ConfigError(f"{where}.ciphers: set, but the rule says encrypt: never")
     for name, _tag in s.subject_tags or ():

@@ -22,10 +22,13 @@ What it does, in order:
 4. Signing (`sign: if-unlocked|required`) needs the unlocked key: locked and required ->
    `451 4.7.0` naming the unlock URL (the client keeps the message and retries);
    `if-unlocked` -> unsigned. Sign first, then encrypt (one signature for every copy).
-5. Header protection (`header_protection: wrapped`, the default): the whole header (minus
-   Bcc and X-SMIME-*) travels inside, as RFC 8551 3.1 message/rfc822 wrapping; outside stay
-   From, To, Cc, Date, Message-ID, Subject, Reply-To, In-Reply-To, References (Subject
-   replaced by "..." when encrypted and `hide_subject`).
+5. Header protection: the whole header (minus Bcc and X-SMIME-*) travels inside.
+   `injected` (the default): RFC 9788 Injected Headers, the fields first in the signed or
+   encrypted entity, marked `hp="clear"` or `hp="cipher"`; a reader sees one ordinary
+   message. `wrapped`: RFC 8551 3.1 message/rfc822 wrapping (readers that do not unwrap
+   show a forwarded-message attachment). Either way, when encrypting, outside stay only
+   From, To, Cc, Date, Message-ID, Subject, Reply-To, In-Reply-To, References, Sender (the
+   Subject replaced by "[...]", or "..." when wrapped, with `hide_subject`).
 6. Bcc privacy (DESIGN 9): envelope recipients not named in To/Cc get their own copy,
    encrypted to them (and the sender) only; the To/Cc copy names no Bcc recipient, neither
    in a header nor as a RecipientInfo. Signed-only and plain messages are one copy.
@@ -220,10 +223,15 @@ def plan_submission(
     # 4. header protection, then sign, then encrypt per copy
     payload = base
     del base, message  # keep one live copy at each step (a 25 MB message)
+    protected = b""
     if decision.header_protection == "wrapped":
         payload = _wrap(payload, hide_subject=encrypt and decision.hide_subject)
+    elif decision.header_protection == "injected":
+        payload, protected = _inject(payload, encrypted=encrypt,
+                                     hide_subject=encrypt and decision.hide_subject)
     if agent is not None:
-        payload = sign_message(payload, agent, now=now)
+        payload = sign_message(payload, agent, now=now, protected=protected)
+        protected = b""  # in the signed part, which is encrypted as a whole
     if not encrypt:
         return Plan((Copy(tuple(dict.fromkeys(recipients)), payload),), agent is not None,
                     False, decision, tuple(reasons))
@@ -253,7 +261,8 @@ def plan_submission(
             raise SubmissionRefused(
                 550, "5.7.1", _one_line(f"no cipher of the policy is readable by: {names}"))
         last = index == len(groups) - 1
-        encrypted = encrypt_message(holder.pop() if last else holder[0], targets, cipher=cipher)
+        encrypted = encrypt_message(holder.pop() if last else holder[0], targets, cipher=cipher,
+                                    protected=protected)
         copies.append(Copy(tuple(original[r] for r in rcpts), encrypted, cipher))
     if own_cert is None:
         reasons.append("the sender has no certificate: not encrypted to the sender")
@@ -336,3 +345,41 @@ def _wrap(message: bytes, *, hide_subject: bool) -> bytes:
     return b"".join([*outer, b"MIME-Version: 1.0\r\n",
                      b"Content-Type: message/rfc822; forwarded=no\r\n\r\n", *inner,
                      memoryview(entity.data)[entity.header_end:]])
+
+
+def _inject(message: bytes, *, encrypted: bool, hide_subject: bool) -> tuple[bytes, bytes]:
+    """RFC 9788 Injected Headers: (the message to sign or encrypt, the protected fields).
+
+    The protected fields are the whole header (minus Bcc), put first in the entity that is
+    signed or encrypted, whose Content-Type says `hp="clear"` (signed only) or `hp="cipher"`
+    (RFC 9788 2.1). Outside stay, when encrypting, only the fields mail needs on its way
+    (`OUTER_FIELDS`; the Subject "[...]" with `hide_subject`, RFC 9788 3.2.1's baseline),
+    each also named in an HP-Outer field inside (RFC 9788 2.2); when only signing, all of
+    them. No Legacy Display Element is added to the body (RFC 9788 makes it optional, and a
+    reader that does not know it would see it as text)."""
+    entity = parse_entity(message)
+    protected: list[bytes] = []
+    outer: list[bytes] = []
+    content: list[bytes] = []
+    hp = b"cipher" if encrypted else b"clear"
+    for f in entity.fields:
+        raw = f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n"
+        if f.name.startswith("content-"):
+            if f.name == "content-type":
+                raw = raw.rstrip(b"\r\n") + b';\r\n hp="' + hp + b'"\r\n'
+            content.append(raw)
+            continue
+        if f.name in ("mime-version", "bcc"):
+            continue
+        protected.append(raw)
+        if not encrypted:
+            outer.append(raw)
+        elif f.name in OUTER_FIELDS:
+            outer.append(b"Subject: [...]\r\n" if f.name == "subject" and hide_subject else raw)
+    if not any(f.name == "content-type" for f in entity.fields):
+        content.insert(0, b'Content-Type: text/plain; charset=us-ascii; hp="' + hp + b'"\r\n')
+    if encrypted:
+        protected.extend(b"HP-Outer: " + raw for raw in outer)
+    message = b"".join([*outer, b"MIME-Version: 1.0\r\n", *content, b"\r\n",
+                        memoryview(entity.data)[entity.body_start:]])
+    return message, b"".join(protected)

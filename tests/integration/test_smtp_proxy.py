@@ -306,7 +306,7 @@ def test_swaks(proxy: Proxy, tmp_path: Path, tls: bool) -> None:
 
 @pytest.mark.usefixtures("default_policy")
 @pytest.mark.skipif(shutil.which("s-nail") is None, reason="s-nail not installed")
-@pytest.mark.parametrize("protection", ["none", "wrapped"])
+@pytest.mark.parametrize("protection", ["injected", "none", "wrapped"])
 def test_s_nail_sends_decrypts_and_verifies(proxy: Proxy, tmp_path: Path,
                                             protection: str) -> None:
     """s-nail sends through the proxy, then decrypts what arrived as bob and verifies it.

@@ -118,6 +118,7 @@ def test_defaults(confdir: Path) -> None:
     assert config.trust_roots == ()
     assert (config.unlock.idle_timeout, config.unlock.max_unlock) == (180, 3600)
     assert config.locked_fetch == "unavailable"
+    assert config.signatures == "strip"
     assert config.policy_file is None
     assert (config.logging.format, config.logging.level) == ("text", "info")
 
@@ -235,6 +236,8 @@ CASES: list[tuple[str, Mutation, str]] = [
      "upstream.smtp.tls: none would send users' passwords in clear to mail.example.test"),
     ("locked_fetch", _set("locked_fetch", "placeholder"),
      'locked_fetch: expected unavailable | passthrough, got "placeholder"'),
+    ("signatures", _set("signatures", "verify"),
+     'signatures: expected strip | keep, got "verify"'),
     ("idle_timeout with unit", _set("unlock.idle_timeout", "3m"),
      'unlock.idle_timeout: expected a whole number of seconds >= 1, got "3m"'),
     ("idle_timeout zero", _set("unlock.idle_timeout", 0),

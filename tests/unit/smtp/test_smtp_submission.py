@@ -135,19 +135,59 @@ def test_sign_then_encrypt_openssl_and_self(tmp_path: Path) -> None:
     assert b"X-Mailer" not in head and b"Subject: Hello" in head
 
 
-def test_hide_subject(tmp_path: Path) -> None:
-    plan = _plan(_message(), _world(), policy("global: {hide_subject: true}"))
-    head = plan.copies[0].message.split(b"\r\n\r\n", 1)[0]
-    assert b"Subject: ...\r\n" in head
+def test_injected_headers_by_default(tmp_path: Path) -> None:
+    """RFC 9788: the whole header first in the signed part, hp="cipher", HP-Outer naming
+    what stayed outside; no message/rfc822 wrapper and no Legacy Display Element."""
+    plan = _plan(_message(), _world())
     inner = decrypt(plan.copies[0].message, people().ids["bob"], tmp_path)
-    assert b"Subject: Hello" in verify(inner, people().ca, tmp_path)
+    content = verify(inner, people().ca, tmp_path)
+    head, body = content.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"From: Alice <alice@example.test>\r\nTo: Bob <bob@example.test>"
+                           b"\r\nSubject: Hello\r\n")
+    assert b"X-Mailer: tests\r\n" in head and b"HP-Outer: Subject: Hello\r\n" in head
+    assert b"HP-Outer: X-Mailer" not in head  # not outside
+    assert b'Content-Type: text/plain; charset=utf-8;\r\n hp="cipher"' in head
+    assert b"message/rfc822" not in content
+    assert body == b"Hello Bob,\r\n.leading dot\r\n"
+
+
+def test_signed_only_injected_headers_are_hp_clear(tmp_path: Path) -> None:
+    plan = _plan(_message(), _world(known=()))
+    assert plan.signed and not plan.encrypted
+    message = plan.copies[0].message
+    content = verify(message, people().ca, tmp_path)
+    assert b'hp="clear"' in content and b"HP-Outer" not in content
+    assert b"Subject: Hello\r\n" in content and b"X-Mailer: tests\r\n" in content
+    assert b"X-Mailer: tests\r\n" in message.split(b"\r\n\r\n", 1)[0]  # all stay outside
+
+
+@pytest.mark.parametrize(("protection", "hidden"), [("injected", b"Subject: [...]\r\n"),
+                                                     ("wrapped", b"Subject: ...\r\n")])
+def test_hide_subject(protection: str, hidden: bytes, tmp_path: Path) -> None:
+    plan = _plan(_message(), _world(),
+                 policy(f"global: {{hide_subject: true, header_protection: {protection}}}"))
+    head = plan.copies[0].message.split(b"\r\n\r\n", 1)[0]
+    assert hidden in head and b"Hello" not in head
+    inner = decrypt(plan.copies[0].message, people().ids["bob"], tmp_path)
+    content = verify(inner, people().ca, tmp_path)
+    assert b"Subject: Hello" in content
+    if protection == "injected":
+        assert b"HP-Outer: Subject: [...]\r\n" in content
+
+
+def test_wrapped_header_protection_is_message_rfc822(tmp_path: Path) -> None:
+    plan = _plan(_message(), _world(), policy("global: {header_protection: wrapped}"))
+    inner = decrypt(plan.copies[0].message, people().ids["bob"], tmp_path)
+    content = verify(inner, people().ca, tmp_path)
+    assert content.startswith(b"Content-Type: message/rfc822; forwarded=no\r\n")
+    assert b"hp=" not in content
 
 
 def test_no_header_protection_keeps_original_entity(tmp_path: Path) -> None:
     plan = _plan(_message(), _world(), policy("global: {header_protection: none}"))
     inner = decrypt(plan.copies[0].message, people().ids["bob"], tmp_path)
     content = verify(inner, people().ca, tmp_path)
-    assert b"message/rfc822" not in content
+    assert b"message/rfc822" not in content and b"hp=" not in content
     assert content.startswith(b"Content-Type: text/plain")
 
 

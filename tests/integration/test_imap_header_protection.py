@@ -1,0 +1,125 @@
+"""Mail the SMTP front writes (RFC 9788 injected headers, the default) read back through the
+IMAP front from the real Dovecot (issue 13): one ordinary message whose header fields are
+the protected ones, in every view; with `signatures: keep` the signed layer too."""
+
+from __future__ import annotations
+
+import dataclasses
+import imaplib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smime_proxy.harness import Upstream
+from smime_proxy.smtp.keys import ServiceKeys
+from smime_proxy.smtp.submission import plan_submission
+from support.imap_proxy import LoopThread, imap_services, running_front, upstream_imap
+from support.smtp_proxy import UNLOCK_URL, KeyWorld, key_world, people, policy
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[LoopThread]:
+    with LoopThread() as lt:
+        yield lt
+
+
+@pytest.fixture(scope="module")
+def world() -> KeyWorld:
+    w = key_world()
+    ids = people().ids
+    w.give_key("alice", ids["alice"], unlock=True)
+    w.give_key("bob", ids["bob"], unlock=True)
+    w.know("bob", ids["alice"])
+    return w
+
+
+def submitted(world: KeyWorld, token: str, *, protection: str = "injected") -> bytes:
+    """What the SMTP front relays for bob's message to alice (hide_subject on)."""
+    message = (f"From: Bob <bob@example.test>\r\nTo: Alice <alice@example.test>\r\n"
+               f"Subject: secret plans {token}\r\nDate: Mon, 01 Jun 2026 12:00:00 +0000\r\n"
+               f"Message-ID: <{token}@example.test>\r\nMIME-Version: 1.0\r\n"
+               f"Content-Type: text/plain; charset=utf-8\r\n\r\nmeet at noon\r\n").encode()
+    plan = plan_submission(
+        message, user="bob", sender="bob@example.test", recipients=["alice@example.test"],
+        policy=policy(f"global: {{hide_subject: true, header_protection: {protection}}}"),
+        keys=ServiceKeys(world.secure_mail, world.contacts, world.now), now=world.now,
+        unlock_url=UNLOCK_URL)
+    assert plan.signed and plan.encrypted
+    return plan.copies[0].message
+
+
+def select_uid(imap: imaplib.IMAP4, token: str) -> str:
+    assert imap.select("INBOX")[0] == "OK"
+    typ, data = imap.uid("SEARCH", "HEADER", "Message-ID", f'"<{token}@example.test>"')
+    assert typ == "OK" and len((data[0] or b"").split()) == 1
+    return (data[0] or b"").decode()
+
+
+def fetched(imap: imaplib.IMAP4, uid: str, items: str) -> list[object]:
+    typ, data = imap.uid("FETCH", uid, items)
+    assert typ == "OK", data
+    return list(data)
+
+
+def whole(data: list[object]) -> bytes:
+    part = data[0]
+    assert isinstance(part, tuple) and isinstance(part[1], bytes)
+    return part[1]
+
+
+@pytest.mark.parametrize("protection", ["injected", "wrapped"])
+def test_a_protected_message_is_one_ordinary_message(upstream: Upstream, loop: LoopThread,
+                                                     world: KeyWorld, tmp_path: Path,
+                                                     protection: str) -> None:
+    token = uuid.uuid4().hex[:12]
+    upstream.deliver("alice", submitted(world, token, protection=protection))
+    with running_front(loop, imap_services(tmp_path, world, upstream_imap(upstream))) as front:
+        proxy = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+        proxy.login("alice", upstream.users["alice"])
+        direct = imaplib.IMAP4(upstream.host, upstream.imap_port, timeout=30)
+        direct.login("alice", upstream.users["alice"])
+        try:
+            uid = select_uid(proxy, token)
+            assert select_uid(direct, token) == uid
+            stored = whole(fetched(direct, uid, "BODY.PEEK[]"))
+            assert b"Subject: [...]" in stored or b"Subject: ..." in stored
+            shown = whole(fetched(proxy, uid, "BODY.PEEK[]"))
+            header = shown.split(b"\r\n\r\n", 1)[0]
+            status = header.split(b"\r\n", 1)[0]
+            assert status == (b"X-SMIME-Status: encrypted=yes; cipher=aes-256-cbc;"
+                              b" signature=valid; signer=bob@example.test; headers=protected")
+            assert f"Subject: secret plans {token}\r\n".encode() in header + b"\r\n"
+            for hidden in (b"[...]", b"HP-Outer", b"hp=", b"multipart/signed",
+                           b"message/rfc822", b"smime.p7s", b"ForwardedMessage"):
+                assert hidden not in shown, hidden
+            assert shown.endswith(b"\r\n\r\nmeet at noon\r\n")
+            structure = fetched(proxy, uid, "(BODYSTRUCTURE ENVELOPE)")[0]
+            assert isinstance(structure, bytes)
+            assert b'BODYSTRUCTURE ("text" "plain"' in structure
+            assert f'"secret plans {token}"'.encode() in structure
+        finally:
+            proxy.logout()
+            direct.logout()
+
+
+def test_keep_shows_the_signed_layer_with_the_protected_subject(
+        upstream: Upstream, loop: LoopThread, world: KeyWorld, tmp_path: Path) -> None:
+    token = uuid.uuid4().hex[:12]
+    upstream.deliver("alice", submitted(world, token))
+    services = imap_services(tmp_path, world, upstream_imap(upstream))
+    services = dataclasses.replace(
+        services, config=dataclasses.replace(services.config, signatures="keep"))
+    with running_front(loop, services) as front:
+        proxy = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+        proxy.login("alice", upstream.users["alice"])
+        try:
+            uid = select_uid(proxy, token)
+            shown = whole(fetched(proxy, uid, "BODY.PEEK[]"))
+            header = shown.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+            assert b"Content-Type: multipart/signed" in header
+            assert f"Subject: secret plans {token}\r\n".encode() in header
+            assert b"[...]" not in header
+        finally:
+            proxy.logout()
