@@ -29,7 +29,11 @@ What it does, in order:
    show a forwarded-message attachment). Either way, when encrypting, outside stay only
    From, To, Cc, Date, Message-ID, Subject, Reply-To, In-Reply-To, References, Sender (the
    Subject replaced by "[...]", or "..." when wrapped, with `hide_subject`).
-6. Bcc privacy (DESIGN 9): envelope recipients not named in To/Cc get their own copy,
+6. A message the client already signed or encrypted (S/MIME or PGP/MIME) is relayed as it
+   is, whatever the policy says; only when the policy requires encryption and the message
+   is only signed is it encrypted, the client's signature kept inside (no header
+   protection then: the signed entity is not touched).
+7. Bcc privacy (DESIGN 9): envelope recipients not named in To/Cc get their own copy,
    encrypted to them (and the sender) only; the To/Cc copy names no Bcc recipient, neither
    in a header nor as a RecipientInfo. Signed-only and plain messages are one copy.
 
@@ -59,7 +63,7 @@ from smime_proxy.errors import (
     SmimeProxyError,
 )
 from smime_proxy.keystore.certs import normalize_address
-from smime_proxy.mime.entity import HeaderField, parse_entity
+from smime_proxy.mime.entity import HeaderField, is_pkcs7_mime, parse_entity
 from smime_proxy.mime.identity import one_address
 from smime_proxy.policy import Decision, Policy, decide, find_subject_tags
 from smime_proxy.smime import Cipher, Recipient, encrypt_message, sign_message
@@ -147,6 +151,7 @@ def plan_submission(
         raise SubmissionRefused(552, "5.3.4",
                                 f"message header larger than {MAX_HEADER_BYTES} bytes")
     fields = list(entity.fields)
+    content_type = entity.content_type()
     pairs = [(f.name, _text(f.value())) for f in fields]
     to_cc = _addresses([v for n, v in pairs if n in ("to", "cc")])
     envelope = [r.lower() for r in recipients]
@@ -160,6 +165,14 @@ def plan_submission(
     base = b"".join([cleaned, memoryview(entity.data)[entity.header_end:]]) if changed \
         else message
     del entity
+
+    # 1b. a message the client protected itself: relayed as it is, unless the policy
+    # requires encryption and it is only signed (then encrypted, the signature kept)
+    client = _client_protection(content_type)
+    if client == "encrypted" or (client == "signed" and decision.encrypt != "required"):
+        reasons.append(f"already {client} by the client: relayed unchanged")
+        return Plan((Copy(tuple(dict.fromkeys(recipients)), base),), False, False, decision,
+                    tuple(reasons))
 
     # 2. encryption: who, with which certificates
     bcc = [r for r in dict.fromkeys(envelope) if r not in to_cc]
@@ -186,7 +199,9 @@ def plan_submission(
 
     # 3. signing
     agent: KeyAgent | None = None
-    want_sign = decision.sign != "never"
+    want_sign = decision.sign != "never" and client is None
+    if client is not None:
+        reasons.append("already signed by the client: encrypted, the signature kept")
     if (want_sign and decision.sign != "required" and not encrypt
             and decision.encrypt != "never" and decision.fallback == "plain"):
         want_sign = False
@@ -224,7 +239,9 @@ def plan_submission(
     payload = base
     del base, message  # keep one live copy at each step (a 25 MB message)
     protected = b""
-    if decision.header_protection == "wrapped":
+    if client is not None:
+        pass  # the client's signed entity is encrypted exactly as it is
+    elif decision.header_protection == "wrapped":
         payload = _wrap(payload, hide_subject=encrypt and decision.hide_subject)
     elif decision.header_protection == "injected":
         payload, protected = _inject(payload, encrypted=encrypt,
@@ -383,3 +400,17 @@ def _inject(message: bytes, *, encrypted: bool, hide_subject: bool) -> tuple[byt
     message = b"".join([*outer, b"MIME-Version: 1.0\r\n", *content, b"\r\n",
                         memoryview(entity.data)[entity.body_start:]])
     return message, b"".join(protected)
+
+
+def _client_protection(content_type: tuple[str, dict[str, str]]) -> str | None:
+    """"encrypted", "signed" or None: what the client already did to the message as a whole
+    (S/MIME, RFC 8551 3.4-3.5, or PGP/MIME, RFC 3156: the proxy never nests its own)."""
+    mime_type, params = content_type
+    if mime_type == "multipart/encrypted":
+        return "encrypted"
+    if mime_type == "multipart/signed":
+        return "signed"
+    if is_pkcs7_mime(mime_type, params):
+        kind = (params.get("smime-type") or "").lower()
+        return "signed" if kind == "signed-data" else "encrypted"
+    return None

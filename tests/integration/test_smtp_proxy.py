@@ -149,6 +149,33 @@ def test_passthrough_changes_nothing_but_x_smime(proxy: Proxy) -> None:
 
 
 @pytest.mark.usefixtures("default_policy")
+@pytest.mark.parametrize("rules", ["{}", "{encrypt: required}"])
+def test_a_message_the_client_signed_is_not_signed_again(proxy: Proxy, tmp_path: Path,
+                                                         rules: str) -> None:
+    """Issue 13: a client's own S/MIME signature arrives as it was sent; encryption, when
+    the policy requires it, wraps it without a second signature."""
+    from smime_proxy.crypto.keyagent import InProcessKeyAgent
+    from smime_proxy.smime import sign_message
+
+    proxy.front.policy = policy(f"global: {rules}")
+    token = _token()
+    ident = people().ids["alice"]
+    signed = sign_message(_message(token), InProcessKeyAgent(ident.key, ident.cert,
+                                                             tuple(ident.chain)))
+    assert proxy.send(signed, [BOB]) == {}
+    arrived = _one(proxy.upstream, "bob", token)
+    p = people()
+    if rules == "{}":
+        assert arrived.endswith(signed)  # Postfix/Dovecot only prepend trace fields
+    else:
+        inner = decrypt(arrived, p.ids["bob"], tmp_path)
+        assert inner.count(b"multipart/signed") == 1 and inner.endswith(
+            signed.split(b"MIME-Version: 1.0\r\n", 1)[1])
+        arrived = inner
+    assert b"Hello Bob" in verify(arrived, p.ca, tmp_path)
+
+
+@pytest.mark.usefixtures("default_policy")
 def test_sender_gets_no_extra_copy(proxy: Proxy) -> None:
     token = _token()
     assert proxy.send(_message(token), [BOB]) == {}

@@ -302,3 +302,42 @@ def test_a_user_signs_only_as_one_of_their_addresses() -> None:
     assert not unsigned.signed
     assert any("not one of the sender's addresses" in r for r in unsigned.reasons)
     assert plan(_message(), "required").signed  # her own address
+
+
+def _client_signed() -> bytes:
+    """What Thunderbird submits when its user signs with S/MIME (alice's own key)."""
+    from smime_proxy.crypto.keyagent import InProcessKeyAgent
+    from smime_proxy.smime import sign_message
+
+    ident = people().ids["alice"]
+    agent = InProcessKeyAgent(ident.key, ident.cert, tuple(ident.chain))
+    return sign_message(_message(), agent, now=key_world().now)
+
+
+def test_a_message_the_client_signed_is_relayed_unchanged(tmp_path: Path) -> None:
+    signed = _client_signed()
+    plan = _plan(b"X-SMIME-Sign: yes\r\n" + signed, _world())
+    assert plan.passthrough and plan.copies[0].message == signed  # not signed twice
+    assert "already signed by the client: relayed unchanged" in plan.reasons
+    assert b"Hello Bob" in verify(plan.copies[0].message, people().ca, tmp_path)
+
+
+@pytest.mark.parametrize("rules", ["{encrypt: required, sign: required}", "{}"])
+def test_a_message_the_client_encrypted_is_relayed_unchanged(rules: str) -> None:
+    from smime_proxy.smime import Recipient, encrypt_message
+
+    encrypted = encrypt_message(_message(), [Recipient(people().ids["bob"].cert)])
+    plan = _plan(encrypted, _world(), policy(f"global: {rules}"))
+    assert plan.passthrough and plan.copies[0].message == encrypted
+
+
+def test_required_encryption_encrypts_the_clients_signature_as_it_is(tmp_path: Path) -> None:
+    signed = _client_signed()
+    plan = _plan(signed, _world(), policy("global: {encrypt: required}"))
+    assert plan.encrypted and not plan.signed
+    p = people()
+    inner = decrypt(plan.copies[0].message, p.ids["bob"], tmp_path)
+    assert inner.count(b"multipart/signed") == 1  # one signature: the client's
+    signed_entity = signed.split(b"Content-Type: multipart/signed", 1)[1]
+    assert signed_entity in inner
+    assert b"Hello Bob" in verify(inner, p.ca, tmp_path)
