@@ -191,8 +191,10 @@ class Daemon:
             await front.start()
             self._started.append(front)
             port = getattr(front, "port", None)
-            log.info("%s listening on port %s", front.name, port if port is not None else "?",
-                     extra={"front": front.name, "port": port})
+            listener = getattr(front, "listener", None)
+            host = getattr(listener, "host", None)
+            log.info("%s listening on %s port %s", front.name, host or "?",
+                     port if port is not None else "?", extra={"front": front.name})
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         for front in reversed(self._started):

@@ -28,18 +28,36 @@ def scrub(text: str) -> str:
     return text
 
 
+_STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+_UNSAFE = re.compile(r"[\s\"=\\]")
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, object]:
+    """The `extra` fields of a record (user, command, reason, ...), in the order given."""
+    return {key: value for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_")}
+
+
 class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message key=value ...`: the extra fields follow the message (a
+    value with spaces, quotes or line breaks is quoted, so one event stays one line)."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
+        line = super().format(record)
+        pairs = []
+        for key, value in extra_fields(record).items():
+            text = str(value)
+            if not text or _UNSAFE.search(text):
+                text = json.dumps(text, ensure_ascii=False)
+            pairs.append(f"{key}={text}")
+        return scrub(" ".join([line, *pairs]))
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and `extra` fields."""
-
-    _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -48,9 +66,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": scrub(record.getMessage()),
         }
-        for key, value in vars(record).items():
-            if key not in self._STANDARD and not key.startswith("_"):
-                entry[key] = value if isinstance(value, int | float | bool) else scrub(str(value))
+        for key, value in extra_fields(record).items():
+            entry[key] = value if isinstance(value, int | float | bool) else scrub(str(value))
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = record.exc_info[0].__name__
         return json.dumps(entry, ensure_ascii=False)

@@ -4,11 +4,13 @@ credentials, the login throttle asked before each attempt and told the outcome, 
 login answered after a pause, and the session set up for the user once the upstream says OK.
 
 May import: imap.wire, imap.events, imap.inflight, imap.negotiation, imap.fetch_answers,
-imap.streaming, throttle, stdlib.
+imap.streaming, throttle, stdlib (logging: the user and the upstream's refusal, never a
+credential).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Final, Literal
 
@@ -20,6 +22,7 @@ from smime_proxy.imap.streaming import MAX_STREAMED, STREAM_AT
 from smime_proxy.imap.wire import GenericCommand, ServerFramer
 from smime_proxy.throttle import LoginGate, Throttled
 
+log = logging.getLogger(__name__)
 FAILED_LOGIN_DELAY: Final = 2.0
 NOT_THE_PASSWORD: Final = (b"[UNAVAILABLE]", b"[LIMIT]", b"[SERVERBUG]", b"[INUSE]",
                              b"[PRIVACYREQUIRED]", b"[CONTACTADMIN]")
@@ -66,11 +69,17 @@ class Logins:
             self.client.max_literal_size = MAX_STREAMED  # APPEND: as the upstream takes
             self.client.stream_threshold = STREAM_AT
             self.gate.succeeded(self.user)
-        elif password_refused(status):
+            log.info("IMAP login", extra={"user": self.user})
+            return
+        # the upstream's words (a response code and text, never a credential)
+        reason = status.rstrip(b"\r\n").decode("ascii", "replace")[:200]
+        if password_refused(status):
             self.gate.failed(job.login_user or "")  # stays counted
             self._out.append(Pause(FAILED_LOGIN_DELAY))
         else:  # BAD, or NO [UNAVAILABLE] / [LIMIT]...: no password was judged wrong
             self.gate.cancel(job.login_user or "")
+        log.info("IMAP login refused by the upstream",
+                 extra={"user": job.login_user or "", "reason": reason})
 
     def _client_continuation(self, job: RelayedCommand, raw: bytes) -> None:
         """A line the client sends after a "+" of the upstream (SASL data, IDLE's DONE)."""

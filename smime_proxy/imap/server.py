@@ -155,7 +155,8 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
     except KeyLocked:
         return MessageOpened(request_id, "locked")
     except SmimeProxyError as exc:
-        log.info("message not opened", extra={"user": user, "error": type(exc).__name__})
+        log.info("message not opened", extra={"user": user, "command": "FETCH",
+                                              "reason": type(exc).__name__})
         # once decryption began, every failure is one word (RFC 3218: no oracle)
         word = _error_word(exc)
         if encrypted and word != "unsupported-algorithm":
@@ -168,7 +169,8 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
                 try:
                     services.contacts.take_certificate(user, signer.certificate)
                 except Exception as exc:  # the message is still shown
-                    log.warning("cannot keep the signer certificate: %s", type(exc).__name__)
+                    log.warning("cannot keep the signer certificate",
+                                extra={"user": user, "reason": type(exc).__name__})
     prefix = f"{STATUS_HEADER}: {opened.status}\r\n".encode("ascii")
     plain = (not opened.encrypted and report is None and len(opened.content) == len(prefix)
              + len(raw) and opened.content.startswith(prefix) and opened.content.endswith(raw))
@@ -322,7 +324,8 @@ class _Connection:
             try:
                 result = future.result()
             except Exception as exc:  # a bug: never show anything uncertain
-                log.error("opening a message failed: %s", type(exc).__name__)
+                log.error("opening a message failed", extra={
+                    "user": session.user, "command": "FETCH", "reason": type(exc).__name__})
                 await self._do([SendToClient(b"* BYE Internal error\r\n"), Close("open failed")])
                 return
             await self._check_login_limit()
@@ -350,7 +353,8 @@ class _Connection:
                str(peer[0]) if isinstance(peer, tuple) else "")
         counts = self.front.user_ip_counts
         if counts.get(key, 0) >= self.front.settings.max_user_ip_connections:
-            log.info("too many connections", extra={"user": session.user})
+            log.info("connection refused", extra={"user": session.user,
+                                                   "reason": "too many connections"})
             await self.close(b"* BYE [LIMIT] Too many connections from this user and address\r\n")
             return
         counts[key] = counts.get(key, 0) + 1
@@ -513,7 +517,9 @@ class ImapFront:
         try:
             await connection.run()
         except Exception as exc:
-            log.error("IMAP session failed: %s", type(exc).__name__)
+            user = connection.session.user if connection.session is not None else None
+            log.error("IMAP session failed", extra={"user": user or "",
+                                                    "reason": type(exc).__name__})
         finally:
             await connection.close()
             self._connections.discard(connection)

@@ -946,3 +946,22 @@ def test_a_message_expunged_meanwhile_is_answered_as_dovecot_does(env: Env) -> N
     finally:
         for imap in (proxy, direct, setup):
             imap.logout()
+
+
+def test_logins_are_logged_with_user_and_reason_and_no_password(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 13 (operator view): the log names the user and the upstream's reason."""
+    caplog.set_level("INFO")
+    bad = imaplib.IMAP4("127.0.0.1", env.front.port, timeout=30)
+    with pytest.raises(imaplib.IMAP4.error):
+        bad.login("alice", "not-her-password-x9")
+    bad.shutdown()
+    env.proxy("alice").logout()
+    lines = [(r.getMessage(), getattr(r, "user", None), getattr(r, "reason", ""))
+             for r in caplog.records if r.name == "smime_proxy.imap.login"]
+    refused = [line for line in lines if line[0] == "IMAP login refused by the upstream"]
+    assert refused and refused[0][1] == "alice" and "NO" in refused[0][2]
+    assert ("IMAP login", "alice", "") in lines
+    everything = caplog.text + "".join(str(vars(r)) for r in caplog.records)
+    assert "not-her-password-x9" not in everything
+    assert env.upstream.users["alice"] not in everything
