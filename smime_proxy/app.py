@@ -30,6 +30,7 @@ from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.pkcs import KDF_ITERATIONS
 from smime_proxy.keystore.service import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_UNLOCK, SecureMail
 from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
+from smime_proxy.metrics import MailMetrics
 
 log = logging.getLogger("smime_proxy.app")
 
@@ -52,6 +53,7 @@ class DaemonServices:
     ca: ServerCA | None
     now: Callable[[], datetime] = utc_now
     reload_hooks: list[Callable[[], None]] = field(default_factory=list)
+    metrics: MailMetrics = field(default_factory=MailMetrics)
 
     def reload(self) -> None:
         for hook in self.reload_hooks:

@@ -3,7 +3,7 @@
 The composition root (`app.build_services`) builds the concrete object; the shells only
 name this protocol, so they never import `app` and never build a store themselves.
 
-May import: config, keystore, cryptography, stdlib.
+May import: config, keystore, metrics, cryptography, stdlib.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from smime_proxy.config import Config
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.service import SecureMail
+from smime_proxy.metrics import MailMetrics
 
 
 class Services(Protocol):
@@ -45,4 +46,9 @@ class Services(Protocol):
 
     def now(self) -> datetime:
         """The clock (UTC); tests inject their own."""
+        ...
+
+    @property
+    def metrics(self) -> MailMetrics:
+        """The mail fronts' counters (served at the control endpoint's /metrics)."""
         ...

@@ -138,6 +138,16 @@ def account_key(user: str) -> str:
     return user.lower().partition("@")[0]
 
 
+class Increments(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class Counted(Protocol):
+    """A counter with labels (a prometheus_client Counter, say)."""
+
+    def labels(self, *values: str) -> Increments: ...
+
+
 class LoginGate(Protocol):
     """Failed logins across connections as a protocol core sees them: `reserve` counts an
     attempt before it is relayed and raises `Throttled` when the user or address must wait;
@@ -174,10 +184,13 @@ class AddressGate:
     account (`Alice`, `alice@example.test`) share a count, as the control endpoint's do; a
     refusal is logged with user and address, never a password."""
 
-    def __init__(self, throttle: Throttle, address: str, front: str) -> None:
+    def __init__(self, throttle: Throttle, address: str, front: str,
+                 refusals: Counted | None = None) -> None:
+        """`refusals`: counted by front and reason ("login", "throttled") when given."""
         self.throttle = throttle
         self.address = address
         self.front = front
+        self.refusals = refusals
 
     def reserve(self, user: str) -> None:
         try:
@@ -186,6 +199,7 @@ class AddressGate:
             log.info("login throttled", extra={"front": self.front, "user": user,
                                                "remote": self.address,
                                                "retry_after": exc.retry_after})
+            self._count("throttled")
             raise
 
     def succeeded(self, user: str) -> None:
@@ -193,6 +207,11 @@ class AddressGate:
 
     def failed(self, user: str) -> None:
         self.throttle.failed(account_key(user), self.address)
+        self._count("login")
+
+    def _count(self, reason: str) -> None:
+        if self.refusals is not None:
+            self.refusals.labels(self.front, reason).inc()
 
     def cancel(self, user: str) -> None:
         self.throttle.cancel(account_key(user), self.address)

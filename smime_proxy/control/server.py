@@ -147,7 +147,8 @@ class ControlFront:
         return web.json_response({"status": "ok"})
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
+        body = (generate_latest(self.metrics.registry)
+                + generate_latest(self.services.metrics.registry))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def openapi(self, request: web.Request) -> web.Response:

@@ -103,16 +103,29 @@ def open_for_client(services: Services, user: str, raw: bytes, request_id: int) 
     Never raises: a message that breaks a limit or an assumption anywhere on the way is shown
     as stored (incoming status fields removed, never a verified claim), so one hostile
     message cannot end the session that fetches it."""
+    started = time.perf_counter()
     try:
-        return _open(services, user, raw, request_id)
+        result = _open(services, user, raw, request_id)
     except Exception as exc:
         log.warning("message shown as stored after an unexpected error",
-                    extra={"user": user, "error": type(exc).__name__})
+                    extra={"user": user, "command": "FETCH", "reason": type(exc).__name__})
         try:
             encrypted = is_encrypted(raw)
         except Exception:  # a message the parsers refuse is not an encryption we could open
             encrypted = False
-        return as_stored(raw, request_id, "internal", encrypted=encrypted)
+        result = as_stored(raw, request_id, "internal", encrypted=encrypted)
+    metrics = services.metrics
+    metrics.open_seconds.observe(time.perf_counter() - started)
+    metrics.opened.labels(_outcome_word(result)).inc()
+    return result
+
+
+def _outcome_word(result: MessageOpened) -> str:
+    if result.outcome == "locked":
+        return "locked"
+    if result.outcome == "shown":
+        return "shown_as_stored"
+    return "decrypted" if result.decrypted else "plain" if result.plain else "verified"
 
 
 def as_stored(raw: bytes, request_id: int, error: str, *, encrypted: bool) -> MessageOpened:
@@ -240,7 +253,8 @@ class _Connection:
             return
         peer = self.writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        self.session = ImapSession(settings, AddressGate(front.login_throttle, address, "imap"),
+        self.session = ImapSession(settings, AddressGate(front.login_throttle, address, "imap",
+                                                          front.services.metrics.refusals),
                                    self._views_for)
         async with self.lock:
             await self._do(self.session.start())
@@ -278,6 +292,8 @@ class _Connection:
         says why (an upstream that closes before its greeting is most often at its
         connection limit: Dovecot's imap-login process_limit, docs/imap-front.md)."""
         closed = isinstance(exc, UpstreamUnavailable) and "closed the connection" in str(exc)
+        self.front.services.metrics.upstream_errors.labels(
+            "imap", "closed" if closed else "unreachable").inc()
         reason = str(exc) if isinstance(exc, UpstreamUnavailable) else type(exc).__name__
         log.warning("upstream IMAP unavailable: %s%s", reason,
                     " (at its connection limit?)" if closed else "",
@@ -355,6 +371,7 @@ class _Connection:
         if counts.get(key, 0) >= self.front.settings.max_user_ip_connections:
             log.info("connection refused", extra={"user": session.user,
                                                    "reason": "too many connections"})
+            self.front.services.metrics.refusals.labels("imap", "connections").inc()
             await self.close(b"* BYE [LIMIT] Too many connections from this user and address\r\n")
             return
         counts[key] = counts.get(key, 0) + 1
@@ -482,8 +499,10 @@ class ImapFront:
         self.login_throttle = Throttle(services.now)  # across this front's connections
         self.accounts = Accounts.from_config(config)  # the key-store user of a login
         mib = 1024 * 1024
+        lookups = services.metrics.view_cache
         self.views = OpenedViews(config.imap.view_cache_mb_per_user * mib,
-                                 config.imap.view_cache_mb * mib)
+                                 config.imap.view_cache_mb * mib,
+                                 lambda hit: lookups.labels("hit" if hit else "miss").inc())
         services.secure_mail.add_lock_listener(self.views.drop_decrypted)
         self._tasks: set[asyncio.Task[None]] = set()
         self.openers = concurrent.futures.ThreadPoolExecutor(

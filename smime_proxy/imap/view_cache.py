@@ -49,9 +49,12 @@ class OpenedViews:
     """Every user's opened views (see the module docstring). Thread-safe: the fronts run on
     one event loop, the lock listener may fire from a worker thread."""
 
-    def __init__(self, max_bytes_per_user: int, max_bytes: int) -> None:
+    def __init__(self, max_bytes_per_user: int, max_bytes: int,
+                 looked_up: Callable[[bool], None] | None = None) -> None:
+        """`looked_up(hit)`: told of every lookup (the front's metrics)."""
         self.max_bytes_per_user = max_bytes_per_user
         self.max_bytes = max_bytes
+        self._looked_up = looked_up
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
         self._user_bytes: dict[str, int] = {}
         self._total = 0
@@ -100,6 +103,12 @@ class OpenedViews:
             del self._user_bytes[key[0]]
 
     def get(self, key: _Key, current_unlock: CurrentUnlock) -> MessageView | None:
+        view = self._get(key, current_unlock)
+        if self._looked_up is not None:
+            self._looked_up(view is not None)
+        return view
+
+    def _get(self, key: _Key, current_unlock: CurrentUnlock) -> MessageView | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:

@@ -14,8 +14,8 @@ reading) and one `SubmissionUpstream` per client connection, around the sans-I/O
 
 Nothing here logs a password, a key or a message body.
 
-May import: accounts, throttle, config, errors, keystore, memory, policy, services, smtp, tlsconfig,
-aiosmtpd, stdlib.
+May import: accounts, throttle, config, errors, keystore, memory, metrics, policy, services, smtp,
+tlsconfig, aiosmtpd, stdlib.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.memory import tune_memory
+from smime_proxy.metrics import MailMetrics
 from smime_proxy.policy import Policy, load_policy
 from smime_proxy.services import Services
 from smime_proxy.smtp.data import DataReader
@@ -148,7 +149,9 @@ class SmtpFront:
         now: Callable[[], datetime],
         settings: SmtpSettings = SmtpSettings(),
         accounts: Accounts | None = None,
+        metrics: MailMetrics | None = None,
     ) -> None:
+        self.metrics = metrics if metrics is not None else MailMetrics()
         self.secure_mail = secure_mail
         self.accounts = accounts if accounts is not None else Accounts()
         self.contacts = contacts
@@ -184,7 +187,7 @@ class SmtpFront:
             listener=config.listeners.smtp, upstream=config.upstream.smtp,
             unlock_url=unlock_url(config.listeners.control),
             policy_file=config.policy_file, now=services.now,
-            accounts=Accounts.from_config(config),
+            accounts=Accounts.from_config(config), metrics=services.metrics,
         )
         services.reload_hooks.append(front.reload_policy)
         return front
@@ -279,7 +282,8 @@ class SmtpConnection(SMTP):
             self._auth_require_tls = not (implicit or loopback_ok)
             peer = transport.get_extra_info("peername")
             address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-            self.core.gate = AddressGate(self.front.login_throttle, address, "smtp")
+            self.core.gate = AddressGate(self.front.login_throttle, address, "smtp",
+                                         self.front.metrics.refusals)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.front._sessions.discard(self)
@@ -342,6 +346,7 @@ class SmtpConnection(SMTP):
             try:
                 await upstream.connect()
             except UpstreamLost as exc:
+                self.front.metrics.upstream_errors.labels("smtp", "unreachable").inc()
                 return UpstreamGone(str(exc))
             self.upstream = upstream
             return UpstreamReady(upstream.size_limit, upstream.eight_bit, upstream.smtputf8)
@@ -419,18 +424,27 @@ class SmtpConnection(SMTP):
                 recipients=action.recipients, policy=policy, keys=keys, now=now,
                 unlock_url=front.unlock_url), digest
 
+        metrics = front.metrics
+        started = time.perf_counter()
         try:
             # Small messages: a few ms of CPU, cheaper in the loop than a thread hand-off
             # (the GIL serialises the work anyway); large ones must not stall other sessions.
             inline = len(holder[0]) < INLINE_LIMIT
             plan, digest = work() if inline else await asyncio.to_thread(work)
         except SubmissionRefused as exc:
+            metrics.submitted.labels("refused").inc()
+            metrics.refusals.labels("smtp", _refusal_reason(exc.reply.code)).inc()
             return PlanRefused(exc.reply)
         except Exception:
-            log.exception("cannot prepare the message")
+            log.exception("cannot prepare the message", extra={"user": action.user})
+            metrics.submitted.labels("failed").inc()
             return PlanFailed()
         finally:
             holder.clear()
+        metrics.prepare_seconds.observe(time.perf_counter() - started)
+        metrics.submitted.labels("signed_encrypted" if plan.signed and plan.encrypted
+                                 else "signed" if plan.signed
+                                 else "encrypted" if plan.encrypted else "as_is").inc()
         return MessagePlanned(plan, digest)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -555,3 +569,8 @@ class _Hooks:
     async def handle_QUIT(self, server: SMTP, session: Session,
                           envelope: Envelope) -> str:
         return "\r\n".join(await self.c.run(self.c.core.quit()))
+
+
+def _refusal_reason(code: int) -> str:
+    """The metrics' word for a refused submission (plan_submission's reply codes)."""
+    return {451: "key_locked", 552: "size", 553: "sender"}.get(code, "policy")

@@ -98,6 +98,13 @@ async def test_health_metrics_and_openapi(control: RunningControl, alice: AsyncC
     assert "text/plain" in (metrics.header("Content-Type") or "")
     assert 'smime_control_requests_total{method="GET",route="/api/v1/status",status="200"}' \
         in metrics.text
+    # the mail fronts' metrics are on the same page (issue 13, operator view)
+    control.services.metrics.opened.labels("decrypted").inc()
+    control.services.metrics.refusals.labels("imap", "login").inc()
+    text = (await alice.get("/metrics")).text
+    assert 'smime_imap_messages_opened_total{outcome="decrypted"} 1.0' in text
+    assert 'smime_refusals_total{front="imap",reason="login"} 1.0' in text
+    assert "smime_imap_open_seconds_bucket" in text and "smime_smtp_prepare_seconds" in text
 
 
 async def test_status_without_key(alice: AsyncClient) -> None:

@@ -99,6 +99,13 @@ def test_a_protected_message_is_one_ordinary_message(upstream: Upstream, loop: L
             assert isinstance(structure, bytes)
             assert b'BODYSTRUCTURE ("text" "plain"' in structure
             assert f'"secret plans {token}"'.encode() in structure
+            # the operator's view: opened (by the search, then the cache answered)
+            registry = front.services.metrics.registry
+            assert (registry.get_sample_value("smime_imap_messages_opened_total",
+                                              {"outcome": "decrypted"}) or 0) >= 1
+            assert (registry.get_sample_value("smime_imap_view_cache_lookups_total",
+                                              {"result": "hit"}) or 0) >= 2
+            assert (registry.get_sample_value("smime_imap_open_seconds_count") or 0) >= 1
         finally:
             proxy.logout()
             direct.logout()

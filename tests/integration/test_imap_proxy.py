@@ -960,6 +960,9 @@ def test_logins_are_logged_with_user_and_reason_and_no_password(
     lines = [(r.getMessage(), getattr(r, "user", None), getattr(r, "reason", ""))
              for r in caplog.records if r.name == "smime_proxy.imap.login"]
     refused = [line for line in lines if line[0] == "IMAP login refused by the upstream"]
+    registry = env.front.services.metrics.registry
+    assert (registry.get_sample_value("smime_refusals_total",
+                                      {"front": "imap", "reason": "login"}) or 0) >= 1
     assert refused and refused[0][1] == "alice" and "NO" in refused[0][2]
     assert ("IMAP login", "alice", "") in lines
     everything = caplog.text + "".join(str(vars(r)) for r in caplog.records)

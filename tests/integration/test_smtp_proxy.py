@@ -134,6 +134,10 @@ def test_smtplib_sign_and_encrypt_arrives_and_openssl_accepts(proxy: Proxy,
     content = verify(inner, p.ca, tmp_path)
     assert b"Hello Bob,\r\n.a line with a leading dot\r\n" in content
     assert f"Subject: {token}".encode() in content
+    registry = proxy.front.metrics.registry  # the operator's view (issue 13)
+    assert (registry.get_sample_value("smime_smtp_messages_total",
+                                      {"outcome": "signed_encrypted"}) or 0) >= 1
+    assert (registry.get_sample_value("smime_smtp_prepare_seconds_count") or 0) >= 1
 
 
 @pytest.mark.usefixtures("default_policy")

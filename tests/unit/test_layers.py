@@ -38,8 +38,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                         "policy.decide")),
     ("safe API", ("smime", "display", "keystore", "policy.model", "services")),
     ("hazmat and pure cores", ("crypto", "mime", "imap.wire", "imap.views")),
-    ("bottom", ("errors", "config", "yamlcheck", "tlsconfig", "memory", "logs", "throttle",
-                "accounts", "")),
+    ("bottom", ("errors", "config", "yamlcheck", "tlsconfig", "memory", "logs", "metrics",
+                "throttle", "accounts", "")),
 )
 EVERYTHING_BELOW = "everything below it"
 
