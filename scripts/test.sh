@@ -13,6 +13,7 @@ source "$root/scripts/lib.sh"
 debs=(openssl gpgsm gpg-agent libnss3-tools
       dovecot-imapd dovecot-lmtpd dovecot-submissiond postfix  # real upstream (tests/integration)
       chromium  # browser test of the control page (Playwright, never `playwright install`)
+      thunderbird xvfb imagemagick  # a real mail client under its own X server (tests/clients)
       swaks s-nail libnet-ssleay-perl libio-socket-ssl-perl  # SMTP proxy clients (swaks --tls)
       dovecot-dev build-essential autoconf automake libtool pkg-config)  # imaptest (tests/tools/imaptest)
 ensure_debs "${debs[@]}"

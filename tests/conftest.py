@@ -1,13 +1,22 @@
-"""Top-level pytest configuration: make `tests/support` importable as `support`, and refuse
-to test any copy of the package but this checkout's (the editable install points here; a
-stale non-editable install in the venv would otherwise be imported silently)."""
+"""Top-level pytest configuration: make `tests/support` importable as `support`, refuse to test
+any copy of the package but this checkout's (the editable install points here; a stale
+non-editable install in the venv would otherwise be imported silently), and the session's
+real Dovecot + Postfix upstream (``upstream``), shared by tests/integration and tests/clients.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 import smime_proxy
+from smime_proxy.harness import Upstream, start_upstream
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -18,3 +27,22 @@ if _IMPORTED != _ROOT / "smime_proxy":
         f"pytest imported smime_proxy from {_IMPORTED}, not from this checkout "
         f"({_ROOT / 'smime_proxy'}): reinstall with `pip install -e .[test]`"
     )
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    """A running upstream: ``host``, ``imap_port`` (plain + STARTTLS), ``imaps_port``,
+    ``submission_port`` (alias ``smtp_port``), ``lmtp_port``, ``ca_file``,
+    ``users`` ({"alice": "alice-pw", ...}), ``maildirs``, ``address(user)``, ``deliver()``.
+
+    Session-scoped: started once (in a fresh directory under /tmp, which Dovecot's and
+    Postfix's unprivileged users can reach) and stopped at the end of the session. Tests must
+    not stop it; they share users alice, bob and carol, so use unique subjects or mailboxes."""
+    workdir = Path(tempfile.mkdtemp(prefix="smime-upstream-"))
+    os.chmod(workdir, 0o711)  # noqa: S103 (mkdtemp makes it 0700; the daemons' users need search)
+    up = start_upstream(workdir)
+    try:
+        yield up
+    finally:
+        up.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Real mail clients against the product (a package, so mypy tells its conftest apart)."""

@@ -1,0 +1,133 @@
+"""The product as a user starts it (scripts/run.sh), in front of the test session's upstream.
+
+``start_demo_proxy(upstream, workdir, log)`` writes the upstream's env file (the format of
+``python -m smime_proxy.harness --env-file``), runs ``python -m smime_proxy.demo --workdir W
+--env-file E`` (config with STARTTLS listeners and plaintext from loopback, a server CA, a key
+per demo user with the Secure Mail Password ``<user>-smime``, address books), then
+``smime-proxy serve --config W/smime-proxy.yaml`` as a subprocess (stderr into ``log``), and
+returns once the control listener answers. ``unlock``/``lock``/``export_p12`` use the control
+endpoint's JSON API (HTTPS, HTTP Basic with the mail login), as ``smime-proxy unlock`` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smime_proxy.demo import DEMO_PASSWORD_SUFFIX, read_env
+from smime_proxy.harness import Upstream
+from smime_proxy.harness.__main__ import env_lines
+
+SMIME_PROXY = Path(sys.executable).with_name("smime-proxy")
+
+
+@dataclass
+class DemoProxy:
+    workdir: Path
+    config: Path
+    host: str
+    imap_port: int
+    smtp_port: int
+    control_port: int
+    tls_ca: Path
+    """The CA of the proxy's listeners' TLS certificate."""
+    smime_ca: Path
+    """The server CA that issued the demo users' S/MIME certificates (trust_roots)."""
+    log: Path
+    mail_passwords: dict[str, str] = field(repr=False)
+    proc: subprocess.Popen[bytes] = field(repr=False)
+
+    @staticmethod
+    def smime_password(user: str) -> str:
+        return user + DEMO_PASSWORD_SUFFIX
+
+    def api(self, user: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+        """POST ``/api/v1/<path>`` as ``user``; the answer's bytes (AssertionError if not 2xx)."""
+        token = base64.b64encode(f"{user}:{self.mail_passwords[user]}".encode()).decode()
+        request = urllib.request.Request(
+            f"https://{self.host}:{self.control_port}/api/v1/{path}",
+            data=json.dumps(body or {}).encode(), method="POST",
+            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+        )
+        context = ssl.create_default_context(cafile=str(self.tls_ca))
+        try:
+            with urllib.request.urlopen(request, timeout=60, context=context) as answer:  # noqa: S310
+                data: bytes = answer.read()
+                return data
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"control API {path} as {user}: {exc.code} {exc.read()!r}") \
+                from None
+
+    def unlock(self, user: str) -> None:
+        self.api(user, "unlock", {"password": self.smime_password(user)})
+
+    def lock(self, user: str) -> None:
+        self.api(user, "lock")
+
+    def export_p12(self, user: str, export_password: str) -> bytes:
+        """The user's key and certificate as PKCS#12 (the Secure Mail page's export)."""
+        return self.api(user, "export", {"password": self.smime_password(user),
+                                         "export_password": export_password,
+                                         "export_password2": export_password})
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_demo_proxy(upstream: Upstream, workdir: Path, log: Path,
+                     timeout: float = 30.0) -> DemoProxy:
+    workdir.mkdir(parents=True, exist_ok=True)
+    env_file = workdir / "upstream.env"
+    env_file.write_text(env_lines(upstream), encoding="utf-8")
+    proxy_dir = workdir / "proxy"
+    subprocess.run([sys.executable, "-m", "smime_proxy.demo", "--workdir", str(proxy_dir),
+                    "--env-file", str(env_file)], check=True, timeout=120)
+    ports = read_env(proxy_dir / "proxy.env")
+    config = proxy_dir / "smime-proxy.yaml"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(
+            [str(SMIME_PROXY), "serve", "--config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    proxy = DemoProxy(
+        workdir=proxy_dir, config=config, host="127.0.0.1",
+        imap_port=int(ports["PROXY_IMAP_PORT"]), smtp_port=int(ports["PROXY_SMTP_PORT"]),
+        control_port=int(ports["PROXY_CONTROL_PORT"]), tls_ca=Path(ports["PROXY_TLS_CA_FILE"]),
+        smime_ca=proxy_dir / "data" / "server-ca.pem", log=log,
+        mail_passwords=dict(upstream.users), proc=proc,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"smime-proxy serve exited {proc.returncode}: "
+                                 f"{log.read_text(errors='replace')[-2000:]}")
+        with contextlib.suppress(OSError), \
+                socket.create_connection((proxy.host, proxy.control_port), timeout=1):
+            if b"ready" in log.read_bytes():
+                return proxy
+        if time.monotonic() > deadline:
+            proxy.stop()
+            raise AssertionError(f"smime-proxy serve not ready in {timeout} s: "
+                                 f"{log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.1)
