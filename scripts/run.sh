@@ -63,6 +63,9 @@ Point a mail client at the PROXY:
   IMAP          127.0.0.1 port $PROXY_IMAP_PORT (STARTTLS; plaintext allowed from loopback)
   SMTP          127.0.0.1 port $PROXY_SMTP_PORT (submission, STARTTLS, AUTH PLAIN/LOGIN)
   TLS CA        $PROXY_TLS_CA_FILE   (self-signed demo certificate for 127.0.0.1/localhost)
+  S/MIME CA     $demo/proxy/data/server-ca.pem   (issued the demo users' certificates; import
+                it in the mail client, trusted for e-mail, only if it should verify signatures
+                itself: with the default "signatures: strip" the proxy has verified them)
   Secure Mail   https://127.0.0.1:$PROXY_CONTROL_PORT/   (unlock your key here)
 
   Users: mail password / Secure Mail Password

@@ -150,7 +150,8 @@ def build_services(
         config=config,
         secure_mail=stores.secure_mail,
         contacts=stores.contacts,
-        trust_roots=load_trust_roots(config),
+        trust_roots=load_trust_roots(config) + (
+            (ca.certificate,) if ca is not None and config.trust_server_ca else ()),
         ca=ca,
         now=now,
     )

@@ -158,6 +158,7 @@ class Config:
     control: ControlConfig = ControlConfig()
     unauthenticated_content: UnauthenticatedContent = "withhold"
     signatures: Signatures = "strip"  # a verified signed layer: removed, or shown too
+    trust_server_ca: bool = True  # the server CA (data_dir) is a trust root when it exists
     users: UsersConfig = UsersConfig()
     imap: ImapConfig = ImapConfig()
 
@@ -180,7 +181,8 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
     top = r.mapping(data, "", "the configuration")
     r.only(top, "", {"listeners", "upstream", "data_dir", "trust_roots", "unlock",
                      "locked_fetch", "policy_file", "logging", "control",
-                     "unauthenticated_content", "signatures", "users", "imap"})
+                     "unauthenticated_content", "signatures", "trust_server_ca", "users",
+                     "imap"})
     listeners = _listeners(r, r.required(top, "", "listeners"))
     upstream = _upstream(r, r.required(top, "", "upstream"))
     data_dir = r.path(r.required(top, "", "data_dir"), "data_dir", must_exist=False)
@@ -215,6 +217,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
         logging=logging, control=_control(r, top.get("control", {})),
         unauthenticated_content=cast(UnauthenticatedContent, unauthenticated),
         signatures=cast(Signatures, signatures),
+        trust_server_ca=r.boolean(top.get("trust_server_ca", True), "trust_server_ca"),
         users=_users(r, top.get("users", {})),
         imap=_imap(r, top.get("imap", {})),
     )

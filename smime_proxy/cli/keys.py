@@ -1,7 +1,7 @@
 """`smime-proxy keys|ca|contacts ...`: the key store from the command line.
 
 ```
-smime-proxy ca init [--name "..."]          smime-proxy ca show
+smime-proxy ca init [--name "..."] [--if-missing]   smime-proxy ca show [--pem]
 smime-proxy keys import USER FILE.p12 --file-password-file F --password-file NEWPW
 smime-proxy keys generate USER --email ADDR --password-file F
 smime-proxy keys export USER OUT.p12 --password-file SECUREPW --file-password-file EXPORTPW
@@ -30,6 +30,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_proxy.app import Stores, stores_of
 from smime_proxy.cli._common import read_file, read_secret
@@ -140,13 +142,21 @@ def _register_ca(sub: argparse._SubParsersAction[Any]) -> None:
     commands = _group(sub, "ca", "the server CA that issues user certificates")
     init = _leaf(commands, "init", help="create the server CA in the data directory")
     init.add_argument("--name", default=DEFAULT_CA_NAME, help="the CA's common name")
+    init.add_argument("--if-missing", action="store_true",
+                      help="keep an existing CA (exit 0) instead of refusing")
     init.set_defaults(handler=_guarded(_ca_init))
     show = _leaf(commands, "show", help="describe the server CA certificate")
+    show.add_argument("--pem", action="store_true",
+                      help="print the certificate in PEM (to give mail clients to trust)")
     show.set_defaults(handler=_guarded(_ca_show))
 
 
 def _ca_init(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
+    if args.if_missing and ServerCA.exists(data_dir):
+        _out(f"the server CA exists in {ServerCA.directory(data_dir)}: kept")
+        _print_summary(CertificateSummary.of(ServerCA.load(data_dir).certificate))
+        return 0
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     ca = ServerCA.init(data_dir, _now(), name=args.name)
     _out(f"created the server CA in {ServerCA.directory(data_dir)}")
@@ -156,6 +166,9 @@ def _ca_init(args: argparse.Namespace) -> int:
 
 def _ca_show(args: argparse.Namespace) -> int:
     ca = ServerCA.load(_data_dir(args))
+    if args.pem:
+        sys.stdout.write(ca.certificate.public_bytes(Encoding.PEM).decode("ascii"))
+        return 0
     _print_summary(CertificateSummary.of(ca.certificate))
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -223,3 +224,50 @@ def test_entrypoint_refuses_missing_values(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert b"LISTEN is not set" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, Any]:
+    """docker-compose.yml as Debian's docker-compose renders it (no engine needed)."""
+    result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    data = yaml.safe_load(result.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def test_docker_compose_renders_it(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    assert set(services) == {"dovecot", "postfix", "smime-proxy"}
+    proxy = services["smime-proxy"]
+    assert proxy["command"] == ["serve", "--config", "/etc/smime-proxy/smime-proxy.yaml"]
+    assert proxy["environment"]["SMIME_PROXY_DATA_DIR"] == "/var/lib/smime-proxy"
+    assert f"{REPO}/config/smime-proxy.yaml:/etc/smime-proxy/smime-proxy.yaml:ro" in \
+        proxy["volumes"]
+    assert {"tls", "mail", "proxy-data"} <= set(rendered["volumes"])
+
+
+def test_the_proxys_entrypoint_makes_the_server_ca_once_then_runs_the_command(
+        rendered: dict[str, Any], tmp_path: Path) -> None:
+    """The entrypoint as compose gives it to the container, run here with the venv's
+    smime-proxy and `ca show --pem` in place of `serve`: first start makes the CA, the
+    next keeps it; the reference config trusts it (trust_server_ca)."""
+    entrypoint = rendered["services"]["smime-proxy"]["entrypoint"]
+    assert entrypoint[:2] == ["sh", "-c"]
+    script = entrypoint[2].replace("$$", "$")  # compose's escape of a literal $
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "SMIME_PROXY_DATA_DIR": str(tmp_path / "data"),
+           "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    outputs = []
+    for _ in range(2):
+        result = subprocess.run(["sh", "-c", script, *entrypoint[3:], "ca", "show", "--pem"],
+                                capture_output=True, text=True, env=env, timeout=120,
+                                check=False)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert "created the server CA" in outputs[0] and "kept" in outputs[1]
+    pem = outputs[1].split("-----BEGIN CERTIFICATE-----", 1)[1]
+    assert pem in outputs[0]  # the same CA both times
+    config = load_config(REPO / "config" / "smime-proxy.yaml", check_files=False)
+    assert config.trust_server_ca

@@ -385,3 +385,24 @@ data_dir: data
     ]:
         with pytest.raises(ConfigError, match=re.escape(where)):
             parse_config({**base, "control": bad}, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_the_server_ca_is_a_trust_root_unless_told_otherwise(tmp_path: Path,
+                                                            trusted: bool) -> None:
+    from datetime import UTC, datetime
+
+    from smime_proxy.app import build_services
+    from smime_proxy.keystore.ca import ServerCA
+
+    data = {"listeners": {name: {"host": "127.0.0.1", "port": port, "plaintext_loopback": True}
+                          for port, name in enumerate(("imap", "smtp", "control"), 1)},
+            "upstream": {name: {"host": "127.0.0.1", "port": 1, "tls": "none", "verify": False}
+                         for name in ("imap", "smtp")},
+            "data_dir": str(tmp_path / "data"), "trust_server_ca": trusted}
+    config = load_config(_write(tmp_path, data))
+    assert build_services(config, kdf_iterations=1000).trust_roots == ()  # no CA yet
+    (tmp_path / "data").mkdir(exist_ok=True)
+    ca = ServerCA.init(tmp_path / "data", datetime.now(UTC))
+    roots = build_services(config, kdf_iterations=1000).trust_roots
+    assert roots == ((ca.certificate,) if trusted else ())
