@@ -33,7 +33,8 @@ from support import mailbox
 from support.cmsutil import openssl
 from support.demo_proxy import DemoProxy
 from support.smime_check import recipient_serial_list, smime_type
-from support.thunderbird import Account, MessageShown, Thunderbird, TrustedCert, missing
+from support.thunderbird import MessageShown, Thunderbird, missing
+from support.thunderbird_profile import Account, TrustedCert
 
 pytestmark = [
     pytest.mark.clients,
