@@ -106,6 +106,7 @@ def open_stores(
     kdf_iterations: int = KDF_ITERATIONS,
     idle_timeout: timedelta = DEFAULT_IDLE_TIMEOUT,
     max_unlock: timedelta = DEFAULT_MAX_UNLOCK,
+    mail_unlock: bool = True,
 ) -> Stores:
     """Open the key store and address book of `data_dir` (the daemon, the CLI and the demo
     all come here: this is the one place that names the SQLite classes)."""
@@ -116,6 +117,7 @@ def open_stores(
         kdf_iterations=kdf_iterations,
         idle_timeout=idle_timeout,
         max_unlock=max_unlock,
+        mail_unlock=mail_unlock,
     )
     return Stores(secure_mail, Contacts(SqliteAddressBook(database)), database)
 
@@ -145,6 +147,7 @@ def build_services(
         kdf_iterations=kdf_iterations,
         idle_timeout=timedelta(seconds=config.unlock.idle_timeout),
         max_unlock=timedelta(seconds=config.unlock.max_unlock),
+        mail_unlock=config.unlock.mail_password,
     )
     return DaemonServices(
         config=config,

@@ -102,6 +102,7 @@ class UnlockConfig:
 
     idle_timeout: int = 180
     max_unlock: int = 3600
+    mail_password: bool = True  # users may choose to unlock by their mail login
 
 
 @dataclass(frozen=True)
@@ -371,14 +372,17 @@ def _imap(r: _Reader, raw: object) -> ImapConfig:
 
 def _unlock(r: _Reader, raw: object) -> UnlockConfig:
     m = r.mapping(raw, "unlock", "a mapping")
-    r.only(m, "unlock", {"idle_timeout", "max_unlock"})
+    r.only(m, "unlock", {"idle_timeout", "max_unlock", "mail_password"})
     idle = r.seconds(m.get("idle_timeout", UnlockConfig.idle_timeout), "unlock.idle_timeout")
     maximum = r.seconds(m.get("max_unlock", max(idle, UnlockConfig.max_unlock)),
                         "unlock.max_unlock")
     if maximum < idle:
         raise ConfigError(f"unlock.max_unlock: {maximum} is less than unlock.idle_timeout "
                           f"({idle})")
-    return UnlockConfig(idle_timeout=idle, max_unlock=maximum)
+    mail = r.choice(m.get("mail_password", "allowed"), "unlock.mail_password",
+                    ("allowed", "forbidden"))
+    return UnlockConfig(idle_timeout=idle, max_unlock=maximum,
+                        mail_password=mail == "allowed")
 
 
 # --- validation helpers ----------------------------------------------------------------------

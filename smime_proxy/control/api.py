@@ -38,6 +38,7 @@ class JsonApi:
         router.add_get("/api/v1/status", self.status)
         router.add_post("/api/v1/unlock", self.unlock)
         router.add_post("/api/v1/lock", self.lock)
+        router.add_post("/api/v1/mail-unlock", self.mail_unlock)
         router.add_post("/api/v1/import", self.import_pkcs12)
         router.add_post("/api/v1/generate", self.generate)
         router.add_post("/api/v1/export", self.export)
@@ -56,6 +57,20 @@ class JsonApi:
         body = await read_json(request)
         status = await self.ops.run(self.ops.unlock(user, remote(request),
                                                     text(body.get("password"), "password")))
+        return web.json_response(status)
+
+    async def mail_unlock(self, request: web.Request) -> web.Response:
+        """Turn unlocking by mail login on or off. The mail password to wrap the copy under
+        is the one this request logged in with (checked by the upstream just now)."""
+        user = await self.guard.basic_user(request)
+        body = await read_json(request)
+        enable = body.get("enable")
+        if not isinstance(enable, bool):
+            raise Refusal(400, "enable: expected true or false")
+        status = await self.ops.run(self.ops.set_mail_unlock(
+            user, remote(request), enable,
+            text(body.get("password"), "password") if enable else "",
+            self.guard.basic_password(request) if enable else ""))
         return web.json_response(status)
 
     async def lock(self, request: web.Request) -> web.Response:

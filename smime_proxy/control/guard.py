@@ -214,6 +214,17 @@ class RequestGuard:
         self.login_throttle.succeeded(bucket, address)
         self.credentials.remember(user, password)
 
+    @staticmethod
+    def basic_password(request: web.Request) -> str:
+        """The password of a request's HTTP Basic credentials (after `basic_user` accepted
+        them; "" if there are none)."""
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return ""
+        return decoded.partition(":")[2] if scheme.lower() == "basic" else ""
+
     async def basic_user(self, request: web.Request) -> str:
         """The user of an HTTP Basic request whose mail credentials the upstream accepts."""
         header = request.headers.get("Authorization", "")

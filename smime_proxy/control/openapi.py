@@ -181,6 +181,23 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 operation_id="export",
             ),
         },
+        "/api/v1/mail-unlock": {
+            "post": _op(
+                "Turn unlocking by mail login on or off (on: a second copy of the key, "
+                "wrapped under the mail password this request logs in with)",
+                {"200": _answer("the new setting"), "404": _answer("no key", "Error")},
+                body=_json_body({
+                    "type": "object",
+                    "properties": {
+                        "enable": {"type": "boolean"},
+                        "password": _password("the Secure Mail Password (to turn it on)"),
+                    },
+                    "required": ["enable"],
+                }),
+                errors=("400", "401", "403", "429", "503"),
+                operation_id="mail_unlock",
+            ),
+        },
         "/api/v1/password": {
             "post": _op(
                 "Change the Secure Mail Password",
@@ -280,6 +297,12 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         "seconds_left": {"type": "integer", "nullable": True},
                         "certificate": {"allOf": [_ref("CertificateSummary")],
                                         "nullable": True},
+                        "mail_unlock": {
+                            "type": "object",
+                            "properties": {"allowed": {"type": "boolean"},
+                                           "enabled": {"type": "boolean"}},
+                            "required": ["allowed", "enabled"],
+                        },
                         "message": {"type": "string"},
                     },
                     "required": ["user", "key_present", "locked", "expires_at",

@@ -42,6 +42,7 @@ log = logging.getLogger("smime_proxy.control")
 
 KEY_TYPES = ("rsa2048", "rsa3072", "ec-p256", "ec-p384")
 NO_KEY = "you have no Secure Mail key"
+MAIL_UNLOCK_FORBIDDEN = "unlocking by mail login is turned off on this server"
 BAD_PKCS12_FILE = "wrong password for the PKCS#12 file (or a damaged file)"
 T = TypeVar("T")
 
@@ -114,6 +115,9 @@ class KeyOperations:
             "absolute_expires_at": _iso(state.absolute_expires),
             "seconds_left": left,
             "certificate": certificate,
+            "mail_unlock": {"allowed": mail.mail_unlock,
+                            "enabled": certificate is not None
+                            and mail.mail_unlock_enabled(user)},
         }
 
     async def run(self, action: Awaitable[T]) -> T:
@@ -174,6 +178,28 @@ class KeyOperations:
         await self._with_password(user, remote, lambda: mail.unlock(user, password, now),
                                   counted="unlock")
         log.info("unlocked", extra={"user": user, "remote": remote})
+        return self.status(user)
+
+    async def set_mail_unlock(self, user: str, remote: str, enable: bool, password: str,
+                              mail_password: str) -> dict[str, Any]:
+        """Turn unlocking by mail login on (a second copy of the key under the mail
+        password, which the caller has checked with the upstream) or off."""
+        self._require_key(user)
+        mail = self.services.secure_mail
+        if not enable:
+            mail.disable_mail_unlock(user)
+            log.info("unlock by mail login turned off", extra={"user": user})
+            return self.status(user)
+        if not mail.mail_unlock:
+            raise Refusal(403, MAIL_UNLOCK_FORBIDDEN)
+        if not password:
+            raise Refusal(400, "missing field: password")
+        if not mail_password:
+            raise Refusal(400, "missing field: mail_password")
+        now = self.services.now()
+        await self._with_password(
+            user, remote, lambda: mail.enable_mail_unlock(user, password, mail_password, now))
+        log.info("unlock by mail login turned on", extra={"user": user})
         return self.status(user)
 
     def lock(self, user: str) -> dict[str, Any]:

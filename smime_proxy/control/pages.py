@@ -113,6 +113,26 @@ class PageState:
     contacts: list[tuple[CertificateSummary, bool]]
     flash: list[tuple[str, str]]
     can_generate: bool
+    mail_unlock: bool | None = None  # None: the admin does not allow it
+
+
+def _mail_unlock(state: PageState) -> str:
+    """The user's choice to unlock by mail login, with its price in one sentence."""
+    if state.mail_unlock is None:
+        return ""
+    price = ("<p>Your mail program's login then unlocks Secure Mail, and keeps it unlocked "
+             "while you use it: convenient, but your key is then only as safe as your mail "
+             "password.</p>")
+    if state.mail_unlock:
+        return _form("/mail-unlock", state.csrf, "Unlock With My Mail Login",
+                     "<p>On: your mail login unlocks Secure Mail.</p>"
+                     '<input type="hidden" name="enable" value="0">', "Turn off",
+                     form_id="mail-unlock-form")
+    return _form("/mail-unlock", state.csrf, "Unlock With My Mail Login",
+                 price + '<input type="hidden" name="enable" value="1">'
+                 + _field("password", "Secure Mail Password", autocomplete="current-password")
+                 + _field("mail_password", "Mail password", autocomplete="current-password"),
+                 "Turn on", form_id="mail-unlock-form")
 
 
 def _certificate(summary: CertificateSummary) -> str:
@@ -218,6 +238,7 @@ def main_page(state: PageState) -> str:
     else:
         parts.append(_certificate(state.certificate))
         parts.append(_lock_panel(state))
+        parts.append(_mail_unlock(state))
         parts.append(_form(
             "/password", state.csrf, "Modify Secure Mail Password",
             _field("old_password", "Current Secure Mail Password",

@@ -50,6 +50,7 @@ class WebPage:
         router.add_post("/logout", self.logout)
         for path, action in (
             ("/unlock", self._unlock), ("/lock", self._lock),
+            ("/mail-unlock", self._mail_unlock),
             ("/import", self._import), ("/generate", self._generate),
             ("/password", self._password), ("/remove", self._remove),
             ("/contacts/add", self._contacts_add),
@@ -90,6 +91,8 @@ class WebPage:
             default_email=default_email,
             contacts=self.ops.contacts(user), flash=flash,
             can_generate=mail.ca is not None,
+            mail_unlock=(status["mail_unlock"]["enabled"] if status["mail_unlock"]["allowed"]
+                         else None),
         )
         return web.Response(text=pages.main_page(state), content_type="text/html")
 
@@ -165,6 +168,18 @@ class WebPage:
                       form: Mapping[str, Any]) -> str:
         await self.ops.unlock(session.user, remote(request), form_field(form, "password"))
         return "Secure Mail is unlocked."
+
+    async def _mail_unlock(self, request: web.Request, session: Session,
+                           form: Mapping[str, Any]) -> str:
+        if form_field(form, "enable", required=False) != "1":
+            await self.ops.set_mail_unlock(session.user, remote(request), False, "", "")
+            return "Your mail login no longer unlocks Secure Mail."
+        mail_password = form_field(form, "mail_password")
+        # the copy must open at the next mail login: the upstream checks the password now
+        await self.guard.check_credentials(session.user, mail_password, remote(request))
+        await self.ops.set_mail_unlock(session.user, remote(request), True,
+                                       form_field(form, "password"), mail_password)
+        return "Your mail login now unlocks Secure Mail."
 
     async def _lock(self, request: web.Request, session: Session,
                     form: Mapping[str, Any]) -> str:

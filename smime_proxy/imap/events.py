@@ -38,6 +38,15 @@ class OpenMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class MailLogin:
+    """The upstream accepted this login: the shell may unlock the user's key with the mail
+    password (`SecureMail.mail_login`, the user's opt-in) before the client hears OK."""
+
+    user: str
+    password: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Pause:
     """Wait this long before the next action (after a failed login: slows guessing)."""
 
@@ -51,7 +60,8 @@ class Close:
     reason: str
 
 
-Action = SendToClient | SendToUpstream | StartClientTls | OpenMessage | Pause | Close
+Action = (SendToClient | SendToUpstream | StartClientTls | OpenMessage | MailLogin | Pause
+          | Close)
 
 
 # --- results (in) -------------------------------------------------------------------------

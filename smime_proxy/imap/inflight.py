@@ -25,6 +25,7 @@ class RelayedCommand:
     pieces: deque[bytes] = field(default_factory=deque)  # after each upstream "+"
     login: bool = False  # LOGIN / AUTHENTICATE: authenticated once the upstream says OK
     login_user: str | None = None  # the user then (keys are looked up by this name)
+    login_secret: bytes = field(default=b"", repr=False)  # for MailLogin, then forgotten
     sasl_plain: bool = False  # AUTHENTICATE PLAIN waiting for the initial response
     client_continues: bool = False  # the upstream's "+" went to the client
     select: bool = False  # SELECT / EXAMINE: note whether the mailbox is read-only

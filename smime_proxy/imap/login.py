@@ -14,10 +14,17 @@ import logging
 from collections.abc import Callable
 from typing import Final, Literal
 
-from smime_proxy.imap.events import Action, Pause, SendToClient, SendToUpstream, SessionSettings
+from smime_proxy.imap.events import (
+    Action,
+    MailLogin,
+    Pause,
+    SendToClient,
+    SendToUpstream,
+    SessionSettings,
+)
 from smime_proxy.imap.fetch_answers import ViewCache
 from smime_proxy.imap.inflight import RelayedCommand
-from smime_proxy.imap.negotiation import sasl_plain_user
+from smime_proxy.imap.negotiation import sasl_plain_credentials
 from smime_proxy.imap.streaming import MAX_STREAMED, STREAM_AT
 from smime_proxy.imap.wire import GenericCommand, ServerFramer
 from smime_proxy.throttle import LoginGate, Throttled
@@ -51,8 +58,8 @@ class Logins:
     _out: list[Action]
 
     def _relay(self, tag: bytes, raw: bytes, *, login: bool = False,
-               login_user: str | None = None, sasl_plain: bool = False,
-               select: bool = False, plain_fetch: bool = False,
+               login_user: str | None = None, login_secret: bytes = b"",
+               sasl_plain: bool = False, select: bool = False, plain_fetch: bool = False,
                pipelined: bool = False) -> None:
         raise NotImplementedError
 
@@ -70,7 +77,11 @@ class Logins:
             self.client.stream_threshold = STREAM_AT
             self.gate.succeeded(self.user)
             log.info("IMAP login", extra={"user": self.user})
+            if job.login_secret:  # before the client's OK: it may unlock the key
+                self._out.append(MailLogin(self.user, job.login_secret))
+                job.login_secret = b""
             return
+        job.login_secret = b""
         # the upstream's words (a response code and text, never a credential)
         reason = status.rstrip(b"\r\n").decode("ascii", "replace")[:200]
         if password_refused(status):
@@ -86,7 +97,7 @@ class Logins:
         job.client_continues = False
         if job.sasl_plain:
             job.sasl_plain = False
-            job.login_user = sasl_plain_user(raw.rstrip(b"\r\n"))
+            job.login_user, job.login_secret = sasl_plain_credentials(raw.rstrip(b"\r\n"))
             refusal = self._throttled(job.login_user or "")
             if refusal is not None:
                 job.throttled = refusal
@@ -94,13 +105,13 @@ class Logins:
                 return
         self._out.append(SendToUpstream(raw))
 
-    def _login(self, tag: bytes, raw: bytes, user: str) -> None:
+    def _login(self, tag: bytes, raw: bytes, user: str, secret: bytes) -> None:
         """LOGIN, or AUTHENTICATE PLAIN with its initial response: relayed unless throttled."""
         refusal = self._throttled(user)
         if refusal is not None:
             self._out.append(SendToClient(tag + b" " + refusal))
         else:
-            self._relay(tag, raw, login=True, login_user=user)
+            self._relay(tag, raw, login=True, login_user=user, login_secret=secret)
 
     def _throttled(self, user: str) -> bytes | None:
         """None when this login attempt may go upstream; else the NO text to answer."""
@@ -122,7 +133,8 @@ class Logins:
                 tag + b" NO [PRIVACYREQUIRED] Use STARTTLS or TLS first\r\n"))
             return
         if len(args) == 2:
-            self._login(tag, raw, sasl_plain_user(args[1]) or "")
+            user, secret = sasl_plain_credentials(args[1])
+            self._login(tag, raw, user or "", secret)
         else:
             self._relay(tag, raw, login=True, sasl_plain=True)
 

@@ -66,12 +66,18 @@ def rewrite_capabilities(raw: bytes, shown: Callable[[tuple[str, ...]], list[str
 
 def sasl_plain_user(blob: bytes) -> str | None:
     """The user of a SASL PLAIN message (authzid if given, else authcid)."""
+    return sasl_plain_credentials(blob)[0]
+
+
+def sasl_plain_credentials(blob: bytes) -> tuple[str | None, bytes]:
+    """(the user, the password) of a SASL PLAIN message (RFC 4616); (None, b"") if it is
+    not one."""
     try:
         decoded = base64.b64decode(blob, validate=True)
     except (binascii.Error, ValueError):
-        return None
+        return None, b""
     parts = decoded.split(b"\0")
     if len(parts) != 3:
-        return None
+        return None, b""
     user = parts[0] or parts[1]
-    return user.decode("utf-8", "replace") or None
+    return user.decode("utf-8", "replace") or None, parts[2]

@@ -55,6 +55,7 @@ from smime_proxy.imap.session import (
     Action,
     Close,
     ImapSession,
+    MailLogin,
     MessageOpened,
     OpenMessage,
     Pause,
@@ -384,6 +385,22 @@ class _Connection:
         except (OSError, ssl.SSLError, EOFError):
             return b""
 
+    async def _mail_login(self, action: MailLogin) -> None:
+        """Unlock the key by the mail login, for a user who chose it (a worker thread: one
+        PBKDF2, unless the key is already unlocked under this password)."""
+        services = self.front.services
+        user = self.front.accounts.user(action.user)
+        try:
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                self.front.openers, services.secure_mail.mail_login, user, action.password,
+                services.now())
+        except Exception as exc:  # the login stands; the key stays as it was
+            log.warning("unlock by mail login failed",
+                        extra={"user": user, "reason": type(exc).__name__})
+            return
+        if outcome != "none":
+            log.info("unlock by mail login", extra={"user": user, "outcome": outcome})
+
     async def _do(self, actions: list[Action]) -> None:
         assert self.up_writer is not None and self.session is not None
         pending: list[bytes] = []  # consecutive client data goes out in one write
@@ -410,6 +427,8 @@ class _Connection:
                     self.front.accounts.user(action.user), action.raw, action.request_id)
                 self.opens.add(future)
                 future.add_done_callback(self._opened)
+            elif isinstance(action, MailLogin):
+                await self._mail_login(action)
             elif isinstance(action, Pause):
                 await self.writer.drain()
                 await asyncio.sleep(action.seconds)

@@ -58,6 +58,7 @@ from smime_proxy.imap import fetch_rewrite
 from smime_proxy.imap.events import (
     Action,
     Close,
+    MailLogin,
     MessageOpened,
     OpenMessage,
     Pause,
@@ -114,6 +115,7 @@ __all__ = [
     "Action",
     "Close",
     "ImapSession",
+    "MailLogin",
     "MessageOpened",
     "OpenMessage",
     "Pause",
@@ -479,7 +481,8 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals):
                     self._out.append(SendToClient(
                         tag + b" NO [PRIVACYREQUIRED] Use STARTTLS or TLS first\r\n"))
                     return
-                self._login(tag, raw, command.username.decode("utf-8", "replace"))
+                self._login(tag, raw, command.username.decode("utf-8", "replace"),
+                            command.password)
                 return
             if name == "AUTHENTICATE" and isinstance(command, GenericCommand):
                 self._authenticate(command, raw)
@@ -565,8 +568,8 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals):
                                        max_literal_size=MAX_LITERAL_BEFORE_LOGIN)
 
     def _relay(self, tag: bytes, raw: bytes, *, login: bool = False,
-               login_user: str | None = None, sasl_plain: bool = False,
-               select: bool = False, plain_fetch: bool = False,
+               login_user: str | None = None, login_secret: bytes = b"",
+               sasl_plain: bool = False, select: bool = False, plain_fetch: bool = False,
                pipelined: bool = False) -> None:
         if self._upstream_has("LITERAL+"):
             raw = use_nonsync_literals(raw, None)
@@ -574,7 +577,8 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals):
             raw = use_nonsync_literals(raw)
         pieces = deque(split_at_sync_literals(raw))
         command = RelayedCommand(tag, login=login, login_user=login_user,
-                                 sasl_plain=sasl_plain, select=select, plain_fetch=plain_fetch)
+                                 login_secret=login_secret, sasl_plain=sasl_plain,
+                                 select=select, plain_fetch=plain_fetch)
         if pipelined:
             self._pipelined[tag] = command
         else:

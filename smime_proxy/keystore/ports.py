@@ -72,6 +72,16 @@ class KeyStore(Protocol):
         """Every user with a record, sorted."""
         ...
 
+    def mail_copy(self, user: str) -> bytes | None:
+        """The copy of the user's key wrapped under the mail password, or None (issue 13:
+        unlock by mail login, the user's choice)."""
+        ...
+
+    def set_mail_copy(self, user: str, wrapped: bytes | None) -> None:
+        """Store (or with None remove) that copy; `NoSuchKey` if the user has no record. It
+        goes with the record when the record is deleted."""
+        ...
+
 
 class AddressBook(Protocol):
     """Repository of recipients' certificates, per user, by lowercase e-mail address."""
@@ -104,10 +114,24 @@ class MemoryKeyStore:
 
     def __init__(self) -> None:
         self._records: dict[str, KeyRecord] = {}
+        self._mail_copies: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"MemoryKeyStore(users={len(self._records)})"
+
+    def mail_copy(self, user: str) -> bytes | None:
+        with self._lock:
+            return self._mail_copies.get(user)
+
+    def set_mail_copy(self, user: str, wrapped: bytes | None) -> None:
+        with self._lock:
+            if user not in self._records:
+                raise NoSuchKey(f"user {user!r} has no key")
+            if wrapped is None:
+                self._mail_copies.pop(user, None)
+            else:
+                self._mail_copies[user] = wrapped
 
     def get(self, user: str) -> KeyRecord | None:
         with self._lock:
@@ -130,6 +154,7 @@ class MemoryKeyStore:
 
     def delete(self, user: str) -> bool:
         with self._lock:
+            self._mail_copies.pop(user, None)
             return self._records.pop(user, None) is not None
 
     def users(self) -> list[str]:

@@ -21,6 +21,9 @@ May import: errors, crypto.keyagent, keystore.*, cryptography.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import secrets
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -95,6 +98,7 @@ class _Session:
     agent: InProcessKeyAgent
     unlocked_at: datetime
     last_used: datetime
+    mail_mark: bytes | None = None  # HMAC of the mail password known to open the mail copy
 
 
 @dataclass(frozen=True)
@@ -134,8 +138,10 @@ class SecureMail:
         idle_timeout: timedelta = DEFAULT_IDLE_TIMEOUT,
         max_unlock: timedelta = DEFAULT_MAX_UNLOCK,
         import_iteration_cap: int = IMPORT_ITERATION_CAP,
+        mail_unlock: bool = True,
     ) -> None:
-        """`kdf_iterations` below 600,000 are for tests only; production uses the default."""
+        """`kdf_iterations` below 600,000 are for tests only; production uses the default.
+        `mail_unlock`: whether users may choose to unlock by mail login (the admin's call)."""
         if kdf_iterations < 1 or import_iteration_cap < kdf_iterations:
             raise UsageError("bad KDF iteration settings")
         if idle_timeout <= timedelta(0) or max_unlock < idle_timeout:
@@ -150,6 +156,8 @@ class SecureMail:
         self._lock_listeners: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
         self._dummy: bytes | None = None
+        self.mail_unlock = mail_unlock
+        self._mark_key = secrets.token_bytes(32)  # this process only: marks, not secrets
 
     def __repr__(self) -> str:
         return (
@@ -317,6 +325,82 @@ class SecureMail:
                 del self._sessions[user]
         self._locked(gone)
         return gone
+
+    # --- unlock by mail login (issue 13: the user's choice) ------------------------------
+
+    def mail_unlock_enabled(self, user: str) -> bool:
+        return self.mail_unlock and self.store.mail_copy(check_user(user)) is not None
+
+    def enable_mail_unlock(self, user: str, password: Password, mail_password: Password,
+                           now: datetime) -> None:
+        """Keep a second copy of the key wrapped under the mail password (PBKDF2 as the
+        first), so that a mail login unlocks it: the key is then only as safe as the mail
+        password. Needs the Secure Mail Password; WrongPassword (generic) otherwise."""
+        _check_now(now)
+        if not self.mail_unlock:
+            raise UsageError("unlocking by mail login is turned off on this server")
+        mail = _secret(mail_password)
+        if not mail:
+            raise InputError("the mail password must not be empty")
+        secret = _secret(password)
+        record = self._record_or_fail(user, secret)
+        key = self._open(record, secret)
+        self.store.set_mail_copy(user, wrap_private_key(key, mail,
+                                                        iterations=self.kdf_iterations))
+
+    def disable_mail_unlock(self, user: str) -> None:
+        """Drop the mail-password copy (the key stays, under the Secure Mail Password)."""
+        self.store.set_mail_copy(check_user(user), None)
+
+    def mail_login(self, user: str, mail_password: Password, now: datetime) -> str:
+        """A mail login (IMAP, SMTP) that the upstream accepted with `mail_password`.
+
+        For a user who chose it: "unlocked" (the mail copy opened), "refreshed" (already
+        unlocked: the login counts as activity), "rewrapped" (already unlocked but the copy
+        did not open: the mail password changed upstream, so the copy is wrapped anew from
+        the unlocked key), "stale" (locked and the copy did not open: the Secure Mail
+        Password is needed once). "none": the user did not choose it, or it is turned off.
+        """
+        _check_now(now)
+        user = check_user(user)
+        mail = _secret(mail_password)
+        copy = self.store.mail_copy(user) if self.mail_unlock and mail else None
+        if copy is None:
+            return "none"
+        mark = hmac.new(self._mark_key, mail, hashlib.sha256).digest()
+        with self._lock:
+            session = self._sessions.get(user)
+            if session is not None and self._expired(session, now):
+                session = None
+            if session is not None and session.mail_mark == mark:
+                session.last_used = max(session.last_used, now)
+                return "refreshed"
+        record = self._record(user)
+        try:
+            key = self._open(KeyRecord(user, copy, record.certificate, record.chain), mail)
+        except WrongPassword:
+            key = None
+        if session is not None:
+            if key is None:  # the mail password changed upstream: wrap the copy anew
+                with contextlib.suppress(NoSuchKey):
+                    self.store.set_mail_copy(user, wrap_private_key(
+                        session.agent.private_key, mail, iterations=self.kdf_iterations))
+            with self._lock:
+                if self._sessions.get(user) is session:
+                    session.mail_mark = mark
+                    session.last_used = max(session.last_used, now)
+            return "refreshed" if key is not None else "rewrapped"
+        if key is None:
+            return "stale"
+        agent = InProcessKeyAgent(key, _load_cert(record.certificate),
+                                  tuple(_load_cert(der) for der in record.chain))
+        with self._lock:
+            replaced = self._sessions.get(user)
+            self._sessions[user] = _Session(agent, unlocked_at=now, last_used=now,
+                                            mail_mark=mark)
+        if replaced is not None:
+            self._locked((user,))
+        return "unlocked"
 
     # --- changing keys ------------------------------------------------------------------
 

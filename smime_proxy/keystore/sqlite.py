@@ -64,8 +64,17 @@ def _migrate_1(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _migrate_2(db: sqlite3.Connection) -> None:
+    """The copy of a key wrapped under the mail password (issue 13, opt-in)."""
+    db.execute("""
+        CREATE TABLE mail_unlock (
+            user_id     TEXT PRIMARY KEY REFERENCES user_keys(user_id) ON DELETE CASCADE,
+            wrapped_key BLOB NOT NULL
+        )""")
+
+
 # Index i holds the migration from version i to i + 1. Append only.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_1, _migrate_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -225,6 +234,22 @@ class SqliteKeyStore:
         with self._database.transaction() as db:
             rows = db.execute("SELECT user_id FROM user_keys ORDER BY user_id").fetchall()
         return [str(r[0]) for r in rows]
+
+    def mail_copy(self, user: str) -> bytes | None:
+        with self._database.transaction() as db:
+            row = db.execute("SELECT wrapped_key FROM mail_unlock WHERE user_id = ?",
+                             (user,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_mail_copy(self, user: str, wrapped: bytes | None) -> None:
+        with self._database.transaction() as db:
+            if db.execute("SELECT 1 FROM user_keys WHERE user_id = ?", (user,)).fetchone() \
+                    is None:
+                raise NoSuchKey(f"user {user!r} has no key")
+            db.execute("DELETE FROM mail_unlock WHERE user_id = ?", (user,))
+            if wrapped is not None:
+                db.execute("INSERT INTO mail_unlock (user_id, wrapped_key) VALUES (?, ?)",
+                           (user, wrapped))
 
 
 class SqliteAddressBook:

@@ -500,8 +500,24 @@ class SmtpConnection(SMTP):
         replies = await self.run(self.core.auth(login, password))
         user = self.core.user  # set by the core when it emits `Authenticated`
         if user is not None:
+            await self._mail_login(user, password)
             return AuthResult(success=True, auth_data=user)
         return AuthResult(success=False, handled=False, message="\r\n".join(replies))
+
+    async def _mail_login(self, login: str, password: bytes) -> None:
+        """Unlock the key by the mail login the upstream accepted, for a user who chose it
+        (`SecureMail.mail_login`; before the 235, so that signing finds it unlocked)."""
+        front = self.front
+        user = front.accounts.user(login)
+        try:
+            outcome = await asyncio.to_thread(front.secure_mail.mail_login, user, password,
+                                              front.now())
+        except Exception as exc:  # the login stands; the key stays as it was
+            log.warning("unlock by mail login failed",
+                        extra={"user": user, "reason": type(exc).__name__})
+            return
+        if outcome != "none":
+            log.info("unlock by mail login", extra={"user": user, "outcome": outcome})
 
     # --- DATA ------------------------------------------------------------------------------
 

@@ -91,7 +91,7 @@ async def test_health_metrics_and_openapi(control: RunningControl, alice: AsyncC
     assert doc["openapi"].startswith("3.0")
     assert {"/api/v1/status", "/api/v1/unlock", "/api/v1/import", "/api/v1/export",
             "/api/v1/remove", "/api/v1/generate", "/api/v1/password",
-            "/api/v1/contacts"} <= set(doc["paths"])
+            "/api/v1/contacts", "/api/v1/mail-unlock"} <= set(doc["paths"])
     await alice.get("/api/v1/status")
     metrics = await alice.get("/metrics")
     assert metrics.status == 200
@@ -184,6 +184,33 @@ async def test_import_unlock_lock_export_remove(control: RunningControl, alice: 
         "password": "second", "password2": "second"})
     assert back.status == 201
     assert (await alice.post("/api/v1/unlock", json_body={"password": "second"})).status == 200
+
+
+async def test_mail_unlock_on_then_a_mail_login_unlocks_then_off(
+        control: RunningControl, alice: AsyncClient, alice_id: Identity) -> None:
+    """Issue 13: the user's choice; the copy is wrapped under the password of the request's
+    own login (ALICE), so the next mail login with it unlocks the key."""
+    assert (await alice.post("/api/v1/mail-unlock", json_body={"enable": True,
+                                                               "password": SMP})).status == 404
+    await import_alice(alice, alice_id)
+    status = (await alice.get("/api/v1/status")).json()
+    assert status["mail_unlock"] == {"allowed": True, "enabled": False}
+    wrong = await alice.post("/api/v1/mail-unlock", json_body={"enable": True,
+                                                               "password": "guess"})
+    assert wrong.status == 403
+    bad = await alice.post("/api/v1/mail-unlock", json_body={"enable": "yes"})
+    assert bad.status == 400
+    res = await alice.post("/api/v1/mail-unlock", json_body={"enable": True, "password": SMP})
+    assert res.status == 200, res.text
+    assert res.json()["mail_unlock"] == {"allowed": True, "enabled": True}
+    assert res.json()["locked"] is True  # turning it on unlocks nothing
+    mail = control.services.secure_mail
+    assert mail.mail_login("alice", ALICE[1], control.clock()) == "unlocked"
+    assert (await alice.get("/api/v1/status")).json()["locked"] is False
+    res = await alice.post("/api/v1/mail-unlock", json_body={"enable": False})
+    assert res.json()["mail_unlock"]["enabled"] is False
+    mail.lock("alice")
+    assert mail.mail_login("alice", ALICE[1], control.clock()) == "none"
 
 
 async def test_import_refusals(alice: AsyncClient, alice_id: Identity) -> None:

@@ -18,6 +18,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SMP = "browser-smp-1"
+ALICE_PW = "alice-pw"  # her mail password at the test upstream
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Debian's chromium is not installed (scripts/test.sh)")
@@ -55,7 +56,7 @@ def test_secure_mail_page_in_chromium(control: RunningControl, tmp_path: Path) -
             # log in with the mail account
             page.goto(control.url + "/")
             page.get_by_label("Mail user name").fill("alice")
-            page.get_by_label("Mail password").fill("alice-pw")
+            page.get_by_label("Mail password").fill(ALICE_PW)
             page.get_by_label("Mail domain (for your address, optional)").fill("example.test")
             page.get_by_role("button", name="Log in").click()
             expect(page.get_by_text("Logged in as")).to_be_visible()
@@ -87,6 +88,23 @@ def test_secure_mail_page_in_chromium(control: RunningControl, tmp_path: Path) -
             page.locator("#locked").get_by_label("Secure Mail Password").fill(SMP)
             page.get_by_role("button", name="Unlock").click()
             expect(page.get_by_role("heading", name="Secure Mail is Unlocked")).to_be_visible()
+
+            # unlock by mail login (issue 13): the price in one sentence, on, then off
+            form = page.locator("#mail-unlock-form")
+            expect(form).to_contain_text("only as safe as your mail password")
+            form.get_by_label("Secure Mail Password").fill(SMP)
+            form.get_by_label("Mail password", exact=True).fill("not-the-mail-password")
+            form.get_by_role("button", name="Turn on").click()
+            assert not control.services.secure_mail.mail_unlock_enabled("alice")
+            form = page.locator("#mail-unlock-form")
+            form.get_by_label("Secure Mail Password").fill(SMP)
+            form.get_by_label("Mail password", exact=True).fill(ALICE_PW)
+            form.get_by_role("button", name="Turn on").click()
+            expect(page.get_by_text("Your mail login now unlocks Secure Mail.")).to_be_visible()
+            assert control.services.secure_mail.mail_unlock_enabled("alice")
+            page.locator("#mail-unlock-form").get_by_role("button", name="Turn off").click()
+            expect(page.get_by_text("no longer unlocks")).to_be_visible()
+            assert not control.services.secure_mail.mail_unlock_enabled("alice")
 
             # export CertAndKey.pfx
             form = page.locator("#export-form")

@@ -968,3 +968,25 @@ def test_logins_are_logged_with_user_and_reason_and_no_password(
     everything = caplog.text + "".join(str(vars(r)) for r in caplog.records)
     assert "not-her-password-x9" not in everything
     assert env.upstream.users["alice"] not in everything
+
+
+def test_a_mail_login_unlocks_the_key_of_a_user_who_chose_it(env: Env) -> None:
+    """Issue 13: bob turned on unlocking by mail login; his IMAP login through the proxy
+    unlocks the key before the client hears OK, so the first FETCH is decrypted."""
+    tok = token()
+    ids = people().ids
+    env.deliver("bob", encrypted_signed(plain_message(tok, body=b"by mail login\r\n"),
+                                        ids["alice"], ids["bob"]))
+    mail = env.world.secure_mail
+    mail.enable_mail_unlock("bob", KEY_PASSWORD, env.upstream.users["bob"], env.world.now)
+    try:
+        proxy = env.proxy("bob")
+        try:
+            uid = uid_of(proxy, tok)
+            typ, data = fetch(proxy, uid, "BODY.PEEK[]")
+            assert typ == "OK" and b"by mail login" in literal(data)
+        finally:
+            proxy.logout()
+    finally:
+        mail.disable_mail_unlock("bob")
+        mail.lock("bob")  # the other tests expect bob locked

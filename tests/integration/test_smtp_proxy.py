@@ -180,6 +180,26 @@ def test_a_message_the_client_signed_is_not_signed_again(proxy: Proxy, tmp_path:
 
 
 @pytest.mark.usefixtures("default_policy")
+def test_a_mail_login_unlocks_the_key_of_a_user_who_chose_it(proxy: Proxy,
+                                                               tmp_path: Path) -> None:
+    """Issue 13: alice turned on unlocking by mail login; with her key locked, her SMTP
+    AUTH unlocks it before the 235, so the message is signed (sign: required)."""
+    mail = proxy.world.secure_mail
+    mail.enable_mail_unlock("alice", KEY_PASSWORD, proxy.upstream.users["alice"],
+                            proxy.world.now)
+    mail.lock("alice")
+    proxy.front.policy = policy("global: {sign: required, encrypt: never}")
+    try:
+        token = _token()
+        assert proxy.send(_message(token), [BOB]) == {}
+        arrived = _one(proxy.upstream, "bob", token)
+        assert _is_signed(arrived)
+        assert b"Hello Bob" in verify(arrived, people().ca, tmp_path)
+    finally:
+        mail.disable_mail_unlock("alice")
+
+
+@pytest.mark.usefixtures("default_policy")
 def test_sender_gets_no_extra_copy(proxy: Proxy) -> None:
     token = _token()
     assert proxy.send(_message(token), [BOB]) == {}

@@ -236,6 +236,8 @@ CASES: list[tuple[str, Mutation, str]] = [
      "upstream.smtp.tls: none would send users' passwords in clear to mail.example.test"),
     ("locked_fetch", _set("locked_fetch", "placeholder"),
      'locked_fetch: expected unavailable | passthrough, got "placeholder"'),
+    ("mail_password", _set("unlock.mail_password", True),
+     "unlock.mail_password: expected allowed | forbidden, got true"),
     ("signatures", _set("signatures", "verify"),
      'signatures: expected strip | keep, got "verify"'),
     ("idle_timeout with unit", _set("unlock.idle_timeout", "3m"),
