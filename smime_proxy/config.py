@@ -164,6 +164,13 @@ class Config:
     imap: ImapConfig = ImapConfig()
 
 
+def control_url(control: ListenerConfig) -> str:
+    """Where users reach the Secure Mail page (named in refusals that need an unlock)."""
+    scheme = "https" if control.tls is not None else "http"
+    host = f"[{control.host}]" if ":" in control.host else control.host
+    return f"{scheme}://{host}:{control.port}/"
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 

@@ -93,3 +93,4 @@ class SessionSettings:
     tls_active: bool = False  # implicit TLS listener
     plaintext_login: bool = False  # plaintext_loopback and a loopback client
     locked_fetch: Literal["unavailable", "passthrough"] = "unavailable"
+    unlock_url: str = ""  # the Secure Mail page, named when an encrypted message is refused

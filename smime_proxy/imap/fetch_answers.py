@@ -389,8 +389,10 @@ class ContentFetch:
             final = (tag + b" NO [SERVERBUG] A message could not be shown (the others were);"
                      b" it is left as stored on the server\r\n")
         elif job.locked:
-            final = (tag + b" NO [UNAVAILABLE] An encrypted message cannot be shown while"
-                     b" the Secure Mail key is locked: unlock it, then fetch again\r\n")
+            where = self.settings.unlock_url.encode("ascii", "replace")
+            final = (tag + b" NO [UNAVAILABLE] This message is encrypted and your Secure Mail"
+                     b" key is locked: unlock it" + (b" at " + where if where else b"")
+                     + b", then open the message again\r\n")
         else:
             final = job.done
         self._out.append(SendToClient(final))

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from smime_proxy.accounts import Accounts
-from smime_proxy.config import ListenerConfig, UpstreamEndpoint
+from smime_proxy.config import ListenerConfig, UpstreamEndpoint, control_url
 from smime_proxy.display import open_message
 from smime_proxy.errors import (
     ConfigError,
@@ -243,6 +243,7 @@ class _Connection:
             plaintext_login=listener.plaintext_loopback
             and is_loopback_peer(self.writer.get_extra_info("peername")),
             locked_fetch=front.locked_fetch,
+            unlock_url=control_url(front.services.config.listeners.control),
         )
         try:
             self.up_reader, self.up_writer = await asyncio.wait_for(

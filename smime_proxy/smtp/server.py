@@ -38,7 +38,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from smime_proxy.accounts import Accounts
-from smime_proxy.config import ListenerConfig, UpstreamEndpoint
+from smime_proxy.config import ListenerConfig, UpstreamEndpoint, control_url
 from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.service import SecureMail
@@ -88,8 +88,7 @@ from smime_proxy.smtp.submission import Plan, SubmissionRefused, plan_submission
 from smime_proxy.throttle import AddressGate, Throttle
 from smime_proxy.tlsconfig import is_loopback_peer, listener_context, upstream_context
 
-__all__ = ["CertificateCache", "ServiceKeys", "SmtpConnection", "SmtpFront", "SmtpSettings",
-           "unlock_url"]
+__all__ = ["CertificateCache", "ServiceKeys", "SmtpConnection", "SmtpFront", "SmtpSettings"]
 
 log = logging.getLogger("smime_proxy.smtp")
 
@@ -124,11 +123,6 @@ class SmtpSettings:
     hostname: str = "smime-proxy"
     client_timeout: float = 300.0
 
-
-def unlock_url(control: ListenerConfig) -> str:
-    scheme = "https" if control.tls is not None else "http"
-    host = f"[{control.host}]" if ":" in control.host else control.host
-    return f"{scheme}://{host}:{control.port}/"
 
 
 class SmtpFront:
@@ -185,7 +179,7 @@ class SmtpFront:
         front = cls(
             secure_mail=services.secure_mail, contacts=services.contacts,
             listener=config.listeners.smtp, upstream=config.upstream.smtp,
-            unlock_url=unlock_url(config.listeners.control),
+            unlock_url=control_url(config.listeners.control),
             policy_file=config.policy_file, now=services.now,
             accounts=Accounts.from_config(config), metrics=services.metrics,
         )

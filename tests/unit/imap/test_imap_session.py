@@ -332,8 +332,8 @@ def test_locked_key_gives_tagged_unavailable_and_no_data_for_that_message() -> N
     run.opened(MessageOpened(run.opens[0].request_id, "opened", STATUS + PLAIN))
     out = run.client_out()
     assert out.startswith(b"* 1 FETCH") and b"* 2 FETCH" not in out
-    assert out.endswith(b"\r\na2 NO [UNAVAILABLE] An encrypted message cannot be shown while"
-                        b" the Secure Mail key is locked: unlock it, then fetch again\r\n")
+    assert out.endswith(b"\r\na2 NO [UNAVAILABLE] This message is encrypted and your Secure"
+                        b" Mail key is locked: unlock it, then open the message again\r\n")
 
 
 def test_locked_key_passthrough_shows_the_raw_message() -> None:

@@ -18,8 +18,8 @@ from support.imap_transcript import (
     sorted_reply,
 )
 
-LOCKED_NO = (b" NO [UNAVAILABLE] An encrypted message cannot be shown while"
-             b" the Secure Mail key is locked: unlock it, then fetch again\r\n")
+LOCKED_NO = (b" NO [UNAVAILABLE] This message is encrypted and your Secure Mail key"
+             b" is locked: unlock it, then open the message again\r\n")
 STORED_HEADER = (b"From: alice@example.test\r\nSubject: [...]\r\n"
                  b"X-SMIME-Status: encrypted=no; signature=valid; forged\r\n"
                  b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n")
@@ -115,3 +115,15 @@ def test_which_items_are_listing_items(items: bytes, listing: bool) -> None:
     command = parse_command(b"a FETCH 1 " + items + b"\r\n")
     assert isinstance(command, FetchCommand)
     assert is_listing(command.items[0]) is listing
+
+
+def test_the_refusal_names_the_secure_mail_page() -> None:
+    run = logged_in(Locked(), unlock_url="https://127.0.0.1:8443/")
+    run.client(b"a2 FETCH 1 BODY.PEEK[]\r\n")
+    run.upstream_out()
+    run.upstream(sorted_reply(1, 7, SMIME_FIELDS) + b"a2 OK Fetch completed.\r\n")
+    run.upstream(b"* 1 FETCH (UID 7 BODY[] " + literal(STORED_HEADER) + b")\r\n~spx2 OK done\r\n")
+    run.opened(MessageOpened(run.opens[0].request_id, "locked"))
+    assert run.client_out() == (b"a2 NO [UNAVAILABLE] This message is encrypted and your"
+                                b" Secure Mail key is locked: unlock it at"
+                                b" https://127.0.0.1:8443/, then open the message again\r\n")
