@@ -23,7 +23,7 @@ from smime_proxy.errors import KeyLocked
 from smime_proxy.mime.building import base64_lines, merge_outer_fields
 from smime_proxy.mime.entity import STATUS_HEADER, parse_entity, without_field
 from smime_proxy.mime.identity import headers_protected
-from smime_proxy.mime.protection import shown_message, with_protected_fields
+from smime_proxy.mime.protection import shown_message, stored_copy, with_protected_fields
 from smime_proxy.mime.transfer import transfer_decode
 from smime_proxy.mime.tree import parse as parse_tree
 from smime_proxy.smime import (
@@ -105,9 +105,11 @@ def open_message(
         protected = headers_protected(shown, report.content)
     elif report is None and entity_start is not None and authenticated:
         # encrypted, not signed: the fields it carries inside are shown (authenticated by
-        # no one, as the status says: signature=none)
-        shown = shown_message(without_field(message, STATUS_HEADER),
-                              content[entity_start:])
+        # no one, as the status says: signature=none); the user's own stored copy exactly
+        entity = content[entity_start:]
+        copy = stored_copy(entity)
+        shown = (without_field(copy, STATUS_HEADER) if copy is not None
+                 else shown_message(without_field(message, STATUS_HEADER), entity))
     withheld: Unauthenticated | None = None
     if not authenticated and valid and not stripped:
         shown = only_signed_parts(shown)  # a gadget in the preamble or epilogue is dropped

@@ -64,7 +64,7 @@ from smime_proxy.mime.entity import (
     split_multipart,
 )
 from smime_proxy.mime.identity import single_from
-from smime_proxy.mime.protection import protected_fields
+from smime_proxy.mime.protection import STORED_COPY_TYPE, protected_fields
 from smime_proxy.mime.tree import parse as parse_tree
 
 Cipher = Literal["aes-256-gcm", "aes-256-cbc", "aes-128-cbc"]
@@ -241,6 +241,23 @@ def encrypt_message(
     lines = base64_line_blocks(der_pieces)
     del der_pieces
     return b"".join([headers, pkcs7_mime_header(smime_type), *lines])
+
+
+_LISTING_FIELDS = ("from", "to", "cc", "date", "message-id", "subject", "in-reply-to",
+                   "references")
+
+
+def seal_stored_copy(message: bytes, certificate: x509.Certificate) -> bytes:
+    """The user's own copy of a message (a Sent copy, a draft) as it is kept on the server:
+    encrypted to the user's certificate with AES-256-GCM (authenticated, so it is shown
+    whole), the whole message wrapped unchanged (`mime.protection.stored_copy` gives it back
+    byte for byte), and outside only the fields a folder listing needs (no Bcc)."""
+    entity = parse_entity(message)
+    outer = [f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n"
+             for f in entity.fields if f.name in _LISTING_FIELDS]
+    wrapped = b"".join([*outer, b"MIME-Version: 1.0\r\n", STORED_COPY_TYPE, b"\r\n", message])
+    return encrypt_message(wrapped, [Recipient(certificate, supports_gcm=True)],
+                           cipher="aes-256-gcm")
 
 
 # --- opening ------------------------------------------------------------------------------

@@ -61,6 +61,18 @@ def protected_fields(entity: bytes) -> Protected:
     return Protected("none", (), parsed)
 
 
+STORED_COPY_TYPE: Final = b'Content-Type: message/rfc822; x-smime-proxy="stored-copy"\r\n'
+
+
+def stored_copy(entity: bytes) -> bytes | None:
+    """The message inside a decrypted entity that is one of the user's own stored copies
+    (`smime.seal_stored_copy`: a Sent copy, a draft), exactly as the client wrote it; None
+    for any other entity. Shown verbatim: it is what the client stored."""
+    if not entity.startswith(STORED_COPY_TYPE + b"\r\n"):
+        return None
+    return entity[len(STORED_COPY_TYPE) + 2:]
+
+
 def shown_message(outer: bytes, entity: bytes) -> bytes:
     """The message a client is shown for a signed (or decrypted) `entity` of the stored
     message whose header fields `outer` starts with: the transport fields of `outer`, the
