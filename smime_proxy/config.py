@@ -135,6 +135,8 @@ class ImapConfig:
 
     view_cache_mb_per_user: int = 64
     view_cache_mb: int = 512
+    seal_sent: bool = True  # APPENDs to the \Sent folder are sealed to the user (at rest)
+    seal_drafts: bool = False  # and to \Drafts
 
 
 @dataclass(frozen=True)
@@ -366,7 +368,7 @@ def _users(r: _Reader, raw: object) -> UsersConfig:
 
 def _imap(r: _Reader, raw: object) -> ImapConfig:
     m = r.mapping(raw, "imap", "a mapping")
-    r.only(m, "imap", {"view_cache_mb_per_user", "view_cache_mb"})
+    r.only(m, "imap", {"view_cache_mb_per_user", "view_cache_mb", "seal_sent", "seal_drafts"})
     sizes = []
     for name, default in (("view_cache_mb_per_user", ImapConfig.view_cache_mb_per_user),
                           ("view_cache_mb", ImapConfig.view_cache_mb)):
@@ -374,7 +376,9 @@ def _imap(r: _Reader, raw: object) -> ImapConfig:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65536:
             raise r.type_error(f"imap.{name}", "a whole number of MiB 0-65536", value)
         sizes.append(value)
-    return ImapConfig(*sizes)
+    return ImapConfig(view_cache_mb_per_user=sizes[0], view_cache_mb=sizes[1],
+                      seal_sent=r.boolean(m.get("seal_sent", True), "imap.seal_sent"),
+                      seal_drafts=r.boolean(m.get("seal_drafts", False), "imap.seal_drafts"))
 
 
 def _unlock(r: _Reader, raw: object) -> UnlockConfig:

@@ -47,6 +47,16 @@ class MailLogin:
 
 
 @dataclass(frozen=True, slots=True)
+class SealCopy:
+    """Seal `message` (the client's APPEND to its Sent or Drafts folder) to `user`'s own
+    certificate (`smime.seal_stored_copy`); answer with `CopySealed`."""
+
+    request_id: int
+    user: str
+    message: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Pause:
     """Wait this long before the next action (after a failed login: slows guessing)."""
 
@@ -60,8 +70,8 @@ class Close:
     reason: str
 
 
-Action = (SendToClient | SendToUpstream | StartClientTls | OpenMessage | MailLogin | Pause
-          | Close)
+Action = (SendToClient | SendToUpstream | StartClientTls | OpenMessage | MailLogin | SealCopy
+          | Pause | Close)
 
 
 # --- results (in) -------------------------------------------------------------------------
@@ -85,6 +95,15 @@ class MessageOpened:
     decrypted: bool = False  # opened with the user's unlocked key
 
 
+@dataclass(frozen=True, slots=True)
+class CopySealed:
+    """The shell's answer to `SealCopy`: the sealed message, or None (the user has no
+    certificate: the copy is stored as the client wrote it)."""
+
+    request_id: int
+    sealed: bytes | None = field(default=None, repr=False)
+
+
 @dataclass(frozen=True)
 class SessionSettings:
     """What the shell knows about this connection and the configuration."""
@@ -94,3 +113,5 @@ class SessionSettings:
     plaintext_login: bool = False  # plaintext_loopback and a loopback client
     locked_fetch: Literal["unavailable", "passthrough"] = "unavailable"
     unlock_url: str = ""  # the Secure Mail page, named when an encrypted message is refused
+    sealed_uses: frozenset[str] = frozenset()  # APPENDs to these folders are sealed, e.g.
+    # {"\\Sent", "\\Drafts"} (RFC 6154 special-use attributes, upper-cased)

@@ -43,9 +43,7 @@ from smime_proxy.imap.events import (
 from smime_proxy.imap.inflight import (
     FetchEntry,
     FetchJob,
-    InternalCommand,
-    RelayedCommand,
-    SearchJob,
+    InFlight,
     Stream,
 )
 from smime_proxy.imap.views import MessageView
@@ -128,7 +126,7 @@ class ContentFetch:
     views: ViewCache
     mailbox: MailboxKey | None  # the selected mailbox, once its UIDVALIDITY is known
     up_stream: Stream | None  # a response being streamed from the upstream
-    _inflight: RelayedCommand | FetchJob | InternalCommand | SearchJob | None
+    _inflight: InFlight | None
     _counter: int
     _out: list[Action]
 

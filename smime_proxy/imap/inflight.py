@@ -115,8 +115,27 @@ class SearchJob:
 
 
 @dataclass
+class AppendJob:
+    """A client APPEND that may be sealed (`imap.stored_copies`): "list" asks the upstream
+    what the folder is used for, "seal" waits for `CopySealed`."""
+
+    tag: bytes
+    raw: bytes = field(repr=False)  # the client's command, relayed as it is if not sealed
+    mailbox: bytes  # as the client wrote it (atom or quoted string)
+    head: bytes  # the command up to the literal: tag APPEND mailbox [flags] [date-time]
+    message: bytes = field(repr=False)
+    phase: Literal["list", "seal"] = "list"
+    list_tag: bytes | None = None
+    request_id: int = 0
+
+
+@dataclass
 class InternalCommand:
     """A command of the proxy's own (CAPABILITY at start)."""
 
     tag: bytes
     purpose: Literal["capability"]
+
+
+InFlight = RelayedCommand | FetchJob | InternalCommand | SearchJob | AppendJob
+"""What the session waits for (`ImapSession._inflight`)."""

@@ -35,7 +35,10 @@ from typing import Final
 from smime_proxy.imap import fetch_rewrite
 from smime_proxy.imap.events import Action, MessageOpened, OpenMessage, SendToClient, SendToUpstream
 from smime_proxy.imap.fetch_answers import MailboxKey, ViewCache
-from smime_proxy.imap.inflight import FetchJob, InternalCommand, RelayedCommand, SearchJob
+from smime_proxy.imap.inflight import (
+    InFlight,
+    SearchJob,
+)
 from smime_proxy.imap.search import (
     SearchUnsupported,
     has_text,
@@ -60,7 +63,7 @@ class EncryptedSearch:
     user: str | None
     views: ViewCache
     mailbox: MailboxKey | None
-    _inflight: RelayedCommand | FetchJob | InternalCommand | SearchJob | None
+    _inflight: InFlight | None
     _counter: int
     _out: list[Action]
 

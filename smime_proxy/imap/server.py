@@ -54,11 +54,13 @@ from smime_proxy.errors import (
 from smime_proxy.imap.session import (
     Action,
     Close,
+    CopySealed,
     ImapSession,
     MailLogin,
     MessageOpened,
     OpenMessage,
     Pause,
+    SealCopy,
     SendToClient,
     SendToUpstream,
     SessionSettings,
@@ -70,7 +72,7 @@ from smime_proxy.imap.wire import MAX_LINE
 from smime_proxy.memory import tune_memory
 from smime_proxy.mime.entity import STATUS_HEADER, without_field
 from smime_proxy.services import Services
-from smime_proxy.smime import is_encrypted
+from smime_proxy.smime import is_encrypted, seal_stored_copy
 from smime_proxy.throttle import AddressGate, Throttle
 from smime_proxy.tlsconfig import is_loopback_peer, listener_context
 
@@ -244,6 +246,7 @@ class _Connection:
             and is_loopback_peer(self.writer.get_extra_info("peername")),
             locked_fetch=front.locked_fetch,
             unlock_url=control_url(front.services.config.listeners.control),
+            sealed_uses=front.sealed_uses,
         )
         try:
             self.up_reader, self.up_writer = await asyncio.wait_for(
@@ -402,6 +405,28 @@ class _Connection:
         if outcome != "none":
             log.info("unlock by mail login", extra={"user": user, "outcome": outcome})
 
+    async def _seal(self, action: SealCopy) -> None:
+        """Seal a Sent or Drafts copy to the user's own certificate (a worker thread), then
+        let the session append it. No certificate: the copy is stored as written."""
+        services = self.front.services
+        user = self.front.accounts.user(action.user)
+
+        def seal() -> bytes | None:
+            try:
+                certificate = services.secure_mail.certificate(user)
+            except (NoSuchKey, SmimeProxyError):
+                return None
+            return seal_stored_copy(action.message, certificate)
+
+        try:
+            sealed = await asyncio.get_running_loop().run_in_executor(self.front.openers, seal)
+        except Exception as exc:  # stored as written: the client's copy is never lost
+            log.warning("cannot seal a stored copy",
+                        extra={"user": user, "command": "APPEND", "reason": type(exc).__name__})
+            sealed = None
+        assert self.session is not None
+        await self._do(self.session.copy_sealed(CopySealed(action.request_id, sealed)))
+
     async def _do(self, actions: list[Action]) -> None:
         assert self.up_writer is not None and self.session is not None
         pending: list[bytes] = []  # consecutive client data goes out in one write
@@ -430,6 +455,8 @@ class _Connection:
                 future.add_done_callback(self._opened)
             elif isinstance(action, MailLogin):
                 await self._mail_login(action)
+            elif isinstance(action, SealCopy):
+                await self._seal(action)
             elif isinstance(action, Pause):
                 await self.writer.drain()
                 await asyncio.sleep(action.seconds)
@@ -511,6 +538,9 @@ class ImapFront:
         self.listener = listener if listener is not None else config.listeners.imap
         self.upstream = upstream if upstream is not None else config.upstream.imap
         self.locked_fetch = config.locked_fetch
+        self.sealed_uses = frozenset(
+            use for use, on in (("\\SENT", config.imap.seal_sent),
+                                ("\\DRAFTS", config.imap.seal_drafts)) if on)
         self.settings = settings
         self.tls_context = listener_context(self.listener, "imap")
         self._server: asyncio.Server | None = None

@@ -39,11 +39,12 @@ Why its own wire and not an IMAP client library (aioimaplib serves the proxy's o
 understand through byte for byte; a client library parses and rebuilds everything it reads.
 
 The actions and results are in `imap.events`, the capability filter in `imap.negotiation`,
-the answering of content FETCHes in `imap.fetch_answers`, logins in `imap.login`.
+the answering of content FETCHes in `imap.fetch_answers`, logins in `imap.login`, Sent
+and Drafts copies sealed at rest in `imap.stored_copies`.
 
 May import: errors, throttle, imap.wire, imap.events, imap.inflight, imap.negotiation,
 imap.fetch_answers, imap.fetch_rewrite, imap.login, imap.search_job, imap.streaming,
-imap.views, mime, stdlib.
+imap.stored_copies, imap.views, mime, stdlib.
 """
 
 from __future__ import annotations
@@ -58,10 +59,12 @@ from smime_proxy.imap import fetch_rewrite
 from smime_proxy.imap.events import (
     Action,
     Close,
+    CopySealed,
     MailLogin,
     MessageOpened,
     OpenMessage,
     Pause,
+    SealCopy,
     SendToClient,
     SendToUpstream,
     SessionSettings,
@@ -69,7 +72,9 @@ from smime_proxy.imap.events import (
 )
 from smime_proxy.imap.fetch_answers import ContentFetch, MailboxKey, ViewCache
 from smime_proxy.imap.inflight import (
+    AppendJob,
     FetchJob,
+    InFlight,
     InternalCommand,
     RelayedCommand,
     SearchJob,
@@ -82,6 +87,7 @@ from smime_proxy.imap.negotiation import (
     shown_capabilities,
 )
 from smime_proxy.imap.search_job import EncryptedSearch
+from smime_proxy.imap.stored_copies import StoredCopies
 from smime_proxy.imap.streaming import MAX_MESSAGE, MAX_STREAMED, STREAM_AT, StreamedLiterals
 from smime_proxy.imap.wire import (
     MAX_LINE,
@@ -114,11 +120,13 @@ from smime_proxy.throttle import LoginGate, OpenGate
 __all__ = [
     "Action",
     "Close",
+    "CopySealed",
     "ImapSession",
     "MailLogin",
     "MessageOpened",
     "OpenMessage",
     "Pause",
+    "SealCopy",
     "SendToClient",
     "SendToUpstream",
     "SessionSettings",
@@ -137,7 +145,7 @@ PIPELINABLE: Final = frozenset({
 _UIDVALIDITY: Final = re.compile(rb"\* OK \[UIDVALIDITY ([0-9]{1,10})\]", re.IGNORECASE)
 
 
-class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals):
+class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals, StoredCopies):
     """See the module docstring."""
 
     def __init__(self, settings: SessionSettings, gate: LoginGate | None = None,
@@ -158,7 +166,8 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals):
         self.tls_active = settings.tls_active
         self.starttls_available = settings.starttls_available and not settings.tls_active
         self.upstream_caps: tuple[str, ...] = ()
-        self._inflight: RelayedCommand | FetchJob | InternalCommand | SearchJob | None = None
+        self._inflight: InFlight | None = None
+        self.mailbox_uses: dict[bytes, frozenset[str]] = {}  # imap.stored_copies
         self._pipelined: dict[bytes, RelayedCommand] = {}  # tag -> relayed, not yet answered
         self._held: bytes | None = None  # a command waiting for the pipelined ones to end
         self._counter = 0  # OpenMessage request ids
@@ -215,6 +224,13 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals):
         if self.state == "closed":
             return []
         self.upstream.receive_data(data)
+        return self._run()
+
+    def copy_sealed(self, result: CopySealed) -> list[Action]:
+        job = self._inflight
+        if self.state == "closed" or not isinstance(job, AppendJob):
+            return []
+        self._copy_sealed(job, result)
         return self._run()
 
     def message_opened(self, result: MessageOpened) -> list[Action]:
@@ -324,6 +340,8 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals):
             return
         if isinstance(job, FetchJob) and self._fetch_tagged(job, tag, raw):
             return
+        if isinstance(job, AppendJob) and self._append_tagged(job, tag):
+            return
         if isinstance(job, SearchJob) and self._search_tagged(job, tag, raw):
             return
         self._fatal("unexpected tagged response", b"* BYE Upstream server error\r\n")
@@ -360,6 +378,8 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals):
             return
         if isinstance(job, SearchJob):
             self._search_untagged(job, raw)
+            return
+        if isinstance(job, AppendJob) and self._append_untagged(job, raw):
             return
         if self._selecting is not None:
             match = _UIDVALIDITY.match(raw)
@@ -496,6 +516,8 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals):
             self._bad(tag, b"Already logged in")
             return
         if isinstance(command, SearchCommand) and self._start_search(command):
+            return
+        if name == "APPEND" and self._start_append(raw):
             return
         if isinstance(command, FetchCommand) and fetch_rewrite.needs_rewrite(command):
             if self._all_known_plain(command):

@@ -28,9 +28,8 @@ from smime_proxy.imap.events import Action, SendToClient, SendToUpstream
 from smime_proxy.imap.fetch_answers import SORT_NAMES
 from smime_proxy.imap.inflight import (
     FetchJob,
-    InternalCommand,
+    InFlight,
     RelayedCommand,
-    SearchJob,
     Stream,
 )
 from smime_proxy.imap.wire import LiteralStart, ParseError
@@ -81,7 +80,7 @@ class StreamedLiterals:
 
     state: str
     known_plain: set[int]
-    _inflight: RelayedCommand | FetchJob | InternalCommand | SearchJob | None
+    _inflight: InFlight | None
     _out: list[Action]
     up_stream: Stream | None
     client_stream: Stream | None

@@ -130,3 +130,49 @@ def test_keep_shows_the_signed_layer_with_the_protected_subject(
             assert b"[...]" not in header
         finally:
             proxy.logout()
+
+
+def test_a_sent_copy_is_sealed_at_rest_and_reads_back_exactly(
+        upstream: Upstream, loop: LoopThread, world: KeyWorld, tmp_path: Path) -> None:
+    """Issue 13: the client's APPEND to Sent is stored encrypted to alice (Dovecot holds
+    ciphertext, openssl opens it with her key) and reads back through the proxy byte for
+    byte; an APPEND to another folder is stored as written."""
+    from support.smime_check import decrypt
+
+    token = uuid.uuid4().hex[:12]
+    sent = (f"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
+            f"Bcc: hidden@example.test\r\nSubject: sent {token}\r\n"
+            f"Message-ID: <{token}@example.test>\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\nour plan {token}\r\n").encode()
+    with running_front(loop, imap_services(tmp_path, world, upstream_imap(upstream))) as front:
+        proxy = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+        proxy.login("alice", upstream.users["alice"])
+        direct = imaplib.IMAP4(upstream.host, upstream.imap_port, timeout=30)
+        direct.login("alice", upstream.users["alice"])
+        try:
+            for folder in ("Sent", "INBOX"):
+                typ, data = proxy.append(folder, "(\\Seen)", None, sent)
+                assert typ == "OK", data
+            for folder in ("Sent", "INBOX"):
+                assert proxy.select(folder)[0] == "OK" and direct.select(folder)[0] == "OK"
+                uid = select_uid(proxy, token) if folder == "INBOX" else _uid(proxy, token)
+                stored = whole(fetched(direct, uid, "BODY.PEEK[]"))
+                shown = whole(fetched(proxy, uid, "BODY.PEEK[]"))
+                if folder == "INBOX":
+                    assert stored == sent and shown.endswith(sent)
+                    continue
+                assert b"application/pkcs7-mime" in stored and b"our plan" not in stored
+                assert b"hidden@example.test" not in stored
+                assert decrypt(stored, people().ids["alice"], tmp_path).endswith(sent)
+                assert shown.split(b"\r\n", 1)[1] == sent  # after the status field
+        finally:
+            proxy.logout()
+            direct.logout()
+
+
+def _uid(imap: imaplib.IMAP4, token: str) -> str:
+    """The UID of the message whose Subject holds `token` in the selected folder (its
+    Message-ID is inside the sealed copy too, and outside for the listing)."""
+    typ, data = imap.uid("SEARCH", "SUBJECT", token)
+    assert typ == "OK" and len((data[0] or b"").split()) == 1, data
+    return (data[0] or b"").decode()

@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("protocol logic", ("imap", "imap.session", "imap.events", "imap.inflight",
                         "imap.negotiation", "imap.fetch_rewrite", "imap.fetch_answers",
                         "imap.view_cache", "imap.streaming", "imap.login", "imap.search",
-                        "imap.search_text", "imap.search_job",
+                        "imap.search_text", "imap.search_job", "imap.stored_copies",
                         "smtp", "smtp.session",
                         "smtp.submission", "smtp.data", "smtp.directory", "policy",
                         "policy.decide")),
