@@ -22,6 +22,7 @@ import json
 import secrets
 import smtplib
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -266,3 +267,16 @@ def test_thunderbird_sends_signed_and_encrypted(
     assert body.encode() in content
     assert openssl("x509", "-in", str(signer), "-noout", "-email").strip() \
         == b"bob@example.test"
+    # header protection: RFC 9788 injected headers in the signed part, no wrapper
+    signed_part = decrypted.split(b"\n--", 2)[1]
+    assert b'hp="cipher"' in signed_part and b"message/rfc822" not in decrypted
+    assert f"Subject: {subject}".encode() in signed_part
+
+    # Thunderbird's own Sent copy went through the proxy's IMAP: sealed to bob at rest
+    deadline = time.monotonic() + 30
+    while not (sent := mailbox.fetch(upstream, "bob", token, mailbox="Sent")):
+        assert time.monotonic() < deadline, "no Sent copy"
+        time.sleep(0.5)
+    assert len(sent) == 1 and b"application/pkcs7-mime" in sent[0]
+    assert body.encode() not in sent[0]
+    (artifacts / "sent-copy.eml").write_bytes(sent[0])
