@@ -1,7 +1,7 @@
 """Oracle tests: our IMAP views of a message equal a real Dovecot's answers for that message.
 
 Each message is APPENDed (byte for byte, as a literal) to a fresh mailbox of the session-scoped
-`upstream` Dovecot (fixture of tests/integration/conftest.py), every FETCH item below is fetched
+`upstream` Dovecot (fixture of tests/conftest.py), every FETCH item below is fetched
 from Dovecot and computed by `smime_proxy.imap.views.MessageView`, and the two must be equal:
 byte for byte for sizes and sections, as parsed values (quoted vs literal ignored) for
 BODYSTRUCTURE, BODY and ENVELOPE.
