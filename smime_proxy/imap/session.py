@@ -145,7 +145,7 @@ PIPELINABLE: Final = frozenset({
 _UIDVALIDITY: Final = re.compile(rb"\* OK \[UIDVALIDITY ([0-9]{1,10})\]", re.IGNORECASE)
 
 
-class ImapSession(Logins, ContentFetch, EncryptedSearch, StreamedLiterals, StoredCopies):
+class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedLiterals):
     """See the module docstring."""
 
     def __init__(self, settings: SessionSettings, gate: LoginGate | None = None,

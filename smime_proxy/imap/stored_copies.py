@@ -12,11 +12,12 @@ What a folder is for is asked of the upstream once per folder and session
 (`LIST "" folder RETURN (SPECIAL-USE)`) before the first APPEND to it. Relayed as they are:
 an APPEND to any other folder, one the parsers here do not take (MULTIAPPEND, CATENATE, a
 folder name given as a literal or with wildcards), a message that is already S/MIME, a
-message large enough to be streamed (`imap.streaming`: over 256 KiB, for now), and any
-APPEND when the upstream does not answer that LIST (no LIST-EXTENDED / SPECIAL-USE). A user
+message over what the proxy holds whole (`imap.streaming.MAX_MESSAGE`, 64 MiB: streamed
+through as it comes), and any APPEND when the upstream does not answer that LIST (no
+LIST-EXTENDED / SPECIAL-USE). A large APPEND to such a folder is collected whole first. A user
 without a certificate gets the copy stored as written.
 
-May import: imap.wire, imap.events, imap.inflight, mime, stdlib.
+May import: imap.wire, imap.events, imap.inflight, imap.streaming, mime, stdlib.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Final
 
 from smime_proxy.imap.events import Action, CopySealed, SealCopy, SendToUpstream, SessionSettings
 from smime_proxy.imap.inflight import AppendJob, InFlight
+from smime_proxy.imap.streaming import MAX_MESSAGE
 from smime_proxy.mime.entity import needs_opening, parse_entity
 
 # RFC 9051 6.3.12 (APPEND), single message, the mailbox an atom or a quoted string
@@ -51,6 +53,18 @@ class StoredCopies:
 
     def _relay(self, tag: bytes, raw: bytes) -> None:
         raise NotImplementedError
+
+    def _may_seal(self, head: bytes) -> bool:
+        """Whether a large APPEND (its head, up to the literal) must be collected whole
+        rather than streamed: it goes to a folder that is, or may be, sealed, and fits in
+        what the proxy holds (`MAX_MESSAGE`; a larger one is stored as written)."""
+        if not self.settings.sealed_uses:
+            return False
+        match = _APPEND.fullmatch(head)
+        if match is None or int(match[5]) > MAX_MESSAGE:
+            return False
+        uses = self.mailbox_uses.get(match[2])
+        return uses is None or bool(uses & self.settings.sealed_uses)
 
     def _start_append(self, raw: bytes) -> bool:
         """Take a client APPEND that may have to be sealed; False: relay it as it is."""

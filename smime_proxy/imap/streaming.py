@@ -8,8 +8,9 @@ Both framers hand on literals of `STREAM_AT` octets or more as `LiteralStart`, c
   classification fields at the head of the response, before the literal; the plain pass and
   UID FETCHes of known plain messages are the upstream's own answers), and an APPEND to an
   upstream with LITERAL+ (its synchronising literals sent as `{n+}`: the proxy already
-  answered the client's `+`). Memory stays bounded by the shell's back-pressure: it drains
-  one side before it reads the other again.
+  answered the client's `+`), unless it may have to be sealed (`imap.stored_copies`).
+  Memory stays bounded by the shell's back-pressure: it drains one side before it reads
+  the other again.
 - or collected up to `MAX_MESSAGE` and then handled as a whole message: an S/MIME message
   to open, anything the proxy must read. Past the cap a FETCH response is dropped (the
   FETCH then ends in `NO [LIMIT]`, the session goes on) and a command is refused with
@@ -100,6 +101,9 @@ class StreamedLiterals:
     def _upstream_has(self, name: str) -> bool:
         raise NotImplementedError
 
+    def _may_seal(self, head: bytes) -> bool:
+        raise NotImplementedError
+
     @staticmethod
     def _classification(raw: bytes, spans: FetchSpans) -> tuple[bytes | None, int | None]:
         raise NotImplementedError
@@ -186,7 +190,7 @@ class StreamedLiterals:
         tag = event.head.split(b" ", 1)[0]
         if (self.state == "authenticated" and self._inflight is None
                 and _APPEND.match(event.head) is not None and self._upstream_has("LITERAL+")
-                and not tag.startswith(b"~spx")):
+                and not tag.startswith(b"~spx") and not self._may_seal(event.head)):
             # an APPEND of any size the upstream takes, relayed as it comes
             self._inflight = RelayedCommand(tag)
             self.client_stream = Stream("relay", tag)

@@ -132,8 +132,10 @@ def test_keep_shows_the_signed_layer_with_the_protected_subject(
             proxy.logout()
 
 
+@pytest.mark.parametrize("padding", [0, 600 * 1024])  # 600 KiB: collected, not streamed
 def test_a_sent_copy_is_sealed_at_rest_and_reads_back_exactly(
-        upstream: Upstream, loop: LoopThread, world: KeyWorld, tmp_path: Path) -> None:
+        upstream: Upstream, loop: LoopThread, world: KeyWorld, tmp_path: Path,
+        padding: int) -> None:
     """Issue 13: the client's APPEND to Sent is stored encrypted to alice (Dovecot holds
     ciphertext, openssl opens it with her key) and reads back through the proxy byte for
     byte; an APPEND to another folder is stored as written."""
@@ -143,7 +145,8 @@ def test_a_sent_copy_is_sealed_at_rest_and_reads_back_exactly(
     sent = (f"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
             f"Bcc: hidden@example.test\r\nSubject: sent {token}\r\n"
             f"Message-ID: <{token}@example.test>\r\nMIME-Version: 1.0\r\n"
-            f"Content-Type: text/plain; charset=utf-8\r\n\r\nour plan {token}\r\n").encode()
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\nour plan {token}\r\n"
+            + "padding line\r\n" * (padding // 14)).encode()
     with running_front(loop, imap_services(tmp_path, world, upstream_imap(upstream))) as front:
         proxy = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
         proxy.login("alice", upstream.users["alice"])

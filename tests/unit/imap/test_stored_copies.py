@@ -88,3 +88,29 @@ def test_sealing_off_and_multiappend_are_relayed() -> None:
     run = sealing()
     run.client(b"a3 APPEND Sent {5+}\r\nhello {5+}\r\nworld\r\n")
     assert run.upstream_out() == b"a3 APPEND Sent {5+}\r\nhello {5+}\r\nworld\r\n"
+
+
+def test_a_large_copy_is_collected_whole_and_sealed() -> None:
+    """Over the streaming threshold (256 KiB) an APPEND to a folder that may be sealed is
+    collected, not streamed through; to an ordinary folder it is still streamed."""
+    big = SENT + b"x" * (300 * 1024) + b"\r\n"
+    run = sealing()
+    run.client(b"a2 APPEND Sent {%d}\r\n" % len(big))
+    assert run.client_out() == b"+ OK\r\n"
+    for start in range(0, len(big), 65536):
+        run.client(big[start:start + 65536])
+        assert run.upstream_out() == b""  # nothing of it goes upstream yet
+    run.client(b"\r\n")
+    assert run.upstream_out() == b'~spx2 LIST "" Sent RETURN (SPECIAL-USE)\r\n'
+    run.upstream(b'* LIST (\\Sent) "/" Sent\r\n~spx2 OK done\r\n')
+    seal = run.others[-1]
+    assert isinstance(seal, SealCopy) and seal.message == big
+    run.take(run.session.copy_sealed(CopySealed(seal.request_id, SEALED)))
+    assert run.upstream_out() == b"a2 APPEND Sent {%d+}\r\n" % len(SEALED) + SEALED + b"\r\n"
+    run.upstream(b"a2 OK done\r\n")
+    run.client_out()
+    # a folder known to be ordinary: streamed as it comes
+    run.session.mailbox_uses[b"Archive"] = frozenset()
+    run.client(b"a3 APPEND Archive {%d}\r\n" % len(big))
+    run.client(big[:65536])
+    assert run.upstream_out().startswith(b"a3 APPEND Archive {%d+}\r\n" % len(big))
