@@ -5,6 +5,10 @@ screenshots and logs go.
 front of the session's ``upstream`` (tests/conftest.py), exactly as scripts/run.sh does;
 support/demo_proxy.py.
 
+``keep_proxy`` (module scope): a second ``smime-proxy serve`` on a copy of ``demo_proxy``'s
+config and data directory (same server CA, same keys), with its own listener ports and
+``signatures: keep`` (``start_variant``).
+
 ``artifacts``: a directory for this test's artifacts, ``$SMIME_PROXY_ARTIFACTS/<test>`` or
 ``<pytest's base temp>/artifacts/<test>``; a failed test's report names it.
 """
@@ -20,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from smime_proxy.harness import Upstream
-from support.demo_proxy import DemoProxy, start_demo_proxy
+from support.demo_proxy import DemoProxy, start_demo_proxy, start_variant
 
 _ARTIFACTS_KEY = pytest.StashKey[Path]()
 
@@ -62,6 +66,20 @@ def demo_proxy(upstream: Upstream,
     workdir = tmp_path_factory.mktemp("demo")
     proxy = start_demo_proxy(upstream, workdir,
                              artifacts_root(tmp_path_factory) / "demo-proxy" / "serve.log")
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def keep_proxy(demo_proxy: DemoProxy,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProxy]:
+    """A second ``smime-proxy serve`` on a copy of the demo's config and data directory (same
+    server CA, same keys), with its own listener ports and ``signatures: keep``."""
+    proxy = start_variant(demo_proxy, tmp_path_factory.mktemp("keep"),
+                          artifacts_root(tmp_path_factory) / "keep-proxy" / "serve.log",
+                          signatures="keep")
     try:
         yield proxy
     finally:

@@ -28,7 +28,6 @@ directory (s-nail ``-vv`` with the password masked, mbsync ``-Dn``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import email.utils
 import imaplib
@@ -37,26 +36,21 @@ import re
 import secrets
 import shutil
 import smtplib
-import socket
-import sqlite3
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-import yaml
 
-from clients.conftest import artifacts_root
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.harness import Upstream
 from smime_proxy.smime import Recipient, encrypt_message, sign_message
 from support import mailbox
 from support.cmsutil import load_p12
-from support.control import free_port
-from support.demo_proxy import SMIME_PROXY, DemoProxy
+from support.demo_proxy import DemoProxy
 from support.smime_check import smime_type
 
 SNAIL = shutil.which("s-nail")
@@ -102,63 +96,6 @@ def shown_by_proxy(proxy: DemoProxy, folder: str) -> dict[int, tuple[int, bytes]
         assert uid and size, items
         shown[int(uid.group(1))] = (int(size.group(1)), item[1])
     return shown
-
-
-def wait_ready(proxy: DemoProxy, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proxy.proc.poll() is not None:
-            raise AssertionError(f"smime-proxy serve exited {proxy.proc.returncode}: "
-                                 f"{proxy.log.read_text(errors='replace')[-2000:]}")
-        with contextlib.suppress(OSError), \
-                socket.create_connection((proxy.host, proxy.control_port), timeout=1):
-            if b"ready" in proxy.log.read_bytes():
-                return
-        if time.monotonic() > deadline:
-            proxy.stop()
-            raise AssertionError(f"smime-proxy serve not ready in {timeout} s: "
-                                 f"{proxy.log.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def keep_proxy(demo_proxy: DemoProxy,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProxy]:
-    """A second ``smime-proxy serve`` on a copy of the demo's config and data directory (same
-    server CA, same keys), with its own listener ports and ``signatures: keep``."""
-    workdir = tmp_path_factory.mktemp("keep")
-    source = demo_proxy.workdir / "data"
-    data = workdir / "data"
-    shutil.copytree(source, data, ignore=shutil.ignore_patterns("*.sqlite3*"))
-    for db in source.glob("*.sqlite3"):  # a consistent copy of a store in use (WAL)
-        with contextlib.closing(sqlite3.connect(db)) as src, \
-                contextlib.closing(sqlite3.connect(data / db.name)) as dst:
-            src.backup(dst)
-        (data / db.name).chmod(0o600)
-    config = yaml.safe_load(demo_proxy.config.read_text(encoding="utf-8"))
-    ports = {name: free_port() for name in ("imap", "smtp", "control")}
-    for name, port in ports.items():
-        config["listeners"][name]["port"] = port
-    config["data_dir"] = str(data)
-    config["signatures"] = "keep"
-    path = workdir / "smime-proxy.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    log = artifacts_root(tmp_path_factory) / "keep-proxy" / "serve.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [str(SMIME_PROXY), "serve", "--config", str(path)],
-            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    proxy = dataclasses.replace(demo_proxy, workdir=workdir, config=path,
-                                imap_port=ports["imap"], smtp_port=ports["smtp"],
-                                control_port=ports["control"], log=log, proc=proc)
-    try:
-        wait_ready(proxy)
-        yield proxy
-    finally:
-        proxy.stop()
 
 
 # --- s-nail --------------------------------------------------------------------------------

@@ -8,6 +8,11 @@ trusted for mail), and is driven with Marionette (support/thunderbird.py). Every
 on what Thunderbird shows: the message list, the message pane's text, its attachment list,
 its S/MIME indicators and its alerts; or, for sending, on what arrived at Dovecot.
 
+With ``signatures: keep`` (``keep_proxy``, clients/conftest.py: a second proxy on a copy of
+the demo) Thunderbird gets alice's multipart/signed and judges the signature itself: "ok"
+when its profile trusts the demo S/MIME CA, "Digital Signature Is Not Valid" when it does not
+(``security_info``: the texts of its Message Security panel).
+
 Each test leaves screenshots, Thunderbird's IMAP log (``imap-commands.txt``: every command it
 sent) and ``shown-*.json`` (what it showed) in its artifacts directory (clients/conftest.py).
 """
@@ -18,14 +23,16 @@ import dataclasses
 import email
 import email.policy
 import email.utils
+import imaplib
 import json
 import secrets
 import smtplib
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -34,7 +41,7 @@ from support import mailbox
 from support.cmsutil import openssl
 from support.demo_proxy import DemoProxy
 from support.smime_check import recipient_serial_list, smime_type
-from support.thunderbird import MessageShown, Thunderbird, missing
+from support.thunderbird import Crypto, MessageShown, Thunderbird, missing
 from support.thunderbird_profile import Account, TrustedCert
 
 pytestmark = [
@@ -116,18 +123,28 @@ def account(proxy: DemoProxy, user: str) -> Account:
                    smtp_host=proxy.host, smtp_port=proxy.smtp_port)
 
 
+class StartThunderbird(Protocol):
+    def __call__(self, user: str, *, proxy: DemoProxy | None = None,
+                 trust_smime_ca: bool = True) -> Thunderbird: ...
+
+
 @pytest.fixture
 def thunderbird(demo_proxy: DemoProxy, artifacts: Path,
-                tmp_path: Path) -> Iterator[Callable[[str], Thunderbird]]:
+                tmp_path: Path) -> Iterator[StartThunderbird]:
     """``thunderbird(user)`` starts Thunderbird with a fresh profile for ``user``'s account
-    at the proxy; everything it started is stopped when the test ends, however it ends."""
+    at the proxy (``proxy``, the demo proxy unless given) trusting its TLS CA and (unless
+    ``trust_smime_ca`` is false) its S/MIME CA for mail; everything it started is stopped
+    when the test ends, however it ends."""
     started: list[Thunderbird] = []
-    certs = [TrustedCert("smime-proxy demo TLS CA", demo_proxy.tls_ca, "C,,"),
-             TrustedCert("smime-proxy demo S/MIME CA", demo_proxy.smime_ca, ",C,")]
 
-    def start(user: str) -> Thunderbird:
+    def start(user: str, *, proxy: DemoProxy | None = None,
+              trust_smime_ca: bool = True) -> Thunderbird:
+        proxy = proxy or demo_proxy
+        certs = [TrustedCert("smime-proxy demo TLS CA", proxy.tls_ca, "C,,")]
+        if trust_smime_ca:
+            certs.append(TrustedCert("smime-proxy demo S/MIME CA", proxy.smime_ca, ",C,"))
         tb = Thunderbird(tmp_path / f"thunderbird-{user}-{len(started)}", artifacts,
-                         account(demo_proxy, user), certs)
+                         account(proxy, user), certs)
         started.append(tb)
         tb.start()
         return tb
@@ -140,7 +157,7 @@ def thunderbird(demo_proxy: DemoProxy, artifacts: Path,
 
 
 def test_bob_reads_decrypted_mail(demo_proxy: DemoProxy, bob_inbox: Inbox, artifacts: Path,
-                                  thunderbird: Callable[[str], Thunderbird]) -> None:
+                                  thunderbird: StartThunderbird) -> None:
     demo_proxy.unlock("bob")
     tb = thunderbird("bob")
     tb.show_folder("INBOX")
@@ -169,7 +186,7 @@ def test_bob_reads_decrypted_mail(demo_proxy: DemoProxy, bob_inbox: Inbox, artif
 
 def test_decrypted_mail_is_shown_as_one_plain_message(
         demo_proxy: DemoProxy, bob_inbox: Inbox, artifacts: Path,
-        thunderbird: Callable[[str], Thunderbird]) -> None:
+        thunderbird: StartThunderbird) -> None:
     """Issue 13: header protection is not shown as an attached message (an RFC 8551
     message/rfc822 wrapper was: Thunderbird names it "<Subject>.eml", or
     "ForwardedMessage.eml" without a Subject), the pane shows the body and nothing else, and
@@ -194,7 +211,7 @@ def test_decrypted_mail_is_shown_as_one_plain_message(
 
 def test_locked_key_lists_the_folder_and_says_why_it_cannot_open(
         demo_proxy: DemoProxy, upstream: Upstream, bob_inbox: Inbox, artifacts: Path,
-        thunderbird: Callable[[str], Thunderbird]) -> None:
+        thunderbird: StartThunderbird) -> None:
     demo_proxy.unlock("alice")
     demo_proxy.lock("bob")
     locked = deliver(demo_proxy, upstream, f"While locked {secrets.token_hex(4)}",
@@ -230,7 +247,7 @@ def test_locked_key_lists_the_folder_and_says_why_it_cannot_open(
 
 def test_thunderbird_sends_signed_and_encrypted(
         demo_proxy: DemoProxy, upstream: Upstream, artifacts: Path, tmp_path: Path,
-        thunderbird: Callable[[str], Thunderbird]) -> None:
+        thunderbird: StartThunderbird) -> None:
     """bob's Thunderbird sends to alice through the proxy's SMTP listener; what Dovecot stored
     is S/MIME as the demo policy says (sign when unlocked, encrypt when every recipient has a
     certificate: both here), and alice can decrypt it and verify bob's signature with
@@ -280,3 +297,107 @@ def test_thunderbird_sends_signed_and_encrypted(
     assert len(sent) == 1 and b"application/pkcs7-mime" in sent[0]
     assert body.encode() not in sent[0]
     (artifacts / "sent-copy.eml").write_bytes(sent[0])
+
+
+# --- signatures: keep: Thunderbird judges alice's signature itself --------------------------
+
+
+def shown_through(proxy: DemoProxy, user: str, token: str) -> bytes:
+    """The one message of ``user``'s INBOX whose Subject has ``token``, as ``proxy`` shows it
+    (``BODY.PEEK[]`` through its IMAP listener): what Thunderbird gets."""
+    with imaplib.IMAP4(proxy.host, proxy.imap_port, timeout=60) as imap:
+        imap.starttls(ssl.create_default_context(cafile=str(proxy.tls_ca)))
+        imap.login(user, proxy.mail_passwords[user])
+        imap.select("INBOX", readonly=True)
+        _, found = imap.uid("SEARCH", "SUBJECT", f'"{token}"')
+        uids = (found[0] or b"").split()
+        assert len(uids) == 1, found
+        _, data = imap.uid("FETCH", uids[0].decode(), "(BODY.PEEK[])")
+    parts: list[bytes] = [item[1] for item in data if isinstance(item, tuple)]
+    assert len(parts) == 1, data
+    return parts[0]
+
+
+@pytest.fixture(scope="module")
+def kept(keep_proxy: DemoProxy, upstream: Upstream) -> Sent:
+    """alice has sent bob a signed+encrypted message through the ``signatures: keep`` proxy's
+    SMTP listener."""
+    keep_proxy.unlock("alice")
+    token = secrets.token_hex(4)
+    return deliver(keep_proxy, upstream, f"Signed and kept k{token}",
+                   f"Thunderbird checks alice's signature: the word is thistle-{token}.",
+                   protect=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What Thunderbird shows for alice's kept signature."""
+
+    signed_icon: str | None
+    """The signed icon's state (message-signed-<state>.svg); None: hidden."""
+    signature_status: str
+    signed_icon_alt: str
+    signature_label: str
+    explanation: str
+
+
+TRUSTED = Verdict("ok", "SUCCESS", "Good signature", "Message Is Signed",
+                  "This message includes a valid digital signature.")
+UNTRUSTED = Verdict(None, "VERIFY_UNTRUSTED", "", "Digital Signature Is Not Valid",
+                    "issued by a certificate authority that you do not trust")
+
+
+@pytest.mark.parametrize(("trust_smime_ca", "verdict"),
+                         [(True, TRUSTED), (False, UNTRUSTED)], ids=["trusted", "untrusted"])
+def test_keep_thunderbird_judges_the_signature(
+        keep_proxy: DemoProxy, kept: Sent, artifacts: Path, trust_smime_ca: bool,
+        verdict: Verdict, thunderbird: StartThunderbird) -> None:
+    """``signatures: keep``: the proxy decrypts and shows alice's multipart/signed as it is
+    (its own verdict in X-SMIME-Status), and Thunderbird verifies the signature itself.
+
+    - The demo S/MIME CA trusted for mail: the header's "S/MIME" button with the signed
+      icon "ok" ("Good signature"); its panel says "Message Is Signed", signed by
+      alice@example.test, issued by the demo CA.
+    - Not trusted: the "S/MIME" button without any icon (Thunderbird shows a bad signature's
+      icon only on an encrypted message, and this one reaches it decrypted), status
+      VERIFY_UNTRUSTED; its panel says "Digital Signature Is Not Valid" (a CA "you do not
+      trust"), though the proxy verified it.
+
+    Either way the panel says "Message Is Not Encrypted" (Thunderbird got it decrypted), the
+    body shows, smime.p7s is not listed as an attachment, and there is no alert. The default,
+    ``strip``, shows no S/MIME button at all (test_decrypted_mail_is_shown_as_one_plain_message):
+    the user sees the proxy's verdict only in X-SMIME-Status, whatever their client trusts.
+    """
+    keep_proxy.unlock("bob")
+    token = kept.subject.rsplit(maxsplit=1)[-1]
+    given = shown_through(keep_proxy, "bob", token)
+    (artifacts / "shown-by-proxy.eml").write_bytes(given)
+    parsed = email.message_from_bytes(given, policy=email.policy.default)
+    assert parsed.get_content_type() == "multipart/signed"
+    assert "signature=valid; signer=alice@example.test" in str(parsed["X-SMIME-Status"])
+
+    tb = thunderbird("bob", proxy=keep_proxy, trust_smime_ca=trust_smime_ca)
+    tb.show_folder("INBOX")
+    tb.wait_for_subjects([kept.subject])
+    shown = tb.open_message(kept.subject)
+    record(artifacts, "kept", shown)
+    info = tb.security_info()
+    data = dataclasses.asdict(info) if info else None
+    (artifacts / "security-info.json").write_text(json.dumps(data, indent=2) + "\n")
+    print(f"\nsecurity info: {json.dumps(data, indent=2)}")
+
+    assert shown.loaded and shown.alerts == [] and tb.alerts == []
+    assert shown.subject == kept.subject
+    assert shown.body.strip() == kept.body
+    assert shown.attachments == []  # not even smime.p7s
+    assert shown.crypto == Crypto(box=True, tech="S/MIME", encrypted=None,
+                                  signed=verdict.signed_icon,
+                                  signature_status=verdict.signature_status,
+                                  encryption_status=None)
+    assert info is not None and info.panel_open and info.confirm == ""
+    assert info.signed_icon_alt == verdict.signed_icon_alt
+    assert info.signature_label == verdict.signature_label
+    assert verdict.explanation in info.signature_explanation
+    assert (info.signed_by, info.signer_email, info.signer_issuer) \
+        == ("alice@example.test", "alice@example.test", "smime-proxy Server CA")
+    assert info.encryption_label == "Message Is Not Encrypted"

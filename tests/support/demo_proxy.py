@@ -7,6 +7,11 @@ per demo user with the Secure Mail Password ``<user>-smime``, address books), th
 ``smime-proxy serve --config W/smime-proxy.yaml`` as a subprocess (stderr into ``log``), and
 returns once the control listener answers. ``unlock``/``lock``/``export_p12`` use the control
 endpoint's JSON API (HTTPS, HTTP Basic with the mail login), as ``smime-proxy unlock`` does.
+
+``start_variant(proxy, workdir, log, **settings)`` runs a second ``smime-proxy serve`` on a
+copy of a running demo proxy's config and data directory (same server CA, same keys, every key
+locked), with its own listener ports and the given top-level settings changed (e.g.
+``signatures="keep"``).
 """
 
 from __future__ import annotations
@@ -15,21 +20,26 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from smime_proxy.demo import DEMO_PASSWORD_SUFFIX, read_env
 from smime_proxy.harness import Upstream
 from smime_proxy.harness.__main__ import env_lines
+from support.control import free_port
 
 SMIME_PROXY = Path(sys.executable).with_name("smime-proxy")
 
@@ -117,17 +127,59 @@ def start_demo_proxy(upstream: Upstream, workdir: Path, log: Path,
         smime_ca=proxy_dir / "data" / "server-ca.pem", log=log,
         mail_passwords=dict(upstream.users), proc=proc,
     )
+    wait_ready(proxy, timeout)
+    return proxy
+
+
+def start_variant(proxy: DemoProxy, workdir: Path, log: Path, timeout: float = 30.0,
+                  **settings: Any) -> DemoProxy:
+    """A second ``smime-proxy serve`` on a copy of ``proxy``'s config and data directory, with
+    its own listener ports and the top-level ``settings`` replaced."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = proxy.workdir / "data"
+    data = workdir / "data"
+    shutil.copytree(source, data, ignore=shutil.ignore_patterns("*.sqlite3*"))
+    for db in source.glob("*.sqlite3"):  # a consistent copy of a store in use (WAL)
+        with contextlib.closing(sqlite3.connect(db)) as src, \
+                contextlib.closing(sqlite3.connect(data / db.name)) as dst:
+            src.backup(dst)
+        (data / db.name).chmod(0o600)
+    config = yaml.safe_load(proxy.config.read_text(encoding="utf-8"))
+    ports = {name: free_port() for name in ("imap", "smtp", "control")}
+    for name, port in ports.items():
+        config["listeners"][name]["port"] = port
+    config["data_dir"] = str(data)
+    config.update(settings)
+    path = workdir / "smime-proxy.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(
+            [str(SMIME_PROXY), "serve", "--config", str(path)],
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    variant = replace(proxy, workdir=workdir, config=path, imap_port=ports["imap"],
+                      smtp_port=ports["smtp"], control_port=ports["control"], log=log,
+                      proc=proc)
+    wait_ready(variant, timeout)
+    return variant
+
+
+def wait_ready(proxy: DemoProxy, timeout: float = 30.0) -> None:
+    """Returns once ``proxy``'s control listener answers and its log says ``ready``; stops it
+    and raises AssertionError (with the log's tail) if it exits or is not ready in time."""
     deadline = time.monotonic() + timeout
     while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"smime-proxy serve exited {proc.returncode}: "
-                                 f"{log.read_text(errors='replace')[-2000:]}")
+        if proxy.proc.poll() is not None:
+            raise AssertionError(f"smime-proxy serve exited {proxy.proc.returncode}: "
+                                 f"{proxy.log.read_text(errors='replace')[-2000:]}")
         with contextlib.suppress(OSError), \
                 socket.create_connection((proxy.host, proxy.control_port), timeout=1):
-            if b"ready" in log.read_bytes():
-                return proxy
+            if b"ready" in proxy.log.read_bytes():
+                return
         if time.monotonic() > deadline:
             proxy.stop()
             raise AssertionError(f"smime-proxy serve not ready in {timeout} s: "
-                                 f"{log.read_text(errors='replace')[-2000:]}")
+                                 f"{proxy.log.read_text(errors='replace')[-2000:]}")
         time.sleep(0.1)

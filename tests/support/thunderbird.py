@@ -14,7 +14,8 @@ The account's passwords are given to Thunderbird in memory (``server.password``)
 prompts and nothing is written to its password manager.
 
 What Thunderbird shows is read from its DOM (``open_message`` -> ``MessageShown``: the message
-pane's text, the attachment list, the S/MIME indicators). Alerts (Thunderbird's modal
+pane's text, the attachment list, the S/MIME indicators); ``security_info`` opens the header's
+security button's panel ("Message Security") and reads its texts. Alerts (Thunderbird's modal
 prompts, e.g. an IMAP server's ``NO`` text) are accepted and collected in ``alerts``.
 
 Artifacts, all in ``artifacts``: screenshots of the whole X screen (``NN-name.png``, dialogs
@@ -80,6 +81,30 @@ class Crypto:
     signed: str | None
     signature_status: str | None
     encryption_status: str | None
+
+
+@dataclass(frozen=True)
+class SecurityInfo:
+    """What the header's security button says about the shown message: its icons' alt texts
+    and tooltip, and the texts of its "Message Security" panel (msgReadSMIMEOverlay.js's
+    ``loadSmimeMessageSecurityInfo``, msgSecurityInfo.properties). Empty strings: not shown."""
+
+    button_title: str
+    signed_icon_alt: str
+    encrypted_icon_alt: str
+    panel_open: bool
+    signature_label: str
+    """e.g. "Message Is Signed", "Digital Signature Is Not Valid"."""
+    signature_header: str
+    signature_explanation: str
+    signed_by: str
+    signer_email: str
+    signer_issuer: str
+    encryption_label: str
+    encryption_explanation: str
+    confirm: str
+    """The text of a confirm prompt shown instead of the panel (an IMAP message whose parts
+    were fetched on demand: "verify it by downloading the whole message?"), else ""."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +218,49 @@ return {
     encryptionStatus: status(am.gEncryptionStatus),
   },
 };
+"""
+
+_JS_SECURITY_OPEN = """
+const am = window.gTabmail.currentAbout3Pane.messageBrowser.contentWindow;
+const box = am.document.getElementById("cryptoBox");
+if (!box || box.hidden) return false;
+am.showMessageReadSecurityInfo();
+return true;
+"""
+
+_JS_SECURITY_READ = """
+const am = window.gTabmail.currentAbout3Pane.messageBrowser.contentWindow;
+const doc = am.document;
+const text = id => {
+  const el = doc.getElementById(id);
+  return el && !el.collapsed && !el.hidden ? el.textContent.trim() : "";
+};
+const attr = (id, name) => {
+  const el = doc.getElementById(id);
+  return el && !el.hidden ? (el.getAttribute(name) || "") : "";
+};
+const panel = doc.getElementById("messageSecurityPanel");
+return {
+  buttonTitle: attr("encryptionTechBtn", "title"),
+  signedIconAlt: attr("signedHdrIcon", "alt"),
+  encryptedIconAlt: attr("encryptedHdrIcon", "alt"),
+  panelOpen: !!panel && panel.state == "open",
+  signatureLabel: text("signatureLabel"),
+  signatureHeader: text("signatureHeader"),
+  signatureExplanation: text("signatureExplanation"),
+  signedBy: text("signatureCert") ? text("signedBy") : "",
+  signerEmail: text("signatureCert") ? text("signerEmail") : "",
+  signerIssuer: text("signatureCert") ? text("sigCertIssuedBy") : "",
+  encryptionLabel: text("encryptionLabel"),
+  encryptionExplanation: text("encryptionExplanation"),
+};
+"""
+
+_JS_SECURITY_CLOSE = """
+const am = window.gTabmail.currentAbout3Pane.messageBrowser.contentWindow;
+const panel = am.document.getElementById("messageSecurityPanel");
+if (panel && panel.state != "closed") panel.hidePopup();
+return true;
 """
 
 _JS_COMPOSE = """
@@ -550,6 +618,36 @@ class Thunderbird:
             alerts=self.alerts[alerts_before:],
             loaded=bool(shown["loaded"]) and shown["messageId"] == message_id,
         )
+
+    def security_info(self, timeout: float = 10.0) -> SecurityInfo | None:
+        """Click the shown message's security button (what Ctrl+Alt+S does) and read what its
+        "Message Security" panel says (screenshot ``security-info``), then close it. None: no
+        security button (a message without S/MIME)."""
+        alerts_before = len(self.alerts)
+        if not self.run(_JS_SECURITY_OPEN):
+            return None
+        read: dict[str, Any] = {}
+
+        def ready() -> bool:
+            nonlocal read
+            read = self.run(_JS_SECURITY_READ)
+            return bool(read["panelOpen"] and read["signatureLabel"]) \
+                or len(self.alerts) > alerts_before
+
+        self.wait_for(ready, "the Message Security panel", timeout=timeout)
+        time.sleep(0.3)  # the icons' alt texts are localized asynchronously
+        read = self.run(_JS_SECURITY_READ)
+        self.screenshot("security-info")
+        self.run(_JS_SECURITY_CLOSE)
+        return SecurityInfo(
+            button_title=read["buttonTitle"], signed_icon_alt=read["signedIconAlt"],
+            encrypted_icon_alt=read["encryptedIconAlt"], panel_open=read["panelOpen"],
+            signature_label=read["signatureLabel"], signature_header=read["signatureHeader"],
+            signature_explanation=read["signatureExplanation"], signed_by=read["signedBy"],
+            signer_email=read["signerEmail"], signer_issuer=read["signerIssuer"],
+            encryption_label=read["encryptionLabel"],
+            encryption_explanation=read["encryptionExplanation"],
+            confirm=" / ".join(self.alerts[alerts_before:]))
 
     def send_message(self, to: str, subject: str, body: str, timeout: float = 45.0) -> None:
         """Write a new plain-text message in the compose window and press Send; returns when
