@@ -393,17 +393,9 @@ class _Connection:
         """Unlock the key by the mail login, for a user who chose it (a worker thread: one
         PBKDF2, unless the key is already unlocked under this password)."""
         services = self.front.services
-        user = self.front.accounts.user(action.user)
-        try:
-            outcome = await asyncio.get_running_loop().run_in_executor(
-                self.front.openers, services.secure_mail.mail_login, user, action.password,
-                services.now())
-        except Exception as exc:  # the login stands; the key stays as it was
-            log.warning("unlock by mail login failed",
-                        extra={"user": user, "reason": type(exc).__name__})
-            return
-        if outcome != "none":
-            log.info("unlock by mail login", extra={"user": user, "outcome": outcome})
+        await asyncio.get_running_loop().run_in_executor(
+            self.front.openers, services.secure_mail.mail_login_logged,
+            self.front.accounts.user(action.user), action.password, services.now())
 
     async def _seal(self, action: SealCopy) -> None:
         """Seal a Sent or Drafts copy to the user's own certificate (a worker thread), then

@@ -15,7 +15,8 @@ Errors: `WrongPassword` (the same message whether the user has no key or the pas
 wrong), `KeyLocked`, `NoSuchKey`, `KeyExists`, `KeyMismatch`, `ImportRejected`, `InputError`.
 No message, repr or log line contains a password or key material.
 
-May import: errors, crypto.keyagent, keystore.*, cryptography.
+May import: errors, crypto.keyagent, keystore.*, cryptography, stdlib (logging: user names
+and outcomes only).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Collection
@@ -61,6 +63,7 @@ from smime_proxy.keystore.pkcs import (
 from smime_proxy.keystore.pkcs12_check import IMPORT_ITERATION_CAP
 from smime_proxy.keystore.ports import KeyRecord, KeyStore
 
+log = logging.getLogger(__name__)
 DEFAULT_IDLE_TIMEOUT = timedelta(seconds=180)
 DEFAULT_MAX_UNLOCK = timedelta(hours=8)
 UNLOCK_FAILED = "wrong user name or Secure Mail Password"
@@ -401,6 +404,18 @@ class SecureMail:
         if replaced is not None:
             self._locked((user,))
         return "unlocked"
+
+    def mail_login_logged(self, user: str, mail_password: Password, now: datetime) -> None:
+        """`mail_login` for the fronts: never raises (the login stands, the key stays as it
+        was), and logs what happened with the user's name only."""
+        try:
+            outcome = self.mail_login(user, mail_password, now)
+        except Exception as exc:
+            log.warning("unlock by mail login failed",
+                        extra={"user": user, "reason": type(exc).__name__})
+            return
+        if outcome != "none":
+            log.info("unlock by mail login", extra={"user": user, "outcome": outcome})
 
     # --- changing keys ------------------------------------------------------------------
 

@@ -502,16 +502,8 @@ class SmtpConnection(SMTP):
         """Unlock the key by the mail login the upstream accepted, for a user who chose it
         (`SecureMail.mail_login`; before the 235, so that signing finds it unlocked)."""
         front = self.front
-        user = front.accounts.user(login)
-        try:
-            outcome = await asyncio.to_thread(front.secure_mail.mail_login, user, password,
-                                              front.now())
-        except Exception as exc:  # the login stands; the key stays as it was
-            log.warning("unlock by mail login failed",
-                        extra={"user": user, "reason": type(exc).__name__})
-            return
-        if outcome != "none":
-            log.info("unlock by mail login", extra={"user": user, "outcome": outcome})
+        await asyncio.to_thread(front.secure_mail.mail_login_logged,
+                                front.accounts.user(login), password, front.now())
 
     # --- DATA ------------------------------------------------------------------------------
 
