@@ -6,12 +6,14 @@ May import: errors, cryptography.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from smime_proxy.errors import ImportRejected, InputError
@@ -93,14 +95,18 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     if len(data) > MAX_CERTIFICATE_FILE_SIZE:
         raise ImportRejected("the certificate file is too large")
     try:
-        if b"-----BEGIN CERTIFICATE-----" in data:
-            certificates = x509.load_pem_x509_certificates(data)
-        else:
-            certificates = [x509.load_der_x509_certificate(data)]
-        for certificate in certificates:  # force parsing of the parts we use
-            certificate.subject.rfc4514_string()
-            certificate.issuer.rfc4514_string()
-            _ = certificate.extensions
+        with warnings.catch_warnings():
+            # what cryptography only warns of today (a serial number that is not positive,
+            # RFC 5280 4.1.2.2) it will refuse tomorrow: refused here now
+            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            if b"-----BEGIN CERTIFICATE-----" in data:
+                certificates = x509.load_pem_x509_certificates(data)
+            else:
+                certificates = [x509.load_der_x509_certificate(data)]
+            for certificate in certificates:  # force parsing of the parts we use
+                certificate.subject.rfc4514_string()
+                certificate.issuer.rfc4514_string()
+                _ = certificate.extensions
     except Exception:
         raise ImportRejected("not a certificate (PEM or DER), or a damaged one") from None
     if not certificates:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -75,3 +76,14 @@ def test_mutated_certificate_gives_our_error(edits: list[tuple[int, int]], cut: 
     for certificate in certificates:
         for address in certificate_addresses(certificate):
             assert "\n" not in address and "\r" not in address
+
+
+def test_a_serial_number_that_is_not_positive_is_refused() -> None:
+    """Found by the fuzz test above (a CryptographyDeprecationWarning in CI): RFC 5280
+    4.1.2.2 wants a positive serial; cryptography warns today and will refuse later."""
+    der = bytearray(_DER)
+    at = der.index(b"\xa0\x03\x02\x01\x02") + 5  # after the version: the serial INTEGER
+    assert der[at] == 0x02
+    der[at + 2] |= 0x80  # its first content octet: negative now
+    with pytest.raises(ImportRejected):
+        load_certificates(bytes(der))
