@@ -131,3 +131,37 @@ def test_deep_nesting(depth: int, kind: bytes) -> None:
             for i in range(depth)
         )
     _exercise(data)
+
+
+_HP_ENTITY = st.builds(
+    lambda fields, ctype, body: fields + ctype + b"\r\n" + body,
+    st.sampled_from([b"", b"From: a@b\r\nSubject: s\r\nHP-Outer: Subject: x\r\n",
+                     b"From: =?x?q?\xff?=\r\n", b"\r\n"]),
+    st.sampled_from([b'Content-Type: text/plain; hp="cipher"\r\n',
+                     b'Content-Type: multipart/mixed; boundary=b; hp=clear\r\n',
+                     b"Content-Type: message/rfc822\r\n",
+                     b'Content-Type: text/plain; hp-legacy-display="1"; hp="cipher"\r\n'
+                     b"Content-Transfer-Encoding: base64\r\n", b""]),
+    st.binary(max_size=300))
+
+
+@given(outer=st.binary(max_size=200), entity=st.one_of(_HP_ENTITY, st.binary(max_size=300)))
+def test_header_protection_never_fails_unexpectedly(outer: bytes, entity: bytes) -> None:
+    """What a hostile sender puts in a signed or encrypted entity: one of our errors at most
+    (the IMAP front then shows the stored message), never another exception."""
+    from smime_proxy.errors import SmimeProxyError
+    from smime_proxy.mime.protection import (
+        shown_message,
+        stored_copy,
+        with_protected_fields,
+        without_legacy_display,
+    )
+
+    for work in (lambda: shown_message(outer, entity), lambda: stored_copy(entity),
+                 lambda: with_protected_fields(outer, entity),
+                 lambda: without_legacy_display(entity)):
+        try:
+            result = work()
+        except SmimeProxyError:
+            continue
+        assert result is None or isinstance(result, bytes)
