@@ -10,6 +10,7 @@ corpus in tests/vectors/mime. `MIME_FUZZ_EXAMPLES=20000` for a deep run (default
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -157,9 +158,10 @@ def test_header_protection_never_fails_unexpectedly(outer: bytes, entity: bytes)
         without_legacy_display,
     )
 
-    for work in (lambda: shown_message(outer, entity), lambda: stored_copy(entity),
-                 lambda: with_protected_fields(outer, entity),
-                 lambda: without_legacy_display(entity)):
+    works: list[Callable[[], bytes | None]] = [
+        lambda: shown_message(outer, entity), lambda: stored_copy(entity),
+        lambda: with_protected_fields(outer, entity), lambda: without_legacy_display(entity)]
+    for work in works:
         try:
             result = work()
         except SmimeProxyError:
