@@ -23,7 +23,13 @@ from smime_proxy.errors import KeyLocked
 from smime_proxy.mime.building import base64_lines, merge_outer_fields
 from smime_proxy.mime.entity import STATUS_HEADER, parse_entity, without_field
 from smime_proxy.mime.identity import headers_protected
-from smime_proxy.mime.protection import shown_message, stored_copy, with_protected_fields
+from smime_proxy.mime.protection import (
+    Piece,
+    shown_message,
+    shown_parts,
+    stored_copy,
+    with_protected_fields,
+)
 from smime_proxy.mime.transfer import transfer_decode
 from smime_proxy.mime.tree import parse as parse_tree
 from smime_proxy.smime import (
@@ -87,6 +93,7 @@ def open_message(
         content, cipher = decrypted.content, decrypted.cipher
         authenticated = decrypted.authenticated
         entity_start = decrypted.entity_start
+        del decrypted  # `content` is the one reference (a 25 MB message: see below)
     report: SignatureReport | None = None
     if is_signed(content):
         report = inspect_signature(content, trust_roots, now=now)
@@ -95,14 +102,15 @@ def open_message(
     shown = without_field(content, STATUS_HEADER)
     valid = report is not None and report.valid
     protected = None
-    stripped = False
+    stripped: list[Piece] | None = None  # the shown message in pieces, joined once below
     if report is not None and valid and report.content is not None:
         if signatures == "strip" or report.opaque:
-            shown = shown_message(shown, report.content)
-            stripped = True
+            fields, rest = shown_parts(shown, report.content)
+            protected = headers_protected(fields + b"\r\n", report.content)
+            stripped = [fields, *rest]
         else:
             shown = with_protected_fields(shown, report.content)
-        protected = headers_protected(shown, report.content)
+            protected = headers_protected(shown, report.content)
     elif report is None and entity_start is not None and authenticated:
         # encrypted, not signed: the fields it carries inside are shown (authenticated by
         # no one, as the status says: signature=none); the user's own stored copy exactly
@@ -111,7 +119,7 @@ def open_message(
         shown = (without_field(copy, STATUS_HEADER) if copy is not None
                  else shown_message(without_field(message, STATUS_HEADER), entity))
     withheld: Unauthenticated | None = None
-    if not authenticated and valid and not stripped:
+    if not authenticated and valid and stripped is None:
         shown = only_signed_parts(shown)  # a gadget in the preamble or epilogue is dropped
     elif not authenticated and not valid:
         # CBC without a valid signature: an EFAIL gadget could have rewritten it
@@ -119,8 +127,14 @@ def open_message(
         shown = (without_field(message, STATUS_HEADER) if withheld == "withhold"
                  else text_only(shown))
     status = _status_value(cipher, report, protected, withheld)
+    status_line = f"{STATUS_HEADER}: {status}\r\n".encode("ascii")
+    if stripped is not None:
+        # the decrypted message is not what is shown (its signed part is): let it go
+        # before the one copy that is made of what is shown
+        del content
+        shown = b""
     return OpenedMessage(
-        f"{STATUS_HEADER}: {status}\r\n".encode("ascii") + shown,
+        b"".join([status_line, *(stripped if stripped is not None else [shown])]),
         status,
         cipher is not None,
         cipher,

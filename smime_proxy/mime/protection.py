@@ -35,6 +35,7 @@ Form = Literal["injected", "wrapped", "none"]
 HP_OUTER: Final = "hp-outer"
 _HP_PARAM = re.compile(rb';\s*hp\s*=\s*("(?:clear|cipher)"|clear|cipher)(?=\s*(?:;|$))',
                        re.IGNORECASE)
+_LDE_MARKER = re.compile(rb"hp-legacy-display", re.IGNORECASE)  # no lowered copy
 _LDE_HTML = re.compile(rb'<div\s+class\s*=\s*"header-protection-legacy-display"[^>]*>.*?</div>',
                        re.IGNORECASE | re.DOTALL)
 
@@ -73,23 +74,36 @@ def stored_copy(entity: bytes) -> bytes | None:
     return entity[len(STORED_COPY_TYPE) + 2:]
 
 
+Piece = bytes | memoryview
+
+
 def shown_message(outer: bytes, entity: bytes) -> bytes:
     """The message a client is shown for a signed (or decrypted) `entity` of the stored
     message whose header fields `outer` starts with: the transport fields of `outer`, the
     protected fields (or, without protection, the outer user-facing fields), then the
     entity's content, with no wrapper, hp parameter or Legacy Display Element left."""
+    fields, rest = shown_parts(outer, entity)
+    return b"".join([fields, *rest])
+
+
+def shown_parts(outer: bytes, entity: bytes) -> tuple[bytes, list[Piece]]:
+    """`shown_message` in two: its header fields (MIME-Version last, no Content-* field),
+    and the rest (Content-* fields, the empty line, the body), whose body shares the
+    entity's memory: a large message is copied once, by whoever joins the pieces."""
     protection = protected_fields(entity)
     header = _header_fields(parse_entity(outer), protection)
+    fields = b"".join([*header, b"MIME-Version: 1.0\r\n"])
     content = protection.content
     content_fields = [_line(f.raw) for f in content.content_fields()
                       if f.name != "mime-version"]
-    body = content.data[content.body_start:]
-    if protection.form == "injected":
-        content_fields = [_HP_PARAM.sub(b"", f) if f.lower().startswith(b"content-type")
-                          else f for f in content_fields]
-        body_entity = without_legacy_display(b"".join(content_fields) + b"\r\n" + body)
-        return b"".join([*header, b"MIME-Version: 1.0\r\n", body_entity])
-    return b"".join([*header, b"MIME-Version: 1.0\r\n", *content_fields, b"\r\n", body])
+    body = memoryview(content.data)[content.body_start:]
+    if protection.form != "injected":
+        return fields, [*content_fields, b"\r\n", body]
+    content_fields = [_HP_PARAM.sub(b"", f) if f.lower().startswith(b"content-type") else f
+                      for f in content_fields]
+    if _LDE_MARKER.search(content.data) is None:
+        return fields, [*content_fields, b"\r\n", body]
+    return fields, [without_legacy_display(b"".join([*content_fields, b"\r\n", body]))]
 
 
 def with_protected_fields(shown: bytes, entity: bytes) -> bytes:
@@ -125,7 +139,7 @@ def without_legacy_display(entity: bytes) -> bytes:
     """The entity with every Legacy Display Element removed (RFC 9788 2.3): in a text/plain
     part marked hp-legacy-display="1", the lines up to the first empty one; in such a
     text/html part, the element of class header-protection-legacy-display."""
-    if b"hp-legacy-display" not in entity.lower():
+    if _LDE_MARKER.search(entity) is None:
         return entity
     root = parse_tree(entity)
     edits: list[tuple[int, int, bytes]] = []
