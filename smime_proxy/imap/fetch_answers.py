@@ -261,7 +261,8 @@ class ContentFetch:
         it is answered as stored (`is_listing`), the folder never looks empty (issue 13)."""
         return (self.settings.locked_fetch != "passthrough"
                 and all(is_listing(item) for item in job.command.items)
-                and may_be_encrypted(header) and not self.views.key_unlocked())
+                and may_be_encrypted(header)  # remembered: one sender, few Content-Types
+                and not self.views.key_unlocked())
 
     def _stored_bytes(self, job: FetchJob, raw: bytes, spans: FetchSpans) -> None:
         """One response of the open pass: the whole stored message of a waiting entry."""

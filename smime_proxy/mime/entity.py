@@ -264,6 +264,7 @@ def _header_content_type(header: bytes) -> tuple[str, dict[str, str]]:
     return parse_entity(header if ended else header + b"\r\n").content_type()
 
 
+@functools.lru_cache(maxsize=512)
 def may_be_encrypted(header: bytes) -> bool:
     """Whether a message whose top-level header is `header` may need the user's key to be
     opened: a whole-entity CMS object that does not say it is only signed (RFC 8551 3.2.2's
