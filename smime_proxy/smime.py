@@ -93,6 +93,7 @@ class SignerReport:
     chain_trusted: bool
     problem: str | None = None  # why signature_valid or chain_trusted is False
     certificate: x509.Certificate | None = field(default=None, repr=False, compare=False)
+    capabilities: tuple[str, ...] = field(default=(), compare=False)  # smimeCapabilities OIDs
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -519,6 +520,7 @@ def _signer_report(
         chain_trusted,
         problem,
         cert,
+        tuple(check.capabilities),
     )
 
 

@@ -183,7 +183,8 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
         for signer in report.signers:
             if signer.certificate is not None:
                 try:
-                    services.contacts.take_certificate(user, signer.certificate)
+                    services.contacts.take_certificate(user, signer.certificate,
+                                                       signer.capabilities)
                 except Exception as exc:  # the message is still shown
                     log.warning("cannot keep the signer certificate",
                                 extra={"user": user, "reason": type(exc).__name__})

@@ -10,11 +10,13 @@ keyEncipherment (RSA) / keyAgreement (EC), an RSA (>= 2048 bits) or EC key, not 
 those the newest notBefore (then the latest notAfter). Path validation is not done here: the
 address book holds what the user chose to trust for encryption.
 
-May import: errors, keystore.ports, keystore.certs, keystore.service, cryptography.
+May import: errors, crypto.oids, keystore.ports, keystore.certs, keystore.service,
+cryptography, stdlib.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from smime_proxy.crypto.oids import AES_GCM_OID
 from smime_proxy.errors import (
     ImportRejected,
     InputError,
@@ -102,7 +105,8 @@ class Contacts:
     def __repr__(self) -> str:
         return f"Contacts(book={self.book!r})"
 
-    def _store(self, user: str, certificate: x509.Certificate) -> CertificateSummary | None:
+    def _store(self, user: str, certificate: x509.Certificate,
+               reads_gcm: bool | None = None) -> CertificateSummary | None:
         addresses = certificate_addresses(certificate)
         if not addresses or _is_ca(certificate):
             return None
@@ -112,6 +116,7 @@ class Contacts:
                 fingerprint=fingerprint(certificate),
                 certificate=certificate.public_bytes(serialization.Encoding.DER),
                 addresses=addresses,
+                reads_gcm=reads_gcm,
             ),
         )
         return CertificateSummary.of(certificate)
@@ -125,11 +130,26 @@ class Contacts:
             raise ImportRejected("no end-entity certificate with an e-mail address in the file")
         return added
 
-    def take_certificate(self, user: str, certificate: x509.Certificate) -> bool:
-        """Keep a verified signer's certificate ("Take Certificate"); False if it has no
-        address or is a CA certificate."""
+    def take_certificate(self, user: str, certificate: x509.Certificate,
+                         capabilities: Sequence[str] = ()) -> bool:
+        """Keep a verified signer's certificate ("Take Certificate") and what its signature
+        said the signer reads (the smimeCapabilities OIDs, RFC 8551 2.5.2: AES-256-GCM or
+        not; nothing said changes nothing); False if it has no address or is a CA
+        certificate."""
         check_user(user)
-        return self._store(user, certificate) is not None
+        reads_gcm = (AES_GCM_OID[32] in capabilities) if capabilities else None
+        return self._store(user, certificate, reads_gcm) is not None
+
+    def reads_gcm(self, user: str, address: str, certificate: x509.Certificate) -> bool:
+        """Whether the holder of `certificate` announced AES-256-GCM in their latest verified
+        signed mail (the address book's entry for that certificate and address)."""
+        check_user(user)
+        wanted = fingerprint(certificate)
+        try:
+            found = self.book.find(user, normalize_address(address))
+        except InputError:
+            return False
+        return any(c.fingerprint == wanted and c.reads_gcm is True for c in found)
 
     def entries(self, user: str) -> list[ContactEntry]:
         """Every certificate, sorted by first address then newest notBefore."""

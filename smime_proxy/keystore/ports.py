@@ -43,6 +43,9 @@ class ContactCertificate:
     fingerprint: str  # SHA-256 of the DER certificate, lowercase hex
     certificate: bytes = field(repr=False)
     addresses: tuple[str, ...] = ()
+    # AES-256-GCM in the smimeCapabilities of the holder's latest verified signed mail;
+    # None: not told (an imported certificate; a signature that announced nothing)
+    reads_gcm: bool | None = None
 
 
 class KeyStore(Protocol):
@@ -87,7 +90,8 @@ class AddressBook(Protocol):
     """Repository of recipients' certificates, per user, by lowercase e-mail address."""
 
     def add(self, user: str, contact: ContactCertificate) -> None:
-        """Store the certificate (idempotent by fingerprint) and link it to its addresses."""
+        """Store the certificate (idempotent by fingerprint) and link it to its addresses;
+        a `reads_gcm` that is not None replaces the stored one."""
         ...
 
     def find(self, user: str, address: str) -> list[ContactCertificate]:
@@ -178,9 +182,12 @@ class MemoryAddressBook:
             book = self._books.setdefault(user, {})
             old = book.get(contact.fingerprint)
             addresses: Sequence[str] = contact.addresses
+            reads_gcm = contact.reads_gcm
             if old is not None:
                 addresses = list(old.addresses) + [a for a in addresses if a not in old.addresses]
-            book[contact.fingerprint] = replace(contact, addresses=tuple(sorted(set(addresses))))
+                reads_gcm = old.reads_gcm if reads_gcm is None else reads_gcm
+            book[contact.fingerprint] = replace(contact, addresses=tuple(sorted(set(addresses))),
+                                                reads_gcm=reads_gcm)
 
     def find(self, user: str, address: str) -> list[ContactCertificate]:
         with self._lock:

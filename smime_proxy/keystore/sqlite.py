@@ -73,8 +73,14 @@ def _migrate_2(db: sqlite3.Connection) -> None:
         )""")
 
 
+def _migrate_3(db: sqlite3.Connection) -> None:
+    """What a contact's signed mail said it reads (issue 14: smimeCapabilities)."""
+    db.execute("ALTER TABLE contact_certs ADD COLUMN reads_gcm INTEGER")
+
+
 # Index i holds the migration from version i to i + 1. Append only.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_1, _migrate_2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _migrate_1, _migrate_2, _migrate_3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -263,10 +269,12 @@ class SqliteAddressBook:
 
     def add(self, user: str, contact: ContactCertificate) -> None:
         with self._database.transaction() as db:
+            told = None if contact.reads_gcm is None else int(contact.reads_gcm)
             db.execute(
-                "INSERT INTO contact_certs (user_id, fingerprint, certificate) VALUES (?, ?, ?) "
-                "ON CONFLICT (user_id, fingerprint) DO NOTHING",
-                (user, contact.fingerprint, contact.certificate),
+                "INSERT INTO contact_certs (user_id, fingerprint, certificate, reads_gcm) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (user_id, fingerprint) DO UPDATE SET "
+                "reads_gcm = COALESCE(excluded.reads_gcm, contact_certs.reads_gcm)",
+                (user, contact.fingerprint, contact.certificate, told),
             )
             db.executemany(
                 "INSERT INTO contact_addresses (user_id, address, fingerprint) VALUES (?, ?, ?) "
@@ -280,7 +288,8 @@ class SqliteAddressBook:
         result = []
         for fp in fingerprints:
             cert = db.execute(
-                "SELECT certificate FROM contact_certs WHERE user_id = ? AND fingerprint = ?",
+                "SELECT certificate, reads_gcm FROM contact_certs"
+                " WHERE user_id = ? AND fingerprint = ?",
                 (user, fp),
             ).fetchone()
             addresses = db.execute(
@@ -293,6 +302,7 @@ class SqliteAddressBook:
                     fingerprint=fp,
                     certificate=bytes(cert[0]),
                     addresses=tuple(str(a[0]) for a in addresses),
+                    reads_gcm=None if cert[1] is None else bool(cert[1]),
                 )
             )
         return result

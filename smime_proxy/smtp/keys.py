@@ -88,6 +88,9 @@ class ServiceKeys:
                     return found
             raise
 
+    def reads_gcm(self, user: str, address: str, certificate: x509.Certificate) -> bool:
+        return self.contacts.reads_gcm(user, address, certificate)
+
     def recipient_certificate(self, user: str, address: str) -> x509.Certificate:
         if self.cache is None:
             return self._lookup(user, address)

@@ -108,6 +108,10 @@ class Keys(Protocol):
     def recipient_certificate(self, user: str, address: str) -> x509.Certificate:
         """The best certificate to encrypt to `address`; raises NoRecipientCertificate."""
 
+    def reads_gcm(self, user: str, address: str, certificate: x509.Certificate) -> bool:
+        """Whether that recipient announced AES-256-GCM (smimeCapabilities of their signed
+        mail, kept in the user's address book)."""
+
 
 @dataclass(frozen=True)
 class Copy:
@@ -264,17 +268,21 @@ def plan_submission(
     # plaintext before its base64 (25 MB: peak 2.7x the message instead of 3.7x)
     holder = [payload]
     del payload
+    def reads_gcm(address: str) -> bool:  # the policy's list, else what they announced
+        return (decision.supports_gcm(address)
+                or keys.reads_gcm(user, address, certs[address]))
+
     for index, (rcpts, cert_addresses) in enumerate(groups):
         targets: list[Recipient] = []
         seen: set[x509.Certificate] = set()
         for address in dict.fromkeys(cert_addresses):
             _add_target(targets, seen, Recipient(certs[address],
-                                                 supports_gcm=decision.supports_gcm(address)))
+                                                 supports_gcm=reads_gcm(address)))
         if own_cert is not None:  # the sender (unless already a recipient)
             _add_target(targets, seen, Recipient(own_cert, supports_gcm=True))
         cipher = _cipher(decision, targets)
         if cipher is None:
-            names = ", ".join(a for a in cert_addresses if not decision.supports_gcm(a))
+            names = ", ".join(a for a in cert_addresses if not reads_gcm(a))
             raise SubmissionRefused(
                 550, "5.7.1", _one_line(f"no cipher of the policy is readable by: {names}"))
         last = index == len(groups) - 1

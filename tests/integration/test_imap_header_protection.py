@@ -27,6 +27,11 @@ def loop() -> Iterator[LoopThread]:
 
 @pytest.fixture(scope="module")
 def world() -> KeyWorld:
+    return fresh_world()
+
+
+def fresh_world() -> KeyWorld:
+    """alice and bob with unlocked keys; bob knows alice's certificate."""
     w = key_world()
     ids = people().ids
     w.give_key("alice", ids["alice"], unlock=True)
@@ -179,3 +184,28 @@ def _uid(imap: imaplib.IMAP4, token: str) -> str:
     typ, data = imap.uid("SEARCH", "SUBJECT", token)
     assert typ == "OK" and len((data[0] or b"").split()) == 1, data
     return (data[0] or b"").decode()
+
+
+def test_a_senders_announced_gcm_is_used_when_replying(
+        upstream: Upstream, loop: LoopThread, tmp_path: Path) -> None:
+    """Issue 14 (capabilities): alice reads bob's signed mail through the proxy (his
+    signature announces AES-256-GCM); her reply to him is then encrypted with GCM."""
+    world = fresh_world()  # alice has never read bob's mail
+    token = uuid.uuid4().hex[:12]
+    upstream.deliver("alice", submitted(world, token))
+    assert not world.contacts.certificates_for("alice", "bob@example.test")
+    with running_front(loop, imap_services(tmp_path, world, upstream_imap(upstream))) as front:
+        proxy = imaplib.IMAP4("127.0.0.1", front.port, timeout=30)
+        proxy.login("alice", upstream.users["alice"])
+        try:
+            uid = select_uid(proxy, token)
+            assert b"signature=valid" in whole(fetched(proxy, uid, "BODY.PEEK[]"))
+        finally:
+            proxy.logout()
+    reply = (f"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
+             f"Subject: Re: {token}\r\n\r\nnoon is fine\r\n").encode()
+    plan = plan_submission(
+        reply, user="alice", sender="alice@example.test", recipients=["bob@example.test"],
+        policy=policy(), keys=ServiceKeys(world.secure_mail, world.contacts, world.now),
+        now=world.now, unlock_url=UNLOCK_URL)
+    assert plan.encrypted and plan.copies[0].cipher == "aes-256-gcm"

@@ -249,3 +249,27 @@ def test_choose_raises_when_nothing_fits(contacts: Contacts) -> None:
     with pytest.raises(NoRecipientCertificate) as bad:
         contacts.choose_certificate("alice", "x\r\nBcc: y@example.org", NOW)
     assert "\n" not in str(bad.value)
+
+
+GCM = "2.16.840.1.101.3.4.1.46"
+CBC = "2.16.840.1.101.3.4.1.42"
+
+
+def test_what_a_signer_announced_is_kept_per_certificate(contacts: Contacts) -> None:
+    """Issue 14 (capabilities): the smimeCapabilities of the latest verified signed mail
+    decide; a signature that says nothing, or an import, changes nothing."""
+    cert = make_cert(("signer@example.org",))
+    assert not contacts.reads_gcm("alice", "signer@example.org", cert)  # unknown
+    contacts.take_certificate("alice", cert, (GCM, CBC))
+    assert contacts.reads_gcm("alice", "Signer@Example.org", cert)
+    contacts.take_certificate("alice", cert, ())
+    contacts.add("alice", cert.public_bytes(serialization.Encoding.PEM))
+    assert contacts.reads_gcm("alice", "signer@example.org", cert)
+    contacts.take_certificate("alice", cert, (CBC,))
+    assert not contacts.reads_gcm("alice", "signer@example.org", cert)
+    other = make_cert(("signer@example.org",))
+    contacts.take_certificate("alice", other, (GCM,))
+    assert not contacts.reads_gcm("alice", "signer@example.org", cert)  # per certificate
+    assert contacts.reads_gcm("alice", "signer@example.org", other)
+    assert not contacts.reads_gcm("bob", "signer@example.org", other)  # per user
+    assert not contacts.reads_gcm("alice", "bad\r\naddress", other)

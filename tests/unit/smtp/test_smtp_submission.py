@@ -341,3 +341,16 @@ def test_required_encryption_encrypts_the_clients_signature_as_it_is(tmp_path: P
     signed_entity = signed.split(b"Content-Type: multipart/signed", 1)[1]
     assert signed_entity in inner
     assert b"Hello Bob" in verify(inner, p.ca, tmp_path)
+
+
+def test_gcm_for_a_recipient_who_announced_it() -> None:
+    """Issue 14 (capabilities): bob's verified signed mail said he reads AES-256-GCM."""
+    world = _world()
+    bob = people().ids["bob"]
+    world.contacts.take_certificate("alice", bob.cert, ("2.16.840.1.101.3.4.1.46",))
+    plan = _plan(_message(), world)
+    assert plan.copies[0].cipher == "aes-256-gcm"
+    assert smime_type(plan.copies[0].message) == "authEnveloped-data"
+    # the policy's cipher list still decides what may be used at all
+    plan = _plan(_message(), world, policy("global: {ciphers: [aes-256-cbc]}"))
+    assert plan.copies[0].cipher == "aes-256-cbc"
