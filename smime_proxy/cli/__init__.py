@@ -11,8 +11,10 @@ May import: errors, memory, stdlib.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -85,8 +87,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return EXIT_USAGE
+        return _pipe_closed()
     return code
+
+
+def _pipe_closed() -> int:
+    """The reader of standard output went away (`smime-proxy keys show alice | head -1`):
+    end quietly with the status of a process killed by SIGPIPE, as other Unix tools do.
+    Standard output points to /dev/null from here on, so that flushing it at exit raises
+    nothing either."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 def _fail(exc: Exception) -> None:

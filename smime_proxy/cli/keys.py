@@ -75,6 +75,8 @@ def _guarded(handler: Handler) -> Handler:
             return handler(args)
         except sqlite3.Error as exc:
             raise KeyStoreError(f"key store error: {exc}") from None
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): main ends quietly
         except OSError as exc:
             raise InputError(f"{exc.filename or 'I/O'}: {exc.strerror or exc}") from None
 
