@@ -267,6 +267,10 @@ def main_page(state: PageState) -> str:
             "Compare and Delete", multipart=True, form_id="remove-form",
         ))
     parts.append(_contacts(state))
+    if state.can_generate:
+        parts.append('<p id="server-ca">Mail programs that should check signatures themselves'
+                     ' need this server\'s certificate authority: <a href="/server-ca.pem"'
+                     ' download>server-ca.pem</a>.</p>')
     script = _COUNTDOWN if state.unlocked else ""
     return _page("Secure Mail", "".join(parts) + script)
 

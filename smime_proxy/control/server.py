@@ -17,6 +17,7 @@ import logging
 
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -100,6 +101,7 @@ class ControlFront:
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/api/v1/openapi.json", self.openapi)
+        app.router.add_get("/server-ca.pem", self.server_ca)
         self.api.add_routes(app.router)
         self.page.add_routes(app.router)
         return app
@@ -150,6 +152,16 @@ class ControlFront:
         body = (generate_latest(self.metrics.registry)
                 + generate_latest(self.services.metrics.registry))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def server_ca(self, request: web.Request) -> web.Response:
+        """The server CA's certificate (public), for mail clients to trust (issue 14)."""
+        ca = self.services.ca
+        if ca is None:
+            return web.Response(status=404, text="this server has no certificate authority\n")
+        return web.Response(
+            body=ca.certificate.public_bytes(Encoding.PEM),
+            headers={"Content-Type": "application/x-pem-file",
+                     "Content-Disposition": 'attachment; filename="server-ca.pem"'})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document(self.url))

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
 
 from smime_proxy.harness import Upstream
 from smime_proxy.throttle import Throttle
@@ -267,11 +267,22 @@ async def test_generate_for_the_account_address(control: RunningControl,
     assert (await alice.post("/api/v1/unlock", json_body={"password": SMP})).status == 200
 
 
+async def test_the_server_ca_certificate_is_offered(control: RunningControl,
+                                                   alice: AsyncClient) -> None:
+    """Issue 14: what an admin gives mail clients to trust, from the page (no login)."""
+    res = await alice.get("/server-ca.pem")
+    assert res.status == 200
+    assert control.services.ca is not None
+    pem = control.services.ca.certificate.public_bytes(Encoding.PEM)
+    assert res.text.encode() == pem
+
+
 async def test_generate_without_server_ca_is_409(tmp_path: Path, upstream: Upstream) -> None:
     async with control_running(tmp_path, imap_of(upstream), with_ca=False) as running:
         res = await running.async_client(*ALICE).post("/api/v1/generate", json_body={
             "password": SMP, "password2": SMP, "email": "alice@example.test"})
         assert res.status == 409
+        assert (await running.async_client(*ALICE).get("/server-ca.pem")).status == 404
 
 
 async def test_change_password(alice: AsyncClient, alice_id: Identity) -> None:
