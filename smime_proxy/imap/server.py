@@ -8,10 +8,9 @@
 - Client STARTTLS: whatever the client sent after the command, before the handshake, is
   dropped (the session drops what it was fed; the shell clears the stream's read buffer,
   which asyncio has no public call for).
-- `OpenMessage` requests run `smime.open_message` in the front's worker threads
-  (`ImapSettings.open_workers`),
-  with the user's key agent when the message is encrypted and the key is unlocked; the
-  certificate of a valid signer is kept in the user's address book ("Take Certificate").
+- `OpenMessage` requests run `imap.opening.open_for_client` in the front's worker threads
+  (`ImapSettings.open_workers`), with the user's key agent when the message is encrypted
+  and the key is unlocked; `SealCopy` runs `imap.opening.seal_for_user` there too.
 - One task reads the client and one the upstream; each feeds the session and carries out
   its actions under one lock, so actions go out in the order the session gave them.
   Back-pressure: the upstream is not read while many messages wait to be opened, the
@@ -24,7 +23,7 @@
 
 Nothing here logs a password, a key or a message body.
 
-May import: accounts, config, errors, services, throttle, smime, display, keystore, mime, imap,
+May import: accounts, config, errors, services, throttle, keystore, imap,
 memory, tlsconfig, stdlib.
 """
 
@@ -41,16 +40,8 @@ from dataclasses import dataclass
 
 from smime_proxy.accounts import Accounts
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint, control_url
-from smime_proxy.display import open_message
-from smime_proxy.errors import (
-    ConfigError,
-    DecryptionFailed,
-    InputError,
-    KeyLocked,
-    NoSuchKey,
-    SmimeProxyError,
-    UnsupportedAlgorithm,
-)
+from smime_proxy.errors import ConfigError, KeyLocked, SmimeProxyError
+from smime_proxy.imap.opening import open_for_client, seal_for_user
 from smime_proxy.imap.session import (
     Action,
     Close,
@@ -70,9 +61,7 @@ from smime_proxy.imap.upstream import UpstreamUnavailable, open_stream
 from smime_proxy.imap.view_cache import OpenedViews, UserViews
 from smime_proxy.imap.wire import MAX_LINE
 from smime_proxy.memory import tune_memory
-from smime_proxy.mime.entity import STATUS_HEADER, without_field
 from smime_proxy.services import Services
-from smime_proxy.smime import is_encrypted, seal_stored_copy
 from smime_proxy.throttle import AddressGate, Throttle
 from smime_proxy.tlsconfig import is_loopback_peer, listener_context
 
@@ -92,107 +81,6 @@ class ImapSettings:
     # operation: more threads only contend (bench/imap.py, 300 encrypted messages: 158 msg/s
     # with 1, 146 with 2, 138 with 4); 2 keep one huge message from holding up the others.
     open_workers: int = 2
-
-
-def without_status(message: bytes) -> bytes:
-    """The message without any top-level X-SMIME-Status field (for bytes shown as stored;
-    DESIGN decision 5: only the proxy writes this field)."""
-    return without_field(message, STATUS_HEADER)
-
-
-def open_for_client(services: Services, user: str, raw: bytes, request_id: int) -> MessageOpened:
-    """Blocking: what the client is shown for one stored message (runs in a worker thread).
-
-    Never raises: a message that breaks a limit or an assumption anywhere on the way is shown
-    as stored (incoming status fields removed, never a verified claim), so one hostile
-    message cannot end the session that fetches it."""
-    started = time.perf_counter()
-    try:
-        result = _open(services, user, raw, request_id)
-    except Exception as exc:
-        log.warning("message shown as stored after an unexpected error",
-                    extra={"user": user, "command": "FETCH", "reason": type(exc).__name__})
-        try:
-            encrypted = is_encrypted(raw)
-        except Exception:  # a message the parsers refuse is not an encryption we could open
-            encrypted = False
-        result = as_stored(raw, request_id, "internal", encrypted=encrypted)
-    metrics = services.metrics
-    metrics.open_seconds.observe(time.perf_counter() - started)
-    metrics.opened.labels(_outcome_word(result)).inc()
-    return result
-
-
-def _outcome_word(result: MessageOpened) -> str:
-    if result.outcome == "locked":
-        return "locked"
-    if result.outcome == "shown":
-        return "shown_as_stored"
-    return "decrypted" if result.decrypted else "plain" if result.plain else "verified"
-
-
-def as_stored(raw: bytes, request_id: int, error: str, *, encrypted: bool) -> MessageOpened:
-    """The stored message, incoming status fields removed, under a status that says why it
-    was not opened (`error=`, docs/security.md)."""
-    status = (f"{STATUS_HEADER}: encrypted={'yes' if encrypted else 'no'}; signature=none; "
-              f"error={error}\r\n").encode("ascii")
-    return MessageOpened(request_id, "shown", status + without_status(raw))
-
-
-def _error_word(exc: SmimeProxyError) -> str:
-    if isinstance(exc, DecryptionFailed):
-        return "cannot-decrypt"
-    if isinstance(exc, UnsupportedAlgorithm):
-        return "unsupported-algorithm"
-    if isinstance(exc, InputError):
-        return "malformed"
-    return "cannot-open"
-
-
-def _open(services: Services, user: str, raw: bytes, request_id: int) -> MessageOpened:
-    now = services.now()
-    agent = None
-    try:
-        encrypted = is_encrypted(raw)
-    except SmimeProxyError as exc:  # beyond a parser limit, say: shown as stored
-        return as_stored(raw, request_id, _error_word(exc), encrypted=False)
-    if encrypted:
-        try:
-            agent = services.secure_mail.agent_for(user, now)
-        except KeyLocked:
-            return MessageOpened(request_id, "locked")
-        except (NoSuchKey, SmimeProxyError):
-            # no key to unlock: shown as stored (the client sees an S/MIME attachment)
-            return as_stored(raw, request_id, "no-key", encrypted=True)
-    try:
-        opened = open_message(raw, agent, services.trust_roots, now=now,
-                              unauthenticated=services.config.unauthenticated_content,
-                              signatures=services.config.signatures)
-    except KeyLocked:
-        return MessageOpened(request_id, "locked")
-    except SmimeProxyError as exc:
-        log.info("message not opened", extra={"user": user, "command": "FETCH",
-                                              "reason": type(exc).__name__})
-        # once decryption began, every failure is one word (RFC 3218: no oracle)
-        word = _error_word(exc)
-        if encrypted and word != "unsupported-algorithm":
-            word = "cannot-decrypt"
-        return as_stored(raw, request_id, word, encrypted=encrypted)
-    report = opened.signature
-    if report is not None and report.valid:
-        for signer in report.signers:
-            if signer.certificate is not None:
-                try:
-                    services.contacts.take_certificate(user, signer.certificate,
-                                                       signer.capabilities)
-                except Exception as exc:  # the message is still shown
-                    log.warning("cannot keep the signer certificate",
-                                extra={"user": user, "reason": type(exc).__name__})
-    prefix = f"{STATUS_HEADER}: {opened.status}\r\n".encode("ascii")
-    plain = (not opened.encrypted and report is None and len(opened.content) == len(prefix)
-             + len(raw) and opened.content.startswith(prefix) and opened.content.endswith(raw))
-    return MessageOpened(request_id, "opened", opened.content, plain=plain,
-                         decrypted=opened.encrypted)
 
 
 # --- one client ---------------------------------------------------------------------------
@@ -401,18 +289,10 @@ class _Connection:
     async def _seal(self, action: SealCopy) -> None:
         """Seal a Sent or Drafts copy to the user's own certificate (a worker thread), then
         let the session append it. No certificate: the copy is stored as written."""
-        services = self.front.services
         user = self.front.accounts.user(action.user)
-
-        def seal() -> bytes | None:
-            try:
-                certificate = services.secure_mail.certificate(user)
-            except (NoSuchKey, SmimeProxyError):
-                return None
-            return seal_stored_copy(action.message, certificate)
-
         try:
-            sealed = await asyncio.get_running_loop().run_in_executor(self.front.openers, seal)
+            sealed = await asyncio.get_running_loop().run_in_executor(
+                self.front.openers, seal_for_user, self.front.services, user, action.message)
         except Exception as exc:  # stored as written: the client's copy is never lost
             log.warning("cannot seal a stored copy",
                         extra={"user": user, "command": "APPEND", "reason": type(exc).__name__})

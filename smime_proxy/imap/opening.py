@@ -1,0 +1,138 @@
+"""What the IMAP front does in its worker threads, away from the event loop: open one stored
+message for a client (`open_for_client`: decrypt, verify, the status line; never raises) and
+seal a client's Sent or Drafts copy to the user's own certificate (`seal_for_user`).
+
+May import: config, errors, services, smime, display, keystore, mime, imap.events, stdlib.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from smime_proxy.display import open_message
+from smime_proxy.errors import (
+    DecryptionFailed,
+    InputError,
+    KeyLocked,
+    NoSuchKey,
+    SmimeProxyError,
+    UnsupportedAlgorithm,
+)
+from smime_proxy.imap.events import MessageOpened
+from smime_proxy.mime.entity import STATUS_HEADER, without_field
+from smime_proxy.services import Services
+from smime_proxy.smime import is_encrypted, seal_stored_copy
+
+log = logging.getLogger("smime_proxy.imap")
+
+
+def without_status(message: bytes) -> bytes:
+    """The message without any top-level X-SMIME-Status field (for bytes shown as stored;
+    DESIGN decision 5: only the proxy writes this field)."""
+    return without_field(message, STATUS_HEADER)
+
+
+def open_for_client(services: Services, user: str, raw: bytes, request_id: int) -> MessageOpened:
+    """Blocking: what the client is shown for one stored message (runs in a worker thread).
+
+    Never raises: a message that breaks a limit or an assumption anywhere on the way is shown
+    as stored (incoming status fields removed, never a verified claim), so one hostile
+    message cannot end the session that fetches it."""
+    started = time.perf_counter()
+    try:
+        result = _open(services, user, raw, request_id)
+    except Exception as exc:
+        log.warning("message shown as stored after an unexpected error",
+                    extra={"user": user, "command": "FETCH", "reason": type(exc).__name__})
+        try:
+            encrypted = is_encrypted(raw)
+        except Exception:  # a message the parsers refuse is not an encryption we could open
+            encrypted = False
+        result = as_stored(raw, request_id, "internal", encrypted=encrypted)
+    metrics = services.metrics
+    metrics.open_seconds.observe(time.perf_counter() - started)
+    metrics.opened.labels(_outcome_word(result)).inc()
+    return result
+
+
+def _outcome_word(result: MessageOpened) -> str:
+    if result.outcome == "locked":
+        return "locked"
+    if result.outcome == "shown":
+        return "shown_as_stored"
+    return "decrypted" if result.decrypted else "plain" if result.plain else "verified"
+
+
+def as_stored(raw: bytes, request_id: int, error: str, *, encrypted: bool) -> MessageOpened:
+    """The stored message, incoming status fields removed, under a status that says why it
+    was not opened (`error=`, docs/security.md)."""
+    status = (f"{STATUS_HEADER}: encrypted={'yes' if encrypted else 'no'}; signature=none; "
+              f"error={error}\r\n").encode("ascii")
+    return MessageOpened(request_id, "shown", status + without_status(raw))
+
+
+def _error_word(exc: SmimeProxyError) -> str:
+    if isinstance(exc, DecryptionFailed):
+        return "cannot-decrypt"
+    if isinstance(exc, UnsupportedAlgorithm):
+        return "unsupported-algorithm"
+    if isinstance(exc, InputError):
+        return "malformed"
+    return "cannot-open"
+
+
+def _open(services: Services, user: str, raw: bytes, request_id: int) -> MessageOpened:
+    now = services.now()
+    agent = None
+    try:
+        encrypted = is_encrypted(raw)
+    except SmimeProxyError as exc:  # beyond a parser limit, say: shown as stored
+        return as_stored(raw, request_id, _error_word(exc), encrypted=False)
+    if encrypted:
+        try:
+            agent = services.secure_mail.agent_for(user, now)
+        except KeyLocked:
+            return MessageOpened(request_id, "locked")
+        except (NoSuchKey, SmimeProxyError):
+            # no key to unlock: shown as stored (the client sees an S/MIME attachment)
+            return as_stored(raw, request_id, "no-key", encrypted=True)
+    try:
+        opened = open_message(raw, agent, services.trust_roots, now=now,
+                              unauthenticated=services.config.unauthenticated_content,
+                              signatures=services.config.signatures)
+    except KeyLocked:
+        return MessageOpened(request_id, "locked")
+    except SmimeProxyError as exc:
+        log.info("message not opened", extra={"user": user, "command": "FETCH",
+                                              "reason": type(exc).__name__})
+        # once decryption began, every failure is one word (RFC 3218: no oracle)
+        word = _error_word(exc)
+        if encrypted and word != "unsupported-algorithm":
+            word = "cannot-decrypt"
+        return as_stored(raw, request_id, word, encrypted=encrypted)
+    report = opened.signature
+    if report is not None and report.valid:
+        for signer in report.signers:
+            if signer.certificate is not None:
+                try:
+                    services.contacts.take_certificate(user, signer.certificate,
+                                                       signer.capabilities)
+                except Exception as exc:  # the message is still shown
+                    log.warning("cannot keep the signer certificate",
+                                extra={"user": user, "reason": type(exc).__name__})
+    prefix = f"{STATUS_HEADER}: {opened.status}\r\n".encode("ascii")
+    plain = (not opened.encrypted and report is None and len(opened.content) == len(prefix)
+             + len(raw) and opened.content.startswith(prefix) and opened.content.endswith(raw))
+    return MessageOpened(request_id, "opened", opened.content, plain=plain,
+                         decrypted=opened.encrypted)
+
+
+def seal_for_user(services: Services, user: str, message: bytes) -> bytes | None:
+    """`message` sealed to `user`'s own certificate; None when the user has none (the copy
+    is then stored as the client wrote it)."""
+    try:
+        certificate = services.secure_mail.certificate(user)
+    except (NoSuchKey, SmimeProxyError):
+        return None
+    return seal_stored_copy(message, certificate)
