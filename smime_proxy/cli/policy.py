@@ -1,8 +1,9 @@
 """`smime-proxy policy explain`: what the policy does with a message, and why.
 
 ```
-smime-proxy policy explain --from A --to B [--to C ...] [--header "X-SMIME-Sign: yes"]
-                           [--subject "text [sign]"] [--policy FILE | --config CONFIG]
+smime-proxy [--data-dir DIR] policy explain --from A --to B [--to C ...]
+                           [--header "X-SMIME-Sign: yes"] [--subject "text [sign]"]
+                           [--user USER] [--policy FILE | --config CONFIG]
 smime-proxy policy check (--policy FILE | --config CONFIG)
 ```
 
@@ -10,18 +11,19 @@ Without `--policy`, the `policy_file` of `--config` is used; with neither, the b
 defaults. Exit 0 when the message would be sent, 1 when the policy refuses it, 2 for a bad
 policy file or bad arguments.
 
-May import: config, errors, policy, policy.decide, stdlib.
+May import: app, config, errors, keystore, policy, policy.decide, smtp.directory, stdlib.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from smime_proxy.errors import InputError
-from smime_proxy.policy import Policy, decide, load_policy
+from smime_proxy.policy import Decision, Policy, decide, load_policy
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -36,6 +38,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     explain.add_argument("--header", dest="headers", action="append", default=[],
                          metavar='"NAME: VALUE"', help="a header field of the message")
     explain.add_argument("--subject", help="the Subject (for subject tags)")
+    explain.add_argument("--user", help="also say, from this user's address book (and the "
+                         "policy's certificate_dir) under --data-dir, which certificate each "
+                         "recipient would get and whether AES-256-GCM")
     _source_options(explain)
     explain.set_defaults(handler=_explain)
     check = commands.add_parser("check", help="validate a policy file")
@@ -75,7 +80,42 @@ def _explain(args: argparse.Namespace) -> int:
     source = str(policy.source) if policy.source else "built-in defaults"
     sys.stdout.write(f"policy: {source}\n")
     sys.stdout.write(decision.explain())
+    if args.user:
+        _certificates(args, policy, decision)
     return 1 if decision.refusal else 0
+
+
+def _certificates(args: argparse.Namespace, policy: Policy, decision: Decision) -> None:
+    """Per recipient: the certificate the SMTP front would encrypt to, where it comes from,
+    and whether that recipient gets AES-256-GCM (the policy's list, or what their signed
+    mail announced). Revocation is not checked (issue 14)."""
+    from smime_proxy.app import stores_of
+    from smime_proxy.errors import NoRecipientCertificate
+    from smime_proxy.keystore.certs import fingerprint
+    from smime_proxy.smtp.directory import CertificateDirectory
+
+    if not args.data_dir:
+        raise InputError("--user needs the key store: give --data-dir DIR")
+    now = datetime.now(UTC)
+    directory = CertificateDirectory.load(policy.certificate_dir)
+    sys.stdout.write(f"certificates (user {args.user}; revocation: not checked):\n")
+    with stores_of(args.data_dir) as stores:
+        for address in dict.fromkeys(a.strip().lower() for a in args.recipients):
+            try:
+                certificate = stores.contacts.choose_certificate(args.user, address, now)
+                where = "address book"
+                announced = stores.contacts.reads_gcm(args.user, address, certificate)
+            except NoRecipientCertificate:
+                found = directory.choose(address, now)
+                if found is None:
+                    sys.stdout.write(f"  - {address}: no usable certificate\n")
+                    continue
+                certificate, where, announced = found, "certificate_dir", False
+            gcm = ("yes (policy gcm_recipients)" if decision.supports_gcm(address)
+                   else "yes (announced in their signed mail)" if announced else "no")
+            sys.stdout.write(
+                f"  - {address}: {where}, SHA-256 {fingerprint(certificate)[:16]}..., valid"
+                f" until {certificate.not_valid_after_utc:%Y-%m-%d}; AES-256-GCM: {gcm}\n")
 
 
 def _check(args: argparse.Namespace) -> int:

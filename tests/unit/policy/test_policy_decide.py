@@ -224,3 +224,27 @@ def test_certificate_dir_relative_to_the_policy_file(tmp_path: Path) -> None:
         load_policy(file)
     with pytest.raises(ConfigError, match=r"^certificate_dir: expected"):
         _policy("certificate_dir: [a]")
+
+
+def test_cli_explain_names_each_recipients_certificate(tmp_path: Path) -> None:
+    """Issue 14: `policy explain --user` says where each recipient's certificate comes from
+    and whether they get AES-256-GCM (what their signed mail announced)."""
+    from smime_proxy.app import stores_of
+    from support.pki import make_ca, make_user
+
+    ca = make_ca()
+    bob = make_user("bob@example.test", ca)
+    with stores_of(tmp_path / "data") as stores:
+        stores.contacts.take_certificate("alice", bob.cert, ("2.16.840.1.101.3.4.1.46",))
+    res = subprocess.run(
+        [sys.executable, "-m", "smime_proxy", "--data-dir", str(tmp_path / "data"), "policy",
+         "explain", "--from", "alice@example.test", "--to", "Bob@example.test",
+         "--to", "carol@example.test", "--user", "alice"],
+        capture_output=True, text=True, check=False, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "certificates (user alice; revocation: not checked):" in res.stdout
+    assert "  - bob@example.test: address book, SHA-256 " in res.stdout
+    assert "AES-256-GCM: yes (announced in their signed mail)" in res.stdout
+    assert "  - carol@example.test: no usable certificate" in res.stdout
+    res = _cli("explain", "--from", "a@x.test", "--to", "b@x.test", "--user", "alice")
+    assert res.returncode == 2 and "--data-dir" in res.stderr
