@@ -94,6 +94,10 @@ class SignerReport:
     problem: str | None = None  # why signature_valid or chain_trusted is False
     certificate: x509.Certificate | None = field(default=None, repr=False, compare=False)
     capabilities: tuple[str, ...] = field(default=(), compare=False)  # smimeCapabilities OIDs
+    # the certificate the signer prefers for encryption (RFC 8551 2.5.3), found among the
+    # message's certificates and chaining to a trust root; None if not named or not found
+    encryption_certificate: x509.Certificate | None = field(default=None, repr=False,
+                                                            compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -521,7 +525,41 @@ def _signer_report(
         problem,
         cert,
         tuple(check.capabilities),
+        _preferred_certificate(check.key_preference, [cert, *intermediates], intermediates,
+                               trust_roots, now) if chain_trusted else None,
     )
+
+
+def _preferred_certificate(
+    preference: tuple[str, Any] | None,
+    candidates: Sequence[x509.Certificate],
+    intermediates: list[x509.Certificate],
+    trust_roots: Sequence[x509.Certificate],
+    now: datetime,
+) -> x509.Certificate | None:
+    """The certificate an SMIMEEncryptionKeyPreference names, if the message carries it and
+    it chains to a trust root as a signer's would (whose addresses it may be kept under is
+    the caller's check)."""
+    if preference is None:
+        return None
+    kind, value = preference
+    for candidate in candidates:
+        if kind == "issuer-serial":
+            named = (candidate.issuer.public_bytes() == value[0]
+                     and candidate.serial_number == value[1])
+        else:
+            try:
+                named = candidate.extensions.get_extension_for_class(
+                    x509.SubjectKeyIdentifier).value.digest == value
+            except x509.ExtensionNotFound:
+                named = False
+        if named:
+            try:
+                validate_signer_chain(candidate, intermediates, trust_roots, now)
+            except ChainUntrusted:
+                return None
+            return candidate
+    return None
 
 
 def _first_problem(

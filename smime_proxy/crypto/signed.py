@@ -159,6 +159,9 @@ class SignerCheck:
     digest: str | None = None
     signing_time: dt.datetime | None = None
     capabilities: list[str] = field(default_factory=list)
+    # RFC 8551 2.5.3 SMIMEEncryptionKeyPreference: ("issuer-serial", (issuer DER, serial))
+    # or ("key-id", subjectKeyIdentifier); advisory, None when absent or unreadable
+    key_preference: tuple[str, Any] | None = None
 
 
 @dataclass
@@ -311,7 +314,27 @@ def _check_signer_inner(
         return SignerCheck(cert, False, "unsupported signature algorithm or key", digest)
     except UnsupportedAlgorithm as exc:
         return SignerCheck(cert, False, str(exc), digest)
-    return SignerCheck(cert, True, None, digest, signing_time, capabilities)
+    preference = (None if isinstance(signed_attrs, core.Void) or signed_attrs is None
+                  else _key_preference(signed_attrs))
+    return SignerCheck(cert, True, None, digest, signing_time, capabilities, preference)
+
+
+def _key_preference(attrs: Any) -> tuple[str, Any] | None:
+    """The certificate the signer wants mail encrypted to (RFC 8551 2.5.3), as it names it;
+    None when the attribute is absent, repeated or unreadable (it is advisory)."""
+    values = asn1.attribute_values(attrs, oids.ENCRYPTION_KEY_PREFERENCE)
+    if len(values) != 1 or len(values[0]) != 1:
+        return None
+    try:
+        preference = cms.SMIMEEncryptionKeyPreference.load(values[0][0].dump())
+        chosen = preference.chosen
+        if preference.name == "issuer_and_serial_number":
+            return "issuer-serial", (chosen["issuer"].dump(), chosen["serial_number"].native)
+        if preference.name == "recipientKeyId":
+            return "key-id", chosen["subject_key_identifier"].native
+    except (ValueError, TypeError, KeyError):
+        return None
+    return None
 
 
 def _check_attributes(

@@ -20,6 +20,7 @@ from smime_proxy.errors import (
     UnsupportedAlgorithm,
 )
 from smime_proxy.imap.events import MessageOpened
+from smime_proxy.keystore.certs import certificate_addresses
 from smime_proxy.mime.entity import STATUS_HEADER, without_field
 from smime_proxy.services import Services
 from smime_proxy.smime import is_encrypted, seal_stored_copy
@@ -118,6 +119,13 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
                 try:
                     services.contacts.take_certificate(user, signer.certificate,
                                                        signer.capabilities)
+                    preferred = signer.encryption_certificate
+                    if (preferred is not None and report.from_address is not None
+                            and report.from_address in certificate_addresses(preferred)):
+                        # the one they want mail encrypted to (RFC 8551 2.5.3): only for
+                        # the address the signature was verified for
+                        services.contacts.take_certificate(user, preferred,
+                                                           signer.capabilities)
                 except Exception as exc:  # the message is still shown
                     log.warning("cannot keep the signer certificate",
                                 extra={"user": user, "reason": type(exc).__name__})
