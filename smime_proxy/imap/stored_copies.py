@@ -17,7 +17,7 @@ through as it comes), and any APPEND when the upstream does not answer that LIST
 LIST-EXTENDED / SPECIAL-USE). A large APPEND to such a folder is collected whole first. A user
 without a certificate gets the copy stored as written.
 
-May import: imap.wire, imap.events, imap.inflight, imap.streaming, mime, stdlib.
+May import: errors, imap.wire, imap.events, imap.inflight, imap.streaming, mime, stdlib.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from smime_proxy.errors import MalformedMessage
 from smime_proxy.imap.events import Action, CopySealed, SealCopy, SendToUpstream, SessionSettings
 from smime_proxy.imap.inflight import AppendJob, InFlight
 from smime_proxy.imap.streaming import MAX_MESSAGE
@@ -77,7 +78,10 @@ class StoredCopies:
         message = raw[match.end():match.end() + size]
         if len(message) != size or raw[match.end() + size:] != b"\r\n":
             return False  # another message follows (MULTIAPPEND), or an extension
-        header = message[:parse_entity(message).header_end] if message else b""
+        try:
+            header = message[:parse_entity(message).header_end]
+        except MalformedMessage:
+            return False  # no header the parsers take (over 64 KiB, say): stored as written
         if needs_opening(header):
             return False  # already S/MIME (or carrying a status field): stored as written
         job = AppendJob(tag=match[1], raw=raw, mailbox=match[2],

@@ -114,3 +114,14 @@ def test_a_large_copy_is_collected_whole_and_sealed() -> None:
     run.client(b"a3 APPEND Archive {%d}\r\n" % len(big))
     run.client(big[:65536])
     assert run.upstream_out().startswith(b"a3 APPEND Archive {%d+}\r\n" % len(big))
+
+
+def test_a_copy_without_a_header_the_parsers_take_is_stored_as_written() -> None:
+    """Found reading the change: a message with no empty line within the header limit made
+    the session raise (the client's copy was lost with the connection)."""
+    from smime_proxy.mime.entity import MAX_HEADER_BYTES
+
+    blob = b"X" * (MAX_HEADER_BYTES + 10)
+    run = sealing()
+    appended(run, b"Sent", blob)
+    assert run.upstream_out() == b"a2 APPEND Sent (\\Seen) {%d+}\r\n" % len(blob) + blob + b"\r\n"
