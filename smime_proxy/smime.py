@@ -258,8 +258,7 @@ def seal_stored_copy(message: bytes, certificate: x509.Certificate) -> bytes:
     whole), the whole message wrapped unchanged (`mime.protection.stored_copy` gives it back
     byte for byte), and outside only the fields a folder listing needs (no Bcc)."""
     entity = parse_entity(message)
-    outer = [f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n"
-             for f in entity.fields if f.name in _LISTING_FIELDS]
+    outer = [f.line() for f in entity.fields if f.name in _LISTING_FIELDS]
     wrapped = b"".join([*outer, b"MIME-Version: 1.0\r\n", STORED_COPY_TYPE, b"\r\n", message])
     return encrypt_message(wrapped, [Recipient(certificate, supports_gcm=True)],
                            cipher="aes-256-gcm")
@@ -537,9 +536,9 @@ def _preferred_certificate(
     trust_roots: Sequence[x509.Certificate],
     now: datetime,
 ) -> x509.Certificate | None:
-    """The certificate an SMIMEEncryptionKeyPreference names, if the message carries it and
-    it chains to a trust root as a signer's would (whose addresses it may be kept under is
-    the caller's check)."""
+    """The certificate an SMIMEEncryptionKeyPreference names among `candidates` (the
+    signer's own first, whose chain the caller has validated), if it chains to a trust root
+    as a signer's would (whose addresses it may be kept under is the caller's check)."""
     if preference is None:
         return None
     kind, value = preference
@@ -554,6 +553,8 @@ def _preferred_certificate(
             except x509.ExtensionNotFound:
                 named = False
         if named:
+            if candidate is candidates[0]:
+                return candidate  # the signer's own: the caller validated its chain
             try:
                 validate_signer_chain(candidate, intermediates, trust_roots, now)
             except ChainUntrusted:

@@ -153,7 +153,8 @@ class ContentFetch:
             items.append(fetch_rewrite.FLAGS)
         sort = FetchCommand(command.tag, command.uid, command.sequence_set, tuple(items), None,
                             command.modifiers)
-        self._inflight = FetchJob(command, relays, frozenset(strip))
+        self._inflight = FetchJob(command, relays, frozenset(strip),
+                                  listing=all(is_listing(item) for item in command.items))
         self._out.append(SendToUpstream(sort.render()))
 
     # -- upstream responses -------------------------------------------------------------------
@@ -259,8 +260,7 @@ class ContentFetch:
     def _listed_while_locked(self, job: FetchJob, header: bytes) -> bool:
         """Whether the client only lists an encrypted message while the key is locked: then
         it is answered as stored (`is_listing`), the folder never looks empty (issue 13)."""
-        return (self.settings.locked_fetch != "passthrough"
-                and all(is_listing(item) for item in job.command.items)
+        return (self.settings.locked_fetch != "passthrough" and job.listing
                 and may_be_encrypted(header)  # remembered: one sender, few Content-Types
                 and not self.views.key_unlocked())
 
@@ -399,8 +399,7 @@ class ContentFetch:
 
     def _answer(self, job: FetchJob, entry: FetchEntry, result: MessageOpened) -> None:
         if result.outcome == "locked":
-            listing = all(is_listing(item) for item in job.command.items)
-            if self.settings.locked_fetch != "passthrough" and not listing:
+            if self.settings.locked_fetch != "passthrough" and not job.listing:
                 job.locked = True
                 return
             # listed only (`is_listing`), or passthrough: as stored, minus any incoming

@@ -67,6 +67,7 @@ class FetchJob:
     command: FetchCommand
     relays_items: bool  # the sort pass carries the client's items
     strip: frozenset[bytes]  # item names removed from a relayed sort-pass response
+    listing: bool = False  # only items served as stored while the key is locked (is_listing)
     phase: Literal["sort", "plain", "open", "done"] = "sort"
     phase_tag: bytes | None = None
     entries: deque[FetchEntry] = field(default_factory=deque)

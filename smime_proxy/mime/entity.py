@@ -35,6 +35,11 @@ class HeaderField:
         _, _, value = self.raw.partition(b":")
         return re.sub(rb"\r?\n(?=[ \t])", b"", value).strip()
 
+    def line(self) -> bytes:
+        """The field as a header line to copy: `raw`, ending in a line break (the last field
+        of a header without its empty line may have none)."""
+        return self.raw if self.raw.endswith(b"\n") else self.raw + b"\r\n"
+
 
 @dataclass(frozen=True)
 class Entity:

@@ -94,7 +94,7 @@ def shown_parts(outer: bytes, entity: bytes) -> tuple[bytes, list[Piece]]:
     header = _header_fields(parse_entity(outer), protection)
     fields = b"".join([*header, b"MIME-Version: 1.0\r\n"])
     content = protection.content
-    content_fields = [_line(f.raw) for f in content.content_fields()
+    content_fields = [f.line() for f in content.content_fields()
                       if f.name != "mime-version"]
     body = memoryview(content.data)[content.body_start:]
     if protection.form != "injected":
@@ -114,7 +114,7 @@ def with_protected_fields(shown: bytes, entity: bytes) -> bytes:
         return shown
     parsed = parse_entity(shown)
     header = _header_fields(parsed, protection)
-    content = [_line(f.raw) for f in parsed.content_fields()]
+    content = [f.line() for f in parsed.content_fields()]
     return b"".join([*header, *content]) + shown[parsed.header_end:]
 
 
@@ -123,16 +123,12 @@ def _header_fields(outer: Entity, protection: Protected) -> list[bytes]:
         # no protection scheme: fields the entity carries anyway replace the outer ones
         inner = protection.content.other_fields()
         names = {f.name for f in inner}
-        return [*(_line(f.raw) for f in outer.other_fields() if f.name not in names),
-                *(_line(f.raw) for f in inner)]
+        return [*(f.line() for f in outer.other_fields() if f.name not in names),
+                *(f.line() for f in inner)]
     names = {f.name for f in protection.fields}
-    kept = [_line(f.raw) for f in outer.other_fields()
+    kept = [f.line() for f in outer.other_fields()
             if f.name not in names and f.name not in USER_FACING_FIELDS]
-    return [*kept, *(_line(f.raw) for f in protection.fields)]
-
-
-def _line(raw: bytes) -> bytes:
-    return raw if raw.endswith(b"\n") else raw + b"\r\n"
+    return [*kept, *(f.line() for f in protection.fields)]
 
 
 def without_legacy_display(entity: bytes) -> bytes:

@@ -362,7 +362,7 @@ def _wrap(message: bytes, *, hide_subject: bool) -> bytes:
     outer: list[bytes] = []
     inner: list[bytes] = []
     for f in entity.fields:
-        raw = f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n"
+        raw = f.line()
         if f.name != "bcc":
             inner.append(raw)
         if f.name in OUTER_FIELDS:
@@ -388,7 +388,7 @@ def _inject(message: bytes, *, encrypted: bool, hide_subject: bool) -> tuple[byt
     content: list[bytes] = []
     hp = b"cipher" if encrypted else b"clear"
     for f in entity.fields:
-        raw = f.raw if f.raw.endswith(b"\n") else f.raw + b"\r\n"
+        raw = f.line()
         if f.name.startswith("content-"):
             if f.name == "content-type":
                 raw = raw.rstrip(b"\r\n") + b';\r\n hp="' + hp + b'"\r\n'
