@@ -250,6 +250,11 @@ class SecureMail:
         record = self._record_or_fail(user, secret)
         key = self._open(record, secret)
         self._upgrade_kdf(record, key, secret)
+        return self._start_session(user, record, key, now)
+
+    def _start_session(self, user: str, record: KeyRecord, key: PrivateKey, now: datetime,
+                       mail_mark: bytes | None = None) -> InProcessKeyAgent:
+        """The key unlocked from now on; an unlock it replaces ends (its listeners hear)."""
         agent = InProcessKeyAgent(
             key,
             _load_cert(record.certificate),
@@ -257,7 +262,8 @@ class SecureMail:
         )
         with self._lock:
             replaced = self._sessions.get(user)
-            self._sessions[user] = _Session(agent, unlocked_at=now, last_used=now)
+            self._sessions[user] = _Session(agent, unlocked_at=now, last_used=now,
+                                            mail_mark=mail_mark)
         if replaced is not None:
             self._locked((user,))
         return agent
@@ -395,14 +401,7 @@ class SecureMail:
             return "refreshed" if key is not None else "rewrapped"
         if key is None:
             return "stale"
-        agent = InProcessKeyAgent(key, _load_cert(record.certificate),
-                                  tuple(_load_cert(der) for der in record.chain))
-        with self._lock:
-            replaced = self._sessions.get(user)
-            self._sessions[user] = _Session(agent, unlocked_at=now, last_used=now,
-                                            mail_mark=mark)
-        if replaced is not None:
-            self._locked((user,))
+        self._start_session(user, record, key, now, mail_mark=mark)
         return "unlocked"
 
     def mail_login_logged(self, user: str, mail_password: Password, now: datetime) -> None:
