@@ -175,8 +175,7 @@ def plan_submission(
     client = _client_protection(content_type)
     if client == "encrypted" or (client == "signed" and decision.encrypt != "required"):
         reasons.append(f"already {client} by the client: relayed unchanged")
-        return Plan((Copy(tuple(dict.fromkeys(recipients)), base),), False, False, decision,
-                    tuple(reasons))
+        return _one_copy(recipients, base, False, decision, reasons)
 
     # 2. encryption: who, with which certificates
     bcc = [r for r in dict.fromkeys(envelope) if r not in to_cc]
@@ -236,8 +235,7 @@ def plan_submission(
 
     if agent is None and not encrypt:
         reasons.append("sent as is (no S/MIME)")
-        return Plan((Copy(tuple(dict.fromkeys(recipients)), base),), False, False, decision,
-                    tuple(reasons))
+        return _one_copy(recipients, base, False, decision, reasons)
 
     # 4. header protection, then sign, then encrypt per copy
     payload = base
@@ -254,8 +252,7 @@ def plan_submission(
         payload = sign_message(payload, agent, now=now, protected=protected)
         protected = b""  # in the signed part, which is encrypted as a whole
     if not encrypt:
-        return Plan((Copy(tuple(dict.fromkeys(recipients)), payload),), agent is not None,
-                    False, decision, tuple(reasons))
+        return _one_copy(recipients, payload, agent is not None, decision, reasons)
 
     copies: list[Copy] = []
     groups: list[tuple[list[str], list[str]]] = []  # (envelope recipients, cert addresses)
@@ -294,6 +291,13 @@ def plan_submission(
     if bcc:
         reasons.append(f"{len(bcc)} Bcc recipient(s): separate copies")
     return Plan(tuple(copies), agent is not None, True, decision, tuple(reasons))
+
+
+def _one_copy(recipients: Sequence[str], message: bytes, signed: bool, decision: Decision,
+              reasons: list[str]) -> Plan:
+    """One transaction to every envelope recipient (nothing encrypted per recipient)."""
+    return Plan((Copy(tuple(dict.fromkeys(recipients)), message),), signed, False, decision,
+                tuple(reasons))
 
 
 def _add_target(targets: list[Recipient], seen: set[x509.Certificate],
