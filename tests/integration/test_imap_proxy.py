@@ -63,12 +63,6 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[LoopThread]:
-    with LoopThread() as lt:
-        yield lt
-
-
-@pytest.fixture(scope="module")
 def world() -> KeyWorld:
     w = key_world()
     ids = people().ids
