@@ -13,6 +13,8 @@ ensure_debs() {
     [ "$(id -u)" = 0 ] || sudo="sudo"
     # Postfix asks how to configure itself unless preseeded; the harness brings its own config.
     echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+    # slapd likewise: the tests start their own with a generated config, never the system one
+    echo "slapd slapd/no_configuration boolean true" | $sudo debconf-set-selections
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }

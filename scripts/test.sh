@@ -17,6 +17,7 @@ debs=(openssl gpgsm gpg-agent libnss3-tools
       swaks s-nail libnet-ssleay-perl libio-socket-ssl-perl  # SMTP proxy clients (swaks --tls)
       isync  # mbsync pulls a folder through the IMAP front (tests/clients/test_snail_mbsync.py)
       docker-compose  # renders docker-compose.yml (no engine: tests/unit/test_compose.py)
+      slapd  # a real OpenLDAP directory of certificates (tests/integration/test_ldap.py)
       dovecot-dev build-essential autoconf automake libtool pkg-config)  # imaptest (tests/tools/imaptest)
 ensure_debs "${debs[@]}"
 

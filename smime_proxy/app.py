@@ -27,6 +27,7 @@ from smime_proxy.config import Config
 from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts
+from smime_proxy.keystore.ldap import LdapDirectory
 from smime_proxy.keystore.pkcs import KDF_ITERATIONS
 from smime_proxy.keystore.service import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_UNLOCK, SecureMail
 from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
@@ -54,6 +55,7 @@ class DaemonServices:
     now: Callable[[], datetime] = utc_now
     reload_hooks: list[Callable[[], None]] = field(default_factory=list)
     metrics: MailMetrics = field(default_factory=MailMetrics)
+    ldap: LdapDirectory | None = None
 
     def reload(self) -> None:
         for hook in self.reload_hooks:
@@ -157,6 +159,7 @@ def build_services(
             (ca.certificate,) if ca is not None and config.trust_server_ca else ()),
         ca=ca,
         now=now,
+        ldap=None if config.ldap is None else LdapDirectory.from_config(config.ldap),
     )
 
 

@@ -42,6 +42,7 @@ UpstreamTlsMode = Literal["implicit", "starttls", "none"]
 LockedFetch = Literal["unavailable", "passthrough"]
 UnauthenticatedContent = Literal["withhold", "text"]
 Signatures = Literal["strip", "keep"]
+Revocation = Literal["off", "soft-fail", "hard-fail"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -140,6 +141,26 @@ class ImapConfig:
 
 
 @dataclass(frozen=True)
+class LdapConfig:
+    """A directory of recipients' certificates (README "LDAP"). ``url``: ``ldaps://`` or
+    ``ldap://`` (then StartTLS unless ``starttls: false`` on a loopback host); the server's
+    certificate is always verified, against ``ca_file`` if given, else the system store.
+    ``filter``: an RFC 4515 filter with ``{address}`` (escaped when filled in). ``publish``:
+    write a user's new certificate to the entry of their address (needs ``bind_dn``)."""
+
+    url: str
+    base: str
+    filter: str = "(mail={address})"
+    starttls: bool = True
+    ca_file: Path | None = None
+    bind_dn: str | None = None
+    bind_password_file: Path | None = None
+    cache_seconds: int = 3600
+    timeout: int = 5
+    publish: bool = False
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     format: LogFormat = "text"
     level: LogLevel = "info"
@@ -164,6 +185,8 @@ class Config:
     trust_server_ca: bool = True  # the server CA (data_dir) is a trust root when it exists
     users: UsersConfig = UsersConfig()
     imap: ImapConfig = ImapConfig()
+    ldap: LdapConfig | None = None
+    revocation: Revocation = "off"  # signer and recipient certificates (README "Revocation")
 
 
 def control_url(control: ListenerConfig) -> str:
@@ -192,7 +215,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
     r.only(top, "", {"listeners", "upstream", "data_dir", "trust_roots", "unlock",
                      "locked_fetch", "policy_file", "logging", "control",
                      "unauthenticated_content", "signatures", "trust_server_ca", "users",
-                     "imap"})
+                     "imap", "ldap", "revocation"})
     listeners = _listeners(r, r.required(top, "", "listeners"))
     upstream = _upstream(r, r.required(top, "", "upstream"))
     data_dir = r.path(r.required(top, "", "data_dir"), "data_dir", must_exist=False)
@@ -230,6 +253,9 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
         trust_server_ca=r.boolean(top.get("trust_server_ca", True), "trust_server_ca"),
         users=_users(r, top.get("users", {})),
         imap=_imap(r, top.get("imap", {})),
+        ldap=None if top.get("ldap") is None else _ldap(r, top["ldap"]),
+        revocation=cast(Revocation, r.choice(top.get("revocation", "off"), "revocation",
+                                             ("off", "soft-fail", "hard-fail"))),
     )
 
 
@@ -379,6 +405,57 @@ def _imap(r: _Reader, raw: object) -> ImapConfig:
     return ImapConfig(view_cache_mb_per_user=sizes[0], view_cache_mb=sizes[1],
                       seal_sent=r.boolean(m.get("seal_sent", True), "imap.seal_sent"),
                       seal_drafts=r.boolean(m.get("seal_drafts", False), "imap.seal_drafts"))
+
+
+def _ldap(r: _Reader, raw: object) -> LdapConfig:
+    m = r.mapping(raw, "ldap", "a mapping with url and base")
+    r.only(m, "ldap", {"url", "base", "filter", "starttls", "ca_file", "bind_dn",
+                       "bind_password_file", "cache_seconds", "timeout", "publish"})
+    url = r.required(m, "ldap", "url")
+    match = re.fullmatch(r"(ldaps?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?/?",
+                         url) if isinstance(url, str) else None
+    if match is None or (match[3] is not None and not 1 <= int(match[3]) <= 65535):
+        raise r.type_error("ldap.url", "ldap://host[:port] or ldaps://host[:port]", url)
+    starttls = r.boolean(m.get("starttls", True), "ldap.starttls")
+    if match[1] == "ldap" and not starttls and not _is_loopback(match[2].strip("[]")):
+        raise ConfigError("ldap.starttls: false would send the directory's traffic in clear "
+                          f"to {match[2]}; only allowed for a loopback host")
+    texts = {}
+    for name in ("base", "filter", "bind_dn"):
+        value = m.get(name, "(mail={address})" if name == "filter" else None)
+        if value is None and name == "base":
+            value = r.required(m, "ldap", "base")
+        if value is not None and (not isinstance(value, str) or not value.strip()
+                                  or any(c in value for c in "\r\n\0")):
+            raise r.type_error(f"ldap.{name}", "a single line of text", value)
+        texts[name] = value
+    search = texts["filter"]
+    assert isinstance(search, str)
+    if ("{address}" not in search or not search.startswith("(")
+            or not search.endswith(")") or search.count("(") != search.count(")")):
+        raise r.type_error("ldap.filter", "an LDAP filter in parentheses with {address}",
+                           search)
+    password_raw = m.get("bind_password_file")
+    ca_raw = m.get("ca_file")
+    publish = r.boolean(m.get("publish", False), "ldap.publish")
+    if publish and texts["bind_dn"] is None:
+        raise ConfigError("ldap.publish: needs ldap.bind_dn (and bind_password_file) to "
+                          "write to the directory")
+    numbers = []
+    for name, default, top in (("cache_seconds", LdapConfig.cache_seconds, 86400),
+                               ("timeout", LdapConfig.timeout, 120)):
+        value = m.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+            raise r.type_error(f"ldap.{name}", f"a whole number of seconds 0-{top}", value)
+        numbers.append(value)
+    return LdapConfig(
+        url=f"{match[1]}://{match[2]}" + (f":{match[3]}" if match[3] else ""),
+        base=str(texts["base"]), filter=search, starttls=starttls and match[1] == "ldap",
+        ca_file=None if ca_raw is None else r.path(ca_raw, "ldap.ca_file", must_exist=True),
+        bind_dn=texts["bind_dn"],
+        bind_password_file=None if password_raw is None else r.path(
+            password_raw, "ldap.bind_password_file", must_exist=True),
+        cache_seconds=numbers[0], timeout=max(numbers[1], 1), publish=publish)
 
 
 def _unlock(r: _Reader, raw: object) -> UnlockConfig:

@@ -57,9 +57,15 @@ class NoMatchingRecipient(DecryptionFailed):
 class NoRecipientCertificate(CryptoError):
     """No usable certificate for one or more recipients."""
 
-    def __init__(self, addresses: list[str]) -> None:
+    def __init__(self, addresses: list[str], unavailable: bool = False) -> None:
         self.addresses = list(addresses)
+        self.unavailable = unavailable  # a certificate directory could not be asked
         super().__init__("no usable certificate for: " + ", ".join(self.addresses))
+
+
+class DirectoryUnavailable(SmimeProxyError):
+    """The LDAP directory could not be reached or refused the query (the message says
+    which, never a password)."""
 
 
 class VerificationError(CryptoError):

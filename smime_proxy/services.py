@@ -17,6 +17,7 @@ from cryptography import x509
 from smime_proxy.config import Config
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts
+from smime_proxy.keystore.ldap import LdapDirectory
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.metrics import MailMetrics
 
@@ -46,6 +47,11 @@ class Services(Protocol):
 
     def now(self) -> datetime:
         """The clock (UTC); tests inject their own."""
+        ...
+
+    @property
+    def ldap(self) -> LdapDirectory | None:
+        """The LDAP directory of recipients' certificates, if the config names one."""
         ...
 
     @property

@@ -304,6 +304,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                             "required": ["allowed", "enabled"],
                         },
                         "message": {"type": "string"},
+                        "directory": {"type": "string"},
                     },
                     "required": ["user", "key_present", "locked", "expires_at",
                                  "certificate"],

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from smime_proxy.accounts import Accounts
 from smime_proxy.control.metrics import ControlMetrics
 from smime_proxy.errors import (
+    DirectoryUnavailable,
     InputError,
     KeyExists,
     KeyLocked,
@@ -32,7 +33,11 @@ from smime_proxy.errors import (
     SmimeProxyError,
     WrongPassword,
 )
-from smime_proxy.keystore.certs import CertificateSummary, normalize_address
+from smime_proxy.keystore.certs import (
+    CertificateSummary,
+    certificate_addresses,
+    normalize_address,
+)
 from smime_proxy.keystore.contacts import usable_for_encryption
 from smime_proxy.keystore.service import UNLOCK_FAILED
 from smime_proxy.services import Services
@@ -220,7 +225,7 @@ class KeyOperations:
         except WrongPassword:
             raise Refusal(403, BAD_PKCS12_FILE) from None
         log.info("key imported", extra={"user": user})
-        return self.status(user)
+        return await self._published(user, self.status(user))
 
     def certificate_address(self, user: str, email: str, domain: str | None) -> str:
         """The address a generated certificate may carry for this user: one of the addresses
@@ -273,7 +278,24 @@ class KeyOperations:
         now = self.services.now()
         await asyncio.to_thread(mail.generate, user, address, new, now, key_type=key_type)
         log.info("key generated", extra={"user": user})
-        return self.status(user)
+        return await self._published(user, self.status(user))
+
+    async def _published(self, user: str, status: dict[str, Any]) -> dict[str, Any]:
+        """With `ldap.publish`: the user's new certificate written to the directory entry
+        of each of its addresses; what happened is `status["directory"]` (the key is kept
+        whatever the directory says)."""
+        ldap = self.services.ldap
+        if ldap is None or not ldap.config.publish:
+            return status
+        certificate = self.services.secure_mail.certificate(user)
+        said = []
+        for address in certificate_addresses(certificate):
+            try:
+                said.append(await asyncio.to_thread(ldap.publish, address, certificate))
+            except DirectoryUnavailable as exc:
+                said.append(f"not published: {exc}")
+        status["directory"] = "; ".join(said) or "not published: the certificate has no address"
+        return status
 
     async def export(self, user: str, remote: str, password: str, export_password: str,
                      export_password2: str, legacy: bool) -> bytes:

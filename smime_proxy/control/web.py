@@ -188,19 +188,19 @@ class WebPage:
 
     async def _import(self, request: web.Request, session: Session,
                       form: Mapping[str, Any]) -> str:
-        await self.ops.import_pkcs12(session.user, form_file(form, "file"),
-                                     form_field(form, "file_password", required=False),
-                                     form_field(form, "password"),
-                                     form_field(form, "password2"))
-        return "The key and certificate were imported."
+        status = await self.ops.import_pkcs12(session.user, form_file(form, "file"),
+                                              form_field(form, "file_password", required=False),
+                                              form_field(form, "password"),
+                                              form_field(form, "password2"))
+        return _with_directory("The key and certificate were imported.", status)
 
     async def _generate(self, request: web.Request, session: Session,
                         form: Mapping[str, Any]) -> str:
-        await self.ops.generate(session.user, form_field(form, "email", required=False),
-                                form_field(form, "key_type", required=False) or "rsa2048",
-                                form_field(form, "password"), form_field(form, "password2"),
-                                session.domain)
-        return "A new key and certificate were generated."
+        status = await self.ops.generate(
+            session.user, form_field(form, "email", required=False),
+            form_field(form, "key_type", required=False) or "rsa2048",
+            form_field(form, "password"), form_field(form, "password2"), session.domain)
+        return _with_directory("A new key and certificate were generated.", status)
 
     async def _password(self, request: web.Request, session: Session,
                         form: Mapping[str, Any]) -> str:
@@ -240,3 +240,9 @@ class WebPage:
             session.flash.append(("error", exc.message))
             return _redirect()
         return pfx_response(data)
+
+
+def _with_directory(message: str, status: Mapping[str, Any]) -> str:
+    """The page's message, and what the LDAP directory said (`ldap.publish`)."""
+    said = status.get("directory")
+    return f"{message} Directory: {said}." if isinstance(said, str) else message

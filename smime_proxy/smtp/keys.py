@@ -1,5 +1,6 @@
-"""The `Keys` port of the submission core over the key store, the address book and the
-admin's certificate directory, with a short-lived cache of recipient certificate choices.
+"""The `Keys` port of the submission core over the key store, the address book, the
+admin's certificate directory and the LDAP directory, with a short-lived cache of
+recipient certificate choices.
 
 May import: accounts, crypto, errors, keystore, smtp, cryptography, stdlib.
 """
@@ -13,8 +14,9 @@ from cryptography import x509
 
 from smime_proxy.accounts import Accounts
 from smime_proxy.crypto.keyagent import KeyAgent
-from smime_proxy.errors import NoRecipientCertificate, NoSuchKey
+from smime_proxy.errors import DirectoryUnavailable, NoRecipientCertificate, NoSuchKey
 from smime_proxy.keystore.contacts import Contacts
+from smime_proxy.keystore.ldap import LdapDirectory
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.smtp.directory import CertificateDirectory
 
@@ -53,13 +55,15 @@ class ServiceKeys:
     def __init__(self, secure_mail: SecureMail, contacts: Contacts, now: datetime,
                  cache: CertificateCache | None = None,
                  directory: CertificateDirectory | None = None,
-                 accounts: Accounts | None = None) -> None:
+                 accounts: Accounts | None = None,
+                 ldap: LdapDirectory | None = None) -> None:
         self.secure_mail = secure_mail
         self.accounts = accounts if accounts is not None else Accounts()
         self.contacts = contacts
         self.now = now
         self.cache = cache
         self.directory = directory
+        self.ldap = ldap
 
     def may_sign_as(self, user: str, address: str | None) -> bool:
         """Whether `user` may sign mail from `address`: one of the addresses the admin gave
@@ -78,12 +82,22 @@ class ServiceKeys:
         return self.secure_mail.certificate(user)
 
     def _lookup(self, user: str, address: str) -> x509.Certificate:
-        """The user's address book first, then the admin's certificate directory."""
+        """The user's address book first, then the admin's certificate directory, then the
+        LDAP directory (a directory that cannot be asked: `unavailable` on the miss)."""
         try:
             return self.contacts.choose_certificate(user, address, self.now)
         except NoRecipientCertificate as exc:
-            if self.directory is not None and exc.addresses == [address.strip().lower()]:
+            if exc.addresses != [address.strip().lower()]:
+                raise
+            if self.directory is not None:
                 found = self.directory.choose(exc.addresses[0], self.now)
+                if found is not None:
+                    return found
+            if self.ldap is not None:
+                try:
+                    found = self.ldap.choose(exc.addresses[0], self.now)
+                except DirectoryUnavailable:
+                    raise NoRecipientCertificate(exc.addresses, unavailable=True) from None
                 if found is not None:
                     return found
             raise
@@ -100,6 +114,8 @@ class ServiceKeys:
             try:
                 value = self._lookup(user, address)
             except NoRecipientCertificate as exc:
+                if exc.unavailable:  # not remembered: the directory may be back soon
+                    raise
                 value = list(exc.addresses)
             self.cache.put(key, value)
         if isinstance(value, list):

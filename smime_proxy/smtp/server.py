@@ -41,6 +41,7 @@ from smime_proxy.accounts import Accounts
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint, control_url
 from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.contacts import Contacts
+from smime_proxy.keystore.ldap import LdapDirectory
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.memory import tune_memory
 from smime_proxy.metrics import MailMetrics
@@ -144,7 +145,9 @@ class SmtpFront:
         settings: SmtpSettings = SmtpSettings(),
         accounts: Accounts | None = None,
         metrics: MailMetrics | None = None,
+        ldap: LdapDirectory | None = None,
     ) -> None:
+        self.ldap = ldap
         self.metrics = metrics if metrics is not None else MailMetrics()
         self.secure_mail = secure_mail
         self.accounts = accounts if accounts is not None else Accounts()
@@ -182,6 +185,7 @@ class SmtpFront:
             unlock_url=control_url(config.listeners.control),
             policy_file=config.policy_file, now=services.now,
             accounts=Accounts.from_config(config), metrics=services.metrics,
+            ldap=services.ldap,
         )
         services.reload_hooks.append(front.reload_policy)
         return front
@@ -407,7 +411,7 @@ class SmtpConnection(SMTP):
         front = self.front
         now = front.now()
         keys = ServiceKeys(front.secure_mail, front.contacts, now, front.certificates,
-                           front.directory, front.accounts)
+                           front.directory, front.accounts, front.ldap)
         policy = front.policy
 
         def work() -> tuple[Plan, str]:
@@ -423,7 +427,8 @@ class SmtpConnection(SMTP):
         try:
             # Small messages: a few ms of CPU, cheaper in the loop than a thread hand-off
             # (the GIL serialises the work anyway); large ones must not stall other sessions.
-            inline = len(holder[0]) < INLINE_LIMIT
+            # A directory lookup may wait on the network: never in the loop.
+            inline = len(holder[0]) < INLINE_LIMIT and front.ldap is None
             plan, digest = work() if inline else await asyncio.to_thread(work)
         except SubmissionRefused as exc:
             metrics.submitted.labels("refused").inc()

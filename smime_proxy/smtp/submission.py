@@ -184,19 +184,27 @@ def plan_submission(
     certs: dict[str, x509.Certificate] = {}
     if encrypt:
         missing: list[str] = []
+        unavailable = False  # a certificate directory could not be asked
         for address in dict.fromkeys(to_cc + envelope):
             try:
                 certs[address] = keys.recipient_certificate(user, address)
             except NoRecipientCertificate as exc:
                 missing.extend(exc.addresses or [address])
+                unavailable = unavailable or exc.unavailable
         if missing:
             names = ", ".join(dict.fromkeys(missing))
+            if decision.encrypt == "required" and unavailable:
+                # the directory may hold them: a temporary refusal, the client retries
+                raise SubmissionRefused(451, "4.4.3", _one_line(
+                    f"encryption required, but the certificate directory cannot be "
+                    f"reached to look up: {names}; try again later"))
             if decision.encrypt == "required":
                 raise SubmissionRefused(550, "5.7.1",
                               _one_line(f"encryption required, but no usable S/MIME "
                                         f"certificate for: {names}"))
             encrypt = False
-            reasons.append(f"not encrypted: no usable certificate for {names}; "
+            down = " (the certificate directory could not be reached)" if unavailable else ""
+            reasons.append(f"not encrypted: no usable certificate for {names}{down}; "
                            f"fallback {decision.fallback}")
     own_cert = keys.own_certificate(user) if encrypt else None
 

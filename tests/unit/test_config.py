@@ -278,6 +278,29 @@ CASES: list[tuple[str, Mutation, str]] = [
      "policy_file: file not found: "),
     ("directory as file", _set("listeners.imap.tls.cert", "tls"),
      "listeners.imap.tls.cert: not a regular file: "),
+    # ldap and revocation
+    ("ldap url scheme", _set("ldap", {"url": "http://ldap.example.test", "base": "dc=x"}),
+     'ldap.url: expected ldap://host[:port] or ldaps://host[:port], got "http://'),
+    ("ldap missing base", _set("ldap", {"url": "ldaps://ldap.example.test"}),
+     "ldap.base: missing (required)"),
+    ("ldap clear text to remote",
+     _set("ldap", {"url": "ldap://ldap.example.test", "base": "dc=x", "starttls": False}),
+     "ldap.starttls: false would send the directory's traffic in clear to ldap.example.test"),
+    ("ldap filter without address",
+     _set("ldap", {"url": "ldaps://l.example.test", "base": "dc=x", "filter": "(mail=*)"}),
+     'ldap.filter: expected an LDAP filter in parentheses with {address}, got "(mail=*)"'),
+    ("ldap publish without bind",
+     _set("ldap", {"url": "ldaps://l.example.test", "base": "dc=x", "publish": True}),
+     "ldap.publish: needs ldap.bind_dn"),
+    ("ldap password file",
+     _set("ldap", {"url": "ldaps://l.example.test", "base": "dc=x",
+                   "bind_password_file": "nope"}),
+     "ldap.bind_password_file: file not found: "),
+    ("ldap timeout", _set("ldap", {"url": "ldaps://l.example.test", "base": "dc=x",
+                                   "timeout": "5s"}),
+     'ldap.timeout: expected a whole number of seconds 0-120, got "5s"'),
+    ("revocation", _set("revocation", "strict"),
+     'revocation: expected off | soft-fail | hard-fail, got "strict"'),
 ]
 
 
@@ -288,6 +311,22 @@ def test_error_names_yaml_path(confdir: Path, mutate: Mutation, expected: str) -
     mutate(data)
     message = _error(confdir, data)
     assert message.startswith(expected), message
+
+
+def test_ldap_section(confdir: Path) -> None:
+    data = _valid()
+    data["ldap"] = {"url": "ldap://127.0.0.1:3890/", "base": "ou=people,dc=example,dc=test",
+                    "starttls": False, "filter": "(|(mail={address})(mailAlternateAddress="
+                    "{address}))", "cache_seconds": 0}
+    (confdir / "config.yaml").write_text(yaml.safe_dump(data))
+    ldap = load_config(confdir / "config.yaml").ldap
+    assert ldap is not None
+    assert (ldap.url, ldap.starttls, ldap.cache_seconds, ldap.publish) == (
+        "ldap://127.0.0.1:3890", False, 0, False)
+    data["ldap"] = {"url": "ldaps://ldap.example.test", "base": "dc=example,dc=test"}
+    (confdir / "config.yaml").write_text(yaml.safe_dump(data))
+    ldap = load_config(confdir / "config.yaml").ldap
+    assert ldap is not None and not ldap.starttls and ldap.filter == "(mail={address})"
 
 
 def test_plaintext_only_on_loopback(confdir: Path) -> None:
