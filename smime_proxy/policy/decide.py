@@ -146,6 +146,9 @@ def decide(
     encrypt: EncryptMode = values["encrypt"]  # type: ignore[assignment]
     reasons.append(f"sign: {sign} (from {origin['sign']})")
     reasons.append(f"encrypt: {encrypt} (from {origin['encrypt']})")
+    if values["smime"] is False:  # S/MIME turned off for this account or domain
+        sign, encrypt = "never", "never"
+        reasons.append(f"smime: off (from {origin['smime']}): neither signed nor encrypted")
     for name in ("ciphers", "fallback", "header_protection", "hide_subject", "subject_tags"):
         if origin[name] != "built-in default":
             reasons.append(f"{name} from {origin[name]}")
@@ -175,8 +178,11 @@ def decide(
         current = sign if what == "sign" else encrypt
         if wanted == "yes":
             if current == "never":
-                refusal = refusal or (f"{source} asks to {what}, but the policy says "
-                                      f"{what}: never for this sender")
+                refusal = refusal or (
+                    f"{source} asks to {what}, but S/MIME is turned off for this sender"
+                    if values["smime"] is False else
+                    f"{source} asks to {what}, but the policy says {what}: never for this "
+                    "sender")
                 reasons.append(f"{source}: yes, but policy {what}: never: message refused")
                 continue
             if current != "required":

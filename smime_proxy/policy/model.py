@@ -50,6 +50,7 @@ class Settings:
     header_protection: HeaderProtection | None = None
     hide_subject: bool | None = None
     gcm_recipients: tuple[str, ...] | None = None
+    smime: bool | None = None  # off: the sender's mail is neither signed nor encrypted
 
     def items(self) -> list[tuple[str, object]]:
         return [(f.name, getattr(self, f.name)) for f in fields(self)
@@ -65,6 +66,7 @@ DEFAULTS = Settings(
     header_protection="injected",
     hide_subject=False,
     gcm_recipients=(),
+    smime=True,
 )
 
 
@@ -195,7 +197,7 @@ def parse_policy(data: object) -> Policy:
 
 
 _SETTING_KEYS = {"sign", "encrypt", "ciphers", "fallback", "subject_tags",
-                 "header_protection", "hide_subject", "gcm_recipients"}
+                 "header_protection", "hide_subject", "gcm_recipients", "smime"}
 
 
 def _rule(raw: object, where: str) -> Rule:
@@ -257,8 +259,13 @@ def _settings(raw: object, where: str) -> Settings:
                                _choice(m, "header_protection", where, HEADER_PROTECTIONS)),
         hide_subject=_bool(m, "hide_subject", where),
         gcm_recipients=_patterns(m, "gcm_recipients", where),
+        smime=_on_off(m, "smime", where),
     )
     # contradictions inside one rule
+    if s.smime is False and "required" in (s.sign, s.encrypt):
+        raise ConfigError(f"{where}.smime: off contradicts "
+                          f"{'sign' if s.sign == 'required' else 'encrypt'}: required in the "
+                          "same rule")
     if s.fallback == "signed" and s.sign == "never":
         raise ConfigError(f'{where}.fallback: "signed" contradicts sign: never in the same rule')
     if s.fallback is not None and s.encrypt in ("required", "never"):
@@ -322,6 +329,18 @@ def _bool(m: Mapping[str, object], key: str, where: str) -> bool | None:
         return None
     value = m[key]
     return boolean(value, f"{where}.{key}")
+
+
+def _on_off(m: Mapping[str, object], key: str, where: str) -> bool | None:
+    """on/off (YAML 1.1 reads a bare on/off as a boolean; quoted, it is a word)."""
+    if key not in m:
+        return None
+    value = m[key]
+    if isinstance(value, str) and value.strip().lower() in ("on", "off"):
+        return value.strip().lower() == "on"
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{where}.{key}: expected on or off, got {show(value)}")
 
 
 def _ciphers(m: Mapping[str, object], where: str) -> tuple[CipherName, ...] | None:

@@ -50,6 +50,36 @@ users:
     assert (d.sign, d.encrypt) == ("required", "if-possible")
 
 
+def test_smime_off_per_domain_and_on_again_per_account() -> None:
+    policy = _policy("""
+global: {sign: required, encrypt: if-possible}
+domains:
+  legacy.test: {smime: off}
+users:
+  boss@legacy.test: {smime: "on"}
+""")
+    d = decide(policy, "clerk@legacy.test", ["y@z.test"])
+    assert (d.sign, d.encrypt, d.refusal) == ("never", "never", None)
+    assert any(r.startswith("smime: off (from domains.legacy.test)") for r in d.reasons)
+    d = decide(policy, "clerk@legacy.test", ["y@z.test"], [("X-SMIME-Encrypt", "yes")])
+    assert d.refusal == ("header X-SMIME-Encrypt asks to encrypt, but S/MIME is turned off "
+                         "for this sender")
+    d = decide(policy, "boss@legacy.test", ["y@z.test"])
+    assert (d.sign, d.encrypt) == ("required", "if-possible")
+    assert decide(policy, "x@other.test", ["y@z.test"]).sign == "required"
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    ("{smime: maybe}", 'global.smime: expected on or off, got "maybe"'),
+    ("{smime: off, sign: required}",
+     "global.smime: off contradicts sign: required in the same rule"),
+])
+def test_smime_setting_mistakes(rule: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _policy(f"global: {rule}")
+    assert str(info.value) == message
+
+
 def test_glob_and_recipient_rules() -> None:
     policy = _policy("""
 global: {encrypt: if-possible}
