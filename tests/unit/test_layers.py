@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                         "smtp", "smtp.session",
                         "smtp.submission", "smtp.data", "smtp.directory", "policy",
                         "policy.decide")),
-    ("safe API", ("smime", "display", "keystore", "policy.model", "services")),
+    ("safe API", ("smime", "display", "keystore", "policy.model", "services", "revocation")),
     ("hazmat and pure cores", ("crypto", "mime", "imap.wire", "imap.views")),
     ("bottom", ("errors", "config", "yamlcheck", "tlsconfig", "memory", "logs", "metrics",
                 "throttle", "accounts", "")),
