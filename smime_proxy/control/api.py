@@ -39,6 +39,7 @@ class JsonApi:
         router.add_post("/api/v1/unlock", self.unlock)
         router.add_post("/api/v1/lock", self.lock)
         router.add_post("/api/v1/mail-unlock", self.mail_unlock)
+        router.add_post("/api/v1/encryption-method", self.encryption_method)
         router.add_post("/api/v1/import", self.import_pkcs12)
         router.add_post("/api/v1/generate", self.generate)
         router.add_post("/api/v1/export", self.export)
@@ -72,6 +73,12 @@ class JsonApi:
             text(body.get("password"), "password") if enable else "",
             self.guard.basic_password(request) if enable else ""))
         return web.json_response(status)
+
+    async def encryption_method(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        body = await read_json(request)
+        return web.json_response(self.ops.set_encryption_method(
+            user, text(body.get("method"), "method")))
 
     async def lock(self, request: web.Request) -> web.Response:
         user = await self.guard.basic_user(request)

@@ -198,6 +198,21 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 operation_id="mail_unlock",
             ),
         },
+        "/api/v1/encryption-method": {
+            "post": _op(
+                "Choose the Encryption Method: the cipher tried first when encrypting "
+                "(automatic: the admin policy's order; the policy's list stays the limit)",
+                {"200": _answer("the new setting")},
+                body=_json_body({
+                    "type": "object",
+                    "properties": {"method": {"type": "string", "enum": [
+                        "automatic", "aes-256-gcm", "aes-256-cbc", "aes-128-cbc"]}},
+                    "required": ["method"],
+                }),
+                errors=("400", "401", "429", "503"),
+                operation_id="encryption_method",
+            ),
+        },
         "/api/v1/password": {
             "post": _op(
                 "Change the Secure Mail Password",
@@ -305,6 +320,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         },
                         "message": {"type": "string"},
                         "directory": {"type": "string"},
+                        "encryption_method": {"type": "string"},
                     },
                     "required": ["user", "key_present", "locked", "expires_at",
                                  "certificate"],

@@ -39,13 +39,14 @@ from smime_proxy.keystore.certs import (
     normalize_address,
 )
 from smime_proxy.keystore.contacts import usable_for_encryption
-from smime_proxy.keystore.service import UNLOCK_FAILED
+from smime_proxy.keystore.service import ENCRYPTION_METHODS, UNLOCK_FAILED
 from smime_proxy.services import Services
 from smime_proxy.throttle import Throttle, Throttled
 
 log = logging.getLogger("smime_proxy.control")
 
 KEY_TYPES = ("rsa2048", "rsa3072", "ec-p256", "ec-p384")
+AUTOMATIC = "automatic"  # the Encryption Method that follows the policy's order
 NO_KEY = "you have no Secure Mail key"
 MAIL_UNLOCK_FORBIDDEN = "unlocking by mail login is turned off on this server"
 BAD_PKCS12_FILE = "wrong password for the PKCS#12 file (or a damaged file)"
@@ -123,7 +124,20 @@ class KeyOperations:
             "mail_unlock": {"allowed": mail.mail_unlock,
                             "enabled": certificate is not None
                             and mail.mail_unlock_enabled(user)},
+            "encryption_method": mail.encryption_method(user) or AUTOMATIC,
         }
+
+    def set_encryption_method(self, user: str, method: str) -> dict[str, Any]:
+        """The user's Encryption Method: one of ENCRYPTION_METHODS, or "automatic" (the
+        policy's order). The policy's cipher list stays the limit (a method it does not
+        allow is not used, and `policy explain` says so)."""
+        if method != AUTOMATIC and method not in ENCRYPTION_METHODS:
+            raise Refusal(400, f"method must be one of {AUTOMATIC}, "
+                               f"{', '.join(ENCRYPTION_METHODS)}")
+        self.services.secure_mail.set_encryption_method(
+            user, None if method == AUTOMATIC else method)
+        log.info("Encryption Method chosen", extra={"user": user, "method": method})
+        return self.status(user)
 
     async def run(self, action: Awaitable[T]) -> T:
         """Await an operation, mapping the key store's errors to Refusals."""

@@ -114,6 +114,24 @@ class PageState:
     flash: list[tuple[str, str]]
     can_generate: bool
     mail_unlock: bool | None = None  # None: the admin does not allow it
+    encryption_method: str = "automatic"
+
+
+_METHODS = (("automatic", "Automatic (the administrator's order)"),
+            ("aes-256-gcm", "AES-256-GCM (recipients whose mail says they read it)"),
+            ("aes-256-cbc", "AES-256-CBC"), ("aes-128-cbc", "AES-128-CBC"))
+
+
+def _encryption_method(state: PageState) -> str:
+    """The cipher tried first when the proxy encrypts the user's mail."""
+    options = "".join(
+        f'<option value="{value}"{" selected" if value == state.encryption_method else ""}>'
+        f"{_e(label)}</option>" for value, label in _METHODS)
+    return _form("/encryption-method", state.csrf, "Encryption Method",
+                 "<p>The cipher your mail is encrypted with, when the administrator's policy "
+                 "allows it for the recipients.</p>"
+                 f'<label>Encryption Method <select name="method">{options}</select></label>',
+                 "Save", form_id="encryption-method-form")
 
 
 def _mail_unlock(state: PageState) -> str:
@@ -239,6 +257,7 @@ def main_page(state: PageState) -> str:
         parts.append(_certificate(state.certificate))
         parts.append(_lock_panel(state))
         parts.append(_mail_unlock(state))
+        parts.append(_encryption_method(state))
         parts.append(_form(
             "/password", state.csrf, "Modify Secure Mail Password",
             _field("old_password", "Current Secure Mail Password",

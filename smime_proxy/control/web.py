@@ -51,6 +51,7 @@ class WebPage:
         for path, action in (
             ("/unlock", self._unlock), ("/lock", self._lock),
             ("/mail-unlock", self._mail_unlock),
+            ("/encryption-method", self._encryption_method),
             ("/import", self._import), ("/generate", self._generate),
             ("/password", self._password), ("/remove", self._remove),
             ("/contacts/add", self._contacts_add),
@@ -93,6 +94,7 @@ class WebPage:
             can_generate=mail.ca is not None,
             mail_unlock=(status["mail_unlock"]["enabled"] if status["mail_unlock"]["allowed"]
                          else None),
+            encryption_method=status["encryption_method"],
         )
         return web.Response(text=pages.main_page(state), content_type="text/html")
 
@@ -185,6 +187,11 @@ class WebPage:
                     form: Mapping[str, Any]) -> str:
         self.ops.lock(session.user)
         return "Secure Mail is locked."
+
+    async def _encryption_method(self, request: web.Request, session: Session,
+                                 form: Mapping[str, Any]) -> str:
+        status = self.ops.set_encryption_method(session.user, form_field(form, "method"))
+        return f"Encryption Method: {status['encryption_method']}."
 
     async def _import(self, request: web.Request, session: Session,
                       form: Mapping[str, Any]) -> str:

@@ -85,6 +85,15 @@ class KeyStore(Protocol):
         goes with the record when the record is deleted."""
         ...
 
+    def preference(self, user: str, name: str) -> str | None:
+        """One of the user's Secure Mail settings (e.g. "encryption_method"), or None. A
+        setting does not need a key and stays when the key is removed."""
+        ...
+
+    def set_preference(self, user: str, name: str, value: str | None) -> None:
+        """Store (or with None remove) one setting."""
+        ...
+
 
 class AddressBook(Protocol):
     """Repository of recipients' certificates, per user, by lowercase e-mail address."""
@@ -119,6 +128,7 @@ class MemoryKeyStore:
     def __init__(self) -> None:
         self._records: dict[str, KeyRecord] = {}
         self._mail_copies: dict[str, bytes] = {}
+        self._preferences: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -136,6 +146,17 @@ class MemoryKeyStore:
                 self._mail_copies.pop(user, None)
             else:
                 self._mail_copies[user] = wrapped
+
+    def preference(self, user: str, name: str) -> str | None:
+        with self._lock:
+            return self._preferences.get((user, name))
+
+    def set_preference(self, user: str, name: str, value: str | None) -> None:
+        with self._lock:
+            if value is None:
+                self._preferences.pop((user, name), None)
+            else:
+                self._preferences[(user, name)] = value
 
     def get(self, user: str) -> KeyRecord | None:
         with self._lock:

@@ -68,6 +68,8 @@ DEFAULT_IDLE_TIMEOUT = timedelta(seconds=180)
 DEFAULT_MAX_UNLOCK = timedelta(hours=8)
 UNLOCK_FAILED = "wrong user name or Secure Mail Password"
 MAX_USER_LENGTH = 320
+# what a user may choose as their Encryption Method: the ciphers the SMTP front sends
+ENCRYPTION_METHODS = ("aes-256-gcm", "aes-256-cbc", "aes-128-cbc")
 
 Password = bytes | str
 
@@ -336,6 +338,19 @@ class SecureMail:
         return gone
 
     # --- unlock by mail login (issue 13: the user's choice) ------------------------------
+
+    def encryption_method(self, user: str) -> str | None:
+        """The cipher the user chose to encrypt with (one of ENCRYPTION_METHODS), None for
+        the policy's order."""
+        value = self.store.preference(check_user(user), "encryption_method")
+        return value if value in ENCRYPTION_METHODS else None
+
+    def set_encryption_method(self, user: str, method: str | None) -> None:
+        """Choose the Encryption Method (None: the policy's order); InputError otherwise."""
+        if method is not None and method not in ENCRYPTION_METHODS:
+            raise InputError(f"the Encryption Method must be one of "
+                             f"{', '.join(ENCRYPTION_METHODS)}")
+        self.store.set_preference(check_user(user), "encryption_method", method)
 
     def mail_unlock_enabled(self, user: str) -> bool:
         return self.mail_unlock and self.store.mail_copy(check_user(user)) is not None

@@ -78,9 +78,20 @@ def _migrate_3(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE contact_certs ADD COLUMN reads_gcm INTEGER")
 
 
+def _migrate_4(db: sqlite3.Connection) -> None:
+    """A user's Secure Mail settings (issue 14: the Encryption Method); no key needed."""
+    db.execute("""
+        CREATE TABLE user_preferences (
+            user_id TEXT NOT NULL,
+            name    TEXT NOT NULL,
+            value   TEXT NOT NULL,
+            PRIMARY KEY (user_id, name)
+        )""")
+
+
 # Index i holds the migration from version i to i + 1. Append only.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _migrate_1, _migrate_2, _migrate_3)
+    _migrate_1, _migrate_2, _migrate_3, _migrate_4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -256,6 +267,20 @@ class SqliteKeyStore:
             if wrapped is not None:
                 db.execute("INSERT INTO mail_unlock (user_id, wrapped_key) VALUES (?, ?)",
                            (user, wrapped))
+
+    def preference(self, user: str, name: str) -> str | None:
+        with self._database.transaction() as db:
+            row = db.execute("SELECT value FROM user_preferences WHERE user_id = ? AND "
+                             "name = ?", (user, name)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_preference(self, user: str, name: str, value: str | None) -> None:
+        with self._database.transaction() as db:
+            db.execute("DELETE FROM user_preferences WHERE user_id = ? AND name = ?",
+                       (user, name))
+            if value is not None:
+                db.execute("INSERT INTO user_preferences (user_id, name, value) "
+                           "VALUES (?, ?, ?)", (user, name, value))
 
 
 class SqliteAddressBook:

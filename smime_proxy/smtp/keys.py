@@ -105,6 +105,9 @@ class ServiceKeys:
     def reads_gcm(self, user: str, address: str, certificate: x509.Certificate) -> bool:
         return self.contacts.reads_gcm(user, address, certificate)
 
+    def encryption_method(self, user: str) -> str | None:
+        return self.secure_mail.encryption_method(user)
+
     def recipient_certificate(self, user: str, address: str) -> x509.Certificate:
         if self.cache is None:
             return self._lookup(user, address)

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import email.utils
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -111,6 +111,9 @@ class Keys(Protocol):
     def reads_gcm(self, user: str, address: str, certificate: x509.Certificate) -> bool:
         """Whether that recipient announced AES-256-GCM (smimeCapabilities of their signed
         mail, kept in the user's address book)."""
+
+    def encryption_method(self, user: str) -> str | None:
+        """The cipher the user chose on the Secure Mail page, None for the policy's order."""
 
 
 @dataclass(frozen=True)
@@ -177,10 +180,19 @@ def plan_submission(
         reasons.append(f"already {client} by the client: relayed unchanged")
         return _one_copy(recipients, base, False, decision, reasons)
 
-    # 2. encryption: who, with which certificates
+    # 2. encryption: who, with which certificates (and the user's Encryption Method first,
+    # when the policy allows it: the policy's list stays the limit)
     bcc = [r for r in dict.fromkeys(envelope) if r not in to_cc]
     visible_envelope = [r for r in dict.fromkeys(envelope) if r in to_cc]
     encrypt = decision.encrypt != "never"
+    method = keys.encryption_method(user) if encrypt else None
+    if method is not None and method in decision.ciphers:
+        decision = replace(decision, ciphers=(
+            method, *(c for c in decision.ciphers if c != method)))
+        reasons.append(f"ciphers: the sender's Encryption Method {method} first")
+    elif method is not None:
+        reasons.append(f"the sender's Encryption Method {method} is not among the policy's "
+                       f"ciphers ({', '.join(decision.ciphers)}): the policy's order is used")
     certs: dict[str, x509.Certificate] = {}
     if encrypt:
         missing: list[str] = []

@@ -852,3 +852,18 @@ async def test_import_only_for_the_users_own_addresses(tmp_path: Path, upstream:
             "file": ("p.p12", p12(make_user("bob@partner.example", pki))),
             "file_password": FILE_PW.decode(), "password": SMP, "password2": SMP})
         assert res.status == 201, res.text
+
+
+async def test_encryption_method_is_kept_per_user(control: RunningControl,
+                                                  alice: AsyncClient) -> None:
+    assert (await alice.get("/api/v1/status")).json()["encryption_method"] == "automatic"
+    bad = await alice.post("/api/v1/encryption-method", json_body={"method": "3des"})
+    assert bad.status == 400
+    assert "automatic, aes-256-gcm, aes-256-cbc, aes-128-cbc" in bad.json()["error"]
+    res = await alice.post("/api/v1/encryption-method", json_body={"method": "aes-128-cbc"})
+    assert res.status == 200, res.text
+    assert res.json()["encryption_method"] == "aes-128-cbc"
+    assert control.services.secure_mail.encryption_method("alice") == "aes-128-cbc"
+    res = await alice.post("/api/v1/encryption-method", json_body={"method": "automatic"})
+    assert res.json()["encryption_method"] == "automatic"
+    assert control.services.secure_mail.encryption_method("alice") is None

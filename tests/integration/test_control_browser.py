@@ -106,6 +106,14 @@ def test_secure_mail_page_in_chromium(control: RunningControl, tmp_path: Path) -
             expect(page.get_by_text("no longer unlocks")).to_be_visible()
             assert not control.services.secure_mail.mail_unlock_enabled("alice")
 
+            # the Encryption Method (issue 14): kept, and shown selected
+            form = page.locator("#encryption-method-form")
+            form.get_by_label("Encryption Method").select_option("aes-128-cbc")
+            form.get_by_role("button", name="Save").click()
+            expect(page.get_by_text("Encryption Method: aes-128-cbc.")).to_be_visible()
+            assert control.services.secure_mail.encryption_method("alice") == "aes-128-cbc"
+            expect(page.locator("#encryption-method-form select")).to_have_value("aes-128-cbc")
+
             # export CertAndKey.pfx
             form = page.locator("#export-form")
             form.get_by_label("Secure Mail Password").fill(SMP)

@@ -199,3 +199,15 @@ def test_sqlite_two_connections_and_threads(tmp_path: Path) -> None:
         first.close()
         second.close()
     assert os.path.exists(tmp_path / DB_FILENAME)
+
+
+def test_preferences_need_no_key_and_can_be_removed(key_store: KeyStore) -> None:
+    assert key_store.preference("alice", "encryption_method") is None
+    key_store.set_preference("alice", "encryption_method", "aes-128-cbc")
+    key_store.set_preference("bob", "encryption_method", "aes-256-gcm")
+    assert key_store.preference("alice", "encryption_method") == "aes-128-cbc"
+    key_store.set_preference("alice", "encryption_method", "aes-256-cbc")
+    assert key_store.preference("alice", "encryption_method") == "aes-256-cbc"
+    key_store.set_preference("alice", "encryption_method", None)
+    assert key_store.preference("alice", "encryption_method") is None
+    assert key_store.preference("bob", "encryption_method") == "aes-256-gcm"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from smime_proxy.errors import InputError
 from smime_proxy.policy import Policy
 from smime_proxy.smtp.keys import ServiceKeys
 from smime_proxy.smtp.submission import Plan, SubmissionRefused, plan_submission
@@ -354,3 +355,21 @@ def test_gcm_for_a_recipient_who_announced_it() -> None:
     # the policy's cipher list still decides what may be used at all
     plan = _plan(_message(), world, policy("global: {ciphers: [aes-256-cbc]}"))
     assert plan.copies[0].cipher == "aes-256-cbc"
+
+
+def test_the_senders_encryption_method_comes_first_within_the_policy() -> None:
+    world = _world()
+    both = policy("global: {ciphers: [aes-256-cbc, aes-128-cbc]}")
+    assert _plan(_message(), world, both).copies[0].cipher == "aes-256-cbc"
+    world.secure_mail.set_encryption_method("alice", "aes-128-cbc")
+    plan = _plan(_message(), world, both)
+    assert plan.copies[0].cipher == "aes-128-cbc"
+    assert "ciphers: the sender's Encryption Method aes-128-cbc first" in plan.reasons
+    plan = _plan(_message(), world)  # the default list has no AES-128: the policy limits
+    assert plan.copies[0].cipher == "aes-256-cbc"
+    assert any("Encryption Method aes-128-cbc is not among the policy's ciphers" in r
+               for r in plan.reasons)
+    world.secure_mail.set_encryption_method("alice", "aes-256-gcm")  # bob never said he can
+    assert _plan(_message(), world, both).copies[0].cipher == "aes-256-cbc"
+    with pytest.raises(InputError):
+        world.secure_mail.set_encryption_method("alice", "des-ede3-cbc")
