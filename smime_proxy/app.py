@@ -32,6 +32,7 @@ from smime_proxy.keystore.pkcs import KDF_ITERATIONS
 from smime_proxy.keystore.service import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_UNLOCK, SecureMail
 from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
 from smime_proxy.metrics import MailMetrics
+from smime_proxy.revocation import RevocationChecker
 
 log = logging.getLogger("smime_proxy.app")
 
@@ -56,6 +57,7 @@ class DaemonServices:
     reload_hooks: list[Callable[[], None]] = field(default_factory=list)
     metrics: MailMetrics = field(default_factory=MailMetrics)
     ldap: LdapDirectory | None = None
+    revocation: RevocationChecker | None = None
 
     def reload(self) -> None:
         for hook in self.reload_hooks:
@@ -160,6 +162,7 @@ def build_services(
         ca=ca,
         now=now,
         ldap=None if config.ldap is None else LdapDirectory.from_config(config.ldap),
+        revocation=None if config.revocation == "off" else RevocationChecker(),
     )
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -34,6 +34,7 @@ from smime_proxy.mime.transfer import transfer_decode
 from smime_proxy.mime.tree import parse as parse_tree
 from smime_proxy.smime import (
     SignatureReport,
+    SignerReport,
     decrypt_message,
     inspect_signature,
     is_encrypted,
@@ -64,6 +65,8 @@ def open_message(
     now: datetime,
     unauthenticated: Unauthenticated = "withhold",
     signatures: Signatures = "strip",
+    revocation: Callable[[SignerReport], str] | None = None,
+    revocation_hard_fail: bool = False,
 ) -> OpenedMessage:
     """Decrypt (whole-message encryption only) and verify, for display to a client.
 
@@ -81,6 +84,12 @@ def open_message(
     `unauthenticated` decides: "withhold" shows the stored S/MIME message as it is
     (`content=withheld`), "text" shows only the text/plain parts as one plain text message,
     with nothing a client would load or run (`content=text-only`).
+
+    `revocation` (given when the admin turned revocation checking on) says of a signer of
+    an otherwise valid signature "good", "revoked" or "unknown": a revoked signer makes the
+    signature not valid (`signature=revoked`), so does an unknown one under
+    `revocation_hard_fail` (`signature=revocation-unknown`); otherwise the status adds
+    `revocation=good|unknown`.
     """
     cipher: str | None = None
     content = message
@@ -99,6 +108,14 @@ def open_message(
         report = inspect_signature(content, trust_roots, now=now)
         if report.opaque and report.content is not None and report.signers:
             content = merge_outer_fields(parse_entity(content), (report.content,))
+    revoked: str | None = None
+    if report is not None and report.valid and revocation is not None:
+        words = {revocation(signer) for signer in report.signers}
+        revoked = next((w for w in ("revoked", "unknown") if w in words), "good")
+        if revoked == "revoked" or (revoked == "unknown" and revocation_hard_fail):
+            report = replace(report, valid=False, reason=(
+                "signer certificate revoked" if revoked == "revoked"
+                else "signer certificate's revocation status unknown"))
     shown = without_field(content, STATUS_HEADER)
     valid = report is not None and report.valid
     protected = None
@@ -126,7 +143,7 @@ def open_message(
         withheld = unauthenticated
         shown = (without_field(message, STATUS_HEADER) if withheld == "withhold"
                  else text_only(shown))
-    status = _status_value(cipher, report, protected, withheld)
+    status = _status_value(cipher, report, protected, withheld, revoked)
     status_line = f"{STATUS_HEADER}: {status}\r\n".encode("ascii")
     if stripped is not None:
         # the decrypted message is not what is shown (its signed part is): let it go
@@ -196,12 +213,15 @@ def text_only(message: bytes) -> bytes:
 
 def _status_value(cipher: str | None, report: SignatureReport | None,
                   protected: bool | None = None,
-                  withheld: Unauthenticated | None = None) -> str:
-    """`encrypted=yes|no; cipher=<alg>; signature=valid|invalid|untrusted|mismatch|none;
-    signer=<addr>; headers=protected|unprotected; content=withheld|text-only` (DESIGN
-    decision 5; `headers` only with a valid signature, `content` only for unauthenticated
-    decryption that is not shown whole). Values come from fixed words and addresses that
-    certificate_addresses() reduced to plain addr-specs: no CR/LF can get in."""
+                  withheld: Unauthenticated | None = None,
+                  revoked: str | None = None) -> str:
+    """`encrypted=yes|no; cipher=<alg>; signature=valid|invalid|untrusted|mismatch|revoked|
+    revocation-unknown|none; signer=<addr>; revocation=good|unknown;
+    headers=protected|unprotected; content=withheld|text-only` (DESIGN decision 5; `headers`
+    only with a valid signature, `revocation` only when checked and the signature still
+    valid, `content` only for unauthenticated decryption that is not shown whole). Values
+    come from fixed words and addresses that certificate_addresses() reduced to plain
+    addr-specs: no CR/LF can get in."""
     parts = [f"encrypted={'yes' if cipher else 'no'}"]
     if cipher:
         parts.append(f"cipher={cipher}")
@@ -214,6 +234,8 @@ def _status_value(cipher: str | None, report: SignatureReport | None,
         return "; ".join(parts)
     if report.valid:
         verdict = "valid"
+    elif revoked in ("revoked", "unknown"):
+        verdict = "revoked" if revoked == "revoked" else "revocation-unknown"
     elif not all(s.signature_valid for s in report.signers):
         verdict = "invalid"
     elif not all(s.chain_trusted for s in report.signers):
@@ -228,6 +250,8 @@ def _status_value(cipher: str | None, report: SignatureReport | None,
     )
     if signer and _SAFE_ADDRESS.fullmatch(signer):
         parts.append(f"signer={signer}")
+    if report.valid and revoked is not None:
+        parts.append(f"revocation={revoked}")
     if protected is not None:
         parts.append(f"headers={'protected' if protected else 'unprotected'}")
     if withheld is not None:

@@ -22,14 +22,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.client import HTTPMessage
+from itertools import pairwise
 from typing import IO, Literal
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -485,3 +487,31 @@ def _covers_all(crl: x509.CertificateRevocationList) -> bool:
         isinstance(point, x509.IssuingDistributionPoint)
         and (point.only_contains_ca_certs or point.only_contains_attribute_certs
              or point.only_some_reasons or point.indirect_crl))
+
+
+def find_issuer(certificate: x509.Certificate,
+                candidates: Sequence[x509.Certificate]) -> x509.Certificate | None:
+    """The candidate that directly issued `certificate` (name and signature), if any."""
+    for candidate in candidates:
+        if candidate.subject != certificate.issuer:
+            continue
+        try:
+            certificate.verify_directly_issued_by(candidate)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return candidate
+    return None
+
+
+def check_chain(checker: RevocationChecker, chain: Sequence[x509.Certificate],
+                now: datetime) -> RevocationResult:
+    """Every certificate of a validated chain (signer first, root last) but the root: the
+    first revoked one decides, else any unknown one, else good."""
+    results = [checker.check(child, parent, now) for child, parent in pairwise(chain)]
+    if not results:
+        return RevocationResult("unknown", "none", "no issuer to ask")
+    for wanted in ("revoked", "unknown"):
+        for result in results:
+            if result.status == wanted:
+                return result
+    return results[0]

@@ -3,7 +3,7 @@
 The composition root (`app.build_services`) builds the concrete object; the shells only
 name this protocol, so they never import `app` and never build a store themselves.
 
-May import: config, keystore, metrics, cryptography, stdlib.
+May import: config, keystore, metrics, revocation, cryptography, stdlib.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.ldap import LdapDirectory
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.metrics import MailMetrics
+from smime_proxy.revocation import RevocationChecker
 
 
 class Services(Protocol):
@@ -52,6 +53,11 @@ class Services(Protocol):
     @property
     def ldap(self) -> LdapDirectory | None:
         """The LDAP directory of recipients' certificates, if the config names one."""
+        ...
+
+    @property
+    def revocation(self) -> RevocationChecker | None:
+        """The revocation checker, when the config's `revocation` is not off."""
         ...
 
     @property

@@ -98,6 +98,9 @@ class SignerReport:
     # message's certificates and chaining to a trust root; None if not named or not found
     encryption_certificate: x509.Certificate | None = field(default=None, repr=False,
                                                             compare=False)
+    # the validated path, signer first, root last (empty unless chain_trusted): what a
+    # revocation check asks about
+    chain: tuple[x509.Certificate, ...] = field(default=(), repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -508,8 +511,9 @@ def _signer_report(
         return SignerReport((), "", "", None, None, False, False, check.problem)
     chain_trusted = False
     problem = check.problem
+    chain: list[x509.Certificate] = []
     try:
-        validate_signer_chain(cert, intermediates, trust_roots, now)
+        chain = validate_signer_chain(cert, intermediates, trust_roots, now)
         chain_trusted = True
     except ChainUntrusted as exc:
         problem = problem or str(exc)
@@ -526,6 +530,7 @@ def _signer_report(
         tuple(check.capabilities),
         _preferred_certificate(check.key_preference, [cert, *intermediates], intermediates,
                                trust_roots, now) if chain_trusted else None,
+        tuple(chain),
     )
 
 

@@ -11,7 +11,8 @@ Without `--policy`, the `policy_file` of `--config` is used; with neither, the b
 defaults. Exit 0 when the message would be sent, 1 when the policy refuses it, 2 for a bad
 policy file or bad arguments.
 
-May import: app, config, errors, keystore, policy, policy.decide, smtp.directory, stdlib.
+May import: app, config, errors, keystore, policy, policy.decide, revocation, smtp.directory,
+smtp.keys, stdlib.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     explain.add_argument("--header", dest="headers", action="append", default=[],
                          metavar='"NAME: VALUE"', help="a header field of the message")
     explain.add_argument("--subject", help="the Subject (for subject tags)")
-    explain.add_argument("--user", help="also say, from this user's address book (and the "
-                         "policy's certificate_dir) under --data-dir, which certificate each "
-                         "recipient would get and whether AES-256-GCM")
+    explain.add_argument("--user", help="also say, from this user's address book (then the "
+                         "policy's certificate_dir and the config's LDAP directory) under "
+                         "--data-dir, which certificate each recipient would get, its "
+                         "revocation check and whether AES-256-GCM")
     _source_options(explain)
     explain.set_defaults(handler=_explain)
     check = commands.add_parser("check", help="validate a policy file")
@@ -86,36 +88,51 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _certificates(args: argparse.Namespace, policy: Policy, decision: Decision) -> None:
-    """Per recipient: the certificate the SMTP front would encrypt to, where it comes from,
-    and whether that recipient gets AES-256-GCM (the policy's list, or what their signed
-    mail announced). Revocation is not checked (issue 14)."""
-    from smime_proxy.app import stores_of
+    """Per recipient: the certificate the SMTP front would encrypt to, where it comes from
+    (address book, certificate_dir, or the config's LDAP directory), its revocation check
+    (the config's `revocation`), and whether that recipient gets AES-256-GCM (the policy's
+    list, or what their signed mail announced). The same lookup as the SMTP front's."""
+    from smime_proxy.app import load_trust_roots, stores_of
+    from smime_proxy.config import load_config
     from smime_proxy.errors import NoRecipientCertificate
     from smime_proxy.keystore.certs import fingerprint
+    from smime_proxy.keystore.ldap import LdapDirectory
+    from smime_proxy.revocation import RevocationChecker
     from smime_proxy.smtp.directory import CertificateDirectory
+    from smime_proxy.smtp.keys import ServiceKeys
 
     if not args.data_dir:
         raise InputError("--user needs the key store: give --data-dir DIR")
     now = datetime.now(UTC)
-    directory = CertificateDirectory.load(policy.certificate_dir)
-    sys.stdout.write(f"certificates (user {args.user}; revocation: not checked):\n")
+    config = load_config(Path(args.config)) if args.config else None
+    mode = config.revocation if config is not None else "off"
+    sys.stdout.write(f"certificates (user {args.user}; revocation: "
+                     f"{'not checked' if mode == 'off' else mode}):\n")
     with stores_of(args.data_dir) as stores:
+        keys = ServiceKeys(
+            stores.secure_mail, stores.contacts, now,
+            directory=CertificateDirectory.load(policy.certificate_dir),
+            ldap=LdapDirectory.from_config(config.ldap) if config and config.ldap else None,
+            revocation=RevocationChecker() if mode != "off" else None, revocation_mode=mode,
+            issuers=load_trust_roots(config) if config is not None else ())
         for address in dict.fromkeys(a.strip().lower() for a in args.recipients):
             try:
-                certificate = stores.contacts.choose_certificate(args.user, address, now)
-                where = "address book"
-                announced = stores.contacts.reads_gcm(args.user, address, certificate)
-            except NoRecipientCertificate:
-                found = directory.choose(address, now)
-                if found is None:
-                    sys.stdout.write(f"  - {address}: no usable certificate\n")
-                    continue
-                certificate, where, announced = found, "certificate_dir", False
+                located = keys.locate(args.user, address)
+            except NoRecipientCertificate as exc:
+                why = " (the LDAP directory could not be asked)" if exc.unavailable else ""
+                sys.stdout.write(f"  - {address}: no usable certificate{why}\n")
+                continue
+            certificate = located.certificate
+            announced = keys.reads_gcm(args.user, address, certificate)
             gcm = ("yes (policy gcm_recipients)" if decision.supports_gcm(address)
                    else "yes (announced in their signed mail)" if announced else "no")
+            revocation = ("" if located.revocation is None else
+                          f"; revocation: {located.revocation.status} "
+                          f"({located.revocation.detail})")
             sys.stdout.write(
-                f"  - {address}: {where}, SHA-256 {fingerprint(certificate)[:16]}..., valid"
-                f" until {certificate.not_valid_after_utc:%Y-%m-%d}; AES-256-GCM: {gcm}\n")
+                f"  - {address}: {located.source}, SHA-256 {fingerprint(certificate)[:16]}..., "
+                f"valid until {certificate.not_valid_after_utc:%Y-%m-%d}{revocation}; "
+                f"AES-256-GCM: {gcm}\n")
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -2,13 +2,16 @@
 message for a client (`open_for_client`: decrypt, verify, the status line; never raises) and
 seal a client's Sent or Drafts copy to the user's own certificate (`seal_for_user`).
 
-May import: config, errors, services, smime, display, keystore, mime, imap.events, stdlib.
+May import: config, errors, services, smime, display, keystore, mime, revocation, imap.events,
+stdlib.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from datetime import datetime
 
 from smime_proxy.display import open_message
 from smime_proxy.errors import (
@@ -22,8 +25,9 @@ from smime_proxy.errors import (
 from smime_proxy.imap.events import MessageOpened
 from smime_proxy.keystore.certs import certificate_addresses
 from smime_proxy.mime.entity import STATUS_HEADER, without_field
+from smime_proxy.revocation import check_chain
 from smime_proxy.services import Services
-from smime_proxy.smime import is_encrypted, seal_stored_copy
+from smime_proxy.smime import SignerReport, is_encrypted, seal_stored_copy
 
 log = logging.getLogger("smime_proxy.imap")
 
@@ -101,7 +105,9 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
     try:
         opened = open_message(raw, agent, services.trust_roots, now=now,
                               unauthenticated=services.config.unauthenticated_content,
-                              signatures=services.config.signatures)
+                              signatures=services.config.signatures,
+                              revocation=_revocation_check(services, user, now),
+                              revocation_hard_fail=services.config.revocation == "hard-fail")
     except KeyLocked:
         return MessageOpened(request_id, "locked")
     except SmimeProxyError as exc:
@@ -134,6 +140,25 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
              + len(raw) and opened.content.startswith(prefix) and opened.content.endswith(raw))
     return MessageOpened(request_id, "opened", opened.content, plain=plain,
                          decrypted=opened.encrypted)
+
+
+def _revocation_check(services: Services, user: str,
+                      now: datetime) -> Callable[[SignerReport], str] | None:
+    """What `open_message` asks of each signer of a valid signature, when the admin turned
+    revocation checking on: its validated chain, by OCSP then CRL (network: this runs in
+    the front's worker threads; answers are cached)."""
+    checker = services.revocation
+    if checker is None:
+        return None
+
+    def check(signer: SignerReport) -> str:
+        result = check_chain(checker, signer.chain, now)
+        if result.status != "good":
+            log.info("signer certificate %s", result.status,
+                     extra={"user": user, "reason": result.detail})
+        return result.status
+
+    return check
 
 
 def seal_for_user(services: Services, user: str, message: bytes) -> bytes | None:

@@ -14,8 +14,8 @@ reading) and one `SubmissionUpstream` per client connection, around the sans-I/O
 
 Nothing here logs a password, a key or a message body.
 
-May import: accounts, throttle, config, errors, keystore, memory, metrics, policy, services, smtp,
-tlsconfig, aiosmtpd, stdlib.
+May import: accounts, throttle, config, errors, keystore, memory, metrics, policy, revocation,
+services, smtp, tlsconfig, aiosmtpd, cryptography, stdlib.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from cryptography import x509
 
 from smime_proxy.accounts import Accounts
-from smime_proxy.config import ListenerConfig, UpstreamEndpoint, control_url
+from smime_proxy.config import ListenerConfig, Revocation, UpstreamEndpoint, control_url
 from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.ldap import LdapDirectory
@@ -46,6 +47,7 @@ from smime_proxy.keystore.service import SecureMail
 from smime_proxy.memory import tune_memory
 from smime_proxy.metrics import MailMetrics
 from smime_proxy.policy import Policy, load_policy
+from smime_proxy.revocation import RevocationChecker
 from smime_proxy.services import Services
 from smime_proxy.smtp.data import DataReader
 from smime_proxy.smtp.directory import CertificateDirectory
@@ -146,8 +148,14 @@ class SmtpFront:
         accounts: Accounts | None = None,
         metrics: MailMetrics | None = None,
         ldap: LdapDirectory | None = None,
+        revocation: RevocationChecker | None = None,
+        revocation_mode: Revocation = "off",
+        issuers: tuple[x509.Certificate, ...] = (),
     ) -> None:
         self.ldap = ldap
+        self.revocation = revocation if revocation_mode != "off" else None
+        self.revocation_mode = revocation_mode
+        self.issuers = issuers
         self.metrics = metrics if metrics is not None else MailMetrics()
         self.secure_mail = secure_mail
         self.accounts = accounts if accounts is not None else Accounts()
@@ -185,7 +193,8 @@ class SmtpFront:
             unlock_url=control_url(config.listeners.control),
             policy_file=config.policy_file, now=services.now,
             accounts=Accounts.from_config(config), metrics=services.metrics,
-            ldap=services.ldap,
+            ldap=services.ldap, revocation=services.revocation,
+            revocation_mode=config.revocation, issuers=services.trust_roots,
         )
         services.reload_hooks.append(front.reload_policy)
         return front
@@ -411,7 +420,8 @@ class SmtpConnection(SMTP):
         front = self.front
         now = front.now()
         keys = ServiceKeys(front.secure_mail, front.contacts, now, front.certificates,
-                           front.directory, front.accounts, front.ldap)
+                           front.directory, front.accounts, front.ldap, front.revocation,
+                           front.revocation_mode, front.issuers)
         policy = front.policy
 
         def work() -> tuple[Plan, str]:
@@ -427,8 +437,10 @@ class SmtpConnection(SMTP):
         try:
             # Small messages: a few ms of CPU, cheaper in the loop than a thread hand-off
             # (the GIL serialises the work anyway); large ones must not stall other sessions.
-            # A directory lookup may wait on the network: never in the loop.
-            inline = len(holder[0]) < INLINE_LIMIT and front.ldap is None
+            # A directory lookup or a revocation check may wait on the network: never in
+            # the loop.
+            inline = (len(holder[0]) < INLINE_LIMIT and front.ldap is None
+                      and front.revocation is None)
             plan, digest = work() if inline else await asyncio.to_thread(work)
         except SubmissionRefused as exc:
             metrics.submitted.labels("refused").inc()
