@@ -254,8 +254,10 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
         users=_users(r, top.get("users", {})),
         imap=_imap(r, top.get("imap", {})),
         ldap=None if top.get("ldap") is None else _ldap(r, top["ldap"]),
-        revocation=cast(Revocation, r.choice(top.get("revocation", "off"), "revocation",
-                                             ("off", "soft-fail", "hard-fail"))),
+        # YAML 1.1 reads a bare `off` as false
+        revocation=cast(Revocation, r.choice(
+            "off" if top.get("revocation") is False else top.get("revocation", "off"),
+            "revocation", ("off", "soft-fail", "hard-fail"))),
     )
 
 
