@@ -151,3 +151,30 @@ def test_policy_explain_shows_source_and_revocation(pki: RevocationPki, tmp_path
     assert "certificates (user alice; revocation: soft-fail):" in res.stdout
     assert f"  - {bob.email}: address book, SHA-256 " in res.stdout
     assert f"; revocation: good (OCSP: good (responder http://127.0.0.1:{port}/))" in res.stdout
+
+
+def test_the_imap_workers_check_per_the_config(pki: RevocationPki, tmp_path: Path) -> None:
+    """`imap.opening.open_for_client`, as the IMAP front's worker threads run it, with the
+    daemon's services built from a config saying `revocation: hard-fail`."""
+    import yaml
+
+    from smime_proxy.app import build_services
+    from smime_proxy.config import parse_config
+    from smime_proxy.imap.opening import open_for_client
+    from support.control import Upstreamish, control_config
+
+    port = free_port()
+    revoked = pki.user("imap-revoked@example.test", ocsp_port=port, index="R")
+    unknown = pki.user("imap-unknown@example.test", ocsp_port=free_port(), crl_path=None)
+    roots = tmp_path / "roots.pem"
+    roots.write_bytes(pki.ca.cert_pem())
+    data = control_config(tmp_path, Upstreamish("127.0.0.1", 1, tls="none"))
+    data.update({"revocation": "hard-fail", "trust_roots": [str(roots)]})
+    services = build_services(parse_config(yaml.safe_load(yaml.safe_dump(data)),
+                                           base_dir=tmp_path), kdf_iterations=1000)
+    with pki.ocsp_responder(port):
+        first = open_for_client(services, "bob", _signed(revoked), 1).content
+    second = open_for_client(services, "bob", _signed(unknown), 2).content
+    assert first is not None and second is not None
+    assert b"signature=revoked; signer=imap-revoked@example.test" in first.split(b"\r\n")[0]
+    assert b"signature=revocation-unknown" in second.split(b"\r\n")[0]
