@@ -185,6 +185,10 @@ def default_fronts(services: DaemonServices) -> list[Front]:
     from smime_proxy.imap.server import ImapFront
 
     fronts.append(ImapFront(services))
+    if services.config.listeners.lmtp is not None:
+        from smime_proxy.lmtp.server import LmtpFront
+
+        fronts.append(LmtpFront.from_services(services))
     return fronts
 
 

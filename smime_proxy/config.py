@@ -76,6 +76,7 @@ class ListenersConfig:
     imap: ListenerConfig
     smtp: ListenerConfig
     control: ListenerConfig
+    lmtp: ListenerConfig | None = None  # the Store Encrypted filter (README "Mail at rest")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class UpstreamEndpoint:
 class UpstreamConfig:
     imap: UpstreamEndpoint
     smtp: UpstreamEndpoint
+    lmtp: UpstreamEndpoint | None = None  # the mail store's LMTP (plaintext, trusted network)
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,9 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
                      "imap", "ldap", "revocation"})
     listeners = _listeners(r, r.required(top, "", "listeners"))
     upstream = _upstream(r, r.required(top, "", "upstream"))
+    if (listeners.lmtp is None) != (upstream.lmtp is None):
+        raise ConfigError("listeners.lmtp: the Store Encrypted filter needs both "
+                          "listeners.lmtp and upstream.lmtp (the mail store's LMTP)")
     data_dir = r.path(r.required(top, "", "data_dir"), "data_dir", must_exist=False)
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(f"data_dir: {data_dir} exists and is not a directory")
@@ -282,10 +287,17 @@ def check_ports_free(config: Config) -> None:
 
 def _listeners(r: _Reader, raw: object) -> ListenersConfig:
     m = r.mapping(raw, "listeners", "a mapping with imap, smtp and control")
-    r.only(m, "listeners", {"imap", "smtp", "control"})
+    r.only(m, "listeners", {"imap", "smtp", "control", "lmtp"})
     built = {name: _listener(r, r.required(m, "listeners", name), f"listeners.{name}",
                              control=name == "control")
              for name in ("imap", "smtp", "control")}
+    if m.get("lmtp") is not None:
+        lmtp = _listener(r, m["lmtp"], "listeners.lmtp", control=False)
+        if lmtp.tls is not None or not _is_loopback(lmtp.host):
+            # LMTP has no authentication: whoever reaches it delivers into mailboxes
+            raise ConfigError("listeners.lmtp: LMTP is unauthenticated: listen on a loopback "
+                              "host with plaintext_loopback: true and no tls")
+        built["lmtp"] = lmtp
     seen: dict[tuple[str, int], str] = {}
     for name, lst in built.items():
         other = seen.get((lst.host, lst.port))
@@ -327,16 +339,19 @@ def _listener(r: _Reader, raw: object, where: str, *, control: bool) -> Listener
 
 def _upstream(r: _Reader, raw: object) -> UpstreamConfig:
     m = r.mapping(raw, "upstream", "a mapping with imap and smtp")
-    r.only(m, "upstream", {"imap", "smtp"})
+    r.only(m, "upstream", {"imap", "smtp", "lmtp"})
     built = {}
-    for name in ("imap", "smtp"):
+    for name in ("imap", "smtp", "lmtp"):
+        if name == "lmtp" and m.get("lmtp") is None:
+            continue
         where = f"upstream.{name}"
         e = r.mapping(r.required(m, "upstream", name), where, "a mapping")
         r.only(e, where, {"host", "port", "tls", "verify", "ca_file"})
         host = r.host(r.required(e, where, "host"), f"{where}.host", ip_only=False)
-        tls = r.choice(e.get("tls", "starttls"), f"{where}.tls",
-                       ("implicit", "starttls", "none"))
-        if tls == "none" and not _is_loopback(host):
+        tls = r.choice(e.get("tls", "none" if name == "lmtp" else "starttls"), f"{where}.tls",
+                       ("none",) if name == "lmtp" else ("implicit", "starttls", "none"))
+        # (LMTP carries no password; it goes to the store as the MTA's LMTP did before)
+        if tls == "none" and not _is_loopback(host) and name != "lmtp":
             raise ConfigError(f"{where}.tls: none would send users' passwords in clear to "
                               f"{host}; only allowed for a loopback host")
         ca_raw = e.get("ca_file")

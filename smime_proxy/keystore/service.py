@@ -352,6 +352,14 @@ class SecureMail:
                              f"{', '.join(ENCRYPTION_METHODS)}")
         self.store.set_preference(check_user(user), "encryption_method", method)
 
+    def store_encrypted_choice(self, user: str) -> bool:
+        """Whether the user asked that incoming plain mail be stored encrypted to them."""
+        return self.store.preference(check_user(user), "store_encrypted") == "yes"
+
+    def set_store_encrypted_choice(self, user: str, wanted: bool) -> None:
+        self.store.set_preference(check_user(user), "store_encrypted",
+                                  "yes" if wanted else None)
+
     def mail_unlock_enabled(self, user: str) -> bool:
         return self.mail_unlock and self.store.mail_copy(check_user(user)) is not None
 

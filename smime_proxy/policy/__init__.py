@@ -14,6 +14,7 @@ from smime_proxy.policy.decide import (
     decide,
     find_subject_tags,
     header_requests,
+    store_encrypted,
 )
 from smime_proxy.policy.model import (
     CIPHERS,
@@ -51,4 +52,5 @@ __all__ = [
     "header_requests",
     "load_policy",
     "parse_policy",
+    "store_encrypted",
 ]

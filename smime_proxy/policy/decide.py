@@ -82,6 +82,18 @@ class Decision:
         return "\n".join(lines) + "\n"
 
 
+def store_encrypted(policy: Policy, address: str) -> tuple[bool, str]:
+    """Whether incoming plain mail to `address` is stored encrypted to its owner (the LMTP
+    filter), and which rule said so. Rules are keyed by the mailbox owner's address here:
+    `users.bob@example.test: {store_encrypted: yes}` is about mail *to* bob."""
+    address = address.lower()
+    value, origin = bool(DEFAULTS.store_encrypted), "built-in default"
+    for rule in policy.matching(address, [address]):
+        if rule.settings.store_encrypted is not None:
+            value, origin = rule.settings.store_encrypted, rule.where
+    return value, origin
+
+
 def header_requests(headers: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     """The X-SMIME-Sign/-Encrypt values of a header list (lower-cased, stripped)."""
     out: dict[str, list[str]] = {SIGN_HEADER: [], ENCRYPT_HEADER: []}

@@ -51,6 +51,9 @@ class Settings:
     hide_subject: bool | None = None
     gcm_recipients: tuple[str, ...] | None = None
     smime: bool | None = None  # off: the sender's mail is neither signed nor encrypted
+    # incoming plain mail to the address (the LMTP filter) is stored encrypted to its owner;
+    # rules are then keyed by the recipient's address, as `users:`/`domains:` name it
+    store_encrypted: bool | None = None
 
     def items(self) -> list[tuple[str, object]]:
         return [(f.name, getattr(self, f.name)) for f in fields(self)
@@ -67,6 +70,7 @@ DEFAULTS = Settings(
     hide_subject=False,
     gcm_recipients=(),
     smime=True,
+    store_encrypted=False,
 )
 
 
@@ -197,7 +201,8 @@ def parse_policy(data: object) -> Policy:
 
 
 _SETTING_KEYS = {"sign", "encrypt", "ciphers", "fallback", "subject_tags",
-                 "header_protection", "hide_subject", "gcm_recipients", "smime"}
+                 "header_protection", "hide_subject", "gcm_recipients", "smime",
+                 "store_encrypted"}
 
 
 def _rule(raw: object, where: str) -> Rule:
@@ -260,6 +265,7 @@ def _settings(raw: object, where: str) -> Settings:
         hide_subject=_bool(m, "hide_subject", where),
         gcm_recipients=_patterns(m, "gcm_recipients", where),
         smime=_on_off(m, "smime", where),
+        store_encrypted=_bool(m, "store_encrypted", where),
     )
     # contradictions inside one rule
     if s.smime is False and "required" in (s.sign, s.encrypt):

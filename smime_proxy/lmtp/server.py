@@ -1,0 +1,207 @@
+"""The Store Encrypted filter: an LMTP listener between the MTA and the mail store.
+
+Postfix delivers to it (`virtual_transport = lmtp:inet:<this listener>`); it delivers each
+message on to the store's LMTP (Dovecot), per recipient in the form `lmtp.store` chose:
+recipients whose copy is unchanged share one transaction, each encrypted copy has its own.
+
+LMTP's promise is kept (RFC 2033 4.2): after the data, one reply per accepted recipient, in
+order, each given only once the store replied for that recipient; a store that did not
+answer, or a failure here, gives that recipient `451` so that the MTA keeps the message
+and retries. Nothing is acknowledged that the store did not acknowledge.
+
+aiosmtpd's `LMTP` is the server protocol; its DATA hook returns the per-recipient replies
+as one CRLF-joined block. The encryption runs in a worker thread.
+
+May import: accounts, config, errors, keystore, lmtp, policy, services, aiosmtpd, stdlib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import Envelope, Session
+
+from smime_proxy.accounts import Accounts
+from smime_proxy.config import ListenerConfig, UpstreamEndpoint
+from smime_proxy.errors import ConfigError
+from smime_proxy.keystore.service import SecureMail
+from smime_proxy.lmtp.store import StoredForm, stored_form
+from smime_proxy.lmtp.upstream import Reply, deliver
+from smime_proxy.policy import Policy, load_policy, store_encrypted
+from smime_proxy.services import Services
+
+log = logging.getLogger("smime_proxy.lmtp")
+
+NO_ANSWER = "451 4.4.2 the mail store did not answer for this recipient; try again later"
+NOT_PREPARED = "451 4.3.0 the message could not be prepared for this recipient; try again later"
+MAX_MESSAGE = 200 * 1024 * 1024
+_PASSED_OPTIONS = ("BODY=", "SMTPUTF8")  # SIZE is not passed: an encrypted copy is larger
+
+
+class LmtpFront:
+    """The `Front` of the Store Encrypted filter (see app.Front)."""
+
+    name = "lmtp"
+
+    def __init__(self, *, secure_mail: SecureMail, listener: ListenerConfig,
+                 upstream: UpstreamEndpoint, accounts: Accounts | None = None,
+                 policy: Policy | None = None, policy_file: Path | None = None,
+                 now: Callable[[], datetime], timeout: float = 60.0,
+                 max_message: int = MAX_MESSAGE) -> None:
+        self.secure_mail = secure_mail
+        self.listener = listener
+        self.upstream = upstream
+        self.accounts = accounts if accounts is not None else Accounts()
+        self.policy_file = policy_file
+        self.policy = policy if policy is not None else (
+            load_policy(policy_file) if policy_file is not None else Policy())
+        self.now = now
+        self.timeout = timeout
+        self.max_message = max_message
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+
+    @classmethod
+    def from_services(cls, services: Services) -> LmtpFront:
+        config = services.config
+        assert config.listeners.lmtp is not None and config.upstream.lmtp is not None
+        front = cls(secure_mail=services.secure_mail, listener=config.listeners.lmtp,
+                    upstream=config.upstream.lmtp, accounts=Accounts.from_config(config),
+                    policy_file=config.policy_file, now=services.now)
+        services.reload_hooks.append(front.reload_policy)
+        return front
+
+    def reload_policy(self) -> None:
+        if self.policy_file is not None:
+            self.policy = load_policy(self.policy_file)
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            return self.listener.port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: _Connection(self), self.listener.host, self.listener.port)
+        except OSError as exc:
+            raise ConfigError(f"listeners.lmtp.port: cannot listen on {self.listener.host} "
+                              f"port {self.listener.port}: {exc.strerror}") from None
+
+    async def stop(self, grace: float) -> None:
+        if self._server is not None:
+            self._server.close()
+        deadline = asyncio.get_running_loop().time() + grace
+        while self._connections and asyncio.get_running_loop().time() < deadline:
+            if not any(c.busy for c in self._connections):
+                break
+            await asyncio.sleep(0.05)  # a delivery in flight finishes (its replies are due)
+        for connection in list(self._connections):
+            if connection.transport is not None:
+                connection.transport.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
+
+    # --- one message ------------------------------------------------------------------------
+
+    def forms(self, recipients: Sequence[str], message: bytes) -> list[StoredForm | None]:
+        """Per recipient what to store (None: it could not be prepared). Worker thread."""
+        forms: list[StoredForm | None] = []
+        for recipient in recipients:
+            try:
+                address = recipient.strip().lower()
+                wanted, _origin = store_encrypted(self.policy, address)
+                user = self.accounts.user(address)
+                wanted = wanted or self.secure_mail.store_encrypted_choice(user)
+                certificate = (self.secure_mail.certificate(user)
+                               if wanted and self.secure_mail.has_key(user) else None)
+                form = stored_form(message, certificate, wanted=wanted)
+            except Exception as exc:
+                log.warning("cannot prepare a delivery", extra={"reason": type(exc).__name__})
+                forms.append(None)
+                continue
+            log.info("delivery prepared", extra={"user": user, "reason": form.reason})
+            forms.append(form)
+        return forms
+
+    async def deliver(self, sender: str, recipients: Sequence[str], message: bytes,
+                      options: Sequence[str]) -> list[str]:
+        """The reply lines for `recipients`, in order, once the store answered."""
+        forms = await asyncio.to_thread(self.forms, recipients, message)
+        replies = [NOT_PREPARED] * len(recipients)
+        unchanged = [i for i, f in enumerate(forms) if f is not None and not f.encrypted]
+        groups: list[tuple[list[int], bytes]] = [(unchanged, message)] if unchanged else []
+        groups.extend(([i], f.message) for i, f in enumerate(forms)
+                      if f is not None and f.encrypted)
+        passed = [o for o in options if o.upper().startswith(_PASSED_OPTIONS)]
+        answers = await asyncio.gather(*(
+            deliver(self.upstream.host, self.upstream.port, sender,
+                    [recipients[i] for i in indexes], copy, mail_options=passed,
+                    step_seconds=self.timeout)
+            for indexes, copy in groups))
+        for (indexes, _copy), results in zip(groups, answers, strict=True):
+            for index, result in zip(indexes, results, strict=True):
+                replies[index] = _reply_line(result)
+        return replies
+
+
+def _reply_line(result: Reply | None) -> str:
+    return NO_ANSWER if result is None else result.line
+
+
+class _Connection(LMTP):
+    """One MTA connection: aiosmtpd's LMTP, our hooks."""
+
+    def __init__(self, front: LmtpFront) -> None:
+        super().__init__(_Handler(front), data_size_limit=front.max_message,
+                         decode_data=False, enable_SMTPUTF8=True, hostname="smime-proxy",
+                         ident="smime-proxy Store Encrypted")
+        self.front = front
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.front._connections.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.front._connections.discard(self)
+        super().connection_lost(exc)
+
+
+class _Handler:
+    def __init__(self, front: LmtpFront) -> None:
+        self.front = front
+
+    async def handle_DATA(self, server: _Connection, session: Session,
+                          envelope: Envelope) -> str:
+        server.busy = True
+        try:
+            content = envelope.original_content or b""
+            replies = await self.front.deliver(envelope.mail_from or "", envelope.rcpt_tos,
+                                               content, envelope.mail_options)
+        except Exception:
+            log.exception("delivery failed")
+            replies = [NOT_PREPARED] * len(envelope.rcpt_tos)
+        finally:
+            server.busy = False
+        # RFC 2033 4.2: one reply per accepted RCPT, in order (aiosmtpd writes them as given)
+        return "\r\n".join(replies)
+
+    async def handle_RCPT(self, server: _Connection, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+
+__all__ = ["LmtpFront"]
