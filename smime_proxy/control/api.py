@@ -40,6 +40,7 @@ class JsonApi:
         router.add_post("/api/v1/lock", self.lock)
         router.add_post("/api/v1/mail-unlock", self.mail_unlock)
         router.add_post("/api/v1/encryption-method", self.encryption_method)
+        router.add_post("/api/v1/store-encrypted", self.store_encrypted)
         router.add_post("/api/v1/import", self.import_pkcs12)
         router.add_post("/api/v1/generate", self.generate)
         router.add_post("/api/v1/export", self.export)
@@ -79,6 +80,14 @@ class JsonApi:
         body = await read_json(request)
         return web.json_response(self.ops.set_encryption_method(
             user, text(body.get("method"), "method")))
+
+    async def store_encrypted(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        body = await read_json(request)
+        enable = body.get("enable")
+        if not isinstance(enable, bool):
+            raise Refusal(400, "enable: expected true or false")
+        return web.json_response(self.ops.set_store_encrypted(user, enable))
 
     async def lock(self, request: web.Request) -> web.Response:
         user = await self.guard.basic_user(request)

@@ -213,6 +213,20 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 operation_id="encryption_method",
             ),
         },
+        "/api/v1/store-encrypted": {
+            "post": _op(
+                "Turn Store Encrypted on or off: incoming plain mail is sealed to the user's "
+                "certificate as the mail store receives it (where the LMTP filter runs)",
+                {"200": _answer("the new setting")},
+                body=_json_body({
+                    "type": "object",
+                    "properties": {"enable": {"type": "boolean"}},
+                    "required": ["enable"],
+                }),
+                errors=("400", "401", "429", "503"),
+                operation_id="store_encrypted",
+            ),
+        },
         "/api/v1/password": {
             "post": _op(
                 "Change the Secure Mail Password",
@@ -321,6 +335,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         "message": {"type": "string"},
                         "directory": {"type": "string"},
                         "encryption_method": {"type": "string"},
+                        "store_encrypted": {"type": "boolean"},
                     },
                     "required": ["user", "key_present", "locked", "expires_at",
                                  "certificate"],

@@ -125,7 +125,16 @@ class KeyOperations:
                             "enabled": certificate is not None
                             and mail.mail_unlock_enabled(user)},
             "encryption_method": mail.encryption_method(user) or AUTOMATIC,
+            "store_encrypted": mail.store_encrypted_choice(user),
         }
+
+    def set_store_encrypted(self, user: str, wanted: bool) -> dict[str, Any]:
+        """The user's own Store Encrypted switch: incoming plain mail is sealed to their
+        certificate as the mail store receives it (where the admin runs the LMTP filter;
+        the admin's policy may also turn it on for them)."""
+        self.services.secure_mail.set_store_encrypted_choice(user, wanted)
+        log.info("Store Encrypted chosen", extra={"user": user, "enabled": wanted})
+        return self.status(user)
 
     def set_encryption_method(self, user: str, method: str) -> dict[str, Any]:
         """The user's Encryption Method: one of ENCRYPTION_METHODS, or "automatic" (the

@@ -115,6 +115,21 @@ class PageState:
     can_generate: bool
     mail_unlock: bool | None = None  # None: the admin does not allow it
     encryption_method: str = "automatic"
+    store_encrypted: bool = False
+
+
+def _store_encrypted(state: PageState) -> str:
+    """The user's Store Encrypted switch."""
+    if state.store_encrypted:
+        return _form("/store-encrypted", state.csrf, "Store Encrypted",
+                     "<p>On: new plain mail is stored encrypted to your certificate.</p>"
+                     '<input type="hidden" name="enable" value="0">', "Turn off",
+                     form_id="store-encrypted-form")
+    return _form("/store-encrypted", state.csrf, "Store Encrypted",
+                 "<p>Keep new incoming mail encrypted on the server, readable only with your "
+                 "key (where the administrator runs the delivery filter).</p>"
+                 '<input type="hidden" name="enable" value="1">', "Turn on",
+                 form_id="store-encrypted-form")
 
 
 _METHODS = (("automatic", "Automatic (the administrator's order)"),
@@ -258,6 +273,7 @@ def main_page(state: PageState) -> str:
         parts.append(_lock_panel(state))
         parts.append(_mail_unlock(state))
         parts.append(_encryption_method(state))
+        parts.append(_store_encrypted(state))
         parts.append(_form(
             "/password", state.csrf, "Modify Secure Mail Password",
             _field("old_password", "Current Secure Mail Password",

@@ -52,6 +52,7 @@ class WebPage:
             ("/unlock", self._unlock), ("/lock", self._lock),
             ("/mail-unlock", self._mail_unlock),
             ("/encryption-method", self._encryption_method),
+            ("/store-encrypted", self._store_encrypted),
             ("/import", self._import), ("/generate", self._generate),
             ("/password", self._password), ("/remove", self._remove),
             ("/contacts/add", self._contacts_add),
@@ -95,6 +96,7 @@ class WebPage:
             mail_unlock=(status["mail_unlock"]["enabled"] if status["mail_unlock"]["allowed"]
                          else None),
             encryption_method=status["encryption_method"],
+            store_encrypted=status["store_encrypted"],
         )
         return web.Response(text=pages.main_page(state), content_type="text/html")
 
@@ -192,6 +194,13 @@ class WebPage:
                                  form: Mapping[str, Any]) -> str:
         status = self.ops.set_encryption_method(session.user, form_field(form, "method"))
         return f"Encryption Method: {status['encryption_method']}."
+
+    async def _store_encrypted(self, request: web.Request, session: Session,
+                               form: Mapping[str, Any]) -> str:
+        wanted = form_field(form, "enable") == "1"
+        self.ops.set_store_encrypted(session.user, wanted)
+        return ("New plain mail will be stored encrypted." if wanted
+                else "New mail is stored as it arrives.")
 
     async def _import(self, request: web.Request, session: Session,
                       form: Mapping[str, Any]) -> str:

@@ -867,3 +867,14 @@ async def test_encryption_method_is_kept_per_user(control: RunningControl,
     res = await alice.post("/api/v1/encryption-method", json_body={"method": "automatic"})
     assert res.json()["encryption_method"] == "automatic"
     assert control.services.secure_mail.encryption_method("alice") is None
+
+
+async def test_store_encrypted_switch(control: RunningControl, alice: AsyncClient) -> None:
+    assert (await alice.get("/api/v1/status")).json()["store_encrypted"] is False
+    bad = await alice.post("/api/v1/store-encrypted", json_body={"enable": "yes"})
+    assert bad.status == 400
+    res = await alice.post("/api/v1/store-encrypted", json_body={"enable": True})
+    assert res.status == 200 and res.json()["store_encrypted"] is True
+    assert control.services.secure_mail.store_encrypted_choice("alice")
+    await alice.post("/api/v1/store-encrypted", json_body={"enable": False})
+    assert not control.services.secure_mail.store_encrypted_choice("alice")

@@ -114,6 +114,11 @@ def test_secure_mail_page_in_chromium(control: RunningControl, tmp_path: Path) -
             assert control.services.secure_mail.encryption_method("alice") == "aes-128-cbc"
             expect(page.locator("#encryption-method-form select")).to_have_value("aes-128-cbc")
 
+            # Store Encrypted (issue 11): the user's own switch
+            page.locator("#store-encrypted-form").get_by_role("button", name="Turn on").click()
+            expect(page.get_by_text("New plain mail will be stored encrypted.")).to_be_visible()
+            assert control.services.secure_mail.store_encrypted_choice("alice")
+
             # export CertAndKey.pfx
             form = page.locator("#export-form")
             form.get_by_label("Secure Mail Password").fill(SMP)

@@ -16,9 +16,12 @@ import pytest
 
 from smime_proxy.accounts import Accounts
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint
+from smime_proxy.crypto.keyagent import InProcessKeyAgent
+from smime_proxy.display import open_message
 from smime_proxy.harness import Upstream
 from smime_proxy.lmtp.server import NO_ANSWER, LmtpFront
 from smime_proxy.lmtp.upstream import deliver
+from support import pki
 from support.mailbox import wait_for
 from support.smime_check import decrypt, smime_type
 from support.smtp_proxy import key_world, people, policy
@@ -69,6 +72,12 @@ async def test_plain_mail_is_stored_encrypted_for_the_user_who_wants_it(
     assert b"confidential body" not in stored
     inner = decrypt(stored, people().ids["bob"], tmp_path)
     assert inner.endswith(message)  # the whole message, byte for byte, inside
+    # and the IMAP front shows exactly what arrived
+    bob = people().ids["bob"]
+    shown = open_message(stored, InProcessKeyAgent(bob.key, bob.cert, tuple(bob.chain)), [],
+                         now=pki.NOW)
+    assert shown.content.split(b"\r\n", 1)[1] == message
+    assert shown.status == "encrypted=yes; cipher=aes-256-gcm; signature=none"
     [plain] = await asyncio.to_thread(wait_for, upstream, "alice", "lmtp-store-1")
     assert b"confidential body of lmtp-store-1" in plain and smime_type(plain) is None
 
