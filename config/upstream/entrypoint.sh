@@ -8,11 +8,15 @@
 #   entrypoint.sh render    only render the three files into $UPSTREAM_DIR (used by a test)
 #
 # Environment: UPSTREAM_DIR (state directory; its tls/ is shared with the other containers),
-# LISTEN, DOVECOT_HOST, IMAP_PORT, IMAPS_PORT, LMTP_PORT, SASL_PORT, SUBMISSION_PORT.
+# LISTEN, DOVECOT_HOST, IMAP_PORT, IMAPS_PORT, LMTP_PORT, SASL_PORT, SUBMISSION_PORT;
+# DELIVERY_HOST / DELIVERY_PORT: where Postfix delivers (default: Dovecot's LMTP; set them
+# to smime-proxy's listeners.lmtp for the Store Encrypted filter).
 # PROXY_UID: owner of tls/proxy-key.pem (the smime-proxy container's user).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 DIR=${UPSTREAM_DIR:?UPSTREAM_DIR is not set}
+DELIVERY_HOST=${DELIVERY_HOST:-${DOVECOT_HOST:-}}
+DELIVERY_PORT=${DELIVERY_PORT:-${LMTP_PORT:-}}
 for var in LISTEN DOVECOT_HOST IMAP_PORT IMAPS_PORT LMTP_PORT SASL_PORT SUBMISSION_PORT; do
     eval "value=\${$var:-}"
     [ -n "$value" ] || { echo "entrypoint.sh: $var is not set" >&2; exit 2; }
@@ -23,7 +27,8 @@ render() {  # render TEMPLATE OUTPUT: write OUTPUT only if its content changes
     sed -e "s|@@DIR@@|$DIR|g" -e "s|@@LISTEN@@|$LISTEN|g" -e "s|@@DOVECOT_HOST@@|$DOVECOT_HOST|g" \
         -e "s|@@IMAP_PORT@@|$IMAP_PORT|g" -e "s|@@IMAPS_PORT@@|$IMAPS_PORT|g" \
         -e "s|@@LMTP_PORT@@|$LMTP_PORT|g" -e "s|@@SASL_PORT@@|$SASL_PORT|g" \
-        -e "s|@@SUBMISSION_PORT@@|$SUBMISSION_PORT|g" "$1" > "$tmp"
+        -e "s|@@SUBMISSION_PORT@@|$SUBMISSION_PORT|g" -e "s|@@DELIVERY_HOST@@|$DELIVERY_HOST|g" \
+        -e "s|@@DELIVERY_PORT@@|$DELIVERY_PORT|g" "$1" > "$tmp"
     if grep -q '@@[A-Z][A-Z0-9_]*@@' "$tmp"; then
         echo "entrypoint.sh: $1: placeholder without a value:" >&2
         grep -o '@@[A-Z][A-Z0-9_]*@@' "$tmp" | sort -u >&2

@@ -99,6 +99,9 @@ class Upstream:
     users: dict[str, str] = field(repr=False)
     """user name (without domain) -> password."""
     domain: str = DOMAIN
+    delivery_port: int | None = None
+    """Where Postfix delivers on ``host``: None for Dovecot's LMTP; else a port of the
+    Store Encrypted filter (smime-proxy's listeners.lmtp)."""
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     @property
@@ -166,6 +169,7 @@ def start_upstream(
     host: str = "127.0.0.1",
     config_dir: Path | None = None,
     timeout: float = 30.0,
+    delivery_port: int | None = None,
 ) -> Upstream:
     """Start Dovecot and Postfix for ``workdir`` (created if needed) and return once an IMAP
     LOGIN and an SMTP AUTH both succeed. ``users`` (name -> password) defaults to
@@ -196,6 +200,7 @@ def start_upstream(
             lmtp_port=ports["lmtp"], sasl_port=ports["sasl"],
             submission_port=ports["submission"], ca_file=tls.ca_cert,
             cert_file=tls.server_cert, key_file=tls.server_key, users=users,
+            delivery_port=delivery_port,
         )
         _render_configs(up, config_dir)
         try:
@@ -306,6 +311,8 @@ def _render_configs(up: Upstream, config_dir: Path) -> None:
         "LMTP_PORT": str(up.lmtp_port),
         "SASL_PORT": str(up.sasl_port),
         "SUBMISSION_PORT": str(up.submission_port),
+        "DELIVERY_HOST": up.host,
+        "DELIVERY_PORT": str(up.delivery_port or up.lmtp_port),
     }
     targets = {
         "dovecot.conf": up.workdir / "dovecot.conf",
