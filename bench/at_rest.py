@@ -1,0 +1,177 @@
+"""Benchmark: LMTP delivery through the Store Encrypted filter against direct delivery to
+Dovecot's LMTP.
+
+In one run, against the real Dovecot (started here on 127.0.0.1): 500 messages of 20 KB,
+4 concurrent LMTP clients, one message per transaction, timed until every message is in the
+recipient's Maildir, delivered
+  - directly to Dovecot's LMTP,
+  - through the filter (a separate process, as `smime-proxy serve` runs it) to carol, who
+    does not store encrypted (pass-through),
+  - through the filter to bob, whose mail is stored encrypted (sealed to his certificate).
+Rounds are interleaved and the best of each is kept (the machine is shared).
+
+    .venv/bin/python bench/at_rest.py [--count 500] [--clients 4] [--rounds 2] [--json]
+
+`--json` prints one JSON object as the last line: `direct_msgs_per_s`,
+`passthrough_msgs_per_s`, `store_encrypted_msgs_per_s`, `passthrough_ratio`,
+`store_encrypted_ratio`. Bar (issue 11): store_encrypted >= 0.5 x direct. Not measured yet:
+the folder encryption rate (issue 11 part 2 is not built). Needs root and the Debian
+packages of the test upstream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from smime_proxy.accounts import Accounts  # noqa: E402
+from smime_proxy.config import ListenerConfig, UpstreamEndpoint  # noqa: E402
+from smime_proxy.harness import Upstream, start_upstream  # noqa: E402
+from smime_proxy.keystore.ports import MemoryKeyStore  # noqa: E402
+from smime_proxy.keystore.service import SecureMail  # noqa: E402
+from smime_proxy.lmtp.server import LmtpFront  # noqa: E402
+from smime_proxy.lmtp.upstream import deliver  # noqa: E402
+from smime_proxy.policy import parse_policy  # noqa: E402
+from support.pki import NOW, make_ca, make_user  # noqa: E402
+from support.procmem import stop_child  # noqa: E402
+
+KEY_PASSWORD = "bench-secure-mail-pw"
+
+
+def filter_child(work: Path) -> None:
+    """Serve the LMTP filter until stdin closes; print `PORT n` once listening."""
+    cfg = json.loads((work / "child.json").read_text())
+    secure_mail = SecureMail(MemoryKeyStore(), kdf_iterations=1000)
+    secure_mail.import_pkcs12("bob", (work / "bob.pem").read_bytes(), b"", KEY_PASSWORD)
+    front = LmtpFront(
+        secure_mail=secure_mail,
+        listener=ListenerConfig("127.0.0.1", 0, None, plaintext_loopback=True),
+        upstream=UpstreamEndpoint(cfg["host"], cfg["port"], "none", False, None),
+        accounts=Accounts("%Ln"),
+        policy=parse_policy({"users": {"bob@example.test": {"store_encrypted": True}}}),
+        now=lambda: NOW)
+
+    async def main() -> None:
+        await front.start()
+        print(f"PORT {front.port}", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await front.stop(1.0)
+
+    asyncio.run(main())
+
+
+def delivered(up: Upstream, user: str) -> int:
+    new = up.maildirs[user] / "new"
+    return len(os.listdir(new)) if new.is_dir() else 0
+
+
+def message(rng: random.Random, index: int, to: str, size: int) -> bytes:
+    head = (f"From: Dave <dave@example.org>\r\nTo: {to}\r\nSubject: at rest {index}\r\n"
+            f"Message-ID: <rest-{index}-{rng.randrange(10**9)}@example.org>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n").encode()
+    words = [rng.choice(("lorem", "ipsum", "dolor", "sit", "amet")) for _ in range(size // 6)]
+    lines = [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)]
+    return head + ("\r\n".join(lines) + "\r\n").encode()[: size - len(head)] + b"\r\n"
+
+
+async def send_all(port: int, to: str, messages: list[bytes], clients: int) -> None:
+    queue = list(reversed(messages))
+
+    async def client() -> None:
+        while queue:
+            data = queue.pop()
+            [reply] = await deliver("127.0.0.1", port, "dave@example.org", [to], data,
+                                    step_seconds=120)
+            if reply is None or reply.code != 250:
+                raise SystemExit(f"delivery failed: {reply}")
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+
+
+def timed(up: Upstream, port: int, user: str, messages: list[bytes], clients: int) -> float:
+    before = delivered(up, user)
+    start = time.perf_counter()
+    asyncio.run(send_all(port, f"{user}@example.test", messages, clients))
+    deadline = time.monotonic() + 600
+    while delivered(up, user) < before + len(messages):
+        if time.monotonic() > deadline:
+            raise SystemExit("not every message was delivered in time")
+        time.sleep(0.01)
+    return time.perf_counter() - start
+
+
+def run(count: int, clients: int, rounds: int, size: int) -> dict[str, float]:
+    base = Path(tempfile.mkdtemp(prefix="smime-bench-rest-"))
+    os.chmod(base, 0o711)  # noqa: S103 (the daemons' users need to reach their files)
+    up = start_upstream(base / "upstream")
+    work = base / "filter"
+    work.mkdir()
+    try:
+        ca = make_ca("Bench CA")
+        bob = make_user("bob@example.test", ca)
+        (work / "bob.pem").write_bytes(bob.key_pem() + bob.cert_pem() + ca.cert_pem())
+        (work / "child.json").write_text(json.dumps({"host": up.host, "port": up.lmtp_port}))
+        child = subprocess.Popen([sys.executable, __file__, "--filter-child", str(work)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert child.stdout is not None
+        line = child.stdout.readline().decode()
+        if not line.startswith("PORT "):
+            stop_child(child, 10)
+            raise SystemExit(f"filter did not start: {line!r}")
+        port = int(line.split()[1])
+        rng = random.Random(1)
+        best: dict[str, float] = {}
+        try:
+            for _ in range(rounds):
+                for name, target, user in (("direct", up.lmtp_port, "bob"),
+                                           ("passthrough", port, "carol"),
+                                           ("store_encrypted", port, "bob")):
+                    batch = [message(rng, i, f"{user}@example.test", size)
+                             for i in range(count)]
+                    seconds = timed(up, target, user, batch, clients)
+                    best[name] = max(best.get(name, 0.0), count / seconds)
+        finally:
+            stop_child(child, 10)
+        results = {f"{k}_msgs_per_s": round(v, 1) for k, v in best.items()}
+        for name in ("passthrough", "store_encrypted"):
+            results[f"{name}_ratio"] = round(best[name] / best["direct"], 3)
+        return results
+    finally:
+        up.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--size", type=int, default=20 * 1024)
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    parser.add_argument("--filter-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.filter_child:
+        filter_child(Path(args.filter_child))
+        return
+    results = run(args.count, args.clients, args.rounds, args.size)
+    for key, value in sorted(results.items()):
+        print(f"{key:28} {value}")
+    if args.json:
+        print(json.dumps(results, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
