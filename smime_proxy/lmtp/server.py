@@ -9,10 +9,12 @@ order, each given only once the store replied for that recipient; a store that d
 answer, or a failure here, gives that recipient `451` so that the MTA keeps the message
 and retries. Nothing is acknowledged that the store did not acknowledge.
 
-aiosmtpd's `LMTP` is the server protocol; its DATA hook returns the per-recipient replies
-as one CRLF-joined block. The encryption runs in a worker thread.
+aiosmtpd's `LMTP` is the server protocol for the commands; DATA is read by chunks with the
+SMTP front's `DataReader` (un-stuffing, smuggling-proof end marker, size limit). The
+encryption runs in a worker thread.
 
-May import: accounts, config, errors, keystore, lmtp, policy, services, aiosmtpd, stdlib.
+May import: accounts, config, errors, keystore, lmtp, policy, services, smtp.data, aiosmtpd,
+stdlib.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
@@ -32,15 +35,18 @@ from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.lmtp.store import StoredForm, stored_form
-from smime_proxy.lmtp.upstream import Reply, deliver
+from smime_proxy.lmtp.upstream import Reply, StorePool
 from smime_proxy.policy import Policy, load_policy, store_encrypted
 from smime_proxy.services import Services
+from smime_proxy.smtp.data import DataReader, DataResult
 
 log = logging.getLogger("smime_proxy.lmtp")
 
 NO_ANSWER = "451 4.4.2 the mail store did not answer for this recipient; try again later"
 NOT_PREPARED = "451 4.3.0 the message could not be prepared for this recipient; try again later"
 MAX_MESSAGE = 200 * 1024 * 1024
+READ_CHUNK = 65536
+INLINE_LIMIT = 256 * 1024  # smaller messages are sealed in the loop (< 1 ms): no thread hand-off
 _PASSED_OPTIONS = ("BODY=", "SMTPUTF8")  # SIZE is not passed: an encrypted copy is larger
 
 
@@ -66,6 +72,7 @@ class LmtpFront:
         self.max_message = max_message
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self.store = StorePool(upstream.host, upstream.port, step_seconds=timeout)
 
     @classmethod
     def from_services(cls, services: Services) -> LmtpFront:
@@ -111,6 +118,7 @@ class LmtpFront:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
+        await self.store.close()
 
     # --- one message ------------------------------------------------------------------------
 
@@ -137,17 +145,18 @@ class LmtpFront:
     async def deliver(self, sender: str, recipients: Sequence[str], message: bytes,
                       options: Sequence[str]) -> list[str]:
         """The reply lines for `recipients`, in order, once the store answered."""
-        forms = await asyncio.to_thread(self.forms, recipients, message)
+        forms = self.forms(recipients, message) if len(message) < INLINE_LIMIT \
+            else await asyncio.to_thread(self.forms, recipients, message)
         replies = [NOT_PREPARED] * len(recipients)
         unchanged = [i for i, f in enumerate(forms) if f is not None and not f.encrypted]
         groups: list[tuple[list[int], bytes]] = [(unchanged, message)] if unchanged else []
         groups.extend(([i], f.message) for i, f in enumerate(forms)
                       if f is not None and f.encrypted)
         passed = [o for o in options if o.upper().startswith(_PASSED_OPTIONS)]
+        self.store.step_seconds = self.timeout
         answers = await asyncio.gather(*(
-            deliver(self.upstream.host, self.upstream.port, sender,
-                    [recipients[i] for i in indexes], copy, mail_options=passed,
-                    step_seconds=self.timeout)
+            self.store.deliver(sender, [recipients[i] for i in indexes], copy,
+                               mail_options=passed)
             for indexes, copy in groups))
         for (indexes, _copy), results in zip(groups, answers, strict=True):
             for index, result in zip(indexes, results, strict=True):
@@ -160,7 +169,9 @@ def _reply_line(result: Reply | None) -> str:
 
 
 class _Connection(LMTP):
-    """One MTA connection: aiosmtpd's LMTP, our hooks."""
+    """One MTA connection: aiosmtpd's LMTP for the commands; DATA read here by chunks
+    (`smtp.data.DataReader`: aiosmtpd reads it line by line, ~10 ms per 20 KB message, and
+    answers a too-big message with one reply where LMTP needs one per recipient)."""
 
     def __init__(self, front: LmtpFront) -> None:
         super().__init__(_Handler(front), data_size_limit=front.max_message,
@@ -177,25 +188,73 @@ class _Connection(LMTP):
         self.front._connections.discard(self)
         super().connection_lost(exc)
 
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        envelope = self.envelope
+        assert envelope is not None
+        if not envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.busy = True
+        try:
+            result = await self._read_data()
+            if result is None:
+                return  # the MTA went away: it delivers nothing and retries
+            count = len(envelope.rcpt_tos)
+            if result.too_big:
+                replies = [f"552 5.3.4 message larger than {self.front.max_message} bytes"] \
+                    * count
+            elif result.bare_line_end or result.content is None:
+                replies = ["550 5.6.0 bare CR or LF in the message (RFC 5321 2.3.8)"] * count
+            else:
+                replies = await self.front.deliver(envelope.mail_from or "",
+                                                   envelope.rcpt_tos, result.content,
+                                                   envelope.mail_options)
+        except Exception:
+            log.exception("delivery failed")
+            replies = [NOT_PREPARED] * len(envelope.rcpt_tos)
+        finally:
+            self.busy = False
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        # RFC 2033 4.2: one reply per accepted RCPT, in order
+        await self.push("\r\n".join(replies))
+
+    async def _read_data(self) -> DataResult | None:
+        reader: Any = self._reader
+        line_limit = reader._limit
+        reader._limit = max(line_limit, READ_CHUNK)  # whole chunks, not lines
+        data = DataReader(limit=self.front.max_message)
+        leftover = b""
+        try:
+            while not data.done:
+                chunk = await reader.read(READ_CHUNK)
+                if not chunk:
+                    return None
+                leftover = data.feed(chunk)
+        finally:
+            reader._limit = line_limit
+        if leftover:  # pipelined commands after the end of data: put them back
+            reader._buffer[:0] = leftover
+        return data.result()
+
 
 class _Handler:
     def __init__(self, front: LmtpFront) -> None:
         self.front = front
 
-    async def handle_DATA(self, server: _Connection, session: Session,
-                          envelope: Envelope) -> str:
-        server.busy = True
-        try:
-            content = envelope.original_content or b""
-            replies = await self.front.deliver(envelope.mail_from or "", envelope.rcpt_tos,
-                                               content, envelope.mail_options)
-        except Exception:
-            log.exception("delivery failed")
-            replies = [NOT_PREPARED] * len(envelope.rcpt_tos)
-        finally:
-            server.busy = False
-        # RFC 2033 4.2: one reply per accepted RCPT, in order (aiosmtpd writes them as given)
-        return "\r\n".join(replies)
+    async def handle_EHLO(self, server: _Connection, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        """LHLO: PIPELINING (RFC 2920; aiosmtpd reads commands in order, so a pipelining
+        MTA is served as it is by the store), no AUTH (there is none), in one write."""
+        session.host_name = hostname
+        lines = [r for r in responses[:-1] if not r.startswith("250-AUTH")]
+        lines += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
+        return ["\r\n".join(lines)]
 
     async def handle_RCPT(self, server: _Connection, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:

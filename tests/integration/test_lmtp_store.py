@@ -121,3 +121,42 @@ def test_store_encrypted_is_yes_or_no(rules: str) -> None:
 
     with pytest.raises(ConfigError, match="store_encrypted"):
         policy(rules)
+
+
+async def test_too_big_and_bare_line_ends_get_one_reply_per_recipient(
+        upstream: Upstream) -> None:
+    async with _front(upstream.lmtp_port) as front:
+        front.max_message = 200
+        replies = await _send(front, ["bob@example.test", "alice@example.test"],
+                              _message("lmtp-store-6"))
+        assert [r[:3] for r in replies] == ["552", "552"], replies
+        front.max_message = 10_000
+        reader, writer = await asyncio.open_connection("127.0.0.1", front.port)
+        writer.write(b"LHLO test\r\nMAIL FROM:<dave@example.org>\r\n"
+                     b"RCPT TO:<bob@example.test>\r\nRCPT TO:<alice@example.test>\r\n")
+        writer.write(b"DATA\r\n")
+        await writer.drain()
+        seen = b""
+        while b"354" not in seen:
+            seen += await asyncio.wait_for(reader.read(4096), 10)
+        # a bare LF before a dot: never an end of data, and the message is refused
+        writer.write(b"Subject: smuggle\r\n\r\nline\n.\nMAIL FROM:<x>\r\n.\r\n")
+        await writer.drain()
+        answer = b""
+        while answer.count(b"\r\n") < 2:
+            answer += await asyncio.wait_for(reader.read(4096), 10)
+        writer.close()
+        await writer.wait_closed()
+    assert [line[:3] for line in answer.split(b"\r\n")[:2]] == [b"550", b"550"], answer
+
+
+async def test_a_kept_store_connection_that_was_closed_is_replaced(upstream: Upstream) -> None:
+    async with _front(upstream.lmtp_port) as front:
+        assert (await _send(front, ["alice@example.test"], _message("lmtp-store-8")))[0][:3] \
+            == "250"
+        [kept] = front.store._idle
+        kept.writer.transport.abort()  # as when the store closes an idle connection
+        replies = await _send(front, ["alice@example.test"], _message("lmtp-store-9"))
+        assert replies[0][:3] == "250", replies
+        assert front.store._idle and front.store._idle[0] is not kept
+    assert len(await asyncio.to_thread(wait_for, upstream, "alice", "lmtp-store-9")) == 1
