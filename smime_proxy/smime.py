@@ -287,9 +287,11 @@ def decrypt_message(message: bytes, agent: KeyAgent) -> DecryptedMessage:
     cms_list = [cms_der]
     del cms_der
     opened = open_enveloped(cms_list.pop(), agent)  # hand over the only reference
-    if not _plausible_text(opened.parts[0][:64]):
+    if not opened.authenticated and not _plausible_text(opened.parts[0][:64]):
         # A wrong key (RFC 3218 random substitute) passes CBC padding 1 time in 256: the
-        # garbage is caught here and reported exactly like every other failure.
+        # garbage is caught here and reported exactly like every other failure. (GCM's tag
+        # already proved the key: mail with raw 8-bit or control bytes up front, which a
+        # sealed copy or a stored message may start with, must still open.)
         raise DecryptionFailed("cannot decrypt this message")
     merged = merge_outer_fields(outer, opened.parts)
     entity_start = len(merged) - sum(len(part) for part in opened.parts)

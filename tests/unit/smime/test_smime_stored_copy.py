@@ -50,3 +50,14 @@ def test_a_forged_status_field_inside_is_not_shown(root: Identity, bob: Identity
     opened = open_message(seal_stored_copy(forged, bob.cert), agent, [root.cert], now=NOW)
     assert opened.content.count(b"X-SMIME-Status") == 1
     assert opened.content.split(b"\r\n", 1)[1] == SENT
+
+
+def test_a_stored_copy_with_raw_8bit_fields_up_front_opens(bob: Identity) -> None:
+    """Seed found by tests/fuzz/test_lmtp_fuzz.py: the decrypted entity's first 64 bytes
+    reach into the message, here raw bytes that are not UTF-8 text; GCM's tag proves the
+    key, so it opens (it was "cannot decrypt")."""
+    message = b"\xff\x01 not a header\r\nSubject: Gr\xfc\xdfe\r\n\r\nbody\r\n"
+    sealed = seal_stored_copy(message, bob.cert)
+    agent = InProcessKeyAgent(bob.key, bob.cert, tuple(bob.chain))
+    shown = open_message(sealed, agent, [], now=NOW)
+    assert shown.content.split(b"\r\n", 1)[1] == message
