@@ -1,7 +1,7 @@
 """The Store Encrypted filter: an LMTP listener between the MTA and the mail store.
 
 Postfix delivers to it (`virtual_transport = lmtp:inet:<this listener>`); it delivers each
-message on to the store's LMTP (Dovecot), per recipient in the form `lmtp.store` chose:
+message on to the store's LMTP (Dovecot), per recipient in the form `at_rest.forms` chose:
 recipients whose copy is unchanged share one transaction, each encrypted copy has its own.
 
 LMTP's promise is kept (RFC 2033 4.2): after the data, one reply per accepted recipient, in
@@ -13,8 +13,8 @@ aiosmtpd's `LMTP` is the server protocol for the commands; DATA is read by chunk
 SMTP front's `DataReader` (un-stuffing, smuggling-proof end marker, size limit). The
 encryption runs in a worker thread.
 
-May import: accounts, config, errors, keystore, lmtp, policy, services, smtp.data, aiosmtpd,
-stdlib.
+May import: accounts, at_rest, config, errors, keystore, lmtp, policy, services, smtp.data,
+aiosmtpd, stdlib.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
 from smime_proxy.accounts import Accounts
+from smime_proxy.at_rest.forms import StoredForm, stored_form
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.service import SecureMail
-from smime_proxy.lmtp.store import StoredForm, stored_form
 from smime_proxy.lmtp.upstream import Reply, StorePool
 from smime_proxy.policy import Policy, load_policy, store_encrypted
 from smime_proxy.services import Services

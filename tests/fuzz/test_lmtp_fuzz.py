@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smime_proxy.at_rest.forms import stored_form
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.display import open_message
-from smime_proxy.lmtp.store import stored_form
 from smime_proxy.lmtp.upstream import deliver
 from support import pki
 from support.smtp_proxy import people

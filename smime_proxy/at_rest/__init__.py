@@ -1,0 +1,5 @@
+"""Mail at rest (issue 11): what a stored message becomes when it is kept encrypted or
+decrypted (`forms`), and replacing stored messages over IMAP, resumably (`convert`).
+
+May import: nothing.
+"""
