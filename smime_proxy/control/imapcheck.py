@@ -38,6 +38,33 @@ def _quoted(value: str) -> str | None:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+async def authenticate(client: aioimaplib.IMAP4ClientProtocol, user: str,
+                       password: str) -> bool:
+    """Log `client` in (see the module docstring for how); True on OK, False on NO/BAD.
+    Raises UpstreamUnavailable when the server does not answer."""
+    capabilities = {c.upper() for c in client.capabilities}
+    if "SASL-IR" in capabilities and "AUTH=PLAIN" in capabilities:
+        answer = base64.b64encode(f"\0{user}\0{password}".encode()).decode("ascii")
+        command = aioimaplib.Command("AUTHENTICATE", client.new_tag(), "PLAIN", answer,
+                                     loop=client.loop)
+    else:
+        quoted_user, quoted_password = _quoted(user), _quoted(password)
+        if quoted_user is None or quoted_password is None:
+            return False
+        command = aioimaplib.Command("LOGIN", client.new_tag(), quoted_user,
+                                     quoted_password, loop=client.loop)
+    try:
+        response = await client.execute(command)
+    except aioimaplib.AioImapException:
+        raise UpstreamUnavailable("the IMAP server did not answer the login") from None
+    if response.result not in ("OK", "NO", "BAD"):
+        raise UpstreamUnavailable("the IMAP server did not answer the login")
+    ok: bool = response.result == "OK"
+    if ok:
+        client.state = aioimaplib.AUTH
+    return ok
+
+
 async def _login(endpoint: UpstreamEndpoint, user: str, password: str) -> bool:
     try:
         client = await open_client(endpoint, connect_timeout=CONNECT_TIMEOUT,
@@ -47,24 +74,7 @@ async def _login(endpoint: UpstreamEndpoint, user: str, password: str) -> bool:
     except OSError:
         raise UpstreamUnavailable("the connection to the IMAP server failed") from None
     try:
-        capabilities = {c.upper() for c in client.capabilities}
-        if "SASL-IR" in capabilities and "AUTH=PLAIN" in capabilities:
-            answer = base64.b64encode(f"\0{user}\0{password}".encode()).decode("ascii")
-            command = aioimaplib.Command("AUTHENTICATE", client.new_tag(), "PLAIN", answer,
-                                         loop=client.loop)
-        else:
-            quoted_user, quoted_password = _quoted(user), _quoted(password)
-            if quoted_user is None or quoted_password is None:
-                return False
-            command = aioimaplib.Command("LOGIN", client.new_tag(), quoted_user,
-                                         quoted_password, loop=client.loop)
-        try:
-            response = await client.execute(command)
-        except aioimaplib.AioImapException:
-            raise UpstreamUnavailable("the IMAP server did not answer the login") from None
-        if response.result not in ("OK", "NO", "BAD"):
-            raise UpstreamUnavailable("the IMAP server did not answer the login")
-        ok: bool = response.result == "OK"
+        ok = await authenticate(client, user, password)
         if ok:
             with contextlib.suppress(Exception):
                 client.send(f"{client.new_tag()} LOGOUT")

@@ -1,0 +1,139 @@
+"""Encrypt and decrypt stored messages in place, against the real Dovecot, as the user:
+flags and INTERNALDATE kept, the decrypted message byte for byte what was there, and an
+operation stopped at every step and run again leaves each message exactly once, in one
+form (at_rest.convert)."""
+
+from __future__ import annotations
+
+import imaplib
+import itertools
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from smime_proxy.at_rest.convert import MARK, Journal, StoredMessages, convert
+from smime_proxy.at_rest.forms import decrypted_form
+from smime_proxy.config import UpstreamEndpoint
+from smime_proxy.control.imapcheck import authenticate
+from smime_proxy.crypto.keyagent import InProcessKeyAgent
+from smime_proxy.harness import Upstream
+from smime_proxy.imap.upstream import close_client, open_client
+from smime_proxy.smime import is_encrypted, seal_stored_copy
+from support import pki
+from support.smtp_proxy import people
+
+_BOX = itertools.count()
+DATE = '"02-Jan-2026 03:04:05 +0100"'
+
+
+def _message(n: int) -> bytes:
+    return (f"From: Dave <dave@example.org>\r\nTo: carol@example.test\r\nSubject: rest {n}\r\n"
+            f"Message-ID: <rest-{n}@example.org>\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\nstored body {n}\r\n").encode()
+
+
+def _fill(up: Upstream, count: int) -> tuple[str, list[bytes]]:
+    """A new mailbox of carol's with `count` plain messages (\\Seen $Label1, DATE)."""
+    mailbox = f"AtRest{next(_BOX)}"
+    messages = [_message(n) for n in range(count)]
+    with imaplib.IMAP4(up.host, up.imap_port) as imap:
+        imap.login("carol", up.users["carol"])
+        imap.create(mailbox)
+        for message in messages:
+            imap.append(mailbox, "(\\Seen $Label1)", DATE, message)
+    return mailbox, messages
+
+
+def _stored(up: Upstream, mailbox: str) -> list[tuple[bytes, bytes, bytes]]:
+    """(flags, internaldate, message) of every message, straight from Dovecot."""
+    with imaplib.IMAP4(up.host, up.imap_port) as imap:
+        imap.login("carol", up.users["carol"])
+        imap.select(mailbox, readonly=True)
+        _, data = imap.fetch("1:*", "(FLAGS INTERNALDATE BODY.PEEK[])")
+    found = []
+    for item in data:
+        if isinstance(item, tuple):
+            head = item[0]
+            flags = re.search(rb"FLAGS \(([^)]*)\)", head)
+            date = re.search(rb"INTERNALDATE (\"[^\"]*\")", head)
+            assert flags is not None and date is not None
+            found.append((flags[1], date[1], item[1]))
+    return found
+
+
+@asynccontextmanager
+async def _session(up: Upstream, mailbox: str) -> AsyncIterator[StoredMessages]:
+    endpoint = UpstreamEndpoint(up.host, up.imap_port, "starttls", True, up.ca_file)
+    client = await open_client(endpoint, connect_timeout=5, handshake_timeout=5)
+    try:
+        assert await authenticate(client, "carol", up.users["carol"])
+        messages = StoredMessages(client, mailbox)
+        await messages.select()
+        yield messages
+    finally:
+        await close_client(client)
+
+
+def _seal(message: bytes) -> bytes:
+    return seal_stored_copy(message, people().ids["carol"].cert)
+
+
+def _open(message: bytes) -> bytes:
+    carol = people().ids["carol"]
+    return decrypted_form(message, InProcessKeyAgent(carol.key, carol.cert,
+                                                     tuple(carol.chain)), [], pki.NOW)
+
+
+async def test_encrypt_then_decrypt_a_folder(upstream: Upstream, tmp_path: Path) -> None:
+    mailbox, originals = _fill(upstream, 3)
+    [date_before] = {d for _f, d, _m in _stored(upstream, mailbox)}  # Dovecot's own zone
+    async with _session(upstream, mailbox) as messages:
+        uids = await messages.candidates("encrypt")
+        assert len(uids) == 3
+        done = await convert(messages, Journal(tmp_path / "enc.jsonl"), uids, _seal)
+        assert (done.done, done.skipped) == (3, 0)
+        assert await messages.candidates("encrypt") == []
+    stored = _stored(upstream, mailbox)
+    assert len(stored) == 3
+    for flags, date, message in stored:
+        assert is_encrypted(message) and b"stored body" not in message
+        assert set(flags.split()) == {b"\\Seen", b"$Label1"}  # no $SmimeReplacement left
+        assert date == date_before
+    async with _session(upstream, mailbox) as messages:
+        uids = await messages.candidates("decrypt")
+        done = await convert(messages, Journal(tmp_path / "dec.jsonl"), uids, _open)
+        assert done.done == 3
+    assert sorted(m for _f, _d, m in _stored(upstream, mailbox)) == sorted(originals)
+
+
+@pytest.mark.parametrize("stop_at", ["fetched", "journal-appending", "appended",
+                                     "journal-appended", "expunged", "unmarked"])
+async def test_stopped_at_any_step_and_run_again(upstream: Upstream, tmp_path: Path,
+                                                 stop_at: str) -> None:
+    mailbox, originals = _fill(upstream, 2)
+    journal_path = tmp_path / "journal.jsonl"
+
+    class Stop(Exception):
+        pass
+
+    def stop(name: str) -> None:
+        if name == stop_at:
+            raise Stop(name)
+
+    async with _session(upstream, mailbox) as messages:
+        with pytest.raises(Stop):
+            await convert(messages, Journal(journal_path), await messages.candidates(
+                "encrypt"), _seal, step=stop)
+    middle = _stored(upstream, mailbox)
+    assert 2 <= len(middle) <= 3  # at most the original and its replacement of one message
+    async with _session(upstream, mailbox) as messages:
+        await convert(messages, Journal(journal_path), await messages.candidates("encrypt"),
+                      _seal)
+    stored = _stored(upstream, mailbox)
+    assert len(stored) == 2, [m[:80] for _f, _d, m in stored]
+    assert all(is_encrypted(m) for _f, _d, m in stored)
+    assert all(MARK.encode() not in f for f, _d, _m in stored)
+    assert sorted(_open(m) for _f, _d, m in stored) == sorted(originals)
