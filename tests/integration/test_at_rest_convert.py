@@ -8,6 +8,8 @@ from __future__ import annotations
 import imaplib
 import itertools
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -137,3 +139,44 @@ async def test_stopped_at_any_step_and_run_again(upstream: Upstream, tmp_path: P
     assert all(is_encrypted(m) for _f, _d, m in stored)
     assert all(MARK.encode() not in f for f, _d, _m in stored)
     assert sorted(_open(m) for _f, _d, m in stored) == sorted(originals)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "smime_proxy", *args], input=stdin,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_store_command_encrypts_and_decrypts(upstream: Upstream, tmp_path: Path) -> None:
+    import yaml
+
+    from smime_proxy.app import stores_of
+    from support.control import Upstreamish, control_config
+
+    carol = people().ids["carol"]
+    data_dir = tmp_path / "data"
+    with stores_of(data_dir) as stores:
+        stores.secure_mail.import_pkcs12("carol", carol.key_pem() + carol.cert_pem(), b"",
+                                         "carol-secure-mail-1")
+    config = control_config(tmp_path, Upstreamish(upstream.host, upstream.imap_port,
+                                                  ca_file=upstream.ca_file))
+    config["data_dir"] = str(data_dir)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "mail-pw").write_text(upstream.users["carol"] + "\n")
+    (tmp_path / "smp").write_text("carol-secure-mail-1\n")
+    mailbox, originals = _fill(upstream, 2)
+    common = ["carol", "--config", str(tmp_path / "config.yaml"), "--mailbox", mailbox,
+              "--all", "--mail-password-file", str(tmp_path / "mail-pw")]
+    wrong = _cli("store", "encrypt", *common, "--password-file", "-", stdin="nope\n")
+    assert wrong.returncode == 1, wrong.stderr
+    assert all(not is_encrypted(m) for _f, _d, m in _stored(upstream, mailbox))
+    done = _cli("store", "encrypt", *common, "--password-file", str(tmp_path / "smp"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"encrypted 2 of 2 messages in {mailbox} (0 skipped)\n"
+    assert all(is_encrypted(m) for _f, _d, m in _stored(upstream, mailbox))
+    back = _cli("store", "decrypt", *common, "--password-file", str(tmp_path / "smp"))
+    assert back.returncode == 0, back.stderr
+    assert sorted(m for _f, _d, m in _stored(upstream, mailbox)) == sorted(originals)
+    assert "carol-secure-mail-1" not in done.stderr + back.stderr + wrong.stderr
