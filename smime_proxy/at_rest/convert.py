@@ -7,12 +7,14 @@ proxy): FETCH it (flags, INTERNALDATE, the whole message), build the other form
 `$SmimeReplacement`, read its UID from `APPENDUID` (RFC 4315 UIDPLUS, required), mark the
 original `\\Deleted` and `UID EXPUNGE` it alone, then take the keyword off the replacement.
 
-A journal (JSON lines, flushed to disk before each step that changes the mailbox) makes a
-crash at any point harmless: the original stays until its replacement exists, and a rerun
-finishes what was begun instead of appending twice. After a crash between APPEND and the
-journal line saying so, the one message with the keyword that no journal line claims is
-that replacement (messages are replaced one at a time). At most one copy of either form of
-a message exists at any moment.
+Messages go in rounds of `BATCH`: one FETCH, the APPENDs, one STORE and one UID EXPUNGE
+of the originals, one STORE taking the keyword off. A journal (JSON lines, flushed to disk
+before each step that changes the mailbox) makes a crash at any point harmless: an
+original stays until its replacement exists, and a rerun finishes what was begun instead of
+appending twice. After a crash among the APPENDs of a round, the messages with the keyword
+that no journal line claims are, in UID order, the replacements of the round's first
+originals (APPENDs go in journal order and UIDs only grow). At most one copy of either form
+of a message exists at any moment.
 
 May import: errors, aioimaplib, stdlib.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -35,8 +37,12 @@ Action = Literal["encrypt", "decrypt"]
 MARK = "$SmimeReplacement"
 _FETCH = re.compile(rb"UID (\d+)|FLAGS \(([^)]*)\)|INTERNALDATE (\"[^\"]*\")")
 _APPENDUID = re.compile(r"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+_APPENDUID_SET = re.compile(r"\[APPENDUID \d+ ([\d:,]+)\]", re.IGNORECASE)
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE)
 _SMIME_TYPES = (b"application/pkcs7-mime", b"application/x-pkcs7-mime")
+BATCH = 50  # messages per round
+ROUND_BYTES = 16 * 1024 * 1024  # and about this much of them (held twice: read and built)
 
 
 class StoreOperationFailed(SmimeProxyError):
@@ -56,32 +62,36 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.appending: int | None = None  # begun, APPEND not known to have happened
+        self.appending: list[int] = []  # begun, in APPEND order; not known to be appended
         self.appended: dict[int, int] = {}  # original -> replacement, not finished
         self.done: set[int] = set()
         if path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
                 entry = json.loads(line)
-                self._apply(entry["step"], int(entry["uid"]), entry.get("new"))
+                self._apply(entry["step"], [int(u) for u in entry["uids"]],
+                            {int(k): int(v) for k, v in (entry.get("new") or {}).items()})
 
-    def _apply(self, step: str, uid: int, new: int | None) -> None:
+    def _apply(self, step: str, uids: list[int], new: dict[int, int]) -> None:
         if step == "appending":
-            self.appending = uid
-        elif step == "appended" and new is not None:
-            self.appending = None
-            self.appended[uid] = int(new)
+            self.appending = list(uids)
+        elif step == "appended":
+            self.appending = [u for u in self.appending if u not in new]
+            self.appended.update(new)
         elif step == "done":
-            self.appending = None
-            self.appended.pop(uid, None)
-            self.done.add(uid)
+            self.appending = [u for u in self.appending if u not in uids]
+            for uid in uids:
+                self.appended.pop(uid, None)
+            self.done.update(uids)
 
-    def record(self, step: str, uid: int, new: int | None = None) -> None:
+    def record(self, step: str, uids: list[int], new: dict[int, int] | None = None) -> None:
+        """Append one line and flush it to disk before the caller goes on."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps({"step": step, "uid": uid, "new": new}) + "\n")
+            out.write(json.dumps({"step": step, "uids": uids,
+                                  "new": {str(k): v for k, v in (new or {}).items()}}) + "\n")
             out.flush()
             os.fsync(out.fileno())
-        self._apply(step, uid, new)
+        self._apply(step, uids, new or {})
 
 
 class StoredMessages:
@@ -91,6 +101,7 @@ class StoredMessages:
         self.client = client
         self.mailbox = mailbox
         self.quoted = '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        self.sizes: dict[int, int] = {}  # RFC822.SIZE by UID, as `candidates` saw them
 
     async def _ok(self, response: aioimaplib.Response, step: str) -> aioimaplib.Response:
         if response.result != "OK":
@@ -114,7 +125,7 @@ class StoredMessages:
         """UIDs of the messages in the form the action starts from (not our own
         replacements in flight)."""
         response = await self._ok(await self.client.uid(
-            "fetch", "1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])"),
+            "fetch", "1:*", "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])"),
             "FETCH")
         found: list[int] = []
         lines = [bytes(line) for line in response.lines]
@@ -124,6 +135,8 @@ class StoredMessages:
             uid, flags, _date = _fetch_items(line)
             if uid is None or MARK.lower() in flags.lower():
                 continue
+            size = _SIZE.search(line)
+            self.sizes[uid] = int(size[1]) if size else 0
             header = lines[index + 1].lower() if index + 1 < len(lines) else b""
             encrypted = any(t in header for t in _SMIME_TYPES) and (
                 b"enveloped" in header or b"smime-type" not in header)
@@ -131,22 +144,54 @@ class StoredMessages:
                 found.append(uid)
         return found
 
-    async def fetch(self, uid: int) -> tuple[bytes, list[str], str]:
-        """(the message, its flags, its INTERNALDATE as a quoted IMAP date)."""
+    async def fetch(self, uids: list[int]) -> dict[int, tuple[bytes, list[str], str]]:
+        """Per UID still there: (the message, its flags, its INTERNALDATE, quoted)."""
         response = await self._ok(await self.client.uid(
-            "fetch", str(uid), "(UID FLAGS INTERNALDATE BODY.PEEK[])"), "FETCH")
+            "fetch", _uid_set(uids), "(UID FLAGS INTERNALDATE BODY.PEEK[])"), "FETCH")
+        found: dict[int, tuple[bytes, list[str], str]] = {}
         lines = response.lines
         for index, line in enumerate(lines):
             if b"FETCH (" in bytes(line) and index + 1 < len(lines):
-                _uid, flags, date = _fetch_items(bytes(line))
-                keep = [f for f in flags.split() if f.lower() != "\\recent"]
-                return bytes(lines[index + 1]), keep, date or ""
-        raise StoreOperationFailed(f"FETCH: message {uid} is gone")
+                uid, flags, date = _fetch_items(bytes(line))
+                if uid is not None:
+                    keep = [f for f in flags.split() if f.lower() != "\\recent"]
+                    found[uid] = (bytes(lines[index + 1]), keep, date or "")
+        return found
+
+    async def append_many(self, items: list[tuple[bytes, list[str], str]]) -> list[int]:
+        """APPEND every (message, flags, date) with the keyword; their UIDs, in order. One
+        MULTIAPPEND command (RFC 3502: all or none, one commit on the server) when the
+        store offers it with LITERAL+ (RFC 7888), else one APPEND each."""
+        capabilities = {c.upper() for c in self.client.capabilities}
+        if len(items) < 2 or not {"MULTIAPPEND", "LITERAL+"} <= capabilities:
+            return [await self.append(*item) for item in items]
+        # The command line ends with the first literal's size; aioimaplib writes its
+        # `literal_data` on the server's "+": the first message, then each further
+        # message as ` flags date {size+}` CRLF and the message (non-synchronizing).
+        first, *rest = items
+        args = [self.quoted, _flag_list(first[1]), *([first[2]] if first[2] else []),
+                f"{{{len(first[0])}}}"]
+        tail: list[bytes] = [first[0]]
+        for message, flags, date in rest:
+            head = " ".join([_flag_list(flags), *([date] if date else [])])
+            tail.append(f" {head} {{{len(message)}+}}\r\n".encode("ascii"))
+            tail.append(message)
+        self.client.literal_data = b"".join(tail)
+        del tail
+        response = await self._ok(await self.client.execute(aioimaplib.Command(
+            "APPEND", self.client.new_tag(), *args, loop=self.client.loop)), "APPEND")
+        for line in response.lines:
+            found = _APPENDUID_SET.search(bytes(line).decode("ascii", "replace"))
+            if found:
+                uids = _expand(found[1])
+                if len(uids) == len(items):
+                    return uids
+        raise StoreOperationFailed("APPEND: no APPENDUID for every message")
 
     async def append(self, message: bytes, flags: list[str], date: str) -> int:
         # as aioimaplib's append(), but with the date exactly as FETCH gave it (its own
         # conversion moves it to UTC: the same moment, another zone than the original's)
-        args = [self.quoted, "(" + " ".join([*flags, MARK]) + ")"]
+        args = [self.quoted, _flag_list(flags)]
         if date:
             args.append(date)
         args.append(f"{{{len(message)}}}")
@@ -159,14 +204,17 @@ class StoredMessages:
                 return int(found[2])
         raise StoreOperationFailed("APPEND: no APPENDUID (the store lacks UIDPLUS)")
 
-    async def expunge(self, uid: int) -> None:
-        await self._ok(await self.client.uid("store", str(uid), "+FLAGS.SILENT", "(\\Deleted)"),
-                       "STORE")
-        await self._ok(await self.client.uid("expunge", str(uid)), "EXPUNGE")
+    async def expunge(self, uids: list[int]) -> None:
+        """Mark `uids` \\Deleted and expunge exactly them (UID EXPUNGE)."""
+        if uids:
+            await self._ok(await self.client.uid("store", _uid_set(uids), "+FLAGS.SILENT",
+                                                 "(\\Deleted)"), "STORE")
+            await self._ok(await self.client.uid("expunge", _uid_set(uids)), "EXPUNGE")
 
-    async def unmark(self, uid: int) -> None:
-        await self._ok(await self.client.uid("store", str(uid), "-FLAGS.SILENT", f"({MARK})"),
-                       "STORE")
+    async def unmark(self, uids: list[int]) -> None:
+        if uids:
+            await self._ok(await self.client.uid("store", _uid_set(uids), "-FLAGS.SILENT",
+                                                 f"({MARK})"), "STORE")
 
     async def marked(self) -> set[int]:
         response = await self._ok(await self.client.search("KEYWORD", MARK, charset=None,
@@ -179,6 +227,25 @@ class StoredMessages:
             if all(word.isdigit() for word in words):
                 found.update(int(word) for word in words)
         return found
+
+
+def _flag_list(flags: list[str]) -> str:
+    return "(" + " ".join([*flags, MARK]) + ")"
+
+
+def _expand(uid_set: str) -> list[int]:
+    """An APPENDUID uid-set ("5:7,9") in order (RFC 4315 3)."""
+    uids: list[int] = []
+    for part in uid_set.split(","):
+        low, _, high = part.partition(":")
+        first, last = int(low), int(high or low)
+        step = 1 if last >= first else -1
+        uids.extend(range(first, last + step, step))
+    return uids
+
+
+def _uid_set(uids: list[int]) -> str:
+    return ",".join(str(uid) for uid in uids)
 
 
 def _fetch_items(line: bytes) -> tuple[int | None, str, str | None]:
@@ -201,60 +268,83 @@ Step = Callable[[str], None]  # called at each step (tests stop the operation th
 
 async def convert(messages: StoredMessages, journal: Journal, uids: Iterable[int],
                   build: Build, *, progress: Callable[[Progress], None] | None = None,
-                  step: Step | None = None) -> Progress:
-    """Replace each of `uids` by `build(message)`; first finish what the journal says was
-    begun. Messages `build` refuses are left as they are (counted as skipped)."""
+                  step: Step | None = None, batch: int = BATCH) -> Progress:
+    """Replace each of `uids` by `build(message)`, `batch` messages per round (one FETCH,
+    their APPENDs, one STORE and one UID EXPUNGE, three journal lines); first finish what
+    the journal says was begun. Messages `build` refuses are left as they are (skipped)."""
     note = step or (lambda _name: None)
     await _finish_begun(messages, journal)
     todo = [uid for uid in uids if uid not in journal.done]
     state = Progress(total=len(todo))
-    for uid in todo:
-        try:
-            message, flags, date = await messages.fetch(uid)
-        except StoreOperationFailed:
-            state.skipped += 1  # expunged meanwhile by another client
-            continue
+    for part in _rounds(todo, messages.sizes, batch):
+        fetched = await messages.fetch(part)
         note("fetched")
-        try:
-            replacement = build(message)
-        except SmimeProxyError as exc:
-            state.skipped += 1
-            state.reasons.append(f"{uid}: {type(exc).__name__}")
-            journal.record("done", uid)
-            continue
-        journal.record("appending", uid)
+        ready: list[tuple[int, bytes, list[str], str]] = []
+        for uid in part:
+            if uid not in fetched:
+                state.skipped += 1  # expunged meanwhile by another client
+                continue
+            message, flags, date = fetched.pop(uid)
+            try:
+                ready.append((uid, build(message), flags, date))
+            except SmimeProxyError as exc:
+                state.skipped += 1
+                state.reasons.append(f"{uid}: {type(exc).__name__}")
+        del fetched
+        journal.record("appending", [uid for uid, *_rest in ready])  # in APPEND order
         note("journal-appending")
-        new = await messages.append(replacement, flags, date)
+        order = [uid for uid, *_rest in ready]
+        new = await messages.append_many([(data, flags, date) for _u, data, flags, date in ready])
+        del ready  # the replacements are on the server now
         note("appended")
-        journal.record("appended", uid, new)
+        appended = dict(zip(order, new, strict=True))
+        journal.record("appended", order, appended)
         note("journal-appended")
-        await _finish(messages, journal, uid, new, note)
-        state.done += 1
+        await _finish(messages, journal, appended, note)
+        journal.record("done", [uid for uid in part if uid not in appended])
+        state.done += len(appended)
         if progress is not None:
             progress(state)
     return state
 
 
+def _rounds(uids: list[int], sizes: dict[int, int], batch: int) -> Iterator[list[int]]:
+    """`uids` in rounds of at most `batch` messages and about ROUND_BYTES (a larger message
+    goes alone)."""
+    part: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if part and (len(part) >= batch or total + size > ROUND_BYTES):
+            yield part
+            part, total = [], 0
+        part.append(uid)
+        total += size
+    if part:
+        yield part
+
+
 async def _finish_begun(messages: StoredMessages, journal: Journal) -> None:
-    if journal.appending is not None:
+    if journal.appending:
         claimed = set(journal.appended.values())
         orphans = sorted((await messages.marked()) - claimed)
-        if len(orphans) == 1:  # the APPEND happened before the crash
-            journal.record("appended", journal.appending, orphans[0])
-        elif not orphans:
-            journal.appending = None  # it did not: the message is done again from scratch
-        else:
+        if len(orphans) > len(journal.appending):
             raise StoreOperationFailed(f"{len(orphans)} unclaimed {MARK} messages: "
                                        "remove the keyword from those that are not "
                                        "replacements and run again")
-    for uid, new in list(journal.appended.items()):
-        await _finish(messages, journal, uid, new, lambda _name: None)
+        # the APPENDs went in journal order and UIDs only grow: the first k were appended
+        found = dict(zip(journal.appending, orphans, strict=False))
+        journal.record("appended", list(found), found)
+        journal.appending = []  # the others were not: they are done again from scratch
+    await _finish(messages, journal, dict(journal.appended), lambda _name: None)
 
 
-async def _finish(messages: StoredMessages, journal: Journal, uid: int, new: int,
+async def _finish(messages: StoredMessages, journal: Journal, appended: dict[int, int],
                   note: Step) -> None:
-    await messages.expunge(uid)
+    if not appended:
+        return
+    await messages.expunge(list(appended))
     note("expunged")
-    await messages.unmark(new)
+    await messages.unmark(list(appended.values()))
     note("unmarked")
-    journal.record("done", uid)
+    journal.record("done", list(appended))
