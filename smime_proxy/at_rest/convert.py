@@ -42,6 +42,7 @@ _APPENDUID_SET = re.compile(r"\[APPENDUID \d+ ([\d:,]+)\]", re.IGNORECASE)
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE)
 _SMIME_TYPES = (b"application/pkcs7-mime", b"application/x-pkcs7-mime")
 BATCH = 50  # messages per round
+CANDIDATE_SLICE = 200  # messages per FETCH when looking for candidates
 ROUND_BYTES = 16 * 1024 * 1024  # and about this much of them (held twice: read and built)
 
 
@@ -123,25 +124,28 @@ class StoredMessages:
 
     async def candidates(self, action: Action) -> list[int]:
         """UIDs of the messages in the form the action starts from (not our own
-        replacements in flight)."""
-        response = await self._ok(await self.client.uid(
-            "fetch", "1:*", "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])"),
-            "FETCH")
+        replacements in flight). Asked in slices: aioimaplib handles the lines of one
+        response recursively, and a FETCH 1:* of a few thousand messages overflows it."""
+        everything = sorted(await self._search("ALL"))
         found: list[int] = []
-        lines = [bytes(line) for line in response.lines]
-        for index, line in enumerate(lines):
-            if b"FETCH (" not in line:
-                continue
-            uid, flags, _date = _fetch_items(line)
-            if uid is None or MARK.lower() in flags.lower():
-                continue
-            size = _SIZE.search(line)
-            self.sizes[uid] = int(size[1]) if size else 0
-            header = lines[index + 1].lower() if index + 1 < len(lines) else b""
-            encrypted = any(t in header for t in _SMIME_TYPES) and (
-                b"enveloped" in header or b"smime-type" not in header)
-            if (action == "decrypt") == encrypted:
-                found.append(uid)
+        for start in range(0, len(everything), CANDIDATE_SLICE):
+            response = await self._ok(await self.client.uid(
+                "fetch", _uid_set(everything[start:start + CANDIDATE_SLICE]),
+                "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])"), "FETCH")
+            lines = [bytes(line) for line in response.lines]
+            for index, line in enumerate(lines):
+                if b"FETCH (" not in line:
+                    continue
+                uid, flags, _date = _fetch_items(line)
+                if uid is None or MARK.lower() in flags.lower():
+                    continue
+                size = _SIZE.search(line)
+                self.sizes[uid] = int(size[1]) if size else 0
+                header = lines[index + 1].lower() if index + 1 < len(lines) else b""
+                encrypted = any(t in header for t in _SMIME_TYPES) and (
+                    b"enveloped" in header or b"smime-type" not in header)
+                if (action == "decrypt") == encrypted:
+                    found.append(uid)
         return found
 
     async def fetch(self, uids: list[int]) -> dict[int, tuple[bytes, list[str], str]]:
@@ -217,7 +221,10 @@ class StoredMessages:
                                                  f"({MARK})"), "STORE")
 
     async def marked(self) -> set[int]:
-        response = await self._ok(await self.client.search("KEYWORD", MARK, charset=None,
+        return await self._search("KEYWORD", MARK)
+
+    async def _search(self, *criteria: str) -> set[int]:
+        response = await self._ok(await self.client.search(*criteria, charset=None,
                                                            by_uid=True), "SEARCH")
         found: set[int] = set()
         for line in response.lines[:-1]:  # aioimaplib gives "* SEARCH 1 2" as b"1 2"
