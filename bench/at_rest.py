@@ -127,8 +127,7 @@ def folder_rate(up: Upstream, owner: Identity, messages: list[bytes], work: Path
     import imaplib
 
     from smime_proxy.at_rest.convert import Journal, StoredMessages, convert
-    from smime_proxy.control.imapcheck import authenticate
-    from smime_proxy.imap.upstream import close_client, open_client
+    from smime_proxy.imap.upstream import authenticate, close_client, open_client
     from smime_proxy.smime import seal_stored_copy
 
     with imaplib.IMAP4(up.host, up.imap_port) as imap:

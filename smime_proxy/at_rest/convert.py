@@ -55,6 +55,7 @@ class Progress:
     total: int = 0
     done: int = 0
     skipped: int = 0  # not convertible (the reason is logged per message)
+    cancelled: bool = False
     reasons: list[str] = field(default_factory=list)
 
 
@@ -275,15 +276,20 @@ Step = Callable[[str], None]  # called at each step (tests stop the operation th
 
 async def convert(messages: StoredMessages, journal: Journal, uids: Iterable[int],
                   build: Build, *, progress: Callable[[Progress], None] | None = None,
-                  step: Step | None = None, batch: int = BATCH) -> Progress:
+                  step: Step | None = None, batch: int = BATCH,
+                  cancelled: Callable[[], bool] | None = None) -> Progress:
     """Replace each of `uids` by `build(message)`, `batch` messages per round (one FETCH,
     their APPENDs, one STORE and one UID EXPUNGE, three journal lines); first finish what
-    the journal says was begun. Messages `build` refuses are left as they are (skipped)."""
+    the journal says was begun. Messages `build` refuses are left as they are (skipped).
+    `cancelled` is asked between rounds: a cancelled operation stops there, whole."""
     note = step or (lambda _name: None)
     await _finish_begun(messages, journal)
     todo = [uid for uid in uids if uid not in journal.done]
     state = Progress(total=len(todo))
     for part in _rounds(todo, messages.sizes, batch):
+        if cancelled is not None and cancelled():
+            state.cancelled = True
+            break
         fetched = await messages.fetch(part)
         note("fetched")
         ready: list[tuple[int, bytes, list[str], str]] = []

@@ -18,6 +18,7 @@ from smime_proxy.control.requests import (
     remote,
     text,
 )
+from smime_proxy.control.stored import StoredOperations
 
 EXPORT_FILENAME = "CertAndKey.pfx"
 
@@ -30,9 +31,11 @@ def pfx_response(data: bytes) -> web.Response:
 
 
 class JsonApi:
-    def __init__(self, guard: RequestGuard, operations: KeyOperations) -> None:
+    def __init__(self, guard: RequestGuard, operations: KeyOperations,
+                 stored: StoredOperations) -> None:
         self.guard = guard
         self.ops = operations
+        self.stored = stored
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/api/v1/status", self.status)
@@ -49,6 +52,42 @@ class JsonApi:
         router.add_get("/api/v1/contacts", self.contacts)
         router.add_post("/api/v1/contacts", self.contacts_add)
         router.add_delete("/api/v1/contacts/{address}", self.contacts_remove)
+        router.add_post("/api/v1/store", self.store_start)
+        router.add_get("/api/v1/store/{id}", self.store_get)
+        router.add_delete("/api/v1/store/{id}", self.store_cancel)
+
+    # --- stored messages (issue 11) --------------------------------------------------------
+
+    async def store_start(self, request: web.Request) -> web.Response:
+        """Encrypt or decrypt messages of a folder in place, in the background (202)."""
+        user = await self.guard.basic_user(request)
+        body = await read_json(request)
+        action = text(body.get("action"), "action")
+        mailbox = text(body.get("mailbox"), "mailbox")
+        uids = body.get("uids")
+        if uids is not None and (not isinstance(uids, list) or not all(
+                isinstance(u, int) and not isinstance(u, bool) and 0 < u < 2**32
+                for u in uids)):
+            raise Refusal(400, "uids: expected a list of message UIDs")
+        if action not in ("encrypt", "decrypt"):
+            raise Refusal(400, "action must be encrypt or decrypt")
+        await self.ops.run(self.ops.unlock(user, remote(request),
+                                           text(body.get("password"), "password")))
+        operation = self.stored.start(user, self.guard.basic_login(request),
+                                      self.guard.basic_password(request), action, mailbox,
+                                      uids)
+        return web.json_response(operation.to_json(), status=202)
+
+    async def store_get(self, request: web.Request) -> web.Response:
+        user = await self.guard.basic_user(request)
+        return web.json_response(self.stored.get(user, request.match_info["id"]).to_json())
+
+    async def store_cancel(self, request: web.Request) -> web.Response:
+        """Stop between two rounds (what was done stays done)."""
+        user = await self.guard.basic_user(request)
+        operation = self.stored.get(user, request.match_info["id"])
+        operation.cancel = True
+        return web.json_response(operation.to_json())
 
     async def status(self, request: web.Request) -> web.Response:
         user = await self.guard.basic_user(request)

@@ -215,6 +215,16 @@ class RequestGuard:
         self.credentials.remember(user, password)
 
     @staticmethod
+    def basic_login(request: web.Request) -> str:
+        """The login of a request's HTTP Basic credentials, as the client gave it."""
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return ""
+        return decoded.partition(":")[0] if scheme.lower() == "basic" else ""
+
+    @staticmethod
     def basic_password(request: web.Request) -> str:
         """The password of a request's HTTP Basic credentials (after `basic_user` accepted
         them; "" if there are none)."""

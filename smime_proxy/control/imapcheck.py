@@ -17,54 +17,19 @@ May import: config, errors, imap.upstream, aioimaplib, stdlib.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ssl
 
-from aioimaplib import aioimaplib
-
 from smime_proxy.config import UpstreamEndpoint
-from smime_proxy.imap.upstream import UpstreamUnavailable, close_client, open_client
+from smime_proxy.imap.upstream import (
+    UpstreamUnavailable,
+    authenticate,
+    close_client,
+    open_client,
+)
 
 CONNECT_TIMEOUT = 5.0
 EXCHANGE_TIMEOUT = 15.0
-_QUOTABLE = frozenset(range(0x20, 0x7F))
-
-
-def _quoted(value: str) -> str | None:
-    """An IMAP quoted string, or None when the value cannot be one (non-ASCII)."""
-    if not all(ord(c) in _QUOTABLE for c in value):
-        return None
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-async def authenticate(client: aioimaplib.IMAP4ClientProtocol, user: str,
-                       password: str) -> bool:
-    """Log `client` in (see the module docstring for how); True on OK, False on NO/BAD.
-    Raises UpstreamUnavailable when the server does not answer."""
-    capabilities = {c.upper() for c in client.capabilities}
-    if "SASL-IR" in capabilities and "AUTH=PLAIN" in capabilities:
-        answer = base64.b64encode(f"\0{user}\0{password}".encode()).decode("ascii")
-        command = aioimaplib.Command("AUTHENTICATE", client.new_tag(), "PLAIN", answer,
-                                     loop=client.loop)
-    else:
-        quoted_user, quoted_password = _quoted(user), _quoted(password)
-        if quoted_user is None or quoted_password is None:
-            return False
-        command = aioimaplib.Command("LOGIN", client.new_tag(), quoted_user,
-                                     quoted_password, loop=client.loop)
-    try:
-        response = await client.execute(command)
-    except aioimaplib.AioImapException:
-        raise UpstreamUnavailable("the IMAP server did not answer the login") from None
-    if response.result not in ("OK", "NO", "BAD"):
-        raise UpstreamUnavailable("the IMAP server did not answer the login")
-    ok: bool = response.result == "OK"
-    if ok:
-        client.state = aioimaplib.AUTH
-    return ok
-
-
 async def _login(endpoint: UpstreamEndpoint, user: str, password: str) -> bool:
     try:
         client = await open_client(endpoint, connect_timeout=CONNECT_TIMEOUT,

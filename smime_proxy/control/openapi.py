@@ -59,6 +59,21 @@ _ERRORS: dict[str, Any] = {
 }
 
 
+_OPERATION: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "action": {"type": "string", "enum": ["encrypt", "decrypt"]},
+        "mailbox": {"type": "string"},
+        "state": {"type": "string", "enum": ["running", "done", "failed", "cancelled"]},
+        "total": {"type": "integer"}, "done": {"type": "integer"},
+        "skipped": {"type": "integer"},
+        "error": {"type": "string", "nullable": True},
+    },
+    "required": ["id", "action", "mailbox", "state", "total", "done", "skipped"],
+}
+
+
 def _op(
     summary: str,
     responses: dict[str, Any],
@@ -286,6 +301,51 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                              "schema": {"type": "string"}}],
                 errors=("400", "401", "429", "503"),
                 operation_id="contacts_remove",
+            ),
+        },
+        "/api/v1/store": {
+            "post": _op(
+                "Encrypt or decrypt stored messages of a folder in place, in the background "
+                "(the key is unlocked with the Secure Mail Password; the mail login of this "
+                "request does the IMAP work)",
+                {"202": {"description": "started", "content": {JSON: {"schema": _OPERATION}}},
+                 "404": _answer("no key", "Error"),
+                 "409": _answer("the key cannot do it (it does not open what it seals)",
+                                "Error")},
+                body=_json_body({
+                    "type": "object",
+                    "properties": {
+                        "action": {"type": "string", "enum": ["encrypt", "decrypt"]},
+                        "mailbox": {"type": "string", "minLength": 1},
+                        "uids": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                        "password": _password("the Secure Mail Password"),
+                    },
+                    "required": ["action", "mailbox", "password"],
+                }),
+                errors=("400", "401", "403", "429", "503"),
+                operation_id="store_start",
+            ),
+        },
+        "/api/v1/store/{id}": {
+            "get": _op(
+                "How far a folder operation is",
+                {"200": {"description": "its state",
+                         "content": {JSON: {"schema": _OPERATION}}},
+                 "404": _answer("no such operation of this user", "Error")},
+                parameters=[{"name": "id", "in": "path", "required": True,
+                             "schema": {"type": "string"}}],
+                errors=("401", "429", "503"),
+                operation_id="store_get",
+            ),
+            "delete": _op(
+                "Cancel a folder operation (it stops between two rounds)",
+                {"200": {"description": "its state",
+                         "content": {JSON: {"schema": _OPERATION}}},
+                 "404": _answer("no such operation of this user", "Error")},
+                parameters=[{"name": "id", "in": "path", "required": True,
+                             "schema": {"type": "string"}}],
+                errors=("401", "429", "503"),
+                operation_id="store_cancel",
             ),
         },
     }

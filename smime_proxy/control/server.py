@@ -28,6 +28,7 @@ from smime_proxy.control.imapcheck import EXCHANGE_TIMEOUT
 from smime_proxy.control.metrics import ControlMetrics
 from smime_proxy.control.openapi import openapi_document
 from smime_proxy.control.operations import KeyOperations
+from smime_proxy.control.stored import StoredOperations
 from smime_proxy.control.web import WebPage
 from smime_proxy.errors import ConfigError
 from smime_proxy.services import Services
@@ -74,7 +75,8 @@ class ControlFront:
                                   imap_timeout=imap_timeout, accounts=accounts)
         self.operations = KeyOperations(services, self.metrics, accounts=accounts,
                                         throttle=throttle, mail_domain=mail_domain)
-        self.api = JsonApi(self.guard, self.operations)
+        self.stored = StoredOperations(services)
+        self.api = JsonApi(self.guard, self.operations, self.stored)
         self.page = WebPage(self.guard, self.operations, tls=self.tls)
         self.app = self._build_app(client_max_size)
         self._runner: web.AppRunner | None = None
@@ -136,6 +138,7 @@ class ControlFront:
                 break
 
     async def stop(self, grace: float) -> None:
+        await self.stored.close()  # a folder operation stops; its journal resumes it later
         runner, self._runner = self._runner, None
         if runner is not None:
             try:

@@ -22,6 +22,7 @@ May import: config, errors, imap.wire, tlsconfig, aioimaplib, stdlib.
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import ssl
 from typing import Final
@@ -231,3 +232,43 @@ async def close_client(protocol: aioimaplib.IMAP4ClientProtocol, limit: float = 
 
 
 __all__ = ["MAX_LINE", "UpstreamUnavailable", "close_client", "open_client", "open_stream"]
+
+
+_QUOTABLE = frozenset(range(0x20, 0x7F))
+
+
+def _quoted(value: str) -> str | None:
+    """An IMAP quoted string, or None when the value cannot be one (non-ASCII)."""
+    if not all(ord(c) in _QUOTABLE for c in value):
+        return None
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+async def authenticate(client: aioimaplib.IMAP4ClientProtocol, user: str,
+                       password: str) -> bool:
+    """Log `client` in; True on OK, False on NO/BAD; UpstreamUnavailable when the server
+    does not answer. `AUTHENTICATE PLAIN` with an initial response (RFC 4959) when offered
+    (base64: any UTF-8 user name or password), else `LOGIN` with quoted strings, which carry
+    ASCII only (RFC 9051 4.3): non-ASCII credentials are then refused here. The password is
+    never logged and never appears in an exception."""
+    capabilities = {c.upper() for c in client.capabilities}
+    if "SASL-IR" in capabilities and "AUTH=PLAIN" in capabilities:
+        answer = base64.b64encode(f"\0{user}\0{password}".encode()).decode("ascii")
+        command = aioimaplib.Command("AUTHENTICATE", client.new_tag(), "PLAIN", answer,
+                                     loop=client.loop)
+    else:
+        quoted_user, quoted_password = _quoted(user), _quoted(password)
+        if quoted_user is None or quoted_password is None:
+            return False
+        command = aioimaplib.Command("LOGIN", client.new_tag(), quoted_user,
+                                     quoted_password, loop=client.loop)
+    try:
+        response = await client.execute(command)
+    except aioimaplib.AioImapException:
+        raise UpstreamUnavailable("the IMAP server did not answer the login") from None
+    if response.result not in ("OK", "NO", "BAD"):
+        raise UpstreamUnavailable("the IMAP server did not answer the login")
+    ok: bool = response.result == "OK"
+    if ok:
+        client.state = aioimaplib.AUTH
+    return ok

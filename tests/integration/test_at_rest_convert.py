@@ -19,10 +19,9 @@ import pytest
 from smime_proxy.at_rest.convert import MARK, Journal, StoredMessages, convert
 from smime_proxy.at_rest.forms import decrypted_form
 from smime_proxy.config import UpstreamEndpoint
-from smime_proxy.control.imapcheck import authenticate
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.harness import Upstream
-from smime_proxy.imap.upstream import close_client, open_client
+from smime_proxy.imap.upstream import authenticate, close_client, open_client
 from smime_proxy.smime import is_encrypted, seal_stored_copy
 from support import pki
 from support.smtp_proxy import people

@@ -878,3 +878,41 @@ async def test_store_encrypted_switch(control: RunningControl, alice: AsyncClien
     assert control.services.secure_mail.store_encrypted_choice("alice")
     await alice.post("/api/v1/store-encrypted", json_body={"enable": False})
     assert not control.services.secure_mail.store_encrypted_choice("alice")
+
+
+async def test_a_folder_encrypted_through_the_api(control: RunningControl, alice: AsyncClient,
+                                                  alice_id: Identity,
+                                                  upstream: Upstream) -> None:
+    import imaplib
+
+    from smime_proxy.smime import is_encrypted
+
+    mailbox = f"ApiStore{free_port()}"
+    with imaplib.IMAP4(upstream.host, upstream.imap_port) as imap:
+        imap.login("alice", upstream.users["alice"])
+        imap.create(mailbox)
+        for n in range(2):
+            imap.append(mailbox, "(\\Seen)", None,
+                        f"Subject: api {n}\r\nFrom: d@example.org\r\n\r\nbody {n}\r\n".encode())
+    await import_alice(alice, alice_id)
+    body = {"action": "encrypt", "mailbox": mailbox, "password": SMP}
+    assert (await alice.post("/api/v1/store", json_body={**body, "password": "wrong"})
+            ).status == 403
+    assert (await alice.post("/api/v1/store", json_body={**body, "action": "shred"})
+            ).status == 400
+    started = await alice.post("/api/v1/store", json_body=body)
+    assert started.status == 202, started.text
+    ident = started.json()["id"]
+    for _ in range(200):
+        state = (await alice.get(f"/api/v1/store/{ident}")).json()
+        if state["state"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert (state["state"], state["done"], state["total"]) == ("done", 2, 2), state
+    assert (await alice.get("/api/v1/store/nope")).status == 404
+    with imaplib.IMAP4(upstream.host, upstream.imap_port) as imap:
+        imap.login("alice", upstream.users["alice"])
+        imap.select(mailbox, readonly=True)
+        _, data = imap.fetch("1:*", "(BODY.PEEK[])")
+    stored = [item[1] for item in data if isinstance(item, tuple)]
+    assert len(stored) == 2 and all(is_encrypted(m) for m in stored)

@@ -1,0 +1,81 @@
+"""One "encrypt" or "decrypt" operation on a user's folder, as `smime-proxy store` and the
+control API's `/api/v1/store` run it: log in to the mail store as the user, select the
+folder, pick the messages in the starting form, and `convert` them, with the journal of
+that (user, folder, UIDVALIDITY, action) under `journal_dir`, so that the same request
+made again resumes.
+
+`builder` makes the per-message step from the user's unlocked key: decrypting with
+`decrypted_form`; encrypting with `stored_form`, after proving once that the key opens what
+it seals (nothing is stored that its owner cannot read).
+
+May import: at_rest, config, crypto, errors, imap.upstream, cryptography,
+stdlib.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from smime_proxy.at_rest.convert import Action, Build, Journal, Progress, StoredMessages, convert
+from smime_proxy.at_rest.forms import NotDecryptable, decrypted_form, stored_form
+from smime_proxy.config import UpstreamEndpoint
+from smime_proxy.crypto.keyagent import KeyAgent
+from smime_proxy.errors import InputError, SmimeProxyError, WrongPassword
+from smime_proxy.imap.upstream import authenticate, close_client, open_client
+
+PROBE = b"Subject: probe\r\n\r\nprobe\r\n"
+
+
+class LoginRefused(WrongPassword):
+    """The mail store refused the mail login."""
+
+
+class StoreUnreachable(SmimeProxyError):
+    """The mail store could not be reached (the reason names the kind of failure)."""
+
+
+def builder(action: Action, agent: KeyAgent, certificate: x509.Certificate,
+            trust_roots: Sequence[x509.Certificate], now: datetime) -> Build:
+    if action == "decrypt":
+        return lambda message: decrypted_form(message, agent, trust_roots, now)
+    sealed = stored_form(PROBE, certificate, wanted=True).message
+    if decrypted_form(sealed, agent, trust_roots, now) != PROBE:
+        raise InputError("the key does not open what it seals: nothing was changed")
+
+    def encrypt(message: bytes) -> bytes:
+        form = stored_form(message, certificate, wanted=True)
+        if not form.encrypted:
+            raise NotDecryptable(form.reason)
+        return form.message
+
+    return encrypt
+
+
+async def run_operation(endpoint: UpstreamEndpoint, journal_dir: Path, login: str,
+                        mail_password: str, mailbox: str, action: Action,
+                        uids: Sequence[int] | None, build: Build, *,
+                        progress: Callable[[Progress], None] | None = None,
+                        cancelled: Callable[[], bool] | None = None) -> Progress:
+    """Convert `uids` (None: every message in the starting form) of `mailbox`."""
+    try:
+        client = await open_client(endpoint, connect_timeout=10, handshake_timeout=10)
+    except (OSError, SmimeProxyError) as exc:
+        raise StoreUnreachable(f"cannot reach the mail store: {type(exc).__name__}") from None
+    try:
+        if not await authenticate(client, login, mail_password):
+            raise LoginRefused("the mail store refused the login")
+        messages = StoredMessages(client, mailbox)
+        validity = await messages.select()
+        key = f"{login}\0{mailbox}\0{validity}\0{action}".encode()
+        journal = Journal(journal_dir / f"{hashlib.sha256(key).hexdigest()[:24]}.jsonl")
+        found = await messages.candidates(action)
+        chosen = found if uids is None else [u for u in uids if u in set(found)]
+        return await convert(messages, journal, chosen, build, progress=progress,
+                             cancelled=cancelled)
+    finally:
+        await close_client(client)
