@@ -9,9 +9,10 @@ May import: keystore.certs, stdlib.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
+from typing import Any
 
 from smime_proxy.keystore.certs import CertificateSummary
 
@@ -116,6 +117,33 @@ class PageState:
     mail_unlock: bool | None = None  # None: the admin does not allow it
     encryption_method: str = "automatic"
     store_encrypted: bool = False
+    operations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _operation_row(operation: dict[str, Any]) -> str:
+    skipped = int(operation["skipped"])
+    count = f"{int(operation['done'])} of {int(operation['total'])}"
+    if skipped:
+        count += f" ({skipped} skipped)"
+    return (f"<tr><td>{_e(str(operation['action']))}</td><td>{_e(str(operation['mailbox']))}"
+            f"</td><td>{_e(str(operation['state']))}</td><td>{_e(count)}</td></tr>")
+
+
+def _folder_operations(state: PageState) -> str:
+    """Encrypt or decrypt a folder in place, and how far the user's operations are."""
+    rows = "".join(_operation_row(o) for o in state.operations)
+    table = ("<table id=\"store-operations\"><tr><th>Action</th><th>Folder</th><th>State</th>"
+             f"<th>Messages</th></tr>{rows}</table>") if rows else ""
+    return _form(
+        "/store", state.csrf, "Encrypt Or Decrypt A Folder",
+        "<p>Replace every plain message of a folder by one encrypted to you, or every "
+        "encrypted one by its plaintext, on the server (flags and dates kept).</p>"
+        + _field("mailbox", "Folder", "text", "INBOX")
+        + '<label>Action <select name="action"><option value="encrypt">Encrypt</option>'
+        '<option value="decrypt">Decrypt</option></select></label>'
+        + _field("password", "Secure Mail Password", autocomplete="current-password")
+        + _field("mail_password", "Mail password", autocomplete="current-password"),
+        "Start", form_id="store-form") + table
 
 
 def _store_encrypted(state: PageState) -> str:
@@ -274,6 +302,7 @@ def main_page(state: PageState) -> str:
         parts.append(_mail_unlock(state))
         parts.append(_encryption_method(state))
         parts.append(_store_encrypted(state))
+        parts.append(_folder_operations(state))
         parts.append(_form(
             "/password", state.csrf, "Modify Secure Mail Password",
             _field("old_password", "Current Secure Mail Password",

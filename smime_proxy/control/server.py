@@ -77,7 +77,7 @@ class ControlFront:
                                         throttle=throttle, mail_domain=mail_domain)
         self.stored = StoredOperations(services)
         self.api = JsonApi(self.guard, self.operations, self.stored)
-        self.page = WebPage(self.guard, self.operations, tls=self.tls)
+        self.page = WebPage(self.guard, self.operations, tls=self.tls, stored=self.stored)
         self.app = self._build_app(client_max_size)
         self._runner: web.AppRunner | None = None
 

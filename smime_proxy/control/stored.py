@@ -99,6 +99,10 @@ class StoredOperations:
             raise Refusal(404, "no such operation")
         return operation
 
+    def of_user(self, user: str) -> list[Operation]:
+        """The user's operations, the newest first."""
+        return [o for o in reversed(self._operations.values()) if o.user == user]
+
     def _forget_finished(self) -> None:
         finished = [k for k, o in self._operations.items() if o.state != "running"]
         for key in finished[: max(0, len(finished) - MAX_KEPT)]:

@@ -21,6 +21,7 @@ from smime_proxy.control.auth import Session, Sessions
 from smime_proxy.control.guard import RequestGuard
 from smime_proxy.control.operations import KeyOperations, Refusal
 from smime_proxy.control.requests import Form, form_field, form_file, read_form, remote
+from smime_proxy.control.stored import StoredOperations
 from smime_proxy.errors import InputError
 from smime_proxy.keystore.certs import normalize_address
 
@@ -35,9 +36,11 @@ def _redirect(location: str = "/") -> web.Response:
 
 
 class WebPage:
-    def __init__(self, guard: RequestGuard, operations: KeyOperations, *, tls: bool) -> None:
+    def __init__(self, guard: RequestGuard, operations: KeyOperations, *, tls: bool,
+                 stored: StoredOperations | None = None) -> None:
         self.guard = guard
         self.ops = operations
+        self.stored = stored
         self.services = operations.services
         self.tls = tls
         self.sessions = Sessions(self.services.now)
@@ -53,6 +56,7 @@ class WebPage:
             ("/mail-unlock", self._mail_unlock),
             ("/encryption-method", self._encryption_method),
             ("/store-encrypted", self._store_encrypted),
+            ("/store", self._store),
             ("/import", self._import), ("/generate", self._generate),
             ("/password", self._password), ("/remove", self._remove),
             ("/contacts/add", self._contacts_add),
@@ -97,6 +101,7 @@ class WebPage:
                          else None),
             encryption_method=status["encryption_method"],
             store_encrypted=status["store_encrypted"],
+            operations=[o.to_json() for o in self.stored.of_user(user)] if self.stored else [],
         )
         return web.Response(text=pages.main_page(state), content_type="text/html")
 
@@ -201,6 +206,19 @@ class WebPage:
         self.ops.set_store_encrypted(session.user, wanted)
         return ("New plain mail will be stored encrypted." if wanted
                 else "New mail is stored as it arrives.")
+
+    async def _store(self, request: web.Request, session: Session,
+                     form: Mapping[str, Any]) -> str:
+        """Encrypt or decrypt a folder in place (issue 11): the mail password does the IMAP
+        work and is checked first; the Secure Mail Password unlocks the key."""
+        if self.stored is None:
+            raise Refusal(404, "folder operations are not available here")
+        mailbox, action = form_field(form, "mailbox"), form_field(form, "action")
+        mail_password = form_field(form, "mail_password")
+        await self.guard.check_credentials(session.user, mail_password, remote(request))
+        await self.ops.unlock(session.user, remote(request), form_field(form, "password"))
+        self.stored.start(session.user, session.user, mail_password, action, mailbox, None)
+        return f"Started: {action} every message of {mailbox}."
 
     async def _import(self, request: web.Request, session: Session,
                       form: Mapping[str, Any]) -> str:

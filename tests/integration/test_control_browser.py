@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import imaplib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def control(tmp_path: Path, upstream: Upstream) -> Iterator[RunningControl]:
         yield running
 
 
-def test_secure_mail_page_in_chromium(control: RunningControl, tmp_path: Path) -> None:
+def test_secure_mail_page_in_chromium(control: RunningControl, tmp_path: Path,
+                                      upstream: Upstream) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     ca = make_ca("Browser Test CA")
@@ -118,6 +120,26 @@ def test_secure_mail_page_in_chromium(control: RunningControl, tmp_path: Path) -
             page.locator("#store-encrypted-form").get_by_role("button", name="Turn on").click()
             expect(page.get_by_text("New plain mail will be stored encrypted.")).to_be_visible()
             assert control.services.secure_mail.store_encrypted_choice("alice")
+
+            # encrypt a folder in place (issue 11): started, then done, in the list
+            folder = f"PageStore{tmp_path.name[-8:]}"
+            with imaplib.IMAP4(upstream.host, upstream.imap_port) as imap:
+                imap.login("alice", ALICE_PW)
+                imap.create(folder)
+                imap.append(folder, "(\\Seen)", None, b"Subject: p\r\n\r\npage body\r\n")
+            form = page.locator("#store-form")
+            form.get_by_label("Folder").fill(folder)
+            form.get_by_label("Secure Mail Password").fill(SMP)
+            form.get_by_label("Mail password", exact=True).fill(ALICE_PW)
+            form.get_by_role("button", name="Start").click()
+            expect(page.get_by_text(f"Started: encrypt every message of {folder}.")
+                   ).to_be_visible()
+            for _ in range(100):
+                page.goto(control.url + "/")
+                if "done" in page.locator("#store-operations").inner_text():
+                    break
+                page.wait_for_timeout(100)
+            expect(page.locator("#store-operations")).to_contain_text("1 of 1")
 
             # export CertAndKey.pfx
             form = page.locator("#export-form")
