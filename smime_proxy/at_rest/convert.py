@@ -36,7 +36,6 @@ from smime_proxy.errors import SmimeProxyError
 Action = Literal["encrypt", "decrypt"]
 MARK = "$SmimeReplacement"
 _FETCH = re.compile(rb"UID (\d+)|FLAGS \(([^)]*)\)|INTERNALDATE (\"[^\"]*\")")
-_APPENDUID = re.compile(r"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _APPENDUID_SET = re.compile(r"\[APPENDUID \d+ ([\d:,]+)\]", re.IGNORECASE)
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]", re.IGNORECASE)
@@ -168,15 +167,25 @@ class StoredMessages:
         MULTIAPPEND command (RFC 3502: all or none, one commit on the server) when the
         store offers it with LITERAL+ (RFC 7888), else one APPEND each."""
         capabilities = {c.upper() for c in self.client.capabilities}
-        if len(items) < 2 or not {"MULTIAPPEND", "LITERAL+"} <= capabilities:
-            return [await self.append(*item) for item in items]
-        # The command line ends with the first literal's size; aioimaplib writes its
-        # `literal_data` on the server's "+": the first message, then each further
-        # message as ` flags date {size+}` CRLF and the message (non-synchronizing).
-        first, *rest = items
-        args = [self.quoted, _flag_list(first[1]), *([first[2]] if first[2] else []),
-                f"{{{len(first[0])}}}"]
-        tail: list[bytes] = [first[0]]
+        if {"MULTIAPPEND", "LITERAL+"} <= capabilities:
+            return await self._append(items) if items else []
+        return [(await self._append([item]))[0] for item in items]
+
+    async def append(self, message: bytes, flags: list[str], date: str) -> int:
+        return (await self._append([(message, flags, date)]))[0]
+
+    async def _append(self, items: list[tuple[bytes, list[str], str]]) -> list[int]:
+        """One APPEND command for `items` (more than one: MULTIAPPEND with LITERAL+).
+
+        As aioimaplib's append(), but with each date exactly as FETCH gave it (its own
+        conversion moves it to UTC: the same moment, another zone than the original's).
+        The command line ends with the first literal's size; aioimaplib writes its
+        `literal_data` on the server's "+": the first message, then each further message
+        as ` flags date {size+}` CRLF and the message (non-synchronizing)."""
+        (first, first_flags, first_date), *rest = items
+        args = [self.quoted, _flag_list(first_flags), *([first_date] if first_date else []),
+                f"{{{len(first)}}}"]
+        tail: list[bytes] = [first]
         for message, flags, date in rest:
             head = " ".join([_flag_list(flags), *([date] if date else [])])
             tail.append(f" {head} {{{len(message)}+}}\r\n".encode("ascii"))
@@ -191,23 +200,8 @@ class StoredMessages:
                 uids = _expand(found[1])
                 if len(uids) == len(items):
                     return uids
-        raise StoreOperationFailed("APPEND: no APPENDUID for every message")
-
-    async def append(self, message: bytes, flags: list[str], date: str) -> int:
-        # as aioimaplib's append(), but with the date exactly as FETCH gave it (its own
-        # conversion moves it to UTC: the same moment, another zone than the original's)
-        args = [self.quoted, _flag_list(flags)]
-        if date:
-            args.append(date)
-        args.append(f"{{{len(message)}}}")
-        self.client.literal_data = message
-        response = await self._ok(await self.client.execute(aioimaplib.Command(
-            "APPEND", self.client.new_tag(), *args, loop=self.client.loop)), "APPEND")
-        for line in response.lines:
-            found = _APPENDUID.search(bytes(line).decode("ascii", "replace"))
-            if found:
-                return int(found[2])
-        raise StoreOperationFailed("APPEND: no APPENDUID (the store lacks UIDPLUS)")
+        raise StoreOperationFailed("APPEND: no APPENDUID for every message (the store "
+                                   "lacks UIDPLUS?)")
 
     async def expunge(self, uids: list[int]) -> None:
         """Mark `uids` \\Deleted and expunge exactly them (UID EXPUNGE)."""

@@ -215,25 +215,28 @@ class RequestGuard:
         self.credentials.remember(user, password)
 
     @staticmethod
-    def basic_login(request: web.Request) -> str:
-        """The login of a request's HTTP Basic credentials, as the client gave it."""
+    def _basic_credentials(request: web.Request) -> tuple[str, str]:
+        """(login, password) of a request's HTTP Basic credentials; ("", "") if none."""
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return "", ""
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            return ""
-        return decoded.partition(":")[0] if scheme.lower() == "basic" else ""
+            return "", ""
+        login, _, password = decoded.partition(":")
+        return login, password
 
-    @staticmethod
-    def basic_password(request: web.Request) -> str:
+    @classmethod
+    def basic_login(cls, request: web.Request) -> str:
+        """The login of a request's HTTP Basic credentials, as the client gave it."""
+        return cls._basic_credentials(request)[0]
+
+    @classmethod
+    def basic_password(cls, request: web.Request) -> str:
         """The password of a request's HTTP Basic credentials (after `basic_user` accepted
         them; "" if there are none)."""
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return ""
-        return decoded.partition(":")[2] if scheme.lower() == "basic" else ""
+        return cls._basic_credentials(request)[1]
 
     async def basic_user(self, request: web.Request) -> str:
         """The user of an HTTP Basic request whose mail credentials the upstream accepts."""

@@ -187,10 +187,7 @@ class LdapDirectory:
             if config.starttls and not self.implicit_tls:
                 connection.start_tls()
             connection.bind()
-        except LDAPException as exc:
-            _close(connection)
-            raise self._unavailable("connect", exc) from None
-        except (OSError, ssl.SSLError) as exc:
+        except (LDAPException, OSError) as exc:  # ssl.SSLError is an OSError
             _close(connection)
             raise self._unavailable("connect", exc) from None
         try:

@@ -68,11 +68,19 @@ class LmtpFront:
         self.policy = policy if policy is not None else (
             load_policy(policy_file) if policy_file is not None else Policy())
         self.now = now
-        self.timeout = timeout
         self.max_message = max_message
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self.store = StorePool(upstream.host, upstream.port, step_seconds=timeout)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds each step with the store may take."""
+        return self.store.step_seconds
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.store.step_seconds = seconds
 
     @classmethod
     def from_services(cls, services: Services) -> LmtpFront:
@@ -123,7 +131,8 @@ class LmtpFront:
     # --- one message ------------------------------------------------------------------------
 
     def forms(self, recipients: Sequence[str], message: bytes) -> list[StoredForm | None]:
-        """Per recipient what to store (None: it could not be prepared). Worker thread."""
+        """Per recipient what to store (None: it could not be prepared). CPU work: the
+        caller runs it in a worker thread for a large message."""
         forms: list[StoredForm | None] = []
         for recipient in recipients:
             try:
@@ -153,7 +162,6 @@ class LmtpFront:
         groups.extend(([i], f.message) for i, f in enumerate(forms)
                       if f is not None and f.encrypted)
         passed = [o for o in options if o.upper().startswith(_PASSED_OPTIONS)]
-        self.store.step_seconds = self.timeout
         answers = await asyncio.gather(*(
             self.store.deliver(sender, [recipients[i] for i in indexes], copy,
                                mail_options=passed)
