@@ -66,6 +66,22 @@ class Pki:
         """PKCS#12 with password `PKCS12_PASSWORD`, PBE-SHA1-3DES (gpgsm can import it)."""
         return self.dir / f"{name}.p12"
 
+    def write_p12(self, name: str) -> None:
+        """(Re)write `p12(name)`: every call draws a new salt and IV."""
+        ident = self.users[name]
+        legacy = (
+            serialization.PrivateFormat.PKCS12.encryption_builder()
+            .kdf_rounds(2048)
+            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+            .hmac_hash(hashes.SHA1())  # noqa: S303 - the only MAC gpgsm 2.2 imports
+            .build(PKCS12_PASSWORD)
+        )
+        self.p12(name).write_bytes(
+            pkcs12.serialize_key_and_certificates(
+                name.encode(), ident.key, ident.cert, [self.inter.cert, self.root.cert], legacy
+            )
+        )
+
     def agent(self, name: str) -> InProcessKeyAgent:
         ident = self.users[name]
         return InProcessKeyAgent(ident.key, ident.cert, tuple(ident.chain))
@@ -81,13 +97,6 @@ def make_pki(directory: Path, names: Sequence[str] = tuple(USERS)) -> Pki:
     pki = Pki(directory, root, inter)
     pki.root_pem.write_bytes(root.cert_pem())
     pki.inter_pem.write_bytes(inter.cert_pem())
-    legacy = (
-        serialization.PrivateFormat.PKCS12.encryption_builder()
-        .kdf_rounds(2048)
-        .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
-        .hmac_hash(hashes.SHA1())  # noqa: S303 - the only MAC gpgsm 2.2 imports
-        .build(PKCS12_PASSWORD)
-    )
     for name in names:
         address, kind = USERS[name]
         ident = make_user(address, inter, kind=kind)
@@ -95,11 +104,7 @@ def make_pki(directory: Path, names: Sequence[str] = tuple(USERS)) -> Pki:
         pki.cert(name).write_bytes(ident.cert_pem())
         pki.key(name).write_bytes(ident.key_pem())
         ident.write_pem_bundle(pki.bundle(name))
-        pki.p12(name).write_bytes(
-            pkcs12.serialize_key_and_certificates(
-                name.encode(), ident.key, ident.cert, [inter.cert, root.cert], legacy
-            )
-        )
+        pki.write_p12(name)
     (directory / "password.txt").write_bytes(PKCS12_PASSWORD + b"\n")
     return pki
 
@@ -185,21 +190,29 @@ def gpgsm_home(base: Path, pki: Pki, secret_keys: Sequence[str] = ()) -> Iterato
         for name in pki.users:
             gpg.ok("--import", str(pki.cert(name)))
         for name in secret_keys:
-            _import_secret(gpg, pki.p12(name))
+            _import_secret(gpg, pki, name)
         yield gpg
     finally:
         run_tool_env(["gpgconf", "--kill", "gpg-agent"], gpg.env())
 
 
-def _import_secret(gpg: Gpgsm, p12: Path, attempts: int = 3) -> None:
-    """Import a PKCS#12; a failed passphrase hand-over is retried with a fresh agent (the
-    file and password are fixed, so a real import problem still fails every attempt)."""
+def _import_secret(gpg: Gpgsm, pki: Pki, name: str, attempts: int = 4) -> None:
+    """Import the user's PKCS#12 into gpgsm.
+
+    gpgsm 2.2.40 fails to parse about 1 in 50 PKCS#12 files that OpenSSL and pyca read
+    ("error parsing or decrypting the PKCS#12 file"), every time for a given file; the same
+    key written again with a new salt and IV imports (measured: 3 failing files of 150, each
+    imported 5 of 5 times once rewritten). So a failure rewrites the file; a real problem
+    (key, certificate, password) still fails every attempt. The agent is restarted too: right
+    after an autostart, its loopback passphrase hand-over was once seen to fail.
+    """
     for _ in range(attempts - 1):
-        if gpg.run("--import", str(p12), passphrase=PKCS12_PASSWORD).returncode == 0:
+        if gpg.run("--import", str(pki.p12(name)), passphrase=PKCS12_PASSWORD).returncode == 0:
             return
+        pki.write_p12(name)
         run_tool_env(["gpgconf", "--kill", "gpg-agent"], gpg.env())
         run_tool_env(["gpgconf", "--launch", "gpg-agent"], gpg.env())
-    gpg.ok("--import", str(p12), passphrase=PKCS12_PASSWORD)
+    gpg.ok("--import", str(pki.p12(name)), passphrase=PKCS12_PASSWORD)
 
 
 def run_tool_env(args: Sequence[str], env: dict[str, str]) -> None:
