@@ -1,6 +1,7 @@
 """Composition root: the one place that names concrete classes and wires the daemon.
 
-`open_stores(data_dir)` opens the SQLite stores (the CLI and the demo use it too);
+`open_stores(data_dir, store=...)` opens the key store and address book on the configured
+engine: SQLite in data_dir (the default) or PostgreSQL (the CLI and the demo use it too);
 `build_services(config)` opens the key store, address book, server CA and trust roots;
 `Daemon(services, fronts).run()` starts every front (control endpoint, SMTP submission,
 IMAP), handles SIGTERM/SIGINT (stop accepting, let in-flight work finish within a bound)
@@ -23,12 +24,13 @@ from typing import Protocol
 
 from cryptography import x509
 
-from smime_proxy.config import Config
+from smime_proxy.config import Config, StoreConfig
 from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.ldap import LdapDirectory
 from smime_proxy.keystore.pkcs import KDF_ITERATIONS
+from smime_proxy.keystore.ports import AddressBook, KeyStore
 from smime_proxy.keystore.service import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_UNLOCK, SecureMail
 from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
 from smime_proxy.metrics import MailMetrics
@@ -91,13 +93,19 @@ def load_trust_roots(config: Config) -> tuple[x509.Certificate, ...]:
     return tuple(roots)
 
 
+class Database(Protocol):
+    """The engine under the stores (`SqliteDatabase`, `PostgresDatabase`): closed at the end."""
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Stores:
-    """The stores of one data directory (SQLite): keys with unlock state, address books."""
+    """The stores of one deployment: keys with unlock state, address books, their engine."""
 
     secure_mail: SecureMail
     contacts: Contacts
-    database: SqliteDatabase
+    database: Database
 
     def close(self) -> None:
         self.database.close()
@@ -106,31 +114,49 @@ class Stores:
 def open_stores(
     data_dir: str | os.PathLike[str],
     *,
+    store: StoreConfig | None = None,
     ca: ServerCA | None = None,
     kdf_iterations: int = KDF_ITERATIONS,
     idle_timeout: timedelta = DEFAULT_IDLE_TIMEOUT,
     max_unlock: timedelta = DEFAULT_MAX_UNLOCK,
     mail_unlock: bool = True,
 ) -> Stores:
-    """Open the key store and address book of `data_dir` (the daemon, the CLI and the demo
-    all come here: this is the one place that names the SQLite classes)."""
-    database = SqliteDatabase.open(data_dir)
+    """Open the key store and address book: SQLite in `data_dir` unless `store` (the config's
+    `store:`) says PostgreSQL. The daemon, the CLI and the demo all come here: this is the one
+    place that names the SQLite and PostgreSQL classes."""
+    database: Database
+    key_store: KeyStore
+    address_book: AddressBook
+    if store is not None and store.backend == "postgresql":
+        from smime_proxy.keystore.postgres import (
+            PostgresAddressBook,
+            PostgresDatabase,
+            PostgresKeyStore,
+        )
+
+        shared = PostgresDatabase(store.read_dsn())
+        database, key_store, address_book = (shared, PostgresKeyStore(shared),
+                                             PostgresAddressBook(shared))
+    else:
+        local = SqliteDatabase.open(data_dir)
+        database, key_store, address_book = (local, SqliteKeyStore(local),
+                                             SqliteAddressBook(local))
     secure_mail = SecureMail(
-        SqliteKeyStore(database),
+        key_store,
         ca=ca,
         kdf_iterations=kdf_iterations,
         idle_timeout=idle_timeout,
         max_unlock=max_unlock,
         mail_unlock=mail_unlock,
     )
-    return Stores(secure_mail, Contacts(SqliteAddressBook(database)), database)
+    return Stores(secure_mail, Contacts(address_book), database)
 
 
 @contextlib.contextmanager
-def stores_of(data_dir: str | os.PathLike[str], *, ca: ServerCA | None = None
-              ) -> Iterator[Stores]:
+def stores_of(data_dir: str | os.PathLike[str], *, ca: ServerCA | None = None,
+              store: StoreConfig | None = None) -> Iterator[Stores]:
     """`open_stores` for one command: closed when the block ends (production KDF cost)."""
-    stores = open_stores(data_dir, ca=ca)
+    stores = open_stores(data_dir, store=store, ca=ca)
     try:
         yield stores
     finally:
@@ -147,6 +173,7 @@ def build_services(
     ca = ServerCA.load(config.data_dir) if ServerCA.exists(config.data_dir) else None
     stores = open_stores(
         config.data_dir,
+        store=config.store,
         ca=ca,
         kdf_iterations=kdf_iterations,
         idle_timeout=timedelta(seconds=config.unlock.idle_timeout),
@@ -168,15 +195,18 @@ def build_services(
 
 def default_fronts(services: DaemonServices) -> list[Front]:
     """Every front this build has, in start order."""
+    from smime_proxy.at_rest.operations import FolderOperations
     from smime_proxy.control import ControlFront
 
     control = services.config.control
+    folder_operations = FolderOperations(services)  # the page's, the API's, IMAP keywords'
     fronts: list[Front] = [
         ControlFront(
             services,
             client_max_size=control.max_upload_bytes,
             allowed_hosts=control.allowed_hosts,
             mail_domain=control.mail_domain,
+            folder_operations=folder_operations,
         )
     ]
     from smime_proxy.smtp.server import SmtpFront
@@ -184,7 +214,7 @@ def default_fronts(services: DaemonServices) -> list[Front]:
     fronts.append(SmtpFront.from_services(services))
     from smime_proxy.imap.server import ImapFront
 
-    fronts.append(ImapFront(services))
+    fronts.append(ImapFront(services, folder_operations=folder_operations))
     if services.config.listeners.lmtp is not None:
         from smime_proxy.lmtp.server import LmtpFront
 

@@ -16,7 +16,7 @@ that no journal line claims are, in UID order, the replacements of the round's f
 originals (APPENDs go in journal order and UIDs only grow). At most one copy of either form
 of a message exists at any moment.
 
-May import: errors, aioimaplib, stdlib.
+May import: at_rest.keywords, errors, aioimaplib, stdlib.
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from aioimaplib import aioimaplib
 
+from smime_proxy.at_rest.keywords import MARK, REQUEST_KEYWORDS, Action
 from smime_proxy.errors import SmimeProxyError
 
-Action = Literal["encrypt", "decrypt"]
-MARK = "$SmimeReplacement"
+_NOT_COPIED = {"\\recent", *(k.lower() for k in REQUEST_KEYWORDS.values())}
 _FETCH = re.compile(rb"UID (\d+)|FLAGS \(([^)]*)\)|INTERNALDATE (\"[^\"]*\")")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _APPENDUID_SET = re.compile(r"\[APPENDUID \d+ ([\d:,]+)\]", re.IGNORECASE)
@@ -122,11 +121,12 @@ class StoredMessages:
                 return int(found[1])
         raise StoreOperationFailed("SELECT: no UIDVALIDITY")
 
-    async def candidates(self, action: Action) -> list[int]:
-        """UIDs of the messages in the form the action starts from (not our own
-        replacements in flight). Asked in slices: aioimaplib handles the lines of one
-        response recursively, and a FETCH 1:* of a few thousand messages overflows it."""
-        everything = sorted(await self._search("ALL"))
+    async def candidates(self, action: Action, among: set[int] | None = None) -> list[int]:
+        """UIDs of the messages (all, or those of `among`) in the form the action starts
+        from (not our own replacements in flight). Asked in slices: aioimaplib handles the
+        lines of one response recursively, and a FETCH 1:* of a few thousand messages
+        overflows it."""
+        everything = sorted(await self._search("ALL") if among is None else among)
         found: list[int] = []
         for start in range(0, len(everything), CANDIDATE_SLICE):
             response = await self._ok(await self.client.uid(
@@ -158,7 +158,7 @@ class StoredMessages:
             if b"FETCH (" in bytes(line) and index + 1 < len(lines):
                 uid, flags, date = _fetch_items(bytes(line))
                 if uid is not None:
-                    keep = [f for f in flags.split() if f.lower() != "\\recent"]
+                    keep = [f for f in flags.split() if f.lower() not in _NOT_COPIED]
                     found[uid] = (bytes(lines[index + 1]), keep, date or "")
         return found
 
@@ -217,6 +217,16 @@ class StoredMessages:
 
     async def marked(self) -> set[int]:
         return await self._search("KEYWORD", MARK)
+
+    async def requested(self, action: Action) -> set[int]:
+        """UIDs a mail client asked to convert by setting the action's keyword."""
+        return await self._search("KEYWORD", REQUEST_KEYWORDS[action])
+
+    async def clear_request(self, action: Action, uids: set[int]) -> None:
+        if uids:
+            await self._ok(await self.client.uid(
+                "store", _uid_set(sorted(uids)), "-FLAGS.SILENT",
+                f"({REQUEST_KEYWORDS[action]})"), "STORE")
 
     async def _search(self, *criteria: str) -> set[int]:
         response = await self._ok(await self.client.search(*criteria, charset=None,

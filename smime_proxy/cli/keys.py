@@ -12,11 +12,14 @@ smime-proxy keys show USER
 smime-proxy contacts add USER CERT.pem | contacts list USER | contacts remove USER EMAIL
 ```
 
-All take the global `--data-dir DIR` (env SMIME_PROXY_DATA_DIR). Passwords come from files
+All take the global `--data-dir DIR` (env SMIME_PROXY_DATA_DIR), and each command takes
+`--config FILE` (env SMIME_PROXY_CONFIG): the daemon's config, whose `store:` then says where
+the keys are (SQLite in data_dir, or PostgreSQL) and whose `data_dir` is used unless
+`--data-dir` names one. Passwords come from files
 (`-` = one line of standard input) or, with no option and a terminal, from a prompt; never
 from argv. The key store uses the production KDF cost (600,000 PBKDF2 iterations) always.
 
-May import: app, cli, errors, keystore, stdlib.
+May import: app, cli, config, errors, keystore, stdlib.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_proxy.app import Stores, stores_of
 from smime_proxy.cli._common import read_file, read_secret
+from smime_proxy.config import Config, load_config
 from smime_proxy.errors import InputError, KeyStoreError
 from smime_proxy.keystore.ca import DEFAULT_CA_NAME, ServerCA
 from smime_proxy.keystore.certs import CertificateSummary
@@ -63,6 +67,9 @@ def _leaf(commands: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A command parser that takes no abbreviated options: `--password x` must not be taken
     for `--password-file x` (a password typed into argv, then echoed as a file name)."""
     parser: argparse.ArgumentParser = commands.add_parser(name, allow_abbrev=False, **kwargs)
+    parser.add_argument("--config", metavar="FILE", default=os.environ.get("SMIME_PROXY_CONFIG"),
+                        help="the daemon's YAML config: its key store (store:) and data_dir "
+                             "(env SMIME_PROXY_CONFIG)")
     return parser
 
 
@@ -83,15 +90,33 @@ def _guarded(handler: Handler) -> Handler:
     return run
 
 
+def _config(args: argparse.Namespace) -> Config | None:
+    """The `--config` file, loaded once per command (None without one)."""
+    path: str | None = getattr(args, "config", None)
+    if not path:
+        return None
+    loaded: Config | None = getattr(args, "loaded_config", None)
+    if loaded is None:
+        loaded = load_config(path)
+        args.loaded_config = loaded
+    return loaded
+
+
 def _data_dir(args: argparse.Namespace) -> str:
     data_dir: str | None = args.data_dir
     if not data_dir:
-        raise InputError("no data directory: give --data-dir DIR or set SMIME_PROXY_DATA_DIR")
+        config = _config(args)
+        if config is not None:
+            return str(config.data_dir)
+        raise InputError("no data directory: give --data-dir DIR or set SMIME_PROXY_DATA_DIR "
+                         "(or --config FILE)")
     return data_dir
 
 
 def _stores(args: argparse.Namespace, ca: ServerCA | None = None) -> AbstractContextManager[Stores]:
-    return stores_of(_data_dir(args), ca=ca)  # production KDF cost, always
+    config = _config(args)
+    return stores_of(_data_dir(args), ca=ca,  # production KDF cost, always
+                     store=None if config is None else config.store)
 
 
 def _now() -> datetime:

@@ -108,7 +108,7 @@ def _certificates(args: argparse.Namespace, policy: Policy, decision: Decision) 
     mode = config.revocation if config is not None else "off"
     sys.stdout.write(f"certificates (user {args.user}; revocation: "
                      f"{'not checked' if mode == 'off' else mode}):\n")
-    with stores_of(args.data_dir) as stores:
+    with stores_of(args.data_dir, store=config.store if config is not None else None) as stores:
         keys = ServiceKeys(
             stores.secure_mail, stores.contacts, now,
             directory=CertificateDirectory.load(policy.certificate_dir),

@@ -7,11 +7,11 @@ smime-proxy store encrypt|decrypt USER --config CONFIG --mailbox M (--uid N ... 
 ```
 
 USER logs in to the config's upstream IMAP server with the mail password; the key store
-(the config's `data_dir`) unlocks USER's key with the Secure Mail Password, for both
-actions: encrypting proves first that the key opens what it seals, so that nothing is
-stored that its owner cannot read. Progress goes to standard error on a terminal; the
-journal under `data_dir/at-rest/` lets the same command, run again after a crash or an
-interrupt, finish the work without duplicates.
+(the config's `store:`, SQLite in `data_dir` by default) unlocks USER's key with the Secure
+Mail Password, for both actions: encrypting proves first that the key opens what it seals,
+so that nothing is stored that its owner cannot read. Progress goes to standard error on a
+terminal; the journal under `data_dir/at-rest/` lets the same command, run again after a
+crash or an interrupt, finish the work without duplicates.
 
 Exit codes: 0 done (messages that cannot be converted are skipped and counted), 1 refused
 (wrong password or login), 2 usage error or the mail store unreachable.
@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"\r{args.action}: {state.done}/{state.total}")
             sys.stderr.flush()
 
-    with stores_of(config.data_dir) as stores:
+    with stores_of(config.data_dir, store=config.store) as stores:
         mail = stores.secure_mail
         mail.unlock(user, password.decode("utf-8", "replace"), now)
         try:

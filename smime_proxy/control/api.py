@@ -1,15 +1,16 @@
 """The JSON API under /api/v1 (described by /api/v1/openapi.json): HTTP Basic with the mail
 account, JSON bodies (multipart for uploaded files), the operations of `KeyOperations`.
 
-May import: control, aiohttp, stdlib.
+May import: at_rest, control, aiohttp, stdlib.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from smime_proxy.at_rest.operations import FolderOperations, Operation
 from smime_proxy.control.guard import RequestGuard
-from smime_proxy.control.operations import KeyOperations, Refusal, summary_json
+from smime_proxy.control.operations import KeyOperations, Refusal, start_operation, summary_json
 from smime_proxy.control.requests import (
     form_field,
     form_file,
@@ -18,7 +19,6 @@ from smime_proxy.control.requests import (
     remote,
     text,
 )
-from smime_proxy.control.stored import StoredOperations
 
 EXPORT_FILENAME = "CertAndKey.pfx"
 
@@ -32,7 +32,7 @@ def pfx_response(data: bytes) -> web.Response:
 
 class JsonApi:
     def __init__(self, guard: RequestGuard, operations: KeyOperations,
-                 stored: StoredOperations) -> None:
+                 stored: FolderOperations) -> None:
         self.guard = guard
         self.ops = operations
         self.stored = stored
@@ -73,19 +73,24 @@ class JsonApi:
             raise Refusal(400, "action must be encrypt or decrypt")
         await self.ops.run(self.ops.unlock(user, remote(request),
                                            text(body.get("password"), "password")))
-        operation = self.stored.start(user, self.guard.basic_login(request),
-                                      self.guard.basic_password(request), action, mailbox,
-                                      uids)
+        operation = start_operation(self.stored, user, self.guard.basic_login(request),
+                                    self.guard.basic_password(request), action, mailbox, uids)
         return web.json_response(operation.to_json(), status=202)
+
+    def _operation(self, user: str, request: web.Request) -> Operation:
+        operation = self.stored.get(user, request.match_info["id"])
+        if operation is None:
+            raise Refusal(404, "no such operation")
+        return operation
 
     async def store_get(self, request: web.Request) -> web.Response:
         user = await self.guard.basic_user(request)
-        return web.json_response(self.stored.get(user, request.match_info["id"]).to_json())
+        return web.json_response(self._operation(user, request).to_json())
 
     async def store_cancel(self, request: web.Request) -> web.Response:
         """Stop between two rounds (what was done stays done)."""
         user = await self.guard.basic_user(request)
-        operation = self.stored.get(user, request.match_info["id"])
+        operation = self._operation(user, request)
         operation.cancel = True
         return web.json_response(operation.to_json())
 

@@ -7,7 +7,8 @@ that takes the Secure Mail Password is throttled per user and source address; a 
 password, a throttled attempt and an unlock are counted in the metrics. No password, key or
 file content is ever logged.
 
-May import: accounts, throttle, errors, services, keystore, control.auth, control.metrics, stdlib.
+May import: accounts, at_rest, throttle, errors, services, keystore, control.auth,
+control.metrics, stdlib.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from smime_proxy.accounts import Accounts
+from smime_proxy.at_rest.operations import FolderOperations, Operation
 from smime_proxy.control.metrics import ControlMetrics
 from smime_proxy.errors import (
     DirectoryUnavailable,
@@ -62,6 +64,18 @@ class Refusal(SmimeProxyError):
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+
+
+def start_operation(operations: FolderOperations, user: str, login: str, mail_password: str,
+                    action: str, mailbox: str, uids: list[int] | None) -> Operation:
+    """`FolderOperations.start` with its refusals as HTTP statuses (the caller unlocked
+    the key)."""
+    try:
+        return operations.start(user, login, mail_password, action, mailbox, uids)
+    except InputError as exc:
+        raise Refusal(400, str(exc)) from None
+    except SmimeProxyError as exc:
+        raise Refusal(409, str(exc)) from None
 
 
 def _iso(moment: datetime | None) -> str | None:

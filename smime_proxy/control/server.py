@@ -6,8 +6,8 @@ and `/metrics`. This module routes and starts; every request first passes the
 
 No password, key or request body is ever logged.
 
-May import: accounts, throttle, config, errors, services, tlsconfig, control, aiohttp, cryptography,
-prometheus_client, stdlib.
+May import: accounts, at_rest, throttle, config, errors, services, tlsconfig, control,
+aiohttp, cryptography, prometheus_client, stdlib.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from smime_proxy.accounts import Accounts
+from smime_proxy.at_rest.operations import FolderOperations
 from smime_proxy.control.api import JsonApi
 from smime_proxy.control.guard import RequestGuard
 from smime_proxy.control.imapcheck import EXCHANGE_TIMEOUT
 from smime_proxy.control.metrics import ControlMetrics
 from smime_proxy.control.openapi import openapi_document
 from smime_proxy.control.operations import KeyOperations
-from smime_proxy.control.stored import StoredOperations
 from smime_proxy.control.web import WebPage
 from smime_proxy.errors import ConfigError
 from smime_proxy.services import Services
@@ -64,7 +64,10 @@ class ControlFront:
         allowed_hosts: tuple[str, ...] = (),
         mail_domain: str | None = None,
         throttle: Throttle | None = None,
+        folder_operations: FolderOperations | None = None,
     ) -> None:
+        """`folder_operations`: shared with the IMAP front (keyword requests); this front
+        closes them when it stops (it is the last to stop)."""
         self.services = services
         self.listener = services.config.listeners.control
         self.tls = self.listener.tls is not None
@@ -75,7 +78,7 @@ class ControlFront:
                                   imap_timeout=imap_timeout, accounts=accounts)
         self.operations = KeyOperations(services, self.metrics, accounts=accounts,
                                         throttle=throttle, mail_domain=mail_domain)
-        self.stored = StoredOperations(services)
+        self.stored = folder_operations or FolderOperations(services)
         self.api = JsonApi(self.guard, self.operations, self.stored)
         self.page = WebPage(self.guard, self.operations, tls=self.tls, stored=self.stored)
         self.app = self._build_app(client_max_size)

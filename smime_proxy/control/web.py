@@ -2,7 +2,7 @@
 SameSite=Strict, Secure and `__Host-` under TLS), a CSRF token in every form, and one POST
 route per action of `KeyOperations`, each answered by a redirect to the page with a message.
 
-May import: errors, keystore, control, aiohttp, stdlib.
+May import: at_rest, errors, keystore, control, aiohttp, stdlib.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
+from smime_proxy.at_rest.operations import FolderOperations
 from smime_proxy.control import pages
 from smime_proxy.control.api import pfx_response
 from smime_proxy.control.auth import Session, Sessions
 from smime_proxy.control.guard import RequestGuard
-from smime_proxy.control.operations import KeyOperations, Refusal
+from smime_proxy.control.operations import KeyOperations, Refusal, start_operation
 from smime_proxy.control.requests import Form, form_field, form_file, read_form, remote
-from smime_proxy.control.stored import StoredOperations
 from smime_proxy.errors import InputError
 from smime_proxy.keystore.certs import normalize_address
 
@@ -37,7 +37,7 @@ def _redirect(location: str = "/") -> web.Response:
 
 class WebPage:
     def __init__(self, guard: RequestGuard, operations: KeyOperations, *, tls: bool,
-                 stored: StoredOperations | None = None) -> None:
+                 stored: FolderOperations | None = None) -> None:
         self.guard = guard
         self.ops = operations
         self.stored = stored
@@ -217,7 +217,8 @@ class WebPage:
         mail_password = form_field(form, "mail_password")
         await self.guard.check_credentials(session.user, mail_password, remote(request))
         await self.ops.unlock(session.user, remote(request), form_field(form, "password"))
-        self.stored.start(session.user, session.user, mail_password, action, mailbox, None)
+        start_operation(self.stored, session.user, session.user, mail_password, action,
+                        mailbox, None)
         return f"Started: {action} every message of {mailbox}."
 
     async def _import(self, request: web.Request, session: Session,

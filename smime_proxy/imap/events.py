@@ -57,6 +57,17 @@ class SealCopy:
 
 
 @dataclass(frozen=True, slots=True)
+class ConvertRequested:
+    """The client set `action`'s keyword on messages of `mailbox` (its name, decoded) and
+    the key is unlocked: convert the messages that carry it (`at_rest`), on another
+    connection. Nothing is answered back."""
+
+    user: str
+    mailbox: str
+    action: Literal["encrypt", "decrypt"]
+
+
+@dataclass(frozen=True, slots=True)
 class Pause:
     """Wait this long before the next action (after a failed login: slows guessing)."""
 
@@ -71,7 +82,7 @@ class Close:
 
 
 Action = (SendToClient | SendToUpstream | StartClientTls | OpenMessage | MailLogin | SealCopy
-          | Pause | Close)
+          | ConvertRequested | Pause | Close)
 
 
 # --- results (in) -------------------------------------------------------------------------

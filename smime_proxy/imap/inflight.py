@@ -31,6 +31,7 @@ class RelayedCommand:
     select: bool = False  # SELECT / EXAMINE: note whether the mailbox is read-only
     throttled: bytes | None = None  # AUTHENTICATE refused here: our NO, sent when it ends
     plain_fetch: bool = False  # a FETCH of messages known to be plain: content passes through
+    requests: tuple[Literal["encrypt", "decrypt"], ...] = ()  # STORE of a request keyword
 
 
 @dataclass

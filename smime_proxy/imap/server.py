@@ -15,6 +15,10 @@
   its actions under one lock, so actions go out in the order the session gave them.
   Back-pressure: the upstream is not read while many messages wait to be opened, the
   client not while the session holds a lot of unread client data.
+- `ConvertRequested` (a client set `$SmimeEncrypt` / `$SmimeDecrypt`) starts
+  `at_rest.operations.FolderOperations.request_by_keyword` with the login of this
+  connection: for that, the mail password the client logged in with is kept in this
+  connection's memory while it lives (only when the front has folder operations).
 - The upstream closing (or failing) mid-command gives the client `* BYE` and a close.
 - Autologout after 30 minutes without a byte from either side (the upstream's IDLE
   keep-alives count, so an IDLEing client stays).
@@ -23,7 +27,7 @@
 
 Nothing here logs a password, a key or a message body.
 
-May import: accounts, config, errors, services, throttle, keystore, imap,
+May import: accounts, at_rest, config, errors, services, throttle, keystore, imap,
 memory, tlsconfig, stdlib.
 """
 
@@ -39,8 +43,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from smime_proxy.accounts import Accounts
+from smime_proxy.at_rest.operations import FolderOperations
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint, control_url
 from smime_proxy.errors import ConfigError, KeyLocked, SmimeProxyError
+from smime_proxy.imap.events import ConvertRequested
 from smime_proxy.imap.opening import open_for_client, seal_for_user
 from smime_proxy.imap.session import (
     Action,
@@ -104,6 +110,7 @@ class _Connection:
         self.last_activity = time.monotonic()
         self.counted: tuple[str, str] | None = None  # (user, address) once logged in
         self.views_user: str | None = None  # bound to the view cache as this user
+        self.mail_password: bytes = b""  # for keyword requests (ConvertRequested)
 
     @property
     def busy(self) -> bool:
@@ -286,6 +293,21 @@ class _Connection:
             self.front.openers, services.secure_mail.mail_login_logged,
             self.front.accounts.user(action.user), action.password, services.now())
 
+    def _convert(self, action: ConvertRequested) -> None:
+        """Start the conversion a client asked for by keyword (it runs on its own
+        connection; this session sees its effects from the upstream)."""
+        operations = self.front.folder_operations
+        if operations is None or not self.mail_password:
+            return
+        user = self.front.accounts.user(action.user)
+        try:
+            operations.request_by_keyword(user, action.user,
+                                          self.mail_password.decode("utf-8", "replace"),
+                                          action.action, action.mailbox)
+        except SmimeProxyError as exc:  # e.g. locked since the session looked
+            log.info("keyword request not started",
+                     extra={"user": user, "reason": type(exc).__name__})
+
     async def _seal(self, action: SealCopy) -> None:
         """Seal a Sent or Drafts copy to the user's own certificate (a worker thread), then
         let the session append it. No certificate: the copy is stored as written."""
@@ -327,7 +349,11 @@ class _Connection:
                 self.opens.add(future)
                 future.add_done_callback(self._opened)
             elif isinstance(action, MailLogin):
+                if self.front.folder_operations is not None:
+                    self.mail_password = action.password
                 await self._mail_login(action)
+            elif isinstance(action, ConvertRequested):
+                self._convert(action)
             elif isinstance(action, SealCopy):
                 await self._seal(action)
             elif isinstance(action, Pause):
@@ -405,8 +431,12 @@ class ImapFront:
 
     def __init__(self, services: Services, *, listener: ListenerConfig | None = None,
                  upstream: UpstreamEndpoint | None = None,
-                 settings: ImapSettings = ImapSettings()) -> None:
+                 settings: ImapSettings = ImapSettings(),
+                 folder_operations: FolderOperations | None = None) -> None:
+        """`folder_operations`: where keyword requests go (None: a keyword is only a
+        keyword)."""
         config = services.config
+        self.folder_operations = folder_operations
         self.services = services
         self.listener = listener if listener is not None else config.listeners.imap
         self.upstream = upstream if upstream is not None else config.upstream.imap

@@ -40,11 +40,12 @@ understand through byte for byte; a client library parses and rebuilds everythin
 
 The actions and results are in `imap.events`, the capability filter in `imap.negotiation`,
 the answering of content FETCHes in `imap.fetch_answers`, logins in `imap.login`, Sent
-and Drafts copies sealed at rest in `imap.stored_copies`.
+and Drafts copies sealed at rest in `imap.stored_copies`, conversions asked for by keyword in
+`imap.keyword_requests`.
 
 May import: errors, throttle, imap.wire, imap.events, imap.inflight, imap.negotiation,
-imap.fetch_answers, imap.fetch_rewrite, imap.login, imap.search_job, imap.streaming,
-imap.stored_copies, imap.views, mime, stdlib.
+imap.fetch_answers, imap.fetch_rewrite, imap.keyword_requests, imap.login, imap.search_job,
+imap.streaming, imap.stored_copies, imap.views, mime, stdlib.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ from smime_proxy.imap.inflight import (
     SearchJob,
     Stream,
 )
+from smime_proxy.imap.keyword_requests import Conversion, KeywordRequests, requested_conversions
 from smime_proxy.imap.login import Logins
 from smime_proxy.imap.negotiation import (
     capabilities_in,
@@ -145,7 +147,8 @@ PIPELINABLE: Final = frozenset({
 _UIDVALIDITY: Final = re.compile(rb"\* OK \[UIDVALIDITY ([0-9]{1,10})\]", re.IGNORECASE)
 
 
-class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedLiterals):
+class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedLiterals,
+                  KeywordRequests):
     """See the module docstring."""
 
     def __init__(self, settings: SessionSettings, gate: LoginGate | None = None,
@@ -310,8 +313,10 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
             self._upstream_untagged(raw)
             return
         tag = raw.split(b" ", 1)[0]
-        if self._pipelined.pop(tag, None) is not None:
-            self._out.append(SendToClient(self._filter_caps_in(raw)))
+        relayed = self._pipelined.pop(tag, None)
+        if relayed is not None:
+            ok = raw[len(tag) + 1 :].upper().startswith(b"OK")
+            self._tagged_with_requests(relayed, self._filter_caps_in(raw), ok)
             return
         if isinstance(job, InternalCommand) and tag == job.tag:
             self._inflight = None
@@ -336,7 +341,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
                 if not ok:
                     self.mailbox = None
                 self._selecting = None
-            self._out.append(SendToClient(self._filter_caps_in(raw)))
+            self._tagged_with_requests(job, self._filter_caps_in(raw), ok)
             return
         if isinstance(job, FetchJob) and self._fetch_tagged(job, tag, raw):
             return
@@ -527,8 +532,9 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
             return
         if name == "LOGOUT":
             self._logging_out = True
+        requests = requested_conversions(raw) if name == "STORE" else ()
         if self._may_pipeline(command, raw):
-            self._relay(tag, raw, pipelined=True)
+            self._relay(tag, raw, pipelined=True, requests=requests)
             return
         if name in ("SELECT", "EXAMINE", "UNSELECT", "CLOSE"):
             # another mailbox (or none): what was learnt about the last one no longer holds
@@ -538,7 +544,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
             if isinstance(command, SelectCommand):  # INBOX is case-insensitive (RFC 9051 5.1)
                 inbox = command.mailbox.upper() == b"INBOX"
                 self._selecting = b"INBOX" if inbox else command.mailbox
-        self._relay(tag, raw, select=name in ("SELECT", "EXAMINE"))
+        self._relay(tag, raw, select=name in ("SELECT", "EXAMINE"), requests=requests)
 
     def _may_pipeline(self, command: Command, raw: bytes) -> bool:
         """Whether a command may go upstream while others are in flight (RFC 9051 5.5: the
@@ -592,7 +598,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
     def _relay(self, tag: bytes, raw: bytes, *, login: bool = False,
                login_user: str | None = None, login_secret: bytes = b"",
                sasl_plain: bool = False, select: bool = False, plain_fetch: bool = False,
-               pipelined: bool = False) -> None:
+               pipelined: bool = False, requests: tuple[Conversion, ...] = ()) -> None:
         if self._upstream_has("LITERAL+"):
             raw = use_nonsync_literals(raw, None)
         elif self._upstream_has("LITERAL-"):
@@ -600,7 +606,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         pieces = deque(split_at_sync_literals(raw))
         command = RelayedCommand(tag, login=login, login_user=login_user,
                                  login_secret=login_secret, sasl_plain=sasl_plain,
-                                 select=select, plain_fetch=plain_fetch)
+                                 select=select, plain_fetch=plain_fetch, requests=requests)
         if pipelined:
             self._pipelined[tag] = command
         else:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from smime_proxy.app import DaemonServices
+from smime_proxy.at_rest.operations import FolderOperations
 from smime_proxy.config import (
     Config,
     ListenerConfig,
@@ -69,13 +70,17 @@ def imap_services(tmp_path: Path, world: KeyWorld, upstream: UpstreamEndpoint, *
 
 @contextmanager
 def running_front(loop: LoopThread, services: DaemonServices,
-                  settings: ImapSettings | None = None) -> Iterator[ImapFront]:
-    front = ImapFront(services) if settings is None else ImapFront(services, settings=settings)
+                  settings: ImapSettings | None = None,
+                  folder_operations: FolderOperations | None = None) -> Iterator[ImapFront]:
+    front = ImapFront(services, settings=settings or ImapSettings(),
+                      folder_operations=folder_operations)
     loop.run(front.start())
     try:
         yield front
     finally:
         loop.run(front.stop(1.0))
+        if folder_operations is not None:
+            loop.run(folder_operations.close())
 
 
 def encrypted_signed(message: bytes, signer: pki.Identity, recipient: pki.Identity, *,
