@@ -8,7 +8,7 @@ mail store as the user, select the folder, pick the messages in the starting for
 `decrypted_form`; encrypting with `stored_form`, after proving once that the key opens what
 it seals (nothing is stored that its owner cannot read).
 
-May import: at_rest, config, crypto, errors, imap.upstream, cryptography,
+May import: at_rest, config, crypto, errors, imap.upstream, aioimaplib, cryptography,
 stdlib.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from aioimaplib import aioimaplib
 from cryptography import x509
 
 from smime_proxy.at_rest.convert import (
@@ -65,11 +66,9 @@ def builder(action: Action, agent: KeyAgent, certificate: x509.Certificate,
 
 
 @contextlib.asynccontextmanager
-async def _mailbox(endpoint: UpstreamEndpoint, journal_dir: Path, login: str,
-                   mail_password: str, mailbox: str, action: Action
-                   ) -> AsyncIterator[tuple[StoredMessages, Journal]]:
-    """Log in as the user, select `mailbox`; its messages and the journal of (user,
-    folder, UIDVALIDITY, action)."""
+async def logged_in(endpoint: UpstreamEndpoint, login: str, mail_password: str
+                    ) -> AsyncIterator[aioimaplib.IMAP4ClientProtocol]:
+    """A connection to the mail store, logged in as the user."""
     try:
         client = await open_client(endpoint, connect_timeout=10, handshake_timeout=10)
     except (OSError, SmimeProxyError) as exc:
@@ -77,12 +76,22 @@ async def _mailbox(endpoint: UpstreamEndpoint, journal_dir: Path, login: str,
     try:
         if not await authenticate(client, login, mail_password):
             raise LoginRefused("the mail store refused the login")
+        yield client
+    finally:
+        await close_client(client)
+
+
+@contextlib.asynccontextmanager
+async def _mailbox(endpoint: UpstreamEndpoint, journal_dir: Path, login: str,
+                   mail_password: str, mailbox: str, action: Action
+                   ) -> AsyncIterator[tuple[StoredMessages, Journal]]:
+    """Log in as the user, select `mailbox`; its messages and the journal of (user,
+    folder, UIDVALIDITY, action)."""
+    async with logged_in(endpoint, login, mail_password) as client:
         messages = StoredMessages(client, mailbox)
         validity = await messages.select()
         key = f"{login}\0{mailbox}\0{validity}\0{action}".encode()
         yield messages, Journal(journal_dir / f"{hashlib.sha256(key).hexdigest()[:24]}.jsonl")
-    finally:
-        await close_client(client)
 
 
 async def run_operation(endpoint: UpstreamEndpoint, journal_dir: Path, login: str,

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from smime_proxy.at_rest.listing import find_messages, folder_counts
 from smime_proxy.at_rest.operations import FolderOperations, Operation
 from smime_proxy.control.guard import RequestGuard
-from smime_proxy.control.operations import KeyOperations, Refusal, start_operation, summary_json
+from smime_proxy.control.operations import (
+    KeyOperations,
+    Refusal,
+    read_mail_store,
+    start_operation,
+    summary_json,
+)
 from smime_proxy.control.requests import (
     form_field,
     form_file,
@@ -52,11 +59,31 @@ class JsonApi:
         router.add_get("/api/v1/contacts", self.contacts)
         router.add_post("/api/v1/contacts", self.contacts_add)
         router.add_delete("/api/v1/contacts/{address}", self.contacts_remove)
+        router.add_get("/api/v1/folders", self.folders)
+        router.add_get("/api/v1/folders/messages", self.folder_messages)
         router.add_post("/api/v1/store", self.store_start)
         router.add_get("/api/v1/store/{id}", self.store_get)
         router.add_delete("/api/v1/store/{id}", self.store_cancel)
 
     # --- stored messages (issue 11) --------------------------------------------------------
+
+    async def folders(self, request: web.Request) -> web.Response:
+        """The user's folders with their counts of encrypted and plain messages."""
+        await self.guard.basic_user(request)
+        found = await read_mail_store(folder_counts(
+            self.ops.services.config.upstream.imap, self.guard.basic_login(request),
+            self.guard.basic_password(request)))
+        return web.json_response({"folders": [f.to_json() for f in found]})
+
+    async def folder_messages(self, request: web.Request) -> web.Response:
+        """Messages of a folder found by stored subject and sender (the newest first)."""
+        await self.guard.basic_user(request)
+        query = request.query
+        found = await read_mail_store(find_messages(
+            self.ops.services.config.upstream.imap, self.guard.basic_login(request),
+            self.guard.basic_password(request), text(query.get("mailbox"), "mailbox"),
+            query.get("subject", ""), query.get("from", "")))
+        return web.json_response({"messages": [m.to_json() for m in found]})
 
     async def store_start(self, request: web.Request) -> web.Response:
         """Encrypt or decrypt messages of a folder in place, in the background (202)."""

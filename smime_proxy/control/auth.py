@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from smime_proxy.errors import UsageError
 
@@ -85,6 +86,9 @@ class Session:
     last_seen: datetime
     domain: str | None = None
     flash: list[tuple[str, str]] = field(default_factory=list)
+    # what the user last asked to see of their mail: folder counts, found messages
+    folders: list[dict[str, Any]] = field(default_factory=list)
+    found: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"Session(user={self.user!r}, created={self.created.isoformat()})"

@@ -68,9 +68,38 @@ _OPERATION: dict[str, Any] = {
         "state": {"type": "string", "enum": ["running", "done", "failed", "cancelled"]},
         "total": {"type": "integer"}, "done": {"type": "integer"},
         "skipped": {"type": "integer"},
+        "origin": {"type": "string", "enum": ["request", "keyword"]},
         "error": {"type": "string", "nullable": True},
     },
     "required": ["id", "action", "mailbox", "state", "total", "done", "skipped"],
+}
+
+_FOLDERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"folders": {"type": "array", "items": {
+        "type": "object",
+        "properties": {"mailbox": {"type": "string"}, "total": {"type": "integer"},
+                       "encrypted": {"type": "integer"}, "plain": {"type": "integer"}},
+        "required": ["mailbox", "total", "encrypted", "plain"],
+    }}},
+    "required": ["folders"],
+}
+
+_FOUND: dict[str, Any] = {
+    "type": "object",
+    "properties": {"messages": {"type": "array", "items": {
+        "type": "object",
+        "properties": {"uid": {"type": "integer"}, "subject": {"type": "string"},
+                       "from": {"type": "string"}, "date": {"type": "string"},
+                       "encrypted": {"type": "boolean"}},
+        "required": ["uid", "subject", "from", "date", "encrypted"],
+    }}},
+    "required": ["messages"],
+}
+
+_MAIL_STORE_ERRORS: dict[str, Any] = {
+    "404": _answer("no such folder", "Error"),
+    "502": _answer("the mail store cannot be reached or refused the work", "Error"),
 }
 
 
@@ -324,6 +353,33 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                 }),
                 errors=("400", "401", "403", "429", "503"),
                 operation_id="store_start",
+            ),
+        },
+        "/api/v1/folders": {
+            "get": _op(
+                "The user's folders with how many of their messages are encrypted (read "
+                "with the mail login of this request)",
+                {"200": {"description": "the folders",
+                         "content": {JSON: {"schema": _FOLDERS}}}, **_MAIL_STORE_ERRORS},
+                operation_id="folders",
+            ),
+        },
+        "/api/v1/folders/messages": {
+            "get": _op(
+                "The newest 50 messages of a folder whose stored Subject and From contain "
+                "the given texts",
+                {"200": {"description": "the messages, newest first",
+                         "content": {JSON: {"schema": _FOUND}}}, **_MAIL_STORE_ERRORS},
+                parameters=[
+                    {"name": "mailbox", "in": "query", "required": True,
+                     "schema": {"type": "string", "minLength": 1}},
+                    {"name": "subject", "in": "query", "required": False,
+                     "schema": {"type": "string"}},
+                    {"name": "from", "in": "query", "required": False,
+                     "schema": {"type": "string"}},
+                ],
+                errors=("400", "401", "429", "503"),
+                operation_id="folder_messages",
             ),
         },
         "/api/v1/store/{id}": {

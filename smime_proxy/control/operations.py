@@ -22,6 +22,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from smime_proxy.accounts import Accounts
+from smime_proxy.at_rest.convert import StoreOperationFailed
+from smime_proxy.at_rest.operation import LoginRefused, StoreUnreachable
 from smime_proxy.at_rest.operations import FolderOperations, Operation
 from smime_proxy.control.metrics import ControlMetrics
 from smime_proxy.errors import (
@@ -76,6 +78,16 @@ def start_operation(operations: FolderOperations, user: str, login: str, mail_pa
         raise Refusal(400, str(exc)) from None
     except SmimeProxyError as exc:
         raise Refusal(409, str(exc)) from None
+
+
+async def read_mail_store(work: Awaitable[T]) -> T:
+    """A listing of the user's mail (`at_rest.listing`) with its failures as HTTP statuses."""
+    try:
+        return await work
+    except StoreOperationFailed as exc:
+        raise Refusal(404, f"no such folder ({exc})") from None
+    except (StoreUnreachable, LoginRefused) as exc:
+        raise Refusal(502, str(exc)) from None
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -118,6 +118,8 @@ class PageState:
     encryption_method: str = "automatic"
     store_encrypted: bool = False
     operations: list[dict[str, Any]] = field(default_factory=list)
+    folders: list[dict[str, Any]] = field(default_factory=list)
+    found: dict[str, Any] | None = None  # {"mailbox": ..., "messages": [...]}
 
 
 def _operation_row(operation: dict[str, Any]) -> str:
@@ -139,11 +141,61 @@ def _folder_operations(state: PageState) -> str:
         "<p>Replace every plain message of a folder by one encrypted to you, or every "
         "encrypted one by its plaintext, on the server (flags and dates kept).</p>"
         + _field("mailbox", "Folder", "text", "INBOX")
-        + '<label>Action <select name="action"><option value="encrypt">Encrypt</option>'
-        '<option value="decrypt">Decrypt</option></select></label>'
-        + _field("password", "Secure Mail Password", autocomplete="current-password")
+        + _ACTION_CHOICE + _store_passwords(),
+        "Start", form_id="store-form") + table + _folders(state) + _found(state)
+
+
+_ACTION_CHOICE = ('<label>Action <select name="action"><option value="encrypt">Encrypt'
+                  '</option><option value="decrypt">Decrypt</option></select></label>')
+
+
+def _store_passwords() -> str:
+    """Both passwords of a folder operation (fresh field ids each time: one label, one
+    input)."""
+    return (_field("password", "Secure Mail Password", autocomplete="current-password")
+            + _field("mail_password", "Mail password", autocomplete="current-password"))
+
+
+def _folders(state: PageState) -> str:
+    """The user's folders with their counts, once asked for."""
+    rows = "".join(
+        f"<tr><td>{_e(f['mailbox'])}</td><td>{int(f['total'])}</td>"
+        f"<td>{int(f['encrypted'])}</td><td>{int(f['plain'])}</td></tr>"
+        for f in state.folders)
+    table = ('<table id="folder-counts"><tr><th>Folder</th><th>Messages</th>'
+             f"<th>Encrypted</th><th>Plain</th></tr>{rows}</table>") if rows else ""
+    return _form("/folders", state.csrf, "Your Folders",
+                 _field("mail_password", "Mail password", autocomplete="current-password"),
+                 "Show Folders", form_id="folders-form") + table + _form(
+        "/find", state.csrf, "Find Messages",
+        "<p>By the subject or sender stored on the server (an encrypted message may show "
+        "\"...\" there).</p>"
+        + _field("mailbox", "Folder", "text", "INBOX")
+        + _field("subject", "Subject contains", "text", required=False)
+        + _field("sender", "From contains", "text", required=False)
         + _field("mail_password", "Mail password", autocomplete="current-password"),
-        "Start", form_id="store-form") + table
+        "Find", form_id="find-form")
+
+
+def _found(state: PageState) -> str:
+    """The messages found, to encrypt or decrypt the ones ticked."""
+    if state.found is None:
+        return ""
+    messages = state.found["messages"]
+    if not messages:
+        return f'<p id="found-none">No message found in {_e(state.found["mailbox"])}.</p>'
+    rows = "".join(
+        f'<tr><td><input type="checkbox" name="uids" value="{int(m["uid"])}" '
+        f'aria-label="message {int(m["uid"])}"></td><td>{_e(m["subject"])}</td>'
+        f'<td>{_e(m["from"])}</td><td>{_e(m["date"])}</td>'
+        f'<td>{"encrypted" if m["encrypted"] else "plain"}</td></tr>' for m in messages)
+    return _form(
+        "/store", state.csrf, f"Messages Found In {state.found['mailbox']}",
+        f'<input type="hidden" name="mailbox" value="{_e(state.found["mailbox"])}">'
+        '<input type="hidden" name="scope" value="chosen">'
+        '<table id="found-messages"><tr><th></th><th>Subject</th><th>From</th><th>Date</th>'
+        f"<th>Stored</th></tr>{rows}</table>" + _ACTION_CHOICE + _store_passwords(),
+        "Start", form_id="found-form")
 
 
 def _store_encrypted(state: PageState) -> str:

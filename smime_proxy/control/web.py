@@ -15,12 +15,18 @@ from typing import Any
 
 from aiohttp import web
 
+from smime_proxy.at_rest.listing import find_messages, folder_counts
 from smime_proxy.at_rest.operations import FolderOperations
 from smime_proxy.control import pages
 from smime_proxy.control.api import pfx_response
 from smime_proxy.control.auth import Session, Sessions
 from smime_proxy.control.guard import RequestGuard
-from smime_proxy.control.operations import KeyOperations, Refusal, start_operation
+from smime_proxy.control.operations import (
+    KeyOperations,
+    Refusal,
+    read_mail_store,
+    start_operation,
+)
 from smime_proxy.control.requests import Form, form_field, form_file, read_form, remote
 from smime_proxy.errors import InputError
 from smime_proxy.keystore.certs import normalize_address
@@ -56,7 +62,7 @@ class WebPage:
             ("/mail-unlock", self._mail_unlock),
             ("/encryption-method", self._encryption_method),
             ("/store-encrypted", self._store_encrypted),
-            ("/store", self._store),
+            ("/store", self._store), ("/folders", self._folders), ("/find", self._find),
             ("/import", self._import), ("/generate", self._generate),
             ("/password", self._password), ("/remove", self._remove),
             ("/contacts/add", self._contacts_add),
@@ -102,6 +108,7 @@ class WebPage:
             encryption_method=status["encryption_method"],
             store_encrypted=status["store_encrypted"],
             operations=[o.to_json() for o in self.stored.of_user(user)] if self.stored else [],
+            folders=session.folders, found=session.found,
         )
         return web.Response(text=pages.main_page(state), content_type="text/html")
 
@@ -214,12 +221,37 @@ class WebPage:
         if self.stored is None:
             raise Refusal(404, "folder operations are not available here")
         mailbox, action = form_field(form, "mailbox"), form_field(form, "action")
+        uids = _uids(form)
         mail_password = form_field(form, "mail_password")
         await self.guard.check_credentials(session.user, mail_password, remote(request))
         await self.ops.unlock(session.user, remote(request), form_field(form, "password"))
         start_operation(self.stored, session.user, session.user, mail_password, action,
-                        mailbox, None)
+                        mailbox, uids)
+        if uids is not None:
+            return f"Started: {action} {len(uids)} message(s) of {mailbox}."
         return f"Started: {action} every message of {mailbox}."
+
+    async def _folders(self, request: web.Request, session: Session,
+                       form: Mapping[str, Any]) -> str:
+        """Count the user's folders (the mail password reads them)."""
+        mail_password = form_field(form, "mail_password")
+        await self.guard.check_credentials(session.user, mail_password, remote(request))
+        found = await read_mail_store(folder_counts(
+            self.services.config.upstream.imap, session.user, mail_password))
+        session.folders = [f.to_json() for f in found]
+        return f"{len(found)} folder(s)."
+
+    async def _find(self, request: web.Request, session: Session,
+                    form: Mapping[str, Any]) -> str:
+        """Find messages of a folder by stored subject and sender."""
+        mailbox, mail_password = form_field(form, "mailbox"), form_field(form, "mail_password")
+        await self.guard.check_credentials(session.user, mail_password, remote(request))
+        found = await read_mail_store(find_messages(
+            self.services.config.upstream.imap, session.user, mail_password, mailbox,
+            form_field(form, "subject", required=False),
+            form_field(form, "sender", required=False)))
+        session.found = {"mailbox": mailbox, "messages": [m.to_json() for m in found]}
+        return f"{len(found)} message(s) found."
 
     async def _import(self, request: web.Request, session: Session,
                       form: Mapping[str, Any]) -> str:
@@ -275,6 +307,19 @@ class WebPage:
             session.flash.append(("error", exc.message))
             return _redirect()
         return pfx_response(data)
+
+
+def _uids(form: Mapping[str, Any]) -> list[int] | None:
+    """The ticked messages of the found list (None: the whole folder)."""
+    getall = getattr(form, "getall", None)
+    values = getall("uids", []) if getall is not None else []
+    if not values:
+        if form.get("scope") == "chosen":  # the found list, nothing ticked: not the folder
+            raise Refusal(400, "tick the messages to encrypt or decrypt")
+        return None
+    if not all(isinstance(v, str) and v.isdigit() and 0 < int(v) < 2**32 for v in values):
+        raise Refusal(400, "uids: expected message UIDs")
+    return [int(v) for v in values]
 
 
 def _with_directory(message: str, status: Mapping[str, Any]) -> str:

@@ -916,3 +916,26 @@ async def test_a_folder_encrypted_through_the_api(control: RunningControl, alice
         _, data = imap.fetch("1:*", "(BODY.PEEK[])")
     stored = [item[1] for item in data if isinstance(item, tuple)]
     assert len(stored) == 2 and all(is_encrypted(m) for m in stored)
+
+
+async def test_folders_and_found_messages_through_the_api(control: RunningControl,
+                                                          alice: AsyncClient,
+                                                          upstream: Upstream) -> None:
+    import imaplib
+
+    mailbox = f"ApiList{free_port()}"
+    with imaplib.IMAP4(upstream.host, upstream.imap_port) as imap:
+        imap.login("alice", upstream.users["alice"])
+        imap.create(mailbox)
+        for subject in ("invoice 1", "holiday", "invoice 2"):
+            imap.append(mailbox, "", None,
+                        f"Subject: {subject}\r\nFrom: d@example.org\r\n\r\nbody\r\n".encode())
+    folders = await alice.get("/api/v1/folders")
+    assert folders.status == 200, folders.text
+    counts = {f["mailbox"]: f for f in folders.json()["folders"]}
+    assert counts[mailbox] == {"mailbox": mailbox, "total": 3, "encrypted": 0, "plain": 3}
+    found = await alice.get(f"/api/v1/folders/messages?mailbox={mailbox}&subject=invoice")
+    assert found.status == 200, found.text
+    assert [m["subject"] for m in found.json()["messages"]] == ["invoice 2", "invoice 1"]
+    assert (await alice.get("/api/v1/folders/messages?mailbox=NoSuchFolder")).status == 404
+    assert (await alice.get("/api/v1/folders/messages")).status == 400

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import imaplib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,6 +141,40 @@ def test_secure_mail_page_in_chromium(control: RunningControl, tmp_path: Path,
                     break
                 page.wait_for_timeout(100)
             expect(page.locator("#store-operations")).to_contain_text("1 of 1")
+
+            # the folders with their counts, then one message found and encrypted alone
+            with imaplib.IMAP4(upstream.host, upstream.imap_port) as imap:
+                imap.login("alice", ALICE_PW)
+                for subject in ("find me", "leave me"):
+                    imap.append(folder, "", None, f"Subject: {subject}\r\n\r\nx\r\n".encode())
+            form = page.locator("#folders-form")
+            form.get_by_label("Mail password").fill(ALICE_PW)
+            form.get_by_role("button", name="Show Folders").click()
+            row = page.locator("#folder-counts tr", has_text=folder)
+            expect(row).to_have_text(re.compile(rf"{folder}\s*3\s*1\s*2"))
+            form = page.locator("#find-form")
+            form.get_by_label("Folder").fill(folder)
+            form.get_by_label("Subject contains").fill("find")
+            form.get_by_label("Mail password").fill(ALICE_PW)
+            form.get_by_role("button", name="Find").click()
+            expect(page.get_by_text("1 message(s) found.")).to_be_visible()
+            form = page.locator("#found-form")
+            expect(form.locator("#found-messages")).to_contain_text("find me")
+            form.get_by_role("checkbox").check()
+            form.get_by_label("Secure Mail Password").fill(SMP)
+            form.get_by_label("Mail password", exact=True).fill(ALICE_PW)
+            form.get_by_role("button", name="Start").click()
+            expect(page.get_by_text(f"Started: encrypt 1 message(s) of {folder}.")
+                   ).to_be_visible()
+            for _ in range(100):
+                page.goto(control.url + "/")
+                if "running" not in page.locator("#store-operations").inner_text():
+                    break
+                page.wait_for_timeout(100)
+            page.locator("#folders-form").get_by_label("Mail password").fill(ALICE_PW)
+            page.locator("#folders-form").get_by_role("button", name="Show Folders").click()
+            expect(page.locator("#folder-counts tr", has_text=folder)).to_have_text(
+                re.compile(rf"{folder}\s*3\s*2\s*1"))
 
             # export CertAndKey.pfx
             form = page.locator("#export-form")
