@@ -15,6 +15,13 @@ ensure_debs() {
     echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
     # slapd likewise: the tests start their own with a generated config, never the system one
     echo "slapd slapd/no_configuration boolean true" | $sudo debconf-set-selections
+    # PostgreSQL likewise: no system "main" cluster (created and started by the package
+    # otherwise); the tests run their own with initdb/pg_ctl in a temporary directory
+    if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+        $sudo mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" |
+            $sudo tee /etc/postgresql-common/createcluster.d/smime-proxy-tests.conf >/dev/null
+    fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }

@@ -1,8 +1,11 @@
-"""Fixtures for the key store tests: every repository test runs on the memory twin and SQLite."""
+"""Fixtures for the key store tests: every repository test runs on the memory twin, SQLite
+and a real PostgreSQL (started once per session by `support.postgres`; a fresh schema per
+test). Without PostgreSQL installed its tests are skipped, or fail when `CI` is set."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,34 +16,73 @@ from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.ports import AddressBook, KeyStore, MemoryAddressBook, MemoryKeyStore
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
+from support.postgres import PostgresServer, postgres_bin_dir
 from unit.keystore.keystore_helpers import FAST_ITERATIONS, NOW
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    yield str(request.param)
-
-
-@pytest.fixture
-def database(backend: str, tmp_path: Path) -> Iterator[SqliteDatabase | None]:
-    if backend == "memory":
-        yield None
-        return
-    db = SqliteDatabase.open(tmp_path / "data")
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL for the session (its own cluster under /tmp, stopped at the end)."""
+    if postgres_bin_dir() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed (scripts/test.sh installs the Debian "
+                        "package postgresql): the key store's PostgreSQL tests cannot run")
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+    server = PostgresServer.start()
     try:
-        yield db
+        yield server
     finally:
-        db.close()
+        server.stop()
 
 
 @pytest.fixture
-def key_store(database: SqliteDatabase | None) -> KeyStore:
-    return MemoryKeyStore() if database is None else SqliteKeyStore(database)
+def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """The DSN of a fresh, empty schema (the store sees an empty database), dropped after."""
+    name, dsn = postgres_server.fresh_schema()
+    try:
+        yield dsn
+    finally:
+        postgres_server.drop_schema(name)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def address_book(database: SqliteDatabase | None) -> AddressBook:
-    return MemoryAddressBook() if database is None else SqliteAddressBook(database)
+def repositories(backend: str, request: pytest.FixtureRequest, tmp_path: Path
+                 ) -> Iterator[tuple[KeyStore, AddressBook]]:
+    if backend == "memory":
+        yield MemoryKeyStore(), MemoryAddressBook()
+    elif backend == "sqlite":
+        db = SqliteDatabase.open(tmp_path / "data")
+        try:
+            yield SqliteKeyStore(db), SqliteAddressBook(db)
+        finally:
+            db.close()
+    else:
+        from smime_proxy.keystore.postgres import (
+            PostgresAddressBook,
+            PostgresDatabase,
+            PostgresKeyStore,
+        )
+
+        pg = PostgresDatabase(request.getfixturevalue("postgres_dsn"))
+        try:
+            yield PostgresKeyStore(pg), PostgresAddressBook(pg)
+        finally:
+            pg.close()
+
+
+@pytest.fixture
+def key_store(repositories: tuple[KeyStore, AddressBook]) -> KeyStore:
+    return repositories[0]
+
+
+@pytest.fixture
+def address_book(repositories: tuple[KeyStore, AddressBook]) -> AddressBook:
+    return repositories[1]
 
 
 @pytest.fixture(scope="session")
