@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from smime_proxy.at_rest.convert import MARK, Journal, StoredMessages, convert
+from smime_proxy.at_rest.convert import Journal, StoredMessages, convert
 from smime_proxy.at_rest.forms import decrypted_form
+from smime_proxy.at_rest.keywords import MARK
 from smime_proxy.config import UpstreamEndpoint
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.harness import Upstream
