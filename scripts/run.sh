@@ -32,7 +32,10 @@ trap 'exit 0' INT TERM
 mkdir -p "$demo"
 env_file="$demo/upstream.env"
 rm -f "$env_file"
-python -m smime_proxy.harness --workdir "$demo/upstream" --env-file "$env_file" &
+# Postfix delivers to the proxy's Store Encrypted filter (LMTP), which delivers to Dovecot.
+lmtp_port=$(python -m smime_proxy.demo --workdir "$demo/proxy" --lmtp-port)
+python -m smime_proxy.harness --workdir "$demo/upstream" --env-file "$env_file" \
+    --delivery-port "$lmtp_port" &
 pids+=($!)
 while [ ! -s "$env_file" ]; do
     kill -0 "${pids[0]}" 2>/dev/null || { wait "${pids[0]}" || true; echo "run.sh: upstream did not start" >&2; exit 2; }
@@ -67,6 +70,9 @@ Point a mail client at the PROXY:
                 it in the mail client, trusted for e-mail, only if it should verify signatures
                 itself: with the default "signatures: strip" the proxy has verified them)
   Secure Mail   https://127.0.0.1:$PROXY_CONTROL_PORT/   (unlock your key here)
+  Store Encrypted  Postfix delivers through the proxy's filter (LMTP 127.0.0.1 port
+                $PROXY_LMTP_PORT): turn it on for yourself on the Secure Mail page, and new
+                plain mail to you is stored encrypted
 
   Users: mail password / Secure Mail Password
 EOT

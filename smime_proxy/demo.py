@@ -7,6 +7,8 @@ settings (written by `python -m smime_proxy.harness --env-file`), and writes int
 certificate, plaintext allowed from loopback for easy client set-up), the data directory
 with a server CA, one key per demo user issued by it (Secure Mail Password `<user>-smime`),
 each user's address book holding the others' certificates, and `proxy.env` with the ports.
+The proxy's Store Encrypted filter (LMTP) sits between the upstream's Postfix and Dovecot:
+`--lmtp-port` prints its port first, for `python -m smime_proxy.harness --delivery-port`.
 Running it again keeps what exists. Demo passwords are for this loopback demo only.
 
 May import: app, harness, keystore, cryptography, stdlib (a composition tool like app.py).
@@ -49,18 +51,33 @@ def read_env(path: Path) -> dict[str, str]:
     return values
 
 
+def lmtp_port(workdir: Path) -> int:
+    """The port of the proxy's Store Encrypted filter (chosen once, kept in the workdir):
+    run.sh gives it to the upstream's Postfix before the proxy's config is written."""
+    path = workdir / "lmtp-port"
+    if path.exists():
+        return int(path.read_text().strip())
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    path.write_text(f"{port}\n")
+    return port
+
+
 def write_config(workdir: Path, upstream: dict[str, str]) -> dict[str, str]:
-    """Write smime-proxy.yaml (once) and return the proxy's ports."""
+    """Write smime-proxy.yaml (once; again when an older demo wrote it without the LMTP
+    filter) and return the proxy's ports."""
     config_path = workdir / "smime-proxy.yaml"
     env_path = workdir / "proxy.env"
-    if config_path.exists() and env_path.exists():
+    if config_path.exists() and env_path.exists() and (
+            "lmtp:" in config_path.read_text(encoding="utf-8")):
         return read_env(env_path)
     tls = ensure_tls(workdir / "tls")
+    kept = read_env(env_path) if env_path.exists() else {}
     ports = {
-        "PROXY_IMAP_PORT": str(_free_port()),
-        "PROXY_SMTP_PORT": str(_free_port()),
-        "PROXY_CONTROL_PORT": str(_free_port()),
+        name: kept.get(name) or str(_free_port())
+        for name in ("PROXY_IMAP_PORT", "PROXY_SMTP_PORT", "PROXY_CONTROL_PORT")
     }
+    ports["PROXY_LMTP_PORT"] = str(lmtp_port(workdir))
     listener_tls = f"{{mode: starttls, cert: {tls.server_cert}, key: {tls.server_key}}}"
     config_path.write_text(
         "# Written by python -m smime_proxy.demo for scripts/run.sh (loopback demo only).\n"
@@ -72,12 +89,17 @@ def write_config(workdir: Path, upstream: dict[str, str]) -> dict[str, str]:
         f"  control: {{host: 127.0.0.1, port: {ports['PROXY_CONTROL_PORT']},"
         f" tls: {{mode: implicit, cert: {tls.server_cert}, key: {tls.server_key}}},"
         " plaintext_loopback: true}\n"
+        "  # Store Encrypted (README \"Mail at rest\"): Postfix delivers here, the filter\n"
+        "  # delivers to Dovecot's LMTP\n"
+        f"  lmtp: {{host: 127.0.0.1, port: {ports['PROXY_LMTP_PORT']}, plaintext_loopback: true}}\n"
         "upstream:\n"
         f"  imap: {{host: {upstream['UPSTREAM_HOST']}, port: {upstream['UPSTREAM_IMAPS_PORT']},"
         f" tls: implicit, verify: true, ca_file: {upstream['UPSTREAM_CA_FILE']}}}\n"
         f"  smtp: {{host: {upstream['UPSTREAM_HOST']},"
         f" port: {upstream['UPSTREAM_SUBMISSION_PORT']},"
         f" tls: starttls, verify: true, ca_file: {upstream['UPSTREAM_CA_FILE']}}}\n"
+        f"  lmtp: {{host: {upstream['UPSTREAM_HOST']}, port: {upstream['UPSTREAM_LMTP_PORT']},"
+        " tls: none}\n"
         f"data_dir: {workdir / 'data'}\n"
         "# the server CA in data_dir issued the demo users' certificates: trusted\n"
         "trust_server_ca: true\n"
@@ -120,8 +142,16 @@ def _fill(secure_mail: SecureMail, contacts: Contacts, users: Sequence[str], dom
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smime_proxy.demo")
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--env-file", type=Path, required=True, help="the upstream's env file")
+    parser.add_argument("--env-file", type=Path, help="the upstream's env file")
+    parser.add_argument("--lmtp-port", action="store_true",
+                        help="print the Store Encrypted filter's port (for the upstream's "
+                             "Postfix) and exit")
     args = parser.parse_args(argv)
+    if args.lmtp_port:
+        print(lmtp_port(args.workdir))
+        return 0
+    if args.env_file is None:
+        parser.error("--env-file is required")
     upstream = read_env(args.env_file)
     args.workdir.mkdir(parents=True, exist_ok=True)
     write_config(args.workdir, upstream)

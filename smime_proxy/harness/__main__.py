@@ -43,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("var/demo/upstream"))
     parser.add_argument("--env-file", type=Path, help="write the settings here when ready")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--delivery-port", type=int,
+                        help="Postfix delivers over LMTP to 127.0.0.1:PORT (the proxy's Store "
+                             "Encrypted filter) instead of to Dovecot's LMTP")
     args = parser.parse_args(argv)
 
     # Block the stop signals first, so one arriving during start-up is not lost.
@@ -52,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     started = time.monotonic()
     try:
-        up = start_upstream(args.workdir, timeout=args.timeout)
+        up = start_upstream(args.workdir, timeout=args.timeout,
+                            delivery_port=args.delivery_port)
     except UpstreamError as e:
         print(f"upstream: {e}", file=sys.stderr)
         return 2
