@@ -209,6 +209,36 @@ def test_decrypted_mail_is_shown_as_one_plain_message(
     assert shown.body.strip() == bob_inbox.encrypted.body
 
 
+def test_a_tag_asks_the_proxy_to_encrypt_the_stored_message(
+        demo_proxy: DemoProxy, upstream: Upstream, artifacts: Path,
+        thunderbird: StartThunderbird) -> None:
+    """Issue 11, from an unmodified client: bob tags a plain message with a tag named
+    $SmimeEncrypt; Dovecot then holds it encrypted, and Thunderbird still lists it and
+    shows it as it was."""
+    demo_proxy.unlock("alice")
+    demo_proxy.unlock("bob")
+    token = secrets.token_hex(4)
+    sent = deliver(demo_proxy, upstream, f"Tag me t{token}",
+                   f"Keep this one safe: {token}.", protect=False)
+    tb = thunderbird("bob")
+    tb.show_folder("INBOX")
+    tb.wait_for_subjects([sent.subject])
+    assert tb.tag_message(sent.subject, "$SmimeEncrypt") == "$smimeencrypt"
+
+    def sealed() -> bool:
+        stored = mailbox.fetch(upstream, "bob", token)
+        return [smime_type(m) for m in stored] == ["authEnveloped-data"]
+
+    tb.wait_for(sealed, "the message stored encrypted", timeout=30)
+    [stored] = mailbox.fetch(upstream, "bob", token)
+    assert sent.body.encode() not in stored and b"smimeencrypt" not in stored.lower()
+    tb.wait_for_subjects([sent.subject])
+    shown = tb.open_message(sent.subject, reselect=True)
+    record(artifacts, "tagged", shown)
+    assert shown.loaded and shown.alerts == []
+    assert shown.body.strip() == sent.body
+
+
 def test_locked_key_lists_the_folder_and_says_why_it_cannot_open(
         demo_proxy: DemoProxy, upstream: Upstream, bob_inbox: Inbox, artifacts: Path,
         thunderbird: StartThunderbird) -> None:

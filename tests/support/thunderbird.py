@@ -180,6 +180,26 @@ for (let i = 0; view && i < view.rowCount; i++) {
 return null;
 """
 
+_JS_TAG = """
+const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
+const about3 = window.gTabmail.currentAbout3Pane;
+const view = about3.gDBView;
+let key = "";
+try { key = MailServices.tags.getKeyForTag(arguments[1]); } catch (e) { key = ""; }
+if (!key) {
+  MailServices.tags.addTag(arguments[1], "#3333ff", "");  // Settings > Tags > Add
+  key = MailServices.tags.getKeyForTag(arguments[1]);
+}
+for (let i = 0; view && i < view.rowCount; i++) {
+  const hdr = view.getMsgHdrAt(i);
+  if (hdr.mime2DecodedSubject == arguments[0]) {
+    hdr.folder.addKeywordsToMessages([hdr], key);  // what the Tag menu does
+    return key;
+  }
+}
+return null;
+"""
+
 _JS_SHOWN = """
 const about3 = window.gTabmail.currentAbout3Pane;
 const am = about3.messageBrowser.contentWindow;
@@ -618,6 +638,14 @@ class Thunderbird:
             alerts=self.alerts[alerts_before:],
             loaded=bool(shown["loaded"]) and shown["messageId"] == message_id,
         )
+
+    def tag_message(self, subject: str, tag: str) -> str:
+        """Tag the message with ``subject`` with the tag named ``tag`` (made if missing, as
+        Settings > Tags > Add does); returns the tag's IMAP keyword."""
+        key = self.run(_JS_TAG, subject, tag)
+        if key is None:
+            raise ThunderbirdError(f"no message {subject!r} in the list {self.subjects()}")
+        return str(key)
 
     def security_info(self, timeout: float = 10.0) -> SecurityInfo | None:
         """Click the shown message's security button (what Ctrl+Alt+S does) and read what its
