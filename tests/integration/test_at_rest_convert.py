@@ -206,11 +206,12 @@ async def test_a_crash_among_the_appends_of_a_round(upstream: Upstream, tmp_path
     assert sorted(_open(m) for _f, _d, m in stored) == sorted(originals)
 
 
-async def test_a_folder_stopped_in_its_second_round_and_resumed(upstream: Upstream,
-                                                               tmp_path: Path) -> None:
-    """120 messages (three rounds), stopped after the second round's APPEND, run again:
-    each message exactly once, encrypted, with its flags and INTERNALDATE."""
-    mailbox, originals = _fill(upstream, 120)
+async def test_a_folder_stopped_in_the_middle_and_resumed(upstream: Upstream,
+                                                          tmp_path: Path) -> None:
+    """The issue's bar: 1000 messages (twenty rounds), stopped after the tenth round's
+    APPEND, run again: each message exactly once, encrypted, with its flags and
+    INTERNALDATE."""
+    mailbox, originals = _fill(upstream, 1000)
     before = {m: (set(f.split()) - {b"\\Recent"}, d) for f, d, m in _stored(upstream, mailbox)}
     rounds = []
 
@@ -220,20 +221,21 @@ async def test_a_folder_stopped_in_its_second_round_and_resumed(upstream: Upstre
     def stop(name: str) -> None:
         if name == "appended":
             rounds.append(name)
-            if len(rounds) == 2:
+            if len(rounds) == 10:
                 raise Stop(name)
 
     async with _session(upstream, mailbox) as messages:
         with pytest.raises(Stop):
             await convert(messages, Journal(tmp_path / "j.jsonl"),
                           await messages.candidates("encrypt"), _seal, step=stop)
-    assert len(_stored(upstream, mailbox)) == 170  # 50 done; 50 + their 50 replacements; 20
+    # 450 done; the tenth round's 50 and their 50 replacements; 500 not begun
+    assert len(_stored(upstream, mailbox)) == 1050
     async with _session(upstream, mailbox) as messages:
         done = await convert(messages, Journal(tmp_path / "j.jsonl"),
                              await messages.candidates("encrypt"), _seal)
-        assert done.done == 20  # the interrupted round was finished before it began
+        assert done.done == 500  # the interrupted round was finished before it began
     stored = _stored(upstream, mailbox)
-    assert len(stored) == 120
+    assert len(stored) == 1000
     for flags, date, message in stored:
         assert (set(flags.split()) - {b"\\Recent"}, date) == before[_open(message)]
     assert sorted(_open(m) for _f, _d, m in stored) == sorted(originals)
