@@ -2,7 +2,8 @@
 Dovecot's LMTP.
 
 In one run, against the real Dovecot (started here on 127.0.0.1): 500 messages of 20 KB,
-4 concurrent LMTP clients, one message per transaction, timed until every message is in the
+4 concurrent LMTP clients, each on one kept connection (as Postfix caches its LMTP
+connections), one message per transaction, timed until every message is in the
 recipient's Maildir, delivered
   - directly to Dovecot's LMTP (to alice),
   - through the filter (a separate process, as `smime-proxy serve` runs it) to carol, who
@@ -45,7 +46,7 @@ from smime_proxy.harness import Upstream, start_upstream  # noqa: E402
 from smime_proxy.keystore.ports import MemoryKeyStore  # noqa: E402
 from smime_proxy.keystore.service import SecureMail  # noqa: E402
 from smime_proxy.lmtp.server import LmtpFront  # noqa: E402
-from smime_proxy.lmtp.upstream import deliver  # noqa: E402
+from smime_proxy.lmtp.upstream import StorePool  # noqa: E402
 from smime_proxy.policy import parse_policy  # noqa: E402
 from support.pki import NOW, Identity, make_ca, make_user  # noqa: E402
 from support.procmem import stop_child  # noqa: E402
@@ -99,12 +100,17 @@ async def send_all(port: int, to: str, messages: list[bytes], clients: int) -> N
     queue = list(reversed(messages))
 
     async def client() -> None:
-        while queue:
-            data = queue.pop()
-            [reply] = await deliver("127.0.0.1", port, "dave@example.org", [to], data,
-                                    step_seconds=120)
-            if reply is None or reply.code != 250:
-                raise SystemExit(f"delivery failed: {reply}")
+        # one kept connection per client, as Postfix's LMTP client caches its connections
+        # (lmtp_connection_cache_on_demand): a transaction per message, not a connection
+        pool = StorePool("127.0.0.1", port, step_seconds=120, size=1)
+        try:
+            while queue:
+                data = queue.pop()
+                [reply] = await pool.deliver("dave@example.org", [to], data)
+                if reply is None or reply.code != 250:
+                    raise SystemExit(f"delivery failed: {reply}")
+        finally:
+            await pool.close()
 
     await asyncio.gather(*(client() for _ in range(clients)))
 

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
@@ -43,6 +43,7 @@ from smime_proxy.smtp.data import DataReader, DataResult
 log = logging.getLogger("smime_proxy.lmtp")
 
 NO_ANSWER = "451 4.4.2 the mail store did not answer for this recipient; try again later"
+MAX_HELD_REPLIES = 64  # replies held for one write at most (a long pipelined group)
 NOT_PREPARED = "451 4.3.0 the message could not be prepared for this recipient; try again later"
 MAX_MESSAGE = 200 * 1024 * 1024
 READ_CHUNK = 65536
@@ -190,7 +191,22 @@ class _Connection(LMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.front._connections.add(self)
+        self._held: list[bytes] = []
         super().connection_made(transport)
+
+    async def push(self, status: AnyStr) -> None:
+        """aiosmtpd's reply, but replies to pipelined commands go out together (RFC 2920
+        3.1 allows it): a reply is held while the next command is already read, and sent
+        with the first reply after which the client has nothing more waiting. One write per
+        transaction instead of one per command (each is a loopback TCP send, ~0.2 ms)."""
+        line = status.encode("utf-8") if isinstance(status, str) else bytes(status)
+        self._held.append(line + b"\r\n")
+        reader: Any = self._reader
+        if b"\n" in reader._buffer and len(self._held) < MAX_HELD_REPLIES:
+            return
+        held, self._held = b"".join(self._held), []
+        self._writer.write(held)
+        await self._writer.drain()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.front._connections.discard(self)
