@@ -28,7 +28,7 @@ from smime_proxy.errors import (
 from smime_proxy.memory import tune_memory
 
 # Command-group modules, each with register(subparsers).
-_GROUPS = ("msg", "keys", "mime", "serve", "policy", "control", "store")
+_GROUPS = ("msg", "keys", "mime", "serve", "policy", "control", "store", "agent")
 
 EXIT_OK = 0
 EXIT_NEGATIVE = 1
