@@ -24,6 +24,15 @@ ensure_debs() {
     fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Redis: the package starts a system redis-server on 127.0.0.1:6379 (where an init system
+    # runs); the tests run their own on a free port, so the system one is stopped and disabled
+    if [[ " ${missing[*]} " == *" redis-server "* ]]; then
+        if [ -d /run/systemd/system ]; then
+            $sudo systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+        elif [ -x /etc/init.d/redis-server ]; then
+            $sudo /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+        fi
+    fi
 }
 
 # ensure_venv ROOT: the project's virtualenv in ROOT/.venv with the project and its test

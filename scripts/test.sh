@@ -19,6 +19,7 @@ debs=(openssl gpgsm gpg-agent libnss3-tools
       docker-compose  # renders docker-compose.yml (no engine: tests/unit/test_compose.py)
       slapd  # a real OpenLDAP directory of certificates (tests/integration/test_ldap.py)
       postgresql  # the shared key store (tests/support/postgres.py starts its own cluster)
+      redis-server  # shared unlock sessions (tests/support/redis.py starts its own server)
       dovecot-dev build-essential autoconf automake libtool pkg-config)  # imaptest (tests/tools/imaptest)
 ensure_debs "${debs[@]}"
 

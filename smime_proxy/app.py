@@ -1,8 +1,9 @@
 """Composition root: the one place that names concrete classes and wires the daemon.
 
-`open_stores(data_dir, store=...)` opens the key store and address book on the configured
-engine: SQLite in data_dir (the default) or PostgreSQL (the CLI and the demo use it too);
-`build_services(config)` opens the key store, address book, server CA and trust roots;
+`open_stores(data_dir, store=..., sessions=...)` opens the key store and address book on the
+configured engine: SQLite in data_dir (the default) or PostgreSQL (the CLI and the demo use it
+too), and the unlock sessions: in memory (the default; always for the CLI) or shared in Redis;
+`build_services(config)` opens the stores, server CA and trust roots;
 `Daemon(services, fronts).run()` starts every front (control endpoint, SMTP submission,
 IMAP), handles SIGTERM/SIGINT (stop accepting, let in-flight work finish within a bound)
 and SIGHUP (reload what can be reloaded, e.g. the policy file), and locks idle keys.
@@ -24,14 +25,15 @@ from typing import Protocol
 
 from cryptography import x509
 
-from smime_proxy.config import Config, StoreConfig
-from smime_proxy.errors import ConfigError
+from smime_proxy.config import Config, SessionsConfig, StoreConfig
+from smime_proxy.errors import ConfigError, KeyStoreError
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.ldap import LdapDirectory
 from smime_proxy.keystore.pkcs import KDF_ITERATIONS
 from smime_proxy.keystore.ports import AddressBook, KeyStore
 from smime_proxy.keystore.service import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_UNLOCK, SecureMail
+from smime_proxy.keystore.sessions import MemoryUnlockSessions, UnlockSessions
 from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
 from smime_proxy.metrics import MailMetrics
 from smime_proxy.revocation import RevocationChecker
@@ -108,7 +110,29 @@ class Stores:
     database: Database
 
     def close(self) -> None:
-        self.database.close()
+        try:
+            self.secure_mail.sessions.close()
+        finally:
+            self.database.close()
+
+
+def open_sessions(sessions: SessionsConfig | None) -> UnlockSessions:
+    """The unlock sessions the config's `sessions:` names: this process's memory, or Redis
+    (reached now: an unreachable server or a bad cluster key stops the start)."""
+    if sessions is None or sessions.backend == "memory":
+        return MemoryUnlockSessions()
+    from smime_proxy.keystore.redis_sessions import ClusterKey, RedisUnlockSessions
+
+    if sessions.url is None:
+        raise ConfigError("sessions.url: missing (backend redis needs url: redis://...)")
+    shared = RedisUnlockSessions(sessions.url, ClusterKey(sessions.read_cluster_key()))
+    try:
+        shared.check()
+    except BaseException:
+        shared.close()
+        raise
+    log.info("unlock sessions in %s (cluster key id %s)", shared.where, shared.key_id)
+    return shared
 
 
 def open_stores(
@@ -120,10 +144,12 @@ def open_stores(
     idle_timeout: timedelta = DEFAULT_IDLE_TIMEOUT,
     max_unlock: timedelta = DEFAULT_MAX_UNLOCK,
     mail_unlock: bool = True,
+    sessions: SessionsConfig | None = None,
 ) -> Stores:
     """Open the key store and address book: SQLite in `data_dir` unless `store` (the config's
-    `store:`) says PostgreSQL. The daemon, the CLI and the demo all come here: this is the one
-    place that names the SQLite and PostgreSQL classes."""
+    `store:`) says PostgreSQL; and the unlock sessions (`open_sessions`: memory unless
+    `sessions` says Redis). The daemon, the CLI and the demo all come here: this is the one
+    place that names the SQLite, PostgreSQL and Redis classes."""
     database: Database
     key_store: KeyStore
     address_book: AddressBook
@@ -141,6 +167,11 @@ def open_stores(
         local = SqliteDatabase.open(data_dir)
         database, key_store, address_book = (local, SqliteKeyStore(local),
                                              SqliteAddressBook(local))
+    try:
+        unlock_sessions = open_sessions(sessions)
+    except BaseException:
+        database.close()
+        raise
     secure_mail = SecureMail(
         key_store,
         ca=ca,
@@ -148,6 +179,7 @@ def open_stores(
         idle_timeout=idle_timeout,
         max_unlock=max_unlock,
         mail_unlock=mail_unlock,
+        sessions=unlock_sessions,
     )
     return Stores(secure_mail, Contacts(address_book), database)
 
@@ -179,6 +211,7 @@ def build_services(
         idle_timeout=timedelta(seconds=config.unlock.idle_timeout),
         max_unlock=timedelta(seconds=config.unlock.max_unlock),
         mail_unlock=config.unlock.mail_password,
+        sessions=config.sessions,
     )
     return DaemonServices(
         config=config,
@@ -276,8 +309,15 @@ class Daemon:
         self.services.reload()
 
     async def _lock_sweeper(self) -> None:
-        """Lock keys whose idle or absolute time ran out, even if nobody touches them."""
+        """Lock keys whose idle or absolute time ran out, even if nobody touches them (in a
+        worker thread: a shared session store is a network call per user)."""
+        mail = self.services.secure_mail
         while True:
             await asyncio.sleep(LOCK_SWEEP_SECONDS)
-            for user in self.services.secure_mail.lock_expired(self.services.now()):
+            try:
+                ended = await asyncio.to_thread(mail.lock_expired, self.services.now())
+            except KeyStoreError as exc:  # a session store outage: the next sweep retries
+                log.warning("lock sweep failed", extra={"reason": type(exc).__name__})
+                continue
+            for user in ended:
                 log.info("auto-locked", extra={"user": user})

@@ -10,11 +10,13 @@ offending value, e.g.::
 Relative paths are resolved against the directory of the config file. Files named by the
 config (TLS certificates and keys, CA files, trust roots, the policy file) must exist unless
 ``check_files=False`` (used to validate the reference example, whose files live elsewhere).
-The key store's PostgreSQL DSN holds a password: no repr and no error message shows it.
+The ``store:`` and ``sessions:`` sections are `config_stores`' (re-exported here): the
+PostgreSQL DSN and the Redis URL may hold a password, and the cluster key is a secret: no repr
+and no error message shows them.
 ``check_ports_free(config)`` is the start-time check that no listener port is already taken.
 The YAML loader and the validation helpers are `yamlcheck`'s (shared with the policy file).
 
-May import: errors, yamlcheck, stdlib.
+May import: errors, yamlcheck, config_stores, stdlib.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
+# `as`: re-exported (`from smime_proxy.config import StoreConfig` under mypy --strict)
+from smime_proxy.config_stores import SessionsConfig as SessionsConfig  # noqa: PLC0414
+from smime_proxy.config_stores import StoreConfig as StoreConfig  # noqa: PLC0414
+from smime_proxy.config_stores import parse_sessions, parse_store
 from smime_proxy.errors import ConfigError
 from smime_proxy.yamlcheck import (
     boolean,
@@ -46,7 +52,6 @@ Signatures = Literal["strip", "keep"]
 Revocation = Literal["off", "soft-fail", "hard-fail"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-StoreBackend = Literal["sqlite", "postgresql"]
 
 
 # --- the configuration ------------------------------------------------------------------------
@@ -165,38 +170,6 @@ class LdapConfig:
 
 
 @dataclass(frozen=True)
-class StoreConfig:
-    """Where keys, address books and settings live (README "Running several nodes"):
-    ``sqlite`` (default: a file in data_dir) or ``postgresql``, shared by several proxy nodes,
-    reached by ``dsn`` (a libpq connection string, ``host=... dbname=...``, or a
-    ``postgresql://`` URI) or by ``dsn_file``, a file holding that string, so that the
-    password need not sit in the YAML (libpq's ``PGPASSFILE``/``~/.pgpass`` works too). The
-    DSN is never shown by repr."""
-
-    backend: StoreBackend = "sqlite"
-    dsn: str | None = field(default=None, repr=False)
-    dsn_file: Path | None = None
-
-    def read_dsn(self) -> str:
-        """The connection string: ``dsn``, or the content of ``dsn_file`` (read now, at each
-        open; surrounding white space and line ends dropped)."""
-        if self.dsn is not None:
-            return self.dsn
-        if self.dsn_file is None:
-            raise ConfigError("store.dsn: missing (backend postgresql needs dsn or dsn_file)")
-        try:
-            text = self.dsn_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"store.dsn_file: cannot read {self.dsn_file}: "
-                              f"{reason(e) if isinstance(e, OSError) else 'not UTF-8'}"
-                              ) from None
-        if not _looks_like_dsn(text):
-            raise ConfigError(f"store.dsn_file: {self.dsn_file} does not hold a PostgreSQL "
-                              "connection string on one line (content not shown)")
-        return text
-
-
-@dataclass(frozen=True)
 class LoggingConfig:
     format: LogFormat = "text"
     level: LogLevel = "info"
@@ -223,7 +196,8 @@ class Config:
     imap: ImapConfig = ImapConfig()
     ldap: LdapConfig | None = None
     revocation: Revocation = "off"  # signer and recipient certificates (README "Revocation")
-    store: StoreConfig = StoreConfig()  # the key store's engine (README "Running several nodes")
+    store: StoreConfig = field(default_factory=StoreConfig)  # README "Running several nodes"
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)  # where unlocks live
 
 
 def control_url(control: ListenerConfig) -> str:
@@ -252,7 +226,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
     r.only(top, "", {"listeners", "upstream", "data_dir", "trust_roots", "unlock",
                      "locked_fetch", "policy_file", "logging", "control",
                      "unauthenticated_content", "signatures", "trust_server_ca", "users",
-                     "imap", "ldap", "revocation", "store"})
+                     "imap", "ldap", "revocation", "store", "sessions"})
     listeners = _listeners(r, r.required(top, "", "listeners"))
     upstream = _upstream(r, r.required(top, "", "upstream"))
     if (listeners.lmtp is None) != (upstream.lmtp is None):
@@ -275,6 +249,9 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
     policy_raw = top.get("policy_file")
     policy_file = None if policy_raw is None else r.path(policy_raw, "policy_file",
                                                          must_exist=True)
+    def files(value: object, where: str) -> Path:
+        return r.path(value, where, must_exist=True)
+
     log = r.mapping(top.get("logging", {}), "logging", "a mapping")
     r.only(log, "logging", {"format", "level"})
     logging = LoggingConfig(
@@ -298,7 +275,9 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
         revocation=cast(Revocation, r.choice(
             "off" if top.get("revocation") is False else top.get("revocation", "off"),
             "revocation", ("off", "soft-fail", "hard-fail"))),
-        store=StoreConfig() if top.get("store") is None else _store(r, top["store"]),
+        store=StoreConfig() if top.get("store") is None else parse_store(top["store"], files),
+        sessions=(SessionsConfig() if top.get("sessions") is None
+                  else parse_sessions(top["sessions"], files)),
     )
 
 
@@ -509,38 +488,6 @@ def _ldap(r: _Reader, raw: object) -> LdapConfig:
         bind_password_file=None if password_raw is None else r.path(
             password_raw, "ldap.bind_password_file", must_exist=True),
         cache_seconds=numbers[0], timeout=max(numbers[1], 1), publish=publish)
-
-
-def _store(r: _Reader, raw: object) -> StoreConfig:
-    m = r.mapping(raw, "store", "a mapping with backend (sqlite or postgresql)")
-    r.only(m, "store", {"backend", "dsn", "dsn_file"})
-    backend = r.choice(m.get("backend", "sqlite"), "store.backend", ("sqlite", "postgresql"))
-    dsn, dsn_file = m.get("dsn"), m.get("dsn_file")
-    if backend == "sqlite":
-        for name, value in (("dsn", dsn), ("dsn_file", dsn_file)):
-            if value is not None:
-                raise ConfigError(f"store.{name}: only for backend postgresql (sqlite keeps "
-                                  "its file in data_dir)")
-        return StoreConfig()
-    if dsn is None and dsn_file is None:
-        raise ConfigError("store.dsn: missing (backend postgresql needs dsn or dsn_file)")
-    if dsn is not None and dsn_file is not None:
-        raise ConfigError("store.dsn_file: give dsn or dsn_file, not both")
-    if dsn_file is not None:
-        return StoreConfig("postgresql", dsn_file=r.path(dsn_file, "store.dsn_file",
-                                                         must_exist=True))
-    # the value is never echoed: it may hold the database password
-    if not isinstance(dsn, str) or not _looks_like_dsn(dsn.strip()):
-        raise ConfigError("store.dsn: expected a PostgreSQL connection string on one line "
-                          "(host=... dbname=... or postgresql://...; value not shown)")
-    return StoreConfig("postgresql", dsn=dsn.strip())
-
-
-def _looks_like_dsn(text: str) -> bool:
-    """libpq's key=value form or its URI form, one line (libpq parses it at open)."""
-    if not text or any(c in text for c in "\r\n\0"):
-        return False
-    return text.startswith(("postgresql://", "postgres://")) or "=" in text
 
 
 def _unlock(r: _Reader, raw: object) -> UnlockConfig:

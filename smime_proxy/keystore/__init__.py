@@ -3,7 +3,9 @@
 Safe API for the daemon and the fronts:
 
 - `SecureMail` (service.py): import/generate/export/remove keys, `unlock`, `agent_for`, `lock`,
-  `change_password`, `certificate` (encrypt-to-self without unlock).
+  `change_password`, `certificate` (encrypt-to-self without unlock); its unlocks with their
+  timeouts (unlocks.py) over the `UnlockSessions` port (sessions.py: memory; redis_sessions.py:
+  shared by every node).
 - `Contacts` (contacts.py): address book per user, `choose_certificate`.
 - `ServerCA` (ca.py): `ca init`, issuing user certificates.
 - Ports (ports.py: `KeyStore`, `AddressBook`) with in-memory twins, and the SQLite
@@ -26,8 +28,9 @@ from smime_proxy.keystore.ports import (
     MemoryAddressBook,
     MemoryKeyStore,
 )
-from smime_proxy.keystore.service import KeyInfo, SecureMail, UnlockState
+from smime_proxy.keystore.service import KeyInfo, SecureMail
 from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
+from smime_proxy.keystore.unlocks import UnlockState
 
 __all__ = [
     "IMPORT_ITERATION_CAP",

@@ -7,13 +7,18 @@ maximum from the moment of unlocking (default 8 h). Time is always passed in (`n
 datetime), so tests drive the clock. Callers must fetch the agent through `agent_for(user, now)`
 for each operation and not keep it: the expiry is enforced there.
 
-Unlocked state is per process (per proxy node); the stored records are shared through the
-`KeyStore` port. Every method is synchronous and may take ~0.2-0.5 s (PBKDF2): the asyncio
-shells call it in a worker thread. Methods are thread-safe.
+Unlocks live behind the `UnlockSessions` port (`keystore.sessions`: this process's memory by
+default, or every node's Redis), with their timeouts decided by `keystore.unlocks`; stored
+records behind the `KeyStore` port. Each check (`agent_for`, `unlock_state`) asks the port,
+so a lock on one node ends the unlock everywhere at the next check. Methods are synchronous
+and thread-safe; the password ones take ~0.2-0.5 s (PBKDF2): the asyncio shells call them in
+a worker thread.
 
 Errors: `WrongPassword` (the same message whether the user has no key or the password is
-wrong), `KeyLocked`, `NoSuchKey`, `KeyExists`, `KeyMismatch`, `ImportRejected`, `InputError`.
-No message, repr or log line contains a password or key material.
+wrong), `KeyLocked`, `NoSuchKey`, `KeyExists`, `KeyMismatch`, `ImportRejected`, `InputError`;
+`SessionStoreError` (a `KeyStoreError`) when a shared session store fails, which `agent_for`
+raises as `SessionsUnavailable`, a `KeyLocked` too: the fronts then behave as if locked, and
+`unlock_state` says locked. No message, repr or log line contains a password or key material.
 
 May import: errors, crypto.keyagent, keystore.*, cryptography, stdlib (logging: user names
 and outcomes only).
@@ -22,11 +27,7 @@ and outcomes only).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import logging
-import secrets
-import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,7 +41,6 @@ from smime_proxy.errors import (
     ImportRejected,
     InputError,
     KeyExists,
-    KeyLocked,
     KeyMismatch,
     KeyStoreError,
     NoSuchKey,
@@ -62,6 +62,8 @@ from smime_proxy.keystore.pkcs import (
 )
 from smime_proxy.keystore.pkcs12_check import IMPORT_ITERATION_CAP
 from smime_proxy.keystore.ports import KeyRecord, KeyStore
+from smime_proxy.keystore.sessions import MemoryUnlockSessions, UnlockSessions
+from smime_proxy.keystore.unlocks import Unlocks, UnlockState
 
 log = logging.getLogger(__name__)
 DEFAULT_IDLE_TIMEOUT = timedelta(seconds=180)
@@ -98,30 +100,6 @@ def _check_now(now: datetime) -> datetime:
     return now
 
 
-@dataclass
-class _Session:
-    agent: InProcessKeyAgent
-    unlocked_at: datetime
-    last_used: datetime
-    mail_mark: bytes | None = None  # HMAC of the mail password known to open the mail copy
-
-
-@dataclass(frozen=True)
-class UnlockState:
-    """Whether a user's key is unlocked at a moment, and until when at most."""
-
-    unlocked: bool
-    idle_expires: datetime | None = None
-    absolute_expires: datetime | None = None
-
-    @property
-    def expires(self) -> datetime | None:
-        """The earlier of the two deadlines."""
-        if self.idle_expires is None or self.absolute_expires is None:
-            return None
-        return min(self.idle_expires, self.absolute_expires)
-
-
 @dataclass(frozen=True)
 class KeyInfo:
     """A user's stored key, described without the key: `keys show`."""
@@ -144,9 +122,11 @@ class SecureMail:
         max_unlock: timedelta = DEFAULT_MAX_UNLOCK,
         import_iteration_cap: int = IMPORT_ITERATION_CAP,
         mail_unlock: bool = True,
+        sessions: UnlockSessions | None = None,
     ) -> None:
         """`kdf_iterations` below 600,000 are for tests only; production uses the default.
-        `mail_unlock`: whether users may choose to unlock by mail login (the admin's call)."""
+        `mail_unlock`: whether users may choose to unlock by mail login (the admin's call).
+        `sessions`: where unlocks live (default: this process's memory)."""
         if kdf_iterations < 1 or import_iteration_cap < kdf_iterations:
             raise UsageError("bad KDF iteration settings")
         if idle_timeout <= timedelta(0) or max_unlock < idle_timeout:
@@ -157,28 +137,23 @@ class SecureMail:
         self.idle_timeout = idle_timeout
         self.max_unlock = max_unlock
         self.import_iteration_cap = import_iteration_cap
-        self._sessions: dict[str, _Session] = {}
-        self._lock_listeners: list[Callable[[str], None]] = []
-        self._lock = threading.Lock()
+        self.sessions: UnlockSessions = (MemoryUnlockSessions() if sessions is None
+                                         else sessions)
+        self._unlocks = Unlocks(self.sessions, idle_timeout, max_unlock)
         self._dummy: bytes | None = None
         self.mail_unlock = mail_unlock
-        self._mark_key = secrets.token_bytes(32)  # this process only: marks, not secrets
 
     def __repr__(self) -> str:
         return (
-            f"SecureMail(store={self.store!r}, unlocked={len(self._sessions)}, "
+            f"SecureMail(store={self.store!r}, sessions={self.sessions!r}, "
             f"idle_timeout={self.idle_timeout}, max_unlock={self.max_unlock})"
         )
 
     def add_lock_listener(self, listener: Callable[[str], None]) -> None:
         """Call `listener(user)` whenever a user's unlock ends (lock, expiry, a new unlock
-        replacing it): what was decrypted under it must go too (the IMAP view cache)."""
-        self._lock_listeners.append(listener)
-
-    def _locked(self, users: Collection[str]) -> None:
-        for user in users:
-            for listener in self._lock_listeners:
-                listener(user)
+        replacing it; on another node: at this process's next check of it): what was
+        decrypted under it must go too (the IMAP view cache). It must be idempotent."""
+        self._unlocks.add_listener(listener)
 
     # --- reading (no password needed) ---------------------------------------------------
 
@@ -262,12 +237,7 @@ class SecureMail:
             _load_cert(record.certificate),
             tuple(_load_cert(der) for der in record.chain),
         )
-        with self._lock:
-            replaced = self._sessions.get(user)
-            self._sessions[user] = _Session(agent, unlocked_at=now, last_used=now,
-                                            mail_mark=mail_mark)
-        if replaced is not None:
-            self._locked((user,))
+        self._unlocks.start(user, agent, now, mail_mark)
         return agent
 
     def _upgrade_kdf(self, record: KeyRecord, key: PrivateKey, password: bytes) -> None:
@@ -285,57 +255,25 @@ class SecureMail:
         with contextlib.suppress(KeyExists, NoSuchKey):
             self.store.replace(upgraded, expected_key=record.encrypted_key)
 
-    def _expired(self, session: _Session, now: datetime) -> bool:
-        return (
-            now - session.last_used >= self.idle_timeout
-            or now - session.unlocked_at >= self.max_unlock
-            or now < session.unlocked_at  # the clock went back: be safe
-        )
-
     def agent_for(self, user: str, now: datetime) -> InProcessKeyAgent:
-        """The unlocked key's agent (refreshes the idle timer); `KeyLocked` if not unlocked."""
-        _check_now(now)
-        with self._lock:
-            session = self._sessions.get(user)
-            expired = session is not None and self._expired(session, now)
-            if expired:
-                del self._sessions[user]
-            elif session is not None:
-                session.last_used = max(session.last_used, now)
-                return session.agent
-        if expired:
-            self._locked((user,))
-        raise KeyLocked(
-            f"the key of user {user!r} is locked: unlock it with the Secure Mail Password")
+        """The unlocked key's agent (refreshes the idle timer); `KeyLocked` if not unlocked
+        (`SessionsUnavailable`, a `KeyLocked`, when a shared session store fails)."""
+        return self._unlocks.agent_for(user, _check_now(now))
 
     def unlock_state(self, user: str, now: datetime) -> UnlockState:
-        """Whether the key is unlocked at `now` (does not refresh the idle timer)."""
-        _check_now(now)
-        with self._lock:
-            session = self._sessions.get(user)
-            if session is None or self._expired(session, now):
-                return UnlockState(False)
-            return UnlockState(
-                True,
-                idle_expires=session.last_used + self.idle_timeout,
-                absolute_expires=session.unlocked_at + self.max_unlock,
-            )
+        """Whether the key is unlocked at `now` (does not refresh the idle timer); a shared
+        session store that fails reads as locked (and is logged)."""
+        return self._unlocks.state(user, _check_now(now))
 
     def lock(self, user: str) -> None:
-        with self._lock:
-            gone = self._sessions.pop(user, None)
-        if gone is not None:
-            self._locked((user,))
+        """End the user's unlock (on every node sharing the sessions); `SessionStoreError`
+        if a shared store fails (then it did not happen)."""
+        self._unlocks.end(user, None)
 
     def lock_expired(self, now: datetime) -> list[str]:
-        """Drop every expired session (the daemon's periodic sweep); returns the users."""
-        _check_now(now)
-        with self._lock:
-            gone = [u for u, s in self._sessions.items() if self._expired(s, now)]
-            for user in gone:
-                del self._sessions[user]
-        self._locked(gone)
-        return gone
+        """End every expired session this process knows of (the daemon's periodic sweep);
+        returns the users whose unlock ended (expired, or found gone from a shared store)."""
+        return self._unlocks.lock_expired(_check_now(now))
 
     # --- unlock by mail login (issue 13: the user's choice) ------------------------------
 
@@ -399,14 +337,12 @@ class SecureMail:
         copy = self.store.mail_copy(user) if self.mail_unlock and mail else None
         if copy is None:
             return "none"
-        mark = hmac.new(self._mark_key, mail, hashlib.sha256).digest()
-        with self._lock:
-            session = self._sessions.get(user)
-            if session is not None and self._expired(session, now):
-                session = None
-            if session is not None and session.mail_mark == mark:
-                session.last_used = max(session.last_used, now)
+        mark = self.sessions.mail_mark(user, mail)
+        session = self._unlocks.live(user, now)
+        if session is not None and session.mail_mark == mark:
+            if self._unlocks.touch(user, session, now):
                 return "refreshed"
+            session = None  # ended or replaced meanwhile: as if locked
         record = self._record(user)
         try:
             key = self._open(KeyRecord(user, copy, record.certificate, record.chain), mail)
@@ -417,10 +353,7 @@ class SecureMail:
                 with contextlib.suppress(NoSuchKey):
                     self.store.set_mail_copy(user, wrap_private_key(
                         session.agent.private_key, mail, iterations=self.kdf_iterations))
-            with self._lock:
-                if self._sessions.get(user) is session:
-                    session.mail_mark = mark
-                    session.last_used = max(session.last_used, now)
+            self._unlocks.touch(user, session, now, mail_mark=mark)
             return "refreshed" if key is not None else "rewrapped"
         if key is None:
             return "stale"

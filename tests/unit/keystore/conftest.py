@@ -1,6 +1,8 @@
 """Fixtures for the key store tests: every repository test runs on the memory twin, SQLite
 and a real PostgreSQL (started once per session by `support.postgres`; a fresh schema per
-test). Without PostgreSQL installed its tests are skipped, or fail when `CI` is set."""
+test). The unlock sessions' tests use a real Redis likewise (`support.redis`, once per
+session, emptied before each test). Without PostgreSQL or Redis installed their tests are
+skipped, or fail when `CI` is set."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from smime_proxy.keystore.ports import AddressBook, KeyStore, MemoryAddressBook,
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
 from support.postgres import PostgresServer, postgres_bin_dir
+from support.redis import RedisServer, redis_server_binary
 from unit.keystore.keystore_helpers import FAST_ITERATIONS, NOW
 
 
@@ -43,6 +46,43 @@ def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
         yield dsn
     finally:
         postgres_server.drop_schema(name)
+
+
+def _needs_redis() -> None:
+    if redis_server_binary() is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (scripts/test.sh installs the Debian "
+                        "package redis-server): the shared unlock sessions' tests cannot run")
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+
+
+@pytest.fixture(scope="session")
+def redis_server_once() -> Iterator[RedisServer]:
+    """One Redis for the session (its own directory under /tmp, nothing on disk)."""
+    _needs_redis()
+    server = RedisServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_server_once: RedisServer) -> RedisServer:
+    """The session's Redis, emptied for this test."""
+    redis_server_once.flush()
+    return redis_server_once
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A Redis of this test's own (to be stopped in the middle of it)."""
+    _needs_redis()
+    server = RedisServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
