@@ -25,7 +25,7 @@ from typing import Protocol
 
 from cryptography import x509
 
-from smime_proxy.config import Config, SessionsConfig, StoreConfig
+from smime_proxy.config import AgentConfig, Config, SessionsConfig, StoreConfig
 from smime_proxy.errors import ConfigError, KeyStoreError
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts
@@ -145,6 +145,7 @@ def open_stores(
     max_unlock: timedelta = DEFAULT_MAX_UNLOCK,
     mail_unlock: bool = True,
     sessions: SessionsConfig | None = None,
+    agent: AgentConfig | None = None,
 ) -> Stores:
     """Open the key store and address book: SQLite in `data_dir` unless `store` (the config's
     `store:`) says PostgreSQL; and the unlock sessions (`open_sessions`: memory unless
@@ -172,6 +173,11 @@ def open_stores(
     except BaseException:
         database.close()
         raise
+    holder = None
+    if agent is not None:  # the unlocked keys live in the key agent process
+        from smime_proxy.agent.client import AgentClient
+
+        holder = AgentClient(agent.socket)
     secure_mail = SecureMail(
         key_store,
         ca=ca,
@@ -180,6 +186,7 @@ def open_stores(
         max_unlock=max_unlock,
         mail_unlock=mail_unlock,
         sessions=unlock_sessions,
+        holder=holder,
     )
     return Stores(secure_mail, Contacts(address_book), database)
 
@@ -212,6 +219,7 @@ def build_services(
         max_unlock=timedelta(seconds=config.unlock.max_unlock),
         mail_unlock=config.unlock.mail_password,
         sessions=config.sessions,
+        agent=config.agent,
     )
     return DaemonServices(
         config=config,
@@ -232,8 +240,16 @@ def default_fronts(services: DaemonServices) -> list[Front]:
     from smime_proxy.control import ControlFront
 
     control = services.config.control
+    agent = services.config.agent
+    if agent is not None and agent.start:  # first started, last stopped
+        from smime_proxy.agent.child import AgentChild
+
+        first: list[Front] = [AgentChild(agent.socket)]
+    else:
+        first = []
     folder_operations = FolderOperations(services)  # the page's, the API's, IMAP keywords'
     fronts: list[Front] = [
+        *first,
         ControlFront(
             services,
             client_max_size=control.max_upload_bytes,
@@ -272,8 +288,11 @@ class Daemon:
             port = getattr(front, "port", None)
             listener = getattr(front, "listener", None)
             host = getattr(listener, "host", None)
-            log.info("%s listening on %s port %s", front.name, host or "?",
-                     port if port is not None else "?", extra={"front": front.name})
+            if port is None:
+                log.info("%s started", front.name, extra={"front": front.name})
+            else:
+                log.info("%s listening on %s port %s", front.name, host or "?", port,
+                         extra={"front": front.name})
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         for front in reversed(self._started):

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Literal, cast
 
 # `as`: re-exported (`from smime_proxy.config import StoreConfig` under mypy --strict)
+from smime_proxy.config_stores import AgentConfig as AgentConfig  # noqa: PLC0414
 from smime_proxy.config_stores import SessionsConfig as SessionsConfig  # noqa: PLC0414
 from smime_proxy.config_stores import StoreConfig as StoreConfig  # noqa: PLC0414
-from smime_proxy.config_stores import parse_sessions, parse_store
+from smime_proxy.config_stores import parse_agent, parse_sessions, parse_store
 from smime_proxy.errors import ConfigError
 from smime_proxy.yamlcheck import (
     boolean,
@@ -198,6 +199,7 @@ class Config:
     revocation: Revocation = "off"  # signer and recipient certificates (README "Revocation")
     store: StoreConfig = field(default_factory=StoreConfig)  # README "Running several nodes"
     sessions: SessionsConfig = field(default_factory=SessionsConfig)  # where unlocks live
+    agent: AgentConfig | None = None  # a key agent process holds the unlocked keys
 
 
 def control_url(control: ListenerConfig) -> str:
@@ -226,7 +228,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
     r.only(top, "", {"listeners", "upstream", "data_dir", "trust_roots", "unlock",
                      "locked_fetch", "policy_file", "logging", "control",
                      "unauthenticated_content", "signatures", "trust_server_ca", "users",
-                     "imap", "ldap", "revocation", "store", "sessions"})
+                     "imap", "ldap", "revocation", "store", "sessions", "agent"})
     listeners = _listeners(r, r.required(top, "", "listeners"))
     upstream = _upstream(r, r.required(top, "", "upstream"))
     if (listeners.lmtp is None) != (upstream.lmtp is None):
@@ -260,6 +262,12 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
         level=cast(LogLevel, r.choice(log.get("level", "info"), "logging.level",
                                       ("debug", "info", "warning", "error"))),
     )
+    agent = None if top.get("agent") is None else parse_agent(top["agent"])
+    sessions = (SessionsConfig() if top.get("sessions") is None
+                else parse_sessions(top["sessions"], files))
+    if agent is not None and sessions.backend == "redis":
+        raise ConfigError("agent: a key agent process and sessions in Redis cannot be used "
+                          "together yet (the agent keeps its unlocks in its own memory)")
     return Config(
         source=source if source is not None else base_dir / "<config>",
         listeners=listeners, upstream=upstream, data_dir=data_dir, trust_roots=trust_roots,
@@ -276,8 +284,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None,
             "off" if top.get("revocation") is False else top.get("revocation", "off"),
             "revocation", ("off", "soft-fail", "hard-fail"))),
         store=StoreConfig() if top.get("store") is None else parse_store(top["store"], files),
-        sessions=(SessionsConfig() if top.get("sessions") is None
-                  else parse_sessions(top["sessions"], files)),
+        sessions=sessions, agent=agent,
     )
 
 

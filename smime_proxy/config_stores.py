@@ -1,7 +1,8 @@
-"""The configuration's shared-storage sections (README "Running several nodes"): ``store:``
-(the key store's engine: SQLite or PostgreSQL) and ``sessions:`` (where unlocks live: this
-process or Redis, with the cluster key). `config` validates them through `parse_store` and
-`parse_sessions` and re-exports the classes. The DSN, the Redis URL (either may hold a
+"""The configuration's sections on where keys live (README "Running several nodes"):
+``store:`` (the key store's engine: SQLite or PostgreSQL), ``sessions:`` (where unlocks
+live: this process or Redis, with the cluster key) and ``agent:`` (a key agent process that
+holds the unlocked keys). `config` validates them through `parse_store`, `parse_sessions`
+and `parse_agent` and re-exports the classes. The DSN, the Redis URL (either may hold a
 password) and the cluster key are never shown by a repr or an error message.
 
 May import: errors, yamlcheck, stdlib.
@@ -106,6 +107,30 @@ class SessionsConfig:
                               "(content not shown; make one with "
                               "`head -c 32 /dev/urandom | base64`)")
         return secret
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """A key agent process holds the unlocked keys (docs/key-agent.md): it listens on
+    ``socket`` (a Unix socket path); ``start: true`` (default) has the daemon start it as a
+    child (and start it again if it dies), ``false`` expects one started otherwise (e.g.
+    under another user: ``smime-proxy agent --socket PATH --allow-uid UID``)."""
+
+    socket: Path
+    start: bool = True
+
+
+def parse_agent(raw: object) -> AgentConfig:
+    """The `agent:` section."""
+    m = mapping(raw, "agent", "a mapping with socket (a Unix socket path)")
+    only(m, "agent", {"socket", "start"})
+    where = m.get("socket")
+    if not isinstance(where, str) or not where.startswith("/") or len(where) > 100:
+        raise expected("agent.socket", "an absolute path of at most 100 characters", where)
+    start = m.get("start", True)
+    if not isinstance(start, bool):
+        raise expected("agent.start", "true or false", start)
+    return AgentConfig(Path(where), start)
 
 
 def parse_store(raw: object, path: PathReader) -> StoreConfig:

@@ -107,6 +107,11 @@ class KeyLocked(KeyStoreError):
     """The user's key is locked: unlock it with the Secure Mail Password first."""
 
 
+class KeysUnavailable(KeyLocked):
+    """Where unlocks are kept cannot be reached now (the shared sessions' Redis, the key
+    agent process): every key counts as locked, and asking again later may work."""
+
+
 class WrongPassword(KeyStoreError):
     """The password does not open the key (or the file)."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +26,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from smime_proxy.agent import protocol as p
 from smime_proxy.crypto.keyagent import KeyTransportPadding, SignatureScheme
-from smime_proxy.errors import KeyLocked, KeyStoreError, UnsupportedAlgorithm, WrongPassword
+from smime_proxy.errors import (
+    KeyLocked,
+    KeyStoreError,
+    KeysUnavailable,
+    UnsupportedAlgorithm,
+    WrongPassword,
+)
 
 UNREACHABLE = "the key agent cannot be reached: Secure Mail is locked until it is back"
+DOWN_SECONDS = 1.0
+PATIENCE = 5.0  # seconds an unlock waits for an agent being started again
 
 
-class AgentUnreachable(KeyLocked):
+class AgentUnreachable(KeysUnavailable):
     """The key agent process is not there (every key counts as locked)."""
 
 
@@ -48,6 +57,7 @@ class AgentClient:
         self.socket_path = socket_path
         self.timeout = timeout
         self._local = threading.local()
+        self._down_until = 0.0  # monotonic: until then the agent counts as gone
 
     def __repr__(self) -> str:
         return f"AgentClient({str(self.socket_path)!r})"
@@ -71,20 +81,33 @@ class AgentClient:
         if sock is not None:
             sock.close()
 
-    def request(self, kind: bytes, *fields: bytes) -> p.Message:
-        """One request and its answer; `AgentUnreachable` when there is no agent."""
+    def request(self, kind: bytes, *fields: bytes, patient: bool = False) -> p.Message:
+        """One request and its answer; `AgentUnreachable` when there is no agent. A
+        connection the agent closed is made again once. After a failure the agent counts
+        as gone for `DOWN_SECONDS` (checks fail at once, not each after a timeout), unless
+        `patient` (a user's unlock: it waits up to `PATIENCE` for an agent being started
+        again)."""
         frame = p.encode(p.Message(kind, fields))
-        for attempt in range(2):
+        deadline = time.monotonic() + (PATIENCE if patient else 0.0)
+        attempt = 0
+        while True:
+            if not patient and time.monotonic() < self._down_until:
+                raise AgentUnreachable(UNREACHABLE)
             try:
                 sock = self._connection()
                 sock.sendall(frame)
                 length = p.frame_length(_read_exactly(sock, 4))
-                return p.decode(_read_exactly(sock, length), p.OUTCOMES)
+                answer = p.decode(_read_exactly(sock, length), p.OUTCOMES)
+                self._down_until = 0.0
+                return answer
             except (OSError, EOFError, p.ProtocolError):
                 self._drop()
-                if attempt == 1:
+                attempt += 1
+                if attempt >= 2 and time.monotonic() >= deadline:
+                    self._down_until = time.monotonic() + DOWN_SECONDS
                     raise AgentUnreachable(UNREACHABLE) from None
-        raise AgentUnreachable(UNREACHABLE)
+                if attempt >= 2:
+                    time.sleep(0.1)
 
     def close(self) -> None:
         self._drop()
@@ -95,7 +118,8 @@ class AgentClient:
                idle: float, maximum: float, now: float, mark: bytes = b"") -> None:
         """Have the agent decrypt and keep the key; `WrongPassword` if it does not open."""
         answer = self.request(p.UNLOCK, user.encode("utf-8"), encrypted_key, password,
-                              certificate, _num(idle), _num(maximum), _num(now), mark)
+                              certificate, _num(idle), _num(maximum), _num(now), mark,
+                              patient=True)
         if answer.kind == p.WRONG_PASSWORD:
             raise WrongPassword("wrong password")
         _expect_ok(answer)
@@ -103,13 +127,15 @@ class AgentClient:
     def lock(self, user: str) -> None:
         _expect_ok(self.request(p.LOCK, user.encode("utf-8")))
 
-    def status(self, user: str, now: float, *, touch_mark: bytes | None = None
-               ) -> AgentStatus | None:
-        """The user's unlock, or None; TOUCH (with a mark) counts as use."""
-        if touch_mark is None:
-            answer = self.request(p.STATUS, user.encode("utf-8"), _num(now))
+    def status(self, user: str, now: float, *, touch: bool = False,
+               mark: bytes | None = None) -> AgentStatus | None:
+        """The user's unlock, or None. `touch`: it counts as use (and `mark`, if given,
+        replaces the stored mail mark)."""
+        if touch or mark is not None:
+            answer = self.request(p.TOUCH, user.encode("utf-8"), _num(now),
+                                  *(() if mark is None else (mark,)))
         else:
-            answer = self.request(p.TOUCH, user.encode("utf-8"), _num(now), touch_mark)
+            answer = self.request(p.STATUS, user.encode("utf-8"), _num(now))
         if answer.kind == p.LOCKED:
             return None
         _expect_ok(answer)
@@ -122,6 +148,11 @@ class AgentClient:
         answer = self.request(p.EXPIRE, _num(now))
         _expect_ok(answer)
         return [f.decode("utf-8", "replace") for f in answer.fields]
+
+    def agent(self, user: str, certificate: x509.Certificate,
+              chain: Sequence[x509.Certificate], now: float) -> RemoteKeyAgent:
+        """The `KeyAgent` of the user's key held by the agent."""
+        return RemoteKeyAgent(self, user, certificate, chain, now)
 
     def operate(self, user: str, now: float, kind: bytes, *args: bytes) -> bytes:
         answer = self.request(kind, user.encode("utf-8"), _num(now), *args)
@@ -165,7 +196,7 @@ class RemoteKeyAgent:
         self.user = user
         self.cert = certificate
         self.extra_certs = tuple(chain)
-        self.now = now  # the moment of `agent_for`: the unlock was checked then
+        self.now = now  # the moment of the last `agent_for`: the unlock was checked then
 
     def __repr__(self) -> str:
         return f"RemoteKeyAgent(user={self.user!r})"

@@ -19,7 +19,8 @@ Requests (op, fields):
   ECDH     user, now, peer public key (SubjectPublicKeyInfo DER)
   SIGN     user, now, digest, hash name, "pkcs1"|"pss"|"ecdsa"
   STATUS   user, now                  -> unlocked_at, last_used, mail mark (when unlocked)
-  TOUCH    user, now, mail mark       -> as STATUS; the mark replaces the stored one
+  TOUCH    user, now [, mail mark]    -> as STATUS, and counts as use; a mark replaces the
+                                         stored one
   EXPIRE   now                        -> the users whose unlock ended
 Outcomes: OK (fields), LOCKED, WRONG_PASSWORD, BAD_REQUEST (a message), UNSUPPORTED (a
 message).

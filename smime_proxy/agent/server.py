@@ -142,10 +142,10 @@ class AgentCore:
         if session is None:
             return p.Message(p.LOCKED)
         if kind in (p.STATUS, p.TOUCH):
-            if kind == p.TOUCH:
-                if len(fields) != 3:
-                    raise p.ProtocolError("TOUCH: 3 fields")
+            if kind == p.TOUCH and len(fields) == 3:
                 session.mark = fields[2]
+            elif len(fields) != 2:
+                raise p.ProtocolError("STATUS, TOUCH: 2 fields (TOUCH: or 3, with a mark)")
             return p.Message(p.OK, (repr(session.unlocked_at).encode(),
                                     repr(session.last_used).encode(), session.mark))
         return _operate(session.agent, kind, fields[2:])

@@ -33,6 +33,7 @@ from smime_proxy.errors import (
     KeyLocked,
     KeyMismatch,
     KeyStoreError,
+    KeysUnavailable,
     NoSuchKey,
     SmimeProxyError,
     WrongPassword,
@@ -186,6 +187,8 @@ class KeyOperations:
             raise Refusal(409, str(exc)) from None
         except NoSuchKey:
             raise Refusal(404, NO_KEY) from None
+        except KeysUnavailable as exc:  # Redis or the key agent: try again later
+            raise Refusal(503, str(exc)) from None
         except KeyLocked:
             raise Refusal(409, "the key is locked") from None
         except InputError as exc:  # ImportRejected too

@@ -9,10 +9,11 @@ for each operation and not keep it: the expiry is enforced there.
 
 Unlocks live behind the `UnlockSessions` port (`keystore.sessions`: this process's memory by
 default, or every node's Redis), with their timeouts decided by `keystore.unlocks`; stored
-records behind the `KeyStore` port. Each check (`agent_for`, `unlock_state`) asks the port,
-so a lock on one node ends the unlock everywhere at the next check. Methods are synchronous
-and thread-safe; the password ones take ~0.2-0.5 s (PBKDF2): the asyncio shells call them in
-a worker thread.
+records behind the `KeyStore` port. With a key agent process (`holder`, `keystore.held`),
+the unlocked keys live there instead, never in this process. Each check (`agent_for`,
+`unlock_state`) asks the port or the agent, so a lock on one node ends the unlock everywhere
+at the next check. Methods are synchronous and thread-safe; the password ones take ~0.2-0.5 s
+(PBKDF2): the asyncio shells call them in a worker thread.
 
 Errors: `WrongPassword` (the same message whether the user has no key or the password is
 wrong), `KeyLocked`, `NoSuchKey`, `KeyExists`, `KeyMismatch`, `ImportRejected`, `InputError`;
@@ -36,7 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from smime_proxy.crypto.keyagent import InProcessKeyAgent
+from smime_proxy.crypto.keyagent import InProcessKeyAgent, KeyAgent
 from smime_proxy.errors import (
     ImportRejected,
     InputError,
@@ -49,6 +50,7 @@ from smime_proxy.errors import (
 )
 from smime_proxy.keystore.ca import USER_VALIDITY_DAYS, ServerCA, new_private_key
 from smime_proxy.keystore.certs import CertificateSummary, certificate_addresses
+from smime_proxy.keystore.held import HeldKeys, KeyHolder
 from smime_proxy.keystore.pkcs import (
     KDF_ITERATIONS,
     KeyMaterial,
@@ -123,10 +125,13 @@ class SecureMail:
         import_iteration_cap: int = IMPORT_ITERATION_CAP,
         mail_unlock: bool = True,
         sessions: UnlockSessions | None = None,
+        holder: KeyHolder | None = None,
     ) -> None:
         """`kdf_iterations` below 600,000 are for tests only; production uses the default.
         `mail_unlock`: whether users may choose to unlock by mail login (the admin's call).
-        `sessions`: where unlocks live (default: this process's memory)."""
+        `sessions`: where unlocks live (default: this process's memory). `holder`: a key
+        agent process that keeps the unlocked keys instead (then `sessions` only makes mail
+        marks)."""
         if kdf_iterations < 1 or import_iteration_cap < kdf_iterations:
             raise UsageError("bad KDF iteration settings")
         if idle_timeout <= timedelta(0) or max_unlock < idle_timeout:
@@ -140,6 +145,7 @@ class SecureMail:
         self.sessions: UnlockSessions = (MemoryUnlockSessions() if sessions is None
                                          else sessions)
         self._unlocks = Unlocks(self.sessions, idle_timeout, max_unlock)
+        self.held = None if holder is None else HeldKeys(holder, idle_timeout, max_unlock)
         self._dummy: bytes | None = None
         self.mail_unlock = mail_unlock
 
@@ -154,6 +160,8 @@ class SecureMail:
         replacing it; on another node: at this process's next check of it): what was
         decrypted under it must go too (the IMAP view cache). It must be idempotent."""
         self._unlocks.add_listener(listener)
+        if self.held is not None:
+            self.held.add_listener(listener)
 
     # --- reading (no password needed) ---------------------------------------------------
 
@@ -219,12 +227,18 @@ class SecureMail:
             raise WrongPassword(UNLOCK_FAILED)
         return record
 
-    def unlock(self, user: str, password: Password, now: datetime) -> InProcessKeyAgent:
+    def unlock(self, user: str, password: Password, now: datetime) -> KeyAgent:
         """Decrypt the key with the Secure Mail Password; it stays unlocked until idle for
         `idle_timeout`, `max_unlock` after now, or `lock`."""
         _check_now(now)
         secret = _secret(password)
         record = self._record_or_fail(user, secret)
+        if self.held is not None:  # the agent process opens it: no key here
+            try:
+                self.held.unlock(user, record.encrypted_key, secret, record.certificate, now)
+            except WrongPassword:
+                raise WrongPassword(UNLOCK_FAILED) from None
+            return self.agent_for(user, now)
         key = self._open(record, secret)
         self._upgrade_kdf(record, key, secret)
         return self._start_session(user, record, key, now)
@@ -255,24 +269,38 @@ class SecureMail:
         with contextlib.suppress(KeyExists, NoSuchKey):
             self.store.replace(upgraded, expected_key=record.encrypted_key)
 
-    def agent_for(self, user: str, now: datetime) -> InProcessKeyAgent:
+    def agent_for(self, user: str, now: datetime) -> KeyAgent:
         """The unlocked key's agent (refreshes the idle timer); `KeyLocked` if not unlocked
-        (`SessionsUnavailable`, a `KeyLocked`, when a shared session store fails)."""
+        (`SessionsUnavailable`, a `KeyLocked`, when a shared session store fails; an
+        `AgentUnreachable`, a `KeyLocked`, when the key agent process is not there)."""
+        if self.held is not None:
+            return self.held.agent_for(user, lambda: self._certificates(user), _check_now(now))
         return self._unlocks.agent_for(user, _check_now(now))
+
+    def _certificates(self, user: str) -> tuple[bytes, tuple[bytes, ...]]:
+        record = self._record(user)
+        return record.certificate, record.chain
 
     def unlock_state(self, user: str, now: datetime) -> UnlockState:
         """Whether the key is unlocked at `now` (does not refresh the idle timer); a shared
         session store that fails reads as locked (and is logged)."""
+        if self.held is not None:
+            return self.held.state(user, _check_now(now))
         return self._unlocks.state(user, _check_now(now))
 
     def lock(self, user: str) -> None:
         """End the user's unlock (on every node sharing the sessions); `SessionStoreError`
         if a shared store fails (then it did not happen)."""
+        if self.held is not None:
+            self.held.lock(user)
+            return
         self._unlocks.end(user, None)
 
     def lock_expired(self, now: datetime) -> list[str]:
         """End every expired session this process knows of (the daemon's periodic sweep);
         returns the users whose unlock ended (expired, or found gone from a shared store)."""
+        if self.held is not None:
+            return self.held.lock_expired(_check_now(now))
         return self._unlocks.lock_expired(_check_now(now))
 
     # --- unlock by mail login (issue 13: the user's choice) ------------------------------
@@ -337,6 +365,8 @@ class SecureMail:
         copy = self.store.mail_copy(user) if self.mail_unlock and mail else None
         if copy is None:
             return "none"
+        if self.held is not None:
+            return self._held_mail_login(user, copy, mail, now)
         mark = self.sessions.mail_mark(user, mail)
         session = self._unlocks.live(user, now)
         if session is not None and session.mail_mark == mark:
@@ -358,6 +388,21 @@ class SecureMail:
         if key is None:
             return "stale"
         self._start_session(user, record, key, now, mail_mark=mark)
+        return "unlocked"
+
+    def _held_mail_login(self, user: str, copy: bytes, mail: bytes, now: datetime) -> str:
+        """`mail_login` with a key agent process: an unlock is refreshed by the login (the
+        upstream accepted the password); a locked key is opened there from the mail copy.
+        A copy that no longer opens stays as it is ("stale"): it cannot be wrapped anew
+        here, where the key never is."""
+        assert self.held is not None
+        if self.held.touch(user, now):
+            return "refreshed"
+        record = self._record(user)
+        try:
+            self.held.unlock(user, copy, mail, record.certificate, now)
+        except WrongPassword:
+            return "stale"
         return "unlocked"
 
     def mail_login_logged(self, user: str, mail_password: Password, now: datetime) -> None:

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
-from smime_proxy.errors import KeyLocked, KeyStoreError
+from smime_proxy.errors import KeyStoreError, KeysUnavailable
 
 
 class SessionStoreError(KeyStoreError):
@@ -39,7 +39,7 @@ class SessionStoreError(KeyStoreError):
     with this node's cluster key): nothing about the unlock could be read or written."""
 
 
-class SessionsUnavailable(SessionStoreError, KeyLocked):
+class SessionsUnavailable(SessionStoreError, KeysUnavailable):
     """A check (`SecureMail.agent_for`) could not reach the unlock sessions: the key cannot be
     used now, so the fronts give their locked behaviour (a `KeyLocked`)."""
 

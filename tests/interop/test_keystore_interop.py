@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.errors import ImportRejected
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.pkcs import KDF_ITERATIONS
@@ -216,6 +217,7 @@ def test_openssl_exports_import(openssl_identity: Path, files: Path, options: li
     cert = mail.import_pkcs12("olga", p12.read_bytes(), EXPORT_PW, SECURE_PW)
     assert mail.addresses("olga") == ("olga@example.org",)
     agent = mail.unlock("olga", SECURE_PW, NOW)
+    assert isinstance(agent, InProcessKeyAgent)
     assert spki(agent.private_key) == spki(cert)
 
 

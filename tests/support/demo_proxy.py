@@ -145,7 +145,7 @@ def start_variant(proxy: DemoProxy, workdir: Path, log: Path, timeout: float = 3
             src.backup(dst)
         (data / db.name).chmod(0o600)
     config = yaml.safe_load(proxy.config.read_text(encoding="utf-8"))
-    ports = {name: free_port() for name in ("imap", "smtp", "control")}
+    ports = {name: free_port() for name in config["listeners"]}  # lmtp too, when there
     for name, port in ports.items():
         config["listeners"][name]["port"] = port
     config["data_dir"] = str(data)

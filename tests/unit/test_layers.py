@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("I/O shells", ("imap.server", "imap.upstream", "smtp.server", "smtp.relay", "control",
                     "harness", "lmtp.server", "lmtp.upstream", "at_rest.convert",
                     "at_rest.operation", "at_rest.operations", "at_rest.listing",
-                    "agent.server", "agent.client")),
+                    "agent.server", "agent.client", "agent.child")),
     ("protocol logic", ("imap", "imap.session", "imap.events", "imap.inflight",
                         "imap.negotiation", "imap.fetch_rewrite", "imap.fetch_answers",
                         "imap.view_cache", "imap.streaming", "imap.login", "imap.search",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smime_proxy.agent import protocol as p
-from smime_proxy.agent.client import AgentClient, AgentUnreachable, RemoteKeyAgent
+from smime_proxy.agent.client import (
+    DOWN_SECONDS,
+    AgentClient,
+    AgentUnreachable,
+    RemoteKeyAgent,
+)
 from smime_proxy.agent.server import AgentCore, AgentServer
 from smime_proxy.errors import KeyLocked, WrongPassword
 from smime_proxy.keystore.pkcs import wrap_private_key
@@ -95,7 +101,7 @@ def test_lock_idle_and_maximum_end_the_unlock(
     assert client.status("bob", NOW + 61) is None  # idle for 60 s
     _unlock(client, bob)
     for minute in range(1, 10):
-        assert client.status("bob", NOW + 55 * minute, touch_mark=b"") is not None
+        assert client.status("bob", NOW + 55 * minute, touch=True) is not None
     assert client.expire(NOW + 601) == ["bob"]  # the absolute maximum, however busy
 
 
@@ -112,6 +118,9 @@ def test_a_stopped_agent_is_locked_and_a_new_one_recovers(
         assert issubclass(AgentUnreachable, KeyLocked)
         again = AgentServer(tmp_path / "a" / "socket")
         loop.run(again.start())
+        with pytest.raises(AgentUnreachable):  # a failed check counts for DOWN_SECONDS
+            client.status("bob", NOW)
+        time.sleep(DOWN_SECONDS + 0.1)
         assert client.status("bob", NOW) is None  # its unlocks died with it
         _unlock(client, bob)
         assert client.status("bob", NOW) is not None

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.ciphers.algorithms import AES
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from smime_proxy.crypto.keyagent import InProcessKeyAgent, KeyAgent
+from smime_proxy.keystore.pkcs import PrivateKey
 from smime_proxy.keystore.pkcs12_check import pkcs12_kdf
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -191,3 +193,10 @@ def nest_key_bag(data: bytes, password: bytes, key_bag_iterations: int, *, legac
         }
     )
     return bytes(result.dump(force=True))
+
+
+def held_key(agent: KeyAgent) -> PrivateKey:
+    """The private key of an in-process agent (what `SecureMail.unlock` gives without a key
+    agent process)."""
+    assert isinstance(agent, InProcessKeyAgent)
+    return agent.private_key

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from smime_proxy.app import open_sessions, open_stores
 from smime_proxy.config import SessionsConfig
-from smime_proxy.crypto.keyagent import InProcessKeyAgent
+from smime_proxy.crypto.keyagent import InProcessKeyAgent, KeyAgent
 from smime_proxy.errors import ConfigError, KeyLocked, KeyStoreError
 from smime_proxy.keystore.ports import KeyStore, MemoryKeyStore
 from smime_proxy.keystore.redis_sessions import ClusterKey, RedisUnlockSessions
@@ -95,7 +95,7 @@ def two(make_node: NodeMaker, redis_server: RedisServer) -> tuple[Node, Node]:
     return make_node(redis_server), make_node(redis_server)
 
 
-def _opens(agent: InProcessKeyAgent) -> bool:
+def _opens(agent: KeyAgent) -> bool:
     """Whether `agent` decrypts a message encrypted to its certificate."""
     sealed = encrypt_message(b"Subject: hi\r\n\r\nthe secret body\r\n",
                              [Recipient(agent.certificate)])
@@ -221,7 +221,8 @@ def test_mail_login_on_one_node_unlocks_and_refreshes_for_all(two: tuple[Node, N
 # --- what Redis holds (docs/cluster-threat-model.md) ------------------------------------------
 
 
-def _secrets_of(agent: InProcessKeyAgent) -> dict[str, bytes]:
+def _secrets_of(agent: KeyAgent) -> dict[str, bytes]:
+    assert isinstance(agent, InProcessKeyAgent)
     key = agent.private_key
     found = {
         "PKCS#8 DER": key.private_bytes(serialization.Encoding.DER,

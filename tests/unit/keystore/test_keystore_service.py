@@ -44,6 +44,7 @@ from unit.keystore.keystore_helpers import (
     THUNDERBIRD_PASSWORD,
     craft_iterations,
     describe_pfx,
+    held_key,
     make_p12,
     nest_key_bag,
     vector,
@@ -142,7 +143,7 @@ def test_unlock_upgrades_a_weaker_stored_kdf(key_store: KeyStore) -> None:
 def test_stored_key_is_not_the_plain_key(mail: SecureMail, key_store: KeyStore) -> None:
     _import_alice(mail)
     agent = mail.unlock("alice", PW, NOW)
-    plain = agent.private_key.private_bytes(
+    plain = held_key(agent).private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
@@ -300,7 +301,7 @@ def test_secrets_never_in_repr_errors_or_logs(
     secret = b"Sup3r-Secret-Passw0rd"
     mail.import_pkcs12("alice", _tb("Alice"), THUNDERBIRD_PASSWORD, secret)
     agent = mail.unlock("alice", secret, NOW)
-    key_der = agent.private_key.private_bytes(
+    key_der = held_key(agent).private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     texts = [repr(agent), repr(mail), repr(mail.store), str(mail.key_info("alice"))]
@@ -328,7 +329,7 @@ def test_change_password_rewraps_the_same_key(mail: SecureMail, key_store: KeySt
     certificate = _import_alice(mail)
     before = key_store.get("alice")
     assert before is not None
-    key_before = _spki(mail.unlock("alice", PW, NOW).private_key)
+    key_before = _spki(held_key(mail.unlock("alice", PW, NOW)))
     mail.change_password("alice", PW, "nouveau mot de passe é")
     after = key_store.get("alice")
     assert after is not None
@@ -337,7 +338,7 @@ def test_change_password_rewraps_the_same_key(mail: SecureMail, key_store: KeySt
     with pytest.raises(WrongPassword):
         mail.unlock("alice", PW, NOW)
     agent = mail.unlock("alice", "nouveau mot de passe é".encode(), NOW)
-    assert _spki(agent.private_key) == key_before == _spki(certificate)
+    assert _spki(held_key(agent)) == key_before == _spki(certificate)
 
 
 def test_change_password_refusals(mail: SecureMail, key_store: KeyStore) -> None:
@@ -391,7 +392,7 @@ def test_import_every_thunderbird_p12(mail: SecureMail, name: str) -> None:
     else:
         assert mail.addresses(name.lower()) == (f"{name}@example.com".lower(),)
     agent = mail.unlock(name.lower(), PW, NOW)
-    assert _spki(agent.private_key) == _spki(expected.key)  # type: ignore[arg-type]
+    assert _spki(held_key(agent)) == _spki(expected.key)  # type: ignore[arg-type]
     info = mail.key_info(name.lower())
     assert info.certificate.key_type == ("RSA" if "ec" not in name else "EC secp384r1")
     assert len(info.chain) == (0 if name.startswith("Fran") else 1)
@@ -431,7 +432,7 @@ def test_import_rfc9216_rsa_keys(
         "CN=Sample LAMPS RSA Certification Authority,OU=LAMPS WG,O=IETF"
     ]
     agent = mail.unlock("pem-user", PW, NOW)
-    assert _spki(agent.private_key) == _spki(certificate)
+    assert _spki(held_key(agent)) == _spki(certificate)
     # The same key as PKCS#12 (made by cryptography) imports too.
     key = serialization.load_pem_private_key(vector("rfc9216", "keys", key_name).read_bytes(), None)
     assert isinstance(key, rsa.RSAPrivateKey)
@@ -736,7 +737,7 @@ def test_generate_issues_an_smime_certificate(
         assert usage.key_agreement and not usage.key_encipherment
     assert certificate.not_valid_after_utc - NOW == dt.timedelta(days=730)
     agent = mail.unlock("dave", PW, NOW)
-    assert _spki(agent.private_key) == _spki(certificate)
+    assert _spki(held_key(agent)) == _spki(certificate)
     with pytest.raises(KeyExists):
         mail.generate("dave", "dave@example.org", PW, NOW)
 

@@ -1,0 +1,160 @@
+"""The key agent process (issue 12, privilege separation), with `smime-proxy serve` as a user
+runs it (`agent: {socket: ...}`, the daemon starting the agent as its child) in front of the
+real Dovecot and Postfix:
+
+- after an unlock, bob's encrypted mail reads through the IMAP front, the daemon's memory
+  holds no form of bob's private key (searched through /proc/PID/mem), and the agent's does
+  (the search finds what is there);
+- signing through the SMTP front works the same way (the agent signs);
+- killing the agent locks everything cleanly: the IMAP front gives its locked answer (not an
+  error, not a closed connection), the daemon starts the agent again, and a new unlock
+  recovers.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import signal
+import ssl
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from smime_proxy.app import stores_of
+from smime_proxy.harness import Upstream
+from smime_proxy.smime import Recipient, encrypt_message, is_encrypted
+from support.demo_proxy import DemoProxy, start_demo_proxy, start_variant
+from support.procmem import memory_contains
+
+BODY = "the agent opened this"
+
+
+@pytest.fixture(scope="module")
+def with_agent(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[DemoProxy]:
+    """The demo daemon's copy with a key agent process (its own socket directory)."""
+    work = tmp_path_factory.mktemp("agent")
+    demo = start_demo_proxy(upstream, work / "demo", work / "demo.log")
+    try:
+        proxy = start_variant(demo, work / "variant", work / "variant.log",
+                              agent={"socket": str(work / "run" / "agent.sock")})
+    finally:
+        demo.stop()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+def _agent_pid(daemon_pid: int) -> int:
+    """The daemon's child that runs `smime-proxy agent`."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if parent == daemon_pid and b"agent\0--socket" in cmdline:
+            return int(entry.name)
+    raise AssertionError("no key agent child")
+
+
+def _key_forms(proxy: DemoProxy, user: str) -> list[bytes]:
+    """What of the user's private key could be found in a process's memory: its PKCS#8 and
+    PKCS#1/SEC1 DER, and its secret numbers as OpenSSL keeps them (little-endian limbs) and
+    as big-endian bytes."""
+    data = proxy.workdir / "data"
+    with stores_of(data) as stores:
+        agent = stores.secure_mail.unlock(user, proxy.smime_password(user), _now())
+        key = agent.private_key  # type: ignore[attr-defined]  # the in-process agent here
+        stores.secure_mail.lock(user)
+    forms = [key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())]
+    if isinstance(key, rsa.RSAPrivateKey):
+        secret = key.private_numbers().p
+    else:
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        secret = key.private_numbers().private_value
+    size = (secret.bit_length() + 7) // 8
+    forms += [secret.to_bytes(size, "big")[:24], secret.to_bytes(size, "little")[:24]]
+    return forms
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _deliver_encrypted(proxy: DemoProxy, upstream: Upstream, user: str, token: str) -> None:
+    with stores_of(proxy.workdir / "data") as stores:
+        certificate = stores.secure_mail.certificate(user)
+    message = (f"From: dave@example.org\r\nTo: {user}@example.test\r\nSubject: agent {token}"
+               f"\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n{BODY} {token}\r\n"
+               ).encode()
+    sealed = encrypt_message(message, [Recipient(certificate, supports_gcm=True)])
+    assert is_encrypted(sealed)
+    with imaplib.IMAP4(upstream.host, upstream.imap_port) as imap:
+        imap.login(user, upstream.users[user])
+        imap.append("INBOX", "", None, sealed)
+
+
+def _read(proxy: DemoProxy, user: str, token: str) -> tuple[str, bytes]:
+    """(the tagged status, the body) of the message `agent <token>` through the IMAP front."""
+    context = ssl.create_default_context(cafile=str(proxy.tls_ca))
+    with imaplib.IMAP4(proxy.host, proxy.imap_port) as imap:
+        imap.starttls(context)
+        imap.login(user, proxy.mail_passwords[user])
+        imap.select("INBOX", readonly=True)
+        _, found = imap.uid("SEARCH", "SUBJECT", f'"agent {token}"')
+        [uid] = (found[0] or b"").split()
+        status, data = imap.uid("FETCH", uid.decode(), "(BODY.PEEK[TEXT])")
+        body = b"".join(part[1] for part in data if isinstance(part, tuple))
+        return status, body
+
+
+def test_the_daemon_holds_no_key_and_reads_through_the_agent(
+        with_agent: DemoProxy, upstream: Upstream) -> None:
+    token = os.urandom(4).hex()
+    _deliver_encrypted(with_agent, upstream, "bob", token)
+    forms = _key_forms(with_agent, "bob")
+    with_agent.unlock("bob")
+    status, body = _read(with_agent, "bob", token)
+    assert status == "OK" and f"{BODY} {token}".encode() in body
+    daemon = with_agent.proc.pid
+    agent = _agent_pid(daemon)
+    assert not any(memory_contains(daemon, form) for form in forms)
+    assert any(memory_contains(agent, form) for form in forms)
+
+
+def test_killing_the_agent_locks_cleanly_and_a_restart_recovers(
+        with_agent: DemoProxy, upstream: Upstream) -> None:
+    token = os.urandom(4).hex()
+    _deliver_encrypted(with_agent, upstream, "carol", token)
+    with_agent.unlock("carol")
+    assert _read(with_agent, "carol", token)[0] == "OK"
+    old = _agent_pid(with_agent.proc.pid)
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while True:  # the daemon starts it again
+        try:
+            new = _agent_pid(with_agent.proc.pid)
+            if new != old:
+                break
+        except AssertionError:
+            pass
+        assert time.monotonic() < deadline, "the agent was not started again"
+        time.sleep(0.1)
+    status, body = _read(with_agent, "carol", token)  # locked: its unlocks died with it
+    assert status == "NO" and BODY.encode() not in body
+    assert with_agent.proc.poll() is None
+    with_agent.unlock("carol")
+    status, body = _read(with_agent, "carol", token)
+    assert status == "OK" and f"{BODY} {token}".encode() in body
