@@ -43,6 +43,7 @@ from smime_proxy.keystore.pkcs import public_key_der, unwrap_private_key
 log = logging.getLogger("smime_proxy.agent")
 ITERATION_CAP = 10_000_000  # a stored key with more KDF iterations is refused (a DoS)
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
+_KEY_OPERATIONS = frozenset({p.UNWRAP, p.ECDH, p.SIGN})
 
 
 @dataclass
@@ -206,6 +207,8 @@ class AgentServer:
         self._uid_of = uid_of
         self._server: asyncio.AbstractServer | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="agent")
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         directory = self.socket_path.parent
@@ -222,6 +225,10 @@ class AgentServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in list(self._writers):  # a connection's handler then ends quietly
+                writer.close()
+            if self._handlers:  # before the loop ends (it would cancel them, noisily)
+                await asyncio.wait(list(self._handlers), timeout=2.0)
             await self._server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
@@ -235,18 +242,24 @@ class AgentServer:
             log.warning("refused a connection", extra={"uid": uid})
             writer.close()
             return
+        self._writers.add(writer)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
         try:
             while True:
                 try:
                     header = await reader.readexactly(4)
                     body = await reader.readexactly(p.frame_length(header))
                     request = p.decode(body, p.OPERATIONS)
-                    if request.kind == p.UNLOCK:
+                    if request.kind == p.UNLOCK:  # PBKDF2: a worker thread
                         answer = await asyncio.get_running_loop().run_in_executor(
                             self._pool, self.core.unlock, request.fields)
-                    else:
+                    elif request.kind in _KEY_OPERATIONS:  # ~1 ms of RSA: a worker thread
                         answer = await asyncio.get_running_loop().run_in_executor(
                             self._pool, self.core.handle, request)
+                    else:  # a look at the table: here, at once
+                        answer = self.core.handle(request)
                 except p.ProtocolError as exc:
                     writer.write(p.encode(p.Message(p.BAD_REQUEST, (str(exc).encode(),))))
                     await writer.drain()
@@ -256,4 +269,7 @@ class AgentServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
+            self._writers.discard(writer)
+            if handler is not None:
+                self._handlers.discard(handler)
             writer.close()
