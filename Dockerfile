@@ -5,8 +5,10 @@ COPY pyproject.toml README.md ./
 COPY smime_proxy ./smime_proxy
 RUN pip install --no-cache-dir . \
  && useradd --system --uid 10001 --home-dir /var/lib/smime-proxy --shell /usr/sbin/nologin smime \
- && mkdir -p /var/lib/smime-proxy /etc/smime-proxy \
- && chown smime /var/lib/smime-proxy
+ && mkdir -p /var/lib/smime-proxy /etc/smime-proxy/secrets \
+ && chown smime /var/lib/smime-proxy /etc/smime-proxy/secrets \
+ && chmod 700 /etc/smime-proxy/secrets
+# secrets/: the cluster key of the compose "cluster" profile (a named volume takes this owner)
 # uid 10001 is PROXY_UID in config/upstream/entrypoint.sh (owner of tls/proxy-key.pem).
 USER 10001
 VOLUME ["/var/lib/smime-proxy"]

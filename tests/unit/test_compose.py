@@ -61,8 +61,14 @@ def _under_mount(service: dict[str, Any], container_path: PurePosixPath) -> bool
     )
 
 
+CLUSTER = {"postgres", "redis", "cluster-key", "smime-proxy-a", "smime-proxy-b"}
+IMAGES = {"postgres", "redis"}  # pulled, not built
+
+
 def test_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"smime-proxy", "dovecot", "postfix"}
+    assert set(compose["services"]) == {"smime-proxy", "dovecot", "postfix", *CLUSTER}
+    for name in CLUSTER:  # only with `--profile cluster`
+        assert compose["services"][name]["profiles"] == ["cluster"]
     for service in compose["services"].values():
         # One network namespace: 127.0.0.1 is the same in every container, as in the tests.
         assert service["network_mode"] == "host"
@@ -72,10 +78,14 @@ def test_services(compose: dict[str, Any]) -> None:
 def test_bind_mounts_and_build_files_exist(compose: dict[str, Any]) -> None:
     named_volumes = set(compose.get("volumes") or {})
     for name, service in compose["services"].items():
-        build = service["build"]
-        context = REPO / build["context"]
-        assert context.is_dir(), name
-        assert (context / build.get("dockerfile", "Dockerfile")).is_file(), name
+        if "build" in service:
+            build = service["build"]
+            context = REPO / build["context"]
+            assert context.is_dir(), name
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file(), name
+        else:  # an image built by another service, or pulled
+            assert name in IMAGES or service["image"] in {
+                s.get("image") for s in compose["services"].values() if "build" in s}, name
         for source, target, _ in _mounts(service):
             assert target.startswith("/"), (name, target)
             if source.startswith("."):
@@ -239,7 +249,7 @@ def rendered() -> dict[str, Any]:
 
 def test_docker_compose_renders_it(rendered: dict[str, Any]) -> None:
     services = rendered["services"]
-    assert set(services) == {"dovecot", "postfix", "smime-proxy"}
+    assert set(services) == {"dovecot", "postfix", "smime-proxy", *CLUSTER}
     proxy = services["smime-proxy"]
     assert proxy["command"] == ["serve", "--config", "/etc/smime-proxy/smime-proxy.yaml"]
     assert proxy["environment"]["SMIME_PROXY_DATA_DIR"] == "/var/lib/smime-proxy"
@@ -271,3 +281,35 @@ def test_the_proxys_entrypoint_makes_the_server_ca_once_then_runs_the_command(
     assert pem in outputs[0]  # the same CA both times
     config = load_config(REPO / "config" / "smime-proxy.yaml", check_files=False)
     assert config.trust_server_ca
+
+
+def test_the_cluster_nodes_share_postgres_redis_and_the_key(compose: dict[str, Any]) -> None:
+    """config/cluster/node-*.yaml load, listen on ports of their own, and reach the
+    postgres and redis services where compose runs them, with the key the cluster-key
+    service makes in the volume both nodes mount."""
+    services = compose["services"]
+    postgres_port = services["postgres"]["command"][-1].split("=")[1]
+    redis_command = services["redis"]["command"]
+    redis_port = redis_command[redis_command.index("--port") + 1]
+    key_maker = services["cluster-key"]["entrypoint"][2]
+    ports: list[int] = []
+    for node in ("a", "b"):
+        service = services[f"smime-proxy-{node}"]
+        host_config = _container_path_to_host(service, service["command"][2])
+        assert host_config == REPO / "config" / "cluster" / f"node-{node}.yaml"
+        config = parse_config(yaml.safe_load(host_config.read_text()),
+                              base_dir=Path("/etc/smime-proxy"), check_files=False)
+        assert config.store.backend == "postgresql" and config.store.dsn is not None
+        assert f"port={postgres_port}" in config.store.dsn
+        assert config.sessions.backend == "redis" and config.sessions.url is not None
+        assert config.sessions.url.endswith(f":{redis_port}/0")
+        key = config.sessions.cluster_key_file
+        assert key is not None and str(key) in key_maker
+        assert _under_mount(service, PurePosixPath(key))
+        assert _under_mount(service, PurePosixPath(config.data_dir))
+        ports += [config.listeners.imap.port, config.listeners.smtp.port,
+                  config.listeners.control.port]
+    single = load_config(REPO / "config" / "smime-proxy.yaml", check_files=False)
+    ports += [single.listeners.imap.port, single.listeners.smtp.port,
+              single.listeners.control.port, int(postgres_port), int(redis_port)]
+    assert len(set(ports)) == len(ports)
