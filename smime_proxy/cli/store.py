@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
 
     def progress(state: Progress) -> None:
         if show:
-            sys.stderr.write(f"\r{args.action}: {state.done}/{state.total}")
+            sys.stderr.write(f"\r{args.action} {progress_bar(state.done, state.total)}")
             sys.stderr.flush()
 
     with stores_of(config.data_dir, store=config.store) as stores:
@@ -91,3 +91,9 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout.write(f"{verb} {done.done} of {done.total} messages in {args.mailbox}"
                      f" ({done.skipped} skipped)\n")
     return 0
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    """`[#########.....................]  30/100` (a terminal's progress line)."""
+    filled = width if total <= 0 else min(width, width * done // total)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done:>{len(str(total))}}/{total}"

@@ -53,3 +53,11 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
         errors = child.stderr.read()
     assert child.wait(timeout=60) == 141
     assert errors == b""
+
+
+def test_the_store_commands_progress_bar() -> None:
+    from smime_proxy.cli.store import progress_bar
+
+    assert progress_bar(30, 100) == "[#########.....................]  30/100"
+    assert progress_bar(7, 7) == "[##############################] 7/7"
+    assert progress_bar(0, 0).startswith("[" + "#" * 30)  # nothing to do is done
