@@ -56,7 +56,7 @@ class KeywordRequests:
     def _tagged_with_requests(self, job: RelayedCommand, tagged: bytes, ok: bool) -> None:
         """Send the tagged answer of a STORE that set a request keyword, with what follows
         from it."""
-        if not (ok and self.user and self.mailbox is not None):
+        if not (job.requests and ok and self.user and self.mailbox is not None):
             self._out.append(SendToClient(tagged))
             return
         if not self.views.key_unlocked():

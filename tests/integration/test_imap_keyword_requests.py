@@ -120,9 +120,15 @@ def test_while_locked_an_alert_and_nothing_changes(upstream: Upstream, tmp_path:
         [(uid, _flags, _date, _message)] = _stored(upstream, mailbox)
         typ, _data = imap.uid("STORE", str(uid), "+FLAGS", "($SmimeEncrypt)")
         assert typ == "OK"
-        alerts = [line for line in imap.untagged_responses.get("OK", [])
+        alerts = [line for line in imap.untagged_responses.pop("OK", [])
                   if b"[ALERT]" in line]
         assert alerts and b"Secure Mail is locked" in alerts[0]
+        # only that STORE says so: no other command of the session does
+        imap.noop()
+        imap.uid("STORE", str(uid), "+FLAGS", "($Label2)")
+        imap.select(mailbox)
+        assert not [line for line in imap.untagged_responses.get("OK", [])
+                    if b"[ALERT]" in line]
         time.sleep(1)
         [(same_uid, flags, _date, message)] = _stored(upstream, mailbox)
         assert same_uid == uid and message == ORIGINAL and b"$SmimeEncrypt" in flags
