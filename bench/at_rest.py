@@ -15,8 +15,10 @@ Rounds are interleaved and the best of each is kept (the machine is shared).
 
 `--json` prints one JSON object as the last line: `direct_msgs_per_s`,
 `passthrough_msgs_per_s`, `store_encrypted_msgs_per_s`, `passthrough_ratio`,
-`store_encrypted_ratio`, and `folder_encrypt_msgs_per_s` (`at_rest.convert`, as `smime-proxy
-store encrypt --all` runs it, on a folder of COUNT messages). Bars (issue 11):
+`store_encrypted_ratio`, `passthrough_filter_cpu_ms` and `store_encrypted_filter_cpu_ms` (the
+filter process's CPU per message, the lowest of the rounds), and
+`folder_encrypt_msgs_per_s` (`at_rest.convert`, as `smime-proxy store encrypt --all` runs
+it, on a folder of COUNT messages). Bars (issue 11):
 store_encrypted >= 0.5 x direct; folder encryption >= 200 msg/s.
 `BENCH_AT_REST_PROFILE=FILE` writes a cProfile of the filter process. Needs root and the
 Debian packages of the test upstream.
@@ -43,6 +45,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from smime_proxy.accounts import Accounts  # noqa: E402
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint  # noqa: E402
 from smime_proxy.harness import Upstream, start_upstream  # noqa: E402
+from smime_proxy.harness.upstream import default_config_dir  # noqa: E402
 from smime_proxy.keystore.ports import MemoryKeyStore  # noqa: E402
 from smime_proxy.keystore.service import SecureMail  # noqa: E402
 from smime_proxy.lmtp.server import LmtpFront  # noqa: E402
@@ -115,6 +118,13 @@ async def send_all(port: int, to: str, messages: list[bytes], clients: int) -> N
     await asyncio.gather(*(client() for _ in range(clients)))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(up: Upstream, port: int, user: str, messages: list[bytes], clients: int) -> float:
     before = delivered(up, user)
     start = time.perf_counter()
@@ -163,10 +173,17 @@ def folder_rate(up: Upstream, owner: Identity, messages: list[bytes], work: Path
     return asyncio.run(main())
 
 
-def run(count: int, clients: int, rounds: int, size: int) -> dict[str, float]:
+def run(count: int, clients: int, rounds: int, size: int,
+        mail_fsync: str = "optimized") -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="smime-bench-rest-"))
     os.chmod(base, 0o711)  # noqa: S103 (the daemons' users need to reach their files)
-    up = start_upstream(base / "upstream")
+    config_dir = None
+    if mail_fsync != "optimized":  # Dovecot's templates with another mail_fsync
+        config_dir = base / "upstream-config"
+        shutil.copytree(default_config_dir(), config_dir)
+        with (config_dir / "dovecot.conf").open("a") as conf:
+            conf.write(f"\nmail_fsync = {mail_fsync}\n")
+    up = start_upstream(base / "upstream", config_dir=config_dir)
     work = base / "filter"
     work.mkdir()
     try:
@@ -184,6 +201,7 @@ def run(count: int, clients: int, rounds: int, size: int) -> dict[str, float]:
         port = int(line.split()[1])
         rng = random.Random(1)
         best: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         try:
             for _ in range(rounds):
                 # one user per way, so that no way delivers into a fuller Maildir than
@@ -193,13 +211,18 @@ def run(count: int, clients: int, rounds: int, size: int) -> dict[str, float]:
                                            ("store_encrypted", port, "bob")):
                     batch = [message(rng, i, f"{user}@example.test", size)
                              for i in range(count)]
+                    cpu_before = cpu_seconds(child.pid)
                     seconds = timed(up, target, user, batch, clients)
                     best[name] = max(best.get(name, 0.0), count / seconds)
+                    if name != "direct":  # the filter process's CPU per message
+                        used = (cpu_seconds(child.pid) - cpu_before) * 1000 / count
+                        cpu[name] = min(cpu.get(name, used), used)
         finally:
             stop_child(child, 10)
         results = {f"{k}_msgs_per_s": round(v, 1) for k, v in best.items()}
         for name in ("passthrough", "store_encrypted"):
             results[f"{name}_ratio"] = round(best[name] / best["direct"], 3)
+            results[f"{name}_filter_cpu_ms"] = round(cpu[name], 3)
         results["folder_encrypt_msgs_per_s"] = round(
             folder_rate(up, bob, [message(rng, i, "bob@example.test", size)
                                   for i in range(count)], work), 1)
@@ -216,12 +239,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--size", type=int, default=20 * 1024)
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    parser.add_argument("--mail-fsync", choices=("optimized", "always", "never"),
+                        default="optimized",
+                        help="Dovecot's mail_fsync for both paths (never: no disk flush in "
+                             "the timings, the filter's own cost stands out)")
     parser.add_argument("--filter-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.filter_child:
         filter_child(Path(args.filter_child))
         return
-    results = run(args.count, args.clients, args.rounds, args.size)
+    results = run(args.count, args.clients, args.rounds, args.size, args.mail_fsync)
     for key, value in sorted(results.items()):
         print(f"{key:28} {value}")
     if args.json:

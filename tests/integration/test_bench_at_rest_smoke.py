@@ -11,7 +11,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "at_rest.py"
 KEYS = ["direct_msgs_per_s", "passthrough_msgs_per_s", "store_encrypted_msgs_per_s",
-        "passthrough_ratio", "store_encrypted_ratio", "folder_encrypt_msgs_per_s"]
+        "passthrough_ratio", "store_encrypted_ratio", "folder_encrypt_msgs_per_s",
+        "passthrough_filter_cpu_ms", "store_encrypted_filter_cpu_ms"]
 
 
 def test_bench_at_rest_small_json() -> None:
