@@ -160,3 +160,20 @@ async def test_a_kept_store_connection_that_was_closed_is_replaced(upstream: Ups
         assert replies[0][:3] == "250", replies
         assert front.store._idle and front.store._idle[0] is not kept
     assert len(await asyncio.to_thread(wait_for, upstream, "alice", "lmtp-store-9")) == 1
+
+
+@pytest.mark.parametrize(("sender", "token", "return_path"), [
+    ("", "lmtp-bounce-1", b"Return-Path: <>"),  # a bounce: the null reverse-path
+    ('"dave q"@example.org', "lmtp-quoted-1", b'Return-Path: <"dave q"@example.org>'),
+    ("dave.q+tag@mail.example.org", "lmtp-plain-1", b"Return-Path: <dave.q+tag@mail.example.org>"),
+])
+async def test_the_envelope_sender_reaches_the_store_as_sent(
+        upstream: Upstream, sender: str, token: str, return_path: bytes) -> None:
+    """The filter's own parse of `<dot-atom@domain>` and aiosmtpd's for anything else both
+    hand Dovecot the reverse-path the MTA gave (a bounce's `<>` included)."""
+    async with _front(upstream.lmtp_port, rules="") as front:
+        [reply] = await deliver("127.0.0.1", front.port, sender, ["alice@example.test"],
+                                _message(token), step_seconds=30)
+    assert reply is not None and reply.code == 250, reply
+    [stored] = await asyncio.to_thread(wait_for, upstream, "alice", token)
+    assert stored.startswith(return_path + b"\r\n") or return_path + b"\n" in stored, stored[:200]
