@@ -195,6 +195,32 @@ def test_take_certificate(contacts: Contacts) -> None:
     assert len(contacts.certificates_for("alice", "signer@example.org")) == 1
 
 
+def test_taking_a_kept_certificate_again_writes_nothing() -> None:
+    """Each signed message read takes its signer's certificate: once kept (with what the
+    signature said), reading more of that signer's mail must not write again."""
+    from smime_proxy.keystore.ports import ContactCertificate, MemoryAddressBook
+
+    class Counting(MemoryAddressBook):
+        writes = 0
+
+        def add(self, user: str, contact: ContactCertificate) -> None:
+            Counting.writes += 1
+            super().add(user, contact)
+
+    contacts = Contacts(Counting())
+    cert = make_cert(("signer@example.org", "other@example.org"))
+    for _ in range(3):
+        assert contacts.take_certificate("alice", cert, (GCM,))
+    assert Counting.writes == 1
+    contacts.take_certificate("alice", cert, ())  # says nothing: nothing to change
+    assert Counting.writes == 1
+    contacts.take_certificate("alice", cert, (CBC,))  # says something new
+    assert Counting.writes == 2 and not contacts.reads_gcm("alice", "signer@example.org", cert)
+    contacts.remove("alice", "other@example.org")  # an address no longer linked: kept again
+    contacts.take_certificate("alice", cert, (CBC,))
+    assert Counting.writes == 3 and len(contacts.certificates_for("alice", "other@example.org"))
+
+
 def test_load_certificates_limits() -> None:
     with pytest.raises(ImportRejected, match="too large"):
         load_certificates(b"\x00" * (2 << 20))
