@@ -24,7 +24,8 @@ cost of sharing.
 
     .venv/bin/python bench/cluster.py [--count 300] [--rounds 3] [--json]
 
-`--json` prints one JSON object as the last line: `one_node_first_fetch_per_s`,
+`BENCH_CLUSTER_PROFILE=FILE` writes a cProfile of node A. `--json` prints one JSON object as
+the last line: `one_node_first_fetch_per_s`,
 `two_nodes_first_fetch_per_s`, `two_nodes_ratio`, and `check_p50_us_*` / `check_p99_us_*`
 for `memory`, `redis`, `agent`. Needs root (as the tests) and the Debian packages
 scripts/test.sh installs.
@@ -36,6 +37,7 @@ import argparse
 import base64
 import imaplib
 import json
+import os
 import random
 import secrets
 import shutil
@@ -184,8 +186,12 @@ def run(count: int, rounds: int) -> dict[str, float]:
         ports = []
         for name in ("a", "b"):
             path, port = node_config(work, up, name, ca_pem, store, sessions)
-            proc = subprocess.Popen([str(SMIME_PROXY), "serve", "--config", str(path)],
-                                    stdin=subprocess.DEVNULL)
+            argv = [str(SMIME_PROXY), "serve", "--config", str(path)]
+            profile = os.environ.get("BENCH_CLUSTER_PROFILE")
+            if profile and name == "a":  # node A under cProfile (written when it stops)
+                argv = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "smime_proxy",
+                        "serve", "--config", str(path)]
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
             procs.append(proc)
             wait_port(port, proc)
             ports.append(port)

@@ -104,6 +104,9 @@ class MessageOpened:
     content: bytes = field(default=b"", repr=False)
     plain: bool = False
     decrypted: bool = False  # opened with the user's unlocked key
+    # the unlock it was opened under (the key's agent, opaque here): what the view cache
+    # ties a decrypted view to, without asking the key store again
+    unlock: object | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,7 +108,9 @@ class ViewCache:
         return None
 
     def put(self, mailbox: MailboxKey, uid: int, view: MessageView, *,
-            decrypted: bool) -> None:
+            decrypted: bool, unlock: object | None = None) -> None:
+        """Keep `view`; a decrypted one is tied to `unlock` (the one it was opened under;
+        None: the current one, asked now) and goes when that unlock ends."""
         return None
 
     def key_unlocked(self) -> bool:
@@ -429,7 +431,8 @@ class ContentFetch:
             if self._answer_view(job, entry, view):
                 if (result.outcome == "opened" and candidate is shown and entry.uid is not None
                         and self.mailbox is not None):
-                    self.views.put(self.mailbox, entry.uid, view, decrypted=result.decrypted)
+                    self.views.put(self.mailbox, entry.uid, view, decrypted=result.decrypted,
+                                   unlock=result.unlock)
                 return
             if job.unknown_cte:
                 return

@@ -139,7 +139,8 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
     plain = (not opened.encrypted and report is None and len(opened.content) == len(prefix)
              + len(raw) and opened.content.startswith(prefix) and opened.content.endswith(raw))
     return MessageOpened(request_id, "opened", opened.content, plain=plain,
-                         decrypted=opened.encrypted)
+                         decrypted=opened.encrypted,
+                         unlock=agent if opened.encrypted else None)
 
 
 def _revocation_check(services: Services, user: str,

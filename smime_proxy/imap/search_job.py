@@ -219,7 +219,8 @@ class EncryptedSearch:
                 job.views[number] = view
                 uid = job.uids.get(number)
                 if uid is not None and self.mailbox is not None and not result.plain:
-                    self.views.put(self.mailbox, uid, view, decrypted=result.decrypted)
+                    self.views.put(self.mailbox, uid, view, decrypted=result.decrypted,
+                                   unlock=result.unlock)
         self._search_finish_when_opened(job)
 
     def _search_finish_when_opened(self, job: SearchJob) -> None:

@@ -36,11 +36,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from smime_proxy.accounts import Accounts
 from smime_proxy.at_rest.operations import FolderOperations
@@ -224,15 +225,17 @@ class _Connection:
         self.changed.clear()
         await self.changed.wait()
 
-    def _opened(self, future: asyncio.Future[MessageOpened]) -> None:
+    def _opened(self, future: asyncio.Future[MessageOpened], user: str,
+                locks_before: int) -> None:
         """A message was opened (in a worker thread): the session hears of it in order."""
         self.opens.discard(future)
         if not self.closed:
-            task = asyncio.ensure_future(self._feed_opened(future))
+            task = asyncio.ensure_future(self._feed_opened(future, user, locks_before))
             self.feeds.add(task)
             task.add_done_callback(self.feeds.discard)
 
-    async def _feed_opened(self, future: asyncio.Future[MessageOpened]) -> None:
+    async def _feed_opened(self, future: asyncio.Future[MessageOpened], user: str,
+                           locks_before: int) -> None:
         session = self.session
         assert session is not None
         async with self.lock:
@@ -245,6 +248,10 @@ class _Connection:
                     "user": session.user, "command": "FETCH", "reason": type(exc).__name__})
                 await self._do([SendToClient(b"* BYE Internal error\r\n"), Close("open failed")])
                 return
+            if result.unlock is not None and self.front.views.lock_count(user) != locks_before:
+                # an unlock ended while it was opened: the view cache asks the key store
+                # whether one holds now (the unlock it was opened under may be gone)
+                result = replace(result, unlock=None)
             await self._check_login_limit()
             await self._do(session.message_opened(result))
 
@@ -343,11 +350,14 @@ class _Connection:
             if isinstance(action, SendToUpstream):
                 self.up_writer.write(action.data)
             elif isinstance(action, OpenMessage):
+                user = self.front.accounts.user(action.user)
+                locks_before = self.front.views.lock_count(user)
                 future = asyncio.get_running_loop().run_in_executor(
                     self.front.openers, open_for_client, self.front.services,
-                    self.front.accounts.user(action.user), action.raw, action.request_id)
+                    user, action.raw, action.request_id)
                 self.opens.add(future)
-                future.add_done_callback(self._opened)
+                future.add_done_callback(
+                    functools.partial(self._opened, user=user, locks_before=locks_before))
             elif isinstance(action, MailLogin):
                 if self.front.folder_operations is not None:
                     self.mail_password = action.password

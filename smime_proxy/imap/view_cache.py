@@ -60,6 +60,7 @@ class OpenedViews:
         self._total = 0
         self._attached: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._lock_counts: dict[str, int] = {}  # drop_decrypted calls, per user
 
     @property
     def total_bytes(self) -> int:
@@ -87,7 +88,14 @@ class OpenedViews:
     def drop_decrypted(self, user: str) -> None:
         """The user's key locked: nothing decrypted under it may be served again."""
         with self._lock:
+            self._lock_counts[user] = self._lock_counts.get(user, 0) + 1
             self._drop(lambda key, entry: key[0] == user and entry.unlock is not None)
+
+    def lock_count(self, user: str) -> int:
+        """How many times the user's unlocks ended so far (a message opened before a change
+        of it may have been opened under an unlock that has ended)."""
+        with self._lock:
+            return self._lock_counts.get(user, 0)
 
     def _drop(self, doomed: Callable[[_Key, _Entry], bool]) -> None:
         for key in [k for k, e in self._entries.items() if doomed(k, e)]:
@@ -155,8 +163,14 @@ class UserViews(ViewCache):
                                self._current_unlock)
 
     def put(self, mailbox: MailboxKey, uid: int, view: MessageView, *,
-            decrypted: bool) -> None:
-        unlock = self._current_unlock() if decrypted else None
+            decrypted: bool, unlock: object | None = None) -> None:
+        """The unlock a decrypted view was opened under comes with it (the opening checked
+        it a moment ago): asking the key store again here would cost a round trip to
+        shared sessions on the event loop for every message (bench/cluster.py)."""
+        if decrypted and unlock is None:
+            unlock = self._current_unlock()
+        if not decrypted:
+            unlock = None
         if decrypted and unlock is None:
             return  # locked since it was opened: not kept
         self._views.put((self._user, mailbox[0], mailbox[1], uid), view, unlock)

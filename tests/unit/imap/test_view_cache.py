@@ -42,6 +42,27 @@ def test_a_decrypted_view_lives_only_as_long_as_its_unlock() -> None:
     assert len(views) == 1
 
 
+def test_a_view_comes_with_the_unlock_it_was_opened_under() -> None:
+    """The opening says which unlock it used: the cache does not ask (a round trip to the
+    shared sessions per message); the shell counts locks so that one in between is seen."""
+    views = OpenedViews(10**6, 10**7)
+    asked: list[int] = []
+    agent = Unlock()
+
+    def current() -> object:
+        asked.append(1)
+        return agent
+
+    alice = views.bind("alice", current)
+    before = views.lock_count("alice")
+    alice.put(BOX, 1, MessageView(MESSAGE), decrypted=True, unlock=agent)
+    assert asked == [] and len(views) == 1
+    views.drop_decrypted("alice")
+    assert views.lock_count("alice") == before + 1 and len(views) == 0
+    alice.put(BOX, 2, MessageView(MESSAGE), decrypted=True)  # no unlock given: asked
+    assert asked == [1]
+
+
 def test_lock_and_the_last_logout_drop_what_they_must() -> None:
     views = OpenedViews(10**6, 10**7)
     agent = Unlock()
