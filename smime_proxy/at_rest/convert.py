@@ -100,13 +100,8 @@ class StoredMessages:
     def __init__(self, client: aioimaplib.IMAP4ClientProtocol, mailbox: str) -> None:
         self.client = client
         self.mailbox = mailbox
-        self.quoted = '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        self.quoted = quoted(mailbox)
         self.sizes: dict[int, int] = {}  # RFC822.SIZE by UID, as `candidates` saw them
-
-    async def _ok(self, response: aioimaplib.Response, step: str) -> aioimaplib.Response:
-        if response.result != "OK":
-            raise StoreOperationFailed(f"{step}: the mail store answered {response.result}")
-        return response
 
     async def select(self) -> int:
         """SELECT the mailbox; its UIDVALIDITY. (The capabilities are asked again first:
@@ -114,7 +109,7 @@ class StoredMessages:
         await self.client.capability()
         if "UIDPLUS" not in {c.upper() for c in self.client.capabilities}:
             raise StoreOperationFailed("the mail store lacks UIDPLUS (RFC 4315)")
-        response = await self._ok(await self.client.select(self.quoted), "SELECT")
+        response = checked(await self.client.select(self.quoted), "SELECT")
         for line in response.lines:
             found = _UIDVALIDITY.search(bytes(line))
             if found:
@@ -129,7 +124,7 @@ class StoredMessages:
         everything = sorted(await self._search("ALL") if among is None else among)
         found: list[int] = []
         for start in range(0, len(everything), CANDIDATE_SLICE):
-            response = await self._ok(await self.client.uid(
+            response = checked(await self.client.uid(
                 "fetch", _uid_set(everything[start:start + CANDIDATE_SLICE]),
                 "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])"), "FETCH")
             lines = [bytes(line) for line in response.lines]
@@ -150,7 +145,7 @@ class StoredMessages:
 
     async def fetch(self, uids: list[int]) -> dict[int, tuple[bytes, list[str], str]]:
         """Per UID still there: (the message, its flags, its INTERNALDATE, quoted)."""
-        response = await self._ok(await self.client.uid(
+        response = checked(await self.client.uid(
             "fetch", _uid_set(uids), "(UID FLAGS INTERNALDATE BODY.PEEK[])"), "FETCH")
         found: dict[int, tuple[bytes, list[str], str]] = {}
         lines = response.lines
@@ -192,7 +187,7 @@ class StoredMessages:
             tail.append(message)
         self.client.literal_data = b"".join(tail)
         del tail
-        response = await self._ok(await self.client.execute(aioimaplib.Command(
+        response = checked(await self.client.execute(aioimaplib.Command(
             "APPEND", self.client.new_tag(), *args, loop=self.client.loop)), "APPEND")
         for line in response.lines:
             found = _APPENDUID_SET.search(bytes(line).decode("ascii", "replace"))
@@ -206,13 +201,13 @@ class StoredMessages:
     async def expunge(self, uids: list[int]) -> None:
         """Mark `uids` \\Deleted and expunge exactly them (UID EXPUNGE)."""
         if uids:
-            await self._ok(await self.client.uid("store", _uid_set(uids), "+FLAGS.SILENT",
+            checked(await self.client.uid("store", _uid_set(uids), "+FLAGS.SILENT",
                                                  "(\\Deleted)"), "STORE")
-            await self._ok(await self.client.uid("expunge", _uid_set(uids)), "EXPUNGE")
+            checked(await self.client.uid("expunge", _uid_set(uids)), "EXPUNGE")
 
     async def unmark(self, uids: list[int]) -> None:
         if uids:
-            await self._ok(await self.client.uid("store", _uid_set(uids), "-FLAGS.SILENT",
+            checked(await self.client.uid("store", _uid_set(uids), "-FLAGS.SILENT",
                                                  f"({MARK})"), "STORE")
 
     async def marked(self) -> set[int]:
@@ -224,21 +219,39 @@ class StoredMessages:
 
     async def clear_request(self, action: Action, uids: set[int]) -> None:
         if uids:
-            await self._ok(await self.client.uid(
+            checked(await self.client.uid(
                 "store", _uid_set(sorted(uids)), "-FLAGS.SILENT",
                 f"({REQUEST_KEYWORDS[action]})"), "STORE")
 
     async def _search(self, *criteria: str) -> set[int]:
-        response = await self._ok(await self.client.search(*criteria, charset=None,
-                                                           by_uid=True), "SEARCH")
-        found: set[int] = set()
-        for line in response.lines[:-1]:  # aioimaplib gives "* SEARCH 1 2" as b"1 2"
-            words = bytes(line).split()
-            if words and words[0].upper() == b"SEARCH":
-                words = words[1:]
-            if all(word.isdigit() for word in words):
-                found.update(int(word) for word in words)
-        return found
+        return await search_uids(self.client, *criteria)
+
+
+def quoted(value: str) -> str:
+    """An IMAP quoted string (RFC 9051 4.3)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def checked(response: aioimaplib.Response, step: str) -> aioimaplib.Response:
+    """`response` if the store answered OK; `StoreOperationFailed` naming `step` if not."""
+    if response.result != "OK":
+        raise StoreOperationFailed(f"{step}: the mail store answered {response.result}")
+    return response
+
+
+async def search_uids(client: aioimaplib.IMAP4ClientProtocol, *criteria: str,
+                      charset: str | None = None) -> set[int]:
+    """UID SEARCH on the selected mailbox."""
+    response = checked(await client.search(*criteria, charset=charset, by_uid=True),
+                       "SEARCH")
+    found: set[int] = set()
+    for line in response.lines[:-1]:  # aioimaplib gives "* SEARCH 1 2" as b"1 2"
+        words = bytes(line).split()
+        if words and words[0].upper() == b"SEARCH":
+            words = words[1:]
+        if all(word.isdigit() for word in words):
+            found.update(int(word) for word in words)
+    return found
 
 
 def _flag_list(flags: list[str]) -> str:

@@ -8,7 +8,7 @@ encrypted ones (a Content-Type of `application/(x-)pkcs7-mime` that is not signe
 the rule `StoredMessages.candidates` applies per message). Only the outer header is read:
 a message with header protection is found by what its stored header says (often "...").
 
-May import: at_rest, config, errors, aioimaplib, stdlib.
+May import: at_rest, config, aioimaplib, stdlib.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Final
 
 from aioimaplib import aioimaplib
 
-from smime_proxy.at_rest.convert import StoreOperationFailed
+from smime_proxy.at_rest.convert import checked, quoted, search_uids
 from smime_proxy.at_rest.operation import logged_in
 from smime_proxy.config import UpstreamEndpoint
 
@@ -58,11 +58,6 @@ class FoundMessage:
                 "date": self.date, "encrypted": self.encrypted}
 
 
-def quoted(value: str) -> str:
-    """An IMAP quoted string (RFC 9051 4.3)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _unquoted(name: bytes) -> str:
     text = name.decode("utf-8", "replace").strip()
     if len(text) >= 2 and text[0] == text[-1] == '"':
@@ -70,15 +65,9 @@ def _unquoted(name: bytes) -> str:
     return text
 
 
-async def _ok(response: aioimaplib.Response, step: str) -> aioimaplib.Response:
-    if response.result != "OK":
-        raise StoreOperationFailed(f"{step}: the mail store answered {response.result}")
-    return response
-
-
 async def _examine(client: aioimaplib.IMAP4ClientProtocol, mailbox: str) -> int:
     """EXAMINE (read-only: nothing is marked \\Seen); the number of messages."""
-    response = await _ok(await client.execute(aioimaplib.Command(
+    response = checked(await client.execute(aioimaplib.Command(
         "EXAMINE", client.new_tag(), quoted(mailbox), loop=client.loop)), "EXAMINE")
     client.state = aioimaplib.SELECTED  # as aioimaplib's select() does: SEARCH may follow
     for line in response.lines:
@@ -88,25 +77,11 @@ async def _examine(client: aioimaplib.IMAP4ClientProtocol, mailbox: str) -> int:
     return 0
 
 
-async def _search(client: aioimaplib.IMAP4ClientProtocol, *criteria: str,
-                  charset: str | None = None) -> list[int]:
-    response = await _ok(await client.search(*criteria, charset=charset, by_uid=True),
-                         "SEARCH")
-    found: list[int] = []
-    for line in response.lines[:-1]:
-        words = bytes(line).split()
-        if words and words[0].upper() == b"SEARCH":
-            words = words[1:]
-        if all(word.isdigit() for word in words):
-            found.extend(int(word) for word in words)
-    return found
-
-
 async def folder_counts(endpoint: UpstreamEndpoint, login: str, mail_password: str
                         ) -> list[FolderCount]:
     """Every selectable folder of the user (up to MAX_FOLDERS), with its counts."""
     async with logged_in(endpoint, login, mail_password) as client:
-        response = await _ok(await client.simple_command("LIST", '""', '"*"'), "LIST")
+        response = checked(await client.simple_command("LIST", '""', '"*"'), "LIST")
         names: list[str] = []
         for line in response.lines[:-1]:
             found = _LIST.match(bytes(line))
@@ -117,7 +92,7 @@ async def folder_counts(endpoint: UpstreamEndpoint, login: str, mail_password: s
         counts: list[FolderCount] = []
         for name in sorted(names, key=lambda n: (n.upper() != "INBOX", n))[:MAX_FOLDERS]:
             total = await _examine(client, name)
-            encrypted = len(await _search(client, *_ENCRYPTED_SEARCH)) if total else 0
+            encrypted = len(await search_uids(client, *_ENCRYPTED_SEARCH)) if total else 0
             counts.append(FolderCount(name, total, encrypted))
         return counts
 
@@ -136,13 +111,13 @@ async def find_messages(endpoint: UpstreamEndpoint, login: str, mail_password: s
     async with logged_in(endpoint, login, mail_password) as client:
         if not await _examine(client, mailbox):
             return []
-        uids = sorted(await _search(client, *(criteria or ["ALL"]),
+        uids = sorted(await search_uids(client, *(criteria or ["ALL"]),
                                     charset="UTF-8" if utf8 else None))[-MAX_FOUND:]
         if not uids:
             return []
-        encrypted = set(await _search(client, "UID", ",".join(map(str, uids)),
-                                      *_ENCRYPTED_SEARCH))
-        response = await _ok(await client.uid(
+        encrypted = await search_uids(client, "UID", ",".join(map(str, uids)),
+                                      *_ENCRYPTED_SEARCH)
+        response = checked(await client.uid(
             "fetch", ",".join(map(str, uids)),
             "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT FROM DATE)])"), "FETCH")
         lines = [bytes(line) for line in response.lines]

@@ -25,6 +25,7 @@ from smime_proxy.harness import Upstream
 from smime_proxy.imap.upstream import authenticate, close_client, open_client
 from smime_proxy.smime import is_encrypted, seal_stored_copy
 from support import pki
+from support.mailbox import stored_messages
 from support.smtp_proxy import people
 
 _BOX = itertools.count()
@@ -51,19 +52,7 @@ def _fill(up: Upstream, count: int) -> tuple[str, list[bytes]]:
 
 def _stored(up: Upstream, mailbox: str) -> list[tuple[bytes, bytes, bytes]]:
     """(flags, internaldate, message) of every message, straight from Dovecot."""
-    with imaplib.IMAP4(up.host, up.imap_port) as imap:
-        imap.login("carol", up.users["carol"])
-        imap.select(mailbox, readonly=True)
-        _, data = imap.fetch("1:*", "(FLAGS INTERNALDATE BODY.PEEK[])")
-    found = []
-    for item in data:
-        if isinstance(item, tuple):
-            head = item[0]
-            flags = re.search(rb"FLAGS \(([^)]*)\)", head)
-            date = re.search(rb"INTERNALDATE (\"[^\"]*\")", head)
-            assert flags is not None and date is not None
-            found.append((flags[1], date[1], item[1]))
-    return found
+    return [(m.flags, m.date, m.message) for m in stored_messages(up, "carol", mailbox)]
 
 
 @asynccontextmanager

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import imaplib
 import itertools
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from smime_proxy.at_rest.operations import FolderOperations
 from smime_proxy.harness import Upstream
 from smime_proxy.smime import is_encrypted
 from support.imap_proxy import LoopThread, imap_services, running_front, upstream_imap
+from support.mailbox import Stored, stored_messages
 from support.smtp_proxy import KeyWorld, key_world, people
 
 _BOX = itertools.count()
@@ -27,22 +27,9 @@ ORIGINAL = (b"From: Dave <dave@example.org>\r\nTo: carol@example.test\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\n\r\nthe stored body\r\n")
 
 
-def _stored(up: Upstream, mailbox: str) -> list[tuple[int, bytes, bytes, bytes]]:
+def _stored(up: Upstream, mailbox: str) -> list[Stored]:
     """(UID, flags, INTERNALDATE, message) of every message, straight from Dovecot."""
-    with imaplib.IMAP4(up.host, up.imap_port) as imap:
-        imap.login("carol", up.users["carol"])
-        imap.select(mailbox, readonly=True)
-        _, data = imap.uid("FETCH", "1:*", "(UID FLAGS INTERNALDATE BODY.PEEK[])")
-    found = []
-    for item in data:
-        if isinstance(item, tuple):
-            head = item[0]
-            uid = re.search(rb"UID (\d+)", head)
-            flags = re.search(rb"FLAGS \(([^)]*)\)", head)
-            date = re.search(rb"INTERNALDATE (\"[^\"]*\")", head)
-            assert uid is not None and flags is not None and date is not None
-            found.append((int(uid[1]), flags[1], date[1], item[1]))
-    return found
+    return stored_messages(up, "carol", mailbox)
 
 
 @contextmanager

@@ -20,7 +20,6 @@ import ssl
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -30,7 +29,7 @@ from smime_proxy.app import stores_of
 from smime_proxy.harness import Upstream
 from smime_proxy.smime import Recipient, encrypt_message, is_encrypted
 from support.demo_proxy import DemoProxy, start_demo_proxy, start_variant
-from support.procmem import memory_contains
+from support.procmem import memory_contains, processes
 
 BODY = "the agent opened this"
 
@@ -54,17 +53,9 @@ def with_agent(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 
 def _agent_pid(daemon_pid: int) -> int:
     """The daemon's child that runs `smime-proxy agent`."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if parent == daemon_pid and b"agent\0--socket" in cmdline:
-            return int(entry.name)
+    for process in processes():
+        if process.ppid == daemon_pid and b"agent\0--socket" in process.cmdline:
+            return process.pid
     raise AssertionError("no key agent child")
 
 

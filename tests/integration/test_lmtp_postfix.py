@@ -25,6 +25,7 @@ from smime_proxy.harness import Upstream, start_upstream
 from smime_proxy.lmtp.server import LmtpFront
 from support.control import free_port
 from support.mailbox import fetch, wait_for
+from support.procmem import processes
 from support.smime_check import smime_type
 from support.smtp_proxy import key_world, people, policy
 
@@ -158,17 +159,9 @@ def _kill_dovecot_lmtp(up: Upstream) -> int:
     """SIGKILL every `lmtp` process of this upstream's Dovecot (its process group)."""
     pgid = int((up.workdir / "run" / "dovecot.pgid").read_text())
     killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if comm == "lmtp" and int(fields[2]) == pgid:
-            os.kill(int(entry.name), 9)
+    for process in processes():
+        if process.comm == "lmtp" and process.pgrp == pgid:
+            os.kill(process.pid, 9)
             killed += 1
     return killed
 

@@ -27,6 +27,7 @@ from smime_proxy.harness import Upstream
 from smime_proxy.harness.tls import ensure_tls
 from smime_proxy.smtp.server import SmtpFront, SmtpSettings
 from support.mailbox import fetch, wait_for
+from support.procmem import processes
 from support.smime_check import cannot_decrypt, decrypt, recipient_serials, verify
 from support.smtp_proxy import (
     KEY_PASSWORD,
@@ -429,20 +430,8 @@ async def test_upstream_certificate_is_verified(upstream: Upstream,
 def _submission_smtpd_pids(upstream: Upstream) -> list[int]:
     """The real Postfix's smtpd processes of the submission service (its process group)."""
     pgid = int((upstream.workdir / "run" / "postfix.pgid").read_text())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and b"smtpd" in cmdline.split(b"\0")[0] \
-                and b"submission" in cmdline:
-            found.append(int(entry.name))
-    return found
+    return [p.pid for p in processes() if p.pgrp == pgid
+            and b"smtpd" in p.cmdline.split(b"\0")[0] and b"submission" in p.cmdline]
 
 
 @pytest.mark.usefixtures("default_policy")

@@ -3,9 +3,37 @@
 from __future__ import annotations
 
 import imaplib
+import re
 import time
+from typing import NamedTuple
 
 from smime_proxy.harness import Upstream
+
+
+class Stored(NamedTuple):
+    uid: int
+    flags: bytes  # as FETCH FLAGS gives them, without the parentheses
+    date: bytes  # INTERNALDATE, quoted
+    message: bytes
+
+
+def stored_messages(upstream: Upstream, user: str, mailbox: str) -> list[Stored]:
+    """Every message of `user`'s `mailbox` with its UID, flags and INTERNALDATE, in order
+    (read-only: nothing is marked \\Seen)."""
+    with imaplib.IMAP4(upstream.host, upstream.imap_port) as imap:
+        imap.login(user, upstream.users[user])
+        imap.select(f'"{mailbox}"', readonly=True)
+        _, data = imap.uid("FETCH", "1:*", "(UID FLAGS INTERNALDATE BODY.PEEK[])")
+    found = []
+    for item in data:
+        if isinstance(item, tuple):
+            head = item[0]
+            uid = re.search(rb"UID (\d+)", head)
+            flags = re.search(rb"FLAGS \(([^)]*)\)", head)
+            date = re.search(rb"INTERNALDATE (\"[^\"]*\")", head)
+            assert uid is not None and flags is not None and date is not None
+            found.append(Stored(int(uid[1]), flags[1], date[1], item[1]))
+    return found
 
 
 def fetch(upstream: Upstream, user: str, token: str, mailbox: str = "INBOX") -> list[bytes]:

@@ -1,10 +1,40 @@
-"""A benchmark's view of a child process's memory (Linux /proc) and its stop; shared by the
-benches in bench/ that run the proxy in a child process."""
+"""A view of processes through Linux /proc: a child's memory and its stop (shared by the
+benches in bench/ that run the proxy in a child process), the processes there are, and what
+a process's memory holds."""
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Process:
+    """One process as /proc/PID/stat and cmdline show it."""
+
+    pid: int
+    comm: str
+    ppid: int
+    pgrp: int
+    cmdline: bytes  # its arguments, NUL-separated
+
+
+def processes() -> Iterator[Process]:
+    """Every process there is now (one that ends while it is read is passed over)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses
+        fields = stat[stat.rindex(")") + 2 :].split()
+        yield Process(int(entry.name), stat[stat.index("(") + 1 : stat.rindex(")")],
+                      int(fields[1]), int(fields[2]), cmdline)
 
 
 def status_bytes(pid: int, field: str) -> int:

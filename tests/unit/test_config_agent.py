@@ -4,26 +4,17 @@ unless `start: false`; mistakes are one ConfigError naming the YAML path."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from smime_proxy.app import default_fronts
-from smime_proxy.config import AgentConfig, Config, parse_config
+from smime_proxy.config import AgentConfig, Config
 from smime_proxy.errors import ConfigError
+from support.configs import minimal_config
 
 
-def _config(tmp_path: Path, **extra: object) -> Config:
-    listener = {"host": "127.0.0.1", "plaintext_loopback": True}
-    upstream = {"host": "127.0.0.1", "tls": "none"}
-    data: dict[str, Any] = {
-        "listeners": {name: {**listener, "port": port} for name, port in
-                      (("imap", 11143), ("smtp", 11587), ("control", 18443))},
-        "upstream": {"imap": {**upstream, "port": 143}, "smtp": {**upstream, "port": 587}},
-        "data_dir": "data",
-        **extra,
-    }
-    return parse_config(data, base_dir=tmp_path)
+def _config(tmp_path: Path, **sections: object) -> Config:
+    return minimal_config(tmp_path, **sections)
 
 
 def test_no_agent_by_default_and_one_when_named(tmp_path: Path) -> None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 import base64
 import secrets
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from smime_proxy.app import open_sessions
-from smime_proxy.config import Config, SessionsConfig, parse_config
+from smime_proxy.config import Config, SessionsConfig
 from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.sessions import MemoryUnlockSessions
+from support.configs import minimal_config
 
 SECRET = "Redis-Secret-5521"
 URL = f"redis://:{SECRET}@redis.example.test:6379/2"
@@ -24,17 +24,7 @@ KEY_TEXT = base64.b64encode(KEY).decode()
 
 
 def _config(tmp_path: Path, sessions: object = None) -> Config:
-    listener = {"host": "127.0.0.1", "plaintext_loopback": True}
-    upstream = {"host": "127.0.0.1", "tls": "none"}
-    data: dict[str, Any] = {
-        "listeners": {name: {**listener, "port": port} for name, port in
-                      (("imap", 11143), ("smtp", 11587), ("control", 18443))},
-        "upstream": {"imap": {**upstream, "port": 143}, "smtp": {**upstream, "port": 587}},
-        "data_dir": "data",
-    }
-    if sessions is not None:
-        data["sessions"] = sessions
-    return parse_config(data, base_dir=tmp_path)
+    return minimal_config(tmp_path, sessions=sessions)
 
 
 def _key_file(tmp_path: Path, text: str = KEY_TEXT + "\n", mode: int = 0o600) -> Path:

@@ -5,31 +5,21 @@ password) is never shown by an error or a repr."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from smime_proxy.app import open_stores
-from smime_proxy.config import Config, StoreConfig, parse_config
+from smime_proxy.config import Config, StoreConfig
 from smime_proxy.errors import ConfigError
 from smime_proxy.keystore.sqlite import SqliteDatabase
+from support.configs import minimal_config
 
 SECRET = "Db-Secret-8842"
 DSN = f"host=db.example.test port=5432 dbname=smime user=proxy password={SECRET}"
 
 
 def _config(tmp_path: Path, store: object = None) -> Config:
-    listener = {"host": "127.0.0.1", "plaintext_loopback": True}
-    upstream = {"host": "127.0.0.1", "tls": "none"}
-    data: dict[str, Any] = {
-        "listeners": {name: {**listener, "port": port} for name, port in
-                      (("imap", 11143), ("smtp", 11587), ("control", 18443))},
-        "upstream": {"imap": {**upstream, "port": 143}, "smtp": {**upstream, "port": 587}},
-        "data_dir": "data",
-    }
-    if store is not None:
-        data["store"] = store
-    return parse_config(data, base_dir=tmp_path)
+    return minimal_config(tmp_path, store=store)
 
 
 def _error(tmp_path: Path, store: object) -> str:
