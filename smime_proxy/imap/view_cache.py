@@ -167,12 +167,12 @@ class UserViews(ViewCache):
         """The unlock a decrypted view was opened under comes with it (the opening checked
         it a moment ago): asking the key store again here would cost a round trip to
         shared sessions on the event loop for every message (bench/cluster.py)."""
-        if decrypted and unlock is None:
-            unlock = self._current_unlock()
         if not decrypted:
             unlock = None
-        if decrypted and unlock is None:
-            return  # locked since it was opened: not kept
+        elif unlock is None:
+            unlock = self._current_unlock()
+            if unlock is None:
+                return  # locked since it was opened: not kept
         self._views.put((self._user, mailbox[0], mailbox[1], uid), view, unlock)
 
     def key_unlocked(self) -> bool:

@@ -97,13 +97,12 @@ class HeldKeys:
                 listener(user)
 
     def unlock(self, user: str, encrypted_key: bytes, password: bytes, certificate: bytes,
-               now: datetime, mark: bytes = b"") -> None:
+               now: datetime) -> None:
         """Have the agent open the key (`WrongPassword` if it does not); an unlock it
         replaces ends (its listeners hear)."""
         self.holder.unlock(user, encrypted_key, password, certificate,
                            idle=self.idle_timeout.total_seconds(),
-                           maximum=self.max_unlock.total_seconds(), now=_seconds(now),
-                           mark=mark)
+                           maximum=self.max_unlock.total_seconds(), now=_seconds(now))
         self._tell((user,))
 
     def agent_for(self, user: str,
@@ -146,11 +145,6 @@ class HeldKeys:
             return UnlockState(False)
         return UnlockState(True, idle_expires=_moment(status.last_used) + self.idle_timeout,
                            absolute_expires=_moment(status.unlocked_at) + self.max_unlock)
-
-    def mark(self, user: str, now: datetime) -> bytes | None:
-        """The mail mark of the user's unlock, None if locked (nothing refreshed)."""
-        status = self.holder.status(user, _seconds(now))
-        return None if status is None else status.mark
 
     def touch(self, user: str, now: datetime) -> bool:
         return self.holder.status(user, _seconds(now), touch=True) is not None
