@@ -263,3 +263,19 @@ def without_content(raw: bytes) -> bytes:
     if len(kept) == len(response.items):
         return raw
     return FetchResponse(response.number, kept).render() if kept else b""
+
+
+def only_known_plain(command: FetchCommand, known_plain: set[int]) -> bool:
+    """Whether a UID FETCH names only a few UIDs, all known to need no opening (the
+    session relays it as it is)."""
+    if not command.uid or command.sequence_set.saved or not known_plain:
+        return False
+    uids: list[int] = []
+    for span in command.sequence_set.ranges:
+        if span.first is None or span.last is None:  # "*"
+            return False
+        low, high = sorted((span.first, span.last))
+        if high - low >= 1000 or len(uids) > 1000:
+            return False
+        uids.extend(range(low, high + 1))
+    return all(uid in known_plain for uid in uids)

@@ -525,7 +525,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         if name == "APPEND" and self._start_append(raw):
             return
         if isinstance(command, FetchCommand) and fetch_rewrite.needs_rewrite(command):
-            if self._all_known_plain(command):
+            if fetch_rewrite.only_known_plain(command, self.known_plain):
                 self._relay(tag, raw, plain_fetch=True)
             else:
                 self._start_fetch(command)
@@ -556,20 +556,6 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
                          and fetch_rewrite.needs_rewrite(command))
                 and not (isinstance(command, SearchCommand) and self._searches_text(command))
                 and (b"{" not in raw or self._upstream_has("LITERAL+")))
-
-    def _all_known_plain(self, command: FetchCommand) -> bool:
-        """A UID FETCH of a few UIDs all known to need no opening: relayed as it is."""
-        if not command.uid or command.sequence_set.saved or not self.known_plain:
-            return False
-        uids: list[int] = []
-        for span in command.sequence_set.ranges:
-            if span.first is None or span.last is None:  # "*"
-                return False
-            low, high = sorted((span.first, span.last))
-            if high - low >= 1000 or len(uids) > 1000:
-                return False
-            uids.extend(range(low, high + 1))
-        return all(uid in self.known_plain for uid in uids)
 
     def _local(self, tag: bytes, name: str, raw: bytes) -> None:
         if name == "CAPABILITY":
