@@ -23,8 +23,8 @@ response of another kind (an EXPUNGE renumbers what follows it). The tagged resp
 what could not be shown (locked key, unknown transfer encoding, a message whose views
 failed).
 
-May import: imap.wire, imap.events, imap.inflight, imap.fetch_rewrite, imap.views, mime,
-stdlib.
+May import: imap.wire, imap.events, imap.inflight, imap.fetch_rewrite, imap.uid_map,
+imap.views, mime, stdlib.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from smime_proxy.imap.inflight import (
     InFlight,
     Stream,
 )
+from smime_proxy.imap.uid_map import UidMap
 from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire import (
     FetchCommand,
@@ -77,6 +78,9 @@ CLASSIFY_NAME: Final = CLASSIFY.response_name()
 UID_NAME: Final = b"UID"
 FALLBACK_MAX: Final = 1024 * 1024  # stored messages kept for showing as stored, if need be
 SORT_NAMES: Final = frozenset({CLASSIFY_NAME, UID_NAME})
+KNOWN_MARK: Final = FetchItem("INTERNALDATE")  # marks the answers of a planned sort pass
+KNOWN_MARK_NAME: Final = b"INTERNALDATE"
+KNOWN_NAMES: Final = frozenset({KNOWN_MARK_NAME, UID_NAME})
 _OPEN_NAMES: Final = frozenset({fetch_rewrite.WHOLE_NAME, UID_NAME})
 MAX_KNOWN_PLAIN: Final = 200_000  # UIDs remembered as plain per selected mailbox
 _LISTING_CONTENT: Final = frozenset({"ENVELOPE", "RFC822.SIZE", "RFC822.HEADER"})
@@ -117,6 +121,16 @@ class ViewCache:
         """Whether the user's key is unlocked now (an encrypted message can be opened)."""
         return True
 
+    def get_all(self, mailbox: MailboxKey, uids: list[int]) -> dict[int, MessageView] | None:
+        """The views of all these UIDs, or None when one is not kept."""
+        found: dict[int, MessageView] = {}
+        for uid in uids:
+            view = self.get(mailbox, uid)
+            if view is None:
+                return None
+            found[uid] = view
+        return found
+
 
 class ContentFetch:
     """The content-FETCH half of the session (a mixin: the session provides the state)."""
@@ -125,6 +139,7 @@ class ContentFetch:
     user: str | None
     read_only: bool
     known_plain: set[int]  # UIDs of the selected mailbox that need no opening
+    uid_map: UidMap  # its message numbers' UIDs, as far as seen
     views: ViewCache
     mailbox: MailboxKey | None  # the selected mailbox, once its UIDVALIDITY is known
     up_stream: Stream | None  # a response being streamed from the upstream
@@ -142,6 +157,8 @@ class ContentFetch:
 
     def _start_fetch(self, command: FetchCommand) -> None:
         """Send the sort pass (the job keeps the client's tag for it)."""
+        if self._start_known(command):
+            return
         relays = not fetch_rewrite.sets_seen(command)
         asked = {item.response_name() for item in command.items}
         strip = {CLASSIFY_NAME} - asked
@@ -158,6 +175,39 @@ class ContentFetch:
         self._inflight = FetchJob(command, relays, frozenset(strip),
                                   listing=all(is_listing(item) for item in command.items))
         self._out.append(SendToUpstream(sort.render()))
+
+    def _start_known(self, command: FetchCommand) -> bool:
+        """Plan the FETCH from what is known of each message it names (`imap.uid_map`), when
+        every one is known plain or has a cached view: the sort pass then asks for no
+        classification fields (the upstream need not read the messages), and for no content
+        when a view will answer. `INTERNALDATE` marks its answers (an unsolicited FETCH
+        carries flags, never that). False: not every message is known."""
+        if self.mailbox is None:
+            return False
+        uids = self.uid_map.predict(command.sequence_set, by_uid=command.uid)
+        if not uids:
+            return False
+        unknown = [uid for uid in uids if uid not in self.known_plain]
+        known = self.views.get_all(self.mailbox, unknown) if unknown else {}
+        if known is None:
+            return False
+        relays = not known  # all plain: the client's items, relayed as they come
+        asked = {item.response_name() for item in command.items}
+        strip = {KNOWN_MARK_NAME} - asked
+        if not command.uid and FetchItem("UID") not in command.items:
+            strip.add(UID_NAME)
+        items: list[FetchItem] = [FetchItem("UID"), KNOWN_MARK]
+        for item in command.items:
+            if (relays or not fetch_rewrite.is_content(item)) and item not in items:
+                items.append(item)
+        if not relays and fetch_rewrite.FLAGS not in items:
+            items.append(fetch_rewrite.FLAGS)
+        sort = FetchCommand(command.tag, command.uid, command.sequence_set, tuple(items), None,
+                            command.modifiers)
+        self._inflight = FetchJob(command, relays, frozenset(strip), known=known,
+                                  listing=all(is_listing(item) for item in command.items))
+        self._out.append(SendToUpstream(sort.render()))
+        return True
 
     # -- upstream responses -------------------------------------------------------------------
 
@@ -178,6 +228,9 @@ class ContentFetch:
     def _fetch_data(self, job: FetchJob, raw: bytes) -> None:
         if job.phase == "plain":
             self._pass_on(job, raw)
+            return
+        if job.phase == "sort" and job.known is not None:
+            self._sorted_known(job, raw)
             return
         try:  # only as far as the items looked at (the sort pass puts them first)
             spans = fetch_spans(raw, _OPEN_NAMES if job.phase == "open" else SORT_NAMES)
@@ -220,26 +273,70 @@ class ContentFetch:
             # RFC822.SIZE 0, BODY[] NIL: imaptest checks them)
             if header is not None:
                 self._known_plain(uid)
-            if job.relays_items:
-                self._pass_on(job, without_items(raw, spans, job.strip))
-            else:
-                job.plain.append(uid if job.command.uid and uid is not None else spans.number)
+            self._plain_answer(job, raw, spans, uid)
             return
+        view = (self.views.get(self.mailbox, uid)
+                if uid is not None and self.mailbox is not None else None)
+        self._to_answer(job, raw, uid, view, header)
+
+    def _plain_answer(self, job: FetchJob, raw: bytes, spans: FetchSpans,
+                      uid: int | None) -> None:
+        """A message answered by the upstream: this response, or the plain pass."""
+        if job.relays_items:
+            self._pass_on(job, without_items(raw, spans, job.strip))
+        else:
+            job.plain.append(uid if job.command.uid and uid is not None else spans.number)
+
+    def _sorted_known(self, job: FetchJob, raw: bytes) -> None:
+        """One response of a sort pass planned from what is known (`_start_known`): each
+        message is answered by what its own UID says, whatever was predicted."""
+        assert job.known is not None
+        try:  # without content, the answer is short: read whole
+            spans = fetch_spans(raw, KNOWN_NAMES if job.relays_items else frozenset())
+            uid = uid_value(raw, spans)
+        except ParseError:
+            self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
+            return
+        if spans.find(KNOWN_MARK_NAME) is None or uid is None:
+            self._pass_on(job, fetch_rewrite.without_content(raw))  # not an answer of ours
+            return
+        if uid in self.known_plain:
+            self._plain_answer(job, raw, spans, uid)
+            return
+        view = job.known.get(uid)
+        if view is None and self.mailbox is not None:
+            view = self.views.get(self.mailbox, uid)
+        if view is not None and not job.relays_items and (
+                self.read_only or not fetch_rewrite.sets_seen(job.command)):
+            # nothing to learn from the upstream's items: copied as it wrote them
+            answer = _copying(job.command, view, raw, spans)
+            if answer is not None:
+                self._pass_on(job, answer)
+                return
+        self._to_answer(job, raw, uid, view, None)
+
+    def _to_answer(self, job: FetchJob, raw: bytes, uid: int | None,
+                   view: MessageView | None, header: bytes | None) -> None:
+        """Queue a message the proxy answers: from `view`, else once opened. `header`: its
+        classification fields (None: not asked, it is opened whatever it is)."""
         # Only the items copied to the answer are parsed: the content items are computed
         # from the shown message (the whole stored message is taken by its offsets)
+        stored = None
         try:
-            spans = fetch_spans(raw)  # all of it now
-            content = frozenset(s.name for s in spans.items if _is_content_name(s.name))
-            whole = spans.find(fetch_rewrite.WHOLE_NAME)
-            response = parse_response(without_items(raw, spans, content))
-            stored = item_value(raw, whole) if whole is not None else None
+            if job.known is not None and not job.relays_items:  # no content was asked
+                response = parse_response(raw)
+            else:
+                spans = fetch_spans(raw)  # all of it now
+                content = frozenset(s.name for s in spans.items if _is_content_name(s.name))
+                whole = spans.find(fetch_rewrite.WHOLE_NAME)
+                response = parse_response(without_items(raw, spans, content))
+                stored = item_value(raw, whole) if whole is not None else None
         except ParseError:
             self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
             return
         assert isinstance(response, FetchResponse)
-        view = (self.views.get(self.mailbox, uid)
-                if uid is not None and self.mailbox is not None else None)
-        if view is None and job.relays_items and self._listed_while_locked(job, header):
+        if (view is None and header is not None and job.relays_items
+                and self._listed_while_locked(job, header)):
             try:
                 self._pass_on(job, _as_stored_for_listing(raw, spans, job.strip))
             except ParseError:
@@ -455,6 +552,16 @@ class ContentFetch:
             job.seen_uids.append(entry.uid)
         self._out.append(SendToClient(response))
         return True
+
+
+def _copying(command: FetchCommand, view: MessageView, raw: bytes,
+             spans: FetchSpans) -> bytes | None:
+    """`fetch_rewrite.answer_copying`, or None when the views fail (the message is then
+    answered the long way, which tells the client why)."""
+    try:
+        return fetch_rewrite.answer_copying(spans.number, command, view, raw, spans)
+    except Exception:  # a bug in the views, or UnknownCte: see `_answer_view`
+        return None
 
 
 def _as_stored_for_listing(raw: bytes, spans: FetchSpans, strip: frozenset[bytes]) -> bytes:

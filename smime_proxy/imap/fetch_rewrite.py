@@ -31,12 +31,14 @@ from smime_proxy.imap.wire import (
     parse_response,
     render,
 )
+from smime_proxy.imap.wire.spans import FetchSpans
 from smime_proxy.imap.wire.values import Binary, Literal, render_structure
 
 __all__ = [
     "CONTENT_ITEMS",
     "WHOLE",
     "answer",
+    "answer_copying",
     "content_value",
     "is_content",
     "needs_rewrite",
@@ -248,6 +250,40 @@ def answer(
         # response carries MODSEQ, asked for or not
         add(MODSEQ, upstream_items[b"MODSEQ"])
     return render_fetch(number, out)
+
+
+def answer_copying(number: int, command: FetchCommand, view: MessageView, raw: bytes,
+                   spans: FetchSpans) -> bytes:
+    """`answer` for a FETCH that sets no \\Seen, with the upstream's items (`raw`, cut at
+    `spans`) copied as the upstream wrote them instead of parsed and rendered again: what a
+    client's resync of opened messages costs (issue 10's encrypted_sync_cached)."""
+    by_name = {span.name: span for span in spans.items}
+    out: list[bytes] = [b"* %d FETCH (" % number]
+    added: set[bytes] = set()
+
+    def copy(name: bytes) -> None:
+        span = by_name.get(name)
+        if span is not None and name not in added:
+            added.add(name)
+            out.append(raw[span.start : span.end])
+            out.append(b" ")
+
+    if command.uid or UID in command.items:
+        copy(b"UID")
+    for item in command.items:
+        if not is_content(item):
+            copy(item.response_name())
+            continue
+        named = _response_item(item)
+        name = named.render()
+        if name not in added:
+            added.add(name)
+            out.append(name + b" ")
+            out.extend(_rendered(view, item).pieces)
+            out.append(b" ")
+    copy(b"MODSEQ")  # RFC 7162 3.1.4.1, as in `answer`
+    out[-1] = b")\r\n"
+    return b"".join(out)
 
 
 def without_content(raw: bytes) -> bytes:

@@ -84,6 +84,9 @@ class FetchJob:
     too_large: bool = False  # a message over the proxy's cap was left out (NO LIMIT)
     seen_uids: list[int] = field(default_factory=list)
     store_tag: bytes | None = None
+    # Planned from what is known of each message (`imap.uid_map`): the sort pass asks for
+    # no classification fields, and these views (by UID) answer their messages
+    known: dict[int, MessageView] | None = None
 
 
 @dataclass

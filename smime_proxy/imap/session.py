@@ -45,7 +45,7 @@ and Drafts copies sealed at rest in `imap.stored_copies`, conversions asked for 
 
 May import: errors, throttle, imap.wire, imap.events, imap.inflight, imap.negotiation,
 imap.fetch_answers, imap.fetch_rewrite, imap.keyword_requests, imap.login, imap.search_job,
-imap.streaming, imap.stored_copies, imap.views, mime, stdlib.
+imap.streaming, imap.stored_copies, imap.uid_map, imap.views, mime, stdlib.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ from smime_proxy.imap.negotiation import (
 from smime_proxy.imap.search_job import EncryptedSearch
 from smime_proxy.imap.stored_copies import StoredCopies
 from smime_proxy.imap.streaming import MAX_MESSAGE, MAX_STREAMED, STREAM_AT, StreamedLiterals
+from smime_proxy.imap.uid_map import UidMap
 from smime_proxy.imap.wire import (
     MAX_LINE,
     NEED_DATA,
@@ -180,6 +181,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         self._logging_out = False
         self.read_only = False  # the selected mailbox
         self.known_plain: set[int] = set()  # UIDs of the selected mailbox needing no opening
+        self.uid_map = UidMap()  # its message numbers' UIDs, as far as seen (a prediction)
         self.views = ViewCache()  # nothing is kept before login
         self._views_for = views_for
         self.mailbox: MailboxKey | None = None
@@ -374,6 +376,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
             raw = self._filter_caps_in(raw)
         elif self.state == "starting":
             return
+        self.uid_map.observe(raw)
         is_fetch = re.match(rb"\* [0-9]+ FETCH ", raw[:40], re.IGNORECASE) is not None
         if isinstance(job, FetchJob):
             if is_fetch:
@@ -541,7 +544,9 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
             self.known_plain = set()
             self.mailbox = None
             self._selecting = None
+            self.uid_map.forget()
             if isinstance(command, SelectCommand):  # INBOX is case-insensitive (RFC 9051 5.1)
+                self.uid_map.selected()
                 inbox = command.mailbox.upper() == b"INBOX"
                 self._selecting = b"INBOX" if inbox else command.mailbox
         self._relay(tag, raw, select=name in ("SELECT", "EXAMINE"), requests=requests)

@@ -130,6 +130,30 @@ class OpenedViews:
             self._entries.move_to_end(key)
             return entry.view
 
+    def get_all(self, keys: list[_Key],
+                current_unlock: CurrentUnlock) -> dict[int, MessageView] | None:
+        """The views of all these keys (one user's) by UID, or None when one is not kept;
+        the unlock is asked once, not once a message."""
+        unlock = current_unlock()
+        found: dict[int, MessageView] = {}
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None or (entry.unlock is not None and (
+                        unlock is None or entry.unlock() is not unlock)):
+                    break
+                found[key[3]] = entry.view
+            else:
+                for key in keys:
+                    self._entries.move_to_end(key)
+                if self._looked_up is not None:
+                    for _ in keys:
+                        self._looked_up(True)
+                return found
+        if self._looked_up is not None:
+            self._looked_up(False)
+        return None
+
     def put(self, key: _Key, view: MessageView, unlock: object | None) -> None:
         cost = view_cost(view)
         if cost > self.max_bytes_per_user or cost > self.max_bytes:
@@ -161,6 +185,10 @@ class UserViews(ViewCache):
     def get(self, mailbox: MailboxKey, uid: int) -> MessageView | None:
         return self._views.get((self._user, mailbox[0], mailbox[1], uid),
                                self._current_unlock)
+
+    def get_all(self, mailbox: MailboxKey, uids: list[int]) -> dict[int, MessageView] | None:
+        return self._views.get_all([(self._user, mailbox[0], mailbox[1], uid) for uid in uids],
+                                   self._current_unlock)
 
     def put(self, mailbox: MailboxKey, uid: int, view: MessageView, *,
             decrypted: bool, unlock: object | None = None) -> None:
