@@ -367,14 +367,37 @@ def verify_message(
 
 
 def is_encrypted(message: bytes) -> bool:
-    """Whether the message as a whole is S/MIME encrypted (EnvelopedData/AuthEnvelopedData)."""
-    cms_der = _whole_message_cms(parse_entity(message))
-    if cms_der is None:
+    """Whether the message as a whole is S/MIME encrypted (EnvelopedData/AuthEnvelopedData).
+
+    Only the head of the body is decoded: the content type is the first element of the
+    ContentInfo (RFC 5652 3), and decoding the whole body for it cost as much as parsing
+    the message (decryption decodes it anyway)."""
+    outer = parse_entity(message)
+    mime_type, params = outer.content_type()
+    if not is_pkcs7_mime(mime_type, params):
         return False
     try:
-        return content_type_of(cms_der) in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA)
+        return content_type_of(_body_head(outer)) in (oids.ENVELOPED_DATA,
+                                                      oids.AUTH_ENVELOPED_DATA)
     except MalformedMessage:
         return False
+
+
+_HEAD_CHARS = 128  # base64 characters: 96 bytes, a ContentInfo's tag, length and OID
+_BASE64_SPACE = b" \t\r\n"
+
+
+def _body_head(entity: Entity) -> bytes:
+    """The first bytes of the decoded body (all of it when the head cannot be cut)."""
+    encoding = (entity.get("content-transfer-encoding") or b"7bit").strip().lower()
+    if encoding == b"base64":
+        head = bytes(entity.body_view()[: _HEAD_CHARS * 2]).translate(None, _BASE64_SPACE)
+        head = head[: min(len(head), _HEAD_CHARS) // 4 * 4]
+        try:
+            return binascii.a2b_base64(head, strict_mode=True)
+        except binascii.Error:
+            pass  # padding or other characters in the head: the whole body decides
+    return _decode_body(entity)
 
 
 def is_signed(message: bytes) -> bool:

@@ -14,6 +14,7 @@ May import: errors, crypto.*, cryptography, asn1crypto (parsing through crypto.a
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -348,6 +349,13 @@ def _oaep_padding(alg: Any) -> KeyTransportPadding:
     params = asn1.raw_parameters(alg)
     if params is None:
         return KeyTransportPadding("oaep")
+    return _oaep_parameters(params)
+
+
+@functools.lru_cache(maxsize=64)
+def _oaep_parameters(params: bytes) -> KeyTransportPadding:
+    """The padding of these RSAES-OAEP-params bytes: a sender uses the same few, and parsing
+    them cost a fifth of an RSA decryption."""
     from asn1crypto import algos
 
     parsed = asn1.parse(algos.RSAESOAEPParams, params, "RSA-OAEP parameters")

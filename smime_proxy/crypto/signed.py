@@ -11,6 +11,7 @@ May import: errors, crypto.*, cryptography, asn1crypto (through crypto.asn1 only
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import warnings
 from collections.abc import Sequence
@@ -224,11 +225,14 @@ def _octets(value: Any) -> bytes:
     raise MalformedMessage("eContent is not an OCTET STRING")
 
 
+@functools.lru_cache(maxsize=256)
 def load_certificate(der_bytes: bytes) -> x509.Certificate | None:
     """A certificate from DER, fully parsed now (cryptography parses lazily), or None.
 
     An odd bundled certificate (negative serial, DSA with inherited parameters) must not
-    break verification of the others (notes/crypto.md rule 4).
+    break verification of the others (notes/crypto.md rule 4). Kept by its exact bytes
+    (a correspondent's certificates come with every message they sign; a certificate
+    object is immutable): parsed once, not once a message.
     """
     try:
         with warnings.catch_warnings():

@@ -107,6 +107,10 @@ class MessageOpened:
     # the unlock it was opened under (the key's agent, opaque here): what the view cache
     # ties a decrypted view to, without asking the key store again
     unlock: object | None = field(default=None, repr=False)
+    # a `MessageView` of `content` with its structures rendered, made in the worker thread
+    # (opaque here): the event loop neither parses the shown message nor renders a
+    # client's resync of it (None: the session makes one)
+    view: object | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

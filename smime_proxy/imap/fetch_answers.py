@@ -522,7 +522,9 @@ class ContentFetch:
                 if candidate == shown:
                     break
             try:
-                view = MessageView(candidate)
+                view = (result.view if candidate is shown and isinstance(result.view,
+                                                                         MessageView)
+                        else MessageView(candidate))
             except Exception:  # noqa: S112 - try the stored bytes, then give up
                 continue
             if self._answer_view(job, entry, view):

@@ -42,6 +42,7 @@ __all__ = [
     "content_value",
     "is_content",
     "needs_rewrite",
+    "prerender",
     "render_item_value",
     "sets_seen",
 ]
@@ -191,6 +192,15 @@ def _rendered(view: MessageView, item: FetchItem) -> Rendered:
         marker = b"~{%d}\r\n" if _is_literal8(item, data) else b"{%d}\r\n"
         return Rendered([marker % len(data), data])
     return Rendered([render_item_value(item, content_value(view, item))])
+
+
+_PRERENDERED: Final = (FetchItem("BODYSTRUCTURE"), FetchItem("ENVELOPE"))
+
+
+def prerender(view: MessageView) -> None:
+    """Render the structures a client's resync asks for, into the view (`_rendered`)."""
+    for item in _PRERENDERED:
+        _rendered(view, item)
 
 
 def _has_seen(flags: Value) -> bool:

@@ -3,7 +3,7 @@ message for a client (`open_for_client`: decrypt, verify, the status line; never
 seal a client's Sent or Drafts copy to the user's own certificate (`seal_for_user`).
 
 May import: config, errors, services, smime, display, keystore, mime, revocation, imap.events,
-stdlib.
+imap.fetch_rewrite, imap.views, stdlib.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 from smime_proxy.display import open_message
@@ -22,7 +23,9 @@ from smime_proxy.errors import (
     SmimeProxyError,
     UnsupportedAlgorithm,
 )
+from smime_proxy.imap import fetch_rewrite
 from smime_proxy.imap.events import MessageOpened
+from smime_proxy.imap.views import MessageView
 from smime_proxy.keystore.certs import certificate_addresses
 from smime_proxy.mime.entity import STATUS_HEADER, without_field
 from smime_proxy.revocation import check_chain
@@ -46,7 +49,7 @@ def open_for_client(services: Services, user: str, raw: bytes, request_id: int) 
     message cannot end the session that fetches it."""
     started = time.perf_counter()
     try:
-        result = _open(services, user, raw, request_id)
+        result = _with_view(_open(services, user, raw, request_id))
     except Exception as exc:
         log.warning("message shown as stored after an unexpected error",
                     extra={"user": user, "command": "FETCH", "reason": type(exc).__name__})
@@ -59,6 +62,21 @@ def open_for_client(services: Services, user: str, raw: bytes, request_id: int) 
     metrics.open_seconds.observe(time.perf_counter() - started)
     metrics.opened.labels(_outcome_word(result)).inc()
     return result
+
+
+def _with_view(result: MessageOpened) -> MessageOpened:
+    """An opened message with the view the session answers from, made here: parsing the
+    shown message and rendering the structures a client's resync asks for (BODYSTRUCTURE,
+    ENVELOPE) cost more than the answer itself. A plain message is answered by the
+    upstream, and a view that fails is left to the session (it tells the client)."""
+    if result.outcome != "opened" or result.plain:
+        return result
+    try:
+        view = MessageView(result.content)
+        fetch_rewrite.prerender(view)
+    except Exception:  # the session tries again, and says what failed
+        return result
+    return replace(result, view=view)
 
 
 def _outcome_word(result: MessageOpened) -> str:

@@ -126,10 +126,34 @@ def _field(raw: bytes) -> HeaderField:
     return HeaderField(name.strip().decode("ascii", "replace").lower(), raw)
 
 
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # RFC 2045 5.1 token
+_NAME = rb"[!#$%&'+\-.^_`|~0-9A-Za-z]+"  # a parameter name without RFC 2231's "*"
+_GAP = rb"(?:[ \t]|\r?\n[ \t])*"  # white space, folding included (RFC 5322 3.2.2)
+_PARAMETER = rb";" + _GAP + _NAME + rb"=(?:" + _TOKEN + rb'|"[^"\\\r\n]*")' + _GAP
+_SIMPLE_TYPE = re.compile(_GAP + rb"(" + _TOKEN + rb"/" + _TOKEN + rb")" + _GAP
+                          + rb"((?:" + _PARAMETER + rb")*)" + _GAP + rb"\Z")
+_ONE_PARAMETER = re.compile(rb";" + _GAP + rb"(" + _NAME + rb')=(?:(' + _TOKEN
+                            + rb')|"([^"\\\r\n]*)")')
+
+
 def parse_content_type(value: bytes | None) -> tuple[str, dict[str, str]]:
-    """(type/subtype in lower case, parameters with lower-case names); RFC 2045 defaults."""
+    """(type/subtype in lower case, parameters with lower-case names); RFC 2045 defaults.
+
+    The common form (tokens and simple quoted strings) is read by one expression; anything
+    else (comments, escapes, RFC 2231 parameters, 8-bit) by the email package, which took
+    a tenth of the time of opening a message for this alone."""
     if value is None:
         return "text/plain", {}
+    simple = _SIMPLE_TYPE.match(value)
+    if simple is not None:
+        params = {m[1].decode("ascii").lower(): (m[2] if m[2] is not None else m[3]).decode(
+            "ascii") for m in _ONE_PARAMETER.finditer(simple[2])}
+        return simple[1].decode("ascii").lower(), params
+    return content_type_by_email_package(value)
+
+
+def content_type_by_email_package(value: bytes) -> tuple[str, dict[str, str]]:
+    """`parse_content_type` for any form, by the email package."""
     message = Message()
     message["Content-Type"] = value.decode("utf-8", "replace")
     params: dict[str, str] = {}

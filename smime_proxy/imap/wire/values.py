@@ -56,6 +56,18 @@ def render(value: Value) -> bytes:
 
 
 def _render_into(value: Value, out: list[bytes]) -> None:
+    kind = type(value)  # the common exact types first: structures are rendered a lot
+    if kind is bytes:
+        out.append(render_string(value))  # type: ignore[arg-type]
+        return
+    if kind is tuple or kind is list:
+        out.append(b"(")
+        for index, item in enumerate(value):  # type: ignore[arg-type]
+            if index:
+                out.append(b" ")
+            _render_into(item, out)
+        out.append(b")")
+        return
     if value is None:
         out.append(b"NIL")
     elif isinstance(value, bool):
@@ -97,16 +109,31 @@ def render_structure(value: Value) -> bytes:
     leading list elements of a list follow each other without a space, as the grammar has it
     for the parts of a multipart (`1*body SP media-subtype`) and for address lists
     (`"(" 1*address ")"`), RFC 9051 section 9; Dovecot writes them so."""
-    if isinstance(value, (list, tuple)):
-        index = 0
-        lead: list[bytes] = []
-        while index < len(value) and isinstance(value[index], (list, tuple)):
-            lead.append(render_structure(value[index]))
-            index += 1
-        parts = [b"".join(lead)] if lead else []
-        parts.extend(render_structure(item) for item in value[index:])
-        return b"(" + b" ".join(parts) + b")"
-    return render(value)
+    out: list[bytes] = []
+    _structure_into(value, out)
+    return b"".join(out)
+
+
+def _structure_into(value: Value, out: list[bytes]) -> None:
+    kind = type(value)
+    if kind is not list and kind is not tuple:
+        if kind is bytes:
+            out.append(render_string(value))  # type: ignore[arg-type]
+        elif value is None:
+            out.append(b"NIL")
+        else:
+            _render_into(value, out)
+        return
+    out.append(b"(")
+    leading = True  # leading lists follow each other without a space
+    for index, item in enumerate(value):  # type: ignore[arg-type]
+        nested = type(item) is list or type(item) is tuple
+        if index and not (leading and nested):
+            out.append(b" ")
+        if not nested:
+            leading = False
+        _structure_into(item, out)
+    out.append(b")")
 
 
 def render_nstring(data: bytes | None) -> bytes:

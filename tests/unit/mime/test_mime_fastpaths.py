@@ -8,6 +8,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from smime_proxy.mime.address import _fast, parse_address_list, parse_address_list_slow
+from smime_proxy.mime.entity import content_type_by_email_package
+from smime_proxy.mime.entity import parse_content_type as entity_content_type
 from smime_proxy.mime.rfc822 import (
     _parse_content_type_fast,
     parse_content_type,
@@ -92,3 +94,14 @@ def test_no_catastrophic_backtracking() -> None:
     for unit in nasty:
         small, large = unit * 2_000, unit * 16_000
         assert cost(large) < 40 * cost(small), unit
+
+
+@settings(max_examples=3000, deadline=2000)
+@given(_values)
+@example(b'Multipart/Mixed;\r\n boundary="=_x y"')
+@example(b"text/plain; charset=utf-8; charset=latin1")
+@example(b'application/pkcs7-mime; smime-type=enveloped-data; name="smime.p7m";')
+def test_entity_content_type_fast_path_is_the_email_package(value: bytes) -> None:
+    """mime.entity's reading of a Content-Type (for the S/MIME layer) is the email
+    package's, whichever way it is read."""
+    assert entity_content_type(value) == content_type_by_email_package(value)
