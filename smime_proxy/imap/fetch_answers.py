@@ -204,8 +204,10 @@ class ContentFetch:
             items.append(fetch_rewrite.FLAGS)
         sort = FetchCommand(command.tag, command.uid, command.sequence_set, tuple(items), None,
                             command.modifiers)
+        copies = not relays and (self.read_only or not fetch_rewrite.sets_seen(command))
         self._inflight = FetchJob(command, relays, frozenset(strip), known=known,
-                                  listing=all(is_listing(item) for item in command.items))
+                                  listing=all(is_listing(item) for item in command.items),
+                                  copy_plan=fetch_rewrite.copy_plan(command) if copies else None)
         self._out.append(SendToUpstream(sort.render()))
         return True
 
@@ -306,10 +308,9 @@ class ContentFetch:
         view = job.known.get(uid)
         if view is None and self.mailbox is not None:
             view = self.views.get(self.mailbox, uid)
-        if view is not None and not job.relays_items and (
-                self.read_only or not fetch_rewrite.sets_seen(job.command)):
+        if view is not None and job.copy_plan is not None:
             # nothing to learn from the upstream's items: copied as it wrote them
-            answer = _copying(job.command, view, raw, spans)
+            answer = _copying(job.copy_plan, view, raw, spans)
             if answer is not None:
                 self._pass_on(job, answer)
                 return
@@ -556,12 +557,12 @@ class ContentFetch:
         return True
 
 
-def _copying(command: FetchCommand, view: MessageView, raw: bytes,
+def _copying(plan: fetch_rewrite.CopyPlan, view: MessageView, raw: bytes,
              spans: FetchSpans) -> bytes | None:
     """`fetch_rewrite.answer_copying`, or None when the views fail (the message is then
     answered the long way, which tells the client why)."""
     try:
-        return fetch_rewrite.answer_copying(spans.number, command, view, raw, spans)
+        return fetch_rewrite.answer_copying(spans.number, plan, view, raw, spans)
     except Exception:  # a bug in the views, or UnknownCte: see `_answer_view`
         return None
 

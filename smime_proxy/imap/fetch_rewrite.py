@@ -40,6 +40,7 @@ __all__ = [
     "answer",
     "answer_copying",
     "content_value",
+    "copy_plan",
     "is_content",
     "needs_rewrite",
     "prerender",
@@ -262,36 +263,52 @@ def answer(
     return render_fetch(number, out)
 
 
-def answer_copying(number: int, command: FetchCommand, view: MessageView, raw: bytes,
+CopyPlan = tuple[tuple[bytes, FetchItem | None], ...]
+"""How `answer_copying` builds a response: for each item in order, its response name and
+None (copied from the upstream's answer) or the content item computed from the view."""
+
+
+def copy_plan(command: FetchCommand) -> CopyPlan:
+    """The plan of `answer_copying` for a FETCH (made once per command, not per message):
+    UID first (UID FETCH or asked), the items in the order asked (each once), then MODSEQ
+    (RFC 7162 3.1.4.1, as in `answer`)."""
+    plan: list[tuple[bytes, FetchItem | None]] = []
+    names: set[bytes] = set()
+
+    def add(name: bytes, item: FetchItem | None) -> None:
+        if name not in names:
+            names.add(name)
+            plan.append((name, item))
+
+    if command.uid or UID in command.items:
+        add(b"UID", None)
+    for item in command.items:
+        if is_content(item):
+            add(_response_item(item).render(), item)
+        else:
+            add(item.response_name(), None)
+    add(b"MODSEQ", None)
+    return tuple(plan)
+
+
+def answer_copying(number: int, plan: CopyPlan, view: MessageView, raw: bytes,
                    spans: FetchSpans) -> bytes:
     """`answer` for a FETCH that sets no \\Seen, with the upstream's items (`raw`, cut at
     `spans`) copied as the upstream wrote them instead of parsed and rendered again: what a
-    client's resync of opened messages costs (issue 10's encrypted_sync_cached)."""
+    client's resync of opened messages costs (issue 10's encrypted_sync_cached). An item
+    the upstream did not send is left out, as in `answer`."""
     by_name = {span.name: span for span in spans.items}
     out: list[bytes] = [b"* %d FETCH (" % number]
-    added: set[bytes] = set()
-
-    def copy(name: bytes) -> None:
-        span = by_name.get(name)
-        if span is not None and name not in added:
-            added.add(name)
-            out.append(raw[span.start : span.end])
-            out.append(b" ")
-
-    if command.uid or UID in command.items:
-        copy(b"UID")
-    for item in command.items:
-        if not is_content(item):
-            copy(item.response_name())
-            continue
-        named = _response_item(item)
-        name = named.render()
-        if name not in added:
-            added.add(name)
+    for name, item in plan:
+        if item is not None:
             out.append(name + b" ")
             out.extend(_rendered(view, item).pieces)
             out.append(b" ")
-    copy(b"MODSEQ")  # RFC 7162 3.1.4.1, as in `answer`
+            continue
+        span = by_name.get(name)
+        if span is not None:
+            out.append(raw[span.start : span.end])
+            out.append(b" ")
     out[-1] = b")\r\n"
     return b"".join(out)
 

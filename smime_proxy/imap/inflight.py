@@ -14,7 +14,7 @@ from typing import Literal
 from smime_proxy.imap.events import MessageOpened
 from smime_proxy.imap.search import Leaf, Node
 from smime_proxy.imap.views import MessageView
-from smime_proxy.imap.wire import FetchCommand, SearchCommand, Value
+from smime_proxy.imap.wire import FetchCommand, FetchItem, SearchCommand, Value
 
 
 @dataclass
@@ -87,6 +87,8 @@ class FetchJob:
     # Planned from what is known of each message (`imap.uid_map`): the sort pass asks for
     # no classification fields, and these views (by UID) answer their messages
     known: dict[int, MessageView] | None = None
+    # how a view answers when the upstream's items are copied (`fetch_rewrite.copy_plan`)
+    copy_plan: tuple[tuple[bytes, FetchItem | None], ...] | None = None
 
 
 @dataclass

@@ -145,6 +145,7 @@ PIPELINABLE: Final = frozenset({
     "SORT", "THREAD", "FETCH", "NAMESPACE", "GETQUOTA", "GETQUOTAROOT", "GETMETADATA",
     "MYRIGHTS", "GETACL", "LISTRIGHTS", "SUBSCRIBE", "UNSUBSCRIBE", "CREATE", "DELETE",
     "RENAME"})
+_FETCH: Final = re.compile(rb"\* [0-9]+ FETCH ", re.IGNORECASE)
 _UIDVALIDITY: Final = re.compile(rb"\* OK \[UIDVALIDITY ([0-9]{1,10})\]", re.IGNORECASE)
 
 
@@ -377,7 +378,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         elif self.state == "starting":
             return
         self.uid_map.observe(raw)
-        is_fetch = re.match(rb"\* [0-9]+ FETCH ", raw[:40], re.IGNORECASE) is not None
+        is_fetch = _FETCH.match(raw, 0, 40) is not None
         if isinstance(job, FetchJob):
             if is_fetch:
                 self._fetch_data(job, raw)
