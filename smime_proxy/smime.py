@@ -438,7 +438,7 @@ def _signed_parts(outer: Entity) -> tuple[bytes, ParsedSignedData, bool]:
     mime_type, params = outer.content_type()
     if mime_type == "multipart/signed":
         try:
-            parts = split_multipart(outer.body, params.get("boundary", ""))
+            parts = split_multipart(outer.data, params.get("boundary", ""), outer.body_start)
         except MalformedMessage as exc:
             raise SignatureInvalid(f"malformed multipart/signed: {exc}") from None
         if len(parts) != 2:
@@ -487,7 +487,8 @@ def _one_reading(message: bytes, parts: list[bytes]) -> bool:
         return False
     if len(root.headers_named(b"content-type")) != 1:
         return False
-    return [child.raw_bytes for child in root.children] == parts
+    data = memoryview(root.data)  # compared in place: a part can be tens of MB
+    return [data[child.start : child.end] for child in root.children] == parts
 
 
 def _not_whole_reason(outer: Entity, what: str) -> str:

@@ -125,12 +125,14 @@ def _dotted(body: bytes) -> str:
     return ".".join(str(a) for a in (first, arcs[0] - 40 * first, *arcs[1:]))
 
 
-def split_encrypted_content(ber: bytes) -> tuple[bytes, bytes | None]:
+def split_encrypted_content(ber: bytes) -> tuple[bytes, bytes | memoryview | None]:
     """Return (a skeleton without the encrypted content, the encrypted content).
 
     Works on ContentInfo(EnvelopedData | AuthEnvelopedData); for anything else, or when the
     content is absent, returns (ber, None) unchanged. The skeleton has definite lengths at
-    the levels walked; other fields are copied as they are.
+    the levels walked; other fields are copied as they are. Content in one piece (a
+    primitive OCTET STRING, as DER has it) is a view of `ber`, not a copy: the content of a
+    25 MB message is most of it.
     """
     root = _element(ber, 0)
     if root.stop != len(ber):
@@ -154,7 +156,7 @@ def split_encrypted_content(ber: bytes) -> tuple[bytes, bytes | None]:
         return ber, None
     chunks: list[memoryview] = []
     _string_chunks(ber, eci[2], chunks)
-    content = b"".join(chunks)
+    content: bytes | memoryview = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     del chunks
 
     def raw(item: _Tlv) -> bytes:

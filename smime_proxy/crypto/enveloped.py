@@ -409,7 +409,7 @@ def _unwrap_kari(kari: Any, rek: Any, agent: KeyAgent, key_length: int) -> bytes
     return cek
 
 
-def _decrypt_gcm(cek: bytes, alg: Any, ciphertext: bytes, tag: bytes) -> bytes:
+def _decrypt_gcm(cek: bytes, alg: Any, ciphertext: bytes | memoryview, tag: bytes) -> bytes:
     params_der = asn1.raw_parameters(alg)
     if params_der is None:
         raise MalformedMessage("AES-GCM without parameters")
@@ -428,7 +428,8 @@ def _decrypt_gcm(cek: bytes, alg: Any, ciphertext: bytes, tag: bytes) -> bytes:
     return plain
 
 
-def _decrypt_cbc(alg_oid: str, cek: bytes, alg: Any, ciphertext: bytes) -> tuple[bytes, bytes]:
+def _decrypt_cbc(alg_oid: str, cek: bytes, alg: Any,
+                 ciphertext: bytes | memoryview) -> tuple[bytes, bytes]:
     """(all but the last block, the unpadded last block): no copy of the whole plaintext."""
     params_der = asn1.raw_parameters(alg)
     if params_der is None:

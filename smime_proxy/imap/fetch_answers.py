@@ -82,6 +82,7 @@ KNOWN_MARK: Final = FetchItem("INTERNALDATE")  # marks the answers of a planned 
 KNOWN_MARK_NAME: Final = b"INTERNALDATE"
 KNOWN_NAMES: Final = frozenset({KNOWN_MARK_NAME, UID_NAME})
 _OPEN_NAMES: Final = frozenset({fetch_rewrite.WHOLE_NAME, UID_NAME})
+LARGE_ANSWER: Final = 1024 * 1024  # an answer this large is sent as its pieces
 MAX_KNOWN_PLAIN: Final = 200_000  # UIDs remembered as plain per selected mailbox
 _LISTING_CONTENT: Final = frozenset({"ENVELOPE", "RFC822.SIZE", "RFC822.HEADER"})
 _HEADER_TEXTS: Final = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
@@ -383,8 +384,8 @@ class ContentFetch:
             stored = None
         entry.waiting = False
         if stored is None:  # expunged meanwhile
-            entry.raw = fetch_rewrite.answer(entry.number, job.command, None, entry.items,
-                                             mark_seen=False)
+            entry.raw = b"".join(fetch_rewrite.answer(entry.number, job.command, None,
+                                                      entry.items, mark_seen=False))
             self._flush_job(job)
             return
         self._open(entry, stored)
@@ -553,7 +554,12 @@ class ContentFetch:
             return False
         if mark_seen and entry.uid is not None:
             job.seen_uids.append(entry.uid)
-        self._out.append(SendToClient(response))
+        if sum(map(len, response)) < LARGE_ANSWER:
+            self._out.append(SendToClient(b"".join(response)))
+            return True
+        # a large answer goes as its pieces: the message's bytes are never copied into
+        # another tens of MB (the shell writes a large piece as the client takes it)
+        self._out.extend(SendToClient(piece) for piece in response if piece)
         return True
 
 

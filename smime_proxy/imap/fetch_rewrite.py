@@ -162,8 +162,9 @@ class Rendered:
         self.pieces = pieces
 
 
-def render_fetch(number: int, items: list[tuple[FetchItem, Value | Rendered]]) -> bytes:
-    """`* number FETCH (...)` CRLF, joined once."""
+def render_fetch(number: int, items: list[tuple[FetchItem, Value | Rendered]]) -> list[bytes]:
+    """`* number FETCH (...)` CRLF as pieces (a large literal's data one of them, not
+    copied: the caller joins them, or sends a large answer piece by piece)."""
     out: list[bytes] = [b"* %d FETCH (" % number]
     for index, (item, value) in enumerate(items):
         if index:
@@ -174,7 +175,7 @@ def render_fetch(number: int, items: list[tuple[FetchItem, Value | Rendered]]) -
         else:
             out.append(render_item_value(item, value))
     out.append(b")\r\n")
-    return b"".join(out)
+    return out
 
 
 def _rendered(view: MessageView, item: FetchItem) -> Rendered:
@@ -222,8 +223,9 @@ def answer(
     upstream_items: Mapping[bytes, Value],
     *,
     mark_seen: bool,
-) -> bytes:
-    """The client's `* number FETCH (...)` line for one message: UID first (UID FETCH or asked),
+) -> list[bytes]:
+    """The client's `* number FETCH (...)` line for one message, as pieces (`render_fetch`):
+    UID first (UID FETCH or asked),
     then the items in the order asked (each once), then FLAGS when `mark_seen` made \\Seen
     new and the client did not ask for FLAGS (what Dovecot does). `view` None: the message
     is gone (expunged), every content item is NIL."""

@@ -76,6 +76,7 @@ log = logging.getLogger("smime_proxy.imap")
 
 READ_SIZE = 65536
 BATCH_MAX = 256 * 1024  # client data up to this size is joined into one write
+WRITE_SLICE = 1024 * 1024  # a larger piece is written a slice at a time (`_write_large`)
 @dataclass(frozen=True)
 class ImapSettings:
     connect_timeout: float = 30.0
@@ -342,7 +343,7 @@ class _Connection:
                 if pending:  # a large answer goes out as it is: not copied into a batch
                     self.writer.write(b"".join(pending))
                     pending.clear()
-                self.writer.write(action.data)
+                await self._write_large(action.data)
                 continue
             if pending:
                 self.writer.write(b"".join(pending))
@@ -380,6 +381,17 @@ class _Connection:
         try:
             await self.writer.drain()
             await self.up_writer.drain()
+        except (OSError, ssl.SSLError):
+            await self.close()
+
+    async def _write_large(self, data: bytes) -> None:
+        """Write a large piece as the client takes it: a slice at a time, so that the
+        transport never holds a copy of what the socket did not take at once."""
+        view = memoryview(data)
+        try:
+            for start in range(0, len(view), WRITE_SLICE):
+                self.writer.write(view[start : start + WRITE_SLICE])
+                await self.writer.drain()
         except (OSError, ssl.SSLError):
             await self.close()
 

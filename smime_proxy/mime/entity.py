@@ -176,8 +176,9 @@ def canonical_crlf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def split_multipart(body: bytes, boundary: str) -> list[bytes]:
+def split_multipart(body: bytes, boundary: str, offset: int = 0) -> list[bytes]:
     """The exact bytes of each body part (RFC 2046 5.1.1); raises on no delimiter at all.
+    With `offset`, the body is `body[offset:]` (a whole message, not copied for this).
 
     The line end before a delimiter belongs to the delimiter. A missing close delimiter is
     tolerated (the last part then runs to the end).
@@ -186,12 +187,12 @@ def split_multipart(body: bytes, boundary: str) -> list[bytes]:
         raise MalformedMessage("multipart boundary is missing or too long")
     delimiter = b"--" + boundary.encode("ascii", "replace")
     positions: list[tuple[int, int, bool]] = []  # (start of delimiter line, end of line, close)
-    start = 0
+    start = offset
     while True:
         index = body.find(delimiter, start)
         if index < 0:
             break
-        at_line_start = index == 0 or body[index - 1] == 0x0A
+        at_line_start = index == offset or body[index - 1] == 0x0A
         line_end = body.find(b"\n", index)
         line_end = len(body) if line_end < 0 else line_end + 1
         if at_line_start:

@@ -26,6 +26,7 @@ May import: errors, mime, stdlib.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -96,9 +97,12 @@ class Header:
         return self.value(data).replace(b"\n", b"")
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class Part:
-    """One node of the tree. Offsets index `data` (the whole message)."""
+    """One node of the tree. Offsets index `data` (the whole message). A part holds its
+    parent weakly: a tree is no reference cycle, so the message bytes it indexes go with
+    its root at once, not at the next garbage collection (a 25 MB message's tree kept one
+    more copy of it alive through the opening)."""
 
     data: bytes = field(repr=False)
     start: int
@@ -106,7 +110,7 @@ class Part:
     end: int = 0
     headers: list[Header] = field(default_factory=list, repr=False)
     children: list[Part] = field(default_factory=list)
-    parent: Part | None = field(default=None, repr=False)
+    parent_ref: weakref.ref[Part] | None = field(default=None, repr=False)
     is_mime: bool = False
     is_multipart: bool = False
     is_digest: bool = False
@@ -121,6 +125,10 @@ class Part:
     ct: tuple[bytes, bytes | None, list[tuple[bytes, bytes]], int] | None = field(
         default=None, repr=False
     )
+
+    @property
+    def parent(self) -> Part | None:
+        return None if self.parent_ref is None else self.parent_ref()
 
     # --- byte views ------------------------------------------------------------------------
 
@@ -310,7 +318,7 @@ class _Parser:
             if part.is_message_rfc822:
                 # when the parent's header was cut by a delimiter, the child is empty and
                 # starts where the parent's header ended (`cut`), before the delimiter line
-                child = Part(data, cut, parent=part, depth=part.depth + 1)
+                child = Part(data, cut, parent_ref=weakref.ref(part), depth=part.depth + 1)
                 self.total_parts += 1
                 part.children.append(child)
                 part = child
@@ -361,7 +369,8 @@ class _Parser:
                     continue  # epilogue of `part`
                 if self.total_parts >= MAX_PARTS:
                     continue
-                child = Part(data, pos, parent=part, is_mime=True, depth=part.depth + 1)
+                child = Part(data, pos, parent_ref=weakref.ref(part), is_mime=True,
+                             depth=part.depth + 1)
                 self.total_parts += 1
                 part.children.append(child)
                 part = child
