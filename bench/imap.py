@@ -378,6 +378,10 @@ def not_opened(literals: Sequence[bytes]) -> int:
 # --- the proxy process ------------------------------------------------------------------------
 
 
+# `imap.open_processes` of the proxy under test (BENCH_OPEN_PROCESSES, default the config's)
+OPEN_PROCESSES = int(os.environ.get("BENCH_OPEN_PROCESSES", "0"))
+
+
 def proxy_child(work: Path) -> None:
     """Serve the IMAP front until stdin closes; print `PORT n` once listening. Commands on
     stdin, answered `OK`: `RELOCK` (lock then unlock bob's key)."""
@@ -386,6 +390,7 @@ def proxy_child(work: Path) -> None:
     from smime_proxy.app import DaemonServices
     from smime_proxy.config import (
         Config,
+        ImapConfig,
         ListenerConfig,
         ListenersConfig,
         LoggingConfig,
@@ -416,6 +421,7 @@ def proxy_child(work: Path) -> None:
         upstream=UpstreamConfig(imap=upstream, smtp=upstream), data_dir=work,
         trust_roots=(), unlock=UnlockConfig(), locked_fetch="unavailable", policy_file=None,
         logging=LoggingConfig(), users=UsersConfig(),
+        imap=ImapConfig(open_processes=cfg["open_processes"]),
     )
     ca = x509.load_pem_x509_certificate((work / "ca.pem").read_bytes())
     services = DaemonServices(config=config, secure_mail=secure_mail, contacts=contacts,
@@ -452,6 +458,7 @@ class ProxyProcess:
             **json.loads((work / "upstream.json").read_text()),
             "max_user_ip_connections": max_user_ip_connections,
             "connect_timeout": connect_timeout,
+            "open_processes": OPEN_PROCESSES,
         }))
         self.log = work / "proxy-child.log"
         with self.log.open("ab") as log:
@@ -487,6 +494,15 @@ class ProxyProcess:
 
     def reset_peak(self) -> None:
         reset_peak(self.proc.pid)
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(the daemon's CPU seconds, its worker processes'), user + system, so far."""
+        pid = self.proc.pid
+        children: list[int] = []
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                children.extend(int(c) for c in task.read_text().split())
+        return process_cpu(pid), sum(process_cpu(c) for c in children)
 
     def stop(self) -> None:
         stop_child(self.proc, 15)
@@ -526,6 +542,15 @@ class Env:
         except BenchError as exc:
             self.fail(what, exc)
             return None
+
+
+def process_cpu(pid: int) -> float:
+    """A process's user + system CPU seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(fn: Callable[[], T]) -> tuple[float, T]:
@@ -627,11 +652,16 @@ def encrypted_round(env: Env, proxy: ProxyProcess) -> None:
     if client is None:
         return
     try:
+        cpu_before = proxy.cpu_seconds()
         first = env.attempt("encrypted_first_fetch", lambda: timed(
             lambda: fetch_all(client, "BODY.PEEK[]", count, keep=True)))
         if first is None:
             return
+        cpu_after = proxy.cpu_seconds()
         env.record("encrypted_first_fetch", first[0])
+        # CPU per message (machine-load-independent): the daemon's, its workers'
+        env.record("encrypted_first_fetch_daemon_cpu", cpu_after[0] - cpu_before[0])
+        env.record("encrypted_first_fetch_worker_cpu", cpu_after[1] - cpu_before[1])
         env.not_opened = max(env.not_opened or 0, not_opened(first[1].literals))
         second = env.attempt("encrypted_cached_fetch", lambda: timed(
             lambda: fetch_all(client, "BODY.PEEK[]", count))[0])
@@ -919,6 +949,10 @@ def median_results(env: Env) -> dict[str, float]:
             continue
         r[f"{name}_s"] = round(seconds, 4)
         r[f"{name}_per_s"] = round(count / seconds, 1)
+        for part in ("daemon", "worker"):
+            cpu = med.get(f"{name}_{part}_cpu")
+            if cpu is not None:
+                r[f"{name}_{part}_cpu_ms_per_msg"] = round(cpu * 1000 / count, 2)
         if against is not None:
             r[f"{name}_ratio"] = round(against / seconds, 4)
     return r
@@ -1026,7 +1060,10 @@ def report(r: dict[str, object], args: argparse.Namespace) -> None:
     print(f"encrypted, first FETCH 1:* BODY.PEEK[] after unlock: "
           f"{fmt('encrypted_first_fetch_s', '.3f', ' s')}, "
           f"{fmt('encrypted_first_fetch_per_s', '.1f')} msg/s "
-          f"(not shown opened: {r.get('encrypted_not_opened')})")
+          f"(not shown opened: {r.get('encrypted_not_opened')}); CPU per message: daemon "
+          f"{fmt('encrypted_first_fetch_daemon_cpu_ms_per_msg', '.2f', ' ms')}, worker "
+          f"processes {fmt('encrypted_first_fetch_worker_cpu_ms_per_msg', '.2f', ' ms')} "
+          f"(imap.open_processes: {OPEN_PROCESSES})")
     print(f"encrypted, same FETCH again: {fmt('encrypted_cached_fetch_s', '.3f', ' s')} "
           f"({fmt('encrypted_cached_fetch_per_s', '.1f')} msg/s), "
           f"{fmt('encrypted_cached_fetch_ratio', '.3f')} x direct plain FETCH")

@@ -148,6 +148,7 @@ class ImapConfig:
     view_cache_mb: int = 512
     seal_sent: bool = True  # APPENDs to the \Sent folder are sealed to the user (at rest)
     seal_drafts: bool = False  # and to \Drafts
+    open_processes: int = 0  # worker processes opening encrypted mail (imap/open_processes.py)
 
 
 @dataclass(frozen=True)
@@ -433,7 +434,8 @@ def _users(r: _Reader, raw: object) -> UsersConfig:
 
 def _imap(r: _Reader, raw: object) -> ImapConfig:
     m = r.mapping(raw, "imap", "a mapping")
-    r.only(m, "imap", {"view_cache_mb_per_user", "view_cache_mb", "seal_sent", "seal_drafts"})
+    r.only(m, "imap", {"view_cache_mb_per_user", "view_cache_mb", "seal_sent", "seal_drafts",
+                       "open_processes"})
     sizes = []
     for name, default in (("view_cache_mb_per_user", ImapConfig.view_cache_mb_per_user),
                           ("view_cache_mb", ImapConfig.view_cache_mb)):
@@ -441,9 +443,13 @@ def _imap(r: _Reader, raw: object) -> ImapConfig:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65536:
             raise r.type_error(f"imap.{name}", "a whole number of MiB 0-65536", value)
         sizes.append(value)
+    processes = m.get("open_processes", ImapConfig.open_processes)
+    if isinstance(processes, bool) or not isinstance(processes, int) or not 0 <= processes <= 64:
+        raise r.type_error("imap.open_processes", "a whole number 0-64", processes)
     return ImapConfig(view_cache_mb_per_user=sizes[0], view_cache_mb=sizes[1],
                       seal_sent=r.boolean(m.get("seal_sent", True), "imap.seal_sent"),
-                      seal_drafts=r.boolean(m.get("seal_drafts", False), "imap.seal_drafts"))
+                      seal_drafts=r.boolean(m.get("seal_drafts", False), "imap.seal_drafts"),
+                      open_processes=processes)
 
 
 def _ldap(r: _Reader, raw: object) -> LdapConfig:

@@ -18,6 +18,7 @@ from typing import Literal
 
 from cryptography import x509
 
+from smime_proxy.crypto.enveloped import ContentKey
 from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.errors import KeyLocked
 from smime_proxy.mime.building import base64_lines, merge_outer_fields
@@ -59,7 +60,7 @@ class OpenedMessage:
 
 def open_message(
     message: bytes,
-    agent: KeyAgent | None,
+    agent: KeyAgent | ContentKey | None,
     trust_roots: Sequence[x509.Certificate],
     *,
     now: datetime,

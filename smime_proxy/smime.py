@@ -20,10 +20,12 @@ from cryptography import x509
 from smime_proxy.crypto import oids
 from smime_proxy.crypto.certpath import validate_signer_chain
 from smime_proxy.crypto.enveloped import (
+    ContentKey,
     RecipientKey,
     build_enveloped_pieces,
     content_type_of,
     open_enveloped,
+    recover_content_key,
 )
 from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.crypto.signed import (
@@ -270,7 +272,19 @@ def seal_stored_copy(message: bytes, certificate: x509.Certificate) -> bytes:
 # --- opening ------------------------------------------------------------------------------
 
 
-def decrypt_message(message: bytes, agent: KeyAgent) -> DecryptedMessage:
+def message_content_key(message: bytes, agent: KeyAgent) -> ContentKey:
+    """The content-encryption key of a whole-message encryption, recovered with the agent's
+    key: what `decrypt_message` needs where the private key is not (one message's worth)."""
+    outer = parse_entity(message)
+    cms_der = _whole_message_cms(outer)
+    if cms_der is None:
+        raise NotEncrypted(_not_whole_reason(outer, "encrypted"))
+    if content_type_of(cms_der) not in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA):
+        raise NotEncrypted("the message is S/MIME but not encrypted")
+    return recover_content_key(cms_der, agent)
+
+
+def decrypt_message(message: bytes, agent: KeyAgent | ContentKey) -> DecryptedMessage:
     """Decrypt a whole-message encryption (never a nested one: DESIGN decision 3).
 
     The result is the message the client should see: the outer header fields (minus the

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from asn1crypto import cms, core, keys
@@ -209,34 +209,82 @@ def content_type_of(cms_der: bytes) -> str:
     return ber_content_type(cms_der)
 
 
+@dataclass(frozen=True)
+class ContentKey:
+    """The content-encryption key of one message, recovered by whoever holds the private key
+    (`recover_content_key`): what a process that opens the message without the private
+    key is given (imap/open_processes.py). Worth that one message, nothing more."""
+
+    key: bytes = field(repr=False)
+
+
 @asn1.malformed_on_error("encrypted message")
-def open_enveloped(cms_der: bytes, agent: KeyAgent) -> Opened:
-    """Decrypt EnvelopedData or AuthEnvelopedData with the agent's key."""
-    skeleton, ciphertext = split_encrypted_content(cms_der)
+def recover_content_key(cms_der: bytes, agent: KeyAgent) -> ContentKey:
+    """The content-encryption key of EnvelopedData or AuthEnvelopedData, with the agent's
+    key; the content is not decrypted."""
+    envelope = _Envelope.read(cms_der)
+    return ContentKey(_recover_key(envelope.recipient_infos, agent, envelope.key_length,
+                                   ciphertext_check=None))
+
+
+@dataclass
+class _Envelope:
+    """What `open_enveloped` and `recover_content_key` read before the key."""
+
+    kind: str
+    body: Any
+    alg: Any
+    alg_oid: str
+    key_length: int
+    cipher_name: str
+    recipient_infos: list[Any]
+    ciphertext: bytes | memoryview
+
+    @classmethod
+    def read(cls, cms_der: bytes) -> _Envelope:
+        skeleton, ciphertext = split_encrypted_content(cms_der)
+        del cms_der
+        if ciphertext is None:
+            raise UnsupportedAlgorithm("encrypted message without its content (detached)")
+        info = asn1.parse(cms.ContentInfo, skeleton, "encrypted message")
+        del skeleton
+        kind = asn1.guarded("content type", lambda: info["content_type"].dotted)
+        if kind not in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA):
+            raise MalformedMessage("the CMS object is not EnvelopedData or AuthEnvelopedData")
+        body = info["content"]
+        eci = body[
+            "auth_encrypted_content_info"
+            if kind == oids.AUTH_ENVELOPED_DATA
+            else "encrypted_content_info"
+        ]
+        alg = eci["content_encryption_algorithm"]
+        alg_oid = asn1.guarded("content encryption algorithm", lambda: asn1.oid_of(alg))
+        if alg_oid in oids.OBSOLETE_CIPHERS:
+            raise ObsoleteAlgorithm(
+                f"message is encrypted with the obsolete algorithm "
+                f"{oids.OBSOLETE_CIPHERS[alg_oid]}; open it with an old mail client"
+            )
+        key_length, cipher_name = _content_cipher(alg_oid, kind)
+        return cls(kind, body, alg, alg_oid, key_length, cipher_name,
+                   list(body["recipient_infos"]), ciphertext)
+
+
+@asn1.malformed_on_error("encrypted message")
+def open_enveloped(cms_der: bytes, agent: KeyAgent | ContentKey) -> Opened:
+    """Decrypt EnvelopedData or AuthEnvelopedData with the agent's key (or the message's
+    content-encryption key, recovered already)."""
+    envelope = _Envelope.read(cms_der)
     del cms_der  # the caller passes its only reference: free 100 MB early
-    if ciphertext is None:
-        raise UnsupportedAlgorithm("encrypted message without its content (detached)")
-    info = asn1.parse(cms.ContentInfo, skeleton, "encrypted message")
-    del skeleton
-    kind = asn1.guarded("content type", lambda: info["content_type"].dotted)
-    if kind not in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA):
-        raise MalformedMessage("the CMS object is not EnvelopedData or AuthEnvelopedData")
-    body = info["content"]
-    eci = body[
-        "auth_encrypted_content_info"
-        if kind == oids.AUTH_ENVELOPED_DATA
-        else "encrypted_content_info"
-    ]
-    alg = eci["content_encryption_algorithm"]
-    alg_oid = asn1.guarded("content encryption algorithm", lambda: asn1.oid_of(alg))
-    if alg_oid in oids.OBSOLETE_CIPHERS:
-        raise ObsoleteAlgorithm(
-            f"message is encrypted with the obsolete algorithm {oids.OBSOLETE_CIPHERS[alg_oid]}; "
-            "open it with an old mail client"
-        )
-    key_length, cipher_name = _content_cipher(alg_oid, kind)
-    recipient_infos = list(body["recipient_infos"])
-    cek = _recover_key(recipient_infos, agent, key_length, ciphertext_check=None)
+    kind, body, alg, alg_oid = envelope.kind, envelope.body, envelope.alg, envelope.alg_oid
+    key_length, cipher_name = envelope.key_length, envelope.cipher_name
+    ciphertext, recipient_infos = envelope.ciphertext, envelope.recipient_infos
+    del envelope
+    if isinstance(agent, ContentKey):
+        if len(agent.key) != key_length:
+            raise DecryptionFailed("cannot decrypt this message")
+        cek = agent.key
+    else:
+        cek = _recover_key(recipient_infos, agent, key_length, ciphertext_check=None)
     if kind == oids.AUTH_ENVELOPED_DATA:
         tag: bytes = asn1.guarded("authentication tag", lambda: body["mac"].native)
         if not isinstance(body["auth_attrs"], core.Void):

@@ -1,19 +1,26 @@
 """What the IMAP front does in its worker threads, away from the event loop: open one stored
 message for a client (`open_for_client`: decrypt, verify, the status line; never raises) and
-seal a client's Sent or Drafts copy to the user's own certificate (`seal_for_user`).
+seal a client's Sent or Drafts copy to the user's own certificate (`seal_for_user`); and
+what a worker process does for it (`open_in_child`, `imap.open_processes`).
 
-May import: config, errors, services, smime, display, keystore, mime, revocation, imap.events,
-imap.fetch_rewrite, imap.views, stdlib.
+May import: config, errors, services, smime, display, crypto, keystore, mime, revocation,
+imap.events, imap.fetch_rewrite, imap.open_processes, imap.views, cryptography, stdlib.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from smime_proxy.crypto.enveloped import ContentKey
+from smime_proxy.crypto.keyagent import KeyAgent
+from smime_proxy.crypto.signed import load_certificate
 from smime_proxy.display import open_message
 from smime_proxy.errors import (
     DecryptionFailed,
@@ -25,12 +32,13 @@ from smime_proxy.errors import (
 )
 from smime_proxy.imap import fetch_rewrite
 from smime_proxy.imap.events import MessageOpened
+from smime_proxy.imap.open_processes import ChildOpened, ChildSettings, OpenProcesses
 from smime_proxy.imap.views import MessageView
 from smime_proxy.keystore.certs import certificate_addresses
 from smime_proxy.mime.entity import STATUS_HEADER, without_field
 from smime_proxy.revocation import check_chain
 from smime_proxy.services import Services
-from smime_proxy.smime import SignerReport, is_encrypted, seal_stored_copy
+from smime_proxy.smime import SignerReport, is_encrypted, message_content_key, seal_stored_copy
 
 log = logging.getLogger("smime_proxy.imap")
 
@@ -41,7 +49,8 @@ def without_status(message: bytes) -> bytes:
     return without_field(message, STATUS_HEADER)
 
 
-def open_for_client(services: Services, user: str, raw: bytes, request_id: int) -> MessageOpened:
+def open_for_client(services: Services, user: str, raw: bytes, request_id: int,
+                    processes: OpenProcesses | None = None) -> MessageOpened:
     """Blocking: what the client is shown for one stored message (runs in a worker thread).
 
     Never raises: a message that breaks a limit or an assumption anywhere on the way is shown
@@ -49,7 +58,7 @@ def open_for_client(services: Services, user: str, raw: bytes, request_id: int) 
     message cannot end the session that fetches it."""
     started = time.perf_counter()
     try:
-        result = _with_view(_open(services, user, raw, request_id))
+        result = _with_view(_open(services, user, raw, request_id, processes))
     except Exception as exc:
         log.warning("message shown as stored after an unexpected error",
                     extra={"user": user, "command": "FETCH", "reason": type(exc).__name__})
@@ -69,7 +78,7 @@ def _with_view(result: MessageOpened) -> MessageOpened:
     shown message and rendering the structures a client's resync asks for (BODYSTRUCTURE,
     ENVELOPE) cost more than the answer itself. A plain message is answered by the
     upstream, and a view that fails is left to the session (it tells the client)."""
-    if result.outcome != "opened" or result.plain:
+    if result.outcome != "opened" or result.plain or result.view is not None:
         return result
     try:
         view = MessageView(result.content)
@@ -105,7 +114,8 @@ def _error_word(exc: SmimeProxyError) -> str:
     return "cannot-open"
 
 
-def _open(services: Services, user: str, raw: bytes, request_id: int) -> MessageOpened:
+def _open(services: Services, user: str, raw: bytes, request_id: int,
+          processes: OpenProcesses | None) -> MessageOpened:
     now = services.now()
     agent = None
     try:
@@ -120,6 +130,8 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
         except (NoSuchKey, SmimeProxyError):
             # no key to unlock: shown as stored (the client sees an S/MIME attachment)
             return as_stored(raw, request_id, "no-key", encrypted=True)
+        if processes is not None and services.revocation is None:
+            return _open_elsewhere(services, user, raw, request_id, processes, agent, now)
     try:
         opened = open_message(raw, agent, services.trust_roots, now=now,
                               unauthenticated=services.config.unauthenticated_content,
@@ -138,27 +150,111 @@ def _open(services: Services, user: str, raw: bytes, request_id: int) -> Message
         return as_stored(raw, request_id, word, encrypted=encrypted)
     report = opened.signature
     if report is not None and report.valid:
-        for signer in report.signers:
-            if signer.certificate is not None:
-                try:
-                    services.contacts.take_certificate(user, signer.certificate,
-                                                       signer.capabilities)
-                    preferred = signer.encryption_certificate
-                    if (preferred is not None and report.from_address is not None
-                            and report.from_address in certificate_addresses(preferred)):
-                        # the one they want mail encrypted to (RFC 8551 2.5.3): only for
-                        # the address the signature was verified for
-                        services.contacts.take_certificate(user, preferred,
-                                                           signer.capabilities)
-                except Exception as exc:  # the message is still shown
-                    log.warning("cannot keep the signer certificate",
-                                extra={"user": user, "reason": type(exc).__name__})
+        _keep_signers(services, user, [
+            (signer.certificate, signer.capabilities, signer.encryption_certificate)
+            for signer in report.signers if signer.certificate is not None],
+            report.from_address)
     prefix = f"{STATUS_HEADER}: {opened.status}\r\n".encode("ascii")
     plain = (not opened.encrypted and report is None and len(opened.content) == len(prefix)
              + len(raw) and opened.content.startswith(prefix) and opened.content.endswith(raw))
     return MessageOpened(request_id, "opened", opened.content, plain=plain,
                          decrypted=opened.encrypted,
                          unlock=agent if opened.encrypted else None)
+
+
+def _keep_signers(services: Services, user: str, signers: Sequence[tuple[
+        x509.Certificate, Sequence[str], x509.Certificate | None]],
+                  from_address: str | None) -> None:
+    """Take the certificates of a valid signature's signers into the user's address book."""
+    for certificate, capabilities, preferred in signers:
+        try:
+            services.contacts.take_certificate(user, certificate, capabilities)
+            if (preferred is not None and from_address is not None
+                    and from_address in certificate_addresses(preferred)):
+                # the one they want mail encrypted to (RFC 8551 2.5.3): only for the
+                # address the signature was verified for
+                services.contacts.take_certificate(user, preferred, capabilities)
+        except Exception as exc:  # the message is still shown
+            log.warning("cannot keep the signer certificate",
+                        extra={"user": user, "reason": type(exc).__name__})
+
+
+def _open_elsewhere(services: Services, user: str, raw: bytes, request_id: int,
+                    processes: OpenProcesses, agent: KeyAgent, now: datetime) -> MessageOpened:
+    """An encrypted message opened in a worker process: its content-encryption key is
+    recovered here (the private key stays where it is), the rest is done there."""
+    try:
+        key = message_content_key(raw, agent)
+    except KeyLocked:
+        return MessageOpened(request_id, "locked")
+    except SmimeProxyError as exc:
+        word = _error_word(exc)
+        log.info("message not opened", extra={"user": user, "command": "FETCH",
+                                              "reason": type(exc).__name__})
+        return as_stored(raw, request_id, word if word == "unsupported-algorithm"
+                         else "cannot-decrypt", encrypted=True)
+    opened = processes.open(raw, key, now)
+    if opened.error is not None:
+        log.info("message not opened", extra={"user": user, "command": "FETCH",
+                                              "reason": opened.error})
+        return as_stored(raw, request_id, opened.error, encrypted=True)
+    _keep_signers(services, user, [
+        (certificate, capabilities, preferred)
+        for der, capabilities, preferred_der in opened.signers
+        if (certificate := load_certificate(der)) is not None
+        for preferred in [None if preferred_der is None else load_certificate(preferred_der)]],
+        opened.from_address)
+    view = MessageView(opened.content)
+    view.rendered.update(opened.rendered)
+    return MessageOpened(request_id, "opened", opened.content, decrypted=True, unlock=agent,
+                         view=view)
+
+
+# -- in a worker process (imap.open_processes) ---------------------------------------------
+
+_child: ChildSettings | None = None
+_child_roots: tuple[x509.Certificate, ...] = ()
+
+
+def start_child(settings: ChildSettings) -> None:
+    """A worker process's initializer: what every opening there needs."""
+    global _child, _child_roots  # noqa: PLW0603 - one process, one configuration
+    _child = settings
+    _child_roots = tuple(x509.load_der_x509_certificate(der) for der in settings.trust_roots)
+
+
+def open_in_child(raw: bytes, key: bytes, now: datetime) -> ChildOpened:
+    """In a worker process: open an encrypted message with its content-encryption key, as
+    `_open` does with the user's key agent. Never raises."""
+    settings = _child
+    assert settings is not None
+    try:
+        opened = open_message(raw, ContentKey(key), _child_roots, now=now,
+                              unauthenticated=settings.unauthenticated,
+                              signatures=settings.signatures)
+        report = opened.signature
+        signers: tuple[tuple[bytes, tuple[str, ...], bytes | None], ...] = ()
+        if report is not None and report.valid:
+            signers = tuple(
+                (signer.certificate.public_bytes(Encoding.DER), signer.capabilities,
+                 None if signer.encryption_certificate is None
+                 else signer.encryption_certificate.public_bytes(Encoding.DER))
+                for signer in report.signers if signer.certificate is not None)
+        rendered: dict[str, bytes] = {}
+        try:
+            view = MessageView(opened.content)
+            fetch_rewrite.prerender(view)
+            rendered = dict(view.rendered)
+        except Exception:  # noqa: S110 - the daemon builds the view and says what failed
+            pass
+        return ChildOpened(opened.content, signers,
+                           report.from_address if report is not None else None, rendered)
+    except SmimeProxyError as exc:
+        word = _error_word(exc)
+        return ChildOpened(b"", (), None, {}, error=word if word == "unsupported-algorithm"
+                           else "cannot-decrypt")
+    except Exception:
+        return ChildOpened(b"", (), None, {}, error="internal")
 
 
 def _revocation_check(services: Services, user: str,

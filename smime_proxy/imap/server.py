@@ -48,6 +48,7 @@ from smime_proxy.at_rest.operations import FolderOperations
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint, control_url
 from smime_proxy.errors import ConfigError, KeyLocked, SmimeProxyError
 from smime_proxy.imap.events import ConvertRequested
+from smime_proxy.imap.open_processes import OpenProcesses
 from smime_proxy.imap.opening import open_for_client, seal_for_user
 from smime_proxy.imap.session import (
     Action,
@@ -355,7 +356,7 @@ class _Connection:
                 locks_before = self.front.views.lock_count(user)
                 future = asyncio.get_running_loop().run_in_executor(
                     self.front.openers, open_for_client, self.front.services,
-                    user, action.raw, action.request_id)
+                    user, action.raw, action.request_id, self.front.processes)
                 self.opens.add(future)
                 future.add_done_callback(
                     functools.partial(self._opened, user=user, locks_before=locks_before))
@@ -480,8 +481,12 @@ class ImapFront:
                                  lambda hit: lookups.labels("hit" if hit else "miss").inc())
         services.secure_mail.add_lock_listener(self.views.drop_decrypted)
         self._tasks: set[asyncio.Task[None]] = set()
+        # with worker processes, a thread recovers a message's key and waits for its
+        # process: two threads per process keep them busy
+        self.processes: OpenProcesses | None = None
         self.openers = concurrent.futures.ThreadPoolExecutor(
-            settings.open_workers, thread_name_prefix="imap-open")
+            settings.open_workers + 2 * config.imap.open_processes,
+            thread_name_prefix="imap-open")
 
     @property
     def port(self) -> int:
@@ -491,6 +496,9 @@ class ImapFront:
 
     async def start(self) -> None:
         tune_memory()  # idempotent; `smime-proxy serve` did it already
+        count = self.services.config.imap.open_processes
+        if count and self.processes is None:
+            self.processes = OpenProcesses(count, self.services)
         implicit = self.listener.tls is not None and self.listener.tls.mode == "implicit"
         try:
             self._server = await asyncio.start_server(
@@ -535,3 +543,6 @@ class ImapFront:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
         self.openers.shutdown(wait=False, cancel_futures=True)
+        if self.processes is not None:
+            self.processes.shutdown()
+            self.processes = None

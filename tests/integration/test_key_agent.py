@@ -22,13 +22,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from smime_proxy.app import stores_of
 from smime_proxy.harness import Upstream
 from smime_proxy.smime import Recipient, encrypt_message, is_encrypted
-from support.demo_proxy import DemoProxy, start_demo_proxy, start_variant
+from support.demo_proxy import DemoProxy, private_key_forms, start_demo_proxy, start_variant
 from support.procmem import memory_contains, processes
 
 BODY = "the agent opened this"
@@ -57,27 +55,6 @@ def _agent_pid(daemon_pid: int) -> int:
         if process.ppid == daemon_pid and b"agent\0--socket" in process.cmdline:
             return process.pid
     raise AssertionError("no key agent child")
-
-
-def _key_forms(proxy: DemoProxy, user: str) -> list[bytes]:
-    """What of the user's private key could be found in a process's memory: its PKCS#8 and
-    PKCS#1/SEC1 DER, and its secret numbers as OpenSSL keeps them (little-endian limbs) and
-    as big-endian bytes."""
-    data = proxy.workdir / "data"
-    with stores_of(data) as stores:
-        agent = stores.secure_mail.unlock(user, proxy.smime_password(user), _now())
-        key = agent.private_key  # type: ignore[attr-defined]  # the in-process agent here
-        stores.secure_mail.lock(user)
-    forms = [key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                               serialization.NoEncryption())]
-    if isinstance(key, rsa.RSAPrivateKey):
-        secret = key.private_numbers().p
-    else:
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        secret = key.private_numbers().private_value
-    size = (secret.bit_length() + 7) // 8
-    forms += [secret.to_bytes(size, "big")[:24], secret.to_bytes(size, "little")[:24]]
-    return forms
 
 
 def _now() -> datetime:
@@ -115,7 +92,7 @@ def test_the_daemon_holds_no_key_and_reads_through_the_agent(
         with_agent: DemoProxy, upstream: Upstream) -> None:
     token = os.urandom(4).hex()
     _deliver_encrypted(with_agent, upstream, "bob", token)
-    forms = _key_forms(with_agent, "bob")
+    forms = private_key_forms(with_agent, "bob")
     with_agent.unlock("bob")
     status, body = _read(with_agent, "bob", token)
     assert status == "OK" and f"{BODY} {token}".encode() in body

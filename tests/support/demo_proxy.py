@@ -31,11 +31,15 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from smime_proxy.app import stores_of
 from smime_proxy.demo import DEMO_PASSWORD_SUFFIX, read_env
 from smime_proxy.harness import Upstream
 from smime_proxy.harness.__main__ import env_lines
@@ -183,3 +187,24 @@ def wait_ready(proxy: DemoProxy, timeout: float = 30.0) -> None:
             raise AssertionError(f"smime-proxy serve not ready in {timeout} s: "
                                  f"{proxy.log.read_text(errors='replace')[-2000:]}")
         time.sleep(0.1)
+
+
+def private_key_forms(proxy: DemoProxy, user: str) -> list[bytes]:
+    """What of the user's private key could be found in a process's memory: its PKCS#8 and
+    PKCS#1/SEC1 DER, and its secret numbers as OpenSSL keeps them (little-endian limbs) and
+    as big-endian bytes."""
+    data = proxy.workdir / "data"
+    with stores_of(data) as stores:
+        agent = stores.secure_mail.unlock(user, proxy.smime_password(user), datetime.now(UTC))
+        key = agent.private_key  # type: ignore[attr-defined]  # the in-process agent here
+        stores.secure_mail.lock(user)
+    forms = [key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())]
+    if isinstance(key, rsa.RSAPrivateKey):
+        secret = key.private_numbers().p
+    else:
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        secret = key.private_numbers().private_value
+    size = (secret.bit_length() + 7) // 8
+    forms += [secret.to_bytes(size, "big")[:24], secret.to_bytes(size, "little")[:24]]
+    return forms
