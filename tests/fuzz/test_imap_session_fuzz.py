@@ -163,7 +163,7 @@ def test_a_message_whose_views_fail_gets_no_and_the_others_are_answered(
     ends in NO [SERVERBUG], the other messages are answered, the session goes on."""
     real = fetch_rewrite.answer
 
-    def failing(number: int, *args: object, **kwargs: object) -> bytes:
+    def failing(number: int, *args: object, **kwargs: object) -> list[bytes]:
         if number == 2:
             raise RecursionError("simulated bug")
         return real(number, *args, **kwargs)  # type: ignore[arg-type]
