@@ -61,6 +61,7 @@ from smime_proxy.imap.wire.spans import (
     FetchSpans,
     fetch_spans,
     item_value,
+    metadata_items,
     uid_value,
     without_items,
 )
@@ -294,6 +295,17 @@ class ContentFetch:
         """One response of a sort pass planned from what is known (`_start_known`): each
         message is answered by what its own UID says, whatever was predicted."""
         assert job.known is not None
+        if not job.relays_items:
+            quick = metadata_items(raw)
+            if quick is not None:  # the usual shape, read by one expression
+                number, known_uid, items = quick
+                if known_uid not in self.known_plain and job.copy_plan is not None:
+                    view = job.known.get(known_uid)
+                    answer = (None if view is None
+                              else _copying(number, job.copy_plan, view, items))
+                    if answer is not None:
+                        self._pass_on(job, answer)
+                        return
         try:  # without content, the answer is short: read whole
             spans = fetch_spans(raw, KNOWN_NAMES if job.relays_items else frozenset())
             uid = uid_value(raw, spans)
@@ -311,7 +323,8 @@ class ContentFetch:
             view = self.views.get(self.mailbox, uid)
         if view is not None and job.copy_plan is not None:
             # nothing to learn from the upstream's items: copied as it wrote them
-            answer = _copying(job.copy_plan, view, raw, spans)
+            answer = _copying(spans.number, job.copy_plan, view,
+                              {span.name: raw[span.start : span.end] for span in spans.items})
             if answer is not None:
                 self._pass_on(job, answer)
                 return
@@ -563,12 +576,12 @@ class ContentFetch:
         return True
 
 
-def _copying(plan: fetch_rewrite.CopyPlan, view: MessageView, raw: bytes,
-             spans: FetchSpans) -> bytes | None:
+def _copying(number: int, plan: fetch_rewrite.CopyPlan, view: MessageView,
+             items: dict[bytes, bytes]) -> bytes | None:
     """`fetch_rewrite.answer_copying`, or None when the views fail (the message is then
     answered the long way, which tells the client why)."""
     try:
-        return fetch_rewrite.answer_copying(spans.number, plan, view, raw, spans)
+        return fetch_rewrite.answer_copying(number, plan, view, items)
     except Exception:  # a bug in the views, or UnknownCte: see `_answer_view`
         return None
 

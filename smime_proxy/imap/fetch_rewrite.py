@@ -31,7 +31,6 @@ from smime_proxy.imap.wire import (
     parse_response,
     render,
 )
-from smime_proxy.imap.wire.spans import FetchSpans
 from smime_proxy.imap.wire.values import Binary, Literal, render_structure
 
 __all__ = [
@@ -293,13 +292,13 @@ def copy_plan(command: FetchCommand) -> CopyPlan:
     return tuple(plan)
 
 
-def answer_copying(number: int, plan: CopyPlan, view: MessageView, raw: bytes,
-                   spans: FetchSpans) -> bytes:
-    """`answer` for a FETCH that sets no \\Seen, with the upstream's items (`raw`, cut at
-    `spans`) copied as the upstream wrote them instead of parsed and rendered again: what a
-    client's resync of opened messages costs (issue 10's encrypted_sync_cached). An item
-    the upstream did not send is left out, as in `answer`."""
-    by_name = {span.name: span for span in spans.items}
+def answer_copying(number: int, plan: CopyPlan, view: MessageView,
+                   items: Mapping[bytes, bytes]) -> bytes:
+    """`answer` for a FETCH that sets no \\Seen, with the upstream's items (`items`: name
+    to its text in the upstream's response, name and value) copied as the upstream wrote
+    them instead of parsed and rendered again: what a client's resync of opened messages
+    costs (issue 10's encrypted_sync_cached). An item the upstream did not send is left
+    out, as in `answer`."""
     out: list[bytes] = [b"* %d FETCH (" % number]
     for name, item in plan:
         if item is not None:
@@ -307,9 +306,9 @@ def answer_copying(number: int, plan: CopyPlan, view: MessageView, raw: bytes,
             out.extend(_rendered(view, item).pieces)
             out.append(b" ")
             continue
-        span = by_name.get(name)
-        if span is not None:
-            out.append(raw[span.start : span.end])
+        text = items.get(name)
+        if text is not None:
+            out.append(text)
             out.append(b" ")
     out[-1] = b")\r\n"
     return b"".join(out)

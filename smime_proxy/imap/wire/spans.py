@@ -21,7 +21,8 @@ from typing import Final
 
 from .errors import ParseError
 
-__all__ = ["FetchSpans", "ItemSpan", "fetch_spans", "item_value", "uid_value", "without_items"]
+__all__ = ["FetchSpans", "ItemSpan", "fetch_spans", "item_value", "metadata_items", "uid_value",
+           "without_items"]
 
 _PREFIX: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \(", re.IGNORECASE)
 _LITERAL: Final = re.compile(rb"~?\{([0-9]{1,19})\+?\}\r\n")
@@ -172,6 +173,26 @@ def _value_end(raw: bytes, pos: int) -> int:
     if match_end.start() == pos:
         raise ParseError("empty value", pos)
     return match_end.start()
+
+
+# An answer to `FETCH set (UID INTERNALDATE FLAGS)` as Dovecot writes it: UID, INTERNALDATE,
+# then FLAGS and MODSEQ (RFC 9051 7.5.2, RFC 7162 3.1.4.1); anything else: `fetch_spans`.
+_METADATA: Final = re.compile(
+    rb'\* ([0-9]{1,10}) FETCH \((UID ([0-9]{1,10})) (INTERNALDATE "[^"\\\r\n]*")'
+    rb"((?: (?:FLAGS \([^()\r\n]*\)|MODSEQ \([0-9]{1,20}\)))*)\)\r\n\Z", re.IGNORECASE)
+_METADATA_ITEM: Final = re.compile(rb" ((FLAGS|MODSEQ) \([^()\r\n]*\))", re.IGNORECASE)
+
+
+def metadata_items(raw: bytes) -> tuple[int, int, dict[bytes, bytes]] | None:
+    """(number, UID, item name to its text, name and value) of an answer to a FETCH of
+    `UID INTERNALDATE` and flags in the usual shape, or None (then `fetch_spans` reads it)."""
+    match = _METADATA.match(raw)
+    if match is None:
+        return None
+    items = {b"UID": match[2], b"INTERNALDATE": match[4]}
+    for item in _METADATA_ITEM.finditer(match[5]):
+        items[item[2].upper()] = item[1]
+    return int(match[1]), int(match[3]), items
 
 
 def item_value(raw: bytes, span: ItemSpan) -> bytes | None:

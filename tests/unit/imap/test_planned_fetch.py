@@ -7,6 +7,7 @@ from __future__ import annotations
 from smime_proxy.imap.fetch_answers import MailboxKey, ViewCache
 from smime_proxy.imap.session import MessageOpened
 from smime_proxy.imap.views import MessageView
+from smime_proxy.imap.wire.spans import metadata_items
 from support.imap_transcript import (
     CLS,
     PLAIN,
@@ -129,3 +130,32 @@ def test_an_expunge_renumbers_the_plan() -> None:
     run.upstream(b"* 1 FETCH (UID 9" + DATE + b" FLAGS ())\r\nf2 OK Fetch completed.\r\n")
     assert run.client_out() == (b"* 1 FETCH (RFC822.SIZE %d)\r\nf2 OK Fetch completed.\r\n"
                                 % MessageView(SHOWN).size)
+
+
+def test_the_usual_answer_and_any_other_shape_give_the_same_response() -> None:
+    """Dovecot's usual `UID INTERNALDATE FLAGS MODSEQ` answer is read by one expression
+    (`metadata_items`); an answer with another item in it by `fetch_spans`: the client's
+    response is the same either way."""
+    outputs = []
+    for extra in (b"", b" X-GUID 9a8b7c"):
+        views = Views()
+        run = selected(views)
+        run.client(b"f2 FETCH 2 (FLAGS RFC822.SIZE)\r\n")
+        assert run.upstream_out() == b"f2 FETCH 2 (UID INTERNALDATE FLAGS)\r\n"
+        run.upstream(b"* 2 FETCH (UID 9" + DATE + b" FLAGS (\\Seen $Work) MODSEQ (12)" + extra
+                     + b")\r\nf2 OK Fetch completed.\r\n")
+        outputs.append(run.client_out())
+    assert outputs[0] == outputs[1] == (b"* 2 FETCH (FLAGS (\\Seen $Work) RFC822.SIZE %d "
+                                        b"MODSEQ (12))\r\nf2 OK Fetch completed.\r\n"
+                                        % MessageView(SHOWN).size)
+
+
+def test_metadata_items_reads_only_the_usual_shape() -> None:
+    raw = b'* 3 FETCH (UID 7 INTERNALDATE "01-Jun-2026 12:00:00 +0000" MODSEQ (5) FLAGS ())\r\n'
+    assert metadata_items(raw) == (3, 7, {
+        b"UID": b"UID 7", b"INTERNALDATE": b'INTERNALDATE "01-Jun-2026 12:00:00 +0000"',
+        b"MODSEQ": b"MODSEQ (5)", b"FLAGS": b"FLAGS ()"})
+    for other in (b"* 3 FETCH (UID 7 FLAGS ())\r\n",
+                  b'* 3 FETCH (UID 7 INTERNALDATE "x" FLAGS (\\Seen) BODY[] {1}\r\nx)\r\n',
+                  b'* 3 FETCH (UID 7 INTERNALDATE "x" FLAGS (a)) trailing\r\n'):
+        assert metadata_items(other) is None
