@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 from test_imap_parsing import response_items, values  # type: ignore[import-not-found]
 
 from smime_proxy.imap.wire import FetchResponse, ParseError, parse_response
-from smime_proxy.imap.wire.spans import fetch_spans, item_value, without_items
+from smime_proxy.imap.wire.spans import (
+    fetch_spans,
+    item_value,
+    metadata_items,
+    uid_value,
+    without_items,
+)
 
 responses = st.builds(
     lambda number, items: FetchResponse(number, tuple(items)),
@@ -82,3 +88,28 @@ def test_adjacent_lists_of_dovecot_parse() -> None:
     envelope = response.items[0][1]
     assert isinstance(envelope, tuple) and len(envelope[2]) == 2
     assert fetch_spans(raw).complete
+
+
+_flag = st.sampled_from([b"\\Seen", b"\\Answered", b"\\Deleted", b"$Work", b"NonJunk", b"\\*"])
+_metadata_tail = st.lists(st.one_of(
+    st.lists(_flag, max_size=4).map(lambda flags: b"FLAGS (" + b" ".join(flags) + b")"),
+    st.integers(1, 2**63).map(lambda modseq: b"MODSEQ (%d)" % modseq),
+    st.sampled_from([b"X-GUID abc", b"RFC822.SIZE 12", b'X-MAILBOX "a b"', b"FLAGS x"]),
+), max_size=3)
+
+
+@given(st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1), _metadata_tail)
+@settings(max_examples=400)
+def test_metadata_items_reads_what_fetch_spans_reads_or_nothing(
+        number: int, uid: int, tail: list[bytes]) -> None:
+    """The one-expression reading of a planned pass's answer agrees with `fetch_spans` on
+    every item, or declines (None) and leaves the answer to it."""
+    raw = (b'* %d FETCH (UID %d INTERNALDATE "01-Jun-2026 12:00:00 +0000"' % (number, uid)
+           + b"".join(b" " + item for item in tail) + b")\r\n")
+    quick = metadata_items(raw)
+    if quick is None:
+        assert any(not item.startswith((b"FLAGS (", b"MODSEQ (")) for item in tail)
+        return
+    spans = fetch_spans(raw)
+    assert quick == (spans.number, uid_value(raw, spans),
+                     {s.name: raw[s.start : s.end] for s in spans.items})
