@@ -85,23 +85,6 @@ KNOWN_NAMES: Final = frozenset({KNOWN_MARK_NAME, UID_NAME})
 _OPEN_NAMES: Final = frozenset({fetch_rewrite.WHOLE_NAME, UID_NAME})
 LARGE_ANSWER: Final = 1024 * 1024  # an answer this large is sent as its pieces
 MAX_KNOWN_PLAIN: Final = 200_000  # UIDs remembered as plain per selected mailbox
-_LISTING_CONTENT: Final = frozenset({"ENVELOPE", "RFC822.SIZE", "RFC822.HEADER"})
-_HEADER_TEXTS: Final = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
-
-
-def is_listing(item: FetchItem) -> bool:
-    """Whether a client may be given the item of an encrypted message while the key is
-    locked, as the upstream stores it: what a client lists and syncs a folder with (flags,
-    dates, sizes, the envelope, top-level header fields). Never the structure or a body
-    part: a client decides from those how to fetch and show the content, and would keep
-    them (RFC 9051 2.3.1.1: a UID's content never changes)."""
-    if not fetch_rewrite.is_content(item) or item.name in _LISTING_CONTENT:
-        return True
-    section = item.section
-    return (item.name == "BODY" and section is not None and not section.part
-            and section.text in _HEADER_TEXTS and item.origin is None)
-
-
 MailboxKey = tuple[bytes, int]  # the selected mailbox's name as the client gave it, UIDVALIDITY
 
 
@@ -122,6 +105,11 @@ class ViewCache:
     def key_unlocked(self) -> bool:
         """Whether the user's key is unlocked now (an encrypted message can be opened)."""
         return True
+
+    def locks(self) -> int:
+        """How many of the user's unlocks have ended so far (a view found before a change of
+        it may belong to an unlock that has ended)."""
+        return 0
 
     def get_all(self, mailbox: MailboxKey, uids: list[int]) -> dict[int, MessageView] | None:
         """The views of all these UIDs, or None when one is not kept."""
@@ -175,7 +163,7 @@ class ContentFetch:
         sort = FetchCommand(command.tag, command.uid, command.sequence_set, tuple(items), None,
                             command.modifiers)
         self._inflight = FetchJob(command, relays, frozenset(strip),
-                                  listing=all(is_listing(item) for item in command.items))
+                                  listing=fetch_rewrite.lists_only(command))
         self._out.append(SendToUpstream(sort.render()))
 
     def _start_known(self, command: FetchCommand) -> bool:
@@ -208,7 +196,8 @@ class ContentFetch:
                             command.modifiers)
         copies = not relays and (self.read_only or not fetch_rewrite.sets_seen(command))
         self._inflight = FetchJob(command, relays, frozenset(strip), known=known,
-                                  listing=all(is_listing(item) for item in command.items),
+                                  locks=self.views.locks(),
+                                  listing=fetch_rewrite.lists_only(command),
                                   copy_plan=fetch_rewrite.copy_plan(command) if copies else None)
         self._out.append(SendToUpstream(sort.render()))
         return True
@@ -300,7 +289,7 @@ class ContentFetch:
             if quick is not None:  # the usual shape, read by one expression
                 number, known_uid, items = quick
                 if known_uid not in self.known_plain and job.copy_plan is not None:
-                    view = job.known.get(known_uid)
+                    view = self._planned_view(job, known_uid)
                     answer = (None if view is None
                               else _copying(number, job.copy_plan, view, items))
                     if answer is not None:
@@ -318,9 +307,7 @@ class ContentFetch:
         if uid in self.known_plain:
             self._plain_answer(job, raw, spans, uid)
             return
-        view = job.known.get(uid)
-        if view is None and self.mailbox is not None:
-            view = self.views.get(self.mailbox, uid)
+        view = self._planned_view(job, uid)
         if view is not None and job.copy_plan is not None:
             # nothing to learn from the upstream's items: copied as it wrote them
             answer = _copying(spans.number, job.copy_plan, view,
@@ -329,6 +316,15 @@ class ContentFetch:
                 self._pass_on(job, answer)
                 return
         self._to_answer(job, raw, uid, view, None)
+
+    def _planned_view(self, job: FetchJob, uid: int) -> MessageView | None:
+        """The view the plan found for `uid`, while no unlock of the user has ended since
+        (else what the cache says now: nothing decrypted outlives its unlock)."""
+        assert job.known is not None
+        view = job.known.get(uid)
+        if view is not None and self.views.locks() == job.locks:
+            return view
+        return self.views.get(self.mailbox, uid) if self.mailbox is not None else None
 
     def _to_answer(self, job: FetchJob, raw: bytes, uid: int | None,
                    view: MessageView | None, header: bytes | None) -> None:

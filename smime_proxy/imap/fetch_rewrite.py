@@ -41,6 +41,8 @@ __all__ = [
     "content_value",
     "copy_plan",
     "is_content",
+    "is_listing",
+    "lists_only",
     "needs_rewrite",
     "prerender",
     "render_item_value",
@@ -73,6 +75,28 @@ _NOT_7BIT: Final = re.compile(rb"[\x00\x80-\xff]")
 def is_content(item: FetchItem) -> bool:
     """Whether the item is computed from the message bytes (so from the shown message)."""
     return item.name in CONTENT_ITEMS
+
+
+_LISTING_CONTENT: Final = frozenset({"ENVELOPE", "RFC822.SIZE", "RFC822.HEADER"})
+_HEADER_TEXTS: Final = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+def is_listing(item: FetchItem) -> bool:
+    """Whether a client may be given the item of an encrypted message while the key is
+    locked, as the upstream stores it: what a client lists and syncs a folder with (flags,
+    dates, sizes, the envelope, top-level header fields). Never the structure or a body
+    part: a client decides from those how to fetch and show the content, and would keep
+    them (RFC 9051 2.3.1.1: a UID's content never changes)."""
+    if not is_content(item) or item.name in _LISTING_CONTENT:
+        return True
+    section = item.section
+    return (item.name == "BODY" and section is not None and not section.part
+            and section.text in _HEADER_TEXTS and item.origin is None)
+
+
+def lists_only(command: FetchCommand) -> bool:
+    """Whether every item of the FETCH is a listing item (`is_listing`)."""
+    return all(is_listing(item) for item in command.items)
 
 
 def needs_rewrite(command: FetchCommand) -> bool:

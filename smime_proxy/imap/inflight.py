@@ -87,6 +87,7 @@ class FetchJob:
     # Planned from what is known of each message (`imap.uid_map`): the sort pass asks for
     # no classification fields, and these views (by UID) answer their messages
     known: dict[int, MessageView] | None = None
+    locks: int = 0  # the user's ended unlocks when they were found (`ViewCache.locks`)
     # how a view answers when the upstream's items are copied (`fetch_rewrite.copy_plan`)
     copy_plan: tuple[tuple[bytes, FetchItem | None], ...] | None = None
 

@@ -186,6 +186,9 @@ class UserViews(ViewCache):
         return self._views.get((self._user, mailbox[0], mailbox[1], uid),
                                self._current_unlock)
 
+    def locks(self) -> int:
+        return self._views.lock_count(self._user)
+
     def get_all(self, mailbox: MailboxKey, uids: list[int]) -> dict[int, MessageView] | None:
         return self._views.get_all([(self._user, mailbox[0], mailbox[1], uid) for uid in uids],
                                    self._current_unlock)

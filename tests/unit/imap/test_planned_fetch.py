@@ -26,6 +26,10 @@ DATE = b' INTERNALDATE "01-Jun-2026 12:00:00 +0000"'
 class Views(ViewCache):
     def __init__(self) -> None:
         self.kept: dict[int, MessageView] = {}
+        self.ended = 0  # unlocks ended so far
+
+    def locks(self) -> int:
+        return self.ended
 
     def get(self, mailbox: MailboxKey, uid: int) -> MessageView | None:
         return self.kept.get(uid)
@@ -159,3 +163,22 @@ def test_metadata_items_reads_only_the_usual_shape() -> None:
                   b'* 3 FETCH (UID 7 INTERNALDATE "x" FLAGS (\\Seen) BODY[] {1}\r\nx)\r\n',
                   b'* 3 FETCH (UID 7 INTERNALDATE "x" FLAGS (a)) trailing\r\n'):
         assert metadata_items(other) is None
+
+
+def test_a_lock_during_a_planned_fetch_serves_nothing_it_found_before() -> None:
+    """The plan holds the views it found; if the key locks before the upstream answers,
+    they are not served (nothing decrypted outlives its unlock): the message is opened
+    again, which asks for the key."""
+    views = Views()
+    run = selected(views)
+    run.client(b"f2 FETCH 2 (BODY.PEEK[])\r\n")
+    assert run.upstream_out() == b"f2 FETCH 2 (UID INTERNALDATE FLAGS)\r\n"
+    views.kept.clear()
+    views.ended += 1  # the key locked: the cache dropped what was decrypted
+    run.upstream(b"* 2 FETCH (UID 9" + DATE + b" FLAGS ())\r\nf2 OK Fetch completed.\r\n")
+    assert run.client_out() == b""
+    assert run.upstream_out() == b"~spx2 FETCH 2 (UID BODY.PEEK[])\r\n"
+    run.upstream(b"* 2 FETCH (UID 9 BODY[] " + literal(b"smime") + b")\r\n"
+                 b"~spx2 OK Fetch completed.\r\n")
+    run.opened(MessageOpened(run.opens[-1].request_id, "locked"))
+    assert b"NO [UNAVAILABLE]" in run.client_out()
