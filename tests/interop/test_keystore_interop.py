@@ -3,6 +3,7 @@ OpenSSL and gpgsm export imports into our store; the key at rest is a standard P
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -310,8 +311,17 @@ def test_gpgsm_export_imports_back(
 ) -> None:
     cert = mail.generate("carol", "carol@example.org", SECURE_PW, NOW)
     p12 = files / "carol-legacy.p12"
-    p12.write_bytes(mail.export_pkcs12("carol", SECURE_PW, EXPORT_PW, legacy=True))
-    gpgsm(gnupghome, files / "export-pw", "--import", str(p12))
+    # gpgsm 2.2 cannot parse about 1 in 50 PKCS#12 files that OpenSSL, NSS and pyca read,
+    # every time for a given file (tests/support/interop.py `_import_secret`); exported
+    # again, with a new salt and IV, it imports. A real problem fails every attempt.
+    for _ in range(3):
+        p12.write_bytes(mail.export_pkcs12("carol", SECURE_PW, EXPORT_PW, legacy=True))
+        with contextlib.suppress(AssertionError):
+            gpgsm(gnupghome, files / "export-pw", "--import", str(p12))
+            break
+    else:
+        p12.write_bytes(mail.export_pkcs12("carol", SECURE_PW, EXPORT_PW, legacy=True))
+        gpgsm(gnupghome, files / "export-pw", "--import", str(p12))
     exported = files / "from-gpgsm.p12"
     gpgsm(
         gnupghome,
