@@ -15,7 +15,9 @@ May import: config, crypto, services, imap.opening (inside: the functions a proc
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import multiprocessing
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -57,22 +59,41 @@ class OpenProcesses:
         from smime_proxy.imap import opening  # the functions a process runs
 
         config = services.config
-        settings = ChildSettings(
+        self._settings = ChildSettings(
             tuple(root.public_bytes(Encoding.DER) for root in services.trust_roots),
             config.unauthenticated_content, config.signatures)
+        self._count = count
         self._open_in_child = opening.open_in_child
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            count, mp_context=multiprocessing.get_context("spawn"),
-            initializer=opening.start_child, initargs=(settings,))
-        for _ in range(count):  # start them now, not at the first message
-            self._pool.submit(int)
+        self._start_child = opening.start_child
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            self._count, mp_context=multiprocessing.get_context("spawn"),
+            initializer=self._start_child, initargs=(self._settings,))
+        for _ in range(self._count):  # start them now, not at the first message
+            pool.submit(int)
+        return pool
 
     def open(self, raw: bytes, key: ContentKey, now: datetime) -> ChildOpened:
-        """Blocking (a front thread): the message opened in a process."""
+        """Blocking (a front thread): the message opened in a process. A process that dies
+        (killed, out of memory) breaks the pool: a new one is started for what follows,
+        and this message is shown as stored."""
+        pool = self._pool
         try:
-            return self._pool.submit(self._open_in_child, raw, key.key, now).result()
-        except Exception:  # a process died (BrokenProcessPool) or the pool stopped
+            return pool.submit(self._open_in_child, raw, key.key, now).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool and not self._stopped:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = self._new_pool()
+            return ChildOpened(b"", (), None, {}, error="internal")
+        except Exception:  # the pool stopped
             return ChildOpened(b"", (), None, {}, error="internal")
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._stopped = True
+            self._pool.shutdown(wait=False, cancel_futures=True)

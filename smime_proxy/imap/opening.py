@@ -204,10 +204,13 @@ def _open_elsewhere(services: Services, user: str, raw: bytes, request_id: int,
         if (certificate := load_certificate(der)) is not None
         for preferred in [None if preferred_der is None else load_certificate(preferred_der)]],
         opened.from_address)
-    view = MessageView(opened.content)
+    result = MessageOpened(request_id, "opened", opened.content, decrypted=True, unlock=agent)
+    try:
+        view = MessageView(opened.content)
+    except Exception:  # the session tries again, and says what failed
+        return result
     view.rendered.update(opened.rendered)
-    return MessageOpened(request_id, "opened", opened.content, decrypted=True, unlock=agent,
-                         view=view)
+    return replace(result, view=view)
 
 
 # -- in a worker process (imap.open_processes) ---------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import signal
 import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -98,3 +99,25 @@ def test_workers_open_signed_encrypted_mail_without_the_private_key(
     assert any(memory_contains(with_processes.proc.pid, form) for form in forms)
     for worker in workers:
         assert not any(memory_contains(worker, form) for form in forms)
+
+
+def test_a_killed_worker_is_replaced_and_reading_goes_on(
+        with_processes: DemoProxy, upstream: Upstream) -> None:
+    """A worker that dies (killed, out of memory) breaks the pool: the message in flight is
+    shown as stored (`error=internal`), a new pool is started, and reading goes on."""
+    token = os.urandom(4).hex()
+    _deliver(with_processes, upstream, token)
+    with_processes.unlock("bob")
+    assert b"signature=valid" in _read(with_processes, token).split(b"\r\n", 1)[0]
+    old = _workers(with_processes.proc.pid)
+    for pid in old:
+        os.kill(pid, signal.SIGKILL)
+    statuses = []
+    for _ in range(3):
+        statuses.append(_read(with_processes, token).split(b"\r\n", 1)[0])
+        if b"signature=valid" in statuses[-1]:
+            break
+    assert b"signature=valid" in statuses[-1], statuses
+    assert all(b"error=internal" in s for s in statuses[:-1]), statuses
+    new = _workers(with_processes.proc.pid)
+    assert len(new) == 2 and not set(new) & set(old)
