@@ -243,7 +243,6 @@ class _Envelope:
     @classmethod
     def read(cls, cms_der: bytes) -> _Envelope:
         skeleton, ciphertext = split_encrypted_content(cms_der)
-        del cms_der
         if ciphertext is None:
             raise UnsupportedAlgorithm("encrypted message without its content (detached)")
         info = asn1.parse(cms.ContentInfo, skeleton, "encrypted message")
@@ -272,25 +271,25 @@ class _Envelope:
 @asn1.malformed_on_error("encrypted message")
 def open_enveloped(cms_der: bytes, agent: KeyAgent | ContentKey) -> Opened:
     """Decrypt EnvelopedData or AuthEnvelopedData with the agent's key (or the message's
-    content-encryption key, recovered already)."""
+    content-encryption key, recovered already). The ciphertext is read in place in
+    `cms_der`, which the caller lets go once this returns."""
     envelope = _Envelope.read(cms_der)
-    del cms_der  # the caller passes its only reference: free 100 MB early
-    kind, body, alg, alg_oid = envelope.kind, envelope.body, envelope.alg, envelope.alg_oid
-    key_length, cipher_name = envelope.key_length, envelope.cipher_name
-    ciphertext, recipient_infos = envelope.ciphertext, envelope.recipient_infos
-    del envelope
     if isinstance(agent, ContentKey):
-        if len(agent.key) != key_length:
+        if len(agent.key) != envelope.key_length:
             raise DecryptionFailed("cannot decrypt this message")
         cek = agent.key
     else:
-        cek = _recover_key(recipient_infos, agent, key_length, ciphertext_check=None)
-    if kind == oids.AUTH_ENVELOPED_DATA:
+        cek = _recover_key(envelope.recipient_infos, agent, envelope.key_length,
+                           ciphertext_check=None)
+    body = envelope.body
+    if envelope.kind == oids.AUTH_ENVELOPED_DATA:
         tag: bytes = asn1.guarded("authentication tag", lambda: body["mac"].native)
         if not isinstance(body["auth_attrs"], core.Void):
             raise UnsupportedAlgorithm("authenticated attributes in AuthEnvelopedData")
-        return Opened((_decrypt_gcm(cek, alg, ciphertext, tag),), cipher_name, True)
-    return Opened(_decrypt_cbc(alg_oid, cek, alg, ciphertext), cipher_name, False)
+        return Opened((_decrypt_gcm(cek, envelope.alg, envelope.ciphertext, tag),),
+                      envelope.cipher_name, True)
+    return Opened(_decrypt_cbc(envelope.alg_oid, cek, envelope.alg, envelope.ciphertext),
+                  envelope.cipher_name, False)
 
 
 def _content_cipher(alg_oid: str, kind: str) -> tuple[int, str]:

@@ -149,12 +149,18 @@ class ContentFetch:
         """Send the sort pass (the job keeps the client's tag for it)."""
         if self._start_known(command):
             return
-        relays = not fetch_rewrite.sets_seen(command)
+        self._send_sort(command, CLASSIFY, relays=not fetch_rewrite.sets_seen(command))
+
+    def _send_sort(self, command: FetchCommand, added: FetchItem, *, relays: bool,
+                   known: dict[int, MessageView] | None = None) -> None:
+        """Send a sort pass: UID and `added` first, then the client's items (when it relays
+        them; else its non-content ones and FLAGS); the job cuts out what the client did not
+        ask for. `known`: the views a planned pass answers from (`_start_known`)."""
         asked = {item.response_name() for item in command.items}
-        strip = {CLASSIFY_NAME} - asked
+        strip = {added.response_name()} - asked
         if not command.uid and FetchItem("UID") not in command.items:
             strip.add(UID_NAME)
-        items: list[FetchItem] = [FetchItem("UID"), CLASSIFY]
+        items: list[FetchItem] = [FetchItem("UID"), added]
         for item in command.items:
             if (relays or not fetch_rewrite.is_content(item)) and item not in items:
                 items.append(item)
@@ -162,8 +168,12 @@ class ContentFetch:
             items.append(fetch_rewrite.FLAGS)
         sort = FetchCommand(command.tag, command.uid, command.sequence_set, tuple(items), None,
                             command.modifiers)
+        copies = known is not None and not relays and (
+            self.read_only or not fetch_rewrite.sets_seen(command))
         self._inflight = FetchJob(command, relays, frozenset(strip),
-                                  listing=fetch_rewrite.lists_only(command))
+                                  listing=fetch_rewrite.lists_only(command), known=known,
+                                  locks=self.views.locks() if known is not None else 0,
+                                  copy_plan=fetch_rewrite.copy_plan(command) if copies else None)
         self._out.append(SendToUpstream(sort.render()))
 
     def _start_known(self, command: FetchCommand) -> bool:
@@ -181,25 +191,8 @@ class ContentFetch:
         known = self.views.get_all(self.mailbox, unknown) if unknown else {}
         if known is None:
             return False
-        relays = not known  # all plain: the client's items, relayed as they come
-        asked = {item.response_name() for item in command.items}
-        strip = {KNOWN_MARK_NAME} - asked
-        if not command.uid and FetchItem("UID") not in command.items:
-            strip.add(UID_NAME)
-        items: list[FetchItem] = [FetchItem("UID"), KNOWN_MARK]
-        for item in command.items:
-            if (relays or not fetch_rewrite.is_content(item)) and item not in items:
-                items.append(item)
-        if not relays and fetch_rewrite.FLAGS not in items:
-            items.append(fetch_rewrite.FLAGS)
-        sort = FetchCommand(command.tag, command.uid, command.sequence_set, tuple(items), None,
-                            command.modifiers)
-        copies = not relays and (self.read_only or not fetch_rewrite.sets_seen(command))
-        self._inflight = FetchJob(command, relays, frozenset(strip), known=known,
-                                  locks=self.views.locks(),
-                                  listing=fetch_rewrite.lists_only(command),
-                                  copy_plan=fetch_rewrite.copy_plan(command) if copies else None)
-        self._out.append(SendToUpstream(sort.render()))
+        # all plain: the client's items, relayed as they come
+        self._send_sort(command, KNOWN_MARK, relays=not known, known=known)
         return True
 
     # -- upstream responses -------------------------------------------------------------------
