@@ -16,7 +16,6 @@ from __future__ import annotations
 import imaplib
 import os
 import signal
-import ssl
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ import pytest
 from smime_proxy.app import stores_of
 from smime_proxy.harness import Upstream
 from smime_proxy.smime import Recipient, encrypt_message, is_encrypted
-from support.demo_proxy import DemoProxy, private_key_forms, start_demo_proxy, start_variant
+from support.demo_proxy import DemoProxy, demo_variant, private_key_forms, read_by_subject
 from support.procmem import memory_contains, processes
 
 BODY = "the agent opened this"
@@ -37,16 +36,8 @@ def with_agent(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[DemoProxy]:
     """The demo daemon's copy with a key agent process (its own socket directory)."""
     work = tmp_path_factory.mktemp("agent")
-    demo = start_demo_proxy(upstream, work / "demo", work / "demo.log")
-    try:
-        proxy = start_variant(demo, work / "variant", work / "variant.log",
-                              agent={"socket": str(work / "run" / "agent.sock")})
-    finally:
-        demo.stop()
-    try:
+    with demo_variant(upstream, work, agent={"socket": str(work / "run" / "agent.sock")}) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 def _agent_pid(daemon_pid: int) -> int:
@@ -76,16 +67,7 @@ def _deliver_encrypted(proxy: DemoProxy, upstream: Upstream, user: str, token: s
 
 def _read(proxy: DemoProxy, user: str, token: str) -> tuple[str, bytes]:
     """(the tagged status, the body) of the message `agent <token>` through the IMAP front."""
-    context = ssl.create_default_context(cafile=str(proxy.tls_ca))
-    with imaplib.IMAP4(proxy.host, proxy.imap_port) as imap:
-        imap.starttls(context)
-        imap.login(user, proxy.mail_passwords[user])
-        imap.select("INBOX", readonly=True)
-        _, found = imap.uid("SEARCH", "SUBJECT", f'"agent {token}"')
-        [uid] = (found[0] or b"").split()
-        status, data = imap.uid("FETCH", uid.decode(), "(BODY.PEEK[TEXT])")
-        body = b"".join(part[1] for part in data if isinstance(part, tuple))
-        return status, body
+    return read_by_subject(proxy, user, f"agent {token}")
 
 
 def test_the_daemon_holds_no_key_and_reads_through_the_agent(

@@ -13,17 +13,15 @@ from __future__ import annotations
 import imaplib
 import os
 import signal
-import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-import yaml
 
 from smime_proxy.app import stores_of
 from smime_proxy.harness import Upstream
 from smime_proxy.smime import Recipient, encrypt_message, sign_message
-from support.demo_proxy import DemoProxy, private_key_forms, start_demo_proxy, start_variant
+from support.demo_proxy import DemoProxy, demo_variant, private_key_forms, read_by_subject
 from support.procmem import memory_contains, processes
 
 BODY = "opened in a worker process"
@@ -33,17 +31,9 @@ BODY = "opened in a worker process"
 def with_processes(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[DemoProxy]:
     work = tmp_path_factory.mktemp("open-processes")
-    demo = start_demo_proxy(upstream, work / "demo", work / "demo.log")
-    try:
-        imap = yaml.safe_load(demo.config.read_text(encoding="utf-8")).get("imap") or {}
-        proxy = start_variant(demo, work / "variant", work / "variant.log",
-                              imap={**imap, "open_processes": 2})
-    finally:
-        demo.stop()
-    try:
+    # the demo's config has no imap section: only the worker processes are set
+    with demo_variant(upstream, work, imap={"open_processes": 2}) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 def _workers(daemon_pid: int) -> list[int]:
@@ -71,16 +61,9 @@ def _deliver(proxy: DemoProxy, upstream: Upstream, token: str) -> None:
 
 
 def _read(proxy: DemoProxy, token: str) -> bytes:
-    context = ssl.create_default_context(cafile=str(proxy.tls_ca))
-    with imaplib.IMAP4(proxy.host, proxy.imap_port) as imap:
-        imap.starttls(context)
-        imap.login("bob", proxy.mail_passwords["bob"])
-        imap.select("INBOX", readonly=True)
-        _, found = imap.uid("SEARCH", "SUBJECT", f'"workers {token}"')
-        [uid] = (found[0] or b"").split()
-        status, data = imap.uid("FETCH", uid.decode(), "(BODY.PEEK[])")
-        assert status == "OK"
-        return b"".join(part[1] for part in data if isinstance(part, tuple))
+    status, shown = read_by_subject(proxy, "bob", f"workers {token}", "BODY.PEEK[]")
+    assert status == "OK"
+    return shown
 
 
 def test_workers_open_signed_encrypted_mail_without_the_private_key(

@@ -25,7 +25,7 @@ from smime_proxy.harness import Upstream
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.smime import Recipient, encrypt_message
 from support import mailbox
-from support.demo_proxy import DemoProxy, start_demo_proxy, start_variant
+from support.demo_proxy import DemoProxy, read_by_subject, start_demo_proxy, start_variant
 from support.postgres import PostgresServer, postgres_bin_dir
 from support.redis import RedisServer, redis_server_binary
 from support.smime_check import smime_type
@@ -114,15 +114,7 @@ def _deliver_encrypted(cluster: Cluster, upstream: Upstream, token: str) -> None
 
 def _read(node: DemoProxy, token: str) -> tuple[str, bytes]:
     """bob reads `nodes <token>` through `node`'s IMAP: (tagged status, body)."""
-    context = ssl.create_default_context(cafile=str(node.tls_ca))
-    with imaplib.IMAP4(node.host, node.imap_port) as imap:
-        imap.starttls(context)
-        imap.login("bob", node.mail_passwords["bob"])
-        imap.select("INBOX", readonly=True)
-        _, found = imap.uid("SEARCH", "SUBJECT", f'"nodes {token}"')
-        [uid] = (found[0] or b"").split()
-        status, data = imap.uid("FETCH", uid.decode(), "(BODY.PEEK[TEXT])")
-        return status, b"".join(part[1] for part in data if isinstance(part, tuple))
+    return read_by_subject(node, "bob", f"nodes {token}")
 
 
 def test_unlock_on_a_read_on_b_sign_on_a_lock_on_b(cluster: Cluster,

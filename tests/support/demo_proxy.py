@@ -11,13 +11,18 @@ endpoint's JSON API (HTTPS, HTTP Basic with the mail login), as ``smime-proxy un
 ``start_variant(proxy, workdir, log, **settings)`` runs a second ``smime-proxy serve`` on a
 copy of a running demo proxy's config and data directory (same server CA, same keys, every key
 locked), with its own listener ports and the given top-level settings changed (e.g.
-``signatures="keep"``).
+``signatures="keep"``); ``demo_variant(upstream, workdir, **settings)`` is one for a module's
+tests, the demo it is copied from already stopped.
+
+``read_by_subject(proxy, user, subject, item)`` reads a message through the IMAP front;
+``private_key_forms(proxy, user)`` is what of a user's key a memory search looks for.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import imaplib
 import json
 import os
 import shutil
@@ -30,6 +35,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -208,3 +214,33 @@ def private_key_forms(proxy: DemoProxy, user: str) -> list[bytes]:
     size = (secret.bit_length() + 7) // 8
     forms += [secret.to_bytes(size, "big")[:24], secret.to_bytes(size, "little")[:24]]
     return forms
+
+
+@contextlib.contextmanager
+def demo_variant(upstream: Upstream, workdir: Path, **settings: Any) -> Iterator[DemoProxy]:
+    """`start_variant` of a fresh demo proxy with `settings`, the demo stopped once copied;
+    the variant is stopped on leaving."""
+    demo = start_demo_proxy(upstream, workdir / "demo", workdir / "demo.log")
+    try:
+        proxy = start_variant(demo, workdir / "variant", workdir / "variant.log", **settings)
+    finally:
+        demo.stop()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+def read_by_subject(proxy: DemoProxy, user: str, subject: str,
+                    item: str = "BODY.PEEK[TEXT]") -> tuple[str, bytes]:
+    """(the tagged status, the item's bytes) of the message with `subject` in `user`'s INBOX,
+    read through the proxy's IMAP front (STARTTLS, the mailbox examined)."""
+    context = ssl.create_default_context(cafile=str(proxy.tls_ca))
+    with imaplib.IMAP4(proxy.host, proxy.imap_port) as imap:
+        imap.starttls(context)
+        imap.login(user, proxy.mail_passwords[user])
+        imap.select("INBOX", readonly=True)
+        _, found = imap.uid("SEARCH", "SUBJECT", f'"{subject}"')
+        [uid] = (found[0] or b"").split()
+        status, data = imap.uid("FETCH", uid.decode(), f"({item})")
+        return status, b"".join(part[1] for part in data if isinstance(part, tuple))
