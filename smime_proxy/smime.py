@@ -275,13 +275,18 @@ def seal_stored_copy(message: bytes, certificate: x509.Certificate) -> bytes:
 def message_content_key(message: bytes, agent: KeyAgent) -> ContentKey:
     """The content-encryption key of a whole-message encryption, recovered with the agent's
     key: what `decrypt_message` needs where the private key is not (one message's worth)."""
-    outer = parse_entity(message)
+    return recover_content_key(_enveloped_der(parse_entity(message)), agent)
+
+
+def _enveloped_der(outer: Entity) -> bytes:
+    """The EnvelopedData or AuthEnvelopedData DER of a whole-message encryption; raises
+    NotEncrypted for anything else."""
     cms_der = _whole_message_cms(outer)
     if cms_der is None:
         raise NotEncrypted(_not_whole_reason(outer, "encrypted"))
     if content_type_of(cms_der) not in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA):
         raise NotEncrypted("the message is S/MIME but not encrypted")
-    return recover_content_key(cms_der, agent)
+    return cms_der
 
 
 def decrypt_message(message: bytes, agent: KeyAgent | ContentKey) -> DecryptedMessage:
@@ -292,15 +297,8 @@ def decrypt_message(message: bytes, agent: KeyAgent | ContentKey) -> DecryptedMe
     decrypted entity.
     """
     outer = parse_entity(message)
-    cms_der = _whole_message_cms(outer)
-    if cms_der is None:
-        raise NotEncrypted(_not_whole_reason(outer, "encrypted"))
-    kind = content_type_of(cms_der)
-    if kind not in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA):
-        raise NotEncrypted("the message is S/MIME but not encrypted")
-    cms_list = [cms_der]
-    del cms_der
-    opened = open_enveloped(cms_list.pop(), agent)  # hand over the only reference
+    # the only reference is handed over: the DER goes when the decryption returns
+    opened = open_enveloped(_enveloped_der(outer), agent)
     if not opened.authenticated and not _plausible_text(opened.parts[0][:64]):
         # A wrong key (RFC 3218 random substitute) passes CBC padding 1 time in 256: the
         # garbage is caught here and reported exactly like every other failure. (GCM's tag
