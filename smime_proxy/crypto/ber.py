@@ -6,11 +6,15 @@ indefinite element once per nesting level and copies its contents at each level 
 1.2 GB for 100 MB). Here one pass over byte offsets finds the encrypted content, joins its
 chunks once, and hands asn1crypto a small DER skeleton with the content left out.
 
+The same walker reads small structures where asn1crypto's objects cost more than the work
+(`elements`, `children`, `primitive`, `dotted`: the signed attributes, crypto.attributes).
+
 May import: errors, crypto.der, stdlib.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from smime_proxy.crypto import der
@@ -26,10 +30,20 @@ def _header(buf: bytes, pos: int) -> tuple[int, int, int]:
     if pos + 2 > end:
         raise MalformedMessage("truncated BER element")
     tag = buf[pos]
+    pos += 1
     if tag & 0x1F == 0x1F:
-        raise MalformedMessage("unexpected high-tag-number form in an envelope")
-    first = buf[pos + 1]
-    pos += 2
+        # X.690 8.1.2.4: the number follows in base 128; `tag` keeps the first octet (class,
+        # form and 0x1F), which no field we look for has
+        number_start = pos
+        while pos < end and buf[pos] & 0x80:
+            pos += 1
+        pos += 1
+        if pos - number_start > 4:
+            raise MalformedMessage("BER tag number too large")
+    if pos >= end:
+        raise MalformedMessage("truncated BER element")
+    first = buf[pos]
+    pos += 1
     if first < 0x80:
         return tag, pos, first
     count = first & 0x7F
@@ -44,16 +58,16 @@ def _header(buf: bytes, pos: int) -> tuple[int, int, int]:
 
 
 @dataclass(frozen=True)
-class _Tlv:
+class Tlv:
     tag: int  # identifier octet
     begin: int  # first byte of the identifier
     start: int  # first byte of the contents
     end: int  # end of the contents
     stop: int  # end of the element, end-of-contents octets included
-    kids: tuple[_Tlv, ...] | None = None  # children, when finding the end walked them
+    kids: tuple[Tlv, ...] | None = None  # children, when finding the end walked them
 
 
-def _element(buf: bytes, pos: int, depth: int = 0) -> _Tlv:
+def _element(buf: bytes, pos: int, depth: int = 0) -> Tlv:
     if depth > _MAX_DEPTH:
         raise MalformedMessage("BER nested too deeply")
     tag, start, length = _header(buf, pos)
@@ -61,12 +75,12 @@ def _element(buf: bytes, pos: int, depth: int = 0) -> _Tlv:
         end = start + length
         if end > len(buf):
             raise MalformedMessage("truncated BER element")
-        return _Tlv(tag, pos, start, end, end)
+        return Tlv(tag, pos, start, end, end)
     cursor = start
-    kids: list[_Tlv] = []
+    kids: list[Tlv] = []
     while True:
         if buf[cursor : cursor + 2] == _EOC:
-            return _Tlv(tag, pos, start, cursor, cursor + 2, tuple(kids))
+            return Tlv(tag, pos, start, cursor, cursor + 2, tuple(kids))
         if cursor >= len(buf):
             raise MalformedMessage("missing end-of-contents")
         kid = _element(buf, cursor, depth + 1)
@@ -74,7 +88,7 @@ def _element(buf: bytes, pos: int, depth: int = 0) -> _Tlv:
         cursor = kid.stop
 
 
-def _children(buf: bytes, parent: _Tlv) -> list[_Tlv]:
+def _children(buf: bytes, parent: Tlv) -> list[Tlv]:
     if parent.kids is not None:  # an indefinite-length element already walked
         return list(parent.kids)
     items = []
@@ -88,7 +102,7 @@ def _children(buf: bytes, parent: _Tlv) -> list[_Tlv]:
     return items
 
 
-def _string_chunks(buf: bytes, item: _Tlv, out: list[memoryview]) -> None:
+def _string_chunks(buf: bytes, item: Tlv, out: list[memoryview]) -> None:
     """Collect the value of a (possibly constructed) OCTET STRING (X.690 8.7.3)."""
     if not item.tag & 0x20:
         out.append(memoryview(buf)[item.start : item.end])
@@ -107,10 +121,31 @@ def content_type(ber: bytes) -> str:
     oid_tag, oid_start, oid_length = _header(ber, start)
     if oid_tag != 0x06 or oid_length <= 0 or oid_start + oid_length > len(ber):
         raise MalformedMessage("CMS object does not start with a content type")
-    return _dotted(ber[oid_start : oid_start + oid_length])
+    return dotted(ber[oid_start : oid_start + oid_length])
 
 
-def _dotted(body: bytes) -> str:
+def elements(buf: bytes) -> list[Tlv]:
+    """The elements one after the other that make up `buf` (a SET's or SEQUENCE's contents),
+    each walked to its end; MalformedMessage for anything truncated or overrunning."""
+    return _children(buf, Tlv(0x30, 0, 0, len(buf), len(buf)))
+
+
+def children(buf: bytes, parent: Tlv) -> list[Tlv]:
+    """The elements inside a constructed `parent` of `buf`."""
+    if not parent.tag & 0x20:
+        raise MalformedMessage("a primitive BER element where a constructed one belongs")
+    return _children(buf, parent)
+
+
+def primitive(buf: bytes, item: Tlv, tag: int, what: str) -> bytes:
+    """The contents of a primitive element that must carry `tag` (a DER-only field)."""
+    if item.tag != tag:
+        raise MalformedMessage(f"malformed {what}")
+    return buf[item.start : item.end]
+
+
+@functools.lru_cache(maxsize=1024)
+def dotted(body: bytes) -> str:
     """X.690 8.19: OID contents to dotted text."""
     arcs: list[int] = []
     value = 0
@@ -159,7 +194,7 @@ def split_encrypted_content(ber: bytes) -> tuple[bytes, bytes | memoryview | Non
     content: bytes | memoryview = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     del chunks
 
-    def raw(item: _Tlv) -> bytes:
+    def raw(item: Tlv) -> bytes:
         return ber[item.begin : item.stop]
 
     new_fields = [

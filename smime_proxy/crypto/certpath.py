@@ -5,12 +5,14 @@ certificate whose EKU, if present, allows emailProtection (or anyExtendedKeyUsag
 if present, allows digitalSignature or nonRepudiation. CA policy: cryptography's WebPKI CA
 defaults except EKU, which is optional but must allow emailProtection when present.
 
-May import: errors, cryptography.
+May import: errors, cryptography, stdlib.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -72,6 +74,42 @@ def _ee_policy() -> verification.ExtensionPolicy:
     )
 
 
+class _ValidatedChains:
+    """Chains validated already, by their inputs, with the window in which they hold.
+
+    A correspondent's every message brings the same certificates: their chain is built and
+    checked once (cryptography's verifier cost a tenth of opening a signed message), then
+    reused while `now` is inside every certificate's validity period, the only check of
+    path validation that depends on the time (RFC 5280 6.1.3 (a)(2)). A failure is not kept.
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.chains: OrderedDict[object, tuple[list[x509.Certificate], dt.datetime,
+                                               dt.datetime]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: object, now: dt.datetime) -> list[x509.Certificate] | None:
+        with self.lock:
+            found = self.chains.get(key)
+            if found is None or not found[1] <= now <= found[2]:
+                return None
+            self.chains.move_to_end(key)
+            return list(found[0])
+
+    def put(self, key: object, chain: list[x509.Certificate]) -> None:
+        start = max(certificate.not_valid_before_utc for certificate in chain)
+        end = min(certificate.not_valid_after_utc for certificate in chain)
+        with self.lock:
+            self.chains[key] = (list(chain), start, end)
+            self.chains.move_to_end(key)
+            while len(self.chains) > self.size:
+                self.chains.popitem(last=False)
+
+
+_VALIDATED = _ValidatedChains()
+
+
 def validate_signer_chain(
     signer: x509.Certificate,
     intermediates: Sequence[x509.Certificate],
@@ -81,6 +119,21 @@ def validate_signer_chain(
     """Return the validated chain (signer first, root last) or raise ChainUntrusted."""
     if not trust_roots:
         raise ChainUntrusted("no trust roots configured")
+    key = (signer, tuple(intermediates), tuple(trust_roots))
+    known = _VALIDATED.get(key, now)
+    if known is not None:
+        return known
+    chain = _validate(signer, intermediates, trust_roots, now)
+    _VALIDATED.put(key, chain)
+    return chain
+
+
+def _validate(
+    signer: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    trust_roots: Sequence[x509.Certificate],
+    now: dt.datetime,
+) -> list[x509.Certificate]:
     try:
         verifier = (
             verification.PolicyBuilder()

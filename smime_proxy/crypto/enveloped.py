@@ -34,7 +34,7 @@ from smime_proxy.crypto import asn1, der, oids
 from smime_proxy.crypto.ber import content_type as ber_content_type
 from smime_proxy.crypto.ber import split_encrypted_content
 from smime_proxy.crypto.keyagent import KeyAgent, KeyTransportPadding, hash_algorithm
-from smime_proxy.crypto.signed import issuer_and_serial
+from smime_proxy.crypto.signed import issuer_and_serial, named_by, subject_key_identifier
 from smime_proxy.errors import (
     DecryptionFailed,
     MalformedMessage,
@@ -317,19 +317,17 @@ def _recover_key(
     """
     del ciphertext_check
     cert = agent.certificate
-    our_ias = cms.IssuerAndSerialNumber.load(issuer_and_serial(cert))  # parsed once
-    our_ski = _ski(cert)
     kari_fallbacks: list[tuple[Any, Any]] = []
     for ri in recipient_infos:
         kind = ri.name
         if kind == "ktri":
             ktri = ri.chosen
-            if _rid_matches(ktri["rid"], our_ias, our_ski):
+            if _rid_matches(ktri["rid"], cert):
                 return _unwrap_ktri(ktri, agent, key_length)
         elif kind == "kari":
             kari = ri.chosen
             for rek in kari["recipient_encrypted_keys"]:
-                if _kari_rid_matches(rek["rid"], our_ias, our_ski):
+                if _kari_rid_matches(rek["rid"], cert):
                     return _unwrap_kari(kari, rek, agent, key_length)
                 kari_fallbacks.append((kari, rek))
     if isinstance(cert.public_key(), ec.EllipticCurvePublicKey):
@@ -341,41 +339,22 @@ def _recover_key(
     raise NoMatchingRecipient("this message was not encrypted to your certificate")
 
 
-def _ski(cert: x509.Certificate) -> bytes | None:
-    try:
-        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
-        return None
-
-
-def _rid_matches(rid: Any, our_ias: Any, our_ski: bytes | None) -> bool:
+def _rid_matches(rid: Any, cert: x509.Certificate) -> bool:
     if rid.name == "issuer_and_serial_number":
-        return _ias_equal(rid.chosen, our_ias)
+        return named_by(rid.chosen, cert)
     if rid.name == "subject_key_identifier":
-        return our_ski is not None and rid.chosen.native == our_ski
+        ours = subject_key_identifier(cert)
+        return ours is not None and rid.chosen.native == ours
     return False
 
 
-def _kari_rid_matches(rid: Any, our_ias: Any, our_ski: bytes | None) -> bool:
+def _kari_rid_matches(rid: Any, cert: x509.Certificate) -> bool:
     if rid.name == "issuer_and_serial_number":
-        return _ias_equal(rid.chosen, our_ias)
+        return named_by(rid.chosen, cert)
     if rid.name == "r_key_id":
-        return our_ski is not None and rid.chosen["subject_key_identifier"].native == our_ski
+        ours = subject_key_identifier(cert)
+        return ours is not None and rid.chosen["subject_key_identifier"].native == ours
     return False
-
-
-def _ias_equal(ias: Any, ours: Any) -> bool:
-    """IssuerAndSerialNumber equality: serial first (cheap), then the issuer name.
-
-    Names are compared byte for byte before falling back to asn1crypto's RFC 5280
-    normalised comparison, which costs ~2 ms per name.
-    """
-    if ias["serial_number"].native != ours["serial_number"].native:
-        return False
-    if ias["issuer"].dump() == ours["issuer"].dump():
-        return True
-    equal: bool = ias["issuer"] == ours["issuer"]
-    return equal
 
 
 def _unwrap_ktri(ktri: Any, agent: KeyAgent, key_length: int) -> bytes:

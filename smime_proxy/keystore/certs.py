@@ -1,10 +1,11 @@
 """Certificate helpers of the key store: addresses, fingerprints, key descriptions, loading.
 
-May import: errors, cryptography.
+May import: errors, cryptography, stdlib.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -40,10 +41,12 @@ def _clean(address: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1024)
 def certificate_addresses(certificate: x509.Certificate) -> tuple[str, ...]:
     """Lowercase rfc822Name SANs; the subject's emailAddress only when there is no such SAN.
 
-    Addresses that are not plain addr-specs (CR/LF, spaces, brackets...) are ignored.
+    Addresses that are not plain addr-specs (CR/LF, spaces, brackets...) are ignored. Kept
+    per certificate (immutable): a correspondent's comes with every message they sign.
     """
     found: list[str] = []
     try:
@@ -62,6 +65,7 @@ def certificate_addresses(certificate: x509.Certificate) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+@functools.lru_cache(maxsize=1024)
 def fingerprint(certificate: x509.Certificate) -> str:
     """SHA-256 of the DER certificate, lowercase hex."""
     return certificate.fingerprint(hashes.SHA256()).hex()

@@ -106,13 +106,15 @@ class Contacts:
         return f"Contacts(book={self.book!r})"
 
     def _store(self, user: str, certificate: x509.Certificate,
-               reads_gcm: bool | None = None) -> CertificateSummary | None:
+               reads_gcm: bool | None = None) -> bool:
+        """Keep the certificate for each of its addresses; False when it has none or is a CA
+        certificate."""
         addresses = certificate_addresses(certificate)
         if not addresses or _is_ca(certificate):
-            return None
+            return False
         wanted = fingerprint(certificate)
         if self._already_kept(user, wanted, addresses, reads_gcm):
-            return CertificateSummary.of(certificate)
+            return True
         self.book.add(
             user,
             ContactCertificate(
@@ -122,7 +124,7 @@ class Contacts:
                 reads_gcm=reads_gcm,
             ),
         )
-        return CertificateSummary.of(certificate)
+        return True
 
     def _already_kept(self, user: str, wanted: str, addresses: Sequence[str],
                       reads_gcm: bool | None) -> bool:
@@ -140,7 +142,7 @@ class Contacts:
         """Add the certificates of a PEM or DER file (those with an e-mail address that are
         not CA certificates); `ImportRejected` if there is none."""
         check_user(user)
-        added = [s for s in (self._store(user, c) for c in load_certificates(data)) if s]
+        added = [CertificateSummary.of(c) for c in load_certificates(data) if self._store(user, c)]
         if not added:
             raise ImportRejected("no end-entity certificate with an e-mail address in the file")
         return added
@@ -153,7 +155,7 @@ class Contacts:
         certificate."""
         check_user(user)
         reads_gcm = (AES_GCM_OID[32] in capabilities) if capabilities else None
-        return self._store(user, certificate, reads_gcm) is not None
+        return self._store(user, certificate, reads_gcm)
 
     def reads_gcm(self, user: str, address: str, certificate: x509.Certificate) -> bool:
         """Whether the holder of `certificate` announced AES-256-GCM in their latest verified
