@@ -22,7 +22,7 @@ from smime_proxy.crypto.enveloped import ContentKey
 from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.errors import KeyLocked
 from smime_proxy.mime.building import base64_lines, merge_outer_fields
-from smime_proxy.mime.entity import STATUS_HEADER, parse_entity, without_field
+from smime_proxy.mime.entity import STATUS_HEADER, Entity, parse_entity, without_field
 from smime_proxy.mime.identity import headers_protected
 from smime_proxy.mime.protection import (
     Piece,
@@ -36,6 +36,7 @@ from smime_proxy.mime.tree import parse as parse_tree
 from smime_proxy.smime import (
     SignatureReport,
     SignerReport,
+    as_entity,
     decrypt_message,
     inspect_signature,
     is_encrypted,
@@ -59,7 +60,7 @@ class OpenedMessage:
 
 
 def open_message(
-    message: bytes,
+    message: bytes | Entity,
     agent: KeyAgent | ContentKey | None,
     trust_roots: Sequence[x509.Certificate],
     *,
@@ -93,22 +94,27 @@ def open_message(
     `revocation=good|unknown`.
     """
     cipher: str | None = None
+    outer = as_entity(message)  # each question below is asked of the one parsed entity
+    message = outer.data
     content = message
     authenticated = True
     entity_start: int | None = None  # of the decrypted entity in `content`
-    if is_encrypted(message):
+    if is_encrypted(outer):
         if agent is None:
             raise KeyLocked("the message is encrypted and the Secure Mail key is locked")
-        decrypted = decrypt_message(message, agent)
+        decrypted = decrypt_message(outer, agent)
         content, cipher = decrypted.content, decrypted.cipher
         authenticated = decrypted.authenticated
         entity_start = decrypted.entity_start
         del decrypted  # `content` is the one reference (a 25 MB message: see below)
+    del outer
     report: SignatureReport | None = None
-    if is_signed(content):
-        report = inspect_signature(content, trust_roots, now=now)
+    signed = as_entity(content)
+    if is_signed(signed):
+        report = inspect_signature(signed, trust_roots, now=now)
         if report.opaque and report.content is not None and report.signers:
-            content = merge_outer_fields(parse_entity(content), (report.content,))
+            content = merge_outer_fields(signed, (report.content,))
+    del signed  # nor does this keep a replaced `content`
     revoked: str | None = None
     if report is not None and report.valid and revocation is not None:
         words = {revocation(signer) for signer in report.signers}

@@ -289,14 +289,15 @@ def _enveloped_der(outer: Entity) -> bytes:
     return cms_der
 
 
-def decrypt_message(message: bytes, agent: KeyAgent | ContentKey) -> DecryptedMessage:
+def decrypt_message(message: bytes | Entity,
+                    agent: KeyAgent | ContentKey) -> DecryptedMessage:
     """Decrypt a whole-message encryption (never a nested one: DESIGN decision 3).
 
     The result is the message the client should see: the outer header fields (minus the
     S/MIME Content-* fields and any field the inner entity repeats) followed by the
     decrypted entity.
     """
-    outer = parse_entity(message)
+    outer = as_entity(message)
     # the only reference is handed over: the DER goes when the decryption returns
     opened = open_enveloped(_enveloped_der(outer), agent)
     if not opened.authenticated and not _plausible_text(opened.parts[0][:64]):
@@ -311,7 +312,7 @@ def decrypt_message(message: bytes, agent: KeyAgent | ContentKey) -> DecryptedMe
 
 
 def inspect_signature(
-    message: bytes, trust_roots: Sequence[x509.Certificate], *, now: datetime
+    message: bytes | Entity, trust_roots: Sequence[x509.Certificate], *, now: datetime
 ) -> SignatureReport:
     """Report on the message's signature without raising for a negative result.
 
@@ -319,7 +320,7 @@ def inspect_signature(
     signature verifies, every signer chains to a trust root at `now`, and the single From
     address is an address of a signer certificate.
     """
-    outer = parse_entity(message)
+    outer = as_entity(message)
     from_address, from_problem = single_from(outer)
     try:
         content, parsed, opaque = _signed_parts(outer)
@@ -378,13 +379,13 @@ def verify_message(
     raise error
 
 
-def is_encrypted(message: bytes) -> bool:
+def is_encrypted(message: bytes | Entity) -> bool:
     """Whether the message as a whole is S/MIME encrypted (EnvelopedData/AuthEnvelopedData).
 
     Only the head of the body is decoded: the content type is the first element of the
     ContentInfo (RFC 5652 3), and decoding the whole body for it cost as much as parsing
     the message (decryption decodes it anyway)."""
-    outer = parse_entity(message)
+    outer = as_entity(message)
     mime_type, params = outer.content_type()
     if not is_pkcs7_mime(mime_type, params):
         return False
@@ -412,9 +413,9 @@ def _body_head(entity: Entity) -> bytes:
     return _decode_body(entity)
 
 
-def is_signed(message: bytes) -> bool:
+def is_signed(message: bytes | Entity) -> bool:
     """Whether the message as a whole is an S/MIME signature (multipart/signed or opaque)."""
-    outer = parse_entity(message)
+    outer = as_entity(message)
     mime_type, _ = outer.content_type()
     if mime_type == "multipart/signed":
         return True
@@ -428,6 +429,13 @@ def is_signed(message: bytes) -> bool:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def as_entity(message: bytes | Entity) -> Entity:
+    """The message's top-level entity: a caller asking several questions of one message
+    parses it once and passes the entity."""
+    return message if isinstance(message, Entity) else parse_entity(message)
+
 
 _NOT_SIGNED = "the message is not signed"
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

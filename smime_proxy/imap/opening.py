@@ -35,7 +35,7 @@ from smime_proxy.imap.events import MessageOpened
 from smime_proxy.imap.open_processes import ChildOpened, ChildSettings, OpenProcesses
 from smime_proxy.imap.views import MessageView
 from smime_proxy.keystore.certs import certificate_addresses
-from smime_proxy.mime.entity import STATUS_HEADER, without_field
+from smime_proxy.mime.entity import STATUS_HEADER, parse_entity, without_field
 from smime_proxy.revocation import check_chain
 from smime_proxy.services import Services
 from smime_proxy.smime import SignerReport, is_encrypted, message_content_key, seal_stored_copy
@@ -119,7 +119,8 @@ def _open(services: Services, user: str, raw: bytes, request_id: int,
     now = services.now()
     agent = None
     try:
-        encrypted = is_encrypted(raw)
+        outer = parse_entity(raw)  # parsed once for the questions below
+        encrypted = is_encrypted(outer)
     except SmimeProxyError as exc:  # beyond a parser limit, say: shown as stored
         return as_stored(raw, request_id, _error_word(exc), encrypted=False)
     if encrypted:
@@ -133,7 +134,7 @@ def _open(services: Services, user: str, raw: bytes, request_id: int,
         if processes is not None and services.revocation is None:
             return _open_elsewhere(services, user, raw, request_id, processes, agent, now)
     try:
-        opened = open_message(raw, agent, services.trust_roots, now=now,
+        opened = open_message(outer, agent, services.trust_roots, now=now,
                               unauthenticated=services.config.unauthenticated_content,
                               signatures=services.config.signatures,
                               revocation=_revocation_check(services, user, now),
