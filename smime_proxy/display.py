@@ -4,7 +4,7 @@ says what it is (DESIGN decisions 3-5, 14).
 `open_message` decrypts (whole-message encryption only), verifies, unwraps an opaque
 signature, applies the CBC rule and writes the one status field only the proxy writes.
 
-May import: smime, errors, crypto, mime, cryptography, stdlib.
+May import: smime, smime_forms, errors, crypto, mime, cryptography, stdlib.
 """
 
 from __future__ import annotations
@@ -33,15 +33,8 @@ from smime_proxy.mime.protection import (
 )
 from smime_proxy.mime.transfer import transfer_decode
 from smime_proxy.mime.tree import parse as parse_tree
-from smime_proxy.smime import (
-    SignatureReport,
-    SignerReport,
-    as_entity,
-    decrypt_message,
-    inspect_signature,
-    is_encrypted,
-    is_signed,
-)
+from smime_proxy.smime import SignatureReport, SignerReport, decrypt_message, inspect_signature
+from smime_proxy.smime_forms import as_entity, is_encrypted, is_signed
 
 Unauthenticated = Literal["withhold", "text"]
 Signatures = Literal["keep", "strip"]

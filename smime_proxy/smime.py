@@ -3,12 +3,11 @@
 Whole messages in, whole messages out (bytes). Every outcome that is not a success raises a
 narrow exception from `smime_proxy.errors`; `now` is passed in wherever validity matters.
 
-May import: keystore, errors, crypto/, mime/, cryptography.
+May import: keystore, smime_forms, errors, crypto/, mime/, cryptography.
 """
 
 from __future__ import annotations
 
-import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ from smime_proxy.errors import (
     InputError,
     MalformedMessage,
     NoRecipientCertificate,
-    NotEncrypted,
     NotSigned,
     SignatureInvalid,
     SignerMismatch,
@@ -61,13 +59,19 @@ from smime_proxy.mime.building import (
 from smime_proxy.mime.entity import (
     Entity,
     canonical_crlf,
-    is_pkcs7_mime,
     parse_entity,
     split_multipart,
 )
 from smime_proxy.mime.identity import single_from
 from smime_proxy.mime.protection import STORED_COPY_TYPE, protected_fields
 from smime_proxy.mime.tree import parse as parse_tree
+from smime_proxy.smime_forms import (
+    as_entity,
+    decode_body,
+    enveloped_der,
+    not_whole_reason,
+    whole_message_cms,
+)
 
 Cipher = Literal["aes-256-gcm", "aes-256-cbc", "aes-128-cbc"]
 KeyTransport = Literal["pkcs1", "oaep"]
@@ -275,18 +279,7 @@ def seal_stored_copy(message: bytes, certificate: x509.Certificate) -> bytes:
 def message_content_key(message: bytes, agent: KeyAgent) -> ContentKey:
     """The content-encryption key of a whole-message encryption, recovered with the agent's
     key: what `decrypt_message` needs where the private key is not (one message's worth)."""
-    return recover_content_key(_enveloped_der(parse_entity(message)), agent)
-
-
-def _enveloped_der(outer: Entity) -> bytes:
-    """The EnvelopedData or AuthEnvelopedData DER of a whole-message encryption; raises
-    NotEncrypted for anything else."""
-    cms_der = _whole_message_cms(outer)
-    if cms_der is None:
-        raise NotEncrypted(_not_whole_reason(outer, "encrypted"))
-    if content_type_of(cms_der) not in (oids.ENVELOPED_DATA, oids.AUTH_ENVELOPED_DATA):
-        raise NotEncrypted("the message is S/MIME but not encrypted")
-    return cms_der
+    return recover_content_key(enveloped_der(parse_entity(message)), agent)
 
 
 def decrypt_message(message: bytes | Entity,
@@ -299,7 +292,7 @@ def decrypt_message(message: bytes | Entity,
     """
     outer = as_entity(message)
     # the only reference is handed over: the DER goes when the decryption returns
-    opened = open_enveloped(_enveloped_der(outer), agent)
+    opened = open_enveloped(enveloped_der(outer), agent)
     if not opened.authenticated and not _plausible_text(opened.parts[0][:64]):
         # A wrong key (RFC 3218 random substitute) passes CBC padding 1 time in 256: the
         # garbage is caught here and reported exactly like every other failure. (GCM's tag
@@ -379,62 +372,7 @@ def verify_message(
     raise error
 
 
-def is_encrypted(message: bytes | Entity) -> bool:
-    """Whether the message as a whole is S/MIME encrypted (EnvelopedData/AuthEnvelopedData).
-
-    Only the head of the body is decoded: the content type is the first element of the
-    ContentInfo (RFC 5652 3), and decoding the whole body for it cost as much as parsing
-    the message (decryption decodes it anyway)."""
-    outer = as_entity(message)
-    mime_type, params = outer.content_type()
-    if not is_pkcs7_mime(mime_type, params):
-        return False
-    try:
-        return content_type_of(_body_head(outer)) in (oids.ENVELOPED_DATA,
-                                                      oids.AUTH_ENVELOPED_DATA)
-    except MalformedMessage:
-        return False
-
-
-_HEAD_CHARS = 128  # base64 characters: 96 bytes, a ContentInfo's tag, length and OID
-_BASE64_SPACE = b" \t\r\n"
-
-
-def _body_head(entity: Entity) -> bytes:
-    """The first bytes of the decoded body (all of it when the head cannot be cut)."""
-    encoding = (entity.get("content-transfer-encoding") or b"7bit").strip().lower()
-    if encoding == b"base64":
-        head = bytes(entity.body_view()[: _HEAD_CHARS * 2]).translate(None, _BASE64_SPACE)
-        head = head[: min(len(head), _HEAD_CHARS) // 4 * 4]
-        try:
-            return binascii.a2b_base64(head, strict_mode=True)
-        except binascii.Error:
-            pass  # padding or other characters in the head: the whole body decides
-    return _decode_body(entity)
-
-
-def is_signed(message: bytes | Entity) -> bool:
-    """Whether the message as a whole is an S/MIME signature (multipart/signed or opaque)."""
-    outer = as_entity(message)
-    mime_type, _ = outer.content_type()
-    if mime_type == "multipart/signed":
-        return True
-    cms_der = _whole_message_cms(outer)
-    if cms_der is None:
-        return False
-    try:
-        return content_type_of(cms_der) == oids.SIGNED_DATA
-    except MalformedMessage:
-        return False
-
-
 # --- helpers --------------------------------------------------------------------------------
-
-
-def as_entity(message: bytes | Entity) -> Entity:
-    """The message's top-level entity: a caller asking several questions of one message
-    parses it once and passes the entity."""
-    return message if isinstance(message, Entity) else parse_entity(message)
 
 
 _NOT_SIGNED = "the message is not signed"
@@ -471,11 +409,11 @@ def _signed_parts(outer: Entity) -> tuple[bytes, ParsedSignedData, bool]:
         if sig_type not in _PKCS7_SIGNATURE:
             raise SignatureInvalid(f"unsupported signature type {sig_type}")
         try:
-            parsed = parse_signed_data(_decode_body(signature_part), signed_entity)
+            parsed = parse_signed_data(decode_body(signature_part), signed_entity)
         except MalformedMessage as exc:
             raise SignatureInvalid(str(exc)) from None
         return signed_entity, parsed, False
-    opaque_der = _whole_message_cms(outer)
+    opaque_der = whole_message_cms(outer)
     if opaque_der is not None:
         try:
             if content_type_of(opaque_der) == oids.SIGNED_DATA:
@@ -485,7 +423,7 @@ def _signed_parts(outer: Entity) -> tuple[bytes, ParsedSignedData, bool]:
                 return parsed.content, parsed, True
         except MalformedMessage as exc:
             raise SignatureInvalid(str(exc)) from None
-    raise NotSigned(_not_whole_reason(outer, "signed"))
+    raise NotSigned(not_whole_reason(outer, "signed"))
 
 
 AMBIGUOUS = ("the message's MIME structure can be read in more than one way: what was signed "
@@ -509,41 +447,6 @@ def _one_reading(message: bytes, parts: list[bytes]) -> bool:
         return False
     data = memoryview(root.data)  # compared in place: a part can be tens of MB
     return [data[child.start : child.end] for child in root.children] == parts
-
-
-def _not_whole_reason(outer: Entity, what: str) -> str:
-    mime_type, _ = outer.content_type()
-    if mime_type.startswith("multipart/") and (
-        b"application/pkcs7" in outer.body.lower()
-        or b"application/x-pkcs7" in outer.body.lower()
-        or b"multipart/signed" in outer.body.lower()
-    ):
-        return (
-            f"the message is not {what} as a whole: an S/MIME part is nested inside a larger "
-            "message and is not trusted"
-        )
-    return f"the message is not {what}"
-
-
-def _whole_message_cms(outer: Entity) -> bytes | None:
-    """The CMS DER of a whole-message application/pkcs7-mime body, else None."""
-    mime_type, params = outer.content_type()
-    if not is_pkcs7_mime(mime_type, params):
-        return None
-    return _decode_body(outer)
-
-
-def _decode_body(entity: Entity) -> bytes:
-    encoding = (entity.get("content-transfer-encoding") or b"7bit").strip().lower()
-    if encoding == b"base64":
-        try:
-            # non-strict a2b_base64 skips line ends and other characters outside the alphabet
-            return binascii.a2b_base64(entity.body_view())
-        except binascii.Error:
-            raise MalformedMessage("malformed base64 in the S/MIME part") from None
-    if encoding in (b"7bit", b"8bit", b"binary"):
-        return entity.body
-    raise MalformedMessage(f"unsupported transfer encoding {encoding.decode('ascii', 'replace')}")
 
 
 def _signer_report(

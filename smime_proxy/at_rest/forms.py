@@ -16,7 +16,7 @@ inside for the IMAP front to verify again. Content decrypted without authenticat
 (AES-CBC, 3DES) that is not validly signed is refused: stored in clear, an EFAIL gadget in
 it would be shown as the user's mail (DESIGN decision 14).
 
-May import: display, errors, mime, smime, crypto, cryptography, stdlib.
+May import: display, errors, mime, smime, smime_forms, crypto, cryptography, stdlib.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.display import open_message
 from smime_proxy.errors import InputError
 from smime_proxy.mime.entity import is_pkcs7_mime, parse_entity
-from smime_proxy.smime import is_encrypted, seal_stored_copy
+from smime_proxy.smime import seal_stored_copy
+from smime_proxy.smime_forms import is_encrypted
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@ message for a client (`open_for_client`: decrypt, verify, the status line; never
 seal a client's Sent or Drafts copy to the user's own certificate (`seal_for_user`); and
 what a worker process does for it (`open_in_child`, `imap.open_processes`).
 
-May import: config, errors, services, smime, display, crypto, keystore, mime, revocation,
-imap.events, imap.fetch_rewrite, imap.open_processes, imap.views, cryptography, stdlib.
+May import: config, errors, services, smime, smime_forms, display, crypto, keystore, mime,
+revocation, imap.events, imap.fetch_rewrite, imap.open_processes, imap.views, cryptography,
+stdlib.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from smime_proxy.keystore.certs import certificate_addresses
 from smime_proxy.mime.entity import STATUS_HEADER, parse_entity, without_field
 from smime_proxy.revocation import check_chain
 from smime_proxy.services import Services
-from smime_proxy.smime import SignerReport, is_encrypted, message_content_key, seal_stored_copy
+from smime_proxy.smime import SignerReport, message_content_key, seal_stored_copy
+from smime_proxy.smime_forms import is_encrypted
 
 log = logging.getLogger("smime_proxy.imap")
 

@@ -23,7 +23,8 @@ from smime_proxy.config import UpstreamEndpoint
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.harness import Upstream
 from smime_proxy.imap.upstream import authenticate, close_client, open_client
-from smime_proxy.smime import is_encrypted, seal_stored_copy
+from smime_proxy.smime import seal_stored_copy
+from smime_proxy.smime_forms import is_encrypted
 from support import pki
 from support.mailbox import stored_messages
 from support.smtp_proxy import people

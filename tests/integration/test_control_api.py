@@ -885,7 +885,7 @@ async def test_a_folder_encrypted_through_the_api(control: RunningControl, alice
                                                   upstream: Upstream) -> None:
     import imaplib
 
-    from smime_proxy.smime import is_encrypted
+    from smime_proxy.smime_forms import is_encrypted
 
     mailbox = f"ApiStore{free_port()}"
     with imaplib.IMAP4(upstream.host, upstream.imap_port) as imap:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from smime_proxy.at_rest.operations import FolderOperations
 from smime_proxy.harness import Upstream
-from smime_proxy.smime import is_encrypted
+from smime_proxy.smime_forms import is_encrypted
 from support.imap_proxy import LoopThread, imap_services, running_front, upstream_imap
 from support.mailbox import Stored, stored_messages
 from support.smtp_proxy import KeyWorld, key_world, people

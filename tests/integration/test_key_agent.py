@@ -24,7 +24,8 @@ import pytest
 
 from smime_proxy.app import stores_of
 from smime_proxy.harness import Upstream
-from smime_proxy.smime import Recipient, encrypt_message, is_encrypted
+from smime_proxy.smime import Recipient, encrypt_message
+from smime_proxy.smime_forms import is_encrypted
 from support.demo_proxy import DemoProxy, demo_variant, private_key_forms, read_by_subject
 from support.procmem import memory_contains, processes
 

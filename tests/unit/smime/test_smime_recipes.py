@@ -25,10 +25,10 @@ from smime_proxy.smime import (
     decrypt_message,
     encrypt_message,
     inspect_signature,
-    is_signed,
     sign_message,
     verify_message,
 )
+from smime_proxy.smime_forms import is_signed
 from support.pki import NOW, Identity, KeyKind, make_ca, make_user, simple_message
 
 
