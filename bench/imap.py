@@ -50,6 +50,12 @@ with more users than the stock three, for the IDLE test), user bob:
 Every command has a deadline: a proxy that hangs or fails is reported (`failures`, exit 1)
 rather than waited for.
 
+`BENCH_UPSTREAM_TLS=none` measures the single-host deployment: the bench's clients reach the
+proxy over STARTTLS (as they reach Dovecot directly) and the proxy reaches Dovecot over
+loopback in plain text (`upstream.imap.tls: none`); by default the clients reach the proxy in
+plain text and the proxy reaches Dovecot over STARTTLS. Either way each side has one TLS leg.
+The JSON says which (`upstream_tls`).
+
     .venv/bin/python bench/imap.py [--count 1000] [--rounds 3] [--quick] [--json]
                                    [--skip-idle] [--skip-large] [--imaptest PATH]
 
@@ -85,7 +91,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -380,6 +386,23 @@ def not_opened(literals: Sequence[bytes]) -> int:
 
 # `imap.open_processes` of the proxy under test (BENCH_OPEN_PROCESSES, default the config's)
 OPEN_PROCESSES = int(os.environ.get("BENCH_OPEN_PROCESSES", "0"))
+# `upstream.imap.tls` of the proxy under test (BENCH_UPSTREAM_TLS). "starttls" (default): the
+# bench reaches the proxy in plain text and the proxy reaches Dovecot over STARTTLS. "none":
+# the single-host deployment of docs/imap-front.md, where the bench's clients reach the proxy
+# over STARTTLS (as they reach Dovecot directly) and the proxy reaches Dovecot over loopback
+# in plain text; the one TLS leg is then the client's on both sides.
+UPSTREAM_TLS: Literal["starttls", "none"] = (
+    "none" if os.environ.get("BENCH_UPSTREAM_TLS") == "none" else "starttls")
+
+
+def listener_tls(work: Path) -> tuple[Path, Path, Path] | None:
+    """(CA, certificate, key) of the proxy's STARTTLS listener when UPSTREAM_TLS is "none"."""
+    if UPSTREAM_TLS != "none":
+        return None
+    from smime_proxy.harness.tls import ensure_tls
+
+    files = ensure_tls(work / "listener-tls")
+    return files.ca_cert, files.server_cert, files.server_key
 
 
 def proxy_child(work: Path) -> None:
@@ -393,6 +416,7 @@ def proxy_child(work: Path) -> None:
         ImapConfig,
         ListenerConfig,
         ListenersConfig,
+        ListenerTls,
         LoggingConfig,
         UnlockConfig,
         UpstreamConfig,
@@ -411,9 +435,12 @@ def proxy_child(work: Path) -> None:
     contacts = Contacts(MemoryAddressBook())
     secure_mail.import_pkcs12(USER, (work / "bob.pem").read_bytes(), b"", KEY_PASSWORD)
     secure_mail.unlock(USER, KEY_PASSWORD, NOW)
-    listener = ListenerConfig(host="127.0.0.1", port=0, tls=None, plaintext_loopback=True)
+    tls_files = listener_tls(work)
+    listener = ListenerConfig(
+        host="127.0.0.1", port=0, plaintext_loopback=True,
+        tls=None if tls_files is None else ListenerTls("starttls", tls_files[1], tls_files[2]))
     other = ListenerConfig(host="127.0.0.1", port=1, tls=None, plaintext_loopback=True)
-    upstream = UpstreamEndpoint(host=cfg["host"], port=cfg["port"], tls="starttls",
+    upstream = UpstreamEndpoint(host=cfg["host"], port=cfg["port"], tls=UPSTREAM_TLS,
                                 verify=True, ca_file=Path(cfg["ca_file"]))
     config = Config(
         source=work / "smime-proxy.yaml",
@@ -460,6 +487,10 @@ class ProxyProcess:
             "connect_timeout": connect_timeout,
             "open_processes": OPEN_PROCESSES,
         }))
+        tls_files = listener_tls(work)  # made here first: the child keeps the same files
+        self.tls: ssl.SSLContext | None = None  # how the bench's clients reach the proxy
+        if tls_files is not None:
+            self.tls = ssl.create_default_context(cafile=str(tls_files[0]))
         self.log = work / "proxy-child.log"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -607,7 +638,8 @@ def plain_round(env: Env, proxy: ProxyProcess, uids: list[int], appends: list[by
     def open_side(side: str) -> Client:
         if side not in clients:
             clients[side] = (env.direct("plain") if side == "direct"
-                             else connect("proxy", proxy.port, mailbox="plain"))
+                             else connect("proxy", proxy.port, mailbox="plain",
+                                          starttls=proxy.tls))
         return clients[side]
 
     try:
@@ -647,8 +679,8 @@ def encrypted_round(env: Env, proxy: ProxyProcess) -> None:
     except BenchError as exc:
         env.fail("lock + unlock", exc)
         return
-    client = env.attempt("encrypted connect", lambda: connect("proxy", proxy.port,
-                                                              mailbox="enc"))
+    client = env.attempt("encrypted connect", lambda: connect(
+        "proxy", proxy.port, mailbox="enc", starttls=proxy.tls))
     if client is None:
         return
     try:
@@ -679,7 +711,7 @@ def encrypted_round(env: Env, proxy: ProxyProcess) -> None:
 def warm_proxy(env: Env, proxy: ProxyProcess) -> None:
     """Opens the few messages of "warm" (imports, first-use costs) without touching "enc"."""
     def go() -> None:
-        client = connect("proxy", proxy.port, mailbox="warm")
+        client = connect("proxy", proxy.port, mailbox="warm", starttls=proxy.tls)
         try:
             fetch_all(client, "BODY.PEEK[]", env.warm_count)
             fetch_all(client, "(FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)", env.warm_count)
@@ -814,7 +846,7 @@ def measure_large(env: Env, size: int) -> dict[str, float]:
     proxy = ProxyProcess(env.work)
     try:
         warm_proxy(env, proxy)
-        client = connect("proxy", proxy.port, mailbox="large")
+        client = connect("proxy", proxy.port, mailbox="large", starttls=proxy.tls)
         try:
             time.sleep(0.5)
             baseline = proxy.status("VmRSS")
@@ -1022,6 +1054,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, object], Env]:
         results["count"] = args.count
         results["rounds"] = args.rounds
         results["plain_avg_kb"] = env.notes["plain_avg_kb"]
+        results["upstream_tls"] = UPSTREAM_TLS
         results["enc_avg_kb"] = env.notes["enc_avg_kb"]
         results["failures"] = env.failures
         if env.failures:
