@@ -63,7 +63,9 @@ The JSON says which (`upstream_tls`).
 `plain_fetch_seq_ratio`, `plain_sync_ratio`, `encrypted_first_fetch_per_s`,
 `encrypted_cached_fetch_ratio`, `encrypted_sync_cached_ratio`, `append_1m_ratio`,
 `idle_1000_rss_mb`, `large_25m_rss_ratio`, `imaptest_stress_ratio` and
-`imaptest_proxy_errors` (with --imaptest), the absolute figures behind them (`*_direct_s`,
+`imaptest_proxy_errors` (with --imaptest), the CPU per message of the encrypted first fetch
+(`encrypted_first_fetch_{daemon,loop,worker}_cpu_ms_per_msg`: the daemon, its event loop
+thread of that, its worker processes), the absolute figures behind them (`*_direct_s`,
 `*_proxy_s`, `*_msgs_per_s`, ...), `encrypted_not_opened`, `idle_connections`, `failures`.
 Ratios are direct time / proxy time (1.0: as fast as Dovecot). Needs root and the Debian
 packages of the test upstream.
@@ -526,14 +528,16 @@ class ProxyProcess:
     def reset_peak(self) -> None:
         reset_peak(self.proc.pid)
 
-    def cpu_seconds(self) -> tuple[float, float]:
-        """(the daemon's CPU seconds, its worker processes'), user + system, so far."""
+    def cpu_seconds(self) -> tuple[float, float, float]:
+        """(the daemon's CPU seconds, its worker processes', the daemon's event loop thread's
+        alone), user + system, so far."""
         pid = self.proc.pid
         children: list[int] = []
         for task in Path(f"/proc/{pid}/task").glob("*/children"):
             with contextlib.suppress(OSError):
                 children.extend(int(c) for c in task.read_text().split())
-        return process_cpu(pid), sum(process_cpu(c) for c in children)
+        loop = process_cpu(pid, f"/proc/{pid}/task/{pid}/stat")  # the main thread runs it
+        return process_cpu(pid), sum(process_cpu(c) for c in children), loop
 
     def stop(self) -> None:
         stop_child(self.proc, 15)
@@ -575,10 +579,11 @@ class Env:
             return None
 
 
-def process_cpu(pid: int) -> float:
-    """A process's user + system CPU seconds (0 when it is gone)."""
+def process_cpu(pid: int, stat: str | None = None) -> float:
+    """A process's (or, with the path of a task's stat file, a thread's) user + system CPU
+    seconds (0 when it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(stat or f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -691,9 +696,11 @@ def encrypted_round(env: Env, proxy: ProxyProcess) -> None:
             return
         cpu_after = proxy.cpu_seconds()
         env.record("encrypted_first_fetch", first[0])
-        # CPU per message (machine-load-independent): the daemon's, its workers'
+        # CPU per message (machine-load-independent): the daemon's, its workers', and of the
+        # daemon's the event loop thread's (the rest is opening, in its worker threads)
         env.record("encrypted_first_fetch_daemon_cpu", cpu_after[0] - cpu_before[0])
         env.record("encrypted_first_fetch_worker_cpu", cpu_after[1] - cpu_before[1])
+        env.record("encrypted_first_fetch_loop_cpu", cpu_after[2] - cpu_before[2])
         env.not_opened = max(env.not_opened or 0, not_opened(first[1].literals))
         second = env.attempt("encrypted_cached_fetch", lambda: timed(
             lambda: fetch_all(client, "BODY.PEEK[]", count))[0])
@@ -981,7 +988,7 @@ def median_results(env: Env) -> dict[str, float]:
             continue
         r[f"{name}_s"] = round(seconds, 4)
         r[f"{name}_per_s"] = round(count / seconds, 1)
-        for part in ("daemon", "worker"):
+        for part in ("daemon", "worker", "loop"):
             cpu = med.get(f"{name}_{part}_cpu")
             if cpu is not None:
                 r[f"{name}_{part}_cpu_ms_per_msg"] = round(cpu * 1000 / count, 2)
@@ -1094,7 +1101,8 @@ def report(r: dict[str, object], args: argparse.Namespace) -> None:
           f"{fmt('encrypted_first_fetch_s', '.3f', ' s')}, "
           f"{fmt('encrypted_first_fetch_per_s', '.1f')} msg/s "
           f"(not shown opened: {r.get('encrypted_not_opened')}); CPU per message: daemon "
-          f"{fmt('encrypted_first_fetch_daemon_cpu_ms_per_msg', '.2f', ' ms')}, worker "
+          f"{fmt('encrypted_first_fetch_daemon_cpu_ms_per_msg', '.2f', ' ms')} (its event "
+          f"loop {fmt('encrypted_first_fetch_loop_cpu_ms_per_msg', '.2f', ' ms')}), worker "
           f"processes {fmt('encrypted_first_fetch_worker_cpu_ms_per_msg', '.2f', ' ms')} "
           f"(imap.open_processes: {OPEN_PROCESSES})")
     print(f"encrypted, same FETCH again: {fmt('encrypted_cached_fetch_s', '.3f', ' s')} "
