@@ -3,8 +3,9 @@
 Fixes applied on import (notes/crypto.md rules 1 and 3):
 - indefinite-length (BER, streamed) strings are merged in linear time: asn1crypto 1.5.1 joins
   chunks with `+=`, quadratic in the number of chunks (58 s for a 40 MB `openssl cms -stream`);
-- callers read attributes by OID (`attribute_values`) and never call `.native` on a whole
-  attribute set, so unknown attributes (NSS adds Microsoft's 1.3.6.1.4.1.311.16.4) stay opaque.
+- attributes are read by OID in `crypto.attributes` (the BER walker), never by `.native` on a
+  whole attribute set, so unknown attributes (NSS adds Microsoft's 1.3.6.1.4.1.311.16.4) stay
+  opaque.
 
 May import: errors, asn1crypto.
 """
@@ -106,17 +107,6 @@ def malformed_on_error(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:120]
-
-
-def attribute_values(attributes: Any, oid: str) -> list[list[Any]]:
-    """The value lists of every attribute with this OID (a list per occurrence)."""
-    found: list[list[Any]] = []
-    if attributes is None or isinstance(attributes, core.Void):
-        return found
-    for attribute in attributes:
-        if attribute["type"].dotted == oid:
-            found.append(list(attribute["values"]))
-    return found
 
 
 def oid_of(algorithm: Any) -> str:
