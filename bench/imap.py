@@ -54,7 +54,8 @@ rather than waited for.
 proxy over STARTTLS (as they reach Dovecot directly) and the proxy reaches Dovecot over
 loopback in plain text (`upstream.imap.tls: none`); by default the clients reach the proxy in
 plain text and the proxy reaches Dovecot over STARTTLS. Either way each side has one TLS leg.
-The JSON says which (`upstream_tls`).
+The JSON says which (`upstream_tls`). The proxy child runs on the event loop `smime-proxy
+serve` runs on (uvloop, or asyncio's with `SMIME_PROXY_EVENT_LOOP=asyncio`): `event_loop`.
 
     .venv/bin/python bench/imap.py [--count 1000] [--rounds 3] [--quick] [--json]
                                    [--skip-idle] [--skip-large] [--imaptest PATH]
@@ -100,6 +101,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bench.imap_views import make_message  # noqa: E402
+from smime_proxy.event_loop import loop_name  # noqa: E402
 from smime_proxy.harness import Upstream, start_upstream  # noqa: E402
 from support.pki import NOW, Identity, make_ca, make_user  # noqa: E402
 from support.procmem import reset_peak, status_bytes, stop_child  # noqa: E402
@@ -412,6 +414,7 @@ def proxy_child(work: Path) -> None:
     stdin, answered `OK`: `RELOCK` (lock then unlock bob's key)."""
     from cryptography import x509
 
+    from smime_proxy import event_loop
     from smime_proxy.app import DaemonServices
     from smime_proxy.config import (
         Config,
@@ -474,10 +477,10 @@ def proxy_child(work: Path) -> None:
     if profile:
         import cProfile
 
-        cProfile.runctx("asyncio.run(main())", globals(), locals(),
+        cProfile.runctx("event_loop.run(main())", globals(), locals(),
                         str(Path(profile) / f"proxy-{os.getpid()}.prof"))
     else:
-        asyncio.run(main())
+        event_loop.run(main())  # the loop `smime-proxy serve` runs on
 
 
 class ProxyProcess:
@@ -1062,6 +1065,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, object], Env]:
         results["rounds"] = args.rounds
         results["plain_avg_kb"] = env.notes["plain_avg_kb"]
         results["upstream_tls"] = UPSTREAM_TLS
+        results["event_loop"] = loop_name()
         results["enc_avg_kb"] = env.notes["enc_avg_kb"]
         results["failures"] = env.failures
         if env.failures:

@@ -6,16 +6,18 @@ real Dovecot + Postfix upstream (``upstream``), shared by tests/integration and 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import smime_proxy
+from smime_proxy import event_loop
 from smime_proxy.harness import Upstream, start_upstream
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,3 +48,10 @@ def upstream() -> Iterator[Upstream]:
     finally:
         up.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
+                                  ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Async tests run on the loop the daemon runs on (`smime_proxy.event_loop`: uvloop,
+    or asyncio's with SMIME_PROXY_EVENT_LOOP=asyncio)."""
+    return {event_loop.loop_name(): event_loop.loop_factory()}

@@ -14,7 +14,7 @@ fronts' (each request says `now`): one host, and tests inject clocks.
 
 Nothing here logs a password, a key or a digest; a malformed frame closes its connection.
 
-May import: agent.protocol, crypto, errors, keystore, cryptography, stdlib.
+May import: agent.protocol, crypto, errors, event_loop, keystore, cryptography, stdlib.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from smime_proxy.agent import protocol as p
 from smime_proxy.crypto.keyagent import InProcessKeyAgent, KeyTransportPadding
 from smime_proxy.errors import SmimeProxyError, WrongPassword
+from smime_proxy.event_loop import write_if_open
 from smime_proxy.keystore.pkcs import public_key_der, unwrap_private_key
 
 log = logging.getLogger("smime_proxy.agent")
@@ -261,10 +262,11 @@ class AgentServer:
                     else:  # a look at the table: here, at once
                         answer = self.core.handle(request)
                 except p.ProtocolError as exc:
-                    writer.write(p.encode(p.Message(p.BAD_REQUEST, (str(exc).encode(),))))
+                    write_if_open(writer, p.encode(p.Message(p.BAD_REQUEST,
+                                                             (str(exc).encode(),))))
                     await writer.drain()
                     return
-                writer.write(p.encode(answer))
+                write_if_open(writer, p.encode(answer))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             return

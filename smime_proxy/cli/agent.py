@@ -2,7 +2,7 @@
 process that holds unlocked private keys; README "Running several nodes" and
 docs/key-agent.md). Stops on SIGTERM or SIGINT; its unlocks end with it.
 
-May import: agent, logs, stdlib.
+May import: agent, event_loop, logs, stdlib.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from smime_proxy import event_loop
 from smime_proxy.logs import setup_logging
 
 
@@ -45,5 +46,5 @@ def _agent(args: argparse.Namespace) -> int:
         finally:
             await server.stop()
 
-    asyncio.run(run())
+    event_loop.run(run())
     return 0

@@ -1,14 +1,14 @@
 """`smime-proxy serve --config FILE`: run the daemon in the foreground.
 
-May import: app, config, logs, stdlib.
+May import: app, config, event_loop, logs, stdlib.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
+from smime_proxy import event_loop
 from smime_proxy.config import check_ports_free, load_config
 from smime_proxy.logs import setup_logging
 
@@ -25,11 +25,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from smime_proxy.app import Daemon, build_services, default_fronts
 
+    event_loop.loop_name()  # a bad SMIME_PROXY_EVENT_LOOP: ConfigError, exit 2, named
     config = load_config(args.config)  # ConfigError -> exit 2 with the YAML path
     if args.check:
         return 0
     check_ports_free(config)
     setup_logging(config.logging.format, config.logging.level)
     services = build_services(config)
-    asyncio.run(Daemon(services, default_fronts(services)).run())
+    event_loop.run(Daemon(services, default_fronts(services)).run())
     return 0

@@ -27,7 +27,7 @@
 
 Nothing here logs a password, a key or a message body.
 
-May import: accounts, at_rest, config, errors, services, throttle, keystore, imap,
+May import: accounts, at_rest, config, errors, event_loop, services, throttle, keystore, imap,
 memory, tlsconfig, stdlib.
 """
 
@@ -48,6 +48,7 @@ from smime_proxy.accounts import Accounts
 from smime_proxy.at_rest.operations import FolderOperations
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint, control_url
 from smime_proxy.errors import ConfigError, KeyLocked, SmimeProxyError
+from smime_proxy.event_loop import write_if_open
 from smime_proxy.imap.events import ConvertRequested
 from smime_proxy.imap.open_processes import OpenProcesses
 from smime_proxy.imap.opening import open_for_client, seal_for_user
@@ -210,7 +211,7 @@ class _Connection:
                b" try again later\r\n" if closed
                else b"* BYE [UNAVAILABLE] The mail server cannot be reached\r\n")
         with contextlib.suppress(Exception):
-            self.writer.write(bye)
+            write_if_open(self.writer, bye)
             await self.writer.drain()
 
     async def _pump(self, reader: asyncio.StreamReader, feed: Callable[[bytes], list[Action]],
@@ -366,15 +367,15 @@ class _Connection:
                     pending.append(action.data)
                     continue
                 if pending:  # a large answer goes out as it is: not copied into a batch
-                    self.writer.write(b"".join(pending))
+                    write_if_open(self.writer, b"".join(pending))
                     pending.clear()
                 await self._write_large(action.data)
                 continue
             if pending:
-                self.writer.write(b"".join(pending))
+                write_if_open(self.writer, b"".join(pending))
                 pending.clear()
             if isinstance(action, SendToUpstream):
-                self.up_writer.write(action.data)
+                write_if_open(self.up_writer, action.data)
             elif isinstance(action, OpenMessage):
                 user = self.front.accounts.user(action.user)
                 locks_before = self.front.views.lock_count(user)
@@ -403,7 +404,7 @@ class _Connection:
                 await self.close()
                 return
         if pending and not self.closed:
-            self.writer.write(b"".join(pending))
+            write_if_open(self.writer, b"".join(pending))
         self.changed.set()
         try:
             await self.writer.drain()
@@ -417,7 +418,8 @@ class _Connection:
         view = memoryview(data)
         try:
             for start in range(0, len(view), WRITE_SLICE):
-                self.writer.write(view[start : start + WRITE_SLICE])
+                if not write_if_open(self.writer, view[start : start + WRITE_SLICE]):
+                    raise ConnectionResetError("the client has gone")
                 await self.writer.drain()
         except (OSError, ssl.SSLError):
             await self.close()
@@ -461,7 +463,7 @@ class _Connection:
                 continue
             with contextlib.suppress(Exception):
                 if bye and writer is self.writer:
-                    writer.write(bye)
+                    write_if_open(writer, bye)
                 await asyncio.wait_for(writer.drain(), 2.0)
             writer.close()
         for writer in (self.writer, self.up_writer):

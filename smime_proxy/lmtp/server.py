@@ -13,8 +13,8 @@ aiosmtpd's `LMTP` is the server protocol for the commands; DATA is read by chunk
 SMTP front's `DataReader` (un-stuffing, smuggling-proof end marker, size limit). The
 encryption runs in a worker thread.
 
-May import: accounts, at_rest, config, errors, keystore, lmtp, policy, services, smtp.data,
-aiosmtpd, stdlib.
+May import: accounts, at_rest, config, errors, event_loop, keystore, lmtp, policy, services,
+smtp.data, aiosmtpd, stdlib.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from smime_proxy.accounts import Accounts
 from smime_proxy.at_rest.forms import StoredForm, stored_form
 from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.errors import ConfigError
+from smime_proxy.event_loop import write_if_open
 from smime_proxy.keystore.service import SecureMail
 from smime_proxy.lmtp.upstream import Reply, StorePool
 from smime_proxy.policy import Policy, load_policy, store_encrypted
@@ -227,7 +228,7 @@ class _Connection(LMTP):
         if b"\n" in reader._buffer and len(self._held) < MAX_HELD_REPLIES:
             return
         held, self._held = b"".join(self._held), []
-        self._writer.write(held)
+        write_if_open(self._writer, held)
         await self._writer.drain()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -9,7 +9,7 @@ before the filter.
 A reply the store did not give (connection lost, timeout) is `None` for that recipient: the
 caller answers it with a 4xx so that the MTA retries.
 
-May import: errors, smtp.relay, stdlib.
+May import: errors, event_loop, smtp.relay, stdlib.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from smime_proxy.event_loop import write_if_open
 from smime_proxy.smtp.relay import dot_stuffed_pieces
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -107,10 +108,10 @@ async def _transaction(connection: _Connection, sender: str, recipients: Sequenc
     try:
         if connection.pipelining:
             # RFC 2920: MAIL, every RCPT and DATA in one write, their replies in order
-            connection.writer.write("".join(
+            write_if_open(connection.writer, "".join(
                 f"{line}\r\n" for line in [mail_line, *rcpt_lines, "DATA"]).encode("utf-8"))
         else:
-            connection.writer.write(mail_line.encode("utf-8") + b"\r\n")
+            write_if_open(connection.writer, mail_line.encode("utf-8") + b"\r\n")
         try:
             mail = await connection.reply()
         except LmtpLost:
@@ -137,12 +138,12 @@ async def _transaction(connection: _Connection, sender: str, recipients: Sequenc
         data = message if message.count(b"\n") == message.count(b"\r\n") \
             else _BARE_LF.sub(b"\r\n", message)
         if len(data) <= ONE_WRITE:
-            connection.writer.write(b"".join([*dot_stuffed_pieces(data), b".\r\n"]))
+            write_if_open(connection.writer, b"".join([*dot_stuffed_pieces(data), b".\r\n"]))
         else:
             for piece in dot_stuffed_pieces(data):
-                connection.writer.write(piece)
+                write_if_open(connection.writer, piece)
                 await connection.writer.drain()
-            connection.writer.write(b".\r\n")
+            write_if_open(connection.writer, b".\r\n")
         for index in accepted:  # RFC 2033 4.2: one reply per accepted RCPT, in order
             results[index] = await connection.reply()
         return "done"

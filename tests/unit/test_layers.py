@@ -42,8 +42,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                   "at_rest", "revocation")),
     ("hazmat and pure cores", ("crypto", "mime", "imap.wire", "imap.views",
                                "agent.protocol")),
-    ("bottom", ("errors", "config", "yamlcheck", "tlsconfig", "memory", "logs", "metrics",
-                "throttle", "accounts", "")),
+    ("bottom", ("errors", "config", "yamlcheck", "tlsconfig", "memory", "event_loop", "logs",
+                "metrics", "throttle", "accounts", "")),
 )
 EVERYTHING_BELOW = "everything below it"
 
