@@ -149,6 +149,8 @@ class ImapConfig:
     seal_sent: bool = True  # APPENDs to the \Sent folder are sealed to the user (at rest)
     seal_drafts: bool = False  # and to \Drafts
     open_processes: int = 0  # worker processes opening encrypted mail (imap/open_processes.py)
+    # logged-in connections per user and client address (Dovecot's mail_max_userip_connections)
+    max_userip_connections: int = 10
 
 
 @dataclass(frozen=True)
@@ -435,7 +437,7 @@ def _users(r: _Reader, raw: object) -> UsersConfig:
 def _imap(r: _Reader, raw: object) -> ImapConfig:
     m = r.mapping(raw, "imap", "a mapping")
     r.only(m, "imap", {"view_cache_mb_per_user", "view_cache_mb", "seal_sent", "seal_drafts",
-                       "open_processes"})
+                       "open_processes", "max_userip_connections"})
     sizes = []
     for name, default in (("view_cache_mb_per_user", ImapConfig.view_cache_mb_per_user),
                           ("view_cache_mb", ImapConfig.view_cache_mb)):
@@ -446,10 +448,15 @@ def _imap(r: _Reader, raw: object) -> ImapConfig:
     processes = m.get("open_processes", ImapConfig.open_processes)
     if isinstance(processes, bool) or not isinstance(processes, int) or not 0 <= processes <= 64:
         raise r.type_error("imap.open_processes", "a whole number 0-64", processes)
+    per_user_ip = m.get("max_userip_connections", ImapConfig.max_userip_connections)
+    if (isinstance(per_user_ip, bool) or not isinstance(per_user_ip, int)
+            or not 1 <= per_user_ip <= 100000):
+        raise r.type_error("imap.max_userip_connections", "a whole number 1-100000",
+                           per_user_ip)
     return ImapConfig(view_cache_mb_per_user=sizes[0], view_cache_mb=sizes[1],
                       seal_sent=r.boolean(m.get("seal_sent", True), "imap.seal_sent"),
                       seal_drafts=r.boolean(m.get("seal_drafts", False), "imap.seal_drafts"),
-                      open_processes=processes)
+                      open_processes=processes, max_userip_connections=per_user_ip)
 
 
 def _ldap(r: _Reader, raw: object) -> LdapConfig:

@@ -86,7 +86,7 @@ class ImapSettings:
     tls_handshake_timeout: float = 30.0
     max_pending_opens: int = 8  # messages read from upstream and not yet opened
     max_client_backlog: int = 256 * 1024  # unread client bytes held by the session
-    max_user_ip_connections: int = 10  # logged-in connections per user and client address
+    max_user_ip_connections: int = 10  # per user and address; config imap.max_userip_connections
     idle_timeout: float = 30 * 60  # nothing from client nor upstream: autologout
     # Threads opening messages. Opening is Python work under the GIL but for the RSA
     # operation: more threads only contend (bench/imap.py, 300 encrypted messages: 158 msg/s
@@ -482,10 +482,10 @@ class ImapFront:
 
     def __init__(self, services: Services, *, listener: ListenerConfig | None = None,
                  upstream: UpstreamEndpoint | None = None,
-                 settings: ImapSettings = ImapSettings(),
+                 settings: ImapSettings | None = None,
                  folder_operations: FolderOperations | None = None) -> None:
         """`folder_operations`: where keyword requests go (None: a keyword is only a
-        keyword)."""
+        keyword). `settings`: by default ImapSettings with the config's connection limit."""
         config = services.config
         self.folder_operations = folder_operations
         self.services = services
@@ -495,7 +495,8 @@ class ImapFront:
         self.sealed_uses = frozenset(
             use for use, on in (("\\SENT", config.imap.seal_sent),
                                 ("\\DRAFTS", config.imap.seal_drafts)) if on)
-        self.settings = settings
+        self.settings = settings if settings is not None else ImapSettings(
+            max_user_ip_connections=config.imap.max_userip_connections)
         self.tls_context = listener_context(self.listener, "imap")
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
@@ -515,7 +516,7 @@ class ImapFront:
         # process: two threads per process keep them busy
         self.processes: OpenProcesses | None = None
         self.openers = concurrent.futures.ThreadPoolExecutor(
-            settings.open_workers + 2 * config.imap.open_processes,
+            self.settings.open_workers + 2 * config.imap.open_processes,
             thread_name_prefix="imap-open")
 
     @property

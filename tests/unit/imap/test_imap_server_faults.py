@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
-from smime_proxy.config import UpstreamEndpoint
+from smime_proxy.config import ImapConfig, UpstreamEndpoint
 from smime_proxy.imap.server import ImapFront, ImapSettings
 from support.imap_proxy import imap_services
 from support.smtp_proxy import key_world
@@ -131,13 +131,17 @@ Start = Callable[..., "AbstractAsyncContextManager[Env]"]
 
 @asynccontextmanager
 async def _env(tmp_path: Path, mode: str, tls: str = "none",
-               settings: ImapSettings | None = None) -> AsyncIterator[Env]:
+               settings: ImapSettings | None = None,
+               imap: ImapConfig | None = None) -> AsyncIterator[Env]:
+    """`settings` as a test gives them, else from the config (its `imap` section: `imap`)."""
     fake = FakeUpstream(mode)
     await fake.start()
     endpoint = UpstreamEndpoint(host="127.0.0.1", port=fake.port, tls=tls,  # type: ignore[arg-type]
                                 verify=False, ca_file=None)
-    front = ImapFront(imap_services(tmp_path, key_world(), endpoint),
-                      settings=settings or ImapSettings())
+    services = imap_services(tmp_path, key_world(), endpoint)
+    if imap is not None:
+        services = replace(services, config=replace(services.config, imap=imap))
+    front = ImapFront(services, settings=settings)
     await front.start()
     env = Env(fake, front)
     try:
@@ -189,9 +193,12 @@ async def test_graceful_stop_says_bye(tmp_path: Path) -> None:
         assert rest.startswith(b"* BYE")
 
 
-async def test_connections_per_user_and_address_are_limited(tmp_path: Path) -> None:
-    async with _env(tmp_path, "die-in-fetch",
-                    settings=ImapSettings(max_user_ip_connections=2)) as env:
+@pytest.mark.parametrize("where", ["settings", "config"])
+async def test_connections_per_user_and_address_are_limited(tmp_path: Path, where: str) -> None:
+    """The limit as ImapSettings gives it, or the config's `imap.max_userip_connections`."""
+    settings = ImapSettings(max_user_ip_connections=2) if where == "settings" else None
+    imap = ImapConfig(max_userip_connections=2) if where == "config" else None
+    async with _env(tmp_path, "die-in-fetch", settings=settings, imap=imap) as env:
         first = [await env.client(login="alice") for _ in range(2)]
         extra = await env.client()
         await extra.command("l1", "LOGIN alice pw")  # the upstream's OK, then:
