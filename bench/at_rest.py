@@ -59,6 +59,8 @@ KEY_PASSWORD = "bench-secure-mail-pw"
 
 def filter_child(work: Path) -> None:
     """Serve the LMTP filter until stdin closes; print `PORT n` once listening."""
+    from smime_proxy import event_loop
+
     cfg = json.loads((work / "child.json").read_text())
     secure_mail = SecureMail(MemoryKeyStore(), kdf_iterations=1000)
     secure_mail.import_pkcs12("bob", (work / "bob.pem").read_bytes(), b"", KEY_PASSWORD)
@@ -80,9 +82,10 @@ def filter_child(work: Path) -> None:
     if profile:  # a cProfile of the filter process, for finding where its time goes
         import cProfile
 
-        cProfile.runctx("asyncio.run(main())", globals(), {"main": main}, profile)
+        cProfile.runctx("event_loop.run(main())", globals(),
+                        {"main": main, "event_loop": event_loop}, profile)
     else:
-        asyncio.run(main())
+        event_loop.run(main())  # the loop `smime-proxy serve` runs on
 
 
 def delivered(up: Upstream, user: str) -> int:

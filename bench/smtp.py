@@ -64,6 +64,7 @@ MODES = {
 
 def proxy_child(work: Path) -> None:
     """Serve the SMTP front until stdin closes; print `PORT n` once listening."""
+    from smime_proxy import event_loop
     from smime_proxy.memory import tune_memory
 
     tune_memory()  # as `smime-proxy serve` does at start (cli.main)
@@ -88,7 +89,7 @@ def proxy_child(work: Path) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await front.stop(1.0)
 
-    asyncio.run(main())
+    event_loop.run(main())  # the loop `smime-proxy serve` runs on
 
 
 class ProxyProcess:
