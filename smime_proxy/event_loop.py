@@ -1,12 +1,13 @@
 """The event loop the daemon and the key agent run on: uvloop where it is installed (a
 dependency everywhere but Windows), else asyncio's own.
 
-Why uvloop: the proxy's time per relayed command is mostly the event loop's socket and TLS
-work, which asyncio does in Python (its `sslproto` copies each TLS record through Python
-buffers) and uvloop in C over libuv. Measured with bench/imap.py, the same hour, one run
-each way: imaptest stress through the proxy 597 commands/s on uvloop against 518 on asyncio
-(ratios to direct Dovecot 0.684 / 0.527), 1000 clients in IDLE 126 MB against 146 MB, and
-the relay's CPU per `UID FETCH n BODY.PEEK[]` (19 KB) 400-513 µs against 540-633 µs.
+Why uvloop: much of the proxy's time per relayed command is the event loop's socket and
+TLS work, which asyncio does in Python (its `sslproto` copies each TLS record through Python
+buffers) and uvloop in C over libuv. Measured interleaved, the same hour: the relay's CPU per
+`UID FETCH n BODY.PEEK[]` of 19 KB 470-670 µs against 630-870 µs (three pairs); with
+bench/imap.py (three runs against two) 1000 clients in IDLE 127 MB against 146 MB, the
+cached encrypted fetch 2.36-2.58 of Dovecot's speed against 1.61-1.75; the first encrypted
+fetch and imaptest the same within their spread (docs/imap-front.md "Speed").
 
 `SMIME_PROXY_EVENT_LOOP=asyncio` in the environment picks asyncio's loop (to compare, or to
 rule the loop out when debugging); `uvloop`, the default, falls back to asyncio's loop when
