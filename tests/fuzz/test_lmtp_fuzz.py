@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smime_proxy import event_loop
 from smime_proxy.at_rest.forms import stored_form
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.display import open_message
@@ -83,5 +84,5 @@ def test_any_store_answer_gives_one_result_per_recipient(recipients: int,
             await server.wait_closed()
         return list(results)
 
-    results = asyncio.run(run())
+    results = event_loop.run(run())  # the loop the daemon runs on
     assert len(results) == recipients

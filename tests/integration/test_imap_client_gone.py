@@ -4,11 +4,10 @@ messages are opened for it; and the proxy's own side of the connection closed wh
 upstream still sends. The proxy ends that session cleanly (its connection slot is given
 back, nothing is logged as an error) and serves the next client.
 
-On uvloop, the daemon's loop, writing to a closed transport raises where asyncio's loop
-dropped the bytes (smime_proxy/event_loop.py, `write_if_open`, tested in
-tests/unit/test_event_loop.py). In the IMAP front the reading side sees the end first and
-closes the session before the next write, so these tests pass with or without that guard
-(checked): what they hold is the clean end itself, on the loop the daemon runs on."""
+On uvloop, the daemon's loop (and the tests' loop thread's), writing to a closed transport
+raises where asyncio's loop dropped the bytes (smime_proxy/event_loop.py, `write_if_open`).
+Without that guard these tests fail on uvloop (checked): "IMAP session failed" and an
+unretrieved RuntimeError from the task that hands opened messages to the session."""
 
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from smime_proxy import event_loop
 from smime_proxy.app import Daemon, DaemonServices, build_services
 from smime_proxy.config import parse_config
 from smime_proxy.control import ControlFront
@@ -190,7 +191,7 @@ def running_control(workdir: Path, imap: Upstreamish, *, tls_ca: Path | None = N
     """The daemon on a loop in a background thread, for blocking clients (the browser's
     Playwright sync API, schemathesis, the bench) that must not run on the daemon's loop."""
     clock, services, options = _prepare(workdir, imap, **setup)
-    loop = asyncio.new_event_loop()
+    loop = event_loop.loop_factory()()  # the kind the daemon runs on
     thread = threading.Thread(target=loop.run_forever, name="control-daemon", daemon=True)
     thread.start()
     front: ControlFront | None = None

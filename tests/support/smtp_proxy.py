@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import aiosmtplib
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from smime_proxy import event_loop
 from smime_proxy.config import ListenerConfig, ListenerTls, UpstreamEndpoint
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.ports import MemoryAddressBook, MemoryKeyStore
@@ -33,10 +34,11 @@ UNLOCK_URL = "https://127.0.0.1:8443/"
 
 
 class LoopThread:
-    """An asyncio loop running in a daemon thread."""
+    """An event loop running in a daemon thread: the kind the daemon runs on
+    (smime_proxy.event_loop: uvloop, or asyncio's with SMIME_PROXY_EVENT_LOOP=asyncio)."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = event_loop.loop_factory()()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> LoopThread:
