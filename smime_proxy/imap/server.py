@@ -279,6 +279,10 @@ class _Connection:
                         actions.extend(session.message_opened(result))
                     await self._check_login_limit()
                     await self._do(actions)
+        except Exception as exc:  # a bug: said once and the session ends; never a silent hang
+            log.error("IMAP session failed", extra={"user": session.user or "",
+                                                    "reason": type(exc).__name__})
+            await self.close(b"* BYE Internal error\r\n")
         finally:
             self.feeder = None
 

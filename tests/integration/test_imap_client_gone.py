@@ -2,7 +2,9 @@
 proxy: a TCP reset while a large plain message is relayed to it, and while its encrypted
 messages are opened for it; and the proxy's own side of the connection closed while the
 upstream still sends. The proxy ends that session cleanly (its connection slot is given
-back, nothing is logged as an error) and serves the next client.
+back, nothing is logged as an error) and serves the next client. And the other way round: a
+failure on the proxy's side while opened messages are handed over ends the session with a
+BYE instead of leaving the client waiting.
 
 On uvloop, the daemon's loop (and the tests' loop thread's), writing to a closed transport
 raises where asyncio's loop dropped the bytes (smime_proxy/event_loop.py, `write_if_open`).
@@ -23,6 +25,7 @@ import pytest
 
 from smime_proxy.harness import Upstream
 from smime_proxy.imap.server import ImapFront
+from smime_proxy.imap.session import ImapSession
 from support.imap_proxy import (
     LoopThread,
     encrypted_signed,
@@ -166,3 +169,29 @@ def test_a_client_reset_while_its_encrypted_messages_are_opened(
         _slot_given_back(front, before)
         assert _errors(caplog) == []
     _still_serves(front, upstream, mailbox, b"sealed body 0")
+
+
+def test_a_failure_handing_over_opened_messages_ends_the_session(
+        front: ImapFront, upstream: Upstream, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug where opened messages are handed to the session (a task of its own) is said
+    once and ends that session with a BYE: the client is not left waiting for ever."""
+    alice = people().ids["alice"]
+    mailbox = _mailbox(upstream, [encrypted_signed(_message("sealed", b"sealed body\r\n"),
+                                                   alice, alice)])
+
+    def broken(self: object, result: object) -> list[object]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ImapSession, "message_opened", broken)
+    with caplog.at_level(logging.INFO):
+        sock = _selected(front, upstream, mailbox)
+        sock.settimeout(20)
+        sock.sendall(b"f FETCH 1 BODY.PEEK[]\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        sock.close()
+    assert answer.endswith(b"* BYE Internal error\r\n"), answer[-200:]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "IMAP session failed"]
