@@ -101,7 +101,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bench.imap_views import make_message  # noqa: E402
-from smime_proxy.event_loop import loop_name  # noqa: E402
+from smime_proxy import event_loop  # noqa: E402
 from smime_proxy.harness import Upstream, start_upstream  # noqa: E402
 from support.pki import NOW, Identity, make_ca, make_user  # noqa: E402
 from support.procmem import reset_peak, status_bytes, stop_child  # noqa: E402
@@ -414,7 +414,6 @@ def proxy_child(work: Path) -> None:
     stdin, answered `OK`: `RELOCK` (lock then unlock bob's key)."""
     from cryptography import x509
 
-    from smime_proxy import event_loop
     from smime_proxy.app import DaemonServices
     from smime_proxy.config import (
         Config,
@@ -1065,7 +1064,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, object], Env]:
         results["rounds"] = args.rounds
         results["plain_avg_kb"] = env.notes["plain_avg_kb"]
         results["upstream_tls"] = UPSTREAM_TLS
-        results["event_loop"] = loop_name()
+        results["event_loop"] = event_loop.loop_name()
         results["enc_avg_kb"] = env.notes["enc_avg_kb"]
         results["failures"] = env.failures
         if env.failures:
