@@ -20,7 +20,11 @@ with more users than the stock three, for the IDLE test), user bob:
   the median of each figure is kept. One round times, on connections already logged in and
   SELECTed:
     plain_fetch_all     FETCH 1:* BODY.PEEK[] on "plain"
-    plain_fetch_seq     one UID FETCH n BODY.PEEK[] per message, each awaited
+    plain_fetch_seq     one UID FETCH n BODY.PEEK[] per message, each awaited; also
+                        through a bare relay (`relay_child`: bytes copied to and from
+                        the same STARTTLS upstream connection, no IMAP in it, on the same
+                        event loop), the floor of any relay's one-by-one speed here:
+                        `plain_fetch_seq_relay_ratio` (not with BENCH_UPSTREAM_TLS=none)
     plain_sync          FETCH 1:* (FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE) on "plain"
     append_1m           APPEND of a 1 MB message (synchronizing literal), per message
   then, through a fresh proxy connection right after a lock + unlock of bob's key (and in a
@@ -66,7 +70,8 @@ serve` runs on (uvloop, or asyncio's with `SMIME_PROXY_EVENT_LOOP=asyncio`): `ev
 `idle_1000_rss_mb`, `large_25m_rss_ratio`, `imaptest_stress_ratio` and
 `imaptest_proxy_errors` (with --imaptest), the CPU per message of the encrypted first fetch
 (`encrypted_first_fetch_{daemon,loop,worker}_cpu_ms_per_msg`: the daemon, its event loop
-thread of that, its worker processes), the absolute figures behind them (`*_direct_s`,
+thread of that, its worker processes), `plain_fetch_seq_relay_ratio` (the bare relay's
+one-by-one ratio, the floor above), the absolute figures behind them (`*_direct_s`,
 `*_proxy_s`, `*_msgs_per_s`, ...), `encrypted_not_opened`, `idle_connections`, `failures`.
 Ratios are direct time / proxy time (1.0: as fast as Dovecot). Needs root and the Debian
 packages of the test upstream.
@@ -482,9 +487,46 @@ def proxy_child(work: Path) -> None:
         event_loop.run(main())  # the loop `smime-proxy serve` runs on
 
 
+def relay_child(work: Path) -> None:
+    """A bare byte relay to Dovecot, with no IMAP in it: the floor of any relay's one-by-one
+    speed through the same upstream connection as the proxy's (`open_stream`: the same
+    STARTTLS and certificate check, on the same event loop). It greets the client itself
+    (the upstream's greeting is read before STARTTLS). Prints `PORT n`; serves until stdin
+    closes. Only where the clients reach the proxy in plain text (`UPSTREAM_TLS` not "none")."""
+    from smime_proxy.config import UpstreamEndpoint
+    from smime_proxy.imap.upstream import open_stream
+
+    cfg = json.loads((work / "child.json").read_text())
+    endpoint = UpstreamEndpoint(host=cfg["host"], port=cfg["port"], tls=UPSTREAM_TLS,
+                                verify=True, ca_file=Path(cfg["ca_file"]))
+
+    async def copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await open_stream(endpoint, connect_timeout=30.0,
+                                                 handshake_timeout=30.0)
+        writer.write(b"* OK bare relay ready\r\n")
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+        loop = asyncio.get_running_loop()
+        while await loop.run_in_executor(None, sys.stdin.readline):
+            pass
+        server.close()
+
+    event_loop.run(main())
+
+
 class ProxyProcess:
     def __init__(self, work: Path, *, max_user_ip_connections: int = 10,
-                 connect_timeout: float = 30.0) -> None:
+                 connect_timeout: float = 30.0, bare_relay: bool = False) -> None:
         (work / "child.json").write_text(json.dumps({
             **json.loads((work / "upstream.json").read_text()),
             "max_user_ip_connections": max_user_ip_connections,
@@ -496,9 +538,10 @@ class ProxyProcess:
         if tls_files is not None:
             self.tls = ssl.create_default_context(cafile=str(tls_files[0]))
         self.log = work / "proxy-child.log"
+        kind = "--relay-child" if bare_relay else "--proxy-child"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, __file__, "--proxy-child", str(work)],
+                [sys.executable, __file__, kind, str(work)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
             )
         line = self.read_line(60.0)
@@ -636,17 +679,21 @@ def append_each(client: Client, messages: Sequence[bytes]) -> float:
     return statistics.median(each)
 
 
-def plain_round(env: Env, proxy: ProxyProcess, uids: list[int], appends: list[bytes],
-                direct_first: bool) -> None:
+def plain_round(env: Env, proxy: ProxyProcess, relay: ProxyProcess | None, uids: list[int],
+                appends: list[bytes], direct_first: bool) -> None:
+    """One round of the plain figures; the one-by-one fetch also through `relay` (the bare
+    relay, `relay_child`) when there is one."""
     count = env.count
     sides = ["direct", "proxy"] if direct_first else ["proxy", "direct"]
     clients: dict[str, Client] = {}
 
     def open_side(side: str) -> Client:
         if side not in clients:
-            clients[side] = (env.direct("plain") if side == "direct"
-                             else connect("proxy", proxy.port, mailbox="plain",
-                                          starttls=proxy.tls))
+            if side == "direct":
+                clients[side] = env.direct("plain")
+            else:
+                child = relay if side == "relay" and relay is not None else proxy
+                clients[side] = connect(side, child.port, mailbox="plain", starttls=child.tls)
         return clients[side]
 
     try:
@@ -656,7 +703,8 @@ def plain_round(env: Env, proxy: ProxyProcess, uids: list[int], appends: list[by
             ("plain_sync", lambda c: fetch_all(c, "(FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)",
                                                count)),
         ):
-            for side in sides:
+            with_relay = relay is not None and name == "plain_fetch_seq"
+            for side in [*sides, "relay"] if with_relay else sides:
                 def measure(side: str = side, run: Callable[[Client], object] = run) -> float:
                     return timed(lambda: run(open_side(side)))[0]
 
@@ -981,6 +1029,12 @@ def median_results(env: Env) -> dict[str, float]:
                 r[f"{name}_proxy_msgs_per_s"] = round(count / p, 1)
         if d is not None and p is not None:
             r[f"{name}_ratio"] = round(d / p, 4)
+    relay = med.get("plain_fetch_seq_relay")
+    if relay is not None:
+        r["plain_fetch_seq_relay_s"] = round(relay, 4)
+        d = med.get("plain_fetch_seq_direct")
+        if d is not None:
+            r["plain_fetch_seq_relay_ratio"] = round(d / relay, 4)
     direct_fetch, direct_sync = med.get("plain_fetch_all_direct"), med.get("plain_sync_direct")
     for name, against in (("encrypted_first_fetch", None),
                           ("encrypted_cached_fetch", direct_fetch),
@@ -1033,12 +1087,20 @@ def run(args: argparse.Namespace) -> tuple[dict[str, object], Env]:
         for i in range(args.rounds):
             start = time.perf_counter()
             proxy = ProxyProcess(work)
+            # the bare relay's child only while the plain figures are measured
+            relay = ProxyProcess(work, bare_relay=True) if UPSTREAM_TLS != "none" else None
             try:
                 warm_proxy(env, proxy)
-                plain_round(env, proxy, uids, appends[: args.appends], direct_first=i % 2 == 0)
+                plain_round(env, proxy, relay, uids, appends[: args.appends],
+                            direct_first=i % 2 == 0)
+                if relay is not None:
+                    relay.stop()
+                    relay = None
                 encrypted_round(env, proxy)
             finally:
                 proxy.stop()
+                if relay is not None:
+                    relay.stop()
             print(f"round {i + 1}/{args.rounds}: {time.perf_counter() - start:.1f} s",
                   file=sys.stderr, flush=True)
         results: dict[str, object] = dict(median_results(env))
@@ -1098,6 +1160,10 @@ def report(r: dict[str, object], args: argparse.Namespace) -> None:
               f"{fmt(f'{name}_proxy_s', '8.3f', ' s')}   {fmt(f'{name}_ratio', '8.3f')}   "
               f"({fmt(f'{name}_direct_msgs_per_s', '.0f')} / "
               f"{fmt(f'{name}_proxy_msgs_per_s', '.0f')} msg/s)")
+    if "plain_fetch_seq_relay_ratio" in r:
+        print(f"  {'  the same, bare relay':<28}{'':10}  "
+              f"{fmt('plain_fetch_seq_relay_s', '8.3f', ' s')}   "
+              f"{fmt('plain_fetch_seq_relay_ratio', '8.3f')}   (no IMAP in it: the floor)")
     print(f"  {'APPEND 1 MB, per message':<28}{fmt('append_1m_direct_s', '8.3f', ' s')}  "
           f"{fmt('append_1m_proxy_s', '8.3f', ' s')}   {fmt('append_1m_ratio', '8.3f')}")
     print(f"encrypted, first FETCH 1:* BODY.PEEK[] after unlock: "
@@ -1154,9 +1220,13 @@ def main() -> None:
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--imaptest", help="path of Dovecot's imaptest binary (optional)")
     parser.add_argument("--proxy-child", help=argparse.SUPPRESS)
+    parser.add_argument("--relay-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.proxy_child:
         proxy_child(Path(args.proxy_child))
+        return
+    if args.relay_child:
+        relay_child(Path(args.relay_child))
         return
     if args.quick:
         args.count, args.rounds, args.appends, args.idle, args.large_mb = 40, 1, 3, 20, 5

@@ -23,7 +23,7 @@ KEYS = [
     "idle_connections", "idle_rss_before_mb", "idle_rss_mb", "idle_rss_growth_mb",
     "idle_rss_per_connection_kb", "idle_1000_rss_mb",
     "large_25m_mb", "large_25m_direct_s", "large_25m_proxy_s", "large_25m_rss_growth_mb",
-    "large_25m_rss_ratio",
+    "large_25m_rss_ratio", "plain_fetch_seq_relay_s", "plain_fetch_seq_relay_ratio",
 ]
 
 
