@@ -49,7 +49,8 @@ with more users than the stock three, for the IDLE test), user bob:
   /proc/PID/clear_refs) divided by the stored size; the time direct and through the proxy.
 - With `--imaptest PATH` (Dovecot's imaptest, /work/shared/tools/imaptest/build.sh): 5
   clients for 10 s on carol's INBOX, directly (implicit TLS, the IMAPS port) and through a
-  fresh proxy child: commands/s and the "Error:" lines imaptest printed.
+  fresh proxy child: commands/s and the "Error:" lines imaptest printed; then through the
+  bare relay (`imaptest_relay_ratio`, the floor, as for the one-by-one fetch).
 
 Every command has a deadline: a proxy that hangs or fails is reported (`failures`, exit 1)
 rather than waited for.
@@ -70,8 +71,10 @@ serve` runs on (uvloop, or asyncio's with `SMIME_PROXY_EVENT_LOOP=asyncio`): `ev
 `idle_1000_rss_mb`, `large_25m_rss_ratio`, `imaptest_stress_ratio` and
 `imaptest_proxy_errors` (with --imaptest), the CPU per message of the encrypted first fetch
 (`encrypted_first_fetch_{daemon,loop,worker}_cpu_ms_per_msg`: the daemon, its event loop
-thread of that, its worker processes), `plain_fetch_seq_relay_ratio` (the bare relay's
-one-by-one ratio, the floor above), the absolute figures behind them (`*_direct_s`,
+thread of that, its worker processes), `encrypted_open_cpu_ms_per_msg` and
+`encrypted_open_ceiling_per_s` (opening alone, `measure_opening`), the bare relay's ratios
+`plain_fetch_seq_relay_ratio` and `imaptest_relay_ratio` (the floors above), the absolute
+figures behind them (`*_direct_s`,
 `*_proxy_s`, `*_msgs_per_s`, ...), `encrypted_not_opened`, `idle_connections`, `failures`.
 Ratios are direct time / proxy time (1.0: as fast as Dovecot). Needs root and the Debian
 packages of the test upstream.
@@ -99,7 +102,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -110,6 +113,10 @@ from smime_proxy import event_loop  # noqa: E402
 from smime_proxy.harness import Upstream, start_upstream  # noqa: E402
 from support.pki import NOW, Identity, make_ca, make_user  # noqa: E402
 from support.procmem import reset_peak, status_bytes, stop_child  # noqa: E402
+
+if TYPE_CHECKING:
+    from smime_proxy.app import DaemonServices
+    from smime_proxy.keystore.service import SecureMail
 
 T = TypeVar("T")
 KEY_PASSWORD = "bench-secure-mail-pw"
@@ -414,9 +421,9 @@ def listener_tls(work: Path) -> tuple[Path, Path, Path] | None:
     return files.ca_cert, files.server_cert, files.server_key
 
 
-def proxy_child(work: Path) -> None:
-    """Serve the IMAP front until stdin closes; print `PORT n` once listening. Commands on
-    stdin, answered `OK`: `RELOCK` (lock then unlock bob's key)."""
+def child_services(work: Path, cfg: dict[str, Any]) -> tuple[DaemonServices, SecureMail]:
+    """The services of the proxy under test (bob's key imported and unlocked), as the
+    proxy child makes them; the bench process makes the same to time opening alone."""
     from cryptography import x509
 
     from smime_proxy.app import DaemonServices
@@ -432,14 +439,10 @@ def proxy_child(work: Path) -> None:
         UpstreamEndpoint,
         UsersConfig,
     )
-    from smime_proxy.imap.server import ImapFront, ImapSettings
     from smime_proxy.keystore.contacts import Contacts
     from smime_proxy.keystore.ports import MemoryAddressBook, MemoryKeyStore
     from smime_proxy.keystore.service import SecureMail
-    from smime_proxy.memory import tune_memory
 
-    tune_memory()  # as `smime-proxy serve` does at start (cli.main)
-    cfg = json.loads((work / "child.json").read_text())
     secure_mail = SecureMail(MemoryKeyStore(), kdf_iterations=1000)
     contacts = Contacts(MemoryAddressBook())
     secure_mail.import_pkcs12(USER, (work / "bob.pem").read_bytes(), b"", KEY_PASSWORD)
@@ -462,6 +465,18 @@ def proxy_child(work: Path) -> None:
     ca = x509.load_pem_x509_certificate((work / "ca.pem").read_bytes())
     services = DaemonServices(config=config, secure_mail=secure_mail, contacts=contacts,
                               trust_roots=(ca,), ca=None, now=lambda: NOW)
+    return services, secure_mail
+
+
+def proxy_child(work: Path) -> None:
+    """Serve the IMAP front until stdin closes; print `PORT n` once listening. Commands on
+    stdin, answered `OK`: `RELOCK` (lock then unlock bob's key)."""
+    from smime_proxy.imap.server import ImapFront, ImapSettings
+    from smime_proxy.memory import tune_memory
+
+    tune_memory()  # as `smime-proxy serve` does at start (cli.main)
+    cfg = json.loads((work / "child.json").read_text())
+    services, secure_mail = child_services(work, cfg)
     settings = ImapSettings(max_user_ip_connections=cfg["max_user_ip_connections"],
                             connect_timeout=cfg["connect_timeout"])
     front = ImapFront(services, settings=settings)
@@ -602,6 +617,7 @@ class Env:
     warm_count: int = 0
     large_size: int = 0
     not_opened: int | None = None  # "enc" messages not shown opened (worst round)
+    enc_sample: list[bytes] = field(default_factory=list)  # for `measure_opening`
     notes: dict[str, object] = field(default_factory=dict)  # reported as they are
 
     def direct(self, mailbox: str | None, user: str = USER, password: str = PASSWORD) -> Client:
@@ -840,6 +856,30 @@ async def close_all(writers: Sequence[asyncio.StreamWriter]) -> None:
             await asyncio.wait_for(writer.wait_closed(), 2.0)
 
 
+def measure_opening(env: Env) -> dict[str, float]:
+    """Opening alone: `open_for_client` on "enc" messages one after another in one thread of
+    this process (no IMAP, no event loop, no other thread), median of 3 passes: its CPU per
+    message, and what a machine with this many cores could open at most if opening had
+    every core to itself (`encrypted_open_ceiling_per_s`, against encrypted_first_fetch_per_s)."""
+    from smime_proxy.imap.opening import open_for_client
+
+    cfg = {**json.loads((env.work / "upstream.json").read_text()), "open_processes": 0}
+    services, _ = child_services(env.work, cfg)
+    sample = env.enc_sample
+    for raw in sample[:10]:  # first-use costs (imports, caches of the trust roots)
+        open_for_client(services, USER, raw, 0)
+    passes = []
+    for _ in range(3):
+        start = time.thread_time()
+        for raw in sample:
+            if open_for_client(services, USER, raw, 0).outcome != "opened":
+                raise BenchError("opening alone: a message was not opened")
+        passes.append((time.thread_time() - start) / len(sample))
+    per = statistics.median(passes)
+    return {"encrypted_open_cpu_ms_per_msg": round(per * 1000, 2),
+            "encrypted_open_ceiling_per_s": round((os.cpu_count() or 1) / per, 1)}
+
+
 def dovecot_limit_lines(up: Upstream, since: int) -> list[str]:
     log = up.workdir / "log" / "dovecot.log"
     with log.open("rb") as f:
@@ -975,13 +1015,23 @@ def measure_imaptest(env: Env, binary: str) -> dict[str, float]:
         proxy.stop()
     if sample:
         env.notes["imaptest_proxy_error_sample"] = sample
-    return {
+    results = {
         "imaptest_direct_cmds_per_s": round(direct_rate, 1),
         "imaptest_proxy_cmds_per_s": round(proxy_rate, 1),
         "imaptest_stress_ratio": round(proxy_rate / direct_rate, 3) if direct_rate else 0.0,
         "imaptest_direct_errors": direct_errors,
         "imaptest_proxy_errors": proxy_errors,
     }
+    if UPSTREAM_TLS != "none":  # the floor: the same through the bare relay (relay_child)
+        relay = ProxyProcess(env.work, bare_relay=True)
+        try:
+            relay_rate, _, _ = run_imaptest(binary, relay.port, mbox, [])
+        finally:
+            relay.stop()
+        results["imaptest_relay_cmds_per_s"] = round(relay_rate, 1)
+        results["imaptest_relay_ratio"] = (round(relay_rate / direct_rate, 3) if direct_rate
+                                           else 0.0)
+    return results
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -996,6 +1046,7 @@ def fill(env: Env, rng: random.Random, alice: Identity, bob: Identity, large_siz
     env.warm_count = len(warm)
     env.notes["plain_avg_kb"] = round(sum(map(len, plain)) / len(plain) / 1024, 1)
     env.notes["enc_avg_kb"] = round(sum(map(len, enc)) / len(enc) / 1024, 1)
+    env.enc_sample = enc[:300]
     client = connect("fill", env.up.imap_port, mailbox=None)  # plain LOGIN: no TLS needed
     try:
         for box in ("plain", "enc", "warm", "large", "append"):
@@ -1104,6 +1155,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, object], Env]:
             print(f"round {i + 1}/{args.rounds}: {time.perf_counter() - start:.1f} s",
                   file=sys.stderr, flush=True)
         results: dict[str, object] = dict(median_results(env))
+        opening = env.attempt("opening alone", lambda: measure_opening(env))
+        if opening is not None:
+            results.update(opening)
         if env.not_opened is not None:
             results["encrypted_not_opened"] = env.not_opened
         if not args.skip_idle:
@@ -1174,6 +1228,10 @@ def report(r: dict[str, object], args: argparse.Namespace) -> None:
           f"loop {fmt('encrypted_first_fetch_loop_cpu_ms_per_msg', '.2f', ' ms')}), worker "
           f"processes {fmt('encrypted_first_fetch_worker_cpu_ms_per_msg', '.2f', ' ms')} "
           f"(imap.open_processes: {OPEN_PROCESSES})")
+    if "encrypted_open_cpu_ms_per_msg" in r:
+        print(f"  opening alone, one thread: {fmt('encrypted_open_cpu_ms_per_msg', '.2f', ' ms')}"
+              f" of CPU per message; {os.cpu_count()} cores doing nothing else would open "
+              f"{fmt('encrypted_open_ceiling_per_s', '.0f')} msg/s")
     print(f"encrypted, same FETCH again: {fmt('encrypted_cached_fetch_s', '.3f', ' s')} "
           f"({fmt('encrypted_cached_fetch_per_s', '.1f')} msg/s), "
           f"{fmt('encrypted_cached_fetch_ratio', '.3f')} x direct plain FETCH")
@@ -1197,6 +1255,9 @@ def report(r: dict[str, object], args: argparse.Namespace) -> None:
         print(f"imaptest 5 clients 10 s: direct {r['imaptest_direct_cmds_per_s']} cmd/s "
               f"({r['imaptest_direct_errors']} errors), proxy {r['imaptest_proxy_cmds_per_s']} "
               f"cmd/s ({r['imaptest_proxy_errors']} errors), ratio {r['imaptest_stress_ratio']}")
+        if "imaptest_relay_ratio" in r:
+            print(f"  the same through the bare relay: {r['imaptest_relay_cmds_per_s']} cmd/s, "
+                  f"ratio {r['imaptest_relay_ratio']} (no IMAP in it: the floor)")
         if "imaptest_proxy_error_sample" in r:
             print(f"  proxy errors: {r['imaptest_proxy_error_sample']}")
     failures = r.get("failures")
