@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from test_imap_parsing import response_items, values  # type: ignore[import-not-found]
 
 from smime_proxy.imap.wire import FetchResponse, ParseError, parse_response
+from smime_proxy.imap.wire import spans as spans_module
 from smime_proxy.imap.wire.spans import (
     fetch_spans,
     item_value,
@@ -16,6 +17,7 @@ from smime_proxy.imap.wire.spans import (
     uid_value,
     without_items,
 )
+from smime_proxy.imap.wire.values import render
 
 responses = st.builds(
     lambda number, items: FetchResponse(number, tuple(items)),
@@ -113,3 +115,28 @@ def test_metadata_items_reads_what_fetch_spans_reads_or_nothing(
     spans = fetch_spans(raw)
     assert quick == (spans.number, uid_value(raw, spans),
                      {s.name: raw[s.start : s.end] for s in spans.items})
+
+
+_list_soup = st.lists(st.sampled_from(
+    [b"(", b")", b"(", b")", b'"', b"\\", b"{", b"}", b"\r", b"\n", b" ", b"a", b"NIL",
+     b"{1}\r\n", b'"x y"', b'"\\""', b"~{2}\r\n"]), max_size=40).map(b"".join)
+
+
+@given(st.one_of(values.map(lambda v: b"(" + render(v) + b")"),
+                 _list_soup.map(lambda soup: b"(" + soup)))
+@settings(max_examples=600)
+def test_a_list_matched_at_once_ends_where_its_tokens_end(raw: bytes) -> None:
+    """The one-expression list matcher (`_FAST_LIST`, no literal inside, bounded depth)
+    ends each list exactly where the token-by-token reading (`_list_end`) ends it, and
+    declines (None) what it cannot read; the reading then decides as before."""
+    fast = spans_module._FAST_LIST.match(raw)
+    if fast is None:
+        return
+    assert fast.end() == spans_module._list_end(raw, 0)
+
+
+def test_lists_deeper_than_the_matcher_are_read_by_tokens() -> None:
+    deep = b"(" * 40 + b'"a"' + b")" * 40
+    assert spans_module._FAST_LIST.match(deep) is None
+    raw = b"* 1 FETCH (BODYSTRUCTURE " + deep + b" UID 3)\r\n"
+    assert uid_value(raw, fetch_spans(raw)) == 3
