@@ -26,6 +26,9 @@ with more users than the stock three, for the IDLE test), user bob:
                         event loop), the floor of any relay's one-by-one speed here:
                         `plain_fetch_seq_relay_ratio` (not with BENCH_UPSTREAM_TLS=none)
     plain_sync          FETCH 1:* (FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE) on "plain"
+    plain_sync_first    the same as the first FETCH of a new connection (a client opening
+                        the folder: the proxy knows nothing of its messages yet), measured
+                        first in the round, each side on a connection of its own
     append_1m           APPEND of a 1 MB message (synchronizing literal), per message
   then, through a fresh proxy connection right after a lock + unlock of bob's key (and in a
   process that has not opened any "enc" message yet; a cache of opened messages, if any,
@@ -712,12 +715,24 @@ def plain_round(env: Env, proxy: ProxyProcess, relay: ProxyProcess | None, uids:
                 clients[side] = connect(side, child.port, mailbox="plain", starttls=child.tls)
         return clients[side]
 
+    sync = "(FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)"
+    for side in sides:  # a client opening the folder: the first FETCH of a new connection
+        def first_sync(side: str = side) -> float:
+            client = (env.direct("plain") if side == "direct" else
+                      connect("proxy", proxy.port, mailbox="plain", starttls=proxy.tls))
+            try:
+                return timed(lambda: fetch_all(client, sync, count))[0]
+            finally:
+                client.close()
+
+        seconds = env.attempt(f"plain_sync_first {side}", first_sync)
+        if seconds is not None:
+            env.record(f"plain_sync_first_{side}", seconds)
     try:
         for name, run in (
             ("plain_fetch_all", lambda c: fetch_all(c, "BODY.PEEK[]", count)),
             ("plain_fetch_seq", lambda c: fetch_seq(c, uids)),
-            ("plain_sync", lambda c: fetch_all(c, "(FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)",
-                                               count)),
+            ("plain_sync", lambda c: fetch_all(c, sync, count)),
         ):
             with_relay = relay is not None and name == "plain_fetch_seq"
             for side in [*sides, "relay"] if with_relay else sides:
@@ -1067,7 +1082,8 @@ def median_results(env: Env) -> dict[str, float]:
     med = {name: statistics.median(values) for name, values in env.times.items()}
     r: dict[str, float] = {}
     count = env.count
-    for name in ("plain_fetch_all", "plain_fetch_seq", "plain_sync", "append_1m"):
+    for name in ("plain_fetch_all", "plain_fetch_seq", "plain_sync", "plain_sync_first",
+                 "append_1m"):
         d, p = med.get(f"{name}_direct"), med.get(f"{name}_proxy")
         if d is not None:
             r[f"{name}_direct_s"] = round(d, 4)
@@ -1209,7 +1225,8 @@ def report(r: dict[str, object], args: argparse.Namespace) -> None:
     print("                                direct         proxy    direct/proxy")
     for name, label in (("plain_fetch_all", "FETCH 1:* BODY.PEEK[]"),
                         ("plain_fetch_seq", "UID FETCH n, one by one"),
-                        ("plain_sync", "FETCH 1:* (FLAGS BS ENV SIZE)")):
+                        ("plain_sync", "FETCH 1:* (FLAGS BS ENV SIZE)"),
+                        ("plain_sync_first", "  the same, new connection")):
         print(f"  {label:<28}{fmt(f'{name}_direct_s', '8.3f', ' s')}  "
               f"{fmt(f'{name}_proxy_s', '8.3f', ' s')}   {fmt(f'{name}_ratio', '8.3f')}   "
               f"({fmt(f'{name}_direct_msgs_per_s', '.0f')} / "

@@ -13,9 +13,10 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "imap.py"
 KEYS = [
     *(f"{name}_{kind}" for name in ("plain_fetch_all", "plain_fetch_seq", "plain_sync",
-                                    "append_1m")
+                                    "plain_sync_first", "append_1m")
       for kind in ("ratio", "direct_s", "proxy_s")),
-    *(f"{name}_{kind}" for name in ("plain_fetch_all", "plain_fetch_seq", "plain_sync")
+    *(f"{name}_{kind}" for name in ("plain_fetch_all", "plain_fetch_seq", "plain_sync",
+                                    "plain_sync_first")
       for kind in ("direct_msgs_per_s", "proxy_msgs_per_s")),
     "encrypted_first_fetch_s", "encrypted_first_fetch_per_s",
     "encrypted_cached_fetch_s", "encrypted_cached_fetch_per_s", "encrypted_cached_fetch_ratio",
