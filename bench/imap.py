@@ -47,6 +47,9 @@ with more users than the stock three, for the IDLE test), user bob:
   (2 connections opened and closed first): `idle_rss_mb` is the total,
   `idle_rss_growth_mb` the growth; `idle_1000_rss_mb` is the total at 1000 connections,
   extrapolated linearly from the connections held when fewer (`idle_1000_extrapolated` 1).
+  Then `idle_after_fetch_rss_per_connection_kb`: a fresh proxy child, up to 200 IDLE
+  connections that each first read a 2 MB message whole (`FETCH 1 BODY.PEEK[]`): the RSS
+  growth per connection, what a connection keeps of a large transfer.
 - Large: one FETCH BODY.PEEK[] of the ~25 MB encrypted message through a fresh proxy child
   (warmed with "warm"): peak RSS growth (VmHWM after minus VmRSS before, peak reset through
   /proc/PID/clear_refs) divided by the stored size; the time direct and through the proxy.
@@ -71,7 +74,8 @@ serve` runs on (uvloop, or asyncio's with `SMIME_PROXY_EVENT_LOOP=asyncio`): `ev
 `--json` prints one JSON object as the last line: `plain_fetch_all_ratio`,
 `plain_fetch_seq_ratio`, `plain_sync_ratio`, `encrypted_first_fetch_per_s`,
 `encrypted_cached_fetch_ratio`, `encrypted_sync_cached_ratio`, `append_1m_ratio`,
-`idle_1000_rss_mb`, `large_25m_rss_ratio`, `imaptest_stress_ratio` and
+`idle_1000_rss_mb`, `idle_after_fetch_rss_per_connection_kb`, `large_25m_rss_ratio`,
+`imaptest_stress_ratio` and
 `imaptest_proxy_errors` (with --imaptest), the CPU per message of the encrypted first fetch
 (`encrypted_first_fetch_{daemon,loop,worker}_cpu_ms_per_msg`: the daemon, its event loop
 thread of that, its worker processes), `encrypted_open_cpu_ms_per_msg` and
@@ -812,8 +816,9 @@ def warm_proxy(env: Env, proxy: ProxyProcess) -> None:
 # --- IDLE -----------------------------------------------------------------------------------
 
 
-async def idle_connection(port: int, user: str, password: str,
-                          wait: float) -> asyncio.StreamWriter:
+async def idle_connection(port: int, user: str, password: str, wait: float,
+                          fetch: bool = False) -> asyncio.StreamWriter:
+    """Logged in, INBOX selected (with `fetch`, its first message read whole), in IDLE."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), wait)
     try:
         async def until(prefix: bytes) -> bytes:
@@ -835,6 +840,13 @@ async def idle_connection(port: int, user: str, password: str,
             answer = await until(tag + b" ")
             if not answer.startswith(tag + b" OK"):
                 raise BenchError(answer.decode(errors="replace").strip())
+        if fetch:
+            writer.write(b"f FETCH 1 BODY.PEEK[]\r\n")
+            line = await until(b"* 1 FETCH")
+            size = int(line.rstrip()[:-1].rsplit(b"{", 1)[1])
+            await asyncio.wait_for(reader.readexactly(size), wait)
+            if not (await until(b"f ")).startswith(b"f OK"):
+                raise BenchError("FETCH 1 BODY.PEEK[] failed")
         writer.write(b"c IDLE\r\n")
         await until(b"+")
         return writer
@@ -843,8 +855,8 @@ async def idle_connection(port: int, user: str, password: str,
         raise
 
 
-async def hold_idle(port: int, target: int, wait: float) -> tuple[list[asyncio.StreamWriter],
-                                                                      str]:
+async def hold_idle(port: int, target: int, wait: float, fetch: bool = False
+                    ) -> tuple[list[asyncio.StreamWriter], str]:
     """Open IDLE connections, 20 at a time, until `target` or the first failure."""
     writers: list[asyncio.StreamWriter] = []
     users = list(IDLE_USERS.items())
@@ -852,7 +864,7 @@ async def hold_idle(port: int, target: int, wait: float) -> tuple[list[asyncio.S
     while len(writers) < target and not reason:
         batch = min(20, target - len(writers))
         results = await asyncio.gather(
-            *(idle_connection(port, *users[(len(writers) + i) % len(users)], wait)
+            *(idle_connection(port, *users[(len(writers) + i) % len(users)], wait, fetch)
               for i in range(batch)), return_exceptions=True)
         for result in results:
             if isinstance(result, asyncio.StreamWriter):
@@ -957,7 +969,7 @@ def measure_idle(env: Env, target: int) -> dict[str, float]:
     growth = after - before
     per = growth / held
     total_1000 = after if held >= 1000 else before + per * 1000
-    return {
+    results = {
         "idle_connections": held,
         "idle_rss_before_mb": round(before / MB, 1),
         "idle_rss_mb": round(after / MB, 1),
@@ -966,6 +978,47 @@ def measure_idle(env: Env, target: int) -> dict[str, float]:
         "idle_1000_rss_mb": round(total_1000 / MB, 1),
         "idle_1000_extrapolated": 0 if held >= 1000 else 1,
     }
+    results.update(measure_idle_after_fetch(env, min(target, 200)))
+    return results
+
+
+def measure_idle_after_fetch(env: Env, count: int) -> dict[str, float]:
+    """RSS per IDLE connection that first read a 2 MB message (a client that opened an
+    attachment, then waits for mail): what a connection keeps of a large transfer. A
+    fresh proxy child; each IDLE user's INBOX gets the message once."""
+    message = attachment_message(random.Random(9), 2 * MB, "after-fetch")
+    for user, password in IDLE_USERS.items():
+        client = connect("fill", env.up.imap_port, mailbox="INBOX", user=user,
+                         password=password)
+        try:
+            exists = client.check(client.command("SEARCH ALL", keep=True), "SEARCH")
+            if not any(line.strip() != b"* SEARCH" for line in exists.untagged
+                       if line.startswith(b"* SEARCH")):
+                client.append_pipelined("INBOX", [message])
+        finally:
+            client.close()
+    proxy = ProxyProcess(env.work, max_user_ip_connections=2000, connect_timeout=10.0)
+
+    async def run() -> tuple[int, int]:
+        warm, _ = await hold_idle(proxy.port, 2, 20.0, fetch=True)
+        await close_all(warm)
+        await asyncio.sleep(1.0)
+        before = proxy.status("VmRSS")
+        writers, reason = await hold_idle(proxy.port, count, 60.0, fetch=True)
+        if reason:
+            await close_all(writers)
+            raise BenchError(f"IDLE after a FETCH: {reason}")
+        await asyncio.sleep(2.0)
+        after = proxy.status("VmRSS")
+        await close_all(writers)
+        return after - before, len(writers)
+
+    try:
+        growth, held = asyncio.run(run())
+    finally:
+        proxy.stop()
+    return {"idle_after_fetch_connections": held,
+            "idle_after_fetch_rss_per_connection_kb": round(growth / held / 1024, 1)}
 
 
 # --- large message --------------------------------------------------------------------------
@@ -1284,6 +1337,9 @@ def report(r: dict[str, object], args: argparse.Namespace) -> None:
               f"{r['idle_rss_before_mb']} -> {r['idle_rss_mb']} MB (+{r['idle_rss_growth_mb']} "
               f"MB, {r['idle_rss_per_connection_kb']} KB each); at 1000: "
               f"{r['idle_1000_rss_mb']} MB{extrapolated}")
+    if "idle_after_fetch_rss_per_connection_kb" in r:
+        print(f"  IDLE after reading a 2 MB message: {r['idle_after_fetch_connections']} "
+              f"connections, {r['idle_after_fetch_rss_per_connection_kb']} KB each")
     if "idle_stop_reason" in r:
         print(f"  stopped by: {r['idle_stop_reason']}")
     if "large_25m_rss_ratio" in r:

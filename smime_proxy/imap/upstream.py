@@ -153,6 +153,42 @@ async def _prepared_socket(endpoint: UpstreamEndpoint, connect_timeout: float
     return sock, greeting
 
 
+async def _tls_streams(sock: socket.socket, context: ssl.SSLContext, name: str | None,
+                       handshake_timeout: float | None
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams over TLS on `sock` made by asyncio's own TLS layer (`asyncio.sslproto`, what
+    `open_connection(ssl=...)` uses on asyncio's loop), whatever the loop.
+
+    Why not the loop's: uvloop's TLS layer reads the socket into a 256 KiB buffer per
+    connection and feeds OpenSSL's memory BIO in pieces that size, and both stay as large as
+    the largest read for as long as the connection lives: a connection that once relayed a
+    large message kept about 320 KB more (bench/imap.py `idle_after_fetch_rss_per_connection_kb`,
+    IDLE after reading a 2 MB message: 672-676 KB on uvloop's layer, 351-354 KB on this one).
+    asyncio's layer reads `memory.TLS_READ_BUFFER_BYTES` at a time. Relay CPU and the other
+    bench figures were the same within their spread (the 25 MB FETCH a little faster).
+    `SSLProtocol` and its `_app_transport` are asyncio's internals (3.11 to 3.13), as
+    `memory.shrink_tls_buffers` already relies on."""
+    from asyncio import sslproto
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
+    app = asyncio.StreamReaderProtocol(reader, loop=loop)
+    waiter = loop.create_future()
+    tls = sslproto.SSLProtocol(loop, app, context, waiter, server_side=False,
+                               server_hostname=name,
+                               ssl_handshake_timeout=handshake_timeout)  # type: ignore[arg-type]
+    transport, _ = await loop.create_connection(lambda: tls, sock=sock)
+    try:
+        await waiter  # the handshake: the app transport exists from here on
+    except BaseException:
+        transport.close()
+        raise
+    app_transport = tls._app_transport
+    assert app_transport is not None
+    writer = asyncio.StreamWriter(app_transport, app, reader, loop)
+    return reader, writer
+
+
 async def open_stream(endpoint: UpstreamEndpoint, *, connect_timeout: float,
                       handshake_timeout: float
                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -160,9 +196,10 @@ async def open_stream(endpoint: UpstreamEndpoint, *, connect_timeout: float,
     sock, greeting = await _prepared_socket(endpoint, connect_timeout)
     try:
         context, name, handshake = _tls(endpoint, handshake_timeout)
-        reader, writer = await asyncio.open_connection(
-            sock=sock, limit=MAX_LINE, ssl=context, server_hostname=name,
-            ssl_handshake_timeout=handshake)
+        if context is not None:
+            reader, writer = await _tls_streams(sock, context, name, handshake)
+        else:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE)
     except BaseException:
         sock.close()
         raise

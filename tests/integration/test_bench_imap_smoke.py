@@ -26,6 +26,7 @@ KEYS = [
     "large_25m_mb", "large_25m_direct_s", "large_25m_proxy_s", "large_25m_rss_growth_mb",
     "large_25m_rss_ratio", "plain_fetch_seq_relay_s", "plain_fetch_seq_relay_ratio",
     "encrypted_open_cpu_ms_per_msg", "encrypted_open_parallel_per_s",
+    "idle_after_fetch_rss_per_connection_kb",
 ]
 
 

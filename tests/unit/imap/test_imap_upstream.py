@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
+from asyncio import sslproto
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from smime_proxy.config import UpstreamEndpoint
 from smime_proxy.control.imapcheck import check_login
+from smime_proxy.harness.tls import ensure_tls
 from smime_proxy.imap.upstream import (
     MAX_LINE,
     UpstreamUnavailable,
@@ -20,6 +24,7 @@ from smime_proxy.imap.upstream import (
     open_client,
     open_stream,
 )
+from smime_proxy.memory import TLS_READ_BUFFER_BYTES, tune_memory
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, list[bytes]], Awaitable[None]]
 
@@ -207,3 +212,39 @@ async def test_client_is_usable_after_greeting(scripted: Starter) -> None:
         assert "ID" in client.capabilities
     finally:
         await close_client(client)
+
+
+async def test_tls_to_the_upstream_keeps_a_small_read_buffer(tmp_path: Path) -> None:
+    """`open_stream`'s TLS is asyncio's own layer, reading `TLS_READ_BUFFER_BYTES` at a
+    time, on whatever loop runs (the suite runs the daemon's, uvloop): uvloop's layer keeps
+    a 256 KiB read buffer per connection, and what it touched stays resident for the
+    connection's life (docs/imap-front.md "Memory"). A large answer is read whole."""
+    tune_memory()  # as `smime-proxy serve` does at start
+    files = ensure_tls(tmp_path / "tls")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(files.server_cert, files.server_key)
+    answer = b"* 1 FETCH (BODY[] {1000000}\r\n" + b"x" * 1_000_000 + b")\r\na OK done\r\n"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK ready\r\n")
+        await reader.readline()
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    endpoint = UpstreamEndpoint("127.0.0.1", port, "implicit", verify=True,
+                                ca_file=files.ca_cert)
+    reader, writer = await open_stream(endpoint, connect_timeout=2, handshake_timeout=2)
+    try:
+        writer.write(b"a FETCH 1 BODY[]\r\n")
+        assert await reader.readexactly(len(answer)) == answer
+        tls = writer.transport._ssl_protocol  # type: ignore[attr-defined]  # asyncio's layer
+        assert isinstance(tls, sslproto.SSLProtocol)
+        assert len(tls._ssl_buffer) <= TLS_READ_BUFFER_BYTES  # type: ignore[attr-defined]
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
