@@ -25,7 +25,9 @@ import asyncio
 import base64
 import socket
 import ssl
-from typing import Final
+import threading
+from asyncio import sslproto
+from typing import Any, Final
 
 from aioimaplib import aioimaplib
 
@@ -153,6 +155,30 @@ async def _prepared_socket(endpoint: UpstreamEndpoint, connect_timeout: float
     return sock, greeting
 
 
+_read_buffers = threading.local()  # one per thread, so one per event loop
+
+
+class _SharedReadBufferTls(sslproto.SSLProtocol):
+    """asyncio's TLS layer reading the socket into one buffer per thread instead of one
+    per connection: the loop hands the buffer to `get_buffer`, fills it and calls
+    `buffer_updated`, which copies it into the connection's memory BIO at once, with no
+    other callback in between (asyncio's and uvloop's read paths alike), so connections
+    of one loop never hold it at the same time. Each connection's own (32 KiB, zeroed, so
+    resident) made 1000 clients in IDLE cost 149 MB against 126 MB (bench/imap.py
+    `idle_1000_rss_mb`, bar 150). A loop asking for more than the buffer holds (no
+    `memory.shrink_tls_buffers` in the process) gets a buffer of the connection's own,
+    as asyncio does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        shared: tuple[bytearray, memoryview] | None = getattr(_read_buffers, "buffer", None)
+        if shared is None or len(shared[0]) < self.max_size:
+            buffer = bytearray(self.max_size)
+            shared = _read_buffers.buffer = (buffer, memoryview(buffer))
+        self._ssl_buffer: bytearray = shared[0]
+        self._ssl_buffer_view: memoryview = shared[1]
+
+
 async def _tls_streams(sock: socket.socket, context: ssl.SSLContext, name: str | None,
                        handshake_timeout: float | None
                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -162,21 +188,20 @@ async def _tls_streams(sock: socket.socket, context: ssl.SSLContext, name: str |
     Why not the loop's: uvloop's TLS layer reads the socket into a 256 KiB buffer per
     connection and feeds OpenSSL's memory BIO in pieces that size, and both stay as large as
     the largest read for as long as the connection lives: a connection that once relayed a
-    large message kept about 320 KB more (bench/imap.py `idle_after_fetch_rss_per_connection_kb`,
-    IDLE after reading a 2 MB message: 672-676 KB on uvloop's layer, 351-354 KB on this one).
-    asyncio's layer reads `memory.TLS_READ_BUFFER_BYTES` at a time. Relay CPU and the other
-    bench figures were the same within their spread (the 25 MB FETCH a little faster).
-    `SSLProtocol` and its `_app_transport` are asyncio's internals (3.11 to 3.13), as
-    `memory.shrink_tls_buffers` already relies on."""
-    from asyncio import sslproto
-
+    large message kept it (bench/imap.py `idle_after_fetch_rss_per_connection_kb`, IDLE
+    after reading a 2 MB message: 672-676 KB on uvloop's layer, 314 KB on this one with
+    `_SharedReadBufferTls`; 1000 clients in IDLE: 117 MB against 126). This layer reads
+    `memory.TLS_READ_BUFFER_BYTES` at a time. Relay CPU and the other bench figures were
+    the same within their spread (the 25 MB FETCH a little faster). `SSLProtocol` and its
+    `_app_transport` are asyncio's internals (3.11 to 3.13), as `memory.shrink_tls_buffers`
+    already relies on."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
     app = asyncio.StreamReaderProtocol(reader, loop=loop)
     waiter = loop.create_future()
-    tls = sslproto.SSLProtocol(loop, app, context, waiter, server_side=False,
+    tls = _SharedReadBufferTls(loop, app, context, waiter, server_side=False,
                                server_hostname=name,
-                               ssl_handshake_timeout=handshake_timeout)  # type: ignore[arg-type]
+                               ssl_handshake_timeout=handshake_timeout)
     transport, _ = await loop.create_connection(lambda: tls, sock=sock)
     try:
         await waiter  # the handshake: the app transport exists from here on

@@ -216,19 +216,22 @@ async def test_client_is_usable_after_greeting(scripted: Starter) -> None:
 
 async def test_tls_to_the_upstream_keeps_a_small_read_buffer(tmp_path: Path) -> None:
     """`open_stream`'s TLS is asyncio's own layer, reading `TLS_READ_BUFFER_BYTES` at a
-    time, on whatever loop runs (the suite runs the daemon's, uvloop): uvloop's layer keeps
-    a 256 KiB read buffer per connection, and what it touched stays resident for the
-    connection's life (docs/imap-front.md "Memory"). A large answer is read whole."""
+    time into one buffer per thread, on whatever loop runs (the suite runs the daemon's,
+    uvloop): uvloop's layer keeps a 256 KiB read buffer per connection, and what it touched
+    stays resident for the connection's life (docs/imap-front.md "Memory"). Large answers
+    arriving on three connections at once are each read whole and intact."""
     tune_memory()  # as `smime-proxy serve` does at start
     files = ensure_tls(tmp_path / "tls")
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(files.server_cert, files.server_key)
-    answer = b"* 1 FETCH (BODY[] {1000000}\r\n" + b"x" * 1_000_000 + b")\r\na OK done\r\n"
+
+    def answer(fill: bytes) -> bytes:
+        return b"* 1 FETCH (BODY[] {1000000}\r\n" + fill * 1_000_000 + b")\r\na OK done\r\n"
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"* OK ready\r\n")
-        await reader.readline()
-        writer.write(answer)
+        line = await reader.readline()
+        writer.write(answer(line[-3:-2]))  # the last letter of the command
         await writer.drain()
         await reader.read()
         writer.close()
@@ -237,14 +240,21 @@ async def test_tls_to_the_upstream_keeps_a_small_read_buffer(tmp_path: Path) -> 
     port = server.sockets[0].getsockname()[1]
     endpoint = UpstreamEndpoint("127.0.0.1", port, "implicit", verify=True,
                                 ca_file=files.ca_cert)
-    reader, writer = await open_stream(endpoint, connect_timeout=2, handshake_timeout=2)
+    streams = [await open_stream(endpoint, connect_timeout=2, handshake_timeout=2)
+               for _ in range(3)]
     try:
-        writer.write(b"a FETCH 1 BODY[]\r\n")
-        assert await reader.readexactly(len(answer)) == answer
-        tls = writer.transport._ssl_protocol  # type: ignore[attr-defined]  # asyncio's layer
-        assert isinstance(tls, sslproto.SSLProtocol)
-        assert len(tls._ssl_buffer) <= TLS_READ_BUFFER_BYTES  # type: ignore[attr-defined]
+        for (_, writer), letter in zip(streams, b"xyz", strict=True):
+            writer.write(b"a FETCH 1 " + bytes([letter]) + b"\r\n")
+        read = await asyncio.gather(*(reader.readexactly(len(answer(b"x")))
+                                      for reader, _ in streams))
+        assert read == [answer(b"x"), answer(b"y"), answer(b"z")]
+        layers = [writer.transport._ssl_protocol  # type: ignore[attr-defined]
+                  for _, writer in streams]
+        assert all(isinstance(tls, sslproto.SSLProtocol) for tls in layers)
+        assert len({id(tls._ssl_buffer) for tls in layers}) == 1  # one per thread
+        assert len(layers[0]._ssl_buffer) <= TLS_READ_BUFFER_BYTES
     finally:
-        writer.close()
+        for _, writer in streams:
+            writer.close()
         server.close()
         await server.wait_closed()
