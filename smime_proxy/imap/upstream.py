@@ -25,9 +25,8 @@ import asyncio
 import base64
 import socket
 import ssl
-import threading
-from asyncio import sslproto
-from typing import Any, Final
+import sys
+from typing import Final
 
 from aioimaplib import aioimaplib
 
@@ -95,6 +94,36 @@ async def _raw_line(loop: asyncio.AbstractEventLoop, sock: socket.socket,
     return line
 
 
+NEARBY_RTT_US: Final = 250  # at most this round trip, the upstream counts as nearby
+NEARBY_RECEIVE_BUFFER: Final = 32 * 1024  # SO_RCVBUF then (Linux doubles it)
+
+
+def _small_receive_window_nearby(sock: socket.socket) -> None:
+    """A small receive buffer for an upstream that is near (same host, container network,
+    LAN: the round trip TCP measured while connecting, Linux `TCP_INFO`, at most
+    `NEARBY_RTT_US`).
+
+    Why: the event loop's TLS layer (uvloop's) reads the socket into a 256 KiB buffer per
+    connection and hands OpenSSL's memory BIO pieces that size; both stay as large as the
+    largest read for the connection's life. A connection that once relayed a large message
+    kept 672-685 KB (bench/imap.py `idle_after_fetch_rss_per_connection_kb`); with reads
+    bounded by this buffer, 203-216 KB. The window it allows still carries 128 MB/s at that
+    round trip; a farther upstream keeps the kernel's autotuning (a small window there
+    would slow large messages). asyncio's TLS layer with 32 KiB reads was tried instead:
+    314-328 KB, but more CPU per command (imaptest 0.57-0.61 of Dovecot against 0.64-0.66,
+    three interleaved pairs). No effect where `TCP_INFO` is not available."""
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if tcp_info is None:
+        return
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 104)
+        rtt = int.from_bytes(info[68:72], sys.byteorder)  # struct tcp_info.tcpi_rtt, µs
+        if 0 < rtt <= NEARBY_RTT_US:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NEARBY_RECEIVE_BUFFER)
+    except OSError:
+        return
+
+
 async def _connect_socket(endpoint: UpstreamEndpoint, limit: float) -> socket.socket:
     loop = asyncio.get_running_loop()
     try:
@@ -112,6 +141,7 @@ async def _connect_socket(endpoint: UpstreamEndpoint, limit: float) -> socket.so
             candidate.close()
             error = type(exc).__name__
             continue
+        _small_receive_window_nearby(candidate)
         return candidate
     raise UpstreamUnavailable(f"cannot connect to the IMAP server ({error})")
 
@@ -155,65 +185,6 @@ async def _prepared_socket(endpoint: UpstreamEndpoint, connect_timeout: float
     return sock, greeting
 
 
-_read_buffers = threading.local()  # one per thread, so one per event loop
-
-
-class _SharedReadBufferTls(sslproto.SSLProtocol):
-    """asyncio's TLS layer reading the socket into one buffer per thread instead of one
-    per connection: the loop hands the buffer to `get_buffer`, fills it and calls
-    `buffer_updated`, which copies it into the connection's memory BIO at once, with no
-    other callback in between (asyncio's and uvloop's read paths alike), so connections
-    of one loop never hold it at the same time. Each connection's own (32 KiB, zeroed, so
-    resident) made 1000 clients in IDLE cost 149 MB against 126 MB (bench/imap.py
-    `idle_1000_rss_mb`, bar 150). A loop asking for more than the buffer holds (no
-    `memory.shrink_tls_buffers` in the process) gets a buffer of the connection's own,
-    as asyncio does."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        shared: tuple[bytearray, memoryview] | None = getattr(_read_buffers, "buffer", None)
-        if shared is None or len(shared[0]) < self.max_size:
-            buffer = bytearray(self.max_size)
-            shared = _read_buffers.buffer = (buffer, memoryview(buffer))
-        self._ssl_buffer: bytearray = shared[0]
-        self._ssl_buffer_view: memoryview = shared[1]
-
-
-async def _tls_streams(sock: socket.socket, context: ssl.SSLContext, name: str | None,
-                       handshake_timeout: float | None
-                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Streams over TLS on `sock` made by asyncio's own TLS layer (`asyncio.sslproto`, what
-    `open_connection(ssl=...)` uses on asyncio's loop), whatever the loop.
-
-    Why not the loop's: uvloop's TLS layer reads the socket into a 256 KiB buffer per
-    connection and feeds OpenSSL's memory BIO in pieces that size, and both stay as large as
-    the largest read for as long as the connection lives: a connection that once relayed a
-    large message kept it (bench/imap.py `idle_after_fetch_rss_per_connection_kb`, IDLE
-    after reading a 2 MB message: 672-676 KB on uvloop's layer, 314 KB on this one with
-    `_SharedReadBufferTls`; 1000 clients in IDLE: 117 MB against 126). This layer reads
-    `memory.TLS_READ_BUFFER_BYTES` at a time. Relay CPU and the other bench figures were
-    the same within their spread (the 25 MB FETCH a little faster). `SSLProtocol` and its
-    `_app_transport` are asyncio's internals (3.11 to 3.13), as `memory.shrink_tls_buffers`
-    already relies on."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
-    app = asyncio.StreamReaderProtocol(reader, loop=loop)
-    waiter = loop.create_future()
-    tls = _SharedReadBufferTls(loop, app, context, waiter, server_side=False,
-                               server_hostname=name,
-                               ssl_handshake_timeout=handshake_timeout)
-    transport, _ = await loop.create_connection(lambda: tls, sock=sock)
-    try:
-        await waiter  # the handshake: the app transport exists from here on
-    except BaseException:
-        transport.close()
-        raise
-    app_transport = tls._app_transport
-    assert app_transport is not None
-    writer = asyncio.StreamWriter(app_transport, app, reader, loop)
-    return reader, writer
-
-
 async def open_stream(endpoint: UpstreamEndpoint, *, connect_timeout: float,
                       handshake_timeout: float
                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -221,10 +192,9 @@ async def open_stream(endpoint: UpstreamEndpoint, *, connect_timeout: float,
     sock, greeting = await _prepared_socket(endpoint, connect_timeout)
     try:
         context, name, handshake = _tls(endpoint, handshake_timeout)
-        if context is not None:
-            reader, writer = await _tls_streams(sock, context, name, handshake)
-        else:
-            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE)
+        reader, writer = await asyncio.open_connection(
+            sock=sock, limit=MAX_LINE, ssl=context, server_hostname=name,
+            ssl_handshake_timeout=handshake)
     except BaseException:
         sock.close()
         raise
