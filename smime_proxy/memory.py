@@ -17,7 +17,9 @@ each with its TLS upstream connection, that was most of the proxy's 365 MB (benc
 message, an eighth of the memory for every idle connection (1000 in IDLE: 132 MB in all).
 It matters on asyncio's loop only (`SMIME_PROXY_EVENT_LOOP=asyncio`, event_loop.py): uvloop,
 the default, reads TLS into its own C buffer, whose untouched pages cost nothing (1000 in
-IDLE: 126 MB in all on uvloop against 146 MB on asyncio's loop, bench/imap.py).
+IDLE: 126 MB in all on uvloop against 146 MB on asyncio's loop, bench/imap.py). What a read
+touches there stays resident: `imap.upstream._small_receive_window_nearby` bounds the reads
+of the upstream connections.
 
 May import: stdlib only.
 """

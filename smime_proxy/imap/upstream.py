@@ -107,7 +107,7 @@ def _small_receive_window_nearby(sock: socket.socket) -> None:
     connection and hands OpenSSL's memory BIO pieces that size; both stay as large as the
     largest read for the connection's life. A connection that once relayed a large message
     kept 672-685 KB (bench/imap.py `idle_after_fetch_rss_per_connection_kb`); with reads
-    bounded by this buffer, 203-216 KB. The window it allows still carries 128 MB/s at that
+    bounded by this buffer, 203-223 KB. The window it allows still carries 128 MB/s at that
     round trip; a farther upstream keeps the kernel's autotuning (a small window there
     would slow large messages). asyncio's TLS layer with 32 KiB reads was tried instead:
     314-328 KB, but more CPU per command (imaptest 0.57-0.61 of Dovecot against 0.64-0.66,
@@ -117,6 +117,8 @@ def _small_receive_window_nearby(sock: socket.socket) -> None:
         return
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 104)
+        if len(info) < 72:  # a kernel whose tcp_info has no tcpi_rtt
+            return
         rtt = int.from_bytes(info[68:72], sys.byteorder)  # struct tcp_info.tcpi_rtt, µs
         if 0 < rtt <= NEARBY_RTT_US:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NEARBY_RECEIVE_BUFFER)

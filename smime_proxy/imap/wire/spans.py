@@ -28,10 +28,10 @@ _PREFIX: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \(", re.IGNORECASE)
 _LITERAL: Final = re.compile(rb"~?\{([0-9]{1,19})\+?\}\r\n")
 _ATOM_END: Final = re.compile(rb"[ ()\r\n]")
 _NAME_HEAD: Final = re.compile(rb"[^ ()\[\r\n]*")
-_QUOTED: Final = rb'"(?:[^"\\\r\n]++|\\.)*+"'
+_QUOTED: Final = rb'"(?:[^"\\\r\n]++|\\.)*+"'  # RFC 9051 section 9 quoted, escapes kept
 _QUOTED_STRING: Final = re.compile(_QUOTED)
 # Inside a list: what can hide a parenthesis (RFC 9051 section 9: atoms hold none of these)
-_LIST_TOKEN: Final = re.compile(rb'[()]|"(?:[^"\\\r\n]|\\.)*"|~?\{([0-9]{1,19})\+?\}\r\n')
+_LIST_TOKEN: Final = re.compile(rb"[()]|" + _QUOTED + rb"|~?\{([0-9]{1,19})\+?\}\r\n")
 _FAST_LIST_DEPTH: Final = 12
 
 
