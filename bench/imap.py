@@ -710,20 +710,21 @@ def plain_round(env: Env, proxy: ProxyProcess, relay: ProxyProcess | None, uids:
     sides = ["direct", "proxy"] if direct_first else ["proxy", "direct"]
     clients: dict[str, Client] = {}
 
+    def new_client(side: str) -> Client:
+        if side == "direct":
+            return env.direct("plain")
+        child = relay if side == "relay" and relay is not None else proxy
+        return connect(side, child.port, mailbox="plain", starttls=child.tls)
+
     def open_side(side: str) -> Client:
         if side not in clients:
-            if side == "direct":
-                clients[side] = env.direct("plain")
-            else:
-                child = relay if side == "relay" and relay is not None else proxy
-                clients[side] = connect(side, child.port, mailbox="plain", starttls=child.tls)
+            clients[side] = new_client(side)
         return clients[side]
 
     sync = "(FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)"
     for side in sides:  # a client opening the folder: the first FETCH of a new connection
         def first_sync(side: str = side) -> float:
-            client = (env.direct("plain") if side == "direct" else
-                      connect("proxy", proxy.port, mailbox="plain", starttls=proxy.tls))
+            client = new_client(side)
             try:
                 return timed(lambda: fetch_all(client, sync, count))[0]
             finally:
@@ -969,7 +970,7 @@ def measure_idle(env: Env, target: int) -> dict[str, float]:
     growth = after - before
     per = growth / held
     total_1000 = after if held >= 1000 else before + per * 1000
-    results = {
+    return {
         "idle_connections": held,
         "idle_rss_before_mb": round(before / MB, 1),
         "idle_rss_mb": round(after / MB, 1),
@@ -978,8 +979,6 @@ def measure_idle(env: Env, target: int) -> dict[str, float]:
         "idle_1000_rss_mb": round(total_1000 / MB, 1),
         "idle_1000_extrapolated": 0 if held >= 1000 else 1,
     }
-    results.update(measure_idle_after_fetch(env, min(target, 200)))
-    return results
 
 
 def measure_idle_after_fetch(env: Env, count: int) -> dict[str, float]:
@@ -1258,6 +1257,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, object], Env]:
                 results.update(idle)
             if "idle_stop_reason" in env.notes:
                 results["idle_stop_reason"] = env.notes["idle_stop_reason"]
+            kept = env.attempt("idle after fetch",
+                               lambda: measure_idle_after_fetch(env, min(args.idle, 200)))
+            if kept is not None:
+                results.update(kept)
         if large_size:
             large = env.attempt("large", lambda: measure_large(env, env.large_size))
             if large is not None:
