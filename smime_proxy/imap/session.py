@@ -171,6 +171,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         self.tls_active = settings.tls_active
         self.starttls_available = settings.starttls_available and not settings.tls_active
         self.upstream_caps: tuple[str, ...] = ()
+        self._upstream_caps_upper: frozenset[str] = frozenset()  # `_upstream_has`
         self._inflight: InFlight | None = None
         self.mailbox_uses: dict[bytes, frozenset[str]] = {}  # imap.stored_copies
         self._pipelined: dict[bytes, RelayedCommand] = {}  # tag -> relayed, not yet answered
@@ -230,6 +231,8 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         if self.state == "closed":
             return []
         self.upstream.receive_data(data)
+        if self.upstream.inside_literal:  # a piece of a message still coming: nothing to do
+            return []
         return self._run()
 
     def copy_sealed(self, result: CopySealed) -> list[Action]:
@@ -406,6 +409,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         caps = capabilities_in(raw)
         if caps is not None:
             self.upstream_caps = caps
+            self._upstream_caps_upper = frozenset(c.upper() for c in caps)
 
     def _filter(self, caps: tuple[str, ...]) -> list[str]:
         return shown_capabilities(caps, before_login=self.state != "authenticated",
@@ -419,7 +423,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         return rewrite_capabilities(raw, self._filter)
 
     def _upstream_has(self, name: str) -> bool:
-        return any(c.upper() == name for c in self.upstream_caps)
+        return name in self._upstream_caps_upper
 
     # -- client side ---------------------------------------------------------------------
 
@@ -591,11 +595,14 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
                login_user: str | None = None, login_secret: bytes = b"",
                sasl_plain: bool = False, select: bool = False, plain_fetch: bool = False,
                pipelined: bool = False, requests: tuple[Conversion, ...] = ()) -> None:
-        if self._upstream_has("LITERAL+"):
-            raw = use_nonsync_literals(raw, None)
-        elif self._upstream_has("LITERAL-"):
-            raw = use_nonsync_literals(raw)
-        pieces = deque(split_at_sync_literals(raw))
+        if b"{" not in raw:  # no literal: one line, as the framer cut it (most commands)
+            pieces = deque((raw,))
+        else:
+            if self._upstream_has("LITERAL+"):
+                raw = use_nonsync_literals(raw, None)
+            elif self._upstream_has("LITERAL-"):
+                raw = use_nonsync_literals(raw)
+            pieces = deque(split_at_sync_literals(raw))
         command = RelayedCommand(tag, login=login, login_user=login_user,
                                  login_secret=login_secret, sasl_plain=sasl_plain,
                                  select=select, plain_fetch=plain_fetch, requests=requests)

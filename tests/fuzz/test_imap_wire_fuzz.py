@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smime_proxy.errors import PeerProtocolError
+from smime_proxy.imap.wire import commands
 from smime_proxy.imap.wire.commands import parse_command
 from smime_proxy.imap.wire.framing import (
     NEED_DATA,
@@ -158,6 +160,24 @@ def test_command_parser_fuzz(raw: bytes) -> None:
     except PeerProtocolError:
         return
     assert parse_command(command.render()) == command
+
+
+@given(peer_input(COMMANDS))
+@FUZZ
+def test_command_parser_memo_fuzz(raw: bytes) -> None:
+    """A FETCH parsed through the memo of its items (first and second time) is the command
+    read in place, errors and their positions included."""
+    def outcome() -> object:
+        try:
+            return parse_command(raw)
+        except PeerProtocolError as exc:
+            return type(exc), str(exc)
+
+    with mock.patch.object(commands, "_TAIL_MEMO_MAX", -1):
+        in_place = outcome()
+    commands._fetch_tail_memo.cache_clear()
+    assert outcome() == in_place
+    assert outcome() == in_place
 
 
 @given(peer_input(RESPONSES))

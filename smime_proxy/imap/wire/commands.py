@@ -16,6 +16,7 @@ May import: imap.wire, stdlib.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -186,6 +187,39 @@ def _parse_fetch(reader: Reader, tag: bytes, uid: bool) -> FetchCommand:
     reader.sp()
     sequence_set = SequenceSet.read(reader)
     reader.sp()
+    tail = reader.data[reader.pos :]
+    if len(tail) <= _TAIL_MEMO_MAX and b"{" not in tail:
+        try:
+            items, macro, modifiers = _fetch_tail_memo(tail)
+            return FetchCommand(tag, uid, sequence_set, items, macro, modifiers)
+        except (ParseError, RenderError):
+            pass  # read again in place below: the error with its position in the command
+    items, macro, modifiers = _read_fetch_tail(reader)
+    start = reader.pos
+    reader.end()
+    try:
+        return FetchCommand(tag, uid, sequence_set, items, macro, modifiers)
+    except RenderError as exc:
+        raise ParseError(str(exc), start) from None
+
+
+_FetchTail = tuple[tuple[FetchItem, ...], str | None, tuple[Modifier, ...]]
+# A client asks for the same few item lists again and again (one per message, read one by
+# one): what follows the sequence set is parsed once per distinct text (the items are frozen
+# values), which is most of a FETCH's parsing time. Only short texts without literals.
+_TAIL_MEMO_MAX: Final = 200
+
+
+@functools.lru_cache(maxsize=256)
+def _fetch_tail_memo(tail: bytes) -> _FetchTail:
+    reader = Reader(tail)
+    parsed = _read_fetch_tail(reader)
+    reader.end()
+    return parsed
+
+
+def _read_fetch_tail(reader: Reader) -> _FetchTail:
+    """What follows `FETCH sequence-set SP`: the items or macro, then the modifiers."""
     macro: str | None = None
     if reader.skip(b"("):
         items = [read_fetch_att(reader)]
@@ -204,12 +238,7 @@ def _parse_fetch(reader: Reader, tag: bytes, uid: bool) -> FetchCommand:
     modifiers: tuple[Modifier, ...] = ()
     if reader.skip(b" "):
         modifiers = _read_modifiers(reader)
-    start = reader.pos
-    reader.end()
-    try:
-        return FetchCommand(tag, uid, sequence_set, tuple(items), macro, modifiers)
-    except RenderError as exc:
-        raise ParseError(str(exc), start) from None
+    return tuple(items), macro, modifiers
 
 
 @dataclass(frozen=True, slots=True)

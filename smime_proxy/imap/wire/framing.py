@@ -286,6 +286,13 @@ class _Framer:
             raise
 
     @property
+    def inside_literal(self) -> bool:
+        """Short of the end of a literal buffered whole: `next_event` would only say
+        `NEED_DATA` (a caller fed a piece of a large message may skip asking)."""
+        return (self._state == _LITERAL and not self._pending and not self._eof
+                and len(self._buf) - self._pos < self._remaining)
+
+    @property
     def buffered(self) -> int:
         """Octets received and not yet handed out (memory held by the framer)."""
         return len(self._buf) - self._start + self._direct_size

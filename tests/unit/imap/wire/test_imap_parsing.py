@@ -4,6 +4,8 @@ FETCH heads and tails), the value lexer, and round trips parse(render(x)) == x."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +21,7 @@ from smime_proxy.imap.wire.commands import (
     SearchCommand,
     SelectCommand,
     StoreCommand,
+    _fetch_tail_memo,
     parse_command,
 )
 from smime_proxy.imap.wire.errors import ParseError, RenderError
@@ -826,3 +829,33 @@ def test_capabilities_in_a_response_code() -> None:
     assert isinstance(greeting, UntaggedStatus) and greeting.code is not None
     assert greeting.code.words() == ("IMAP4rev1", "LITERAL+", "AUTH=PLAIN")
     assert ResponseCode("ALERT").words() == ()
+
+
+def test_a_fetch_is_parsed_the_same_from_the_memo_of_its_items() -> None:
+    """What follows a FETCH's sequence set is parsed once per text (`_fetch_tail_memo`):
+    a second parse is served from it and gives the same command; an error keeps its
+    position in the whole command (read again in place)."""
+    commands = [
+        b"a1 UID FETCH 4 BODY.PEEK[]\r\n",
+        b"a2 FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (DATE)])\r\n",
+        b"a3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 7 VANISHED)\r\n",
+        b"a4 FETCH 2 ALL\r\n",
+    ]
+    _fetch_tail_memo.cache_clear()
+    first = [parse_command(raw) for raw in commands]
+    assert _fetch_tail_memo.cache_info().currsize == len(commands)
+    again = [parse_command(raw.replace(b"a", b"b", 1)) for raw in commands]
+    assert _fetch_tail_memo.cache_info().hits == len(commands)
+    assert [replace(c, tag=b"a" + c.tag[1:]) for c in again if isinstance(c, FetchCommand)] == first
+    # the same items, valid after UID FETCH only: the memo holds them, the error is exact
+    with pytest.raises(ParseError) as warm:
+        parse_command(b"c1 FETCH 1:* (FLAGS) (CHANGEDSINCE 7 VANISHED)\r\n")
+    _fetch_tail_memo.cache_clear()
+    with pytest.raises(ParseError) as cold:
+        parse_command(b"c1 FETCH 1:* (FLAGS) (CHANGEDSINCE 7 VANISHED)\r\n")
+    assert str(warm.value) == str(cold.value) and warm.value.position == 46
+    _fetch_tail_memo.cache_clear()
+    with pytest.raises(ParseError) as bad:
+        parse_command(b"c2 FETCH 1 (FLAGS BODY[1.]\r\n")
+    assert bad.value.position == 25  # in the command (13 in the items alone)
+    assert _fetch_tail_memo.cache_info().currsize == 0  # nothing wrong is kept
