@@ -67,7 +67,7 @@ from smime_proxy.imap.session import (
     SessionSettings,
     StartClientTls,
 )
-from smime_proxy.imap.upstream import UpstreamUnavailable, open_stream
+from smime_proxy.imap.upstream import StreamProtocol, UpstreamUnavailable, open_stream
 from smime_proxy.imap.view_cache import OpenedViews, UserViews
 from smime_proxy.imap.wire import MAX_LINE
 from smime_proxy.memory import tune_memory
@@ -117,6 +117,7 @@ class _Connection:
         self.changed = asyncio.Event()  # back-pressure may have eased
         self.last_activity = time.monotonic()
         self.counted: tuple[str, str] | None = None  # (user, address) once logged in
+        self.up_taken = 0  # bytes the session took from the upstream reader
         self.views_user: str | None = None  # bound to the view cache as this user
         self.mail_password: bytes = b""  # for keyword requests (ConvertRequested)
 
@@ -173,13 +174,14 @@ class _Connection:
         # holding many bytes is completing one message (an APPEND literal) and must read on
         # or it waits forever; the upstream is not read while many messages wait to be opened.
         backlog, opens = limits.max_client_backlog, limits.max_pending_opens
+
+        self._shortcut_literals(session, opens)
         pumps = {
             asyncio.ensure_future(self._pump(
                 self.reader, session.client_data,
                 lambda: session.busy and session.client.buffered >= backlog)),
             asyncio.ensure_future(self._pump(
-                self.up_reader, session.upstream_data,
-                lambda: session.pending_opens >= opens)),
+                self.up_reader, self._from_up_reader, lambda: session.pending_opens >= opens)),
         }
         watch = asyncio.ensure_future(self._watch_idle())
         try:
@@ -195,6 +197,29 @@ class _Connection:
         finally:
             for task in (*pumps, watch):
                 task.cancel()
+
+    def _from_up_reader(self, data: bytes) -> list[Action]:
+        assert self.session is not None
+        self.up_taken += len(data)
+        return self.session.upstream_data(data)
+
+    def _shortcut_literals(self, session: ImapSession, opens: int) -> None:
+        """Pieces of a literal go to the session at once, past the upstream's reader
+        (`upstream.StreamProtocol`), when nothing waits before them: the reader holds no
+        bytes, no batch of actions is being done, the upstream is not held back."""
+        assert self.up_writer is not None
+        protocol = self.up_writer.transport.get_protocol()
+        if not isinstance(protocol, StreamProtocol):
+            return
+
+        def shortcut(data: bytes) -> bool:
+            if (self.closed or self.up_taken != protocol.passed or self.lock.locked()
+                    or session.pending_opens >= opens or not session.take_literal_piece(data)):
+                return False
+            self.last_activity = time.monotonic()
+            return True
+
+        protocol.shortcut = shortcut
 
     async def _upstream_refused(self, exc: BaseException) -> None:
         """No upstream connection: the client is told in a BYE, the admin in a log line that

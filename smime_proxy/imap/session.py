@@ -231,9 +231,17 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         if self.state == "closed":
             return []
         self.upstream.receive_data(data)
-        if self.upstream.inside_literal:  # a piece of a message still coming: nothing to do
+        if self.upstream.literal_missing:  # a piece of a message still coming: nothing to do
             return []
         return self._run()
+
+    def take_literal_piece(self, data: bytes) -> bool:
+        """Take upstream bytes only when they continue a literal without reaching its end
+        (nothing to do then): whether taken (if not, `upstream_data` must have them)."""
+        if self.state == "closed" or len(data) >= self.upstream.literal_missing:
+            return False
+        self.upstream.receive_data(data)
+        return True
 
     def copy_sealed(self, result: CopySealed) -> list[Action]:
         job = self._inflight

@@ -26,6 +26,7 @@ import base64
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from typing import Final
 
 from aioimaplib import aioimaplib
@@ -187,16 +188,44 @@ async def _prepared_socket(endpoint: UpstreamEndpoint, connect_timeout: float
     return sock, greeting
 
 
+class StreamProtocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol with a way around the reader: bytes that `shortcut` takes
+    (it returns True) never reach the reader. `passed` counts the bytes the reader was
+    given, so that a shortcut can tell when the reader's consumer has taken them all (a
+    shortcut past bytes still in the reader would reorder them).
+
+    Why: a message of 20 KB comes from Dovecot in about seven reads; through the reader
+    each wakes the session's task, where the shell can instead feed a piece of a literal
+    to the session at once (imap/server.py)."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        super().__init__(reader)
+        self.shortcut: Callable[[bytes], bool] | None = None
+        self.passed = 0
+
+    def data_received(self, data: bytes) -> None:
+        shortcut = self.shortcut
+        if shortcut is not None and shortcut(data):
+            return
+        self.passed += len(data)
+        super().data_received(data)
+
+
 async def open_stream(endpoint: UpstreamEndpoint, *, connect_timeout: float,
                       handshake_timeout: float
                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Streams to the upstream, greeting read and checked, ready for the first command."""
+    """Streams to the upstream, greeting read and checked, ready for the first command.
+    The writer's protocol is a `StreamProtocol` (`writer.transport.get_protocol()`)."""
     sock, greeting = await _prepared_socket(endpoint, connect_timeout)
+    loop = asyncio.get_running_loop()
     try:
         context, name, handshake = _tls(endpoint, handshake_timeout)
-        reader, writer = await asyncio.open_connection(
-            sock=sock, limit=MAX_LINE, ssl=context, server_hostname=name,
+        reader = asyncio.StreamReader(limit=MAX_LINE)
+        protocol = StreamProtocol(reader)
+        transport, _ = await loop.create_connection(
+            lambda: protocol, sock=sock, ssl=context, server_hostname=name,
             ssl_handshake_timeout=handshake)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     except BaseException:
         sock.close()
         raise
@@ -265,7 +294,8 @@ async def close_client(protocol: aioimaplib.IMAP4ClientProtocol, limit: float = 
         transport.abort()
 
 
-__all__ = ["MAX_LINE", "UpstreamUnavailable", "close_client", "open_client", "open_stream"]
+__all__ = ["MAX_LINE", "StreamProtocol", "UpstreamUnavailable", "close_client", "open_client",
+           "open_stream"]
 
 
 _QUOTABLE = frozenset(range(0x20, 0x7F))

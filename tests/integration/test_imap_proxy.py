@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_proxy.harness import Upstream
 from smime_proxy.imap.server import ImapFront
+from smime_proxy.imap.session import ImapSession
 from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire.values import render_structure
 from support import pki
@@ -984,3 +985,37 @@ def test_a_mail_login_unlocks_the_key_of_a_user_who_chose_it(env: Env) -> None:
     finally:
         mail.disable_mail_unlock("bob")
         mail.lock("bob")  # the other tests expect bob locked
+
+
+def test_a_large_plain_message_read_one_by_one_is_dovecots(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 200 KB plain message (below the streaming threshold: buffered whole), read again
+    and again as a client reads one by one: the first time classified, then known plain and
+    relayed; its literal reaches the session in pieces past the upstream reader
+    (`ImapSession.take_literal_piece`), and the answers are Dovecot's, byte for byte."""
+    taken: list[int] = []
+    take = ImapSession.take_literal_piece
+
+    def counted(session: ImapSession, data: bytes) -> bool:
+        done = take(session, data)
+        if done:
+            taken.append(len(data))
+        return done
+
+    monkeypatch.setattr(ImapSession, "take_literal_piece", counted)
+    tok = token()
+    env.deliver("alice", plain_message(tok, body=b"0123456789abcdef" * 12_800))
+    proxy, direct = env.proxy(), env.direct()
+    try:
+        uid = uid_of(direct, tok)
+        assert uid_of(proxy, tok) == uid
+        want = fetch(direct, uid, "BODY.PEEK[]")
+        assert len(literal(want[1])) > 200_000
+        for _ in range(3):
+            assert fetch(proxy, uid, "BODY.PEEK[]") == want
+            assert fetch(proxy, uid, "(UID RFC822.SIZE BODY.PEEK[])") == fetch(
+                direct, uid, "(UID RFC822.SIZE BODY.PEEK[])")
+    finally:
+        proxy.logout()
+        direct.logout()
+    assert taken, "no piece of a literal was fed past the reader"

@@ -286,11 +286,12 @@ class _Framer:
             raise
 
     @property
-    def inside_literal(self) -> bool:
-        """Short of the end of a literal buffered whole: `next_event` would only say
-        `NEED_DATA` (a caller fed a piece of a large message may skip asking)."""
-        return (self._state == _LITERAL and not self._pending and not self._eof
-                and len(self._buf) - self._pos < self._remaining)
+    def literal_missing(self) -> int:
+        """Octets still to come of a literal buffered whole (0 when not inside one): fewer
+        than that and `next_event` can only say `NEED_DATA`."""
+        if self._state != _LITERAL or self._pending or self._eof:
+            return 0
+        return max(self._remaining - (len(self._buf) - self._pos), 0)
 
     @property
     def buffered(self) -> int:

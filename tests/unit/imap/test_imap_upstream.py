@@ -254,3 +254,47 @@ async def test_a_nearby_upstream_gets_a_small_receive_window(
         writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_bytes_a_shortcut_takes_never_reach_the_reader(tmp_path: Path) -> None:
+    """`StreamProtocol.shortcut` sees every read first; what it takes is not given to the
+    reader, `passed` counts what is (the shell compares it with what it read)."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK ready\r\n")
+        await writer.drain()
+        for piece in (b"taken-1 ", b"kept-1 ", b"taken-2 ", b"kept-2\r\n"):
+            await reader.readline()  # one piece per line asked for: one read each
+            writer.write(piece)
+            await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    endpoint = UpstreamEndpoint("127.0.0.1", server.sockets[0].getsockname()[1], "none",
+                                verify=False, ca_file=None)
+    reader, writer = await open_stream(endpoint, connect_timeout=2, handshake_timeout=2)
+    protocol = writer.transport.get_protocol()
+    assert isinstance(protocol, upstream_module.StreamProtocol)
+    shortcut_saw: list[bytes] = []
+
+    def shortcut(data: bytes) -> bool:
+        shortcut_saw.append(data)
+        return data.startswith(b"taken")
+
+    protocol.shortcut = shortcut
+    passed_before = protocol.passed
+    kept = b""
+    try:
+        for _ in range(4):
+            writer.write(b"next\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        while not kept.endswith(b"\r\n"):
+            kept += await reader.read(100)
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
+    assert kept == b"kept-1 kept-2\r\n"
+    assert b"".join(shortcut_saw) == b"taken-1 kept-1 taken-2 kept-2\r\n"
+    assert protocol.passed - passed_before == len(kept)

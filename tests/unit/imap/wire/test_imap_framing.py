@@ -497,22 +497,19 @@ def test_use_nonsync_literals() -> None:
     assert use_nonsync_literals(b"A2 NOOP\r\n") == b"A2 NOOP\r\n"
 
 
-def test_inside_literal_says_when_only_more_literal_data_can_help() -> None:
+def test_literal_missing_counts_what_is_still_to_come_of_a_literal() -> None:
     framer = ClientFramer()
-
-    def inside(framer: ClientFramer) -> bool:  # read anew each time (not narrowed)
-        return framer.inside_literal
-
     framer.receive_data(b"* 1 FETCH (BODY[] {10}\r\n12345")
-    assert not inside(framer)  # the line is not read yet
+    assert framer.literal_missing == 0  # the line is not read yet
     assert framer.next_event() is NEED_DATA
-    assert inside(framer)
+    assert framer.literal_missing == 5
     framer.receive_data(b"6789")
-    assert inside(framer)
+    assert framer.literal_missing == 1
     framer.receive_data(b"0)\r\n")
-    assert not inside(framer)  # complete: a message to hand out
+    assert framer.literal_missing == 0  # complete: a message to hand out
     assert isinstance(framer.next_event(), Message)
     framer.receive_data(b"* 2 FETCH (BODY[] {3}\r\nab")
     assert framer.next_event() is NEED_DATA
+    assert framer.literal_missing == 1
     framer.receive_data(b"")
-    assert not inside(framer)  # closed: next_event says so
+    assert framer.literal_missing == 0  # closed: next_event says so
