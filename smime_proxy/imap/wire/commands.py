@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .errors import ParseError, RenderError
-from .lexer import NUMBER64_MAX, NUMBER_MAX, Reader
+from .lexer import NUMBER64_MAX, Reader
 from .sections import MACROS, FetchItem, read_fetch_att
-from .sequence import SeqRange, SequenceSet
+from .sequence import SequenceSet
 from .values import Atom, Value, render, render_astring
 
 __all__ = [
@@ -208,29 +208,6 @@ _FetchTail = tuple[tuple[FetchItem, ...], str | None, tuple[Modifier, ...]]
 # one): what follows the sequence set is parsed once per distinct text (the items are frozen
 # values), which is most of a FETCH's parsing time. Only short texts without literals.
 _TAIL_MEMO_MAX: Final = 200
-
-
-# What a client reading one message at a time sends, `tag SP ["UID" SP] "FETCH" SP nz-number
-# SP` and items it sent before, in one match (the tag as `lexer._TAG`); anything else, or an
-# error, is read by the grammar (`_parse_command`).
-_SINGLE_FETCH: Final = re.compile(
-    rb'([^(){ \x00-\x1f\x7f%*"\\+\x80-\xff]+) (UID )?FETCH ([1-9][0-9]{0,9}) ', re.IGNORECASE)
-
-
-def _single_fetch(raw: bytes) -> FetchCommand | None:
-    match = _SINGLE_FETCH.match(raw)
-    if match is None:
-        return None
-    number = int(match[3])
-    tail = raw[match.end() :]
-    if number > NUMBER_MAX or len(tail) > _TAIL_MEMO_MAX or b"{" in tail:
-        return None
-    try:
-        items, macro, modifiers = _fetch_tail_memo(tail)
-        return FetchCommand(match[1], match[2] is not None,
-                            SequenceSet((SeqRange(number, number),)), items, macro, modifiers)
-    except (ParseError, RenderError):
-        return None
 
 
 @functools.lru_cache(maxsize=256)
@@ -556,9 +533,6 @@ def parse_command(raw: bytes) -> Command:
     """
     if not raw.endswith(b"\r\n"):
         raise ParseError("a command ends in CRLF", len(raw))
-    single = _single_fetch(raw)
-    if single is not None:
-        return single
     reader = Reader(raw)
     try:
         return _parse_command(reader, raw)
