@@ -62,6 +62,7 @@ from smime_proxy.imap.wire.spans import (
     fetch_spans,
     item_value,
     metadata_items,
+    uid_date_head,
     uid_value,
     without_items,
 )
@@ -277,7 +278,13 @@ class ContentFetch:
         """One response of a sort pass planned from what is known (`_start_known`): each
         message is answered by what its own UID says, whatever was predicted."""
         assert job.known is not None
-        if not job.relays_items:
+        if job.relays_items:  # every message known plain: its answer less UID and the mark
+            head = uid_date_head(raw)
+            if head is not None and head.uid in self.known_plain:
+                self._pass_on(job, head.without(raw, UID_NAME in job.strip,
+                                                KNOWN_MARK_NAME in job.strip))
+                return
+        else:
             quick = metadata_items(raw)
             if quick is not None:  # the usual shape, read by one expression
                 number, known_uid, items = quick

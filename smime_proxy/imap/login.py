@@ -1,5 +1,6 @@
 """How the IMAP session handles logins (a part of `imap.session.ImapSession`, kept here to
-keep that module readable): LOGIN and AUTHENTICATE PLAIN relayed with the client's own
+keep that module readable): the commands it answers itself before login (CAPABILITY, NOOP,
+LOGOUT) and STARTTLS, LOGIN and AUTHENTICATE PLAIN relayed with the client's own
 credentials, the login throttle asked before each attempt and told the outcome, a failed
 login answered after a pause, and the session set up for the user once the upstream says OK.
 
@@ -16,21 +17,24 @@ from typing import Final, Literal
 
 from smime_proxy.imap.events import (
     Action,
+    Close,
     MailLogin,
     Pause,
     SendToClient,
     SendToUpstream,
     SessionSettings,
+    StartClientTls,
 )
 from smime_proxy.imap.fetch_answers import ViewCache
 from smime_proxy.imap.inflight import RelayedCommand
 from smime_proxy.imap.negotiation import sasl_plain_credentials
-from smime_proxy.imap.streaming import MAX_STREAMED, STREAM_AT
-from smime_proxy.imap.wire import GenericCommand, ServerFramer
+from smime_proxy.imap.streaming import MAX_MESSAGE, MAX_STREAMED, STREAM_AT
+from smime_proxy.imap.wire import MAX_LINE, GenericCommand, ServerFramer
 from smime_proxy.throttle import LoginGate, Throttled
 
 log = logging.getLogger(__name__)
 FAILED_LOGIN_DELAY: Final = 2.0
+MAX_LITERAL_BEFORE_LOGIN: Final = 64 * 1024
 NOT_THE_PASSWORD: Final = (b"[UNAVAILABLE]", b"[LIMIT]", b"[SERVERBUG]", b"[INUSE]",
                              b"[PRIVACYREQUIRED]", b"[CONTACTADMIN]")
 
@@ -55,12 +59,45 @@ class Logins:
     views: ViewCache
     _views_for: Callable[[str], ViewCache] | None
     tls_active: bool
+    starttls_available: bool
+    _awaiting_tls: bool
     _out: list[Action]
+
+    def _local(self, tag: bytes, name: str, raw: bytes) -> None:
+        """CAPABILITY, NOOP, LOGOUT before login and STARTTLS: answered by the proxy."""
+        if name == "CAPABILITY":
+            caps = b" ".join(c.encode("ascii") for c in self._caps())
+            self._out.append(SendToClient(b"* CAPABILITY " + caps + b"\r\n" + tag
+                                          + b" OK Capability completed\r\n"))
+        elif name == "NOOP":
+            self._out.append(SendToClient(tag + b" OK NOOP completed\r\n"))
+        elif name == "LOGOUT":
+            self._out.append(SendToClient(b"* BYE Logging out\r\n" + tag
+                                          + b" OK Logout completed\r\n"))
+            self._out.append(Close("logout"))
+            self.state = "closed"
+        elif not self.starttls_available or self.state == "authenticated" or (
+            raw.upper().rstrip(b"\r\n") != tag.upper() + b" STARTTLS"
+        ):
+            self._bad(tag, b"STARTTLS not available")
+        else:
+            self._out.append(SendToClient(tag + b" OK Begin TLS negotiation now\r\n"))
+            self._out.append(StartClientTls())
+            self._awaiting_tls = True
+            # Anything the client sent after STARTTLS, before the handshake, is dropped.
+            self.client = ServerFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
+                                       max_literal_size=MAX_LITERAL_BEFORE_LOGIN)
 
     def _relay(self, tag: bytes, raw: bytes, *, login: bool = False,
                login_user: str | None = None, login_secret: bytes = b"",
                sasl_plain: bool = False, select: bool = False, plain_fetch: bool = False,
                pipelined: bool = False) -> None:
+        raise NotImplementedError
+
+    def _caps(self) -> list[str]:
+        raise NotImplementedError
+
+    def _bad(self, tag: bytes, text: bytes) -> None:
         raise NotImplementedError
 
     def _login_allowed(self) -> bool:

@@ -12,7 +12,9 @@
   (`ImapSettings.open_workers`), with the user's key agent when the message is encrypted
   and the key is unlocked; `SealCopy` runs `imap.opening.seal_for_user` there too.
 - One task reads the client and one the upstream; each feeds the session and carries out
-  its actions under one lock, so actions go out in the order the session gave them.
+  its actions under one lock, so actions go out in the order the session gave them. A
+  piece of a literal the upstream is still sending goes to the session at once from the
+  connection's protocol when nothing waits before it (`_shortcut_literals`).
   Back-pressure: the upstream is not read while many messages wait to be opened, the
   client not while the session holds a lot of unread client data.
 - `ConvertRequested` (a client set `$SmimeEncrypt` / `$SmimeDecrypt`) starts

@@ -82,7 +82,7 @@ from smime_proxy.imap.inflight import (
     Stream,
 )
 from smime_proxy.imap.keyword_requests import Conversion, KeywordRequests, requested_conversions
-from smime_proxy.imap.login import Logins
+from smime_proxy.imap.login import MAX_LITERAL_BEFORE_LOGIN, Logins
 from smime_proxy.imap.negotiation import (
     capabilities_in,
     rewrite_capabilities,
@@ -137,7 +137,6 @@ __all__ = [
 ]
 
 INTERNAL_TAG: Final = b"~spx"
-MAX_LITERAL_BEFORE_LOGIN: Final = 64 * 1024
 MAX_BAD_BEFORE_LOGIN: Final = 10
 # Relayed as they are and answered by the upstream alone: these may be pipelined
 PIPELINABLE: Final = frozenset({
@@ -574,30 +573,6 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
                          and fetch_rewrite.needs_rewrite(command))
                 and not (isinstance(command, SearchCommand) and self._searches_text(command))
                 and (b"{" not in raw or self._upstream_has("LITERAL+")))
-
-    def _local(self, tag: bytes, name: str, raw: bytes) -> None:
-        if name == "CAPABILITY":
-            caps = b" ".join(c.encode("ascii") for c in self._caps())
-            self._out.append(SendToClient(b"* CAPABILITY " + caps + b"\r\n" + tag
-                                          + b" OK Capability completed\r\n"))
-        elif name == "NOOP":
-            self._out.append(SendToClient(tag + b" OK NOOP completed\r\n"))
-        elif name == "LOGOUT":
-            self._out.append(SendToClient(b"* BYE Logging out\r\n" + tag
-                                          + b" OK Logout completed\r\n"))
-            self._out.append(Close("logout"))
-            self.state = "closed"
-        elif not self.starttls_available or self.state == "authenticated" or (
-            raw.upper().rstrip(b"\r\n") != tag.upper() + b" STARTTLS"
-        ):
-            self._bad(tag, b"STARTTLS not available")
-        else:
-            self._out.append(SendToClient(tag + b" OK Begin TLS negotiation now\r\n"))
-            self._out.append(StartClientTls())
-            self._awaiting_tls = True
-            # Anything the client sent after STARTTLS, before the handshake, is dropped.
-            self.client = ServerFramer(max_line_length=MAX_LINE, max_message_size=MAX_MESSAGE,
-                                       max_literal_size=MAX_LITERAL_BEFORE_LOGIN)
 
     def _relay(self, tag: bytes, raw: bytes, *, login: bool = False,
                login_user: str | None = None, login_secret: bytes = b"",

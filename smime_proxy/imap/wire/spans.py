@@ -21,8 +21,8 @@ from typing import Final, NamedTuple
 
 from .errors import ParseError
 
-__all__ = ["FetchSpans", "ItemSpan", "fetch_spans", "item_value", "metadata_items", "uid_value",
-           "without_items"]
+__all__ = ["FetchSpans", "ItemSpan", "UidDateHead", "fetch_spans", "item_value", "metadata_items",
+           "uid_date_head", "uid_value", "without_items"]
 
 _PREFIX: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \(", re.IGNORECASE)
 _LITERAL: Final = re.compile(rb"~?\{([0-9]{1,19})\+?\}\r\n")
@@ -222,6 +222,41 @@ def metadata_items(raw: bytes) -> tuple[int, int, dict[bytes, bytes]] | None:
     for item in _METADATA_ITEM.finditer(match[5]):
         items[item[2].upper()] = item[1]
     return int(match[1]), int(match[3]), items
+
+
+# The head of an answer to a FETCH of `UID INTERNALDATE` and more, as Dovecot writes it:
+# UID, INTERNALDATE, then the other items (the proxy's planned resync; RFC 9051 7.5.2).
+_UID_DATE_HEAD: Final = re.compile(
+    rb'\* [0-9]{1,10} FETCH \((UID ([0-9]{1,10}) )(INTERNALDATE "[^"\\\r\n]*" )(?=[A-Za-z])',
+    re.IGNORECASE)
+
+
+class UidDateHead(NamedTuple):
+    """Where `UID n SP` and `INTERNALDATE "..." SP` are at the head of a FETCH response."""
+
+    uid: int
+    uid_start: int
+    date_start: int
+    rest_start: int  # the first of the other items
+
+    def without(self, raw: bytes, uid: bool, date: bool) -> bytes:
+        """The response without the UID item (`uid`) and/or the INTERNALDATE item (`date`):
+        what `without_items` gives for those names (a server names an item once; one that
+        repeated them later would keep the repetition here)."""
+        if not (uid or date):
+            return raw
+        kept = (b"" if uid else raw[self.uid_start : self.date_start]) + (
+            b"" if date else raw[self.date_start : self.rest_start])
+        return raw[: self.uid_start] + kept + raw[self.rest_start :]
+
+
+def uid_date_head(raw: bytes) -> UidDateHead | None:
+    """The head of a FETCH response that starts with UID and INTERNALDATE and has more
+    items, in one expression; None for any other shape (then `fetch_spans` reads it)."""
+    match = _UID_DATE_HEAD.match(raw)
+    if match is None:
+        return None
+    return UidDateHead(int(match[2]), match.start(1), match.start(3), match.end(3))
 
 
 def item_value(raw: bytes, span: ItemSpan) -> bytes | None:

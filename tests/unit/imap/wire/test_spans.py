@@ -14,6 +14,7 @@ from smime_proxy.imap.wire.spans import (
     fetch_spans,
     item_value,
     metadata_items,
+    uid_date_head,
     uid_value,
     without_items,
 )
@@ -140,3 +141,39 @@ def test_lists_deeper_than_the_matcher_are_read_by_tokens() -> None:
     assert spans_module._FAST_LIST.match(deep) is None
     raw = b"* 1 FETCH (BODYSTRUCTURE " + deep + b" UID 3)\r\n"
     assert uid_value(raw, fetch_spans(raw)) == 3
+
+
+@given(responses, st.integers(0, 2**32 - 1), st.sampled_from(
+    [b'"03-Dec-2026 22:00:00 +0000"', b'" 1-Jan-2000 00:00:00 -0130"', b'"x"', b'""']),
+    st.booleans(), st.booleans(), st.booleans())
+@settings(max_examples=400)
+def test_the_uid_and_date_head_cuts_what_the_spans_cut(
+        response: FetchResponse, uid: int, date: bytes, lower: bool, drop_uid: bool,
+        drop_date: bool) -> None:
+    """A response starting `UID n INTERNALDATE "..."` with more items (neither of them
+    again: a server names an item once): the one expression finds what the spans find, and
+    cuts the same bytes."""
+    if any(i.render().upper() in (b"UID", b"INTERNALDATE") for i, _ in response.items):
+        return
+    body = response.render()[len(b"* %d FETCH (" % response.number):]
+    head = b"UID %d INTERNALDATE %s " % (uid, date)
+    raw = b"* %d FETCH (" % response.number + (head.lower() if lower else head) + body
+    found = uid_date_head(raw)
+    if not body[:1].isalpha():  # an item name of the generator that is not an atom
+        assert found is None
+        return
+    assert found is not None and found.uid == uid
+    spans = fetch_spans(raw)
+    dropped = frozenset(name for name, drop in ((b"UID", drop_uid),
+                                                (b"INTERNALDATE", drop_date)) if drop)
+    assert found.without(raw, drop_uid, drop_date) == without_items(raw, spans, dropped)
+
+
+def test_the_uid_and_date_head_needs_that_shape() -> None:
+    assert uid_date_head(b'* 1 FETCH (UID 4 INTERNALDATE "d" FLAGS ())\r\n') == (4, 11, 17, 34)
+    for raw in (b'* 1 FETCH (UID 4 INTERNALDATE "d")\r\n',  # nothing after it
+                b'* 1 FETCH (INTERNALDATE "d" UID 4 FLAGS ())\r\n',  # another order
+                b'* 1 FETCH (UID 4 INTERNALDATE "d\\"" FLAGS ())\r\n',  # an escape
+                b'* 1 FETCH (UID 4 INTERNALDATE "d" \r\n',  # no item after the space
+                b'* 1 FETCH (UID 12345678901 INTERNALDATE "d" FLAGS ())\r\n'):
+        assert uid_date_head(raw) is None, raw
