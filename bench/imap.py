@@ -548,7 +548,9 @@ def relay_child(work: Path) -> None:
 
 class ProxyProcess:
     def __init__(self, work: Path, *, max_user_ip_connections: int = 10,
-                 connect_timeout: float = 30.0, bare_relay: bool = False) -> None:
+                 connect_timeout: float = 30.0, bare_relay: bool = False,
+                 script: Path | None = None) -> None:
+        """`script`: the bench/imap.py whose checkout the child runs (default: this one)."""
         (work / "child.json").write_text(json.dumps({
             **json.loads((work / "upstream.json").read_text()),
             "max_user_ip_connections": max_user_ip_connections,
@@ -563,7 +565,7 @@ class ProxyProcess:
         kind = "--relay-child" if bare_relay else "--proxy-child"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, __file__, kind, str(work)],
+                [sys.executable, str(script or __file__), kind, str(work)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
             )
         line = self.read_line(60.0)

@@ -44,3 +44,23 @@ def test_bench_imap_quick_json() -> None:
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, key
     assert data["encrypted_not_opened"] == 0  # every encrypted message was shown opened
     assert data["idle_connections"] == 20  # --quick asks for 20
+
+
+def test_bench_imap_ab_json() -> None:
+    """bench/imap_ab.py with this checkout on both sides, one small round of each kind."""
+    root = BENCH.parents[1]
+    for what in ("seq", "sync"):
+        proc = subprocess.run(
+            [sys.executable, str(root / "bench" / "imap_ab.py"), str(root), "--rounds", "1",
+             "--count", "30", "--what", what, "--json"],
+            capture_output=True, timeout=300, check=False)
+        out = proc.stdout.decode(errors="replace")
+        assert proc.returncode == 0, (out[-3000:], proc.stderr.decode(errors="replace")[-3000:])
+        data = json.loads(out.strip().splitlines()[-1])
+        assert data["what"] == what
+        for side in ("direct", "A", "relay", "B"):
+            for kind in ("s", "ratio"):
+                value = data[f"{side}_{kind}"]
+                assert isinstance(value, int | float) and math.isfinite(value) and value > 0
+        for side in ("A", "B"):  # the proxy children's CPU was read (the relay's may be 0)
+            assert data[f"{side}_cpu_us_per_command"] >= 0
