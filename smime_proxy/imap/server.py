@@ -176,7 +176,6 @@ class _Connection:
         # holding many bytes is completing one message (an APPEND literal) and must read on
         # or it waits forever; the upstream is not read while many messages wait to be opened.
         backlog, opens = limits.max_client_backlog, limits.max_pending_opens
-
         self._shortcut_literals(session, opens)
         pumps = {
             asyncio.ensure_future(self._pump(
@@ -246,9 +245,8 @@ class _Connection:
         """Read one side and feed the session, one read at a time, not while `held_back()`.
 
         While no batch of actions is being done the bytes are fed at once (nothing can run
-        between the check and the feed); most reads of a response are pieces of a literal the
-        session is still reading and say nothing, and then cost no more (a 20 KB message
-        comes from Dovecot in about four reads)."""
+        between the check and the feed), and a read the session says nothing to costs no
+        batch (most pieces of a literal do not come this way: `_shortcut_literals`)."""
         while not self.closed:
             while held_back() and not self.closed:
                 await self._wait_for_change()
