@@ -24,7 +24,9 @@ with more users than the stock three, for the IDLE test), user bob:
                         through a bare relay (`relay_child`: bytes copied to and from
                         the same STARTTLS upstream connection, no IMAP in it, on the same
                         event loop), the floor of any relay's one-by-one speed here:
-                        `plain_fetch_seq_relay_ratio` (not with BENCH_UPSTREAM_TLS=none)
+                        `plain_fetch_seq_relay_ratio` (not with BENCH_UPSTREAM_TLS=none);
+                        the proxy's and the relay's CPU per command (/proc):
+                        `plain_fetch_seq_{proxy,relay}_cpu_us_per_cmd`
     plain_sync          FETCH 1:* (FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE) on "plain"
     plain_sync_first    the same as the first FETCH of a new connection (a client opening
                         the folder: the proxy knows nothing of its messages yet), measured
@@ -80,7 +82,8 @@ serve` runs on (uvloop, or asyncio's with `SMIME_PROXY_EVENT_LOOP=asyncio`): `ev
 (`encrypted_first_fetch_{daemon,loop,worker}_cpu_ms_per_msg`: the daemon, its event loop
 thread of that, its worker processes), `encrypted_open_cpu_ms_per_msg` and
 `encrypted_open_parallel_per_s` (opening alone, `measure_opening`), the bare relay's ratios
-`plain_fetch_seq_relay_ratio` and `imaptest_relay_ratio` (the floors above), the absolute
+`plain_fetch_seq_relay_ratio` and `imaptest_relay_ratio` (the floors above),
+`plain_fetch_seq_proxy_cpu_us_per_cmd` and `plain_fetch_seq_relay_cpu_us_per_cmd`, the absolute
 figures behind them (`*_direct_s`,
 `*_proxy_s`, `*_msgs_per_s`, ...), `encrypted_not_opened`, `idle_connections`, `failures`.
 Ratios are direct time / proxy time (1.0: as fast as Dovecot). Needs root and the Debian
@@ -743,12 +746,18 @@ def plain_round(env: Env, proxy: ProxyProcess, relay: ProxyProcess | None, uids:
         ):
             with_relay = relay is not None and name == "plain_fetch_seq"
             for side in [*sides, "relay"] if with_relay else sides:
+                child = {"proxy": proxy, "relay": relay}.get(side)
+                cpu_before = child.cpu_seconds()[0] if child is not None else 0.0
+
                 def measure(side: str = side, run: Callable[[Client], object] = run) -> float:
                     return timed(lambda: run(open_side(side)))[0]
 
                 seconds = env.attempt(f"{name} {side}", measure)
                 if seconds is not None:
                     env.record(f"{name}_{side}", seconds)
+                    if name == "plain_fetch_seq" and child is not None:  # µs per command
+                        env.record(f"{name}_{side}_cpu", (child.cpu_seconds()[0] - cpu_before)
+                                   / len(uids) * 1e6)
                 elif side in clients:  # its state is unknown: the next metric reconnects
                     clients.pop(side).close()
         for side in sides:
@@ -1173,6 +1182,10 @@ def median_results(env: Env) -> dict[str, float]:
                 r[f"{name}_proxy_msgs_per_s"] = round(count / p, 1)
         if d is not None and p is not None:
             r[f"{name}_ratio"] = round(d / p, 4)
+    for side in ("proxy", "relay"):  # less hour-bound than the times: what to cut
+        cpu = med.get(f"plain_fetch_seq_{side}_cpu")
+        if cpu is not None:
+            r[f"plain_fetch_seq_{side}_cpu_us_per_cmd"] = round(cpu, 1)
     relay = med.get("plain_fetch_seq_relay")
     if relay is not None:
         r["plain_fetch_seq_relay_s"] = round(relay, 4)
@@ -1316,6 +1329,10 @@ def report(r: dict[str, object], args: argparse.Namespace) -> None:
         print(f"  {'  the same, bare relay':<28}{'':10}  "
               f"{fmt('plain_fetch_seq_relay_s', '8.3f', ' s')}   "
               f"{fmt('plain_fetch_seq_relay_ratio', '8.3f')}   (no IMAP in it: the floor)")
+    if "plain_fetch_seq_proxy_cpu_us_per_cmd" in r:
+        print(f"  {'  CPU per command':<28}{'':10}  proxy "
+              f"{fmt('plain_fetch_seq_proxy_cpu_us_per_cmd', '.0f', ' µs')}, bare relay "
+              f"{fmt('plain_fetch_seq_relay_cpu_us_per_cmd', '.0f', ' µs')}")
     print(f"  {'APPEND 1 MB, per message':<28}{fmt('append_1m_direct_s', '8.3f', ' s')}  "
           f"{fmt('append_1m_proxy_s', '8.3f', ' s')}   {fmt('append_1m_ratio', '8.3f')}")
     print(f"encrypted, first FETCH 1:* BODY.PEEK[] after unlock: "

@@ -27,6 +27,7 @@ KEYS = [
     "large_25m_rss_ratio", "plain_fetch_seq_relay_s", "plain_fetch_seq_relay_ratio",
     "encrypted_open_cpu_ms_per_msg", "encrypted_open_parallel_per_s",
     "idle_after_fetch_rss_per_connection_kb",
+    "plain_fetch_seq_proxy_cpu_us_per_cmd", "plain_fetch_seq_relay_cpu_us_per_cmd",
 ]
 
 
@@ -41,7 +42,9 @@ def test_bench_imap_quick_json() -> None:
     assert not missing, missing
     for key in KEYS:
         value = data[key]
-        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, key
+        assert isinstance(value, int | float) and math.isfinite(value), key
+        # CPU read in clock ticks of 10 ms: 40 commands may round to none
+        assert value >= 0 if key.endswith("_cpu_us_per_cmd") else value > 0, key
     assert data["encrypted_not_opened"] == 0  # every encrypted message was shown opened
     assert data["idle_connections"] == 20  # --quick asks for 20
 
