@@ -63,6 +63,7 @@ from smime_proxy.imap.wire.spans import (
     item_value,
     metadata_items,
     uid_date_head,
+    uid_literal_head,
     uid_value,
     without_items,
 )
@@ -219,6 +220,8 @@ class ContentFetch:
         if job.phase == "sort" and job.known is not None:
             self._sorted_known(job, raw)
             return
+        if job.phase == "sort" and self._sorted_plain(job, raw):
+            return
         try:  # only as far as the items looked at (the sort pass puts them first)
             spans = fetch_spans(raw, _OPEN_NAMES if job.phase == "open" else SORT_NAMES)
         except ParseError:
@@ -232,6 +235,21 @@ class ContentFetch:
             self._pass_on(job, fetch_rewrite.without_content(raw))
             return
         self._sorted(job, raw, spans)
+
+    def _sorted_plain(self, job: FetchJob, raw: bytes) -> bool:
+        """A sort-pass answer in the usual shape (UID, the classification fields as a
+        literal, more items: `uid_literal_head`) of a message that needs no opening,
+        answered as `_sorted` would, without reading the rest. False: for `_sorted`."""
+        head = uid_literal_head(raw, CLASSIFY_NAME)
+        if head is None or needs_opening(raw[head.value_start : head.rest_start - 1]):
+            return False
+        self._known_plain(head.uid)
+        if job.relays_items:
+            self._pass_on(job, head.without(raw, UID_NAME in job.strip,
+                                            CLASSIFY_NAME in job.strip))
+        else:
+            job.plain.append(head.uid if job.command.uid else head.number)
+        return True
 
     @staticmethod
     def _classification(raw: bytes, spans: FetchSpans) -> tuple[bytes | None, int | None]:

@@ -21,8 +21,8 @@ from typing import Final, NamedTuple
 
 from .errors import ParseError
 
-__all__ = ["FetchSpans", "ItemSpan", "UidDateHead", "fetch_spans", "item_value", "metadata_items",
-           "uid_date_head", "uid_value", "without_items"]
+__all__ = ["FetchSpans", "ItemSpan", "UidHead", "fetch_spans", "item_value", "metadata_items",
+           "uid_date_head", "uid_literal_head", "uid_value", "without_items"]
 
 _PREFIX: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \(", re.IGNORECASE)
 _LITERAL: Final = re.compile(rb"~?\{([0-9]{1,19})\+?\}\r\n")
@@ -224,39 +224,66 @@ def metadata_items(raw: bytes) -> tuple[int, int, dict[bytes, bytes]] | None:
     return int(match[1]), int(match[3]), items
 
 
-# The head of an answer to a FETCH of `UID INTERNALDATE` and more, as Dovecot writes it:
-# UID, INTERNALDATE, then the other items (the proxy's planned resync; RFC 9051 7.5.2).
-_UID_DATE_HEAD: Final = re.compile(
-    rb'\* [0-9]{1,10} FETCH \((UID ([0-9]{1,10}) )(INTERNALDATE "[^"\\\r\n]*" )(?=[A-Za-z])',
-    re.IGNORECASE)
+# The head of a response to the proxy's own FETCH passes as Dovecot writes it: UID, then
+# the item the pass added (INTERNALDATE, or fields as a literal), then more items (RFC 9051
+# 7.5.2). Any other shape is read by `fetch_spans`.
+_UID_HEAD: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \((UID ([0-9]{1,10}) )", re.IGNORECASE)
+_DATE_ITEM: Final = re.compile(rb'INTERNALDATE ("[^"\\\r\n]*") (?=[A-Za-z])', re.IGNORECASE)
+_FIELDS_LITERAL: Final = re.compile(rb"\{([0-9]{1,9})\}\r\n")
 
 
-class UidDateHead(NamedTuple):
-    """Where `UID n SP` and `INTERNALDATE "..." SP` are at the head of a FETCH response."""
+class UidHead(NamedTuple):
+    """Where `UID n SP` and the item after it (with its SP) are at the head of a FETCH
+    response whose other items follow."""
 
+    number: int
     uid: int
     uid_start: int
-    date_start: int
+    second_start: int
+    value_start: int  # the second item's value (a literal's data)
     rest_start: int  # the first of the other items
 
-    def without(self, raw: bytes, uid: bool, date: bool) -> bytes:
-        """The response without the UID item (`uid`) and/or the INTERNALDATE item (`date`):
+    def without(self, raw: bytes, uid: bool, second: bool) -> bytes:
+        """The response without the UID item (`uid`) and/or the second item (`second`):
         what `without_items` gives for those names (a server names an item once; one that
         repeated them later would keep the repetition here)."""
-        if not (uid or date):
+        if not (uid or second):
             return raw
-        kept = (b"" if uid else raw[self.uid_start : self.date_start]) + (
-            b"" if date else raw[self.date_start : self.rest_start])
+        kept = (b"" if uid else raw[self.uid_start : self.second_start]) + (
+            b"" if second else raw[self.second_start : self.rest_start])
         return raw[: self.uid_start] + kept + raw[self.rest_start :]
 
 
-def uid_date_head(raw: bytes) -> UidDateHead | None:
+def uid_date_head(raw: bytes) -> UidHead | None:
     """The head of a FETCH response that starts with UID and INTERNALDATE and has more
-    items, in one expression; None for any other shape (then `fetch_spans` reads it)."""
-    match = _UID_DATE_HEAD.match(raw)
-    if match is None:
+    items, in two expressions; None for any other shape (then `fetch_spans` reads it)."""
+    head = _UID_HEAD.match(raw)
+    if head is None:
         return None
-    return UidDateHead(int(match[2]), match.start(1), match.start(3), match.end(3))
+    date = _DATE_ITEM.match(raw, head.end())
+    if date is None:
+        return None
+    return UidHead(int(head[1]), int(head[3]), head.start(2), date.start(), date.start(1),
+                   date.end())
+
+
+def uid_literal_head(raw: bytes, name: bytes) -> UidHead | None:
+    """The head of a FETCH response that starts with UID and the item `name` (upper case)
+    whose value is a literal, and has more items; None for any other shape."""
+    head = _UID_HEAD.match(raw)
+    if head is None:
+        return None
+    start = head.end()
+    after = start + len(name)
+    if raw[start:after].upper() != name or raw[after : after + 1] != b" ":
+        return None
+    literal = _FIELDS_LITERAL.match(raw, after + 1)
+    if literal is None:
+        return None
+    end = literal.end() + int(literal[1])
+    if raw[end : end + 1] != b" " or not raw[end + 1 : end + 2].isalpha():
+        return None
+    return UidHead(int(head[1]), int(head[3]), head.start(2), start, literal.end(), end + 1)
 
 
 def item_value(raw: bytes, span: ItemSpan) -> bytes | None:

@@ -300,6 +300,18 @@ def test_non_peek_fetch_sets_seen_before_the_tagged_ok() -> None:
     assert run.client_out() == b"a2 OK Fetch completed.\r\n"
 
 
+def test_a_non_peek_uid_fetch_of_a_plain_message_names_its_uid_again() -> None:
+    """The plain pass of a UID FETCH names the message by its UID (7), not its number."""
+    run = logged_in()
+    run.client(b"a2 UID FETCH 7 (BODY[] FLAGS)\r\n")
+    assert run.upstream_out() == b"a2 UID FETCH 7 (UID " + CLS + b" FLAGS)\r\n"
+    run.upstream(sorted_reply(3, 7, NO_FIELDS, b" FLAGS ()") + b"a2 OK Fetch completed.\r\n")
+    assert run.upstream_out() == b"~spx2 UID FETCH 7 (BODY[] FLAGS)\r\n"
+    plain_answer = b"* 3 FETCH (UID 7 BODY[] " + literal(PLAIN) + b" FLAGS (\\Seen))\r\n"
+    run.upstream(plain_answer + b"~spx2 OK Fetch completed.\r\n")
+    assert run.client_out() == plain_answer + b"a2 OK Fetch completed.\r\n"
+
+
 def opened_once(run: Run, command: bytes, sort_rest: bytes, content: bytes,
                 done: bytes = b"a2 OK ok\r\n") -> bytes:
     """Run one content FETCH of S/MIME message 1 (UID 7) whose opening shows `content`."""

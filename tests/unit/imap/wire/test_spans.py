@@ -15,6 +15,7 @@ from smime_proxy.imap.wire.spans import (
     item_value,
     metadata_items,
     uid_date_head,
+    uid_literal_head,
     uid_value,
     without_items,
 )
@@ -170,10 +171,54 @@ def test_the_uid_and_date_head_cuts_what_the_spans_cut(
 
 
 def test_the_uid_and_date_head_needs_that_shape() -> None:
-    assert uid_date_head(b'* 1 FETCH (UID 4 INTERNALDATE "d" FLAGS ())\r\n') == (4, 11, 17, 34)
+    assert uid_date_head(b'* 1 FETCH (UID 4 INTERNALDATE "d" FLAGS ())\r\n') == (
+        1, 4, 11, 17, 30, 34)
     for raw in (b'* 1 FETCH (UID 4 INTERNALDATE "d")\r\n',  # nothing after it
                 b'* 1 FETCH (INTERNALDATE "d" UID 4 FLAGS ())\r\n',  # another order
                 b'* 1 FETCH (UID 4 INTERNALDATE "d\\"" FLAGS ())\r\n',  # an escape
                 b'* 1 FETCH (UID 4 INTERNALDATE "d" \r\n',  # no item after the space
                 b'* 1 FETCH (UID 12345678901 INTERNALDATE "d" FLAGS ())\r\n'):
         assert uid_date_head(raw) is None, raw
+
+
+FIELDS = b"BODY[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]"
+
+
+@given(responses, st.integers(0, 2**32 - 1), st.binary(max_size=80), st.booleans(),
+       st.booleans(), st.booleans())
+@settings(max_examples=400)
+def test_the_uid_and_literal_head_cuts_what_the_spans_cut(
+        response: FetchResponse, uid: int, fields: bytes, lower: bool, drop_uid: bool,
+        drop_fields: bool) -> None:
+    """A response starting `UID n` and an item whose value is a literal, with more items
+    (neither again): the head finds the literal's data and cuts what the spans cut."""
+    if any(i.render().upper() in (b"UID", FIELDS) for i, _ in response.items):
+        return
+    body = response.render()[len(b"* %d FETCH (" % response.number):]
+    head = b"UID %d " % uid + (FIELDS.lower() if lower else FIELDS) + b" {%d}\r\n" % len(
+        fields) + fields + b" "
+    raw = b"* %d FETCH (" % response.number + head + body
+    found = uid_literal_head(raw, FIELDS)
+    if not body[:1].isalpha():
+        assert found is None
+        return
+    assert found is not None and (found.number, found.uid) == (response.number, uid)
+    spans = fetch_spans(raw)
+    assert raw[found.value_start : found.rest_start - 1] == fields
+    span = spans.find(FIELDS)
+    assert span is not None and item_value(raw, span) == fields
+    dropped = frozenset(name for name, drop in ((b"UID", drop_uid), (FIELDS, drop_fields))
+                        if drop)
+    assert found.without(raw, drop_uid, drop_fields) == without_items(raw, spans, dropped)
+
+
+def test_the_uid_and_literal_head_needs_that_shape() -> None:
+    good = b"* 2 FETCH (UID 4 " + FIELDS + b" {3}\r\nabc FLAGS ())\r\n"
+    assert uid_literal_head(good, FIELDS) == (2, 4, 11, 17, 72, 76)
+    for raw in (b"* 2 FETCH (UID 4 " + FIELDS + b" {3}\r\nabc)\r\n",  # nothing after it
+                b"* 2 FETCH (UID 4 " + FIELDS + b' "abc" FLAGS ())\r\n',  # not a literal
+                b"* 2 FETCH (UID 4 " + FIELDS + b" NIL FLAGS ())\r\n",  # gone
+                b"* 2 FETCH (UID 4 " + FIELDS + b" {4}\r\nabc FLAGS ())\r\n",  # too short
+                b"* 2 FETCH (" + FIELDS + b" {3}\r\nabc UID 4 FLAGS ())\r\n",  # order
+                b"* 2 FETCH (UID 4 BODY[] {3}\r\nabc FLAGS ())\r\n"):  # another item
+        assert uid_literal_head(raw, FIELDS) is None, raw
