@@ -252,17 +252,12 @@ class _Connection:
                 await self._wait_for_change()
             data = await self._read(reader)
             self.last_activity = time.monotonic()
-            if data and not self.lock.locked():
-                actions = feed(data)
-                if not actions:
-                    self.changed.set()
-                    continue
-                async with self.lock:  # free: taken without a pause, the order kept
-                    await self._do(actions)
-                    await self._check_login_limit()
+            actions = feed(data) if data and not self.lock.locked() else None
+            if actions == []:
+                self.changed.set()
                 continue
-            async with self.lock:
-                await self._do(feed(data))
+            async with self.lock:  # when free, taken without a pause: the order is kept
+                await self._do(feed(data) if actions is None else actions)
                 await self._check_login_limit()
             if not data:
                 return

@@ -151,8 +151,8 @@ _UIDVALIDITY: Final = re.compile(rb"\* OK \[UIDVALIDITY ([0-9]{1,10})\]", re.IGN
 
 @functools.lru_cache(maxsize=16)
 def _upper_set(caps: tuple[str, ...]) -> frozenset[str]:
-    """The capabilities upper-cased, one set for all the sessions of an upstream (a set of
-    its own made each IDLE session 2 KB larger)."""
+    """The capabilities upper-cased, one set for all the sessions of an upstream (a set
+    kept by each session made each IDLE session 2 KB larger)."""
     return frozenset(c.upper() for c in caps)
 
 
@@ -178,7 +178,6 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         self.tls_active = settings.tls_active
         self.starttls_available = settings.starttls_available and not settings.tls_active
         self.upstream_caps: tuple[str, ...] = ()
-        self._upstream_caps_upper: frozenset[str] = frozenset()  # `_upstream_has`
         self._inflight: InFlight | None = None
         self.mailbox_uses: dict[bytes, frozenset[str]] = {}  # imap.stored_copies
         self._pipelined: dict[bytes, RelayedCommand] = {}  # tag -> relayed, not yet answered
@@ -424,7 +423,6 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         caps = capabilities_in(raw)
         if caps is not None:
             self.upstream_caps = caps
-            self._upstream_caps_upper = _upper_set(caps)
 
     def _filter(self, caps: tuple[str, ...]) -> list[str]:
         return shown_capabilities(caps, before_login=self.state != "authenticated",
@@ -438,7 +436,7 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
         return rewrite_capabilities(raw, self._filter)
 
     def _upstream_has(self, name: str) -> bool:
-        return name in self._upstream_caps_upper
+        return name in _upper_set(self.upstream_caps)
 
     # -- client side ---------------------------------------------------------------------
 

@@ -229,7 +229,6 @@ def metadata_items(raw: bytes) -> tuple[int, int, dict[bytes, bytes]] | None:
 # 7.5.2). Any other shape is read by `fetch_spans`.
 _UID_HEAD: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \((UID ([0-9]{1,10}) )", re.IGNORECASE)
 _DATE_ITEM: Final = re.compile(rb'INTERNALDATE ("[^"\\\r\n]*") (?=[A-Za-z])', re.IGNORECASE)
-_FIELDS_LITERAL: Final = re.compile(rb"\{([0-9]{1,9})\}\r\n")
 
 
 class UidHead(NamedTuple):
@@ -277,7 +276,7 @@ def uid_literal_head(raw: bytes, name: bytes) -> UidHead | None:
     after = start + len(name)
     if raw[start:after].upper() != name or raw[after : after + 1] != b" ":
         return None
-    literal = _FIELDS_LITERAL.match(raw, after + 1)
+    literal = _LITERAL.match(raw, after + 1)  # as `fetch_spans` reads a literal
     if literal is None:
         return None
     end = literal.end() + int(literal[1])
