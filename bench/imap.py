@@ -1210,6 +1210,19 @@ def median_results(env: Env) -> dict[str, float]:
     return r
 
 
+def prepare_work(work: Path, up: Upstream) -> tuple[Identity, Identity]:
+    """alice and bob under a new CA; what a proxy child reads in `work`: bob's key and
+    certificate, the CA, the upstream's address."""
+    ca = make_ca("Bench CA")
+    alice = make_user("alice@example.test", ca)
+    bob = make_user("bob@example.test", ca)
+    (work / "bob.pem").write_bytes(bob.key_pem() + bob.cert_pem() + ca.cert_pem())
+    (work / "ca.pem").write_bytes(ca.cert_pem())
+    (work / "upstream.json").write_text(json.dumps(
+        {"host": up.host, "port": up.imap_port, "ca_file": str(up.ca_file)}))
+    return alice, bob
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, object], Env]:
     base = Path(tempfile.mkdtemp(prefix="smime-bench-imap-"))
     os.chmod(base, 0o711)  # noqa: S103 (the daemons' users need to reach their files)
@@ -1219,13 +1232,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, object], Env]:
     work.mkdir()
     try:
         rng = random.Random(1)
-        ca = make_ca("Bench CA")
-        alice = make_user("alice@example.test", ca)
-        bob = make_user("bob@example.test", ca)
-        (work / "bob.pem").write_bytes(bob.key_pem() + bob.cert_pem() + ca.cert_pem())
-        (work / "ca.pem").write_bytes(ca.cert_pem())
-        (work / "upstream.json").write_text(json.dumps(
-            {"host": up.host, "port": up.imap_port, "ca_file": str(up.ca_file)}))
+        alice, bob = prepare_work(work, up)
         env = Env(up, work, up.ssl_context(), args.count)
         large_size = 0 if args.skip_large else args.large_mb * MB
         start = time.perf_counter()

@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import imap as bench
 from smime_proxy.harness import start_upstream
-from support.pki import make_ca, make_user
 
 SYNC = "(FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)"
 
@@ -64,13 +63,7 @@ def main() -> None:
     try:
         work = base / "proxy"
         work.mkdir()
-        ca = make_ca("Bench CA")
-        alice = make_user("alice@example.test", ca)
-        bob = make_user("bob@example.test", ca)
-        (work / "bob.pem").write_bytes(bob.key_pem() + bob.cert_pem() + ca.cert_pem())
-        (work / "ca.pem").write_bytes(ca.cert_pem())
-        (work / "upstream.json").write_text(json.dumps(
-            {"host": up.host, "port": up.imap_port, "ca_file": str(up.ca_file)}))
+        alice, bob = bench.prepare_work(work, up)
         env = bench.Env(up, work, up.ssl_context(), args.count)
         bench.fill(env, random.Random(1), alice, bob, 0, bench.MB)
         direct = env.direct("plain")
