@@ -1,4 +1,4 @@
-"""What the IMAP core (`imap.session.ImapSession`) and its shell (`imap.server`) say to each
+"""What the IMAP core (`imap.session.ImapSession`) and its shell (`imap.connection`) say to each
 other: the actions the core asks for, the results the shell feeds back, and the settings the
 shell knows about a connection. Plain data, no behaviour.
 

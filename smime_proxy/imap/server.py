@@ -1,87 +1,43 @@
-"""The IMAP front: the asyncio shell around `imap.session.ImapSession`.
+"""The IMAP front: its listener and what its clients share (`ImapFront`); each client is an
+`imap.connection.ClientConnection`.
 
 - Listener per `listeners.imap`: implicit TLS, STARTTLS offered on the plain port, or plain
   text (login only from a loopback client with `plaintext_loopback: true`).
-- One upstream connection per client, made before the client is greeted, by the one
-  connector `imap.upstream.open_stream` (TLS per `upstream.imap`, the STARTTLS injection
-  check of notes/security.md item 7, `* OK` greeting only).
-- Client STARTTLS: whatever the client sent after the command, before the handshake, is
-  dropped (the session drops what it was fed; the shell clears the stream's read buffer,
-  which asyncio has no public call for).
-- `OpenMessage` requests run `imap.opening.open_for_client` in the front's worker threads
-  (`ImapSettings.open_workers`), with the user's key agent when the message is encrypted
-  and the key is unlocked; `SealCopy` runs `imap.opening.seal_for_user` there too.
-- One task reads the client and one the upstream; each feeds the session and carries out
-  its actions under one lock, so actions go out in the order the session gave them. A
-  piece of a literal the upstream is still sending goes to the session at once from the
-  connection's protocol when nothing waits before it (`_shortcut_literals`).
-  Back-pressure: the upstream is not read while many messages wait to be opened, the
-  client not while the session holds a lot of unread client data.
-- `ConvertRequested` (a client set `$SmimeEncrypt` / `$SmimeDecrypt`) starts
-  `at_rest.operations.FolderOperations.request_by_keyword` with the login of this
-  connection: for that, the mail password the client logged in with is kept in this
-  connection's memory while it lives (only when the front has folder operations).
-- The upstream closing (or failing) mid-command gives the client `* BYE` and a close.
-- Autologout after 30 minutes without a byte from either side (the upstream's IDLE
-  keep-alives count, so an IDLEing client stays).
+- Shared by the front's clients: the worker threads (and processes) that open messages,
+  the opened views (`imap.view_cache.OpenedViews`, dropped on lock), the login throttle
+  and the per user and address connection counts.
 - `stop(grace)`: stop accepting, wait up to `grace` for commands in progress, then
   `* BYE` to every client and close.
 
-Nothing here logs a password, a key or a message body.
-
-May import: accounts, at_rest, config, errors, event_loop, services, throttle, keystore, imap,
-memory, tlsconfig, stdlib.
+May import: accounts, at_rest, config, errors, services, throttle, imap, memory, tlsconfig,
+stdlib.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
-import functools
 import logging
-import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from smime_proxy.accounts import Accounts
 from smime_proxy.at_rest.operations import FolderOperations
-from smime_proxy.config import ListenerConfig, UpstreamEndpoint, control_url
-from smime_proxy.errors import ConfigError, KeyLocked, SmimeProxyError
-from smime_proxy.event_loop import write_if_open
-from smime_proxy.imap.events import ConvertRequested
+from smime_proxy.config import ListenerConfig, UpstreamEndpoint
+from smime_proxy.errors import ConfigError
+from smime_proxy.imap.connection import ClientConnection
 from smime_proxy.imap.open_processes import OpenProcesses
-from smime_proxy.imap.opening import open_for_client, seal_for_user
-from smime_proxy.imap.session import (
-    Action,
-    Close,
-    CopySealed,
-    ImapSession,
-    MailLogin,
-    MessageOpened,
-    OpenMessage,
-    Pause,
-    SealCopy,
-    SendToClient,
-    SendToUpstream,
-    SessionSettings,
-    StartClientTls,
-)
-from smime_proxy.imap.upstream import StreamProtocol, UpstreamUnavailable, open_stream
-from smime_proxy.imap.view_cache import OpenedViews, UserViews
+from smime_proxy.imap.view_cache import OpenedViews
 from smime_proxy.imap.wire import MAX_LINE
 from smime_proxy.memory import tune_memory
 from smime_proxy.services import Services
-from smime_proxy.throttle import AddressGate, Throttle
-from smime_proxy.tlsconfig import is_loopback_peer, listener_context
+from smime_proxy.throttle import Throttle
+from smime_proxy.tlsconfig import listener_context
 
 log = logging.getLogger("smime_proxy.imap")
 
-READ_SIZE = 65536
-BATCH_MAX = 256 * 1024  # client data up to this size is joined into one write
-WRITE_SLICE = 1024 * 1024  # a larger piece is written a slice at a time (`_write_large`)
+
 @dataclass(frozen=True)
 class ImapSettings:
     connect_timeout: float = 30.0
@@ -94,425 +50,6 @@ class ImapSettings:
     # operation: more threads only contend (bench/imap.py, 300 encrypted messages: 158 msg/s
     # with 1, 146 with 2, 138 with 4); 2 keep one huge message from holding up the others.
     open_workers: int = 2
-
-
-# --- one client ---------------------------------------------------------------------------
-
-
-
-class _Connection:
-    def __init__(self, front: ImapFront, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-        self.front = front
-        self.reader = reader
-        self.writer = writer
-        self.up_reader: asyncio.StreamReader | None = None
-        self.up_writer: asyncio.StreamWriter | None = None
-        self.session: ImapSession | None = None
-        self.closed = False
-        self.opens: set[concurrent.futures.Future[MessageOpened]] = set()
-        # opened, not yet handed to the session (`_opened`), and the task that hands them
-        self.ready: collections.deque[
-            tuple[concurrent.futures.Future[MessageOpened], str, int]] = collections.deque()
-        self.feeder: asyncio.Future[None] | None = None
-        self.lock = asyncio.Lock()  # one batch of the session's actions at a time, in order
-        self.changed = asyncio.Event()  # back-pressure may have eased
-        self.last_activity = time.monotonic()
-        self.counted: tuple[str, str] | None = None  # (user, address) once logged in
-        self.up_taken = 0  # bytes the session took from the upstream reader
-        self.views_user: str | None = None  # bound to the view cache as this user
-        self.mail_password: bytes = b""  # for keyword requests (ConvertRequested)
-
-    @property
-    def busy(self) -> bool:
-        return self.session is not None and self.session.busy and not self.closed
-
-    def _views_for(self, login: str) -> UserViews:
-        """The user's opened views, for as long as this connection lasts."""
-        user = self.front.accounts.user(login)
-        secure_mail = self.front.services.secure_mail
-        now = self.front.services.now
-
-        def current_unlock() -> object | None:
-            try:
-                return secure_mail.agent_for(user, now())
-            except (KeyLocked, SmimeProxyError):
-                return None
-
-        self.views_user = user
-        return self.front.views.bind(user, current_unlock)
-
-    async def run(self) -> None:
-        front = self.front
-        listener = front.listener
-        implicit = listener.tls is not None and listener.tls.mode == "implicit"
-        settings = SessionSettings(
-            starttls_available=listener.tls is not None and listener.tls.mode == "starttls",
-            tls_active=implicit,
-            plaintext_login=listener.plaintext_loopback
-            and is_loopback_peer(self.writer.get_extra_info("peername")),
-            locked_fetch=front.locked_fetch,
-            unlock_url=control_url(front.services.config.listeners.control),
-            sealed_uses=front.sealed_uses,
-        )
-        try:
-            self.up_reader, self.up_writer = await asyncio.wait_for(
-                open_stream(front.upstream, connect_timeout=front.settings.connect_timeout,
-                            handshake_timeout=front.settings.tls_handshake_timeout),
-                front.settings.connect_timeout)
-        except (UpstreamUnavailable, OSError, TimeoutError, ssl.SSLError) as exc:
-            await self._upstream_refused(exc)
-            return
-        peer = self.writer.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        self.session = ImapSession(settings, AddressGate(front.login_throttle, address, "imap",
-                                                          front.services.metrics.refusals),
-                                   self._views_for)
-        async with self.lock:
-            await self._do(self.session.start())
-        session, limits = self.session, front.settings
-        assert self.up_reader is not None
-        # Back-pressure on the client only while a command is in progress: an idle session
-        # holding many bytes is completing one message (an APPEND literal) and must read on
-        # or it waits forever; the upstream is not read while many messages wait to be opened.
-        backlog, opens = limits.max_client_backlog, limits.max_pending_opens
-        self._shortcut_literals(session, opens)
-        pumps = {
-            asyncio.ensure_future(self._pump(
-                self.reader, session.client_data,
-                lambda: session.busy and session.client.buffered >= backlog)),
-            asyncio.ensure_future(self._pump(
-                self.up_reader, self._from_up_reader, lambda: session.pending_opens >= opens)),
-        }
-        watch = asyncio.ensure_future(self._watch_idle())
-        try:
-            # a pump ends at its side's end of stream, and the session then says what to do
-            # (close; or, after LOGOUT, wait for the upstream's last answer)
-            running = set(pumps)
-            while running and not self.closed:
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for pump in done:
-                    error = pump.exception()
-                    if error is not None:
-                        raise error
-        finally:
-            for task in (*pumps, watch):
-                task.cancel()
-
-    def _from_up_reader(self, data: bytes) -> list[Action]:
-        assert self.session is not None
-        self.up_taken += len(data)
-        return self.session.upstream_data(data)
-
-    def _shortcut_literals(self, session: ImapSession, opens: int) -> None:
-        """Pieces of a literal go to the session at once, past the upstream's reader
-        (`upstream.StreamProtocol`), when nothing waits before them: the reader holds no
-        bytes, no batch of actions is being done, the upstream is not held back."""
-        assert self.up_writer is not None
-        protocol = self.up_writer.transport.get_protocol()
-        if not isinstance(protocol, StreamProtocol):
-            return
-
-        def shortcut(data: bytes) -> bool:
-            if (self.closed or self.up_taken != protocol.passed or self.lock.locked()
-                    or session.pending_opens >= opens or not session.take_literal_piece(data)):
-                return False
-            self.last_activity = time.monotonic()
-            return True
-
-        protocol.shortcut = shortcut
-
-    async def _upstream_refused(self, exc: BaseException) -> None:
-        """No upstream connection: the client is told in a BYE, the admin in a log line that
-        says why (an upstream that closes before its greeting is most often at its
-        connection limit: Dovecot's imap-login process_limit, docs/imap-front.md)."""
-        closed = isinstance(exc, UpstreamUnavailable) and "closed the connection" in str(exc)
-        self.front.services.metrics.upstream_errors.labels(
-            "imap", "closed" if closed else "unreachable").inc()
-        reason = str(exc) if isinstance(exc, UpstreamUnavailable) else type(exc).__name__
-        log.warning("upstream IMAP unavailable: %s%s", reason,
-                    " (at its connection limit?)" if closed else "",
-                    extra={"upstream": f"{self.front.upstream.host}:{self.front.upstream.port}"})
-        bye = (b"* BYE [UNAVAILABLE] The mail server closed the connection before its greeting;"
-               b" try again later\r\n" if closed
-               else b"* BYE [UNAVAILABLE] The mail server cannot be reached\r\n")
-        with contextlib.suppress(Exception):
-            write_if_open(self.writer, bye)
-            await self.writer.drain()
-
-    async def _pump(self, reader: asyncio.StreamReader, feed: Callable[[bytes], list[Action]],
-                    held_back: Callable[[], bool]) -> None:
-        """Read one side and feed the session, one read at a time, not while `held_back()`.
-
-        While no batch of actions is being done the bytes are fed at once (nothing can run
-        between the check and the feed), and a read the session says nothing to costs no
-        batch (most pieces of a literal do not come this way: `_shortcut_literals`)."""
-        while not self.closed:
-            while held_back() and not self.closed:
-                await self._wait_for_change()
-            data = await self._read(reader)
-            self.last_activity = time.monotonic()
-            actions = feed(data) if data and not self.lock.locked() else None
-            if actions == []:
-                self.changed.set()
-                continue
-            async with self.lock:  # when free, taken without a pause: the order is kept
-                await self._do(feed(data) if actions is None else actions)
-                await self._check_login_limit()
-            if not data:
-                return
-
-    async def _wait_for_change(self) -> None:
-        self.changed.clear()
-        await self.changed.wait()
-
-    def _call_back(self, loop: asyncio.AbstractEventLoop, user: str, locks_before: int,
-                   future: concurrent.futures.Future[MessageOpened]) -> None:
-        """In the worker thread (in this one when cancelled): the loop takes it from here."""
-        with contextlib.suppress(RuntimeError):  # the loop has closed
-            loop.call_soon_threadsafe(self._opened, future, user, locks_before)
-
-    def _opened(self, future: concurrent.futures.Future[MessageOpened], user: str,
-                locks_before: int) -> None:
-        """A message was opened (in a worker thread): the session hears of it in order.
-
-        Results wait in `ready` for one feeding task, which hands the session all that
-        arrived meanwhile and writes their answers at once: a task, a lock and a drain per
-        message cost the event loop as much as a tenth of opening one."""
-        self.opens.discard(future)
-        if self.closed:
-            return
-        self.ready.append((future, user, locks_before))
-        if self.feeder is None:
-            self.feeder = asyncio.ensure_future(self._feed_opened())
-
-    async def _feed_opened(self) -> None:
-        session = self.session
-        assert session is not None
-        try:
-            async with self.lock:
-                while self.ready and not self.closed:
-                    actions: list[Action] = []
-                    while self.ready:
-                        future, user, locks_before = self.ready.popleft()
-                        try:
-                            result = future.result()
-                        except Exception as exc:  # a bug: never show anything uncertain
-                            log.error("opening a message failed", extra={
-                                "user": session.user, "command": "FETCH",
-                                "reason": type(exc).__name__})
-                            await self._do([*actions, SendToClient(b"* BYE Internal error\r\n"),
-                                            Close("open failed")])
-                            return
-                        if (result.unlock is not None
-                                and self.front.views.lock_count(user) != locks_before):
-                            # an unlock ended while it was opened: the view cache asks the key
-                            # store whether one holds now (the one it was opened under may
-                            # be gone)
-                            result = replace(result, unlock=None)
-                        actions.extend(session.message_opened(result))
-                    await self._check_login_limit()
-                    await self._do(actions)
-        except Exception as exc:  # a bug: said once and the session ends; never a silent hang
-            log.error("IMAP session failed", extra={"user": session.user or "",
-                                                    "reason": type(exc).__name__})
-            await self.close(b"* BYE Internal error\r\n")
-        finally:
-            self.feeder = None
-
-    async def _watch_idle(self) -> None:
-        """Autologout after `idle_timeout` without a byte from either side (RFC 9051 5.4);
-        the upstream's IDLE keep-alives count."""
-        timeout = self.front.settings.idle_timeout
-        while not self.closed:
-            left = self.last_activity + timeout - time.monotonic()
-            if left <= 0 and not self.opens:
-                await self.close(b"* BYE Autologout; idle for too long\r\n")
-                return
-            await asyncio.sleep(max(left, 1.0))
-
-    async def _check_login_limit(self) -> None:
-        """Dovecot's mail_max_userip_connections: at most N logged-in connections per user
-        and client address; the next one is told so and closed."""
-        session = self.session
-        if self.closed or self.counted is not None or session is None or session.user is None:
-            return
-        peer = self.writer.get_extra_info("peername")
-        key = (self.front.accounts.user(session.user).lower(),
-               str(peer[0]) if isinstance(peer, tuple) else "")
-        counts = self.front.user_ip_counts
-        if counts.get(key, 0) >= self.front.settings.max_user_ip_connections:
-            log.info("connection refused", extra={"user": session.user,
-                                                   "reason": "too many connections"})
-            self.front.services.metrics.refusals.labels("imap", "connections").inc()
-            await self.close(b"* BYE [LIMIT] Too many connections from this user and address\r\n")
-            return
-        counts[key] = counts.get(key, 0) + 1
-        self.counted = key
-
-    @staticmethod
-    async def _read(reader: asyncio.StreamReader) -> bytes:
-        try:
-            return await reader.read(READ_SIZE)
-        except (OSError, ssl.SSLError, EOFError):
-            return b""
-
-    async def _mail_login(self, action: MailLogin) -> None:
-        """Unlock the key by the mail login, for a user who chose it (a worker thread: one
-        PBKDF2, unless the key is already unlocked under this password)."""
-        services = self.front.services
-        await asyncio.get_running_loop().run_in_executor(
-            self.front.openers, services.secure_mail.mail_login_logged,
-            self.front.accounts.user(action.user), action.password, services.now())
-
-    def _convert(self, action: ConvertRequested) -> None:
-        """Start the conversion a client asked for by keyword (it runs on its own
-        connection; this session sees its effects from the upstream)."""
-        operations = self.front.folder_operations
-        if operations is None or not self.mail_password:
-            return
-        user = self.front.accounts.user(action.user)
-        try:
-            operations.request_by_keyword(user, action.user,
-                                          self.mail_password.decode("utf-8", "replace"),
-                                          action.action, action.mailbox)
-        except SmimeProxyError as exc:  # e.g. locked since the session looked
-            log.info("keyword request not started",
-                     extra={"user": user, "reason": type(exc).__name__})
-
-    async def _seal(self, action: SealCopy) -> None:
-        """Seal a Sent or Drafts copy to the user's own certificate (a worker thread), then
-        let the session append it. No certificate: the copy is stored as written."""
-        user = self.front.accounts.user(action.user)
-        try:
-            sealed = await asyncio.get_running_loop().run_in_executor(
-                self.front.openers, seal_for_user, self.front.services, user, action.message)
-        except Exception as exc:  # stored as written: the client's copy is never lost
-            log.warning("cannot seal a stored copy",
-                        extra={"user": user, "command": "APPEND", "reason": type(exc).__name__})
-            sealed = None
-        assert self.session is not None
-        await self._do(self.session.copy_sealed(CopySealed(action.request_id, sealed)))
-
-    async def _do(self, actions: list[Action]) -> None:
-        assert self.up_writer is not None and self.session is not None
-        pending: list[bytes] = []  # consecutive client data goes out in one write
-        to_client = to_upstream = False  # the sides written to: drained at the end
-        for action in actions:
-            if self.closed:
-                return
-            if isinstance(action, SendToClient):
-                to_client = True
-                if len(action.data) < BATCH_MAX:
-                    pending.append(action.data)
-                    continue
-                if pending:  # a large answer goes out as it is: not copied into a batch
-                    write_if_open(self.writer, b"".join(pending))
-                    pending.clear()
-                await self._write_large(action.data)
-                continue
-            if pending:
-                write_if_open(self.writer, b"".join(pending))
-                pending.clear()
-            if isinstance(action, SendToUpstream):
-                write_if_open(self.up_writer, action.data)
-                to_upstream = True
-            elif isinstance(action, OpenMessage):
-                user = self.front.accounts.user(action.user)
-                locks_before = self.front.views.lock_count(user)
-                # the executor's own future, not an asyncio one chained to it: the worker
-                # thread calls the loop back once (`_opened`)
-                future = self.front.openers.submit(
-                    open_for_client, self.front.services, user, action.raw,
-                    action.request_id, self.front.processes)
-                self.opens.add(future)
-                future.add_done_callback(functools.partial(
-                    self._call_back, asyncio.get_running_loop(), user, locks_before))
-            elif isinstance(action, MailLogin):
-                if self.front.folder_operations is not None:
-                    self.mail_password = action.password
-                await self._mail_login(action)
-            elif isinstance(action, ConvertRequested):
-                self._convert(action)
-            elif isinstance(action, SealCopy):
-                await self._seal(action)
-            elif isinstance(action, Pause):
-                await self.writer.drain()
-                await asyncio.sleep(action.seconds)
-            elif isinstance(action, StartClientTls):
-                await self._start_tls()
-            elif isinstance(action, Close):
-                await self.close()
-                return
-        if pending and not self.closed:
-            write_if_open(self.writer, b"".join(pending))
-        self.changed.set()
-        try:
-            if to_client:
-                await self.writer.drain()
-            if to_upstream:
-                await self.up_writer.drain()
-        except (OSError, ssl.SSLError):
-            await self.close()
-
-    async def _write_large(self, data: bytes) -> None:
-        """Write a large piece as the client takes it: a slice at a time, so that the
-        transport never holds a copy of what the socket did not take at once."""
-        view = memoryview(data)
-        try:
-            for start in range(0, len(view), WRITE_SLICE):
-                if not write_if_open(self.writer, view[start : start + WRITE_SLICE]):
-                    raise ConnectionResetError("the client has gone")
-                await self.writer.drain()
-        except (OSError, ssl.SSLError):
-            await self.close()
-
-    async def _start_tls(self) -> None:
-        context = self.front.tls_context
-        assert context is not None and self.session is not None
-        await self.writer.drain()
-        # (the client pump is not reading: it is the one executing this action)
-        # Plaintext the client pipelined after STARTTLS must not be read as if it came
-        # through TLS: asyncio has no public way to drop the stream's buffer.
-        buffer: bytearray | None = getattr(self.reader, "_buffer", None)
-        if buffer:
-            buffer.clear()
-        try:
-            await self.writer.start_tls(
-                context, ssl_handshake_timeout=self.front.settings.tls_handshake_timeout)
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
-            await self.close()
-            return
-        await self._do(self.session.client_tls_started())
-
-    async def close(self, bye: bytes = b"") -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.views_user is not None:
-            self.front.views.detach(self.views_user)
-            self.views_user = None
-        if self.counted is not None:
-            counts = self.front.user_ip_counts
-            counts[self.counted] -= 1
-            if counts[self.counted] <= 0:
-                del counts[self.counted]
-            self.counted = None
-        for future in self.opens:
-            future.cancel()
-        self.changed.set()
-        for writer in (self.writer, self.up_writer):
-            if writer is None:
-                continue
-            with contextlib.suppress(Exception):
-                if bye and writer is self.writer:
-                    write_if_open(writer, bye)
-                await asyncio.wait_for(writer.drain(), 2.0)
-            writer.close()
-        for writer in (self.writer, self.up_writer):
-            if writer is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.wait_closed(), 1.0)
 
 
 # --- the front ----------------------------------------------------------------------------
@@ -542,7 +79,7 @@ class ImapFront:
             max_user_ip_connections=config.imap.max_userip_connections)
         self.tls_context = listener_context(self.listener, "imap")
         self._server: asyncio.Server | None = None
-        self._connections: set[_Connection] = set()
+        self._connections: set[ClientConnection] = set()
         self.user_ip_counts: dict[tuple[str, str], int] = {}
         self.login_throttle = Throttle(services.now)  # across this front's connections
         self.accounts = Accounts.from_config(config)  # the key-store user of a login
@@ -585,7 +122,7 @@ class ImapFront:
                               f"port {self.listener.port}: {exc.strerror}") from None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = _Connection(self, reader, writer)
+        connection = ClientConnection(self, reader, writer)
         self._connections.add(connection)
         task = asyncio.current_task()
         if task is not None:

@@ -4,7 +4,7 @@ STARTTLS or none; certificate and host name verified unless `verify: false`), th
 
 Two ways to use the connection:
 
-- `open_stream()` gives asyncio streams for the proxy session of a client (imap/server.py).
+- `open_stream()` gives asyncio streams for the proxy session of a client (imap/connection.py).
   That session keeps its own byte-exact sans-I/O wire (`imap.wire`): a proxy must pass
   literals and responses it does not understand through untouched, which a client library
   that parses everything cannot do.
@@ -196,7 +196,7 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
 
     Why: a message of 20 KB comes from Dovecot in about seven reads; through the reader
     each wakes the session's task, where the shell can instead feed a piece of a literal
-    to the session at once (imap/server.py)."""
+    to the session at once (imap/connection.py)."""
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
         super().__init__(reader)

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry points", ("__main__", "cli")),
     ("composition root", ("app", "demo")),
-    ("I/O shells", ("imap.server", "imap.upstream", "smtp.server", "smtp.relay", "control",
-                    "harness", "lmtp.server", "lmtp.upstream", "at_rest.convert",
-                    "at_rest.operation", "at_rest.operations", "at_rest.listing",
+    ("I/O shells", ("imap.server", "imap.connection", "imap.upstream", "smtp.server",
+                    "smtp.relay", "control", "harness", "lmtp.server", "lmtp.upstream",
+                    "at_rest.convert", "at_rest.operation", "at_rest.operations", "at_rest.listing",
                     "agent.server", "agent.client", "agent.child")),
     ("protocol logic", ("imap", "imap.session", "imap.events", "imap.inflight",
                         "imap.negotiation", "imap.fetch_rewrite", "imap.fetch_answers",
