@@ -11,12 +11,15 @@ front's shared state are `imap.server.ImapFront`'s).
 - `OpenMessage` requests run `imap.opening.open_for_client` in the front's worker threads
   (`ImapSettings.open_workers`), with the user's key agent when the message is encrypted
   and the key is unlocked; `SealCopy` runs `imap.opening.seal_for_user` there too.
-- One task reads the client and one the upstream; each feeds the session and carries out
-  its actions under one lock, so actions go out in the order the session gave them. A
-  piece of a literal the upstream is still sending goes to the session at once from the
-  connection's protocol when nothing waits before it (`_shortcut_literals`).
-  Back-pressure: the upstream is not read while many messages wait to be opened, the
-  client not while the session holds a lot of unread client data.
+- Turns: a read from either side is fed to the session and its actions carried out under
+  one lock (`imap.streams.TurnLock`), so actions go out in the order the session gave
+  them. Once logged in, a read is taken in the connection's protocol callback when nothing
+  waits before it (`_turns_in_callbacks`): the reader holds none of that side's bytes, the
+  lock is free, neither side's writes are backed up; what the session then says is
+  written at once, and only an action that must wait (a large write, opening, a pause,
+  closing) goes on in a task that holds the lock. Otherwise one task per side reads its
+  stream (`_pump`). Back-pressure: the upstream is not read while many messages wait to be
+  opened, the client not while the session holds a lot of unread client data.
 - `ConvertRequested` (a client set `$SmimeEncrypt` / `$SmimeDecrypt`) starts
   `at_rest.operations.FolderOperations.request_by_keyword` with the login of this
   connection: for that, the mail password the client logged in with is kept in this
@@ -40,7 +43,7 @@ import functools
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -64,7 +67,8 @@ from smime_proxy.imap.session import (
     SessionSettings,
     StartClientTls,
 )
-from smime_proxy.imap.upstream import StreamProtocol, UpstreamUnavailable, open_stream
+from smime_proxy.imap.streams import StreamProtocol, TurnLock
+from smime_proxy.imap.upstream import UpstreamUnavailable, open_stream
 from smime_proxy.imap.view_cache import UserViews
 from smime_proxy.throttle import AddressGate
 from smime_proxy.tlsconfig import is_loopback_peer
@@ -77,6 +81,8 @@ log = logging.getLogger("smime_proxy.imap")
 READ_SIZE = 65536
 BATCH_MAX = 256 * 1024  # client data up to this size is joined into one write
 WRITE_SLICE = 1024 * 1024  # a larger piece is written a slice at a time (`_write_large`)
+WRITE_BACKED_UP = 64 * 1024  # more unsent than this (asyncio's high-water mark): no turn in
+# a callback, the pump's turn drains it
 
 
 class ClientConnection:
@@ -94,11 +100,13 @@ class ClientConnection:
         self.ready: collections.deque[
             tuple[concurrent.futures.Future[MessageOpened], str, int]] = collections.deque()
         self.feeder: asyncio.Future[None] | None = None
-        self.lock = asyncio.Lock()  # one batch of the session's actions at a time, in order
+        self.lock = TurnLock()  # one batch of the session's actions at a time, in order
+        self.turns: set[asyncio.Task[None]] = set()  # turns taken in a callback, going on
         self.changed = asyncio.Event()  # back-pressure may have eased
         self.last_activity = time.monotonic()
         self.counted: tuple[str, str] | None = None  # (user, address) once logged in
         self.up_taken = 0  # bytes the session took from the upstream reader
+        self.client_taken = 0  # and from the client reader
         self.views_user: str | None = None  # bound to the view cache as this user
         self.mail_password: bytes = b""  # for keyword requests (ConvertRequested)
 
@@ -155,10 +163,10 @@ class ClientConnection:
         # holding many bytes is completing one message (an APPEND literal) and must read on
         # or it waits forever; the upstream is not read while many messages wait to be opened.
         backlog, opens = limits.max_client_backlog, limits.max_pending_opens
-        self._shortcut_literals(session, opens)
+        self._turns_in_callbacks(session, opens, backlog)
         pumps = {
             asyncio.ensure_future(self._pump(
-                self.reader, session.client_data,
+                self.reader, self._from_client_reader,
                 lambda: session.busy and session.client.buffered >= backlog)),
             asyncio.ensure_future(self._pump(
                 self.up_reader, self._from_up_reader, lambda: session.pending_opens >= opens)),
@@ -183,23 +191,107 @@ class ClientConnection:
         self.up_taken += len(data)
         return self.session.upstream_data(data)
 
-    def _shortcut_literals(self, session: ImapSession, opens: int) -> None:
-        """Pieces of a literal go to the session at once, past the upstream's reader
-        (`upstream.StreamProtocol`), when nothing waits before them: the reader holds no
-        bytes, no batch of actions is being done, the upstream is not held back."""
+    def _from_client_reader(self, data: bytes) -> list[Action]:
+        assert self.session is not None
+        self.client_taken += len(data)
+        return self.session.client_data(data)
+
+    def _turns_in_callbacks(self, session: ImapSession, opens: int, backlog: int) -> None:
+        """Reads taken in the protocol callbacks (`imap.streams.StreamProtocol.shortcut`)
+        when nothing waits before them: that side's reader holds no bytes (the bytes passed
+        to it = the bytes the session took from it), that side is not held back, and (but
+        for a piece of a literal that says nothing: `ImapSession.take_literal_piece`) the
+        conditions of `_turn_now`."""
         assert self.up_writer is not None
-        protocol = self.up_writer.transport.get_protocol()
-        if not isinstance(protocol, StreamProtocol):
-            return
+        up_protocol = self.up_writer.transport.get_protocol()
+        client_protocol = self.writer.transport.get_protocol()
+        if isinstance(up_protocol, StreamProtocol):
+            def from_upstream(data: bytes) -> bool:
+                if (self.closed or self.up_taken != up_protocol.passed
+                        or session.pending_opens >= opens):
+                    return False
+                if not self.lock.locked() and session.take_literal_piece(data):
+                    self.last_activity = time.monotonic()
+                    return True
+                return self._turn_now(session.upstream_data, data)
 
-        def shortcut(data: bytes) -> bool:
-            if (self.closed or self.up_taken != protocol.passed or self.lock.locked()
-                    or session.pending_opens >= opens or not session.take_literal_piece(data)):
-                return False
-            self.last_activity = time.monotonic()
+            up_protocol.shortcut = from_upstream
+        if isinstance(client_protocol, StreamProtocol):
+            def from_client(data: bytes) -> bool:
+                if (self.closed or self.client_taken != client_protocol.passed
+                        or (session.busy and session.client.buffered >= backlog)):
+                    return False
+                return self._turn_now(session.client_data, data)
+
+            client_protocol.shortcut = from_client
+
+    def _turn_now(self, feed: Callable[[bytes], list[Action]], data: bytes) -> bool:
+        """One turn in a protocol callback: False (the read goes to the reader) unless
+        logged in and counted (`_check_login_limit` has run), the lock is free and no
+        write is backed up. The actions up to the first that must wait are written at once;
+        the rest go on in a task that holds the lock until they are done."""
+        assert self.up_writer is not None
+        if (self.counted is None
+                or self.writer.transport.get_write_buffer_size() > WRITE_BACKED_UP
+                or self.up_writer.transport.get_write_buffer_size() > WRITE_BACKED_UP
+                or not self.lock.take_now()):
+            return False
+        self.last_activity = time.monotonic()
+        try:
+            actions = feed(data)
+            done = self._write_now(actions)
+        except Exception as exc:  # a bug: said once and the session ends, as from a pump
+            self.lock.release()
+            self._go_on(self._failed(exc))
             return True
+        if done == len(actions):
+            self.lock.release()
+            self.changed.set()
+        else:
+            self._go_on(self._rest_of_turn(actions[done:]))
+        return True
 
-        protocol.shortcut = shortcut
+    def _write_now(self, actions: list[Action]) -> int:
+        """Write the actions that need no wait, up to the first that does (a large piece
+        for the client, or anything but data); how many were written."""
+        assert self.up_writer is not None
+        pending: list[bytes] = []  # consecutive client data goes out in one write
+        done = 0
+        for action in actions:
+            if isinstance(action, SendToClient) and len(action.data) < BATCH_MAX:
+                pending.append(action.data)
+            elif isinstance(action, SendToUpstream):
+                if pending:
+                    write_if_open(self.writer, b"".join(pending))
+                    pending.clear()
+                write_if_open(self.up_writer, action.data)
+            else:
+                break
+            done += 1
+        if pending:
+            write_if_open(self.writer, b"".join(pending))
+        return done
+
+    def _go_on(self, turn: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(turn)
+        self.turns.add(task)
+        task.add_done_callback(self.turns.discard)
+
+    async def _rest_of_turn(self, actions: list[Action]) -> None:
+        """The actions of a turn taken in a callback that must wait; the lock is held."""
+        try:
+            await self._do(actions)
+        except Exception as exc:
+            await self._failed(exc)
+        finally:
+            self.lock.release()
+
+    async def _failed(self, exc: Exception) -> None:
+        session = self.session
+        log.error("IMAP session failed", extra={
+            "user": session.user if session is not None and session.user else "",
+            "reason": type(exc).__name__})
+        await self.close(b"* BYE Internal error\r\n")
 
     async def _upstream_refused(self, exc: BaseException) -> None:
         """No upstream connection: the client is told in a BYE, the admin in a log line that
@@ -225,7 +317,7 @@ class ClientConnection:
 
         While no batch of actions is being done the bytes are fed at once (nothing can run
         between the check and the feed), and a read the session says nothing to costs no
-        batch (most pieces of a literal do not come this way: `_shortcut_literals`)."""
+        batch."""
         while not self.closed:
             while held_back() and not self.closed:
                 await self._wait_for_change()
@@ -455,6 +547,7 @@ class ClientConnection:
         # through TLS: asyncio has no public way to drop the stream's buffer.
         buffer: bytearray | None = getattr(self.reader, "_buffer", None)
         if buffer:
+            self.client_taken += len(buffer)  # dropped counts as taken (`_turns_in_callbacks`)
             buffer.clear()
         try:
             await self.writer.start_tls(

@@ -28,6 +28,7 @@ from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.errors import ConfigError
 from smime_proxy.imap.connection import ClientConnection
 from smime_proxy.imap.open_processes import OpenProcesses
+from smime_proxy.imap.streams import start_stream_server
 from smime_proxy.imap.view_cache import OpenedViews
 from smime_proxy.imap.wire import MAX_LINE
 from smime_proxy.memory import tune_memory
@@ -112,11 +113,10 @@ class ImapFront:
             self.processes = OpenProcesses(count, self.services)
         implicit = self.listener.tls is not None and self.listener.tls.mode == "implicit"
         try:
-            self._server = await asyncio.start_server(
-                self._client, self.listener.host, self.listener.port,
-                ssl=self.tls_context if implicit else None, limit=MAX_LINE,
-                ssl_handshake_timeout=self.settings.tls_handshake_timeout if implicit else None,
-            )
+            self._server = await start_stream_server(
+                self._client, self.listener.host, self.listener.port, limit=MAX_LINE,
+                ssl=self.tls_context if implicit else None,
+                ssl_handshake_timeout=self.settings.tls_handshake_timeout if implicit else None)
         except OSError as exc:
             raise ConfigError(f"listeners.imap.port: cannot listen on {self.listener.host} "
                               f"port {self.listener.port}: {exc.strerror}") from None

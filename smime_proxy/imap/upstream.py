@@ -16,7 +16,7 @@ byte the server sends after its tagged OK and before the handshake is seen, and 
 connection is refused before a TLS ClientHello is sent. aioimaplib has no STARTTLS of its
 own: it is handed the socket only after that check, and then speaks TLS from the first byte.
 
-May import: config, errors, imap.wire, tlsconfig, aioimaplib, stdlib.
+May import: config, errors, imap.streams, imap.wire, tlsconfig, aioimaplib, stdlib.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import base64
 import socket
 import ssl
 import sys
-from collections.abc import Callable
 from typing import Final
 
 from aioimaplib import aioimaplib
 
 from smime_proxy.config import UpstreamEndpoint
 from smime_proxy.errors import SmimeProxyError
+from smime_proxy.imap.streams import StreamProtocol
 from smime_proxy.imap.wire import MAX_LINE
 from smime_proxy.tlsconfig import upstream_context
 
@@ -188,29 +188,6 @@ async def _prepared_socket(endpoint: UpstreamEndpoint, connect_timeout: float
     return sock, greeting
 
 
-class StreamProtocol(asyncio.StreamReaderProtocol):
-    """asyncio's stream protocol with a way around the reader: bytes that `shortcut` takes
-    (it returns True) never reach the reader. `passed` counts the bytes the reader was
-    given, so that a shortcut can tell when the reader's consumer has taken them all (a
-    shortcut past bytes still in the reader would reorder them).
-
-    Why: a message of 20 KB comes from Dovecot in about seven reads; through the reader
-    each wakes the session's task, where the shell can instead feed a piece of a literal
-    to the session at once (imap/connection.py)."""
-
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        super().__init__(reader)
-        self.shortcut: Callable[[bytes], bool] | None = None
-        self.passed = 0
-
-    def data_received(self, data: bytes) -> None:
-        shortcut = self.shortcut
-        if shortcut is not None and shortcut(data):
-            return
-        self.passed += len(data)
-        super().data_received(data)
-
-
 async def open_stream(endpoint: UpstreamEndpoint, *, connect_timeout: float,
                       handshake_timeout: float
                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -294,7 +271,7 @@ async def close_client(protocol: aioimaplib.IMAP4ClientProtocol, limit: float = 
         transport.abort()
 
 
-__all__ = ["MAX_LINE", "StreamProtocol", "UpstreamUnavailable", "close_client", "open_client",
+__all__ = ["MAX_LINE", "UpstreamUnavailable", "close_client", "open_client",
            "open_stream"]
 
 

@@ -18,6 +18,7 @@ from smime_proxy.config import UpstreamEndpoint
 from smime_proxy.control.imapcheck import check_login
 from smime_proxy.harness.tls import ensure_tls
 from smime_proxy.imap import upstream as upstream_module
+from smime_proxy.imap.streams import StreamProtocol
 from smime_proxy.imap.upstream import (
     MAX_LINE,
     UpstreamUnavailable,
@@ -274,7 +275,7 @@ async def test_bytes_a_shortcut_takes_never_reach_the_reader(tmp_path: Path) -> 
                                 verify=False, ca_file=None)
     reader, writer = await open_stream(endpoint, connect_timeout=2, handshake_timeout=2)
     protocol = writer.transport.get_protocol()
-    assert isinstance(protocol, upstream_module.StreamProtocol)
+    assert isinstance(protocol, StreamProtocol)
     shortcut_saw: list[bytes] = []
 
     def shortcut(data: bytes) -> bool:
