@@ -10,7 +10,7 @@ import imaplib
 import re
 import ssl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_proxy.harness import Upstream
+from smime_proxy.imap.connection import ClientConnection
 from smime_proxy.imap.server import ImapFront
 from smime_proxy.imap.session import ImapSession
 from smime_proxy.imap.views import MessageView
@@ -1019,3 +1020,67 @@ def test_a_large_plain_message_read_one_by_one_is_dovecots(
         proxy.logout()
         direct.logout()
     assert taken, "no piece of a literal was fed past the reader"
+
+
+def test_turns_taken_in_the_protocol_callbacks_answer_as_dovecot_and_in_order(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once logged in, client commands and upstream answers are fed to the session from the
+    connections' protocol callbacks (`ClientConnection._turn_now`), not by the pumps: plain
+    answers are still Dovecot's byte for byte, an encrypted message (its opening goes on in
+    a task that holds the lock) is shown opened, and commands pipelined in one write are
+    answered in order."""
+    import socket
+
+    turns: list[tuple[str, bool]] = []
+    turn_now = ClientConnection._turn_now
+
+    def counted(connection: ClientConnection, feed: Callable[[bytes], list[object]],
+                data: bytes) -> bool:
+        taken = turn_now(connection, feed, data)  # type: ignore[arg-type]
+        turns.append((feed.__name__, taken))
+        return taken
+
+    monkeypatch.setattr(ClientConnection, "_turn_now", counted)
+    tok, enc_tok = token(), token()
+    env.deliver("alice", plain_message(tok, body=b"plain body line\r\n" * 2000))
+    ids = people().ids
+    inner = plain_message(enc_tok, body=b"secret " + enc_tok.encode() + b"\r\n").replace(
+        b"From: Bob <bob@example.test>", b"From: Alice <alice@example.test>")
+    env.deliver("alice", encrypted_signed(inner, ids["alice"], ids["alice"]))
+    proxy, direct = env.proxy(), env.direct()
+    try:
+        uid = uid_of(direct, tok)
+        assert uid_of(proxy, tok) == uid
+        for items in ("BODY.PEEK[]", "(UID RFC822.SIZE BODY.PEEK[])", "BODY.PEEK[HEADER]",
+                      "(FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)"):
+            for _ in range(2):
+                assert fetch(proxy, uid, items) == without_recent(fetch(direct, uid, items))
+        enc_uid = uid_of(proxy, enc_tok)
+        shown = literal(fetch(proxy, enc_uid, "BODY.PEEK[]")[1])
+        assert b"signature=valid" in shown and b"secret " + enc_tok.encode() in shown
+    finally:
+        proxy.logout()
+        direct.logout()
+    taken = {(name, ok) for name, ok in turns}
+    assert ("client_data", True) in taken and ("upstream_data", True) in taken, turns
+
+    with socket.create_connection(("127.0.0.1", env.front.port), timeout=30) as raw:
+        stream = raw.makefile("rb")
+        stream.readline()  # greeting
+        raw.sendall(b'a0 LOGIN alice "%s"\r\na00 SELECT INBOX\r\n'
+                    % env.upstream.users["alice"].encode())
+        while not stream.readline().startswith(b"a00 "):
+            pass
+        raw.sendall(b"a1 UID FETCH %s BODY.PEEK[]\r\na2 NOOP\r\na3 UID FETCH %s (FLAGS)\r\n"
+                    b"a4 UID FETCH %s BODY.PEEK[]\r\n"
+                    % (uid.encode(), uid.encode(), enc_uid.encode()))
+        tags: list[bytes] = []
+        while len(tags) < 4:
+            line = stream.readline()
+            assert line, "the proxy closed the connection"
+            if line.startswith(b"a"):
+                tags.append(line.split(b" ", 2)[0] + b" " + line.split(b" ", 2)[1])
+            elif line.endswith(b"}\r\n"):
+                stream.read(int(line[line.rindex(b"{") + 1 : -3]))
+        assert tags == [b"a1 OK", b"a2 OK", b"a3 OK", b"a4 OK"]
+        raw.sendall(b"a5 LOGOUT\r\n")
