@@ -64,6 +64,7 @@ from smime_proxy.imap.wire.spans import (
     metadata_items,
     uid_date_head,
     uid_literal_head,
+    uid_size_head,
     uid_value,
     without_items,
 )
@@ -83,7 +84,10 @@ FALLBACK_MAX: Final = 1024 * 1024  # stored messages kept for showing as stored,
 SORT_NAMES: Final = frozenset({CLASSIFY_NAME, UID_NAME})
 KNOWN_MARK: Final = FetchItem("INTERNALDATE")  # marks the answers of a planned sort pass
 KNOWN_MARK_NAME: Final = b"INTERNALDATE"
-KNOWN_NAMES: Final = frozenset({KNOWN_MARK_NAME, UID_NAME})
+# A client's own item that marks them instead (nothing added): a server sends it only when
+# asked (RFC 9051 7.5.2; unsolicited FETCH data carries flags), and Dovecot spends about a
+# fifth more on a resync with INTERNALDATE added (bench/imap.py's sync, 1000 messages).
+CLIENT_MARK: Final = FetchItem("RFC822.SIZE")
 _OPEN_NAMES: Final = frozenset({fetch_rewrite.WHOLE_NAME, UID_NAME})
 LARGE_ANSWER: Final = 1024 * 1024  # an answer this large is sent as its pieces
 MAX_KNOWN_PLAIN: Final = 200_000  # UIDs remembered as plain per selected mailbox
@@ -153,16 +157,19 @@ class ContentFetch:
             return
         self._send_sort(command, CLASSIFY, relays=not fetch_rewrite.sets_seen(command))
 
-    def _send_sort(self, command: FetchCommand, added: FetchItem, *, relays: bool,
-                   known: dict[int, MessageView] | None = None) -> None:
+    def _send_sort(self, command: FetchCommand, added: FetchItem | None, *, relays: bool,
+                   known: dict[int, MessageView] | None = None,
+                   mark: bytes = KNOWN_MARK_NAME) -> None:
         """Send a sort pass: UID and `added` first, then the client's items (when it relays
         them; else its non-content ones and FLAGS); the job cuts out what the client did not
-        ask for. `known`: the views a planned pass answers from (`_start_known`)."""
+        ask for. `known`: the views a planned pass answers from (`_start_known`), whose
+        answers carry `mark`."""
         asked = {item.response_name() for item in command.items}
-        strip = {added.response_name()} - asked
+        strip = set() if added is None else {added.response_name()} - asked
         if not command.uid and FetchItem("UID") not in command.items:
             strip.add(UID_NAME)
-        items: list[FetchItem] = [FetchItem("UID"), added]
+        items: list[FetchItem] = [FetchItem("UID")] if added is None else [
+            FetchItem("UID"), added]
         for item in command.items:
             if (relays or not fetch_rewrite.is_content(item)) and item not in items:
                 items.append(item)
@@ -175,7 +182,8 @@ class ContentFetch:
         self._inflight = FetchJob(command, relays, frozenset(strip),
                                   listing=fetch_rewrite.lists_only(command), known=known,
                                   locks=self.views.locks() if known is not None else 0,
-                                  copy_plan=fetch_rewrite.copy_plan(command) if copies else None)
+                                  copy_plan=fetch_rewrite.copy_plan(command) if copies else None,
+                                  mark=mark)
         self._out.append(SendToUpstream(sort.render()))
 
     def _start_known(self, command: FetchCommand) -> bool:
@@ -183,7 +191,9 @@ class ContentFetch:
         every one is known plain or has a cached view: the sort pass then asks for no
         classification fields (the upstream need not read the messages), and for no content
         when a view will answer. `INTERNALDATE` marks its answers (an unsolicited FETCH
-        carries flags, never that). False: not every message is known."""
+        carries flags, never that), or the client's own `RFC822.SIZE` when every message is
+        plain (its items relayed in its order, less UID). False: not every message is
+        known."""
         if self.mailbox is None:
             return False
         uids = self.uid_map.predict(command.sequence_set, by_uid=command.uid)
@@ -194,7 +204,11 @@ class ContentFetch:
         if known is None:
             return False
         # all plain: the client's items, relayed as they come
-        self._send_sort(command, KNOWN_MARK, relays=not known, known=known)
+        if not known and CLIENT_MARK in command.items:
+            self._send_sort(command, None, relays=True, known=known,
+                            mark=CLIENT_MARK.response_name())
+        else:
+            self._send_sort(command, KNOWN_MARK, relays=not known, known=known)
         return True
 
     # -- upstream responses -------------------------------------------------------------------
@@ -297,7 +311,7 @@ class ContentFetch:
         message is answered by what its own UID says, whatever was predicted."""
         assert job.known is not None
         if job.relays_items:  # every message known plain: its answer less UID and the mark
-            head = uid_date_head(raw)
+            head = uid_date_head(raw) if job.mark == KNOWN_MARK_NAME else uid_size_head(raw)
             if head is not None and head.uid in self.known_plain:
                 self._pass_on(job, head.without(raw, UID_NAME in job.strip,
                                                 KNOWN_MARK_NAME in job.strip))
@@ -314,12 +328,13 @@ class ContentFetch:
                         self._pass_on(job, answer)
                         return
         try:  # without content, the answer is short: read whole
-            spans = fetch_spans(raw, KNOWN_NAMES if job.relays_items else frozenset())
+            spans = fetch_spans(raw, frozenset({job.mark, UID_NAME}) if job.relays_items
+                                else frozenset())
             uid = uid_value(raw, spans)
         except ParseError:
             self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
             return
-        if spans.find(KNOWN_MARK_NAME) is None or uid is None:
+        if spans.find(job.mark) is None or uid is None:
             self._pass_on(job, fetch_rewrite.without_content(raw))  # not an answer of ours
             return
         if uid in self.known_plain:

@@ -90,6 +90,8 @@ class FetchJob:
     locks: int = 0  # the user's ended unlocks when they were found (`ViewCache.locks`)
     # how a view answers when the upstream's items are copied (`fetch_rewrite.copy_plan`)
     copy_plan: tuple[tuple[bytes, FetchItem | None], ...] | None = None
+    # a planned pass's mark: the item that tells its answers from unsolicited FETCH data
+    mark: bytes = b"INTERNALDATE"
 
 
 @dataclass

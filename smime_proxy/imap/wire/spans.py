@@ -22,7 +22,7 @@ from typing import Final, NamedTuple
 from .errors import ParseError
 
 __all__ = ["FetchSpans", "ItemSpan", "UidHead", "fetch_spans", "item_value", "metadata_items",
-           "uid_date_head", "uid_literal_head", "uid_value", "without_items"]
+           "uid_date_head", "uid_literal_head", "uid_size_head", "uid_value", "without_items"]
 
 _PREFIX: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \(", re.IGNORECASE)
 _LITERAL: Final = re.compile(rb"~?\{([0-9]{1,19})\+?\}\r\n")
@@ -229,6 +229,9 @@ def metadata_items(raw: bytes) -> tuple[int, int, dict[bytes, bytes]] | None:
 # 7.5.2). Any other shape is read by `fetch_spans`.
 _UID_HEAD: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \((UID ([0-9]{1,10}) )", re.IGNORECASE)
 _DATE_ITEM: Final = re.compile(rb'INTERNALDATE ("[^"\\\r\n]*") (?=[A-Za-z])', re.IGNORECASE)
+# RFC822.SIZE next, or after the flags (Dovecot writes the client's FLAGS first)
+_SIZE_ITEM: Final = re.compile(rb"(?:FLAGS \([^()\r\n]*\) )?RFC822\.SIZE [0-9]{1,20}[ )]",
+                               re.IGNORECASE)
 
 
 class UidHead(NamedTuple):
@@ -264,6 +267,17 @@ def uid_date_head(raw: bytes) -> UidHead | None:
         return None
     return UidHead(int(head[1]), int(head[3]), head.start(2), date.start(), date.start(1),
                    date.end())
+
+
+def uid_size_head(raw: bytes) -> UidHead | None:
+    """The head of a FETCH response that starts with UID, then RFC822.SIZE (maybe after
+    FLAGS); None for any other shape. It cuts only UID: the second item is the client's
+    own (`UidHead.without(raw, uid, False)`)."""
+    head = _UID_HEAD.match(raw)
+    if head is None or _SIZE_ITEM.match(raw, head.end()) is None:
+        return None
+    end = head.end()
+    return UidHead(int(head[1]), int(head[3]), head.start(2), end, end, end)
 
 
 def uid_literal_head(raw: bytes, name: bytes) -> UidHead | None:

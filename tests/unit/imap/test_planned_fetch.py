@@ -182,3 +182,28 @@ def test_a_lock_during_a_planned_fetch_serves_nothing_it_found_before() -> None:
                  b"~spx2 OK Fetch completed.\r\n")
     run.opened(MessageOpened(run.opens[-1].request_id, "locked"))
     assert b"NO [UNAVAILABLE]" in run.client_out()
+
+
+def test_a_resync_of_plain_messages_is_marked_by_the_clients_own_size() -> None:
+    """Every message known plain and the client asks RFC822.SIZE: that is the mark, nothing
+    is added (no INTERNALDATE for the upstream to look up), the client's items go in its
+    order after UID; its answers are relayed less UID, whatever their shape; unsolicited
+    flags pass on as they are."""
+    views = Views()
+    run = selected(views)  # message 1 (UID 4) known plain
+    run.client(b"f2 FETCH 1 (FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)\r\n")
+    assert run.upstream_out() == b"f2 FETCH 1 (UID FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)\r\n"
+    structure = b' BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 5 1 NIL NIL NIL NIL)'
+    run.upstream(b"* 1 FETCH (UID 4 FLAGS (\\Seen) RFC822.SIZE 60" + structure + b")\r\n"
+                 b"* 2 FETCH (UID 9 FLAGS (\\Deleted))\r\n"  # unsolicited: passed on
+                 b"f2 OK Fetch completed.\r\n")
+    assert run.client_out() == (
+        b"* 1 FETCH (FLAGS (\\Seen) RFC822.SIZE 60" + structure + b")\r\n"
+        b"* 2 FETCH (UID 9 FLAGS (\\Deleted))\r\nf2 OK Fetch completed.\r\n")
+    run.client(b"f3 FETCH 1 (FLAGS RFC822.SIZE)\r\n")  # another shape: read by the spans
+    assert run.upstream_out() == b"f3 FETCH 1 (UID FLAGS RFC822.SIZE)\r\n"
+    run.upstream(b"* 1 FETCH (UID 4 MODSEQ (12) FLAGS () RFC822.SIZE 60)\r\n"
+                 b"f3 OK Fetch completed.\r\n")
+    assert run.client_out() == (b"* 1 FETCH (MODSEQ (12) FLAGS () RFC822.SIZE 60)\r\n"
+                                b"f3 OK Fetch completed.\r\n")
+    assert run.opens[1:] == []

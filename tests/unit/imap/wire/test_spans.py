@@ -16,6 +16,7 @@ from smime_proxy.imap.wire.spans import (
     metadata_items,
     uid_date_head,
     uid_literal_head,
+    uid_size_head,
     uid_value,
     without_items,
 )
@@ -179,6 +180,40 @@ def test_the_uid_and_date_head_needs_that_shape() -> None:
                 b'* 1 FETCH (UID 4 INTERNALDATE "d" \r\n',  # no item after the space
                 b'* 1 FETCH (UID 12345678901 INTERNALDATE "d" FLAGS ())\r\n'):
         assert uid_date_head(raw) is None, raw
+
+
+@given(responses, st.integers(0, 2**32 - 1), st.integers(0, 2**40),
+       st.sampled_from([b"", b"FLAGS () ", b"FLAGS (\\Seen $Junk) ", b"flags (a) "]),
+       st.booleans(), st.booleans())
+@settings(max_examples=400)
+def test_the_uid_and_size_head_cuts_what_the_spans_cut(
+        response: FetchResponse, uid: int, size: int, flags: bytes, lower: bool,
+        more: bool) -> None:
+    """A response starting `UID n`, then RFC822.SIZE (maybe after FLAGS), then maybe more
+    items: the head finds the UID and the mark where the spans do, and cuts the same bytes
+    for UID (the mark is the client's own: kept)."""
+    if any(i.render().upper() in (b"UID", b"RFC822.SIZE", b"FLAGS")
+           for i, _ in response.items):
+        return
+    body = response.render()[len(b"* %d FETCH (" % response.number):]
+    size_item = b"RFC822.SIZE %d" % size
+    head = b"UID %d " % uid + flags + (size_item.lower() if lower else size_item)
+    raw = b"* %d FETCH (" % response.number + head + (b" " + body if more else b")\r\n")
+    found = uid_size_head(raw)
+    assert found is not None and (found.number, found.uid) == (response.number, uid)
+    spans = fetch_spans(raw)
+    assert spans.find(b"RFC822.SIZE") is not None
+    assert found.without(raw, True, False) == without_items(raw, spans, frozenset({b"UID"}))
+    assert found.without(raw, False, False) == raw
+
+
+def test_the_uid_and_size_head_needs_that_shape() -> None:
+    for raw in (b"* 1 FETCH (UID 4 FLAGS ())\r\n",  # no size: a flag update
+                b"* 1 FETCH (UID 4 MODSEQ (5) RFC822.SIZE 60)\r\n",  # something between
+                b"* 1 FETCH (RFC822.SIZE 60 UID 4)\r\n",  # another order
+                b"* 1 FETCH (UID 4 RFC822.SIZE 60x)\r\n",  # not a number
+                b"* 1 FETCH (UID 4 FLAGS (() RFC822.SIZE 60)\r\n"):  # not a flag list
+        assert uid_size_head(raw) is None, raw
 
 
 FIELDS = b"BODY[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]"
