@@ -24,7 +24,7 @@ what could not be shown (locked key, unknown transfer encoding, a message whose 
 failed).
 
 May import: imap.wire, imap.events, imap.inflight, imap.fetch_rewrite, imap.uid_map,
-imap.views, mime, stdlib.
+imap.view_cache, imap.views, mime, stdlib.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from smime_proxy.imap.inflight import (
     Stream,
 )
 from smime_proxy.imap.uid_map import UidMap
+from smime_proxy.imap.view_cache import MailboxKey, ViewCache
 from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire import (
     FetchCommand,
@@ -91,43 +92,6 @@ CLIENT_MARK: Final = FetchItem("RFC822.SIZE")
 _OPEN_NAMES: Final = frozenset({fetch_rewrite.WHOLE_NAME, UID_NAME})
 LARGE_ANSWER: Final = 1024 * 1024  # an answer this large is sent as its pieces
 MAX_KNOWN_PLAIN: Final = 200_000  # UIDs remembered as plain per selected mailbox
-MailboxKey = tuple[bytes, int]  # the selected mailbox's name as the client gave it, UIDVALIDITY
-
-
-class ViewCache:
-    """Where the session finds and keeps the views of opened messages, and learns whether
-    they can be opened now (the shell gives one bound to the logged-in user). This default
-    keeps nothing and says the key is unlocked."""
-
-    def get(self, mailbox: MailboxKey, uid: int) -> MessageView | None:
-        return None
-
-    def put(self, mailbox: MailboxKey, uid: int, view: MessageView, *,
-            decrypted: bool, unlock: object | None = None) -> None:
-        """Keep `view`; a decrypted one is tied to `unlock` (the one it was opened under;
-        None: the current one, asked now) and goes when that unlock ends."""
-        return None
-
-    def key_unlocked(self) -> bool:
-        """Whether the user's key is unlocked now (an encrypted message can be opened)."""
-        return True
-
-    def locks(self) -> int:
-        """How many of the user's unlocks have ended so far (a view found before a change of
-        it may belong to an unlock that has ended)."""
-        return 0
-
-    def get_all(self, mailbox: MailboxKey, uids: list[int]) -> dict[int, MessageView] | None:
-        """The views of all these UIDs, or None when one is not kept."""
-        found: dict[int, MessageView] = {}
-        for uid in uids:
-            view = self.get(mailbox, uid)
-            if view is None:
-                return None
-            found[uid] = view
-        return found
-
-
 class ContentFetch:
     """The content-FETCH half of the session (a mixin: the session provides the state)."""
 

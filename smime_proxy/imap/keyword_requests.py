@@ -9,7 +9,7 @@ replacement appear as any other change, from the upstream). While the user's key
 nothing is started: an `[ALERT]` before the tagged OK names the unlock page and says to set
 the tag again; the keyword stays on the message.
 
-May import: at_rest.keywords, imap.events, imap.fetch_answers, imap.inflight, stdlib.
+May import: at_rest.keywords, imap.events, imap.view_cache, imap.inflight, stdlib.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Final
 from smime_proxy.at_rest.keywords import REQUEST_KEYWORDS
 from smime_proxy.at_rest.keywords import Action as Conversion
 from smime_proxy.imap.events import Action, ConvertRequested, SendToClient, SessionSettings
-from smime_proxy.imap.fetch_answers import MailboxKey, ViewCache
 from smime_proxy.imap.inflight import RelayedCommand
+from smime_proxy.imap.view_cache import MailboxKey, ViewCache
 
 # RFC 9051 6.4.6: STORE sequence-set [store-modifiers (RFC 7162)] store-att-flags, where the
 # flags are a parenthesised list or flags separated by spaces; "-FLAGS" asks for nothing

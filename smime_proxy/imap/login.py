@@ -4,7 +4,7 @@ LOGOUT) and STARTTLS, LOGIN and AUTHENTICATE PLAIN relayed with the client's own
 credentials, the login throttle asked before each attempt and told the outcome, a failed
 login answered after a pause, and the session set up for the user once the upstream says OK.
 
-May import: imap.wire, imap.events, imap.inflight, imap.negotiation, imap.fetch_answers,
+May import: imap.wire, imap.events, imap.inflight, imap.negotiation, imap.view_cache,
 imap.streaming, throttle, stdlib (logging: the user and the upstream's refusal, never a
 credential).
 """
@@ -25,10 +25,10 @@ from smime_proxy.imap.events import (
     SessionSettings,
     StartClientTls,
 )
-from smime_proxy.imap.fetch_answers import ViewCache
 from smime_proxy.imap.inflight import RelayedCommand
 from smime_proxy.imap.negotiation import sasl_plain_credentials
 from smime_proxy.imap.streaming import MAX_MESSAGE, MAX_STREAMED, STREAM_AT
+from smime_proxy.imap.view_cache import ViewCache
 from smime_proxy.imap.wire import MAX_LINE, GenericCommand, ServerFramer
 from smime_proxy.throttle import LoginGate, Throttled
 

@@ -22,7 +22,7 @@ The answer is 5 for the messages opened, 1 for all others (the upstream judged c
 Searches this cannot answer exactly (SAVE, PARTIAL, a MODSEQ key, a CHARSET other than
 UTF-8/US-ASCII, no selected mailbox) are relayed unchanged.
 
-May import: imap.wire, imap.events, imap.inflight, imap.search, imap.views, imap.fetch_answers,
+May import: imap.wire, imap.events, imap.inflight, imap.search, imap.views, imap.view_cache,
 imap.fetch_rewrite, mime, stdlib.
 """
 
@@ -34,7 +34,6 @@ from typing import Final
 
 from smime_proxy.imap import fetch_rewrite
 from smime_proxy.imap.events import Action, MessageOpened, OpenMessage, SendToClient, SendToUpstream
-from smime_proxy.imap.fetch_answers import MailboxKey, ViewCache
 from smime_proxy.imap.inflight import (
     InFlight,
     SearchJob,
@@ -46,6 +45,7 @@ from smime_proxy.imap.search import (
     matching,
     parse_program,
 )
+from smime_proxy.imap.view_cache import MailboxKey, ViewCache
 from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire import ParseError, SearchCommand
 from smime_proxy.imap.wire.sequence import SequenceSet

@@ -45,7 +45,8 @@ and Drafts copies sealed at rest in `imap.stored_copies`, conversions asked for 
 
 May import: errors, throttle, imap.wire, imap.events, imap.inflight, imap.negotiation,
 imap.fetch_answers, imap.fetch_rewrite, imap.keyword_requests, imap.login, imap.search_job,
-imap.streaming, imap.stored_copies, imap.uid_map, imap.views, mime, stdlib.
+imap.streaming, imap.stored_copies, imap.uid_map, imap.view_cache, imap.views, mime,
+stdlib.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ from smime_proxy.imap.events import (
     SessionSettings,
     StartClientTls,
 )
-from smime_proxy.imap.fetch_answers import ContentFetch, MailboxKey, ViewCache
+from smime_proxy.imap.fetch_answers import ContentFetch
 from smime_proxy.imap.inflight import (
     AppendJob,
     FetchJob,
@@ -93,6 +94,7 @@ from smime_proxy.imap.search_job import EncryptedSearch
 from smime_proxy.imap.stored_copies import StoredCopies
 from smime_proxy.imap.streaming import MAX_MESSAGE, MAX_STREAMED, STREAM_AT, StreamedLiterals
 from smime_proxy.imap.uid_map import UidMap
+from smime_proxy.imap.view_cache import MailboxKey, ViewCache
 from smime_proxy.imap.wire import (
     MAX_LINE,
     NEED_DATA,

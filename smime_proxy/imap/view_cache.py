@@ -1,6 +1,8 @@
 """The cache of opened messages' views (issue 10): re-fetching an opened message, or asking
 its metadata again (BODYSTRUCTURE, ENVELOPE, RFC822.SIZE), costs no download and no crypto.
 
+- `ViewCache`: the port the session sees (its default keeps nothing); `UserViews`, one
+  user's view of `OpenedViews`, is what the front gives a logged-in session.
 - One LRU over every user's entries, bounded in bytes per user and in all; an entry is keyed
   by user, mailbox (name and UIDVALIDITY) and UID: a UID's content never changes (RFC 9051
   2.3.1.1), so an entry never goes stale while its UIDVALIDITY holds.
@@ -10,7 +12,7 @@ its metadata again (BODYSTRUCTURE, ENVELOPE, RFC822.SIZE), costs no download and
   which the front calls from SecureMail's lock listener) and when the user's last
   connection ends (`detach`). Nothing is written to disk.
 
-May import: imap.views, imap.fetch_answers, stdlib.
+May import: imap.views, stdlib.
 """
 
 from __future__ import annotations
@@ -22,8 +24,44 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from smime_proxy.imap.fetch_answers import MailboxKey, ViewCache
 from smime_proxy.imap.views import MessageView
+
+MailboxKey = tuple[bytes, int]  # the selected mailbox's name as the client gave it, UIDVALIDITY
+
+
+class ViewCache:
+    """Where the session finds and keeps the views of opened messages, and learns whether
+    they can be opened now (the shell gives one bound to the logged-in user). This default
+    keeps nothing and says the key is unlocked."""
+
+    def get(self, mailbox: MailboxKey, uid: int) -> MessageView | None:
+        return None
+
+    def put(self, mailbox: MailboxKey, uid: int, view: MessageView, *,
+            decrypted: bool, unlock: object | None = None) -> None:
+        """Keep `view`; a decrypted one is tied to `unlock` (the one it was opened under;
+        None: the current one, asked now) and goes when that unlock ends."""
+        return None
+
+    def key_unlocked(self) -> bool:
+        """Whether the user's key is unlocked now (an encrypted message can be opened)."""
+        return True
+
+    def locks(self) -> int:
+        """How many of the user's unlocks have ended so far (a view found before a change of
+        it may belong to an unlock that has ended)."""
+        return 0
+
+    def get_all(self, mailbox: MailboxKey, uids: list[int]) -> dict[int, MessageView] | None:
+        """The views of all these UIDs, or None when one is not kept."""
+        found: dict[int, MessageView] = {}
+        for uid in uids:
+            view = self.get(mailbox, uid)
+            if view is None:
+                return None
+            found[uid] = view
+        return found
+
 
 ENTRY_OVERHEAD: Final = 2048  # the parsed tree and computed views beside the bytes
 CurrentUnlock = Callable[[], object | None]  # the user's unlocked key agent now, or None

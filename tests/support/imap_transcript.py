@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from smime_proxy.imap.fetch_answers import ViewCache
 from smime_proxy.imap.session import (
     Action,
     Close,
@@ -16,6 +15,7 @@ from smime_proxy.imap.session import (
     SendToUpstream,
     SessionSettings,
 )
+from smime_proxy.imap.view_cache import ViewCache
 
 UP_CAPS = (b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE STARTTLS "
            b"AUTH=PLAIN AUTH=LOGIN COMPRESS=DEFLATE NOTIFY\r\n")

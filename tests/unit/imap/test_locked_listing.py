@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from smime_proxy.imap.fetch_answers import ViewCache
 from smime_proxy.imap.fetch_rewrite import is_listing
 from smime_proxy.imap.session import MessageOpened
+from smime_proxy.imap.view_cache import ViewCache
 from smime_proxy.imap.wire import parse_command
 from smime_proxy.imap.wire.commands import FetchCommand
 from support.imap_transcript import (

@@ -4,8 +4,8 @@ cached view, and every answer still decided by its own UID."""
 
 from __future__ import annotations
 
-from smime_proxy.imap.fetch_answers import MailboxKey, ViewCache
 from smime_proxy.imap.session import MessageOpened
+from smime_proxy.imap.view_cache import MailboxKey, ViewCache
 from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire.spans import metadata_items
 from support.imap_transcript import (
