@@ -101,7 +101,7 @@ class ClientConnection:
             tuple[concurrent.futures.Future[MessageOpened], str, int]] = collections.deque()
         self.feeder: asyncio.Future[None] | None = None
         self.lock = TurnLock()  # one batch of the session's actions at a time, in order
-        self.turns: set[asyncio.Task[None]] = set()  # turns taken in a callback, going on
+        self.turns: set[asyncio.Task[None]] | None = None  # callback turns going on
         self.changed = asyncio.Event()  # back-pressure may have eased
         self.last_activity = time.monotonic()
         self.counted: tuple[str, str] | None = None  # (user, address) once logged in
@@ -273,6 +273,8 @@ class ClientConnection:
         return done
 
     def _go_on(self, turn: Coroutine[object, object, None]) -> None:
+        if self.turns is None:  # made when first needed (idle connections hold none)
+            self.turns = set()
         task = asyncio.ensure_future(turn)
         self.turns.add(task)
         task.add_done_callback(self.turns.discard)

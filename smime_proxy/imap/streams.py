@@ -68,7 +68,8 @@ class TurnLock:
 
     def __init__(self) -> None:
         self._held = False
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # made when first needed: a thousand idle connections would each hold an empty deque
+        self._waiters: collections.deque[asyncio.Future[None]] | None = None
 
     def locked(self) -> bool:
         return self._held
@@ -85,6 +86,8 @@ class TurnLock:
             self._held = True
             return
         waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = collections.deque()
         self._waiters.append(waiter)
         try:
             await waiter
@@ -96,8 +99,9 @@ class TurnLock:
             raise
 
     def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # held on, by the waiter now
                 return
