@@ -133,6 +133,7 @@ class ImapFront:
             user = connection.session.user if connection.session is not None else None
             log.error("IMAP session failed", extra={"user": user or "",
                                                     "reason": type(exc).__name__})
+            await connection.close(b"* BYE Internal error\r\n")
         finally:
             await connection.close()
             self._connections.discard(connection)

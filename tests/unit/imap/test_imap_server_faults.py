@@ -220,3 +220,37 @@ async def test_idle_client_is_logged_out(tmp_path: Path) -> None:
     async with _env(tmp_path, "die-in-fetch", settings=ImapSettings(idle_timeout=0.3)) as env:
         client = await env.client(login="alice")  # then nothing is sent
         assert await client.rest() == b"* BYE Autologout; idle for too long\r\n"
+
+
+@pytest.mark.parametrize("turns", ["in callbacks", "by the pumps"])
+async def test_a_session_failing_ends_only_that_session(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch, turns: str) -> None:
+    """A bug in the session on a logged-in client's command, taken in the protocol callback
+    (`ClientConnection._turn_now`) or, with those turned off, by the client's pump: that
+    client is told `* BYE Internal error` and closed, the log says so once without the
+    command's text, and the front serves the next client."""
+    from smime_proxy.imap.connection import ClientConnection
+    from smime_proxy.imap.session import ImapSession
+
+    if turns == "by the pumps":
+        monkeypatch.setattr(ClientConnection, "_turn_now", lambda *args: False)
+
+    client_data = ImapSession.client_data
+
+    def failing(session: ImapSession, data: bytes) -> list[object]:
+        if b"SECRET-TEXT" in data:
+            raise RuntimeError("a bug")
+        return client_data(session, data)  # type: ignore[return-value]
+
+    monkeypatch.setattr(ImapSession, "client_data", failing)
+    async with _env(tmp_path, "plain") as env:
+        client = await env.client(login="alice")
+        assert (await client.command("n1", "NOOP"))[-1].startswith(b"n1 OK")
+        lines = await client.command("x1", 'SEARCH SUBJECT "SECRET-TEXT"')
+        assert lines[0] == b"* BYE Internal error\r\n" and lines[-1] == b""
+        other = await env.client(login="alice")
+        assert (await other.command("n2", "NOOP"))[-1].startswith(b"n2 OK")
+    failed = [r for r in caplog.records if r.getMessage() == "IMAP session failed"]
+    assert len(failed) == 1 and getattr(failed[0], "reason", None) == "RuntimeError"
+    assert not any("SECRET-TEXT" in r.getMessage() for r in caplog.records)
