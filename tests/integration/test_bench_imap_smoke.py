@@ -52,7 +52,7 @@ def test_bench_imap_quick_json() -> None:
 def test_bench_imap_ab_json() -> None:
     """bench/imap_ab.py with this checkout on both sides, one small round of each kind."""
     root = BENCH.parents[1]
-    for what in ("seq", "sync"):
+    for what in ("seq", "sync", "first"):
         proc = subprocess.run(
             [sys.executable, str(root / "bench" / "imap_ab.py"), str(root), "--rounds", "1",
              "--count", "30", "--what", what, "--json"],
@@ -61,6 +61,10 @@ def test_bench_imap_ab_json() -> None:
         assert proc.returncode == 0, (out[-3000:], proc.stderr.decode(errors="replace")[-3000:])
         data = json.loads(out.strip().splitlines()[-1])
         assert data["what"] == what
+        if what == "first":  # encrypted, every message opened (else the script fails)
+            for side in ("A", "B"):
+                assert data[f"{side}_per_s"] > 0 and data[f"{side}_cpu_ms_per_msg"] >= 0
+            continue
         for side in ("direct", "A", "relay", "B"):
             for kind in ("s", "ratio"):
                 value = data[f"{side}_{kind}"]
