@@ -163,7 +163,7 @@ class ClientConnection:
         # holding many bytes is completing one message (an APPEND literal) and must read on
         # or it waits forever; the upstream is not read while many messages wait to be opened.
         backlog, opens = limits.max_client_backlog, limits.max_pending_opens
-        self._turns_in_callbacks(session, opens, backlog)
+        self._turns_in_callbacks()
         pumps = {
             asyncio.ensure_future(self._pump(
                 self.reader, self._from_client_reader,
@@ -196,34 +196,39 @@ class ClientConnection:
         self.client_taken += len(data)
         return self.session.client_data(data)
 
-    def _turns_in_callbacks(self, session: ImapSession, opens: int, backlog: int) -> None:
-        """Reads taken in the protocol callbacks (`imap.streams.StreamProtocol.shortcut`)
-        when nothing waits before them: that side's reader holds no bytes (the bytes passed
-        to it = the bytes the session took from it), that side is not held back, and (but
-        for a piece of a literal that says nothing: `ImapSession.take_literal_piece`) the
-        conditions of `_turn_now`."""
+    def _turns_in_callbacks(self) -> None:
+        """Reads taken in the protocol callbacks (`imap.streams.StreamProtocol.shortcut`:
+        bound methods, not closures, which would make each idle connection larger)."""
         assert self.up_writer is not None
-        up_protocol = self.up_writer.transport.get_protocol()
-        client_protocol = self.writer.transport.get_protocol()
-        if isinstance(up_protocol, StreamProtocol):
-            def from_upstream(data: bytes) -> bool:
-                if (self.closed or self.up_taken != up_protocol.passed
-                        or session.pending_opens >= opens):
-                    return False
-                if not self.lock.locked() and session.take_literal_piece(data):
-                    self.last_activity = time.monotonic()
-                    return True
-                return self._turn_now(session.upstream_data, data)
+        for writer, shortcut in ((self.up_writer, self._upstream_read_now),
+                                 (self.writer, self._client_read_now)):
+            protocol = writer.transport.get_protocol()
+            if isinstance(protocol, StreamProtocol):
+                protocol.shortcut = shortcut
 
-            up_protocol.shortcut = from_upstream
-        if isinstance(client_protocol, StreamProtocol):
-            def from_client(data: bytes) -> bool:
-                if (self.closed or self.client_taken != client_protocol.passed
-                        or (session.busy and session.client.buffered >= backlog)):
-                    return False
-                return self._turn_now(session.client_data, data)
+    def _upstream_read_now(self, data: bytes, passed: int) -> bool:
+        """An upstream read, taken in the callback when nothing waits before it: the reader
+        holds none of the upstream's bytes (`passed` to it = what the session took from
+        it), the upstream is not held back, and (but for a piece of a literal that says
+        nothing: `ImapSession.take_literal_piece`) the conditions of `_turn_now`."""
+        session = self.session
+        if (self.closed or session is None or self.up_taken != passed
+                or session.pending_opens >= self.front.settings.max_pending_opens):
+            return False
+        if not self.lock.locked() and session.take_literal_piece(data):
+            self.last_activity = time.monotonic()
+            return True
+        return self._turn_now(session.upstream_data, data)
 
-            client_protocol.shortcut = from_client
+    def _client_read_now(self, data: bytes, passed: int) -> bool:
+        """A client read, taken in the callback on the same terms (`_pump`'s back-pressure
+        on the client included)."""
+        session = self.session
+        if (self.closed or session is None or self.client_taken != passed
+                or (session.busy
+                    and session.client.buffered >= self.front.settings.max_client_backlog)):
+            return False
+        return self._turn_now(session.client_data, data)
 
     def _turn_now(self, feed: Callable[[bytes], list[Action]], data: bytes) -> bool:
         """One turn in a protocol callback: False (the read goes to the reader) unless

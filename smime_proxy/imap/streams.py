@@ -23,19 +23,20 @@ from types import TracebackType
 class StreamProtocol(asyncio.StreamReaderProtocol):
     """asyncio's stream protocol with a way around the reader: bytes that `shortcut` takes
     (it returns True) never reach the reader. `passed` counts the bytes the reader was
-    given, so that a shortcut can tell when the reader's consumer has taken them all (a
-    shortcut past bytes still in the reader would reorder them)."""
+    given, and `shortcut(data, passed)` is told it, so that it can tell when the reader's
+    consumer has taken them all (a shortcut past bytes still in the reader would reorder
+    them)."""
 
     def __init__(self, reader: asyncio.StreamReader,
                  client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
                                                Awaitable[None]] | None = None) -> None:
         super().__init__(reader, client_connected_cb)
-        self.shortcut: Callable[[bytes], bool] | None = None
+        self.shortcut: Callable[[bytes, int], bool] | None = None
         self.passed = 0
 
     def data_received(self, data: bytes) -> None:
         shortcut = self.shortcut
-        if shortcut is not None and shortcut(data):
+        if shortcut is not None and shortcut(data, self.passed):
             return
         self.passed += len(data)
         super().data_received(data)

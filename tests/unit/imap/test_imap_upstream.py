@@ -278,7 +278,8 @@ async def test_bytes_a_shortcut_takes_never_reach_the_reader(tmp_path: Path) -> 
     assert isinstance(protocol, StreamProtocol)
     shortcut_saw: list[bytes] = []
 
-    def shortcut(data: bytes) -> bool:
+    def shortcut(data: bytes, passed: int) -> bool:
+        assert passed == protocol.passed  # what the reader was given so far
         shortcut_saw.append(data)
         return data.startswith(b"taken")
 
