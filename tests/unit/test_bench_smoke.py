@@ -61,3 +61,18 @@ def test_bench_crypto_quick_json() -> None:
         assert isinstance(value, int | float), key
         assert math.isfinite(value) and value > 0, (key, value)
     assert len(lines) > 1, "a human-readable table precedes the JSON line"
+
+
+def test_bench_imap_session_json() -> None:
+    """bench/imap_session.py: the session answers every command of a small run (the script
+    fails otherwise), and `--json` prints its keys last."""
+    script = BENCH.parent / "imap_session.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--count", "20", "--rounds", "1", "--json"],
+        capture_output=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    data = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert data["count"] == 20
+    for key in ("session_us_per_cmd", "framing_us_per_cmd", "framing_over_session"):
+        assert isinstance(data[key], int | float) and math.isfinite(data[key]), key
+        assert data[key] >= 0, key
