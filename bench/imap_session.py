@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -43,6 +44,8 @@ from smime_proxy.imap.session import (
     SessionSettings,
 )
 from smime_proxy.imap.wire.framing import ClientFramer, NeedData, ServerFramer
+
+T = TypeVar("T")
 
 PIECE = 4096  # Dovecot's imap process writes 4 KB pieces
 CLASSIFY = b"BODY[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]"
@@ -103,23 +106,13 @@ def run_framing(commands: list[tuple[bytes, list[bytes]]]) -> None:
                 pass
 
 
-def best(action: Callable[[], None], rounds: int) -> float:
+def best(rounds: int, prepare: Callable[[], T], run: Callable[[T], None]) -> float:
+    """The least process CPU time of `run(prepare())` in `rounds`, `prepare` not timed."""
     times = []
     for _ in range(rounds):
+        prepared = prepare()
         start = time.process_time()
-        action()
-        times.append(time.process_time() - start)
-    return min(times)
-
-
-def best_session(messages: list[bytes], commands: list[tuple[bytes, list[bytes]]],
-                 rounds: int) -> float:
-    """The best time of the commands alone, on a session made ready outside the timing."""
-    times = []
-    for _ in range(rounds):
-        session = ready_session(messages)
-        start = time.process_time()
-        run_session(session, commands)
+        run(prepared)
         times.append(time.process_time() - start)
     return min(times)
 
@@ -134,8 +127,9 @@ def main() -> None:
     messages = [make_message(rng, rng.randrange(17_000, 21_000)) for _ in range(args.count)]
     commands = [(b"a%d UID FETCH %d BODY.PEEK[]\r\n" % (n, n),
                  answer_pieces(n, n, b"a%d" % n, m)) for n, m in enumerate(messages, 1)]
-    per_session = best_session(messages, commands, args.rounds) / args.count * 1e6
-    per_framing = best(lambda: run_framing(commands), args.rounds) / args.count * 1e6
+    per_session = best(args.rounds, lambda: ready_session(messages),
+                       lambda session: run_session(session, commands)) / args.count * 1e6
+    per_framing = best(args.rounds, lambda: commands, run_framing) / args.count * 1e6
     result = {"count": args.count, "rounds": args.rounds,
               "session_us_per_cmd": round(per_session, 1),
               "framing_us_per_cmd": round(per_framing, 1),

@@ -157,19 +157,13 @@ class ClientConnection:
                                    self._views_for)
         async with self.lock:
             await self._do(self.session.start())
-        session, limits = self.session, front.settings
         assert self.up_reader is not None
-        # Back-pressure on the client only while a command is in progress: an idle session
-        # holding many bytes is completing one message (an APPEND literal) and must read on
-        # or it waits forever; the upstream is not read while many messages wait to be opened.
-        backlog, opens = limits.max_client_backlog, limits.max_pending_opens
         self._turns_in_callbacks()
         pumps = {
             asyncio.ensure_future(self._pump(
-                self.reader, self._from_client_reader,
-                lambda: session.busy and session.client.buffered >= backlog)),
+                self.reader, self._from_client_reader, self._client_held_back)),
             asyncio.ensure_future(self._pump(
-                self.up_reader, self._from_up_reader, lambda: session.pending_opens >= opens)),
+                self.up_reader, self._from_up_reader, self._upstream_held_back)),
         }
         watch = asyncio.ensure_future(self._watch_idle())
         try:
@@ -185,6 +179,20 @@ class ClientConnection:
         finally:
             for task in (*pumps, watch):
                 task.cancel()
+
+    def _client_held_back(self) -> bool:
+        """Back-pressure on the client only while a command is in progress: an idle session
+        holding many bytes is completing one message (an APPEND literal) and must read on
+        or it waits forever."""
+        session = self.session
+        return (session is not None and session.busy
+                and session.client.buffered >= self.front.settings.max_client_backlog)
+
+    def _upstream_held_back(self) -> bool:
+        """The upstream is not read while many messages wait to be opened."""
+        session = self.session
+        return (session is not None
+                and session.pending_opens >= self.front.settings.max_pending_opens)
 
     def _from_up_reader(self, data: bytes) -> list[Action]:
         assert self.session is not None
@@ -213,7 +221,7 @@ class ClientConnection:
         nothing: `ImapSession.take_literal_piece`) the conditions of `_turn_now`."""
         session = self.session
         if (self.closed or session is None or self.up_taken != passed
-                or session.pending_opens >= self.front.settings.max_pending_opens):
+                or self._upstream_held_back()):
             return False
         if not self.lock.locked() and session.take_literal_piece(data):
             self.last_activity = time.monotonic()
@@ -221,12 +229,10 @@ class ClientConnection:
         return self._turn_now(session.upstream_data, data)
 
     def _client_read_now(self, data: bytes, passed: int) -> bool:
-        """A client read, taken in the callback on the same terms (`_pump`'s back-pressure
-        on the client included)."""
+        """A client read, taken in the callback on the same terms."""
         session = self.session
         if (self.closed or session is None or self.client_taken != passed
-                or (session.busy
-                    and session.client.buffered >= self.front.settings.max_client_backlog)):
+                or self._client_held_back()):
             return False
         return self._turn_now(session.client_data, data)
 
@@ -247,7 +253,7 @@ class ClientConnection:
             done = self._write_now(actions)
         except Exception as exc:  # a bug: said once and the session ends, as from a pump
             self.lock.release()
-            self._go_on(self._failed(exc))
+            self._go_on(self.failed(exc))
             return True
         if done == len(actions):
             self.lock.release()
@@ -256,13 +262,14 @@ class ClientConnection:
             self._go_on(self._rest_of_turn(actions[done:]))
         return True
 
-    def _write_now(self, actions: list[Action]) -> int:
-        """Write the actions that need no wait, up to the first that does (a large piece
-        for the client, or anything but data); how many were written."""
+    def _write_now(self, actions: list[Action], start: int = 0) -> int:
+        """Write the actions from `start` on that need no wait, up to the first that does (a
+        large piece for the client, or anything but data); the index of that one."""
         assert self.up_writer is not None
         pending: list[bytes] = []  # consecutive client data goes out in one write
-        done = 0
-        for action in actions:
+        done = start
+        while done < len(actions):
+            action = actions[done]
             if isinstance(action, SendToClient) and len(action.data) < BATCH_MAX:
                 pending.append(action.data)
             elif isinstance(action, SendToUpstream):
@@ -289,11 +296,13 @@ class ClientConnection:
         try:
             await self._do(actions)
         except Exception as exc:
-            await self._failed(exc)
+            await self.failed(exc)
         finally:
             self.lock.release()
 
-    async def _failed(self, exc: Exception) -> None:
+    async def failed(self, exc: Exception) -> None:
+        """A bug met while serving this client: said once in the log (no data, no
+        credential), `* BYE Internal error` to the client, and the connection closed."""
         session = self.session
         log.error("IMAP session failed", extra={
             "user": session.user if session is not None and session.user else "",
@@ -392,9 +401,7 @@ class ClientConnection:
                     await self._check_login_limit()
                     await self._do(actions)
         except Exception as exc:  # a bug: said once and the session ends; never a silent hang
-            log.error("IMAP session failed", extra={"user": session.user or "",
-                                                    "reason": type(exc).__name__})
-            await self.close(b"* BYE Internal error\r\n")
+            await self.failed(exc)
         finally:
             self.feeder = None
 
@@ -474,27 +481,18 @@ class ClientConnection:
 
     async def _do(self, actions: list[Action]) -> None:
         assert self.up_writer is not None and self.session is not None
-        pending: list[bytes] = []  # consecutive client data goes out in one write
-        to_client = to_upstream = False  # the sides written to: drained at the end
-        for action in actions:
+        index = 0
+        while index < len(actions):
             if self.closed:
                 return
+            index = self._write_now(actions, index)
+            if index == len(actions):
+                break
+            action = actions[index]
+            index += 1
             if isinstance(action, SendToClient):
-                to_client = True
-                if len(action.data) < BATCH_MAX:
-                    pending.append(action.data)
-                    continue
-                if pending:  # a large answer goes out as it is: not copied into a batch
-                    write_if_open(self.writer, b"".join(pending))
-                    pending.clear()
+                # a large answer goes out as it is: not copied into a batch
                 await self._write_large(action.data)
-                continue
-            if pending:
-                write_if_open(self.writer, b"".join(pending))
-                pending.clear()
-            if isinstance(action, SendToUpstream):
-                write_if_open(self.up_writer, action.data)
-                to_upstream = True
             elif isinstance(action, OpenMessage):
                 user = self.front.accounts.user(action.user)
                 locks_before = self.front.views.lock_count(user)
@@ -522,13 +520,11 @@ class ClientConnection:
             elif isinstance(action, Close):
                 await self.close()
                 return
-        if pending and not self.closed:
-            write_if_open(self.writer, b"".join(pending))
         self.changed.set()
-        try:
-            if to_client:
+        try:  # the sides written to
+            if any(isinstance(action, SendToClient) for action in actions):
                 await self.writer.drain()
-            if to_upstream:
+            if any(isinstance(action, SendToUpstream) for action in actions):
                 await self.up_writer.drain()
         except (OSError, ssl.SSLError):
             await self.close()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
 import time
 from dataclasses import dataclass
 
@@ -35,8 +34,6 @@ from smime_proxy.memory import tune_memory
 from smime_proxy.services import Services
 from smime_proxy.throttle import Throttle
 from smime_proxy.tlsconfig import listener_context
-
-log = logging.getLogger("smime_proxy.imap")
 
 
 @dataclass(frozen=True)
@@ -130,10 +127,7 @@ class ImapFront:
         try:
             await connection.run()
         except Exception as exc:
-            user = connection.session.user if connection.session is not None else None
-            log.error("IMAP session failed", extra={"user": user or "",
-                                                    "reason": type(exc).__name__})
-            await connection.close(b"* BYE Internal error\r\n")
+            await connection.failed(exc)
         finally:
             await connection.close()
             self._connections.discard(connection)
