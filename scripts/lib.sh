@@ -48,3 +48,14 @@ ensure_venv() {
     fi
     export PATH="$venv/bin:$PATH"
 }
+
+# ensure_native ROOT: build the native opening core (native/, docs/native.md) into the
+# package for ROOT/.venv's Python: Debian's packaged crates it compiles against, and
+# Debian's Rust toolchain when there is no cargo on PATH. Returns non-zero when it cannot be
+# built (the package then runs its Python twin: scripts/run.sh goes on, scripts/test.sh not).
+ensure_native() {
+    local root=$1
+    ensure_debs librust-pyo3-dev librust-memchr-dev
+    command -v cargo >/dev/null || ensure_debs cargo rustc
+    "$root/scripts/build-native.sh" "$root/.venv/bin/python"
+}

@@ -16,6 +16,7 @@ ensure_debs "${debs[@]}"
 
 # --- Python environment (the same venv as scripts/test.sh) -------------------------------------
 ensure_venv "$root"
+ensure_native "$root" || echo "run.sh: the native opening core did not build; opening runs in Python (slower)" >&2
 
 # --- Processes: each one started below is added to pids and stopped on exit --------------------
 pids=()

@@ -25,6 +25,8 @@ ensure_debs "${debs[@]}"
 
 # --- Python environment ----------------------------------------------------------------------
 ensure_venv "$root"
+# the native opening core: the tests compare it with its Python twin, so it must build here
+ensure_native "$root"
 
 # --- Checks ----------------------------------------------------------------------------------
 echo "== ruff"; ruff check smime_proxy tests bench

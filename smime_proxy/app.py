@@ -27,6 +27,7 @@ from cryptography import x509
 
 from smime_proxy.config import AgentConfig, Config, SessionsConfig, StoreConfig
 from smime_proxy.errors import ConfigError, KeyStoreError
+from smime_proxy.native import native
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.ldap import LdapDirectory
@@ -311,7 +312,8 @@ class Daemon:
         sweeper = asyncio.create_task(self._lock_sweeper(), name="lock-sweeper")
         try:
             await self.start()
-            log.info("smime-proxy ready")
+            log.info("smime-proxy ready (opening mail: %s)", "native core" if native is not None
+                     else "Python (the native core is not built or is turned off)")
             await self._stopping.wait()
             log.info("shutting down")
         finally:

@@ -21,7 +21,10 @@ The splitting rules are those of Dovecot 2.3's `message-parser.c` (the oracle of
 
 Linear time: the body scan jumps from one `\\n--` to the next with `bytes.find`.
 
-May import: errors, mime, stdlib.
+When the native core is built (`smime_proxy.native`), `parse` has it split the message with
+the GIL released (native/src/tree.rs, the same rules: this module is its reference).
+
+May import: errors, mime, native, stdlib.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from smime_proxy.errors import InputError
 from smime_proxy.mime.rfc822 import parse_content_type, parse_token_value
+from smime_proxy.native import native
 
 MAX_NESTING = 100
 MAX_PARTS = 10000
@@ -483,7 +488,28 @@ def parse(data: bytes) -> Part:
         raise MimeError("a message is bytes")
     if len(data) > MAX_MESSAGE_SIZE:
         raise MimeError("message too large")
+    if native is not None:
+        return _from_native(data, native.parse_tree(data))
     return _Parser(data).run()
+
+
+def parse_python(data: bytes) -> Part:
+    """`parse` by this module's code alone (the native parser's reference)."""
+    return _Parser(data).run()
+
+
+def _from_native(data: bytes, records: list[Any]) -> Part:
+    """The tree from the native parser's records (native/src/lib.rs `parse_tree`)."""
+    parts: list[Part] = []
+    for start, body_start, end, parent, flags, boundary, depth, ct, headers in records:
+        part = Part(data, start, body_start, end, [Header(*h) for h in headers], [],
+                    None if parent < 0 else weakref.ref(parts[parent]), bool(flags & 1),
+                    bool(flags & 2), bool(flags & 4), bool(flags & 8), bool(flags & 16),
+                    boundary, bool(flags & 32), depth, bool(flags & 64), ct)
+        if parent >= 0:
+            parts[parent].children.append(part)
+        parts.append(part)
+    return parts[0]
 
 
 def part_at(root: Part, numbers: list[int]) -> Part | None:

@@ -147,7 +147,9 @@ def violations(modules: list[Module]) -> list[str]:
 
 
 def package_modules() -> list[Module]:
-    modules = []
+    """Every module of the package: its Python files, and the native module by its stub
+    (`_native.pyi`: built from native/, it imports nothing of the package)."""
+    modules = [Module(path.stem, "") for path in sorted(ROOT.glob("_*.pyi"))]
     for path in sorted(ROOT.rglob("*.py")):
         relative = path.relative_to(ROOT).with_suffix("")
         parts = list(relative.parts)

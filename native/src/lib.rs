@@ -1,0 +1,104 @@
+//! `smime_proxy._native`: the parts of opening a message that Python is too slow for on two
+//! cores (issue 10, docs/native.md). Every function here has a Python twin in the package
+//! that is its reference; the package uses this module when it is built and works the
+//! same without it. The work runs with the GIL released; only building the Python answer
+//! holds it.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+mod rfc822;
+mod tree;
+
+fn content_type_tuple(py: Python<'_>, ct: &rfc822::ContentType) -> PyObject {
+    let params = PyList::empty(py);
+    for (key, value) in &ct.2 {
+        let pair = PyTuple::new(py, [PyBytes::new(py, key), PyBytes::new(py, value)]);
+        params.append(pair).expect("a list takes an item");
+    }
+    let subtype: PyObject = match &ct.1 {
+        Some(subtype) => PyBytes::new(py, subtype).into(),
+        None => py.None(),
+    };
+    (PyBytes::new(py, &ct.0), subtype, params, ct.3).into_py(py)
+}
+
+/// `mime.tree`'s parse as flat records (tree.py `_from_native` builds the `Part`s): per
+/// part `(start, body_start, end, parent or -1, flags, boundary, depth, ct, headers)`,
+/// flags bits 1 mime, 2 multipart, 4 digest, 8 message/rfc822, 16 text, 32 header
+/// complete, 64 overflow; per header `(name, start, value_start, end, has_colon, value)`.
+#[pyfunction]
+fn parse_tree(py: Python<'_>, message: &PyBytes) -> PyResult<PyObject> {
+    let data = message.as_bytes();
+    let parts = py.allow_threads(|| tree::parse(data));
+    let out = PyList::empty(py);
+    for part in &parts {
+        let headers = PyList::empty(py);
+        for h in &part.headers {
+            let value: PyObject = match &h.value {
+                Some(v) => PyBytes::new(py, v).into(),
+                None => py.None(),
+            };
+            let record = (
+                PyBytes::new(py, &data[h.name.0..h.name.1]),
+                h.start,
+                h.value_start,
+                h.end,
+                h.has_colon,
+                value,
+            );
+            let record: PyObject = record.into_py(py);
+            headers.append(record)?;
+        }
+        let flags = u32::from(part.is_mime)
+            | u32::from(part.is_multipart) << 1
+            | u32::from(part.is_digest) << 2
+            | u32::from(part.is_message_rfc822) << 3
+            | u32::from(part.is_text) << 4
+            | u32::from(part.header_complete) << 5
+            | u32::from(part.overflow) << 6;
+        let boundary: PyObject = match &part.boundary {
+            Some(b) => PyBytes::new(py, b).into(),
+            None => py.None(),
+        };
+        let ct: PyObject = match &part.ct {
+            Some(ct) => content_type_tuple(py, ct),
+            None => py.None(),
+        };
+        let parent: i64 = part.parent.map_or(-1, |p| p as i64);
+        let record: PyObject = PyTuple::new(
+            py,
+            [
+                part.start.into_py(py),
+                part.body_start.into_py(py),
+                part.end.into_py(py),
+                parent.into_py(py),
+                flags.into_py(py),
+                boundary,
+                part.depth.into_py(py),
+                ct,
+                headers.into_py(py),
+            ],
+        )
+        .into();
+        out.append(record)?;
+    }
+    Ok(out.into())
+}
+
+/// `mime.rfc822.parse_content_type` (its general parser: the fast path gives the same).
+#[pyfunction]
+fn parse_content_type(py: Python<'_>, value: &PyBytes) -> PyObject {
+    let ct = rfc822::parse_content_type(value.as_bytes());
+    content_type_tuple(py, &ct)
+}
+
+#[pymodule]
+fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
+    m.add("INTERFACE", 1)?; // smime_proxy/native.py INTERFACE: bumped with every change here
+    m.add("MAX_NESTING", tree::MAX_NESTING)?;
+    m.add("MAX_PARTS", tree::MAX_PARTS)?;
+    m.add_function(wrap_pyfunction!(parse_tree, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_content_type, m)?)?;
+    Ok(())
+}

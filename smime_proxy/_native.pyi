@@ -1,0 +1,12 @@
+# Types of the native module built from native/src/lib.rs (see smime_proxy/native.py).
+
+INTERFACE: int
+MAX_NESTING: int
+MAX_PARTS: int
+
+_ContentType = tuple[bytes, bytes | None, list[tuple[bytes, bytes]], int]
+_Header = tuple[bytes, int, int, int, bool, bytes | None]
+_Part = tuple[int, int, int, int, int, bytes | None, int, _ContentType | None, list[_Header]]
+
+def parse_tree(message: bytes) -> list[_Part]: ...
+def parse_content_type(value: bytes) -> _ContentType: ...
