@@ -27,7 +27,6 @@ from cryptography import x509
 
 from smime_proxy.config import AgentConfig, Config, SessionsConfig, StoreConfig
 from smime_proxy.errors import ConfigError, KeyStoreError
-from smime_proxy.native import native
 from smime_proxy.keystore.ca import ServerCA
 from smime_proxy.keystore.contacts import Contacts
 from smime_proxy.keystore.ldap import LdapDirectory
@@ -37,6 +36,7 @@ from smime_proxy.keystore.service import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_UNLOC
 from smime_proxy.keystore.sessions import MemoryUnlockSessions, UnlockSessions
 from smime_proxy.keystore.sqlite import SqliteAddressBook, SqliteDatabase, SqliteKeyStore
 from smime_proxy.metrics import MailMetrics
+from smime_proxy.native import native
 from smime_proxy.revocation import RevocationChecker
 
 log = logging.getLogger("smime_proxy.app")
