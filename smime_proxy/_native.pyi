@@ -10,3 +10,10 @@ _Part = tuple[int, int, int, int, int, bytes | None, int, _ContentType | None, l
 
 def parse_tree(message: bytes) -> list[_Part]: ...
 def parse_content_type(value: bytes) -> _ContentType: ...
+
+_Range = tuple[int, int]
+_Recipient = tuple[int, _Range, _Range | None, _Range, _Range | None, _Range]
+_Envelope = tuple[_Range, _Range, _Range | None, list[_Recipient], list[_Range], _Range | None,
+                  bool]
+
+def read_envelope(der: bytes) -> _Envelope | None: ...

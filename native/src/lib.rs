@@ -7,6 +7,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
+mod cms;
 mod rfc822;
 mod tree;
 
@@ -86,6 +87,45 @@ fn parse_tree(py: Python<'_>, message: &PyBytes) -> PyResult<PyObject> {
     Ok(out.into())
 }
 
+fn pair(py: Python<'_>, range: (usize, usize)) -> PyObject {
+    range.into_py(py)
+}
+
+fn maybe_pair(py: Python<'_>, range: Option<(usize, usize)>) -> PyObject {
+    match range {
+        Some(r) => pair(py, r),
+        None => py.None(),
+    }
+}
+
+/// `crypto.enveloped`'s reading of ContentInfo(EnvelopedData | AuthEnvelopedData), as
+/// (start, end) offsets into `der`; None when the message needs the Python reader (a key
+/// agreement recipient, or anything outside the usual shape: it then says what is wrong).
+/// `(kind OID, algorithm OID, algorithm parameters TLV or None, recipients, content
+/// pieces, mac or None, has authAttrs)`, each recipient `(0, issuer Name TLV, serial) |
+/// (1, subject key identifier, None)` + `(key algorithm OID, its parameters or None,
+/// encrypted key)`.
+#[pyfunction]
+fn read_envelope(py: Python<'_>, der: &PyBytes) -> Option<PyObject> {
+    let data = der.as_bytes();
+    let envelope = py.allow_threads(|| cms::read_envelope(data))?;
+    let recipients = PyList::empty(py);
+    for r in &envelope.recipients {
+        let (kind, first, second) = match &r.rid {
+            cms::RecipientId::IssuerSerial { issuer, serial } => (0, *issuer, Some(*serial)),
+            cms::RecipientId::SubjectKeyId(id) => (1, *id, None),
+        };
+        let record = (kind, pair(py, first), maybe_pair(py, second), pair(py, r.algorithm),
+                      maybe_pair(py, r.parameters), pair(py, r.encrypted_key));
+        let record: PyObject = record.into_py(py);
+        recipients.append(record).expect("a list takes an item");
+    }
+    let content: Vec<PyObject> = envelope.content.iter().map(|r| pair(py, *r)).collect();
+    Some((pair(py, envelope.kind), pair(py, envelope.algorithm),
+          maybe_pair(py, envelope.parameters), recipients, content,
+          maybe_pair(py, envelope.mac), envelope.auth_attributes).into_py(py))
+}
+
 /// `mime.rfc822.parse_content_type` (its general parser: the fast path gives the same).
 #[pyfunction]
 fn parse_content_type(py: Python<'_>, value: &PyBytes) -> PyObject {
@@ -95,10 +135,11 @@ fn parse_content_type(py: Python<'_>, value: &PyBytes) -> PyObject {
 
 #[pymodule]
 fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
-    m.add("INTERFACE", 1)?; // smime_proxy/native.py INTERFACE: bumped with every change here
+    m.add("INTERFACE", 2)?; // smime_proxy/native.py INTERFACE: bumped with every change here
     m.add("MAX_NESTING", tree::MAX_NESTING)?;
     m.add("MAX_PARTS", tree::MAX_PARTS)?;
     m.add_function(wrap_pyfunction!(parse_tree, m)?)?;
     m.add_function(wrap_pyfunction!(parse_content_type, m)?)?;
+    m.add_function(wrap_pyfunction!(read_envelope, m)?)?;
     Ok(())
 }

@@ -115,6 +115,15 @@ def oid_of(algorithm: Any) -> str:
     return dotted
 
 
+@functools.lru_cache(maxsize=256)
+def dotted_of(contents: bytes) -> str:
+    """The dotted OID asn1crypto reads from these OBJECT IDENTIFIER contents (lenient: an
+    unfinished last arc is dropped), for OIDs read apart from asn1crypto (the native reader)
+    that must mean what they mean to the asn1crypto path."""
+    dotted: str = core.ObjectIdentifier(contents=contents).dotted
+    return dotted
+
+
 def raw_parameters(algorithm: Any) -> bytes | None:
     """The DER of an AlgorithmIdentifier's parameters, or None when absent or NULL."""
     params = algorithm["parameters"]

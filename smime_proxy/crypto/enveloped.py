@@ -9,14 +9,18 @@ Oracle rules: PKCS#1 v1.5 follows RFC 3218 (the KeyAgent returns a random key on
 so only the content decryption fails, always with the same DecryptionFailed); GCM content is
 never returned before its tag verifies; every other failure is the same DecryptionFailed.
 
-May import: errors, crypto.*, cryptography, asn1crypto (parsing through crypto.asn1).
+When the native core is built (`smime_proxy.native`), an envelope of the usual shape (key
+transport recipients) is read by it, with the GIL released (native/src/cms.rs); anything else,
+and every error, is read here with asn1crypto, the reference.
+
+May import: errors, crypto.*, native, cryptography, asn1crypto (parsing through crypto.asn1).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,9 +36,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from smime_proxy.crypto import asn1, der, oids
 from smime_proxy.crypto.ber import content_type as ber_content_type
-from smime_proxy.crypto.ber import split_encrypted_content
+from smime_proxy.crypto.ber import dotted, split_encrypted_content
 from smime_proxy.crypto.keyagent import KeyAgent, KeyTransportPadding, hash_algorithm
-from smime_proxy.crypto.signed import issuer_and_serial, named_by, subject_key_identifier
+from smime_proxy.crypto.signed import (
+    issuer_and_serial,
+    named_by,
+    named_by_parts,
+    subject_key_identifier,
+)
 from smime_proxy.errors import (
     DecryptionFailed,
     MalformedMessage,
@@ -42,6 +51,7 @@ from smime_proxy.errors import (
     ObsoleteAlgorithm,
     UnsupportedAlgorithm,
 )
+from smime_proxy.native import native
 
 ContentCipher = Literal["aes-256-gcm", "aes-128-gcm", "aes-256-cbc", "aes-128-cbc"]
 
@@ -227,9 +237,23 @@ def recover_content_key(cms_der: bytes, agent: KeyAgent) -> ContentKey:
                                    ciphertext_check=None))
 
 
+@dataclass(frozen=True)
+class _KeyTransport:
+    """A key transport recipient (RFC 5652 6.2.1) as the native reader found it."""
+
+    issuer: bytes  # the Name's DER, b"" when named by key identifier
+    serial: int
+    key_id: bytes | None  # subjectKeyIdentifier
+    algorithm: str  # dotted
+    parameters: bytes | None  # DER; None when absent or NULL (as asn1.raw_parameters)
+    encrypted_key: bytes = field(repr=False)
+
+
 @dataclass
 class _Envelope:
-    """What `open_enveloped` and `recover_content_key` read before the key."""
+    """What `open_enveloped` and `recover_content_key` read before the key: from asn1crypto
+    (`body`, `alg`, `recipient_infos` of asn1crypto values) or from the native reader
+    (`_KeyTransport` recipients, the parameters, mac and authAttrs already read)."""
 
     kind: str
     body: Any
@@ -239,9 +263,16 @@ class _Envelope:
     cipher_name: str
     recipient_infos: list[Any]
     ciphertext: bytes | memoryview
+    native_parameters: bytes | None = None
+    native_mac: bytes | None = None
+    native_auth_attributes: bool = False
 
     @classmethod
     def read(cls, cms_der: bytes) -> _Envelope:
+        if native is not None:
+            record = native.read_envelope(cms_der)
+            if record is not None:
+                return cls._from_native(cms_der, record)
         skeleton, ciphertext = split_encrypted_content(cms_der)
         if ciphertext is None:
             raise UnsupportedAlgorithm("encrypted message without its content (detached)")
@@ -258,14 +289,53 @@ class _Envelope:
         ]
         alg = eci["content_encryption_algorithm"]
         alg_oid = asn1.guarded("content encryption algorithm", lambda: asn1.oid_of(alg))
-        if alg_oid in oids.OBSOLETE_CIPHERS:
-            raise ObsoleteAlgorithm(
-                f"message is encrypted with the obsolete algorithm "
-                f"{oids.OBSOLETE_CIPHERS[alg_oid]}; open it with an old mail client"
-            )
-        key_length, cipher_name = _content_cipher(alg_oid, kind)
+        key_length, cipher_name = _checked_cipher(alg_oid, kind)
         return cls(kind, body, alg, alg_oid, key_length, cipher_name,
                    list(body["recipient_infos"]), ciphertext)
+
+    @classmethod
+    def _from_native(cls, der: bytes, record: Any) -> _Envelope:
+        """The envelope from native/src/lib.rs `read_envelope`'s offsets into `der`."""
+        kind_at, alg_at, params_at, recipients, pieces, mac_at, auth_attributes = record
+        kind = dotted(der[kind_at[0] : kind_at[1]])
+        alg_oid = asn1.dotted_of(der[alg_at[0] : alg_at[1]])
+        key_length, cipher_name = _checked_cipher(alg_oid, kind)
+        transports = []
+        for rid, named, serial_at, key_alg_at, key_params_at, key_at in recipients:
+            name = der[named[0] : named[1]]
+            transports.append(_KeyTransport(
+                name if rid == 0 else b"",
+                int.from_bytes(der[serial_at[0] : serial_at[1]], "big", signed=True)
+                if rid == 0 else 0,
+                None if rid == 0 else name,
+                asn1.dotted_of(der[key_alg_at[0] : key_alg_at[1]]),
+                _parameters(der, key_params_at), der[key_at[0] : key_at[1]]))
+        view = memoryview(der)
+        ciphertext: bytes | memoryview = (view[pieces[0][0] : pieces[0][1]] if len(pieces) == 1
+                                          else b"".join(view[a:b] for a, b in pieces))
+        return cls(kind, None, None, alg_oid, key_length, cipher_name, transports, ciphertext,
+                   _parameters(der, params_at),
+                   None if mac_at is None else der[mac_at[0] : mac_at[1]], auth_attributes)
+
+    def parameters(self) -> bytes | None:
+        """The content-encryption algorithm's parameters (DER), None when absent or NULL."""
+        return self.native_parameters if self.alg is None else asn1.raw_parameters(self.alg)
+
+
+def _parameters(der: bytes, at: tuple[int, int] | None) -> bytes | None:
+    if at is None:
+        return None
+    value = der[at[0] : at[1]]
+    return None if value == b"\x05\x00" else value
+
+
+def _checked_cipher(alg_oid: str, kind: str) -> tuple[int, str]:
+    if alg_oid in oids.OBSOLETE_CIPHERS:
+        raise ObsoleteAlgorithm(
+            f"message is encrypted with the obsolete algorithm "
+            f"{oids.OBSOLETE_CIPHERS[alg_oid]}; open it with an old mail client"
+        )
+    return _content_cipher(alg_oid, kind)
 
 
 @asn1.malformed_on_error("encrypted message")
@@ -283,13 +353,18 @@ def open_enveloped(cms_der: bytes, agent: KeyAgent | ContentKey) -> Opened:
                            ciphertext_check=None)
     body = envelope.body
     if envelope.kind == oids.AUTH_ENVELOPED_DATA:
-        tag: bytes = asn1.guarded("authentication tag", lambda: body["mac"].native)
-        if not isinstance(body["auth_attrs"], core.Void):
+        if body is None:
+            tag = envelope.native_mac or b""
+            auth_attributes = envelope.native_auth_attributes
+        else:
+            tag = asn1.guarded("authentication tag", lambda: body["mac"].native)
+            auth_attributes = not isinstance(body["auth_attrs"], core.Void)
+        if auth_attributes:
             raise UnsupportedAlgorithm("authenticated attributes in AuthEnvelopedData")
-        return Opened((_decrypt_gcm(cek, envelope.alg, envelope.ciphertext, tag),),
+        return Opened((_decrypt_gcm(cek, envelope.parameters(), envelope.ciphertext, tag),),
                       envelope.cipher_name, True)
-    return Opened(_decrypt_cbc(envelope.alg_oid, cek, envelope.alg, envelope.ciphertext),
-                  envelope.cipher_name, False)
+    return Opened(_decrypt_cbc(envelope.alg_oid, cek, envelope.parameters(),
+                               envelope.ciphertext), envelope.cipher_name, False)
 
 
 def _content_cipher(alg_oid: str, kind: str) -> tuple[int, str]:
@@ -319,6 +394,12 @@ def _recover_key(
     cert = agent.certificate
     kari_fallbacks: list[tuple[Any, Any]] = []
     for ri in recipient_infos:
+        if isinstance(ri, _KeyTransport):  # read by the native reader
+            if (named_by_parts(ri.issuer, ri.serial, cert) if ri.key_id is None
+                    else ri.key_id == subject_key_identifier(cert)):
+                return _unwrap_transport(ri.algorithm, lambda: ri.parameters,  # noqa: B023
+                                         ri.encrypted_key, agent, key_length)
+            continue
         kind = ri.name
         if kind == "ktri":
             ktri = ri.chosen
@@ -361,21 +442,22 @@ def _unwrap_ktri(ktri: Any, agent: KeyAgent, key_length: int) -> bytes:
     alg = ktri["key_encryption_algorithm"]
     alg_oid = asn1.oid_of(alg)
     encrypted_key: bytes = ktri["encrypted_key"].native
+    return _unwrap_transport(alg_oid, lambda: asn1.raw_parameters(alg), encrypted_key, agent,
+                             key_length)
+
+
+def _unwrap_transport(alg_oid: str, parameters: Callable[[], bytes | None],
+                      encrypted_key: bytes, agent: KeyAgent, key_length: int) -> bytes:
+    """The content-encryption key from a key transport recipient; `parameters` are read only
+    for OAEP (RSAES-OAEP-params, RFC 4055 section 4.1: absent means SHA-1, no label)."""
     if alg_oid == oids.RSA_ENCRYPTION:
         pad = KeyTransportPadding("pkcs1")
     elif alg_oid == oids.RSAES_OAEP:
-        pad = _oaep_padding(alg)
+        params = parameters()
+        pad = KeyTransportPadding("oaep") if params is None else _oaep_parameters(params)
     else:
         raise UnsupportedAlgorithm(f"unsupported key transport algorithm {alg_oid}")
     return agent.unwrap_key(encrypted_key, pad, key_length)
-
-
-def _oaep_padding(alg: Any) -> KeyTransportPadding:
-    """RSAES-OAEP-params (RFC 4055 section 4.1); absent fields default to SHA-1 / empty label."""
-    params = asn1.raw_parameters(alg)
-    if params is None:
-        return KeyTransportPadding("oaep")
-    return _oaep_parameters(params)
 
 
 @functools.lru_cache(maxsize=64)
@@ -435,8 +517,8 @@ def _unwrap_kari(kari: Any, rek: Any, agent: KeyAgent, key_length: int) -> bytes
     return cek
 
 
-def _decrypt_gcm(cek: bytes, alg: Any, ciphertext: bytes | memoryview, tag: bytes) -> bytes:
-    params_der = asn1.raw_parameters(alg)
+def _decrypt_gcm(cek: bytes, params_der: bytes | None, ciphertext: bytes | memoryview,
+                 tag: bytes) -> bytes:
     if params_der is None:
         raise MalformedMessage("AES-GCM without parameters")
     params = asn1.parse(_GCMParameters, params_der, "AES-GCM parameters")
@@ -454,10 +536,9 @@ def _decrypt_gcm(cek: bytes, alg: Any, ciphertext: bytes | memoryview, tag: byte
     return plain
 
 
-def _decrypt_cbc(alg_oid: str, cek: bytes, alg: Any,
+def _decrypt_cbc(alg_oid: str, cek: bytes, params_der: bytes | None,
                  ciphertext: bytes | memoryview) -> tuple[bytes, bytes]:
     """(all but the last block, the unpadded last block): no copy of the whole plaintext."""
-    params_der = asn1.raw_parameters(alg)
     if params_der is None:
         raise MalformedMessage("CBC cipher without an IV")
     iv = asn1.parse(core.OctetString, params_der, "IV").native

@@ -267,6 +267,15 @@ def named_by(ias: Any, certificate: x509.Certificate) -> bool:
     return bool(named.dump() == issuer or named == asn1_x509.Name.load(issuer))
 
 
+def named_by_parts(issuer: bytes, serial: int, certificate: x509.Certificate) -> bool:
+    """`named_by` for an IssuerAndSerialNumber read apart: the issuer Name's DER and the
+    serial number (crypto.enveloped's native reading)."""
+    if serial != certificate.serial_number:
+        return False
+    ours = _issuer_der(certificate)
+    return bool(issuer == ours or asn1_x509.Name.load(issuer) == asn1_x509.Name.load(ours))
+
+
 @functools.lru_cache(maxsize=256)
 def _issuer_der(certificate: x509.Certificate) -> bytes:
     return certificate.issuer.public_bytes()

@@ -1,0 +1,269 @@
+//! Reading CMS EnvelopedData (RFC 5652 section 6) and AuthEnvelopedData (RFC 5083) as far as
+//! opening needs: the twin of `smime_proxy/crypto/enveloped.py`'s `_Envelope.read` and of
+//! the asn1crypto fields its callers read, which are the reference.
+//!
+//! BER as X.690 8.1 has it (definite or indefinite lengths, constructed strings for the
+//! content), like `crypto/ber.py`. Anything outside the shape read here (a key agreement
+//! recipient, an unexpected field, a truncated element) gives None, and the Python code
+//! reads the message and says what is wrong with it: this reader never decides an error.
+
+const MAX_DEPTH: usize = 32;
+
+#[derive(Clone, Copy)]
+pub struct Tlv {
+    pub tag: u8, // identifier octet (the first one of a long tag)
+    pub begin: usize,
+    pub start: usize,
+    pub end: usize,
+    pub stop: usize,
+    indefinite: bool,
+}
+
+/// X.690 8.1.2-8.1.3: (identifier octet, start of contents, length or None for indefinite).
+fn header(buf: &[u8], mut pos: usize) -> Option<(u8, usize, Option<usize>)> {
+    if pos + 2 > buf.len() {
+        return None;
+    }
+    let tag = buf[pos];
+    pos += 1;
+    if tag & 0x1F == 0x1F {
+        let number_start = pos;
+        while pos < buf.len() && buf[pos] & 0x80 != 0 {
+            pos += 1;
+        }
+        pos += 1;
+        if pos - number_start > 4 {
+            return None;
+        }
+    }
+    let first = *buf.get(pos)?;
+    pos += 1;
+    if first < 0x80 {
+        return Some((tag, pos, Some(first as usize)));
+    }
+    let count = (first & 0x7F) as usize;
+    if count == 0 {
+        return if tag & 0x20 != 0 { Some((tag, pos, None)) } else { None };
+    }
+    if count > 8 || pos + count > buf.len() {
+        return None;
+    }
+    let mut length: u64 = 0;
+    for &b in &buf[pos..pos + count] {
+        length = (length << 8) | u64::from(b);
+    }
+    let length = usize::try_from(length).ok()?;
+    Some((tag, pos + count, Some(length)))
+}
+
+pub fn element(buf: &[u8], pos: usize, depth: usize) -> Option<Tlv> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let (tag, start, length) = header(buf, pos)?;
+    if let Some(length) = length {
+        let end = start.checked_add(length)?;
+        if end > buf.len() {
+            return None;
+        }
+        return Some(Tlv { tag, begin: pos, start, end, stop: end, indefinite: false });
+    }
+    let mut cursor = start;
+    loop {
+        if buf.get(cursor..cursor + 2) == Some(b"\x00\x00") {
+            return Some(Tlv { tag, begin: pos, start, end: cursor, stop: cursor + 2, indefinite: true });
+        }
+        if cursor >= buf.len() {
+            return None;
+        }
+        cursor = element(buf, cursor, depth + 1)?.stop;
+    }
+}
+
+pub fn children(buf: &[u8], parent: &Tlv) -> Option<Vec<Tlv>> {
+    if parent.tag & 0x20 == 0 {
+        return None;
+    }
+    let mut items = Vec::new();
+    let mut cursor = parent.start;
+    while cursor < parent.end {
+        let item = element(buf, cursor, 1)?;
+        cursor = item.stop;
+        items.push(item);
+    }
+    if cursor != parent.end || (parent.indefinite && items.iter().any(|i| i.stop > parent.end)) {
+        return None;
+    }
+    Some(items)
+}
+
+/// The contents of a primitive element with this identifier octet.
+fn primitive<'a>(buf: &'a [u8], item: &Tlv, tag: u8) -> Option<&'a [u8]> {
+    (item.tag == tag && !item.indefinite).then(|| &buf[item.start..item.end])
+}
+
+/// An OCTET STRING's value, primitive or constructed (X.690 8.7.3): its pieces.
+fn string_chunks(buf: &[u8], item: &Tlv, out: &mut Vec<(usize, usize)>) -> Option<()> {
+    if item.tag & 0x20 == 0 {
+        out.push((item.start, item.end));
+        return Some(());
+    }
+    for child in children(buf, item)? {
+        if child.tag & 0xDF != 0x04 {
+            return None;
+        }
+        string_chunks(buf, &child, out)?;
+    }
+    Some(())
+}
+
+pub enum RecipientId {
+    IssuerSerial { issuer: (usize, usize), serial: (usize, usize) },
+    SubjectKeyId((usize, usize)),
+}
+
+pub struct KeyTransport {
+    pub rid: RecipientId,
+    pub algorithm: (usize, usize),          // OID contents
+    pub parameters: Option<(usize, usize)>, // the whole TLV
+    pub encrypted_key: (usize, usize),
+}
+
+pub struct Envelope {
+    pub kind: (usize, usize),                // contentType OID contents
+    pub algorithm: (usize, usize),           // content-encryption algorithm OID contents
+    pub parameters: Option<(usize, usize)>,  // its parameters' TLV
+    pub recipients: Vec<KeyTransport>,
+    pub content: Vec<(usize, usize)>,        // the encrypted content's pieces
+    pub mac: Option<(usize, usize)>,         // AuthEnvelopedData
+    pub auth_attributes: bool,
+}
+
+const ENVELOPED_DATA: &[u8] = b"\x2A\x86\x48\x86\xF7\x0D\x01\x07\x03";
+const AUTH_ENVELOPED_DATA: &[u8] = b"\x2A\x86\x48\x86\xF7\x0D\x01\x09\x10\x01\x17";
+
+fn range(item: &Tlv) -> (usize, usize) {
+    (item.start, item.end)
+}
+
+/// AlgorithmIdentifier ::= SEQUENCE { algorithm OID, parameters ANY OPTIONAL }
+fn algorithm(buf: &[u8], item: &Tlv) -> Option<((usize, usize), Option<(usize, usize)>)> {
+    if item.tag != 0x30 {
+        return None;
+    }
+    let fields = children(buf, item)?;
+    let oid = fields.first()?;
+    primitive(buf, oid, 0x06)?;
+    match fields.len() {
+        1 => Some((range(oid), None)),
+        2 => Some((range(oid), Some((fields[1].begin, fields[1].stop)))),
+        _ => None,
+    }
+}
+
+/// KeyTransRecipientInfo ::= SEQUENCE { version, rid, keyEncryptionAlgorithm, encryptedKey }
+fn key_transport(buf: &[u8], item: &Tlv) -> Option<KeyTransport> {
+    let fields = children(buf, item)?;
+    if fields.len() != 4 {
+        return None;
+    }
+    primitive(buf, &fields[0], 0x02)?;
+    let rid = match fields[1].tag {
+        0x30 => {
+            let ias = children(buf, &fields[1])?;
+            if ias.len() != 2 || ias[0].tag != 0x30 {
+                return None;
+            }
+            primitive(buf, &ias[1], 0x02)?;
+            RecipientId::IssuerSerial { issuer: (ias[0].begin, ias[0].stop), serial: range(&ias[1]) }
+        }
+        0x80 => RecipientId::SubjectKeyId(range(&fields[1])),
+        _ => return None,
+    };
+    let (algorithm, parameters) = algorithm(buf, &fields[2])?;
+    primitive(buf, &fields[3], 0x04)?;
+    Some(KeyTransport { rid, algorithm, parameters, encrypted_key: range(&fields[3]) })
+}
+
+/// ContentInfo(EnvelopedData | AuthEnvelopedData) with key transport recipients only.
+pub fn read_envelope(buf: &[u8]) -> Option<Envelope> {
+    let root = element(buf, 0, 0)?;
+    if root.stop != buf.len() || root.tag != 0x30 {
+        return None;
+    }
+    let parts = children(buf, &root)?;
+    if parts.len() != 2 || parts[1].tag != 0xA0 {
+        return None;
+    }
+    let kind_bytes = primitive(buf, &parts[0], 0x06)?;
+    let auth = match kind_bytes {
+        ENVELOPED_DATA => false,
+        AUTH_ENVELOPED_DATA => true,
+        _ => return None,
+    };
+    let body = children(buf, &parts[1])?;
+    if body.len() != 1 || body[0].tag != 0x30 {
+        return None;
+    }
+    let fields = children(buf, &body[0])?;
+    let mut at = 0;
+    primitive(buf, fields.get(at)?, 0x02)?; // version
+    at += 1;
+    if fields.get(at)?.tag == 0xA0 {
+        at += 1; // originatorInfo: not read by opening
+    }
+    let set = fields.get(at)?;
+    if set.tag != 0x31 {
+        return None;
+    }
+    at += 1;
+    let mut recipients = Vec::new();
+    for info in children(buf, set)? {
+        if info.tag != 0x30 {
+            return None; // a key agreement (or other) recipient: the Python code reads it
+        }
+        recipients.push(key_transport(buf, &info)?);
+    }
+    // EncryptedContentInfo ::= SEQUENCE { contentType, contentEncryptionAlgorithm,
+    //                                     encryptedContent [0] IMPLICIT OCTET STRING OPTIONAL }
+    let eci_item = fields.get(at)?;
+    if eci_item.tag != 0x30 {
+        return None;
+    }
+    at += 1;
+    let eci = children(buf, eci_item)?;
+    if eci.len() != 3 || !matches!(eci[2].tag, 0x80 | 0xA0) {
+        return None;
+    }
+    primitive(buf, &eci[0], 0x06)?;
+    let (algorithm, parameters) = algorithm(buf, &eci[1])?;
+    let mut content = Vec::new();
+    string_chunks(buf, &eci[2], &mut content)?;
+    let mut auth_attributes = false;
+    let mut mac = None;
+    if auth {
+        if fields.get(at).map(|f| f.tag) == Some(0xA1) {
+            auth_attributes = true;
+            at += 1;
+        }
+        mac = Some(range(primitive(buf, fields.get(at)?, 0x04).map(|_| &fields[at])?));
+        at += 1;
+        if fields.get(at).map(|f| f.tag) == Some(0xA2) {
+            at += 1;
+        }
+    } else if fields.get(at).map(|f| f.tag) == Some(0xA1) {
+        at += 1;
+    }
+    if at != fields.len() {
+        return None;
+    }
+    Some(Envelope {
+        kind: range(&parts[0]),
+        algorithm,
+        parameters,
+        recipients,
+        content,
+        mac,
+        auth_attributes,
+    })
+}
