@@ -17,3 +17,9 @@ _Envelope = tuple[_Range, _Range, _Range | None, list[_Recipient], list[_Range],
                   bool]
 
 def read_envelope(der: bytes) -> _Envelope | None: ...
+
+_Signer = tuple[int, _Range, _Range | None, _Range, _Range | None, _Range, _Range, _Range,
+                _Range | None]
+
+def read_signed(der: bytes) -> tuple[_Range, list[_Range] | None, list[_Range],
+                                     list[_Signer]] | None: ...

@@ -267,3 +267,160 @@ pub fn read_envelope(buf: &[u8]) -> Option<Envelope> {
         auth_attributes,
     })
 }
+
+pub struct Signer {
+    pub sid: RecipientId, // the same CHOICE as a recipient's (RFC 5652 5.3, 6.2.1)
+    pub digest_algorithm: (usize, usize),
+    pub signed_attributes: Option<(usize, usize)>, // the SET's contents
+    pub signature_algorithm: (usize, usize),
+    pub signature_algorithm_tlv: (usize, usize), // read again for RSA-PSS parameters
+    pub signature: (usize, usize),
+    pub unsigned_attributes: Option<(usize, usize)>,
+}
+
+pub struct Signed {
+    pub content_type: (usize, usize),         // eContentType OID contents
+    pub content: Option<Vec<(usize, usize)>>, // eContent's pieces, when encapsulated
+    pub certificates: Vec<(usize, usize)>,    // each Certificate's TLV
+    pub signers: Vec<Signer>,
+}
+
+const SIGNED_DATA: &[u8] = b"\x2A\x86\x48\x86\xF7\x0D\x01\x07\x02";
+
+/// The contents of an implicitly tagged SET OF Attribute, definite length only.
+fn attribute_set(item: &Tlv) -> Option<(usize, usize)> {
+    (!item.indefinite).then(|| range(item))
+}
+
+/// SignerInfo ::= SEQUENCE { version, sid, digestAlgorithm, signedAttrs [0] IMPLICIT
+/// OPTIONAL, signatureAlgorithm, signature OCTET STRING, unsignedAttrs [1] IMPLICIT OPTIONAL }
+fn signer(buf: &[u8], item: &Tlv) -> Option<Signer> {
+    if item.tag != 0x30 {
+        return None;
+    }
+    let fields = children(buf, item)?;
+    let mut at = 0;
+    primitive(buf, fields.get(at)?, 0x02)?;
+    at += 1;
+    let sid_item = fields.get(at)?;
+    let sid = match sid_item.tag {
+        0x30 => {
+            let ias = children(buf, sid_item)?;
+            if ias.len() != 2 || ias[0].tag != 0x30 || ias[0].indefinite {
+                return None;
+            }
+            primitive(buf, &ias[1], 0x02)?;
+            RecipientId::IssuerSerial { issuer: (ias[0].begin, ias[0].stop), serial: range(&ias[1]) }
+        }
+        0x80 => RecipientId::SubjectKeyId(range(sid_item)),
+        _ => return None,
+    };
+    at += 1;
+    let (digest_algorithm, _) = algorithm(buf, fields.get(at)?)?;
+    at += 1;
+    let mut signed_attributes = None;
+    if fields.get(at)?.tag == 0xA0 {
+        signed_attributes = Some(attribute_set(&fields[at])?);
+        at += 1;
+    }
+    let (signature_algorithm, _) = algorithm(buf, fields.get(at)?)?;
+    let signature_algorithm_tlv = (fields[at].begin, fields[at].stop);
+    at += 1;
+    primitive(buf, fields.get(at)?, 0x04)?;
+    let signature = range(&fields[at]);
+    at += 1;
+    let mut unsigned_attributes = None;
+    if let Some(item) = fields.get(at) {
+        if item.tag != 0xA1 {
+            return None;
+        }
+        unsigned_attributes = Some(attribute_set(item)?);
+        at += 1;
+    }
+    if at != fields.len() {
+        return None;
+    }
+    Some(Signer {
+        sid,
+        digest_algorithm,
+        signed_attributes,
+        signature_algorithm,
+        signature_algorithm_tlv,
+        signature,
+        unsigned_attributes,
+    })
+}
+
+/// ContentInfo(SignedData) (RFC 5652 section 5), as far as verification reads it.
+pub fn read_signed(buf: &[u8]) -> Option<Signed> {
+    let root = element(buf, 0, 0)?;
+    if root.stop != buf.len() || root.tag != 0x30 {
+        return None;
+    }
+    let parts = children(buf, &root)?;
+    if parts.len() != 2 || parts[1].tag != 0xA0 || primitive(buf, &parts[0], 0x06)? != SIGNED_DATA {
+        return None;
+    }
+    let body = children(buf, &parts[1])?;
+    if body.len() != 1 || body[0].tag != 0x30 {
+        return None;
+    }
+    let fields = children(buf, &body[0])?;
+    let mut at = 0;
+    primitive(buf, fields.get(at)?, 0x02)?; // version
+    at += 1;
+    if fields.get(at)?.tag != 0x31 {
+        return None; // digestAlgorithms
+    }
+    at += 1;
+    // EncapsulatedContentInfo ::= SEQUENCE { eContentType, eContent [0] EXPLICIT OCTET STRING
+    //                                       OPTIONAL }
+    let encap_item = fields.get(at)?;
+    if encap_item.tag != 0x30 {
+        return None;
+    }
+    at += 1;
+    let encap = children(buf, encap_item)?;
+    let content_type = range(encap.first()?);
+    primitive(buf, &encap[0], 0x06)?;
+    let content = match encap.len() {
+        1 => None,
+        2 if encap[1].tag == 0xA0 => {
+            let inner = children(buf, &encap[1])?;
+            if inner.len() != 1 || inner[0].tag & 0xDF != 0x04 {
+                return None;
+            }
+            let mut pieces = Vec::new();
+            string_chunks(buf, &inner[0], &mut pieces)?;
+            Some(pieces)
+        }
+        _ => return None,
+    };
+    let mut certificates = Vec::new();
+    if fields.get(at)?.tag == 0xA0 {
+        for choice in children(buf, &fields[at])? {
+            // an attribute or other certificate: the Python reader (asn1crypto checks them)
+            if choice.tag != 0x30 || choice.indefinite {
+                return None;
+            }
+            certificates.push((choice.begin, choice.stop));
+        }
+        at += 1;
+    }
+    if fields.get(at)?.tag == 0xA1 {
+        at += 1; // crls: not read
+    }
+    let set = fields.get(at)?;
+    if set.tag != 0x31 {
+        return None;
+    }
+    at += 1;
+    if at != fields.len() {
+        return None;
+    }
+    let mut signers = Vec::new();
+    for item in children(buf, set)? {
+        signers.push(signer(buf, &item)?);
+    }
+    Some(Signed { content_type, content, certificates, signers })
+}

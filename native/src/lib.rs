@@ -126,6 +126,41 @@ fn read_envelope(py: Python<'_>, der: &PyBytes) -> Option<PyObject> {
           maybe_pair(py, envelope.mac), envelope.auth_attributes).into_py(py))
 }
 
+fn identifier(py: Python<'_>, id: &cms::RecipientId) -> (i32, PyObject, PyObject) {
+    match id {
+        cms::RecipientId::IssuerSerial { issuer, serial } => (0, pair(py, *issuer), pair(py, *serial)),
+        cms::RecipientId::SubjectKeyId(key) => (1, pair(py, *key), py.None()),
+    }
+}
+
+/// `crypto.signed`'s reading of ContentInfo(SignedData), as offsets into `der`; None when
+/// the Python reader must read it. `(eContentType OID, eContent pieces or None,
+/// certificate TLVs, signers)`, each signer `(sid kind, issuer Name TLV | key identifier,
+/// serial or None, digest OID, signedAttrs contents or None, signature OID, the signature
+/// AlgorithmIdentifier's TLV, signature, unsignedAttrs contents or None)`.
+#[pyfunction]
+fn read_signed(py: Python<'_>, der: &PyBytes) -> Option<PyObject> {
+    let data = der.as_bytes();
+    let signed = py.allow_threads(|| cms::read_signed(data))?;
+    let signers = PyList::empty(py);
+    for s in &signed.signers {
+        let (kind, first, second) = identifier(py, &s.sid);
+        let record: PyObject = PyTuple::new(py, [
+            kind.into_py(py), first, second, pair(py, s.digest_algorithm),
+            maybe_pair(py, s.signed_attributes), pair(py, s.signature_algorithm),
+            pair(py, s.signature_algorithm_tlv), pair(py, s.signature),
+            maybe_pair(py, s.unsigned_attributes),
+        ]).into();
+        signers.append(record).expect("a list takes an item");
+    }
+    let content: PyObject = match &signed.content {
+        Some(pieces) => pieces.iter().map(|r| pair(py, *r)).collect::<Vec<_>>().into_py(py),
+        None => py.None(),
+    };
+    let certificates: Vec<PyObject> = signed.certificates.iter().map(|r| pair(py, *r)).collect();
+    Some((pair(py, signed.content_type), content, certificates, signers).into_py(py))
+}
+
 /// `mime.rfc822.parse_content_type` (its general parser: the fast path gives the same).
 #[pyfunction]
 fn parse_content_type(py: Python<'_>, value: &PyBytes) -> PyObject {
@@ -135,11 +170,12 @@ fn parse_content_type(py: Python<'_>, value: &PyBytes) -> PyObject {
 
 #[pymodule]
 fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
-    m.add("INTERFACE", 2)?; // smime_proxy/native.py INTERFACE: bumped with every change here
+    m.add("INTERFACE", 3)?; // smime_proxy/native.py INTERFACE: bumped with every change here
     m.add("MAX_NESTING", tree::MAX_NESTING)?;
     m.add("MAX_PARTS", tree::MAX_PARTS)?;
     m.add_function(wrap_pyfunction!(parse_tree, m)?)?;
     m.add_function(wrap_pyfunction!(parse_content_type, m)?)?;
     m.add_function(wrap_pyfunction!(read_envelope, m)?)?;
+    m.add_function(wrap_pyfunction!(read_signed, m)?)?;
     Ok(())
 }

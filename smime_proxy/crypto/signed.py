@@ -5,7 +5,13 @@ the signer's certificate is loaded into cryptography; eContent plus detached con
 SignerInfos, a missing or repeated contentType / messageDigest attribute, or any SignerInfo
 that does not verify are all failures. Every parser exception becomes MalformedMessage.
 
-May import: errors, crypto.*, cryptography, asn1crypto (through crypto.asn1 only for parsing).
+When the native core is built (`smime_proxy.native`), a SignedData of the usual shape is
+read by it (native/src/cms.rs, the GIL released) and its signers are checked here by the
+same code through `_NativeSigner`; anything else, and every error, is read by asn1crypto,
+the reference (`_Asn1Signer`).
+
+May import: errors, crypto.*, native, cryptography, asn1crypto (through crypto.asn1 only for
+parsing).
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ import datetime as dt
 import functools
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from asn1crypto import cms, core
+from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -29,6 +35,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from smime_proxy.crypto import asn1, attributes, der, oids
 from smime_proxy.crypto.keyagent import KeyAgent, hash_algorithm
 from smime_proxy.errors import MalformedMessage, SignatureInvalid, UnsupportedAlgorithm
+from smime_proxy.native import native
 
 # What we announce in smimeCapabilities (RFC 8551 2.5.2), strongest first.
 _CAPABILITIES = (
@@ -182,6 +189,11 @@ def parse_signed_data(cms_der: bytes, detached_content: bytes | None) -> ParsedS
     violations that make the whole object unusable (no signers, content both ways or neither).
     Per-signer failures are reported in `signers`.
     """
+    record = None if native is None else native.read_signed(cms_der)
+    if record is not None:
+        parsed = _parse_native(cms_der, record, detached_content)
+        if parsed is not None:
+            return parsed
     info = asn1.parse(cms.ContentInfo, cms_der, "CMS signature")
     if asn1.guarded("content type", lambda: info["content_type"].dotted) != oids.SIGNED_DATA:
         raise MalformedMessage("the CMS object is not SignedData")
@@ -210,8 +222,125 @@ def parse_signed_data(cms_der: bytes, detached_content: bytes | None) -> ParsedS
             certificate = load_certificate(choice.chosen.dump())
             if certificate is not None:  # an odd one must not break the others (rule 4)
                 loaded.append(certificate)
-    checks = [_check_signer(si, content, econtent_type, loaded) for si in signer_infos]
+    checks = [_check_signer(_Asn1Signer(si), content, econtent_type, loaded)
+              for si in signer_infos]
     return ParsedSignedData(econtent, econtent_type, checks, loaded)
+
+
+def _parse_native(der: bytes, record: Any,
+                  detached_content: bytes | None) -> ParsedSignedData | None:
+    """`parse_signed_data` from native/src/lib.rs `read_signed`'s offsets into `der`; None
+    for encapsulated content that is not id-data (asn1crypto reads it by its type)."""
+    type_at, pieces, certificates, signers = record
+    econtent_type = asn1.dotted_of(der[type_at[0] : type_at[1]])
+    if pieces is not None and econtent_type != oids.DATA:
+        return None
+    econtent = None if pieces is None else b"".join(der[a:b] for a, b in pieces)
+    if econtent is not None and detached_content is not None:
+        raise SignatureInvalid("signature carries content and is also detached from content")
+    content = econtent if econtent is not None else detached_content
+    if content is None:
+        raise SignatureInvalid("signature covers no content")
+    if not signers:
+        raise SignatureInvalid("signature has no signers")
+    loaded = [certificate for a, b in certificates
+              if (certificate := load_certificate(der[a:b])) is not None]
+    checks = [_check_signer(_NativeSigner.of(der, signer), content, econtent_type, loaded)
+              for signer in signers]
+    return ParsedSignedData(econtent, econtent_type, checks, loaded)
+
+
+@dataclass(frozen=True)
+class _Asn1Signer:
+    """A SignerInfo read by asn1crypto, lazily: each question parses what it needs, in the
+    order `_check_signer_inner` asks, so a damaged field is reported where it is met."""
+
+    si: Any
+
+    def certificate(self, bundled: list[x509.Certificate]) -> x509.Certificate | None:
+        return asn1.guarded("signer identifier",  # type: ignore[no-any-return]
+                            lambda: _find_certificate(self.si["sid"], bundled))
+
+    def digest_oid(self) -> str:
+        return asn1.guarded("digest algorithm",  # type: ignore[no-any-return]
+                            lambda: asn1.oid_of(self.si["digest_algorithm"]))
+
+    def unsigned_attributes(self) -> list[attributes.Attribute] | None:
+        return _attributes(self.si["unsigned_attrs"])
+
+    def signed_contents(self) -> bytes | None:
+        value = self.si["signed_attrs"]
+        if isinstance(value, core.Void) or value is None:
+            return None
+        contents: bytes = value.contents
+        return contents
+
+    def signature(self) -> bytes:
+        return asn1.guarded("signature", lambda: self.si["signature"].native)  # type: ignore[no-any-return]
+
+    def signature_oid(self) -> str:
+        algorithm = self.si["signature_algorithm"]
+        return asn1.guarded("signature algorithm",  # type: ignore[no-any-return]
+                            lambda: asn1.oid_of(algorithm))
+
+    def signature_parameters(self) -> bytes | None:
+        return asn1.raw_parameters(self.si["signature_algorithm"])
+
+
+@dataclass(frozen=True)
+class _NativeSigner:
+    """A SignerInfo the native reader read: the same questions as `_Asn1Signer`."""
+
+    issuer: bytes  # the Name's DER, b"" when named by key identifier
+    serial: int
+    key_id: bytes | None
+    digest: str
+    signed: bytes | None
+    algorithm: str
+    algorithm_der: bytes  # the whole AlgorithmIdentifier, for RSA-PSS parameters
+    value: bytes = field(repr=False)
+    unsigned: bytes | None
+
+    @classmethod
+    def of(cls, der: bytes, record: Any) -> _NativeSigner:
+        kind, named, serial, digest, signed, algorithm, algorithm_at, value, unsigned = record
+
+        def cut(at: tuple[int, int] | None) -> bytes | None:
+            return None if at is None else der[at[0] : at[1]]
+
+        name = der[named[0] : named[1]]
+        return cls(name if kind == 0 else b"",
+                   int.from_bytes(der[serial[0] : serial[1]], "big", signed=True)
+                   if kind == 0 else 0,
+                   None if kind == 0 else name, asn1.dotted_of(der[digest[0] : digest[1]]),
+                   cut(signed), asn1.dotted_of(der[algorithm[0] : algorithm[1]]),
+                   der[algorithm_at[0] : algorithm_at[1]], der[value[0] : value[1]],
+                   cut(unsigned))
+
+    def certificate(self, bundled: list[x509.Certificate]) -> x509.Certificate | None:
+        if self.key_id is not None:
+            return next((c for c in bundled if subject_key_identifier(c) == self.key_id), None)
+        return asn1.guarded("signer identifier", lambda: next(  # type: ignore[no-any-return]
+            (c for c in bundled if named_by_parts(self.issuer, self.serial, c)), None))
+
+    def digest_oid(self) -> str:
+        return self.digest
+
+    def unsigned_attributes(self) -> list[attributes.Attribute] | None:
+        return None if self.unsigned is None else attributes.read_attributes(self.unsigned)
+
+    def signed_contents(self) -> bytes | None:
+        return self.signed
+
+    def signature(self) -> bytes:
+        return self.value
+
+    def signature_oid(self) -> str:
+        return self.algorithm
+
+    def signature_parameters(self) -> bytes | None:
+        # as asn1crypto reads them on the reference path: typed by the algorithm (RSA-PSS)
+        return asn1.raw_parameters(algos.SignedDigestAlgorithm.load(self.algorithm_der))
 
 
 def _octets(value: Any) -> bytes:
@@ -291,7 +420,7 @@ def subject_key_identifier(certificate: x509.Certificate) -> bytes | None:
         return None
 
 
-def _check_signer(si: Any, content: bytes, econtent_type: str,
+def _check_signer(si: _Asn1Signer | _NativeSigner, content: bytes, econtent_type: str,
                   bundled: list[x509.Certificate]) -> SignerCheck:
     try:
         return _check_signer_inner(si, content, econtent_type, bundled)
@@ -302,27 +431,28 @@ def _check_signer(si: Any, content: bytes, econtent_type: str,
 
 
 def _check_signer_inner(
-    si: Any, content: bytes, econtent_type: str, bundled: list[x509.Certificate]
+    si: _Asn1Signer | _NativeSigner, content: bytes, econtent_type: str,
+    bundled: list[x509.Certificate]
 ) -> SignerCheck:
-    cert = asn1.guarded("signer identifier", lambda: _find_certificate(si["sid"], bundled))
+    cert = si.certificate(bundled)
     if cert is None:
         return SignerCheck(None, False, "signer certificate not included or not readable")
-    digest_oid = asn1.guarded("digest algorithm", lambda: asn1.oid_of(si["digest_algorithm"]))
+    digest_oid = si.digest_oid()
     digest = oids.DIGESTS.get(digest_oid)
     if digest is None:
         return SignerCheck(cert, False, f"unsupported digest algorithm {digest_oid}")
     content_digest = _digest(digest, content)
 
-    unsigned = _attributes(si["unsigned_attrs"])
+    unsigned = si.unsigned_attributes()
     for oid, name in _SIGNED_ONLY.items():
         if unsigned is not None and attributes.values_of(unsigned, oid):
             # RFC 5652 11.1-11.3: these MUST NOT be unsigned attributes
             return SignerCheck(cert, False, f"{name} must be a signed attribute", digest)
-    signed_attrs = si["signed_attrs"]
-    signed = _attributes(signed_attrs)
+    contents = si.signed_contents()
+    signed = None if contents is None else attributes.read_attributes(contents)
     signing_time: dt.datetime | None = None
     capabilities: list[str] = []
-    if signed is None:
+    if signed is None or contents is None:
         data_to_verify = content
     else:
         problem, signing_time, capabilities = _check_attributes(
@@ -331,14 +461,13 @@ def _check_signer_inner(
         if problem:
             return SignerCheck(cert, False, problem, digest)
         # RFC 5652 5.4: the signature covers the DER of the SET OF, not the [0] tag.
-        contents: bytes = signed_attrs.contents
         data_to_verify = b"\x31" + der.length(len(contents)) + contents
 
-    signature: bytes = asn1.guarded("signature", lambda: si["signature"].native)
-    sig_alg = si["signature_algorithm"]
-    sig_oid = asn1.guarded("signature algorithm", lambda: asn1.oid_of(sig_alg))
+    signature = si.signature()
+    sig_oid = si.signature_oid()
     try:
-        _verify_signature(cert, sig_oid, sig_alg, digest, signature, data_to_verify)
+        _verify_signature(cert, sig_oid, si.signature_parameters, digest, signature,
+                          data_to_verify)
     except InvalidSignature:
         return SignerCheck(cert, False, "signature does not match the content", digest)
     except CryptographyUnsupported:
@@ -413,7 +542,7 @@ def _check_attributes(
 def _verify_signature(
     cert: x509.Certificate,
     sig_oid: str,
-    sig_alg: Any,
+    parameters: Callable[[], bytes | None],  # read only for RSA-PSS
     digest: str,
     signature: bytes,
     data: bytes,
@@ -421,7 +550,7 @@ def _verify_signature(
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         if sig_oid == oids.RSASSA_PSS:
-            pss_hash, salt = _pss_parameters(sig_alg, digest)
+            pss_hash, salt = _pss_parameters(parameters())
             key.verify(
                 signature,
                 data,
@@ -446,9 +575,8 @@ def _verify_signature(
     raise UnsupportedAlgorithm(f"unsupported signature algorithm {sig_oid} for this key")
 
 
-def _pss_parameters(sig_alg: Any, default_hash: str) -> tuple[str, int]:
+def _pss_parameters(params: bytes | None) -> tuple[str, int]:
     """RSASSA-PSS-params (RFC 4055 section 3.1): hash, MGF1 hash (must match), salt length."""
-    params = asn1.raw_parameters(sig_alg)
     if params is None:
         return "sha1", 20
     from asn1crypto import algos
@@ -459,5 +587,4 @@ def _pss_parameters(sig_alg: Any, default_hash: str) -> tuple[str, int]:
     if hash_name is None or mgf_hash != hash_name:
         raise UnsupportedAlgorithm("unsupported RSA-PSS parameters")
     salt: int = parsed["salt_length"].native
-    del default_hash
     return hash_name, salt
