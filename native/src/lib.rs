@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 mod cms;
+mod render;
 mod rfc822;
 mod tree;
 
@@ -161,6 +162,17 @@ fn read_signed(py: Python<'_>, der: &PyBytes) -> Option<PyObject> {
     Some((pair(py, signed.content_type), content, certificates, signers).into_py(py))
 }
 
+/// `imap.wire.values.render_structure`'s bytes, or None for a value only the Python
+/// renderer knows (it then renders the whole structure).
+#[pyfunction]
+fn render_structure(py: Python<'_>, value: &PyAny) -> PyResult<Option<PyObject>> {
+    let mut out = Vec::new();
+    if !render::structure(value, &mut out, 0)? {
+        return Ok(None);
+    }
+    Ok(Some(PyBytes::new(py, &out).into()))
+}
+
 /// `mime.rfc822.parse_content_type` (its general parser: the fast path gives the same).
 #[pyfunction]
 fn parse_content_type(py: Python<'_>, value: &PyBytes) -> PyObject {
@@ -170,12 +182,13 @@ fn parse_content_type(py: Python<'_>, value: &PyBytes) -> PyObject {
 
 #[pymodule]
 fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
-    m.add("INTERFACE", 3)?; // smime_proxy/native.py INTERFACE: bumped with every change here
+    m.add("INTERFACE", 4)?; // smime_proxy/native.py INTERFACE: bumped with every change here
     m.add("MAX_NESTING", tree::MAX_NESTING)?;
     m.add("MAX_PARTS", tree::MAX_PARTS)?;
     m.add_function(wrap_pyfunction!(parse_tree, m)?)?;
     m.add_function(wrap_pyfunction!(parse_content_type, m)?)?;
     m.add_function(wrap_pyfunction!(read_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(read_signed, m)?)?;
+    m.add_function(wrap_pyfunction!(render_structure, m)?)?;
     Ok(())
 }

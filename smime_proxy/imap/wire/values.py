@@ -8,7 +8,10 @@ RFC 3516. Imports: stdlib and `smime_proxy.errors` only.
 `render_astring` (astring: atom form when the bytes allow it) was added for the parsers and
 renderers of commands, which also live in this package.
 
-May import: errors, stdlib.
+`render_structure` is rendered by the native core when it is built (native/src/render.rs; the
+code here is its reference and renders what it does not know).
+
+May import: errors, native, stdlib.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from typing import TypeAlias
 
 from smime_proxy.errors import LocalProtocolError
+from smime_proxy.native import native
 
 
 class Atom(str):
@@ -109,6 +113,15 @@ def render_structure(value: Value) -> bytes:
     leading list elements of a list follow each other without a space, as the grammar has it
     for the parts of a multipart (`1*body SP media-subtype`) and for address lists
     (`"(" 1*address ")"`), RFC 9051 section 9; Dovecot writes them so."""
+    if native is not None:
+        rendered: bytes | None = native.render_structure(value)
+        if rendered is not None:
+            return rendered
+    return render_structure_python(value)
+
+
+def render_structure_python(value: Value) -> bytes:
+    """`render_structure` by this module's code alone (the native renderer's reference)."""
     out: list[bytes] = []
     _structure_into(value, out)
     return b"".join(out)
