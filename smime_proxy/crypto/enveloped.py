@@ -10,8 +10,8 @@ so only the content decryption fails, always with the same DecryptionFailed); GC
 never returned before its tag verifies; every other failure is the same DecryptionFailed.
 
 When the native core is built (`smime_proxy.native`), an envelope of the usual shape (key
-transport recipients) is read by it, with the GIL released (native/src/cms.rs); anything else,
-and every error, is read here with asn1crypto, the reference.
+transport recipients) is read by it (native/src/cms.rs); anything else, and every error, is
+read here with asn1crypto, the reference.
 
 May import: errors, crypto.*, native, cryptography, asn1crypto (parsing through crypto.asn1).
 """

@@ -6,7 +6,7 @@ SignerInfos, a missing or repeated contentType / messageDigest attribute, or any
 that does not verify are all failures. Every parser exception becomes MalformedMessage.
 
 When the native core is built (`smime_proxy.native`), a SignedData of the usual shape is
-read by it (native/src/cms.rs, the GIL released) and its signers are checked here by the
+read by it (native/src/cms.rs) and its signers are checked here by the
 same code through `_NativeSigner`; anything else, and every error, is read by asn1crypto,
 the reference (`_Asn1Signer`).
 

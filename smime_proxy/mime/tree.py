@@ -21,8 +21,8 @@ The splitting rules are those of Dovecot 2.3's `message-parser.c` (the oracle of
 
 Linear time: the body scan jumps from one `\\n--` to the next with `bytes.find`.
 
-When the native core is built (`smime_proxy.native`), `parse` has it split the message with
-the GIL released (native/src/tree.rs, the same rules: this module is its reference).
+When the native core is built (`smime_proxy.native`), `parse` has it split the message
+(native/src/tree.rs, the same rules: this module is its reference).
 
 May import: errors, mime, native, stdlib.
 """
