@@ -176,3 +176,22 @@ def _restructured(draw: st.DrawFn) -> bytes:
 @given(st.one_of(_mutated(), _restructured()))
 def test_any_mutation_opens_the_same_with_either_reader(der: bytes) -> None:
     _same(der)
+
+
+def _at(der: bytes, *path: int) -> Tlv:
+    """The element at these child indexes from the ContentInfo down."""
+    item = elements(der)[0]
+    for index in path:
+        item = children(der, item)[index]
+    return item
+
+
+def test_seed_an_unfinished_algorithm_oid_is_read_as_asn1crypto_reads_it() -> None:
+    # found by the mutations: asn1crypto drops an unfinished last arc (no error), so the
+    # algorithm is an unknown one, not a malformed message
+    der = _ours("aes-256-gcm", "pkcs1")
+    oid = _at(der, 1, 0, 2, 1, 0)  # [0] AuthEnvelopedData, authEncryptedContentInfo, alg, OID
+    damaged = der[: oid.end - 1] + bytes([der[oid.end - 1] | 0x80]) + der[oid.end :]
+    assert native is not None and native.read_envelope(damaged) is not None
+    _same(damaged)
+    assert _outcome(damaged, native) == ("UnsupportedAlgorithm",)

@@ -152,3 +152,47 @@ def _restructured(draw: st.DrawFn) -> tuple[bytes, bytes | None]:
 def test_any_mutation_verifies_the_same_with_either_reader(
         sample: tuple[bytes, bytes | None]) -> None:
     _same(*sample)
+
+
+def _at(der: bytes, *path: int) -> Tlv:
+    """The element at these child indexes from the ContentInfo down."""
+    item = elements(der)[0]
+    for index in path:
+        item = children(der, item)[index]
+    return item
+
+
+def _retagged(der: bytes, item: Tlv, tag: int) -> bytes:
+    return der[: item.begin] + bytes([tag]) + der[item.begin + 1 :]
+
+
+# Seeds the mutations found: where asn1crypto decides more than the shape, the native path
+# gives the same answer ([1, 0] is SignedData in the ContentInfo's [0]).
+
+def test_seed_encapsulated_content_of_another_type_is_malformed() -> None:
+    oid = _at(OPAQUE, 1, 0, 2, 0)  # eContentType
+    damaged = OPAQUE[: oid.start] + b"\xd5" + OPAQUE[oid.start + 1 :]
+    _same(damaged, None)
+    assert _outcome(damaged, None, native) == ("MalformedMessage",)
+
+
+def test_seed_an_attribute_certificate_is_checked_by_asn1crypto() -> None:
+    damaged = _retagged(DETACHED, _at(DETACHED, 1, 0, 3, 0), 0xA1)  # certificates, first
+    _same(damaged, CONTENT)
+    assert _outcome(damaged, CONTENT, native) == ("MalformedMessage",)
+
+
+def test_seed_damaged_pss_parameters_are_reported_as_asn1crypto_reports_them() -> None:
+    params = _at(PSS, 1, 0, 4, 0, 4, 1)  # signerInfos, first, signatureAlgorithm, parameters
+    damaged = _retagged(PSS, params, 0x10)  # a SEQUENCE tag without the constructed bit
+    _same(damaged, CONTENT)
+    signers = _outcome(damaged, CONTENT, native)[3]
+    assert isinstance(signers, list) and signers[0][2] == "malformed signer information"
+
+
+def test_seed_a_damaged_signer_name_is_reported_as_asn1crypto_reports_it() -> None:
+    rdn = _at(OPAQUE, 1, 0, 4, 0, 1, 0, 0)  # signerInfos, first, sid, issuer, first RDN
+    damaged = _retagged(OPAQUE, rdn, 0xF1)  # private class
+    _same(damaged, None)
+    signers = _outcome(damaged, None, native)[3]
+    assert isinstance(signers, list) and signers[0][2].startswith("malformed signer identifier")
