@@ -189,13 +189,16 @@ class Part:
         if self.is_multipart:
             _ctype, subtype, params = self._ct_raw()
             return b"multipart", (subtype or b"").lower(), params
-        value = self.header("Content-Type") if self.is_mime else None
-        if value is None:
+        if not self.is_mime or (self.ct is None and self.header("Content-Type") is None):
             return b"text", b"plain", []
-        ctype_b, sub, params, _ret = parse_content_type(value)
+        ctype_b, sub, params = self._ct_raw()
         return ctype_b.lower(), (sub or b"").lower(), params
 
     def _ct_raw(self) -> tuple[bytes, bytes | None, list[tuple[bytes, bytes]]]:
+        # the first Content-Type, as `_Parser.classify` read it (parsed once, not per call)
+        if self.ct is not None:
+            ctype, sub, params, _ret = self.ct
+            return ctype, sub, list(params)
         value = self.header("Content-Type")
         if value is None:
             return b"", None, []
