@@ -424,3 +424,24 @@ pub fn read_signed(buf: &[u8]) -> Option<Signed> {
     }
     Some(Signed { content_type, content, certificates, signers })
 }
+
+/// The attributes in the contents of a SET OF Attribute (signedAttrs, unsignedAttrs), as
+/// `crypto/attributes.py`'s `read_attributes` reads them (its reference): per attribute, its
+/// type OID's contents and each value's TLV; None where that code raises (it then says why).
+pub fn read_attributes(buf: &[u8]) -> Option<Vec<((usize, usize), Vec<(usize, usize)>)>> {
+    let whole = Tlv { tag: 0x30, begin: 0, start: 0, end: buf.len(), stop: buf.len(), indefinite: false };
+    let mut out = Vec::new();
+    for item in children(buf, &whole)? {
+        if item.tag != 0x30 {
+            return None;
+        }
+        let fields = children(buf, &item)?;
+        if fields.len() != 2 || fields[1].tag != 0x31 {
+            return None;
+        }
+        primitive(buf, &fields[0], 0x06)?;
+        let values = children(buf, &fields[1])?.iter().map(|v| (v.begin, v.stop)).collect();
+        out.push((range(&fields[0]), values));
+    }
+    Some(out)
+}

@@ -186,6 +186,13 @@ fn render_structure(py: Python<'_>, value: &PyAny) -> PyResult<Option<PyObject>>
     Ok(Some(PyBytes::new(py, &out).into()))
 }
 
+/// `crypto.attributes.read_attributes` as offsets into `contents`: per attribute (type OID
+/// contents, value TLVs); None where the Python reader raises.
+#[pyfunction]
+fn read_attributes(contents: &PyBytes) -> Option<Vec<((usize, usize), Vec<(usize, usize)>)>> {
+    cms::read_attributes(contents.as_bytes())
+}
+
 /// `mime.rfc822.parse_content_type` (its general parser: the fast path gives the same).
 #[pyfunction]
 fn parse_content_type(py: Python<'_>, value: &PyBytes) -> PyObject {
@@ -195,7 +202,7 @@ fn parse_content_type(py: Python<'_>, value: &PyBytes) -> PyObject {
 
 #[pymodule]
 fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
-    m.add("INTERFACE", 4)?; // smime_proxy/native.py INTERFACE: bumped with every change here
+    m.add("INTERFACE", 5)?; // smime_proxy/native.py INTERFACE: bumped with every change here
     m.add("MAX_NESTING", tree::MAX_NESTING)?;
     m.add("MAX_PARTS", tree::MAX_PARTS)?;
     m.add_function(wrap_pyfunction!(parse_tree, m)?)?;
@@ -203,5 +210,6 @@ fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(read_signed, m)?)?;
     m.add_function(wrap_pyfunction!(render_structure, m)?)?;
+    m.add_function(wrap_pyfunction!(read_attributes, m)?)?;
     Ok(())
 }

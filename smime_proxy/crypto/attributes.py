@@ -6,7 +6,10 @@ pass over byte offsets gives each attribute's OID and its values as their own TL
 a caller decodes only the values it uses, and an unknown attribute stays opaque
 (notes/crypto.md rule 3).
 
-May import: errors, crypto.ber, stdlib.
+With the native core built, the walk is native (native/src/cms.rs `read_attributes`); where
+it finds anything wrong, the code here reads the contents and says what.
+
+May import: errors, crypto.ber, native, stdlib.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 from smime_proxy.crypto import ber
 from smime_proxy.errors import MalformedMessage
+from smime_proxy.native import native
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,15 @@ class Attribute:
 
 def read_attributes(contents: bytes) -> list[Attribute]:
     """The attributes in the contents of a SET OF Attribute (signedAttrs, unsignedAttrs)."""
+    found = None if native is None else native.read_attributes(contents)
+    if found is not None:
+        return [Attribute(ber.dotted(contents[a:b]), tuple(contents[s:e] for s, e in values))
+                for (a, b), values in found]
+    return read_attributes_python(contents)
+
+
+def read_attributes_python(contents: bytes) -> list[Attribute]:
+    """`read_attributes` by this module's code alone (the native walk's reference)."""
     attributes = []
     for item in ber.elements(contents):
         if item.tag != 0x30:

@@ -1,8 +1,9 @@
-"""The native SignedData reader (native/src/cms.rs) against asn1crypto's reading in
-crypto.signed, the reference: for signatures we make, RFC 4134's, BER from
-`openssl cms -sign -stream` and any mutation of them, verifying with the native reader
-gives the same content, certificates and per-signer results (problem text included), or
-the same error class, as verifying without it.
+"""The native SignedData and attribute readers (native/src/cms.rs) against asn1crypto's
+reading in crypto.signed and the BER walk of crypto.attributes, the references: for
+signatures we make, RFC 4134's, BER from `openssl cms -sign -stream` and any mutation of
+them, verifying with the native reader gives the same content, certificates and
+per-signer results (problem text included), or the same error class, as verifying
+without it; signed attributes and any damage to them read the same (error text included).
 
 `MIME_FUZZ_EXAMPLES=20000` for a deep run (default 600).
 """
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smime_proxy.crypto import signed
+from smime_proxy.crypto import attributes, signed
 from smime_proxy.crypto.ber import Tlv, children, elements
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.crypto.signed import build_signed_data, parse_signed_data
@@ -196,3 +197,66 @@ def test_seed_a_damaged_signer_name_is_reported_as_asn1crypto_reports_it() -> No
     _same(damaged, None)
     signers = _outcome(damaged, None, native)[3]
     assert isinstance(signers, list) and signers[0][2].startswith("malformed signer identifier")
+
+
+def _attribute_contents() -> list[bytes]:
+    found = []
+    for der, _ in SAMPLES:
+        item = _at(der, 1, 0, 4, 0, 3)  # signerInfos, first, [0] signedAttrs
+        if item.tag == 0xA0:
+            found.append(der[item.start : item.end])
+    return found
+
+
+ATTRIBUTES = _attribute_contents()
+
+
+def _read_both(contents: bytes) -> tuple[object, object]:
+    def read(reader: object) -> object:
+        with mock.patch.object(attributes, "native", reader):
+            try:
+                return attributes.read_attributes(contents)
+            except SmimeProxyError as exc:
+                return type(exc).__name__, str(exc)
+    return read(native), read(None)
+
+
+@st.composite
+def _damaged_attributes(draw: st.DrawFn) -> bytes:
+    data = draw(st.sampled_from(ATTRIBUTES))
+    nodes: list[Tlv] = []
+
+    def walk(item: Tlv) -> None:
+        nodes.append(item)
+        if item.tag & 0x20:
+            for child in children(data, item):
+                walk(child)
+
+    for item in elements(data):
+        walk(item)
+    node = draw(st.sampled_from(nodes))
+    action = draw(st.sampled_from(["tag", "length", "drop", "double"]))
+    if action == "tag":
+        tag = draw(st.sampled_from([0x04, 0x06, 0x30, 0x31, 0x80, 0xA0, 0x26, 0x1F]))
+        return data[: node.begin] + bytes([tag]) + data[node.begin + 1 :]
+    if action == "length":
+        at = node.begin + 1
+        return data[:at] + bytes([data[at] ^ draw(st.sampled_from([1, 2, 0x80]))]) + data[at + 1 :]
+    if action == "drop":
+        return data[: node.begin] + data[node.stop :]
+    return data[: node.stop] + data[node.begin : node.stop] + data[node.stop :]
+
+
+def test_signed_attributes_are_read_natively_the_same() -> None:
+    assert len(ATTRIBUTES) >= 3
+    for contents in ATTRIBUTES:
+        assert native is not None and native.read_attributes(contents) is not None
+        both = _read_both(contents)
+        assert both[0] == both[1]
+
+
+@FUZZ
+@given(_damaged_attributes())
+def test_any_damaged_attributes_read_the_same(contents: bytes) -> None:
+    both = _read_both(contents)
+    assert both[0] == both[1]
