@@ -31,9 +31,7 @@ from smime_proxy import _native as core  # only once it is known to be built
 FUZZ = settings(max_examples=int(os.environ.get("MIME_FUZZ_EXAMPLES", "600")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 TESTS = Path(__file__).resolve().parents[2]
-SHARED = TESTS.parents[1] / "shared" / "vectors"
-VECTORS = sorted([*(TESTS / "vectors").rglob("*.eml"), *(TESTS / "vectors").rglob("*.txt"),
-                  *SHARED.rglob("*.eml")])
+VECTORS = sorted([*(TESTS / "vectors").rglob("*.eml"), *(TESTS / "vectors").rglob("*.txt")])
 SAMPLES = [p.read_bytes() for p in VECTORS if p.stat().st_size < 200_000]
 
 TOKENS = [

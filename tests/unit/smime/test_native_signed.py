@@ -39,7 +39,7 @@ if native is None:
 FUZZ = settings(max_examples=int(os.environ.get("MIME_FUZZ_EXAMPLES", "600")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 CONTENT = b"Content-Type: text/plain\r\n\r\n" + b"signed the same either way\r\n" * 20
-RFC4134 = Path(__file__).resolve().parents[4] / "shared" / "vectors" / "rfc4134"
+RFC4134 = Path(__file__).resolve().parents[2] / "vectors" / "rfc4134"
 
 _ROOT = make_ca()
 _ALICE = make_user("alice@example.test", _ROOT)
