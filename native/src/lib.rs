@@ -125,12 +125,9 @@ fn read_envelope(py: Python<'_>, der: &PyBytes) -> Option<PyObject> {
     let envelope = without_gil_if_large(py, data.len(), || cms::read_envelope(data))?;
     let recipients = PyList::empty(py);
     for r in &envelope.recipients {
-        let (kind, first, second) = match &r.rid {
-            cms::RecipientId::IssuerSerial { issuer, serial } => (0, *issuer, Some(*serial)),
-            cms::RecipientId::SubjectKeyId(id) => (1, *id, None),
-        };
-        let record = (kind, pair(py, first), maybe_pair(py, second), pair(py, r.algorithm),
-                      maybe_pair(py, r.parameters), pair(py, r.encrypted_key));
+        let (kind, first, second) = identifier(py, &r.rid);
+        let record = (kind, first, second, pair(py, r.algorithm), maybe_pair(py, r.parameters),
+                      pair(py, r.encrypted_key));
         let record: PyObject = record.into_py(py);
         recipients.append(record).expect("a list takes an item");
     }
