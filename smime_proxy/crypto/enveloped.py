@@ -38,12 +38,8 @@ from smime_proxy.crypto import asn1, der, oids
 from smime_proxy.crypto.ber import content_type as ber_content_type
 from smime_proxy.crypto.ber import dotted, split_encrypted_content
 from smime_proxy.crypto.keyagent import KeyAgent, KeyTransportPadding, hash_algorithm
-from smime_proxy.crypto.signed import (
-    issuer_and_serial,
-    named_by,
-    named_by_parts,
-    subject_key_identifier,
-)
+from smime_proxy.crypto.signed import issuer_and_serial
+from smime_proxy.crypto.signer_info import named_by, named_by_parts, subject_key_identifier
 from smime_proxy.errors import (
     DecryptionFailed,
     MalformedMessage,

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_proxy.crypto.enveloped import ContentKey
 from smime_proxy.crypto.keyagent import KeyAgent
-from smime_proxy.crypto.signed import load_certificate
+from smime_proxy.crypto.signer_info import load_certificate
 from smime_proxy.display import open_message
 from smime_proxy.errors import (
     DecryptionFailed,
