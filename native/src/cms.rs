@@ -161,6 +161,25 @@ fn algorithm(buf: &[u8], item: &Tlv) -> Option<((usize, usize), Option<(usize, u
     }
 }
 
+/// IssuerAndSerialNumber ::= SEQUENCE { issuer Name, serialNumber INTEGER }, or a
+/// subjectKeyIdentifier [0] IMPLICIT OCTET STRING (RFC 5652 5.3, 6.2.1). The Name is
+/// compared as DER bytes first (`crypto.signer_info.named_by_parts`): one of indefinite
+/// length is left to the Python reader.
+fn identifier(buf: &[u8], item: &Tlv) -> Option<RecipientId> {
+    match item.tag {
+        0x30 => {
+            let ias = children(buf, item)?;
+            if ias.len() != 2 || ias[0].tag != 0x30 || ias[0].indefinite {
+                return None;
+            }
+            primitive(buf, &ias[1], 0x02)?;
+            Some(RecipientId::IssuerSerial { issuer: (ias[0].begin, ias[0].stop), serial: range(&ias[1]) })
+        }
+        0x80 => Some(RecipientId::SubjectKeyId(range(item))),
+        _ => None,
+    }
+}
+
 /// KeyTransRecipientInfo ::= SEQUENCE { version, rid, keyEncryptionAlgorithm, encryptedKey }
 fn key_transport(buf: &[u8], item: &Tlv) -> Option<KeyTransport> {
     let fields = children(buf, item)?;
@@ -168,18 +187,7 @@ fn key_transport(buf: &[u8], item: &Tlv) -> Option<KeyTransport> {
         return None;
     }
     primitive(buf, &fields[0], 0x02)?;
-    let rid = match fields[1].tag {
-        0x30 => {
-            let ias = children(buf, &fields[1])?;
-            if ias.len() != 2 || ias[0].tag != 0x30 {
-                return None;
-            }
-            primitive(buf, &ias[1], 0x02)?;
-            RecipientId::IssuerSerial { issuer: (ias[0].begin, ias[0].stop), serial: range(&ias[1]) }
-        }
-        0x80 => RecipientId::SubjectKeyId(range(&fields[1])),
-        _ => return None,
-    };
+    let rid = identifier(buf, &fields[1])?;
     let (algorithm, parameters) = algorithm(buf, &fields[2])?;
     primitive(buf, &fields[3], 0x04)?;
     Some(KeyTransport { rid, algorithm, parameters, encrypted_key: range(&fields[3]) })
@@ -302,19 +310,7 @@ fn signer(buf: &[u8], item: &Tlv) -> Option<Signer> {
     let mut at = 0;
     primitive(buf, fields.get(at)?, 0x02)?;
     at += 1;
-    let sid_item = fields.get(at)?;
-    let sid = match sid_item.tag {
-        0x30 => {
-            let ias = children(buf, sid_item)?;
-            if ias.len() != 2 || ias[0].tag != 0x30 || ias[0].indefinite {
-                return None;
-            }
-            primitive(buf, &ias[1], 0x02)?;
-            RecipientId::IssuerSerial { issuer: (ias[0].begin, ias[0].stop), serial: range(&ias[1]) }
-        }
-        0x80 => RecipientId::SubjectKeyId(range(sid_item)),
-        _ => return None,
-    };
+    let sid = identifier(buf, fields.get(at)?)?;
     at += 1;
     let (digest_algorithm, _) = algorithm(buf, fields.get(at)?)?;
     at += 1;

@@ -39,7 +39,7 @@ from smime_proxy.crypto.ber import content_type as ber_content_type
 from smime_proxy.crypto.ber import dotted, split_encrypted_content
 from smime_proxy.crypto.keyagent import KeyAgent, KeyTransportPadding, hash_algorithm
 from smime_proxy.crypto.signed import issuer_and_serial
-from smime_proxy.crypto.signer_info import named_by, named_by_parts, subject_key_identifier
+from smime_proxy.crypto.signer_info import NativeIdentifier, named_by, subject_key_identifier
 from smime_proxy.errors import (
     DecryptionFailed,
     MalformedMessage,
@@ -237,9 +237,7 @@ def recover_content_key(cms_der: bytes, agent: KeyAgent) -> ContentKey:
 class _KeyTransport:
     """A key transport recipient (RFC 5652 6.2.1) as the native reader found it."""
 
-    issuer: bytes  # the Name's DER, b"" when named by key identifier
-    serial: int
-    key_id: bytes | None  # subjectKeyIdentifier
+    rid: NativeIdentifier
     algorithm: str  # dotted
     parameters: bytes | None  # DER; None when absent or NULL (as asn1.raw_parameters)
     encrypted_key: bytes = field(repr=False)
@@ -298,12 +296,8 @@ class _Envelope:
         key_length, cipher_name = _checked_cipher(alg_oid, kind)
         transports = []
         for rid, named, serial_at, key_alg_at, key_params_at, key_at in recipients:
-            name = der[named[0] : named[1]]
             transports.append(_KeyTransport(
-                name if rid == 0 else b"",
-                int.from_bytes(der[serial_at[0] : serial_at[1]], "big", signed=True)
-                if rid == 0 else 0,
-                None if rid == 0 else name,
+                NativeIdentifier.of(der, rid, named, serial_at),
                 asn1.dotted_of(der[key_alg_at[0] : key_alg_at[1]]),
                 _parameters(der, key_params_at), der[key_at[0] : key_at[1]]))
         view = memoryview(der)
@@ -391,8 +385,7 @@ def _recover_key(
     kari_fallbacks: list[tuple[Any, Any]] = []
     for ri in recipient_infos:
         if isinstance(ri, _KeyTransport):  # read by the native reader
-            if (named_by_parts(ri.issuer, ri.serial, cert) if ri.key_id is None
-                    else ri.key_id == subject_key_identifier(cert)):
+            if ri.rid.names(cert):
                 return _unwrap_transport(ri.algorithm, lambda: ri.parameters,  # noqa: B023
                                          ri.encrypted_key, agent, key_length)
             continue

@@ -202,11 +202,7 @@ def parse_signed_data(cms_der: bytes, detached_content: bytes | None) -> ParsedS
     econtent: bytes | None = None
     if not isinstance(econtent_value, core.Void) and econtent_value is not None:
         econtent = asn1.guarded("eContent", lambda: _octets(econtent_value))
-    if econtent is not None and detached_content is not None:
-        raise SignatureInvalid("signature carries content and is also detached from content")
-    content = econtent if econtent is not None else detached_content
-    if content is None:
-        raise SignatureInvalid("signature covers no content")
+    content = _covered_content(econtent, detached_content)
 
     signer_infos = list(signed["signer_infos"])
     if not signer_infos:
@@ -225,6 +221,16 @@ def parse_signed_data(cms_der: bytes, detached_content: bytes | None) -> ParsedS
     return ParsedSignedData(econtent, econtent_type, checks, loaded)
 
 
+def _covered_content(econtent: bytes | None, detached_content: bytes | None) -> bytes:
+    """What the signature covers: its eContent or the detached content, exactly one."""
+    if econtent is not None and detached_content is not None:
+        raise SignatureInvalid("signature carries content and is also detached from content")
+    content = econtent if econtent is not None else detached_content
+    if content is None:
+        raise SignatureInvalid("signature covers no content")
+    return content
+
+
 def _parse_native(der: bytes, record: Any,
                   detached_content: bytes | None) -> ParsedSignedData | None:
     """`parse_signed_data` from native/src/lib.rs `read_signed`'s offsets into `der`; None
@@ -234,11 +240,7 @@ def _parse_native(der: bytes, record: Any,
     if pieces is not None and econtent_type != oids.DATA:
         return None
     econtent = None if pieces is None else b"".join(der[a:b] for a, b in pieces)
-    if econtent is not None and detached_content is not None:
-        raise SignatureInvalid("signature carries content and is also detached from content")
-    content = econtent if econtent is not None else detached_content
-    if content is None:
-        raise SignatureInvalid("signature covers no content")
+    content = _covered_content(econtent, detached_content)
     if not signers:
         raise SignatureInvalid("signature has no signers")
     loaded = [certificate for a, b in certificates

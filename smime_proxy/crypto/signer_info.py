@@ -60,12 +60,35 @@ class Asn1Signer:
 
 
 @dataclass(frozen=True)
-class NativeSigner:
-    """A SignerInfo the native reader read: the same questions as `Asn1Signer`."""
+class NativeIdentifier:
+    """A SignerIdentifier or RecipientIdentifier (RFC 5652 5.3, 6.2.1) as the native reader
+    found it: an IssuerAndSerialNumber, or a subjectKeyIdentifier."""
 
     issuer: bytes  # the Name's DER, b"" when named by key identifier
     serial: int
     key_id: bytes | None
+
+    @classmethod
+    def of(cls, der: bytes, kind: int, named: tuple[int, int],
+           serial: tuple[int, int] | None) -> NativeIdentifier:
+        """From native/src/lib.rs `identifier`: kind 0 with the Name's and the serial's
+        offsets, kind 1 with the key identifier's."""
+        name = der[named[0] : named[1]]
+        if kind == 1 or serial is None:
+            return cls(b"", 0, name)
+        return cls(name, int.from_bytes(der[serial[0] : serial[1]], "big", signed=True), None)
+
+    def names(self, certificate: x509.Certificate) -> bool:
+        if self.key_id is not None:
+            return subject_key_identifier(certificate) == self.key_id
+        return named_by_parts(self.issuer, self.serial, certificate)
+
+
+@dataclass(frozen=True)
+class NativeSigner:
+    """A SignerInfo the native reader read: the same questions as `Asn1Signer`."""
+
+    sid: NativeIdentifier
     digest: str
     signed: bytes | None
     algorithm: str
@@ -80,20 +103,16 @@ class NativeSigner:
         def cut(at: tuple[int, int] | None) -> bytes | None:
             return None if at is None else der[at[0] : at[1]]
 
-        name = der[named[0] : named[1]]
-        return cls(name if kind == 0 else b"",
-                   int.from_bytes(der[serial[0] : serial[1]], "big", signed=True)
-                   if kind == 0 else 0,
-                   None if kind == 0 else name, asn1.dotted_of(der[digest[0] : digest[1]]),
-                   cut(signed), asn1.dotted_of(der[algorithm[0] : algorithm[1]]),
+        return cls(NativeIdentifier.of(der, kind, named, serial),
+                   asn1.dotted_of(der[digest[0] : digest[1]]), cut(signed),
+                   asn1.dotted_of(der[algorithm[0] : algorithm[1]]),
                    der[algorithm_at[0] : algorithm_at[1]], der[value[0] : value[1]],
                    cut(unsigned))
 
     def certificate(self, bundled: list[x509.Certificate]) -> x509.Certificate | None:
-        if self.key_id is not None:
-            return next((c for c in bundled if subject_key_identifier(c) == self.key_id), None)
-        return asn1.guarded("signer identifier", lambda: next(  # type: ignore[no-any-return]
-            (c for c in bundled if named_by_parts(self.issuer, self.serial, c)), None))
+        # guarded as the asn1crypto reading's lookup is, whichever way the signer is named
+        return asn1.guarded("signer identifier",  # type: ignore[no-any-return]
+                            lambda: next((c for c in bundled if self.sid.names(c)), None))
 
     def digest_oid(self) -> str:
         return self.digest
