@@ -22,6 +22,7 @@ from smime_proxy.imap.views import ViewSection as Section
 from smime_proxy.imap.wire.values import render
 from smime_proxy.mime.transfer import UnknownCte
 from smime_proxy.mime.tree import Part, parse
+from support.damage import mutated_message
 
 FUZZ = settings(
     max_examples=int(os.environ.get("MIME_FUZZ_EXAMPLES", "600")),
@@ -43,22 +44,7 @@ TOKENS = [
 _soup = st.lists(st.sampled_from(TOKENS), max_size=60).map(b"".join)
 
 
-@st.composite
-def _mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(SAMPLES)))
-    for _ in range(draw(st.integers(1, 8))):
-        pos = draw(st.integers(0, len(data)))
-        action = draw(st.sampled_from(["insert", "delete", "flip"]))
-        if action == "insert":
-            data[pos:pos] = draw(st.sampled_from(TOKENS))
-        elif action == "delete":
-            del data[pos : pos + draw(st.integers(1, 40))]
-        elif pos < len(data):
-            data[pos] ^= 1 << draw(st.integers(0, 7))
-    return bytes(data)
-
-
-_inputs = st.one_of(st.binary(max_size=600), _soup, _mutated())
+_inputs = st.one_of(st.binary(max_size=600), _soup, mutated_message(SAMPLES, TOKENS))
 
 
 def _numbers(root: Part) -> list[tuple[int, ...]]:

@@ -10,26 +10,19 @@ The native module must be built (scripts/test.sh builds it; scripts/build-native
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from smime_proxy.mime import tree
 from smime_proxy.mime.rfc822 import parse_content_type
-from smime_proxy.native import native
+from support.damage import NATIVE_FUZZ, mutated_message, require_native
 
-if os.environ.get("SMIME_PROXY_NATIVE") == "0":
-    pytest.skip("the native core is turned off (SMIME_PROXY_NATIVE=0)", allow_module_level=True)
-if native is None:
-    pytest.fail("the native core is not built: scripts/build-native.sh .venv/bin/python",
-                pytrace=False)
-from smime_proxy import _native as core  # only once it is known to be built
+require_native()
+from smime_proxy import _native as core  # noqa: E402 - only once it is known to be built
 
-FUZZ = settings(max_examples=int(os.environ.get("MIME_FUZZ_EXAMPLES", "600")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
 TESTS = Path(__file__).resolve().parents[2]
 VECTORS = sorted([*(TESTS / "vectors").rglob("*.eml"), *(TESTS / "vectors").rglob("*.txt")])
 SAMPLES = [p.read_bytes() for p in VECTORS if p.stat().st_size < 200_000]
@@ -45,21 +38,6 @@ TOKENS = [
     b"=?utf-8?b?SGk=?=", b"Content-Disposition: attachment",
 ]
 _soup = st.lists(st.sampled_from(TOKENS), max_size=80).map(b"".join)
-
-
-@st.composite
-def _mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(SAMPLES)))
-    for _ in range(draw(st.integers(1, 8))):
-        pos = draw(st.integers(0, len(data)))
-        action = draw(st.sampled_from(["insert", "delete", "flip"]))
-        if action == "insert":
-            data[pos:pos] = draw(st.sampled_from(TOKENS))
-        elif action == "delete":
-            del data[pos : pos + draw(st.integers(1, 40))]
-        elif pos < len(data):
-            data[pos] ^= 1 << draw(st.integers(0, 7))
-    return bytes(data)
 
 
 def _record(part: tree.Part, index: dict[int, int]) -> tuple[object, ...]:
@@ -118,8 +96,8 @@ def test_the_part_cap_gives_the_same_tree() -> None:
     _same_tree(b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n")
 
 
-@FUZZ
-@given(st.one_of(_soup, _mutated(), st.binary(max_size=400)))
+@NATIVE_FUZZ
+@given(st.one_of(_soup, mutated_message(SAMPLES, TOKENS), st.binary(max_size=400)))
 def test_any_bytes_give_the_same_tree(data: bytes) -> None:
     _same_tree(data)
 
@@ -150,7 +128,7 @@ def test_rfc2231_merges_are_the_same(value: bytes) -> None:
     assert core.parse_content_type(value) == parse_content_type(value)
 
 
-@FUZZ
+@NATIVE_FUZZ
 @given(st.one_of(st.lists(st.sampled_from(_CT_TOKENS), max_size=40).map(b"".join),
                  st.tuples(st.sampled_from([b"text/plain", b" multipart/mixed", b"a/b (c)"]),
                            _params).map(b"".join),

@@ -8,7 +8,6 @@ mutation of them, opening with the native reader gives the same content or the s
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from smime_proxy.crypto import enveloped
@@ -30,17 +29,12 @@ from smime_proxy.crypto.enveloped import (
 )
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.errors import SmimeProxyError
-from smime_proxy.native import native
+from support.damage import NATIVE_FUZZ, damaged_element, element_at, require_native
 from support.pki import Identity, make_ca, make_user
 
-if os.environ.get("SMIME_PROXY_NATIVE") == "0":
-    pytest.skip("the native core is turned off (SMIME_PROXY_NATIVE=0)", allow_module_level=True)
-if native is None:
-    pytest.fail("the native core is not built: scripts/build-native.sh .venv/bin/python",
-                pytrace=False)
+require_native()
+from smime_proxy import _native as core  # noqa: E402 - only once it is known to be built
 
-FUZZ = settings(max_examples=int(os.environ.get("MIME_FUZZ_EXAMPLES", "600")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 CIPHERS: list[ContentCipher] = ["aes-128-cbc", "aes-256-cbc", "aes-128-gcm", "aes-256-gcm"]
 CONTENT = b"Content-Type: text/plain\r\n\r\n" + b"native or not, the same words\r\n" * 40
 
@@ -85,7 +79,7 @@ def _outcome(der: bytes, reader: object) -> tuple[object, ...]:
 
 
 def _same(der: bytes) -> None:
-    assert _outcome(der, native) == _outcome(der, None)
+    assert _outcome(der, core) == _outcome(der, None)
 
 
 @pytest.mark.parametrize("cipher", CIPHERS)
@@ -93,18 +87,18 @@ def _same(der: bytes) -> None:
 def test_our_envelopes_are_read_natively_and_open_the_same(cipher: ContentCipher,
                                                             transport: str) -> None:
     der = _ours(cipher, transport, _ALICE)
-    assert native is not None and native.read_envelope(der) is not None
+    assert core.read_envelope(der) is not None
     _same(der)
-    assert _outcome(der, native)[0] == CONTENT
+    assert _outcome(der, core)[0] == CONTENT
 
 
 @pytest.mark.parametrize("cipher", ["aes-128-cbc", "aes-256-cbc"])
 def test_streamed_ber_is_read_natively_and_opens_the_same(tmp_path: Path, cipher: str) -> None:
     der = _streamed(tmp_path, cipher)
     assert der[1] == 0x80  # indefinite length, as openssl streams it
-    assert native is not None and native.read_envelope(der) is not None
+    assert core.read_envelope(der) is not None
     _same(der)
-    assert _outcome(der, native)[0] == CONTENT
+    assert _outcome(der, core)[0] == CONTENT
 
 
 SAMPLES = [_ours("aes-256-gcm", "pkcs1"), _ours("aes-128-cbc", "oaep", _ALICE)]
@@ -151,50 +145,26 @@ def _nodes(der: bytes) -> list[Tlv]:
 
 @st.composite
 def _restructured(draw: st.DrawFn) -> bytes:
-    """One element of the structure changed: its tag, its length, dropped or doubled."""
+    """One element of the structure changed (`damaged_element`)."""
     data = draw(st.sampled_from([*SAMPLES, STREAMED]))
-    node = draw(st.sampled_from(_nodes(data)))
-    action = draw(st.sampled_from(["tag", "length", "drop", "double", "contents"]))
-    if action == "tag":
-        tag = draw(st.sampled_from([0x02, 0x04, 0x05, 0x06, 0x24, 0x30, 0x31, 0x80, 0xA0, 0xA1,
-                                    0xA2, 0xA3, 0x1F]))
-        return data[: node.begin] + bytes([tag]) + data[node.begin + 1 :]
-    if action == "length":
-        at = node.begin + 1
-        return data[:at] + bytes([data[at] ^ draw(st.sampled_from([1, 2, 0x80]))]) + data[at + 1 :]
-    if action == "drop":
-        return data[: node.begin] + data[node.stop :]
-    if action == "double":
-        return data[: node.stop] + data[node.begin : node.stop] + data[node.stop :]
-    if node.start == node.end:
-        return data
-    at = draw(st.integers(node.start, node.end - 1))
-    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+    return damaged_element(draw, data, draw(st.sampled_from(_nodes(data))))
 
 
-@FUZZ
+@NATIVE_FUZZ
 @given(st.one_of(_mutated(), _restructured()))
 def test_any_mutation_opens_the_same_with_either_reader(der: bytes) -> None:
     _same(der)
-
-
-def _at(der: bytes, *path: int) -> Tlv:
-    """The element at these child indexes from the ContentInfo down."""
-    item = elements(der)[0]
-    for index in path:
-        item = children(der, item)[index]
-    return item
 
 
 def test_seed_an_unfinished_algorithm_oid_is_read_as_asn1crypto_reads_it() -> None:
     # found by the mutations: asn1crypto drops an unfinished last arc (no error), so the
     # algorithm is an unknown one, not a malformed message
     der = _ours("aes-256-gcm", "pkcs1")
-    oid = _at(der, 1, 0, 2, 1, 0)  # [0] AuthEnvelopedData, authEncryptedContentInfo, alg, OID
+    oid = element_at(der, 1, 0, 2, 1, 0)  # AuthEnvelopedData, its content info, alg, OID
     damaged = der[: oid.end - 1] + bytes([der[oid.end - 1] | 0x80]) + der[oid.end :]
-    assert native is not None and native.read_envelope(damaged) is not None
+    assert core.read_envelope(damaged) is not None
     _same(damaged)
-    assert _outcome(damaged, native) == ("UnsupportedAlgorithm",)
+    assert _outcome(damaged, core) == ("UnsupportedAlgorithm",)
 
 
 def test_rfc4134_envelopes_are_read_natively_and_fail_the_same() -> None:
@@ -204,7 +174,7 @@ def test_rfc4134_envelopes_are_read_natively_and_fail_the_same() -> None:
     read = {}
     for path in sorted(folder.glob("5.*.bin")):
         der = path.read_bytes()
-        read[path.name] = native is not None and native.read_envelope(der) is not None
+        read[path.name] = core.read_envelope(der) is not None
         _same(der)
-        assert len(_outcome(der, native)) == 1  # an error either way (the RFC's ciphers)
+        assert len(_outcome(der, core)) == 1  # an error either way (the RFC's ciphers)
     assert read == {"5.1.bin": True, "5.2.bin": False}

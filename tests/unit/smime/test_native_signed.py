@@ -11,7 +11,6 @@ without it; signed attributes and any damage to them read the same (error text i
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from unittest import mock
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from smime_proxy.crypto import attributes, signed
@@ -27,17 +26,18 @@ from smime_proxy.crypto.ber import Tlv, children, elements
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.crypto.signed import build_signed_data, parse_signed_data
 from smime_proxy.errors import SmimeProxyError
-from smime_proxy.native import native
+from support.damage import (
+    NATIVE_FUZZ,
+    damaged_element,
+    element_at,
+    require_native,
+    retagged,
+)
 from support.pki import make_ca, make_user
 
-if os.environ.get("SMIME_PROXY_NATIVE") == "0":
-    pytest.skip("the native core is turned off (SMIME_PROXY_NATIVE=0)", allow_module_level=True)
-if native is None:
-    pytest.fail("the native core is not built: scripts/build-native.sh .venv/bin/python",
-                pytrace=False)
+require_native()
+from smime_proxy import _native as core  # noqa: E402 - only once it is known to be built
 
-FUZZ = settings(max_examples=int(os.environ.get("MIME_FUZZ_EXAMPLES", "600")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 CONTENT = b"Content-Type: text/plain\r\n\r\n" + b"signed the same either way\r\n" * 20
 RFC4134 = Path(__file__).resolve().parents[2] / "vectors" / "rfc4134"
 
@@ -71,7 +71,7 @@ def _outcome(der: bytes, detached: bytes | None, reader: object) -> tuple[object
 
 
 def _same(der: bytes, detached: bytes | None) -> None:
-    assert _outcome(der, detached, native) == _outcome(der, detached, None)
+    assert _outcome(der, detached, core) == _outcome(der, detached, None)
 
 
 OPAQUE = build_signed_data(CONTENT, ALICE, detached=False, signing_time=WHEN)
@@ -86,9 +86,9 @@ SAMPLES: list[tuple[bytes, bytes | None]] = [(OPAQUE, None), (DETACHED, CONTENT)
 @pytest.mark.parametrize("index", range(len(SAMPLES)))
 def test_our_signatures_are_read_natively_and_verify_the_same(index: int) -> None:
     der, detached = SAMPLES[index]
-    assert native is not None and native.read_signed(der) is not None
+    assert core.read_signed(der) is not None
     _same(der, detached)
-    signers = _outcome(der, detached, native)[3]
+    signers = _outcome(der, detached, core)[3]
     assert isinstance(signers, list)
     assert [signer[1] for signer in signers] == [True]
 
@@ -104,7 +104,7 @@ def test_rfc4134_signatures_are_the_same() -> None:
     read = 0
     for path in samples:
         der = path.read_bytes()
-        read += native is not None and native.read_signed(der) is not None
+        read += core.read_signed(der) is not None
         _same(der, None)
         _same(der, (RFC4134 / "ExContent.bin").read_bytes())
     assert read >= 5  # the native reader takes most of them (DSA and RSA signers)
@@ -126,83 +126,54 @@ def _nodes(der: bytes) -> list[Tlv]:
 
 @st.composite
 def _restructured(draw: st.DrawFn) -> tuple[bytes, bytes | None]:
-    """One element changed: its tag, its length, dropped or doubled, a byte of it."""
+    """One element changed (`damaged_element`), with the sample's detached content."""
     data, detached = draw(st.sampled_from(SAMPLES))
-    node = draw(st.sampled_from(_nodes(data)))
-    action = draw(st.sampled_from(["tag", "length", "drop", "double", "contents"]))
-    if action == "tag":
-        tag = draw(st.sampled_from([0x02, 0x04, 0x05, 0x06, 0x24, 0x30, 0x31, 0x80, 0xA0, 0xA1,
-                                    0xA2, 0xA3, 0x1F]))
-        return data[: node.begin] + bytes([tag]) + data[node.begin + 1 :], detached
-    if action == "length":
-        at = node.begin + 1
-        flipped = bytes([data[at] ^ draw(st.sampled_from([1, 2, 0x80]))])
-        return data[:at] + flipped + data[at + 1 :], detached
-    if action == "drop":
-        return data[: node.begin] + data[node.stop :], detached
-    if action == "double":
-        return data[: node.stop] + data[node.begin : node.stop] + data[node.stop :], detached
-    if node.start == node.end:
-        return data, detached
-    at = draw(st.integers(node.start, node.end - 1))
-    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :], detached
+    return damaged_element(draw, data, draw(st.sampled_from(_nodes(data)))), detached
 
 
-@FUZZ
+@NATIVE_FUZZ
 @given(_restructured())
 def test_any_mutation_verifies_the_same_with_either_reader(
         sample: tuple[bytes, bytes | None]) -> None:
     _same(*sample)
 
 
-def _at(der: bytes, *path: int) -> Tlv:
-    """The element at these child indexes from the ContentInfo down."""
-    item = elements(der)[0]
-    for index in path:
-        item = children(der, item)[index]
-    return item
-
-
-def _retagged(der: bytes, item: Tlv, tag: int) -> bytes:
-    return der[: item.begin] + bytes([tag]) + der[item.begin + 1 :]
-
-
 # Seeds the mutations found: where asn1crypto decides more than the shape, the native path
 # gives the same answer ([1, 0] is SignedData in the ContentInfo's [0]).
 
 def test_seed_encapsulated_content_of_another_type_is_malformed() -> None:
-    oid = _at(OPAQUE, 1, 0, 2, 0)  # eContentType
+    oid = element_at(OPAQUE, 1, 0, 2, 0)  # eContentType
     damaged = OPAQUE[: oid.start] + b"\xd5" + OPAQUE[oid.start + 1 :]
     _same(damaged, None)
-    assert _outcome(damaged, None, native) == ("MalformedMessage",)
+    assert _outcome(damaged, None, core) == ("MalformedMessage",)
 
 
 def test_seed_an_attribute_certificate_is_checked_by_asn1crypto() -> None:
-    damaged = _retagged(DETACHED, _at(DETACHED, 1, 0, 3, 0), 0xA1)  # certificates, first
+    damaged = retagged(DETACHED, element_at(DETACHED, 1, 0, 3, 0), 0xA1)  # certificates, first
     _same(damaged, CONTENT)
-    assert _outcome(damaged, CONTENT, native) == ("MalformedMessage",)
+    assert _outcome(damaged, CONTENT, core) == ("MalformedMessage",)
 
 
 def test_seed_damaged_pss_parameters_are_reported_as_asn1crypto_reports_them() -> None:
-    params = _at(PSS, 1, 0, 4, 0, 4, 1)  # signerInfos, first, signatureAlgorithm, parameters
-    damaged = _retagged(PSS, params, 0x10)  # a SEQUENCE tag without the constructed bit
+    params = element_at(PSS, 1, 0, 4, 0, 4, 1)  # signerInfos, first, signatureAlgorithm, parameters
+    damaged = retagged(PSS, params, 0x10)  # a SEQUENCE tag without the constructed bit
     _same(damaged, CONTENT)
-    signers = _outcome(damaged, CONTENT, native)[3]
+    signers = _outcome(damaged, CONTENT, core)[3]
     assert isinstance(signers, list) and signers[0][2] == "malformed signer information"
 
 
 def test_seed_a_damaged_signer_name_is_reported_as_asn1crypto_reports_it() -> None:
-    rdn = _at(OPAQUE, 1, 0, 4, 0, 1, 0, 0)  # signerInfos, first, sid, issuer, first RDN
-    damaged = _retagged(OPAQUE, rdn, 0xF1)  # private class
+    rdn = element_at(OPAQUE, 1, 0, 4, 0, 1, 0, 0)  # signerInfos, first, sid, issuer, first RDN
+    damaged = retagged(OPAQUE, rdn, 0xF1)  # private class
     _same(damaged, None)
-    signers = _outcome(damaged, None, native)[3]
+    signers = _outcome(damaged, None, core)[3]
     assert isinstance(signers, list) and signers[0][2].startswith("malformed signer identifier")
 
 
 def _attribute_contents() -> list[bytes]:
     found = []
     for der, _ in SAMPLES:
-        item = _at(der, 1, 0, 4, 0, 3)  # signerInfos, first, [0] signedAttrs
+        item = element_at(der, 1, 0, 4, 0, 3)  # signerInfos, first, [0] signedAttrs
         if item.tag == 0xA0:
             found.append(der[item.start : item.end])
     return found
@@ -218,7 +189,7 @@ def _read_both(contents: bytes) -> tuple[object, object]:
                 return attributes.read_attributes(contents)
             except SmimeProxyError as exc:
                 return type(exc).__name__, str(exc)
-    return read(native), read(None)
+    return read(core), read(None)
 
 
 @st.composite
@@ -234,28 +205,19 @@ def _damaged_attributes(draw: st.DrawFn) -> bytes:
 
     for item in elements(data):
         walk(item)
-    node = draw(st.sampled_from(nodes))
-    action = draw(st.sampled_from(["tag", "length", "drop", "double"]))
-    if action == "tag":
-        tag = draw(st.sampled_from([0x04, 0x06, 0x30, 0x31, 0x80, 0xA0, 0x26, 0x1F]))
-        return data[: node.begin] + bytes([tag]) + data[node.begin + 1 :]
-    if action == "length":
-        at = node.begin + 1
-        return data[:at] + bytes([data[at] ^ draw(st.sampled_from([1, 2, 0x80]))]) + data[at + 1 :]
-    if action == "drop":
-        return data[: node.begin] + data[node.stop :]
-    return data[: node.stop] + data[node.begin : node.stop] + data[node.stop :]
+    return damaged_element(draw, data, draw(st.sampled_from(nodes)),
+                           tags=(0x04, 0x06, 0x30, 0x31, 0x80, 0xA0, 0x26, 0x1F), contents=False)
 
 
 def test_signed_attributes_are_read_natively_the_same() -> None:
     assert len(ATTRIBUTES) >= 3
     for contents in ATTRIBUTES:
-        assert native is not None and native.read_attributes(contents) is not None
+        assert core.read_attributes(contents) is not None
         both = _read_both(contents)
         assert both[0] == both[1]
 
 
-@FUZZ
+@NATIVE_FUZZ
 @given(_damaged_attributes())
 def test_any_damaged_attributes_read_the_same(contents: bytes) -> None:
     both = _read_both(contents)

@@ -6,11 +6,9 @@ Literal, a bool, a negative number) is left to Python and gives what Python give
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from smime_proxy.errors import SmimeProxyError
@@ -22,14 +20,10 @@ from smime_proxy.imap.wire.values import (
     render_structure,
     render_structure_python,
 )
-from smime_proxy.native import native
+from support.damage import NATIVE_FUZZ, require_native
 
-if os.environ.get("SMIME_PROXY_NATIVE") == "0":
-    pytest.skip("the native core is turned off (SMIME_PROXY_NATIVE=0)", allow_module_level=True)
-if native is None:
-    pytest.fail("the native core is not built: scripts/build-native.sh .venv/bin/python",
-                pytrace=False)
-from smime_proxy import _native as core  # only once it is known to be built
+require_native()
+from smime_proxy import _native as core  # noqa: E402 - only once it is known to be built
 
 VECTORS = Path(__file__).resolve().parents[3] / "vectors"
 SAMPLES = [p.read_bytes() for p in sorted([*VECTORS.rglob("*.eml"), *VECTORS.rglob("*.txt")])]
@@ -65,7 +59,7 @@ def _outcome(render: object, value: Value) -> object:
         return type(exc).__name__
 
 
-@settings(max_examples=int(os.environ.get("MIME_FUZZ_EXAMPLES", "600")), deadline=None)
+@NATIVE_FUZZ
 @given(_values)
 def test_any_value_renders_the_same(value: Value) -> None:
     assert _outcome(render_structure, value) == _outcome(render_structure_python, value)
