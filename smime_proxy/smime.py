@@ -45,7 +45,7 @@ from smime_proxy.errors import (
     SmimeProxyError,
     VerificationError,
 )
-from smime_proxy.keystore.certs import certificate_addresses
+from smime_proxy.keystore.certs import certificate_addresses, subject_and_issuer
 from smime_proxy.mime.building import (
     base64_line_blocks,
     base64_lines,
@@ -64,7 +64,7 @@ from smime_proxy.mime.entity import (
 )
 from smime_proxy.mime.identity import single_from
 from smime_proxy.mime.protection import STORED_COPY_TYPE, protected_fields
-from smime_proxy.mime.tree import parse as parse_tree
+from smime_proxy.mime.tree import parse_top
 from smime_proxy.smime_forms import (
     as_entity,
     decode_body,
@@ -436,7 +436,7 @@ def _one_reading(message: bytes, parts: list[bytes]) -> bool:
     the multipart/signed into exactly the two parts that were verified, with one boundary
     parameter (DESIGN decision 11: where two readings could differ, it is not valid)."""
     try:
-        root = parse_tree(message)
+        root, children = parse_top(message)  # the parts below the top are not asked about
     except SmimeProxyError:
         return False
     ctype, subtype, params = root.content_type()
@@ -446,7 +446,7 @@ def _one_reading(message: bytes, parts: list[bytes]) -> bool:
     if len(root.headers_named(b"content-type")) != 1:
         return False
     data = memoryview(root.data)  # compared in place: a part can be tens of MB
-    return [data[child.start : child.end] for child in root.children] == parts
+    return [data[start:end] for start, end in children] == parts
 
 
 def _signer_report(
@@ -468,8 +468,7 @@ def _signer_report(
         problem = problem or str(exc)
     return SignerReport(
         certificate_addresses(cert),
-        cert.subject.rfc4514_string(),
-        cert.issuer.rfc4514_string(),
+        *subject_and_issuer(cert),
         cert.not_valid_before_utc,
         cert.not_valid_after_utc,
         check.signature_valid,

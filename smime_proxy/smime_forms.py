@@ -5,7 +5,7 @@ Encrypted (application/pkcs7-mime holding EnvelopedData or AuthEnvelopedData), s
 an entity. Only the whole message counts (DESIGN decision 3): an S/MIME part nested in a
 larger message is not this message's form, and the reasons say so.
 
-May import: errors, crypto/, mime/.
+May import: errors, crypto/, mime/, native.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from smime_proxy.crypto import oids
 from smime_proxy.crypto.enveloped import content_type_of
 from smime_proxy.errors import MalformedMessage, NotEncrypted
 from smime_proxy.mime.entity import Entity, is_pkcs7_mime, parse_entity
+from smime_proxy.native import native
 
 
 def as_entity(message: bytes | Entity) -> Entity:
@@ -111,6 +112,10 @@ def decode_body(entity: Entity) -> bytes:
     """The entity's body with its Content-Transfer-Encoding undone (base64 or none)."""
     encoding = (entity.get("content-transfer-encoding") or b"7bit").strip().lower()
     if encoding == b"base64":
+        if native is not None:  # binascii's twin, 7 times as fast (native/src/base64.rs)
+            decoded: bytes | None = native.decode_base64(entity.data, entity.body_start)
+            if decoded is not None:
+                return decoded
         try:
             # non-strict a2b_base64 skips line ends and other characters outside the alphabet
             return binascii.a2b_base64(entity.body_view())

@@ -496,6 +496,21 @@ def parse(data: bytes) -> Part:
     return _Parser(data).run()
 
 
+def parse_top(data: bytes) -> tuple[Part, list[tuple[int, int]]]:
+    """The root of `parse(data)` without its descendants, and its children's (start, end):
+    for a caller that asks about the top of a message only (`smime._one_reading`), where
+    making every part's objects cost more than parsing."""
+    if native is None or not isinstance(data, bytes) or len(data) > MAX_MESSAGE_SIZE:
+        root = parse(data)
+        return root, [(child.start, child.end) for child in root.children]
+    records = native.parse_tree(data)
+    start, body_start, end, _parent, flags, boundary, depth, ct, headers = records[0]
+    root = Part(data, start, body_start, end, [Header(*h) for h in headers], [], None,
+                bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8),
+                bool(flags & 16), boundary, bool(flags & 32), depth, bool(flags & 64), ct)
+    return root, [(record[0], record[2]) for record in records[1:] if record[3] == 0]
+
+
 def parse_python(data: bytes) -> Part:
     """`parse` by this module's code alone (the native parser's reference)."""
     return _Parser(data).run()

@@ -40,12 +40,15 @@ TOKENS = [
 _soup = st.lists(st.sampled_from(TOKENS), max_size=80).map(b"".join)
 
 
-def _record(part: tree.Part, index: dict[int, int]) -> tuple[object, ...]:
-    parent = part.parent
+def _own(part: tree.Part) -> tuple[object, ...]:
     return (part.start, part.body_start, part.end, part.headers, part.is_mime,
             part.is_multipart, part.is_digest, part.is_message_rfc822, part.is_text,
-            part.boundary, part.header_complete, part.depth, part.overflow, part.ct,
-            None if parent is None else index[id(parent)],
+            part.boundary, part.header_complete, part.depth, part.overflow, part.ct)
+
+
+def _record(part: tree.Part, index: dict[int, int]) -> tuple[object, ...]:
+    parent = part.parent
+    return (*_own(part), None if parent is None else index[id(parent)],
             [index[id(child)] for child in part.children])
 
 
@@ -66,6 +69,11 @@ def _same_tree(data: bytes) -> None:
             # the value the native parser kept for a Content-Type is the one Python reads
             if native_header.cached is not None:
                 assert native_header.cached == python_header.value(data)
+    # the top alone (tree.parse_top) is the root and its children's spans of the whole tree
+    top, children = tree.parse_top(data)
+    assert _own(top) == _own(python_root) and top.parent is None
+    assert top.content_type() == python_root.content_type()
+    assert children == [(child.start, child.end) for child in python_root.children]
 
 
 def test_limits_are_the_same() -> None:
