@@ -55,7 +55,7 @@ ensure_venv() {
 # built (the package then runs its Python twin: scripts/run.sh goes on, scripts/test.sh not).
 ensure_native() {
     local root=$1
-    ensure_debs librust-pyo3-dev librust-memchr-dev
+    ensure_debs librust-pyo3-dev librust-memchr-dev librust-openssl-dev libssl-dev pkg-config
     command -v cargo >/dev/null || ensure_debs cargo rustc
     "$root/scripts/build-native.sh" "$root/.venv/bin/python"
 }

@@ -4,11 +4,14 @@
 //! same without it. The work on a large message runs with the GIL released; on a usual one
 //! (20 KB) it is shorter than handing the GIL over and taking it back (`without_gil_if_large`).
 
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 mod base64;
 mod cms;
+mod decrypt;
 mod render;
 mod rfc822;
 mod tree;
@@ -209,9 +212,58 @@ fn decode_base64(py: Python<'_>, data: &PyBytes, start: usize) -> Option<PyObjec
     Some(PyBytes::new(py, &decoded).into())
 }
 
+/// crypto/enveloped.py `_decrypt_cbc` (`mode` "cbc") or `_decrypt_gcm` ("gcm") for the
+/// usual shapes: the plaintext, or None for anything else and every failure (the Python
+/// code then decrypts it, or says what is wrong, itself). `ciphertext`: bytes or a view.
+#[pyfunction]
+fn decrypt_content(
+    py: Python<'_>,
+    mode: &str,
+    key: &[u8],
+    parameters: &[u8],
+    ciphertext: &PyAny,
+    tag: &[u8],
+) -> PyResult<Option<PyObject>> {
+    let buffer = PyBuffer::<u8>::get(ciphertext)?;
+    if !buffer.is_c_contiguous() {
+        return Ok(None);
+    }
+    // the exporter (bytes, or a view of them) is immutable and outlives this call
+    let data: &[u8] = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
+    let refused = || PyValueError::new_err("");
+    let plain = match mode {
+        "cbc" => {
+            let iv = match decrypt::cbc_iv(parameters) {
+                Some(iv) => iv,
+                None => return Ok(None),
+            };
+            let length = match decrypt::cbc_plain_length(key, iv, data) {
+                Some(length) => length,
+                None => return Ok(None),
+            };
+            PyBytes::new_with(py, length, |out| {
+                without_gil_if_large(py, data.len(), || decrypt::cbc_decrypt(key, iv, data, out))
+                    .ok_or_else(refused)
+            })
+        }
+        "gcm" => {
+            let nonce = match decrypt::gcm_parameters(parameters) {
+                Some((nonce, length)) if length == tag.len() => nonce,
+                _ => return Ok(None),
+            };
+            PyBytes::new_with(py, data.len(), |out| {
+                without_gil_if_large(py, data.len(), || decrypt::gcm_decrypt(key, nonce, data, tag, out))
+                    .ok_or_else(refused)
+            })
+        }
+        _ => return Ok(None),
+    };
+    Ok(plain.ok().map(|bytes| bytes.into()))
+}
+
 #[pymodule]
 fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
-    m.add("INTERFACE", 6)?; // smime_proxy/native.py INTERFACE: bumped with every change here
+    m.add("INTERFACE", 7)?; // smime_proxy/native.py INTERFACE: bumped with every change here
     m.add("MAX_NESTING", tree::MAX_NESTING)?;
     m.add("MAX_PARTS", tree::MAX_PARTS)?;
     m.add_function(wrap_pyfunction!(parse_tree, m)?)?;
@@ -221,5 +273,6 @@ fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(render_structure, m)?)?;
     m.add_function(wrap_pyfunction!(read_attributes, m)?)?;
     m.add_function(wrap_pyfunction!(decode_base64, m)?)?;
+    m.add_function(wrap_pyfunction!(decrypt_content, m)?)?;
     Ok(())
 }

@@ -510,6 +510,10 @@ def _decrypt_gcm(cek: bytes, params_der: bytes | None, ciphertext: bytes | memor
                  tag: bytes) -> bytes:
     if params_der is None:
         raise MalformedMessage("AES-GCM without parameters")
+    if native is not None:  # the usual shapes (native/src/decrypt.rs); else read here
+        plain: bytes | None = native.decrypt_content("gcm", cek, params_der, ciphertext, tag)
+        if plain is not None:
+            return plain
     params = asn1.parse(_GCMParameters, params_der, "AES-GCM parameters")
     nonce: bytes = params["aes_nonce"].native
     icv_len: int = params["aes_icv_len"].native
@@ -526,10 +530,15 @@ def _decrypt_gcm(cek: bytes, params_der: bytes | None, ciphertext: bytes | memor
 
 
 def _decrypt_cbc(alg_oid: str, cek: bytes, params_der: bytes | None,
-                 ciphertext: bytes | memoryview) -> tuple[bytes, bytes]:
-    """(all but the last block, the unpadded last block): no copy of the whole plaintext."""
+                 ciphertext: bytes | memoryview) -> tuple[bytes, ...]:
+    """The plaintext in one piece (native) or two (all but the last block, the unpadded
+    last block): no copy of the whole plaintext."""
     if params_der is None:
         raise MalformedMessage("CBC cipher without an IV")
+    if native is not None and alg_oid != oids.DES_EDE3_CBC:  # AES: native/src/decrypt.rs
+        plain: bytes | None = native.decrypt_content("cbc", cek, params_der, ciphertext, b"")
+        if plain is not None:
+            return (plain,)
     iv = asn1.parse(core.OctetString, params_der, "IV").native
     block: Any = TripleDES(cek) if alg_oid == oids.DES_EDE3_CBC else algorithms.AES(cek)
     size = block.block_size // 8
