@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from email.message import Message
+from typing import NamedTuple
 
 from smime_proxy.errors import MalformedMessage
 
@@ -25,15 +26,22 @@ STATUS_HEADER = "X-SMIME-Status"  # the result field only the proxy writes (DESI
 PKCS7_MIME_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")
 
 
-@dataclass(frozen=True)
-class HeaderField:
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
+class HeaderField(NamedTuple):
+    """One header field (a named tuple: made for every field of every entity parsed, where
+    a frozen dataclass cost three times as much)."""
+
     name: str  # lower-case field name
     raw: bytes  # the whole field, continuation lines and line end included
 
     def value(self) -> bytes:
         """The unfolded value (RFC 5322 2.2.3), without leading/trailing white space."""
-        _, _, value = self.raw.partition(b":")
-        return re.sub(rb"\r?\n(?=[ \t])", b"", value).strip()
+        value = self.raw.partition(b":")[2].strip()
+        # a fold is a line break before white space: only a value with a line break left
+        # inside it after the strip can hold one
+        return _FOLD.sub(b"", value) if b"\n" in value else value
 
     def line(self) -> bytes:
         """The field as a header line to copy: `raw`, ending in a line break (the last field
@@ -92,31 +100,50 @@ def parse_entity(data: bytes) -> Entity:
     """Split header block and body (the body starts after the first empty line)."""
     if data.startswith((b"\r\n", b"\n")):
         return Entity(data, 0, 2 if data.startswith(b"\r\n") else 1, ())
-    match = _HEADER_END.search(data, 0, MAX_HEADER_BYTES + 4)
-    if match is None:
+    found = header_end_of(data, MAX_HEADER_BYTES + 4)
+    if found is None:
         if len(data) > MAX_HEADER_BYTES:
             raise MalformedMessage("message header is too large")
         header_end = body_start = len(data)
     else:
-        header_end = match.start() + (2 if data[match.start()] == 0x0D else 1)
-        body_start = match.end()
+        start, body_start = found
+        header_end = start + (2 if data[start] == 0x0D else 1)
     return Entity(data, header_end, body_start, tuple(_fields(data[:header_end])))
 
 
+def header_end_of(data: bytes, limit: int) -> tuple[int, int] | None:
+    """(start, end) of the first line break followed by an empty line within data[:limit],
+    CR included where there is one: what `_HEADER_END.search(data, 0, limit)` finds, by two
+    finds at C speed (the expression took 11 µs to reach the end of a 700-byte header)."""
+    lf_crlf = data.find(b"\n\r\n", 0, limit)
+    # an LF LF counts only before it (a CRLF message has none: not read to its end)
+    lf_lf = data.find(b"\n\n", 0, limit if lf_crlf < 0 else lf_crlf + 2)
+    if lf_crlf < 0 or 0 <= lf_lf < lf_crlf:
+        if lf_lf < 0:
+            return None
+        at, end = lf_lf, lf_lf + 2
+    else:
+        at, end = lf_crlf, lf_crlf + 3
+    return (at - 1 if at and data[at - 1] == 0x0D else at), end
+
+
 def _fields(header: bytes) -> list[HeaderField]:
-    fields: list[HeaderField] = []
     lines = header.splitlines(keepends=True)
-    current: list[bytes] = []
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and current:
-            current.append(line)
-            continue
-        if current:
-            fields.append(_field(b"".join(current)))
-        current = [line]
-    if current:
-        fields.append(_field(b"".join(current)))
-    return [f for f in fields if f.name]
+    if any(fold in header for fold in _FOLDS):  # continuation lines joined to their field
+        raws: list[bytes] = []
+        for line in lines:
+            if line[0] in _WHITE and raws:
+                raws[-1] += line
+            else:
+                raws.append(line)
+        lines = raws
+    return [f for f in map(_field, lines) if f.name]
+
+
+# how a continuation line starts (bytes.splitlines breaks at CR, LF and CRLF); a first line
+# that starts with white space starts a field either way
+_FOLDS = (b"\n ", b"\n\t", b"\r ", b"\r\t")
+_WHITE = (0x20, 0x09)
 
 
 def _field(raw: bytes) -> HeaderField:
