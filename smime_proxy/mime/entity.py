@@ -181,6 +181,14 @@ def parse_content_type(value: bytes | None) -> tuple[str, dict[str, str]]:
     a tenth of the time of opening a message for this alone."""
     if value is None:
         return "text/plain", {}
+    mime_type, params = _read_content_type(value)
+    return mime_type, dict(params)  # the caller's own: the reading is kept
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_content_type(value: bytes) -> tuple[str, dict[str, str]]:
+    """`parse_content_type`, kept by value: one message asks of its entities several times
+    (is it encrypted? signed? protected?), and most values repeat from message to message."""
     simple = _SIMPLE_TYPE.match(value)
     if simple is not None:
         params = {m[1].decode("ascii").lower(): (m[2] if m[2] is not None else m[3]).decode(
