@@ -62,6 +62,7 @@ def open_message(
     signatures: Signatures = "strip",
     revocation: Callable[[SignerReport], str] | None = None,
     revocation_hard_fail: bool = False,
+    encrypted: bool | None = None,
 ) -> OpenedMessage:
     """Decrypt (whole-message encryption only) and verify, for display to a client.
 
@@ -85,6 +86,9 @@ def open_message(
     signature not valid (`signature=revoked`), so does an unknown one under
     `revocation_hard_fail` (`signature=revocation-unknown`); otherwise the status adds
     `revocation=good|unknown`.
+
+    `encrypted`: what `smime_forms.is_encrypted` said of this message, when the caller asked
+    already (it is asked here otherwise).
     """
     cipher: str | None = None
     outer = as_entity(message)  # each question below is asked of the one parsed entity
@@ -92,7 +96,7 @@ def open_message(
     content = message
     authenticated = True
     entity_start: int | None = None  # of the decrypted entity in `content`
-    if is_encrypted(outer):
+    if is_encrypted(outer) if encrypted is None else encrypted:
         if agent is None:
             raise KeyLocked("the message is encrypted and the Secure Mail key is locked")
         decrypted = decrypt_message(outer, agent)

@@ -86,7 +86,7 @@ class _ValidatedChains:
     def __init__(self, size: int = 512) -> None:
         self.size = size
         self.chains: OrderedDict[object, tuple[list[x509.Certificate], dt.datetime,
-                                               dt.datetime]] = OrderedDict()
+                                               dt.datetime, object]] = OrderedDict()
         self.lock = threading.Lock()
 
     def get(self, key: object, now: dt.datetime) -> list[x509.Certificate] | None:
@@ -97,11 +97,13 @@ class _ValidatedChains:
             self.chains.move_to_end(key)
             return list(found[0])
 
-    def put(self, key: object, chain: list[x509.Certificate]) -> None:
+    def put(self, key: object, chain: list[x509.Certificate], inputs: object) -> None:
+        """`inputs`: the objects whose identities `key` holds, kept with the chain so that
+        none of those identities can be another object's while the entry lives."""
         start = max(certificate.not_valid_before_utc for certificate in chain)
         end = min(certificate.not_valid_after_utc for certificate in chain)
         with self.lock:
-            self.chains[key] = (list(chain), start, end)
+            self.chains[key] = (list(chain), start, end, inputs)
             self.chains.move_to_end(key)
             while len(self.chains) > self.size:
                 self.chains.popitem(last=False)
@@ -119,12 +121,15 @@ def validate_signer_chain(
     """Return the validated chain (signer first, root last) or raise ChainUntrusted."""
     if not trust_roots:
         raise ChainUntrusted("no trust roots configured")
-    key = (signer, tuple(intermediates), tuple(trust_roots))
+    inputs = (signer, tuple(intermediates), tuple(trust_roots))
+    # by identity: a certificate's hash is computed over its DER at each call, every trust
+    # root's at every message (the entry keeps `inputs` alive: no id can be reused)
+    key = (id(signer), tuple(map(id, inputs[1])), tuple(map(id, inputs[2])))
     known = _VALIDATED.get(key, now)
     if known is not None:
         return known
     chain = _validate(signer, intermediates, trust_roots, now)
-    _VALIDATED.put(key, chain)
+    _VALIDATED.put(key, chain, inputs)
     return chain
 
 

@@ -140,7 +140,8 @@ def _open(services: Services, user: str, raw: bytes, request_id: int,
                               unauthenticated=services.config.unauthenticated_content,
                               signatures=services.config.signatures,
                               revocation=_revocation_check(services, user, now),
-                              revocation_hard_fail=services.config.revocation == "hard-fail")
+                              revocation_hard_fail=services.config.revocation == "hard-fail",
+                              encrypted=encrypted)
     except KeyLocked:
         return MessageOpened(request_id, "locked")
     except SmimeProxyError as exc:
