@@ -10,6 +10,7 @@ May import: errors, cryptography.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,13 @@ class InProcessKeyAgent:
     def certificate(self) -> x509.Certificate:
         return self.cert
 
+    @functools.cached_property
+    def _rsa_key(self) -> rsa.RSAPrivateKey | None:
+        """The key when it is RSA, asked once: an isinstance against cryptography's abstract
+        key class goes through the abc machinery at every message."""
+        key = self.private_key
+        return key if isinstance(key, rsa.RSAPrivateKey) else None
+
     @property
     def chain(self) -> Sequence[x509.Certificate]:
         return self.extra_certs
@@ -125,8 +133,8 @@ class InProcessKeyAgent:
         self, encrypted_key: bytes, pad: KeyTransportPadding, expected_length: int
     ) -> bytes:
         fallback = os.urandom(expected_length)
-        key = self.private_key
-        if not isinstance(key, rsa.RSAPrivateKey):
+        key = self._rsa_key
+        if key is None:
             return fallback
         asym_padding: padding.AsymmetricPadding
         if pad.scheme == "oaep":
