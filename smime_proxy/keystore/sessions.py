@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import secrets
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -150,9 +150,14 @@ class MemoryUnlockSessions:
             stored = self._sessions.get(user)
             if stored is None or stored.session_id != session.session_id:
                 return False
-            self._sessions[user] = replace(
-                stored, last_used=max(stored.last_used, now),
-                mail_mark=stored.mail_mark if mail_mark is None else mail_mark)
+            if now <= stored.last_used and mail_mark is None:
+                return True  # nothing would change
+            # made directly (dataclasses.replace looks the fields up at each call): every
+            # message an unlocked key opens touches its session
+            self._sessions[user] = UnlockSession(
+                stored.session_id, stored.agent, stored.unlocked_at,
+                max(stored.last_used, now),
+                stored.mail_mark if mail_mark is None else mail_mark)
             return True
 
     def end(self, user: str, session_id: str | None = None) -> bool:
