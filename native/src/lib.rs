@@ -52,57 +52,64 @@ fn parse_tree(py: Python<'_>, message: &PyBytes) -> PyResult<PyObject> {
     let parts = without_gil_if_large(py, data.len(), || tree::parse(data));
     let out = PyList::empty(py);
     for part in &parts {
-        let headers = PyList::empty(py);
-        for h in &part.headers {
-            let value: PyObject = match &h.value {
-                Some(v) => PyBytes::new(py, v).into(),
-                None => py.None(),
-            };
-            let record = (
-                PyBytes::new(py, &data[h.name.0..h.name.1]),
-                h.start,
-                h.value_start,
-                h.end,
-                h.has_colon,
-                value,
-            );
-            let record: PyObject = record.into_py(py);
-            headers.append(record)?;
-        }
-        let flags = u32::from(part.is_mime)
-            | u32::from(part.is_multipart) << 1
-            | u32::from(part.is_digest) << 2
-            | u32::from(part.is_message_rfc822) << 3
-            | u32::from(part.is_text) << 4
-            | u32::from(part.header_complete) << 5
-            | u32::from(part.overflow) << 6;
-        let boundary: PyObject = match &part.boundary {
-            Some(b) => PyBytes::new(py, b).into(),
-            None => py.None(),
-        };
-        let ct: PyObject = match &part.ct {
-            Some(ct) => content_type_tuple(py, ct),
-            None => py.None(),
-        };
-        let parent: i64 = part.parent.map_or(-1, |p| p as i64);
-        let record: PyObject = PyTuple::new(
-            py,
-            [
-                part.start.into_py(py),
-                part.body_start.into_py(py),
-                part.end.into_py(py),
-                parent.into_py(py),
-                flags.into_py(py),
-                boundary,
-                part.depth.into_py(py),
-                ct,
-                headers.into_py(py),
-            ],
-        )
-        .into();
-        out.append(record)?;
+        out.append(part_record(py, data, part)?)?;
     }
     Ok(out.into())
+}
+
+/// mime/tree.py `parse_top`: the root's record as `parse_tree` gives it, and its children's
+/// (start, end); the other parts' records are not made (a caller asking about the top of a
+/// message only spent most of its time on them).
+#[pyfunction]
+fn parse_top(py: Python<'_>, message: &PyBytes) -> PyResult<(PyObject, Vec<(usize, usize)>)> {
+    let data = message.as_bytes();
+    let parts = without_gil_if_large(py, data.len(), || tree::parse(data));
+    let children = parts.iter().filter(|p| p.parent == Some(0)).map(|p| (p.start, p.end)).collect();
+    Ok((part_record(py, data, &parts[0])?, children))
+}
+
+fn part_record(py: Python<'_>, data: &[u8], part: &tree::Part) -> PyResult<PyObject> {
+    let headers = PyList::empty(py);
+    for h in &part.headers {
+        let value: PyObject = match &h.value {
+            Some(v) => PyBytes::new(py, v).into(),
+            None => py.None(),
+        };
+        let record = (PyBytes::new(py, &data[h.name.0..h.name.1]), h.start, h.value_start, h.end, h.has_colon, value);
+        let record: PyObject = record.into_py(py);
+        headers.append(record)?;
+    }
+    let flags = u32::from(part.is_mime)
+        | u32::from(part.is_multipart) << 1
+        | u32::from(part.is_digest) << 2
+        | u32::from(part.is_message_rfc822) << 3
+        | u32::from(part.is_text) << 4
+        | u32::from(part.header_complete) << 5
+        | u32::from(part.overflow) << 6;
+    let boundary: PyObject = match &part.boundary {
+        Some(b) => PyBytes::new(py, b).into(),
+        None => py.None(),
+    };
+    let ct: PyObject = match &part.ct {
+        Some(ct) => content_type_tuple(py, ct),
+        None => py.None(),
+    };
+    let parent: i64 = part.parent.map_or(-1, |p| p as i64);
+    Ok(PyTuple::new(
+        py,
+        [
+            part.start.into_py(py),
+            part.body_start.into_py(py),
+            part.end.into_py(py),
+            parent.into_py(py),
+            flags.into_py(py),
+            boundary,
+            part.depth.into_py(py),
+            ct,
+            headers.into_py(py),
+        ],
+    )
+    .into())
 }
 
 fn pair(py: Python<'_>, range: (usize, usize)) -> PyObject {
@@ -263,10 +270,11 @@ fn decrypt_content(
 
 #[pymodule]
 fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
-    m.add("INTERFACE", 7)?; // smime_proxy/native.py INTERFACE: bumped with every change here
+    m.add("INTERFACE", 8)?; // smime_proxy/native.py INTERFACE: bumped with every change here
     m.add("MAX_NESTING", tree::MAX_NESTING)?;
     m.add("MAX_PARTS", tree::MAX_PARTS)?;
     m.add_function(wrap_pyfunction!(parse_tree, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_top, m)?)?;
     m.add_function(wrap_pyfunction!(parse_content_type, m)?)?;
     m.add_function(wrap_pyfunction!(read_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(read_signed, m)?)?;

@@ -503,12 +503,12 @@ def parse_top(data: bytes) -> tuple[Part, list[tuple[int, int]]]:
     if native is None or not isinstance(data, bytes) or len(data) > MAX_MESSAGE_SIZE:
         root = parse(data)
         return root, [(child.start, child.end) for child in root.children]
-    records = native.parse_tree(data)
-    start, body_start, end, _parent, flags, boundary, depth, ct, headers = records[0]
+    record, children = native.parse_top(data)
+    start, body_start, end, _parent, flags, boundary, depth, ct, headers = record
     root = Part(data, start, body_start, end, [Header(*h) for h in headers], [], None,
                 bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8),
                 bool(flags & 16), boundary, bool(flags & 32), depth, bool(flags & 64), ct)
-    return root, [(record[0], record[2]) for record in records[1:] if record[3] == 0]
+    return root, children
 
 
 def parse_python(data: bytes) -> Part:
