@@ -23,9 +23,10 @@ from smime_proxy.crypto.keyagent import KeyAgent
 from smime_proxy.errors import KeyLocked
 from smime_proxy.mime.building import base64_lines, merge_outer_fields
 from smime_proxy.mime.entity import STATUS_HEADER, Entity, parse_entity, without_field
-from smime_proxy.mime.identity import headers_protected
+from smime_proxy.mime.identity import fields_protected
 from smime_proxy.mime.protection import (
     Piece,
+    protected_fields,
     shown_message,
     shown_parts,
     stored_copy,
@@ -125,13 +126,14 @@ def open_message(
     protected = None
     stripped: list[Piece] | None = None  # the shown message in pieces, joined once below
     if report is not None and valid and report.content is not None:
+        protection = protected_fields(report.content)  # read once for the three below
         if signatures == "strip" or report.opaque:
-            fields, rest = shown_parts(shown, report.content)
-            protected = headers_protected(fields + b"\r\n", report.content)
+            fields, rest = shown_parts(shown, report.content, protection)
+            protected = fields_protected(fields + b"\r\n", protection.content)
             stripped = [fields, *rest]
         else:
-            shown = with_protected_fields(shown, report.content)
-            protected = headers_protected(shown, report.content)
+            shown = with_protected_fields(shown, report.content, protection)
+            protected = fields_protected(shown, protection.content)
     elif report is None and entity_start is not None and authenticated:
         # encrypted, not signed: the fields it carries inside are shown (authenticated by
         # no one, as the status says: signature=none); the user's own stored copy exactly

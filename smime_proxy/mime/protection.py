@@ -86,11 +86,14 @@ def shown_message(outer: bytes, entity: bytes) -> bytes:
     return b"".join([fields, *rest])
 
 
-def shown_parts(outer: bytes, entity: bytes) -> tuple[bytes, list[Piece]]:
+def shown_parts(outer: bytes, entity: bytes, protection: Protected | None = None
+                ) -> tuple[bytes, list[Piece]]:
     """`shown_message` in two: its header fields (MIME-Version last, no Content-* field),
     and the rest (Content-* fields, the empty line, the body), whose body shares the
-    entity's memory: a large message is copied once, by whoever joins the pieces."""
-    protection = protected_fields(entity)
+    entity's memory: a large message is copied once, by whoever joins the pieces.
+    `protection`: `protected_fields(entity)`, when the caller has it."""
+    if protection is None:
+        protection = protected_fields(entity)
     header = _header_fields(parse_entity(outer), protection)
     fields = b"".join([*header, b"MIME-Version: 1.0\r\n"])
     content = protection.content
@@ -106,10 +109,12 @@ def shown_parts(outer: bytes, entity: bytes) -> tuple[bytes, list[Piece]]:
     return fields, [without_legacy_display(b"".join([*content_fields, b"\r\n", body]))]
 
 
-def with_protected_fields(shown: bytes, entity: bytes) -> bytes:
+def with_protected_fields(shown: bytes, entity: bytes, protection: Protected | None = None
+                          ) -> bytes:
     """`shown` (a signed message kept whole for the client to verify) with its header fields
     replaced as in `shown_message`; the signed entity itself is not touched."""
-    protection = protected_fields(entity)
+    if protection is None:
+        protection = protected_fields(entity)
     if protection.form == "none":
         return shown
     parsed = parse_entity(shown)
