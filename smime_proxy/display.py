@@ -126,7 +126,8 @@ def open_message(
     protected = None
     stripped: list[Piece] | None = None  # the shown message in pieces, joined once below
     if report is not None and valid and report.content is not None:
-        protection = protected_fields(report.content)  # read once for the three below
+        protection = (report.protection if report.protection is not None  # read once
+                      else protected_fields(report.content))
         if signatures == "strip" or report.opaque:
             fields, rest = shown_parts(shown, report.content, protection)
             protected = fields_protected(fields + b"\r\n", protection.content)

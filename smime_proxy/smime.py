@@ -63,7 +63,7 @@ from smime_proxy.mime.entity import (
     split_multipart,
 )
 from smime_proxy.mime.identity import single_from
-from smime_proxy.mime.protection import STORED_COPY_TYPE, protected_fields
+from smime_proxy.mime.protection import STORED_COPY_TYPE, Protected, protected_fields
 from smime_proxy.mime.tree import parse_top
 from smime_proxy.smime_forms import (
     as_entity,
@@ -130,6 +130,8 @@ class SignatureReport:
     signers: tuple[SignerReport, ...]
     opaque: bool = False
     content: bytes | None = field(default=None, repr=False)  # the signed entity (unwrapped)
+    # `mime.protection.protected_fields(content)`, when the verification read it
+    protection: Protected | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -328,16 +330,19 @@ def inspect_signature(
     for check in parsed.signers:
         signers.append(_signer_report(check, parsed.certificates, trust_roots, now))
     reason = _first_problem(signers, from_address, from_problem)
+    protection = None
     if reason is None:
-        reason = _wrapped_identity_problem(content, signers)
-    return SignatureReport(reason is None, reason, from_address, tuple(signers), opaque, content)
+        protection = protected_fields(content)
+        reason = _wrapped_identity_problem(protection, signers)
+    return SignatureReport(reason is None, reason, from_address, tuple(signers), opaque, content,
+                           protection)
 
 
-def _wrapped_identity_problem(content: bytes, signers: list[SignerReport]) -> str | None:
+def _wrapped_identity_problem(protection: Protected,
+                              signers: list[SignerReport]) -> str | None:
     """A signed entity that carries the header a reader is shown (RFC 8551 3.1 wrapping,
     RFC 9788 injected headers: `mime.protection`) must come from the signer too: its From
     is the one the client shows."""
-    protection = protected_fields(content)
     if protection.form == "none":
         return None
     where = ("the wrapped message" if protection.form == "wrapped"
