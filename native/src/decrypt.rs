@@ -80,29 +80,30 @@ pub fn cbc_plain_length(key: &[u8], iv: &[u8], ciphertext: &[u8]) -> Option<usiz
     Some(ciphertext.len() - pad)
 }
 
-/// AES-CBC into `out`, whose length `cbc_plain_length` gave: every block but the last
-/// straight into it, then the last block's unpadded bytes.
+/// AES-CBC into `out`, whose length `cbc_plain_length` gave: all but the last two blocks
+/// straight into it (OpenSSL asks for a block of room more than it writes, which the
+/// padding and the last block leave), then those two blocks' unpadded bytes.
 pub fn cbc_decrypt(key: &[u8], iv: &[u8], ciphertext: &[u8], out: &mut [u8]) -> Option<()> {
     let cipher = aes_cbc(key)?;
-    let at = ciphertext.len() - BLOCK;
+    let head = ciphertext.len().saturating_sub(2 * BLOCK);
     let mut ctx = CipherCtx::new().ok()?;
     ctx.decrypt_init(Some(cipher), Some(key), Some(iv)).ok()?;
     ctx.set_padding(false);
-    if at > 0 {
-        // without padding, decrypting whole blocks writes exactly as many bytes, which
-        // `out` has room for (it is longer than `at`)
-        let written = unsafe { ctx.cipher_update_unchecked(&ciphertext[..at], Some(&mut out[..at])) }.ok()?;
-        if written != at {
+    if head > 0 {
+        // without padding, decrypting whole blocks writes exactly as many bytes
+        let written = ctx.cipher_update(&ciphertext[..head], Some(&mut out[..head + BLOCK])).ok()?;
+        if written != head {
             return None;
         }
     }
-    let mut last = [0u8; 2 * BLOCK];
-    let written = ctx.cipher_update(&ciphertext[at..], Some(&mut last)).ok()?;
-    if written != BLOCK {
+    let mut tail = [0u8; 3 * BLOCK];
+    let rest = ciphertext.len() - head;
+    let written = ctx.cipher_update(&ciphertext[head..], Some(&mut tail)).ok()?;
+    if written != rest || out.len() < head || out.len() - head > rest {
         return None;
     }
-    let keep = out.len() - at;
-    out[at..].copy_from_slice(&last[..keep]);
+    let keep = out.len() - head;
+    out[head..].copy_from_slice(&tail[..keep]);
     Some(())
 }
 
@@ -116,7 +117,7 @@ pub fn gcm_decrypt(key: &[u8], nonce: &[u8], ciphertext: &[u8], tag: &[u8], out:
     ctx.set_tag(tag).ok()?;
     if !ciphertext.is_empty() {
         // GCM is a stream mode: decrypting writes exactly as many bytes as it reads
-        let written = unsafe { ctx.cipher_update_unchecked(ciphertext, Some(out)) }.ok()?;
+        let written = ctx.cipher_update(ciphertext, Some(out)).ok()?;
         if written != ciphertext.len() {
             return None;
         }

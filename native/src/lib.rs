@@ -4,7 +4,6 @@
 //! same without it. The work on a large message runs with the GIL released; on a usual one
 //! (20 KB) it is shorter than handing the GIL over and taking it back (`without_gil_if_large`).
 
-use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -221,56 +220,44 @@ fn decode_base64(py: Python<'_>, data: &PyBytes, start: usize) -> Option<PyObjec
 
 /// crypto/enveloped.py `_decrypt_cbc` (`mode` "cbc") or `_decrypt_gcm` ("gcm") for the
 /// usual shapes: the plaintext, or None for anything else and every failure (the Python
-/// code then decrypts it, or says what is wrong, itself). `ciphertext`: bytes or a view.
+/// code then decrypts it, or says what is wrong, itself).
 #[pyfunction]
 fn decrypt_content(
     py: Python<'_>,
     mode: &str,
     key: &[u8],
     parameters: &[u8],
-    ciphertext: &PyAny,
+    ciphertext: &[u8],
     tag: &[u8],
-) -> PyResult<Option<PyObject>> {
-    let buffer = PyBuffer::<u8>::get(ciphertext)?;
-    if !buffer.is_c_contiguous() {
-        return Ok(None);
-    }
-    // the exporter (bytes, or a view of them) is immutable and outlives this call
-    let data: &[u8] = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
+) -> Option<PyObject> {
     let refused = || PyValueError::new_err("");
     let plain = match mode {
         "cbc" => {
-            let iv = match decrypt::cbc_iv(parameters) {
-                Some(iv) => iv,
-                None => return Ok(None),
-            };
-            let length = match decrypt::cbc_plain_length(key, iv, data) {
-                Some(length) => length,
-                None => return Ok(None),
-            };
+            let iv = decrypt::cbc_iv(parameters)?;
+            let length = decrypt::cbc_plain_length(key, iv, ciphertext)?;
             PyBytes::new_with(py, length, |out| {
-                without_gil_if_large(py, data.len(), || decrypt::cbc_decrypt(key, iv, data, out))
+                without_gil_if_large(py, ciphertext.len(), || decrypt::cbc_decrypt(key, iv, ciphertext, out))
                     .ok_or_else(refused)
             })
         }
         "gcm" => {
             let nonce = match decrypt::gcm_parameters(parameters) {
                 Some((nonce, length)) if length == tag.len() => nonce,
-                _ => return Ok(None),
+                _ => return None,
             };
-            PyBytes::new_with(py, data.len(), |out| {
-                without_gil_if_large(py, data.len(), || decrypt::gcm_decrypt(key, nonce, data, tag, out))
+            PyBytes::new_with(py, ciphertext.len(), |out| {
+                without_gil_if_large(py, ciphertext.len(), || decrypt::gcm_decrypt(key, nonce, ciphertext, tag, out))
                     .ok_or_else(refused)
             })
         }
-        _ => return Ok(None),
+        _ => return None,
     };
-    Ok(plain.ok().map(|bytes| bytes.into()))
+    plain.ok().map(|bytes| bytes.into())
 }
 
 #[pymodule]
 fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
-    m.add("INTERFACE", 8)?; // smime_proxy/native.py INTERFACE: bumped with every change here
+    m.add("INTERFACE", 9)?; // smime_proxy/native.py INTERFACE: bumped with every change here
     m.add("MAX_NESTING", tree::MAX_NESTING)?;
     m.add("MAX_PARTS", tree::MAX_PARTS)?;
     m.add_function(wrap_pyfunction!(parse_tree, m)?)?;

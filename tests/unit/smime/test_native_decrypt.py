@@ -132,13 +132,13 @@ def test_a_changed_gcm_byte_is_refused_by_both(key: bytes, nonce: bytes, plain: 
     assert reference("gcm", key, parameters, values["data"], values["tag"]) is None
 
 
-def test_a_view_of_the_message_is_read_in_place() -> None:
+@pytest.mark.parametrize("blocks", [1, 2, 3, 4, 70])
+@pytest.mark.parametrize("pad", [1, 7, 16])
+def test_every_cbc_length_and_padding(blocks: int, pad: int) -> None:
     key, iv = os.urandom(32), os.urandom(16)
-    data = cbc(key, iv, pkcs7(b"x" * 1000))
-    message = b"head" + data + b"tail"
-    view = memoryview(message)[4 : 4 + len(data)]
-    assert core.decrypt_content("cbc", key, b"\x04\x10" + iv, view, b"") == b"x" * 1000
-    assert core.decrypt_content("cbc", key, b"\x04\x10" + iv, view[::2], b"") is None
+    plain = os.urandom(16 * blocks - pad)
+    data = cbc(key, iv, plain + bytes((pad,)) * pad)
+    assert core.decrypt_content("cbc", key, b"\x04\x10" + iv, data, b"") == plain
 
 
 ROOT = make_ca("Decrypt CA")
@@ -187,3 +187,12 @@ def test_openssl_encrypted_messages_open_natively(cipher: str, stream: bool,
                     str(tmp_path / "bob.pem")], check=True, capture_output=True)
     der = (tmp_path / "out").read_bytes()
     assert _native_calls(lambda: open_enveloped(der, AGENT).content == content) == [True]
+
+
+@pytest.mark.parametrize("cipher", ["aes-256-cbc", "aes-256-gcm"])
+def test_a_ciphertext_beyond_the_copy_limit_is_decrypted_in_place(cipher: ContentCipher
+                                                                  ) -> None:
+    content = b"Content-Type: text/plain\r\n\r\n" + b"large\r\n" * 100
+    der = build_enveloped(content, [RecipientKey(BOB.cert, "oaep")], cipher)
+    with mock.patch.object(enveloped, "_NATIVE_UP_TO", 64):  # as a 25 MB message would be
+        assert _native_calls(lambda: open_enveloped(der, AGENT).content == content) == []
