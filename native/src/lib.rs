@@ -13,6 +13,7 @@ mod cms;
 mod decrypt;
 mod render;
 mod rfc822;
+mod structure;
 mod tree;
 
 /// Work on `size` bytes, with the GIL released only when the input is large: handing the
@@ -255,9 +256,19 @@ fn decrypt_content(
     plain.ok().map(|bytes| bytes.into())
 }
 
+/// imap/views.py `MessageView.bodystructure()` rendered (imap/fetch_rewrite.py
+/// `render_item_value`) for a message with CRLF line ends, or None when it has a
+/// message/rfc822 part (its ENVELOPE is Python's).
+#[pyfunction]
+fn render_bodystructure(py: Python<'_>, message: &PyBytes) -> Option<PyObject> {
+    let data = message.as_bytes();
+    let wire = without_gil_if_large(py, data.len(), || structure::message_bodystructure(data, &tree::parse(data)))?;
+    Some(PyBytes::new(py, &wire).into())
+}
+
 #[pymodule]
 fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
-    m.add("INTERFACE", 9)?; // smime_proxy/native.py INTERFACE: bumped with every change here
+    m.add("INTERFACE", 10)?; // smime_proxy/native.py INTERFACE: bumped with every change here
     m.add("MAX_NESTING", tree::MAX_NESTING)?;
     m.add("MAX_PARTS", tree::MAX_PARTS)?;
     m.add_function(wrap_pyfunction!(parse_tree, m)?)?;
@@ -269,5 +280,6 @@ fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_attributes, m)?)?;
     m.add_function(wrap_pyfunction!(decode_base64, m)?)?;
     m.add_function(wrap_pyfunction!(decrypt_content, m)?)?;
+    m.add_function(wrap_pyfunction!(render_bodystructure, m)?)?;
     Ok(())
 }

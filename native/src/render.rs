@@ -5,7 +5,7 @@ use pyo3::types::{PyBytes, PyList, PyLong, PyTuple};
 use pyo3::{PyAny, PyResult, PyTypeInfo};
 
 /// `render_string`: quoted when every byte allows it and it is short, else a literal.
-fn string(data: &[u8], out: &mut Vec<u8>) {
+pub fn string(data: &[u8], out: &mut Vec<u8>) {
     let quotable = data.len() <= 1024 && !data.iter().any(|&c| matches!(c, 0 | b'\n' | b'\r' | 0x80..=0xFF));
     if quotable {
         out.push(b'"');

@@ -100,6 +100,22 @@ impl<'a> Parser<'a> {
         self.more()
     }
 
+    fn parse_atom(&mut self, out: &mut Vec<u8>) -> i32 {
+        if self.pos >= self.data.len() || ATEXT[self.data[self.pos] as usize] == 0 {
+            return -1;
+        }
+        let start = self.pos;
+        while self.pos < self.data.len() && ATEXT[self.data[self.pos] as usize] != 0 {
+            self.pos += 1;
+        }
+        out.extend_from_slice(&self.data[start..self.pos]);
+        if self.pos < self.data.len() {
+            self.skip_lwsp()
+        } else {
+            0
+        }
+    }
+
     fn parse_mime_token(&mut self, out: &mut Vec<u8>) -> i32 {
         let start = self.pos;
         while self.pos < self.data.len() && is_token(self.data[self.pos]) {
@@ -353,4 +369,49 @@ pub fn parse_content_type(value: &[u8]) -> ContentType {
     }
     let params = rfc2231_parse(&mut parser);
     (ctype, subtype, params, ret)
+}
+
+/// rfc822.py `parse_transfer_encoding`: the Content-Transfer-Encoding token, or None when
+/// Dovecot would ignore the field.
+pub fn parse_transfer_encoding(value: &[u8]) -> Option<Vec<u8>> {
+    let mut parser = Parser { data: value, pos: 0 };
+    parser.skip_lwsp();
+    let mut out = Vec::new();
+    if parser.parse_mime_token(&mut out) >= 0 && parser.skip_lwsp() == 0 && !out.is_empty() {
+        Some(out)
+    } else {
+        None
+    }
+}
+
+/// rfc822.py `parse_token_value`: (token, parameters) of a Content-Disposition-like value.
+pub fn parse_token_value(value: &[u8]) -> (Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>) {
+    let mut parser = Parser { data: value, pos: 0 };
+    parser.skip_lwsp();
+    let mut out = Vec::new();
+    if parser.parse_mime_token(&mut out) < 0 {
+        return (None, Vec::new());
+    }
+    let params = rfc2231_parse(&mut parser);
+    (Some(out), params)
+}
+
+/// rfc822.py `parse_language`: Content-Language tags (atoms separated by commas).
+pub fn parse_language(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut parser = Parser { data: value, pos: 0 };
+    let mut langs = Vec::new();
+    parser.skip_lwsp();
+    loop {
+        let mut out = Vec::new();
+        if parser.parse_atom(&mut out) < 0 {
+            break;
+        }
+        langs.push(out);
+        if parser.pos >= parser.data.len() || parser.data[parser.pos] != b',' {
+            break;
+        }
+        parser.pos += 1;
+        parser.skip_lwsp();
+    }
+    langs
 }

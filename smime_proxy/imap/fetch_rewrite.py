@@ -10,7 +10,7 @@ copied from the upstream's answer.
 - `needs_rewrite(command)`: whether the command asks for content.
 - `answer(...)`: the client's FETCH response for one opened message.
 
-May import: imap.views, imap.wire, mime, stdlib.
+May import: imap.views, imap.wire, mime, native, stdlib.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from smime_proxy.imap.wire import (
     render,
 )
 from smime_proxy.imap.wire.values import Binary, Literal, render_structure
+from smime_proxy.native import native
 
 __all__ = [
     "CONTENT_ITEMS",
@@ -223,7 +224,13 @@ _PRERENDERED: Final = (FetchItem("BODYSTRUCTURE"), FetchItem("ENVELOPE"))
 
 
 def prerender(view: MessageView) -> None:
-    """Render the structures a client's resync asks for, into the view (`_rendered`)."""
+    """Render the structures a client's resync asks for, into the view (`_rendered`); the
+    BODYSTRUCTURE by the native core where it takes the message (native/src/structure.rs,
+    the twin of `MessageView.bodystructure`)."""
+    if native is not None and "BODYSTRUCTURE" not in view.rendered:
+        wire: bytes | None = native.render_bodystructure(view.data)
+        if wire is not None:
+            view.rendered["BODYSTRUCTURE"] = wire
     for item in _PRERENDERED:
         _rendered(view, item)
 
