@@ -256,19 +256,23 @@ fn decrypt_content(
     plain.ok().map(|bytes| bytes.into())
 }
 
-/// imap/views.py `MessageView.bodystructure()` rendered (imap/fetch_rewrite.py
-/// `render_item_value`) for a message with CRLF line ends, or None when it has a
-/// message/rfc822 part (its ENVELOPE is Python's).
+/// imap/views.py `MessageView.bodystructure()` and `envelope()` rendered (imap/fetch_rewrite.py
+/// `render_item_value`) for a message with CRLF line ends: each, or None where the Python
+/// views must answer (a message/rfc822 part; an address the fast reading does not take).
 #[pyfunction]
-fn render_bodystructure(py: Python<'_>, message: &PyBytes) -> Option<PyObject> {
+fn render_views(py: Python<'_>, message: &PyBytes) -> (Option<PyObject>, Option<PyObject>) {
     let data = message.as_bytes();
-    let wire = without_gil_if_large(py, data.len(), || structure::message_bodystructure(data, &tree::parse(data)))?;
-    Some(PyBytes::new(py, &wire).into())
+    let (structure, envelope) = without_gil_if_large(py, data.len(), || {
+        let parts = tree::parse(data);
+        (structure::message_bodystructure(data, &parts), structure::message_envelope(data, &parts))
+    });
+    let wire = |value: Option<Vec<u8>>| value.map(|v| -> PyObject { PyBytes::new(py, &v).into() });
+    (wire(structure), wire(envelope))
 }
 
 #[pymodule]
 fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
-    m.add("INTERFACE", 10)?; // smime_proxy/native.py INTERFACE: bumped with every change here
+    m.add("INTERFACE", 11)?; // smime_proxy/native.py INTERFACE: bumped with every change here
     m.add("MAX_NESTING", tree::MAX_NESTING)?;
     m.add("MAX_PARTS", tree::MAX_PARTS)?;
     m.add_function(wrap_pyfunction!(parse_tree, m)?)?;
@@ -280,6 +284,6 @@ fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_attributes, m)?)?;
     m.add_function(wrap_pyfunction!(decode_base64, m)?)?;
     m.add_function(wrap_pyfunction!(decrypt_content, m)?)?;
-    m.add_function(wrap_pyfunction!(render_bodystructure, m)?)?;
+    m.add_function(wrap_pyfunction!(render_views, m)?)?;
     Ok(())
 }

@@ -5,6 +5,10 @@
 //!
 //! Only messages without a message/rfc822 part are taken (that part's BODYSTRUCTURE holds
 //! an ENVELOPE, whose address parser stays in Python): `None` for them.
+//!
+//! The ENVELOPE (views.py `envelope`) is made here when every address field is in the form
+//! mime/address.py's regular expression reads (`_fast`: `a@b`, `Name <a@b>`, `"Name" <a@b>`
+//! lists); any other form is None, and Python's Dovecot-rule parser reads the message.
 
 use crate::rfc822::{parse_content_type, parse_language, parse_token_value, parse_transfer_encoding};
 use crate::tree::{header_value, Part};
@@ -291,4 +295,228 @@ fn render(value: &Value, out: &mut Vec<u8>) {
             out.push(b')');
         }
     }
+}
+
+// --- ENVELOPE ---------------------------------------------------------------------------
+
+/// address.py `_ATEXT`: RFC 5322 atext and 8-bit bytes.
+fn is_atext(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c >= 0x80 || b"!#$%&'*+-/=?^_`{|}~".contains(&c)
+}
+
+fn lwsp(data: &[u8], mut at: usize) -> usize {
+    while at < data.len() && matches!(data[at], b' ' | b'\t' | b'\r' | b'\n') {
+        at += 1;
+    }
+    at
+}
+
+fn atext_run(data: &[u8], mut at: usize) -> usize {
+    while at < data.len() && is_atext(data[at]) {
+        at += 1;
+    }
+    at
+}
+
+/// `_DOT_ATOM` (possessive): its end, or None.
+fn dot_atom(data: &[u8], at: usize) -> Option<usize> {
+    let mut end = atext_run(data, at);
+    if end == at {
+        return None;
+    }
+    while end + 1 < data.len() && data[end] == b'.' && is_atext(data[end + 1]) {
+        end = atext_run(data, end + 1);
+    }
+    Some(end)
+}
+
+/// `_WORD`: a quoted string without escapes or line breaks, or atext then atext and dots;
+/// its end, or None.
+fn word(data: &[u8], at: usize) -> Option<usize> {
+    if at >= data.len() {
+        return None;
+    }
+    if data[at] == b'"' {
+        let mut end = at + 1;
+        while end < data.len() && !matches!(data[end], b'"' | b'\\' | b'\r' | b'\n') {
+            end += 1;
+        }
+        return if end < data.len() && data[end] == b'"' { Some(end + 1) } else { None };
+    }
+    if !is_atext(data[at]) {
+        return None;
+    }
+    let mut end = at + 1;
+    while end < data.len() && (is_atext(data[end]) || data[end] == b'.') {
+        end += 1;
+    }
+    Some(end)
+}
+
+/// (name, mailbox, domain) of one address.
+type Mailbox = (Option<Vec<u8>>, Vec<u8>, Vec<u8>);
+
+/// `_FAST_MAILBOX` at `at`: its end and the address, or None.
+fn mailbox(data: &[u8], at: usize) -> Option<(usize, Mailbox)> {
+    // `(phrase)?+ LWSP <dot-atom@dot-atom>`: the phrase, when there is one, is taken whole
+    let mut words: Vec<(usize, usize)> = Vec::new();
+    let mut end = at;
+    if let Some(first) = word(data, at) {
+        words.push((at, first));
+        end = first;
+        loop {
+            let next = lwsp(data, end);
+            match word(data, next) {
+                Some(stop) => {
+                    words.push((next, stop));
+                    end = stop;
+                }
+                None => break,
+            }
+        }
+    }
+    let open = lwsp(data, end);
+    if open < data.len() && data[open] == b'<' {
+        if let Some(local) = dot_atom(data, open + 1) {
+            if local < data.len() && data[local] == b'@' {
+                if let Some(domain) = dot_atom(data, local + 1) {
+                    if domain < data.len() && data[domain] == b'>' {
+                        let parts: Vec<&[u8]> = words
+                            .iter()
+                            .map(|&(a, b)| if data[a] == b'"' { &data[a + 1..b - 1] } else { &data[a..b] })
+                            .collect();
+                        let name = parts.join(&b' ');
+                        let name = if name.is_empty() { None } else { Some(name) };
+                        return Some((domain + 1, (name, data[open + 1..local].to_vec(), data[local + 1..domain].to_vec())));
+                    }
+                }
+            }
+        }
+        return None;
+    }
+    // `dot-atom@dot-atom`
+    let local = dot_atom(data, at)?;
+    if local < data.len() && data[local] == b'@' {
+        let domain = dot_atom(data, local + 1)?;
+        return Some((domain, (None, data[at..local].to_vec(), data[local + 1..domain].to_vec())));
+    }
+    None
+}
+
+/// address.py `parse_address_list` where its `_fast` takes the value; None otherwise.
+fn fast_addresses(value: &[u8]) -> Option<Vec<Mailbox>> {
+    let mut value = value;
+    if value.contains(&b'"') {
+        // `_strip_blank_folds`
+        while value.len() >= 2 && value[value.len() - 2] == b'\n' && matches!(value[value.len() - 1], b' ' | b'\t') {
+            value = &value[..value.len() - 2];
+        }
+    }
+    let mut out = Vec::new();
+    let (mut end, first) = mailbox(value, lwsp(value, 0))?;
+    out.push(first);
+    loop {
+        let comma = lwsp(value, end);
+        if comma < value.len() && value[comma] == b',' {
+            let (next_end, next) = mailbox(value, lwsp(value, comma + 1))?;
+            out.push(next);
+            end = next_end;
+        } else {
+            break;
+        }
+    }
+    if lwsp(value, end) == value.len() {
+        Some(out)
+    } else {
+        None
+    }
+}
+
+/// views.py `for_humans`.
+fn for_humans(src: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(src.len());
+    for &c in src {
+        match c {
+            b'\r' | b'\n' => {}
+            0 => out.push(0x80),
+            b'\t' | b' ' => {
+                if out.last() != Some(&b' ') {
+                    out.push(b' ');
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    let start = out.iter().position(|&c| c != b' ').unwrap_or(out.len());
+    let end = out.iter().rposition(|&c| c != b' ').map_or(start, |i| i + 1);
+    out[start..end].to_vec()
+}
+
+fn address_list(addresses: &[Mailbox]) -> Value {
+    if addresses.is_empty() {
+        return Value::Nil;
+    }
+    Value::List(
+        addresses
+            .iter()
+            .map(|(name, mailbox, domain)| {
+                Value::List(vec![
+                    name.as_deref().map_or(Value::Nil, |n| Value::Str(for_humans(n))),
+                    Value::Nil,
+                    Value::Str(mailbox.clone()),
+                    Value::Str(domain.clone()),
+                ])
+            })
+            .collect(),
+    )
+}
+
+/// `MessageView.envelope()` of a message parsed into `parts`, in wire form; None when an
+/// address field is not in the form the fast reading takes.
+pub fn message_envelope(data: &[u8], parts: &[Part]) -> Option<Vec<u8>> {
+    let mut strings: [Option<Vec<u8>>; 10] = Default::default();
+    let mut addresses: [Option<Vec<Mailbox>>; 10] = Default::default();
+    for h in &parts[0].headers {
+        let name = data[h.name.0..h.name.1].to_ascii_lowercase();
+        let slot = match name.as_slice() {
+            b"date" => (0, false),
+            b"subject" => (1, false),
+            b"in-reply-to" => (8, false),
+            b"message-id" => (9, false),
+            b"from" => (2, true),
+            b"sender" => (3, true),
+            b"reply-to" => (4, true),
+            b"to" => (5, true),
+            b"cc" => (6, true),
+            b"bcc" => (7, true),
+            _ => continue,
+        };
+        let value = c_string(&header_value(data, h.value_start, h.end, h.has_colon));
+        if slot.1 {
+            let found = fast_addresses(&value)?;
+            addresses[slot.0].get_or_insert_with(Vec::new).extend(found);
+        } else {
+            strings[slot.0] = Some(value);
+        }
+    }
+    let from = addresses[2].clone().unwrap_or_default();
+    let or_from = |index: usize| match &addresses[index] {
+        Some(list) if !list.is_empty() => address_list(list),
+        _ => address_list(&from),
+    };
+    let value = Value::List(vec![
+        nolf(&strings[0]),
+        strings[1].as_deref().map_or(Value::Nil, |s| Value::Str(for_humans(s))),
+        address_list(&from),
+        or_from(3),
+        or_from(4),
+        address_list(addresses[5].as_deref().unwrap_or(&[])),
+        address_list(addresses[6].as_deref().unwrap_or(&[])),
+        address_list(addresses[7].as_deref().unwrap_or(&[])),
+        nolf(&strings[8]),
+        nolf(&strings[9]),
+    ]);
+    let mut out = Vec::new();
+    render(&value, &mut out);
+    Some(out)
 }

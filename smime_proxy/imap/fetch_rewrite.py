@@ -224,13 +224,15 @@ _PRERENDERED: Final = (FetchItem("BODYSTRUCTURE"), FetchItem("ENVELOPE"))
 
 
 def prerender(view: MessageView) -> None:
-    """Render the structures a client's resync asks for, into the view (`_rendered`); the
-    BODYSTRUCTURE by the native core where it takes the message (native/src/structure.rs,
-    the twin of `MessageView.bodystructure`)."""
-    if native is not None and "BODYSTRUCTURE" not in view.rendered:
-        wire: bytes | None = native.render_bodystructure(view.data)
-        if wire is not None:
-            view.rendered["BODYSTRUCTURE"] = wire
+    """Render the structures a client's resync asks for, into the view (`_rendered`): by
+    the native core where it takes the message (native/src/structure.rs, the twin of
+    `MessageView.bodystructure` and `envelope`), else by the views."""
+    if native is not None and not view.rendered:
+        structure, envelope = native.render_views(view.data)
+        if structure is not None:
+            view.rendered["BODYSTRUCTURE"] = structure
+        if envelope is not None:
+            view.rendered["ENVELOPE"] = envelope
     for item in _PRERENDERED:
         _rendered(view, item)
 
