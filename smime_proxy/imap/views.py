@@ -44,7 +44,7 @@ from smime_proxy.mime.rfc822 import (
     parse_transfer_encoding,
 )
 from smime_proxy.mime.transfer import c_string, transfer_decode
-from smime_proxy.mime.tree import Part, parse, part_at
+from smime_proxy.mime.tree import MAX_MESSAGE_SIZE, Part, parse, part_at
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _WSP_RUN = re.compile(rb"[ \t]+")
@@ -420,16 +420,26 @@ def _has_eoh(part: Part) -> bool:
 class MessageView:
     """All FETCH views of one message. Parses once; each view is computed on demand."""
 
-    __slots__ = ("_body", "_bodystructure", "_cache", "_envelope", "data", "rendered", "root")
+    __slots__ = ("_body", "_bodystructure", "_cache", "_envelope", "_root", "data", "rendered")
 
     def __init__(self, message: bytes) -> None:
         self.data = to_crlf(message)
-        self.root = parse(self.data)
+        if not isinstance(self.data, bytes) or len(self.data) > MAX_MESSAGE_SIZE:
+            parse(self.data)  # raises what the tree says of it, when the view is made
+        self._root: Part | None = None
         self._cache: dict[int, PartData] = {}
         self._bodystructure: list[Value] | None = None
         self._body: list[Value] | None = None
         self._envelope: list[Value] | None = None
         self.rendered: dict[str, bytes] = {}  # wire forms of structures (imap.fetch_rewrite)
+
+    @property
+    def root(self) -> Part:
+        """The MIME tree, parsed when first asked: a worker prerenders the structures a
+        client asks for natively, and the whole message (BODY[]) needs no tree."""
+        if self._root is None:
+            self._root = parse(self.data)
+        return self._root
 
     @property
     def size(self) -> int:
@@ -473,6 +483,8 @@ class MessageView:
         return _cut(content, partial)
 
     def _section_bytes(self, section: ViewSection) -> bytes:
+        if not section.parts and section.text == "":
+            return self.data  # the whole message
         root = self.root
         if not section.parts:
             message: Part | None = root
