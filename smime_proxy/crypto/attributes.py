@@ -34,7 +34,7 @@ def read_attributes(contents: bytes) -> list[Attribute]:
     """The attributes in the contents of a SET OF Attribute (signedAttrs, unsignedAttrs)."""
     found = None if native is None else native.read_attributes(contents)
     if found is not None:
-        return [Attribute(ber.dotted(contents[a:b]), tuple(contents[s:e] for s, e in values))
+        return [Attribute(ber.dotted(contents[a:b]), tuple([contents[s:e] for s, e in values]))
                 for (a, b), values in found]
     return read_attributes_python(contents)
 

@@ -508,15 +508,15 @@ def _unwrap_kari(kari: Any, rek: Any, agent: KeyAgent, key_length: int) -> bytes
 
 # the native decryption takes the ciphertext as bytes: a view of the message is copied for
 # it up to this size; a larger message is decrypted in place by cryptography (its peak
-# memory is the bench's large_25m_rss_ratio)
-_NATIVE_UP_TO = 4 * 1024 * 1024
+# memory is the bench's large_25m_rss_ratio, tests/unit/smime/test_smime_open_memory.py)
+NATIVE_UP_TO = 1024 * 1024
 
 
 def _decrypt_gcm(cek: bytes, params_der: bytes | None, ciphertext: bytes | memoryview,
                  tag: bytes) -> bytes:
     if params_der is None:
         raise MalformedMessage("AES-GCM without parameters")
-    if native is not None and len(ciphertext) <= _NATIVE_UP_TO:  # native/src/decrypt.rs
+    if native is not None and len(ciphertext) <= NATIVE_UP_TO:  # native/src/decrypt.rs
         plain: bytes | None = native.decrypt_content("gcm", cek, params_der, bytes(ciphertext),
                                                      tag)
         if plain is not None:  # the usual shapes; anything else read here
@@ -543,7 +543,7 @@ def _decrypt_cbc(alg_oid: str, cek: bytes, params_der: bytes | None,
     if params_der is None:
         raise MalformedMessage("CBC cipher without an IV")
     if (native is not None and alg_oid != oids.DES_EDE3_CBC  # AES: native/src/decrypt.rs
-            and len(ciphertext) <= _NATIVE_UP_TO):
+            and len(ciphertext) <= NATIVE_UP_TO):
         plain: bytes | None = native.decrypt_content("cbc", cek, params_der, bytes(ciphertext),
                                                      b"")
         if plain is not None:

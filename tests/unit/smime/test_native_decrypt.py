@@ -194,5 +194,5 @@ def test_a_ciphertext_beyond_the_copy_limit_is_decrypted_in_place(cipher: Conten
                                                                   ) -> None:
     content = b"Content-Type: text/plain\r\n\r\n" + b"large\r\n" * 100
     der = build_enveloped(content, [RecipientKey(BOB.cert, "oaep")], cipher)
-    with mock.patch.object(enveloped, "_NATIVE_UP_TO", 64):  # as a 25 MB message would be
+    with mock.patch.object(enveloped, "NATIVE_UP_TO", 64):  # as a 25 MB message would be
         assert _native_calls(lambda: open_enveloped(der, AGENT).content == content) == []
