@@ -13,22 +13,23 @@ use openssl::cipher_ctx::CipherCtx;
 
 const BLOCK: usize = 16;
 
+/// The AES cipher for `key`'s length, from the mode's 128-, 192- and 256-bit ciphers.
+fn aes(key: &[u8], ciphers: [fn() -> &'static CipherRef; 3]) -> Option<&'static CipherRef> {
+    let index = match key.len() {
+        16 => 0,
+        24 => 1,
+        32 => 2,
+        _ => return None,
+    };
+    Some(ciphers[index]())
+}
+
 fn aes_cbc(key: &[u8]) -> Option<&'static CipherRef> {
-    match key.len() {
-        16 => Some(Cipher::aes_128_cbc()),
-        24 => Some(Cipher::aes_192_cbc()),
-        32 => Some(Cipher::aes_256_cbc()),
-        _ => None,
-    }
+    aes(key, [Cipher::aes_128_cbc, Cipher::aes_192_cbc, Cipher::aes_256_cbc])
 }
 
 fn aes_gcm(key: &[u8]) -> Option<&'static CipherRef> {
-    match key.len() {
-        16 => Some(Cipher::aes_128_gcm()),
-        24 => Some(Cipher::aes_192_gcm()),
-        32 => Some(Cipher::aes_256_gcm()),
-        _ => None,
-    }
+    aes(key, [Cipher::aes_128_gcm, Cipher::aes_192_gcm, Cipher::aes_256_gcm])
 }
 
 /// The IV of AES-CBC: `OCTET STRING` of 16 bytes (RFC 3565 4.1), the whole parameters.

@@ -53,17 +53,33 @@ pub fn structure(value: &PyAny, out: &mut Vec<u8>, depth: usize) -> PyResult<boo
     } else {
         return Ok(false);
     };
+    list(
+        &items,
+        out,
+        |item| PyList::is_exact_type_of(*item) || PyTuple::is_exact_type_of(*item),
+        |item, out| structure(item, out, depth + 1),
+    )
+}
+
+/// A parenthesized list as `render_structure` writes it: leading lists follow each other
+/// without a space. `write` writes one item and says whether it could (false: stop, false).
+pub fn list<T, E>(
+    items: &[T],
+    out: &mut Vec<u8>,
+    is_list: impl Fn(&T) -> bool,
+    mut write: impl FnMut(&T, &mut Vec<u8>) -> Result<bool, E>,
+) -> Result<bool, E> {
     out.push(b'(');
-    let mut leading = true; // leading lists follow each other without a space
+    let mut leading = true;
     for (index, item) in items.iter().enumerate() {
-        let nested = PyList::is_exact_type_of(*item) || PyTuple::is_exact_type_of(*item);
+        let nested = is_list(item);
         if index > 0 && !(leading && nested) {
             out.push(b' ');
         }
         if !nested {
             leading = false;
         }
-        if !structure(item, out, depth + 1)? {
+        if !write(item, out)? {
             return Ok(false);
         }
     }

@@ -272,27 +272,23 @@ pub fn message_bodystructure(data: &[u8], parts: &[Part]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// render.rs `structure` for these values: NIL, strings (quoted or literal), numbers, and
-/// lists whose leading lists follow each other without a space.
+/// render.rs `structure` for these values (NIL, strings, numbers, lists).
 fn render(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Nil => out.extend_from_slice(b"NIL"),
         Value::Str(data) => crate::render::string(data, out),
         Value::Num(n) => out.extend_from_slice(n.to_string().as_bytes()),
         Value::List(items) => {
-            out.push(b'(');
-            let mut leading = true;
-            for (index, item) in items.iter().enumerate() {
-                let nested = matches!(item, Value::List(_));
-                if index > 0 && !(leading && nested) {
-                    out.push(b' ');
-                }
-                if !nested {
-                    leading = false;
-                }
-                render(item, out);
-            }
-            out.push(b')');
+            let written: Result<bool, std::convert::Infallible> = crate::render::list(
+                items,
+                out,
+                |item| matches!(item, Value::List(_)),
+                |item, out| {
+                    render(item, out);
+                    Ok(true)
+                },
+            );
+            let _ = written;
         }
     }
 }

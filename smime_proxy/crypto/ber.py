@@ -145,10 +145,8 @@ def primitive(buf: bytes, item: Tlv, tag: int, what: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-@functools.lru_cache(maxsize=1024)
 def dotted(body: bytes) -> str:
-    """X.690 8.19: OID contents to dotted text. Kept by value: a few dozen OIDs make nearly
-    every message (a malformed one raises each time, never kept)."""
+    """X.690 8.19: OID contents to dotted text."""
     arcs: list[int] = []
     value = 0
     for byte in body:

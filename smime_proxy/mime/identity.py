@@ -70,20 +70,12 @@ def one_address(value: bytes) -> tuple[str | None, str | None]:
 USER_FACING_FIELDS = ("from", "sender", "reply-to", "to", "cc", "subject", "date")
 
 
-def headers_protected(shown: bytes, signed: bytes) -> bool:
-    """Whether every user-facing header field the client is shown (From, To, Cc, Subject,
-    Date, ...) is covered by the signature with the same value: present in the signed
-    entity's own header (opaque content, RFC 9788 injected headers) or in the header of the
-    message it wraps (RFC 8551 3.1). A plain multipart/signed signs the body only."""
-    signed_entity = parse_entity(signed)
-    if signed_entity.content_type()[0] == "message/rfc822":
-        signed_entity = parse_entity(signed_entity.body)
-    return fields_protected(shown, signed_entity)
-
-
 def fields_protected(shown: bytes, signed_entity: Entity) -> bool:
-    """`headers_protected` with the entity whose header counts already read (the wrapped
-    message for RFC 8551 3.1: `mime.protection.Protected.content`)."""
+    """Whether every user-facing header field the client is shown (From, To, Cc, Subject,
+    Date, ...) is covered by the signature with the same value: present in the header of
+    `signed_entity`, the signed entity itself (opaque content, RFC 9788 injected headers)
+    or the message it wraps (RFC 8551 3.1): `mime.protection.Protected.content`. A plain
+    multipart/signed signs the body only."""
     shown_fields = parse_entity(shown).fields
     for name in USER_FACING_FIELDS:
         values = [f.value() for f in shown_fields if f.name == name]

@@ -504,11 +504,7 @@ def parse_top(data: bytes) -> tuple[Part, list[tuple[int, int]]]:
         root = parse(data)
         return root, [(child.start, child.end) for child in root.children]
     record, children = native.parse_top(data)
-    start, body_start, end, _parent, flags, boundary, depth, ct, headers = record
-    root = Part(data, start, body_start, end, [Header(*h) for h in headers], [], None,
-                bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8),
-                bool(flags & 16), boundary, bool(flags & 32), depth, bool(flags & 64), ct)
-    return root, children
+    return _part_of(data, record, None), children
 
 
 def parse_python(data: bytes) -> Part:
@@ -519,15 +515,21 @@ def parse_python(data: bytes) -> Part:
 def _from_native(data: bytes, records: list[Any]) -> Part:
     """The tree from the native parser's records (native/src/lib.rs `parse_tree`)."""
     parts: list[Part] = []
-    for start, body_start, end, parent, flags, boundary, depth, ct, headers in records:
-        part = Part(data, start, body_start, end, [Header(*h) for h in headers], [],
-                    None if parent < 0 else weakref.ref(parts[parent]), bool(flags & 1),
-                    bool(flags & 2), bool(flags & 4), bool(flags & 8), bool(flags & 16),
-                    boundary, bool(flags & 32), depth, bool(flags & 64), ct)
+    for record in records:
+        parent = record[3]
+        part = _part_of(data, record, None if parent < 0 else weakref.ref(parts[parent]))
         if parent >= 0:
             parts[parent].children.append(part)
         parts.append(part)
     return parts[0]
+
+
+def _part_of(data: bytes, record: Any, parent: weakref.ref[Part] | None) -> Part:
+    """One part from its native record (native/src/lib.rs `part_record`), no children yet."""
+    start, body_start, end, _parent, flags, boundary, depth, ct, headers = record
+    return Part(data, start, body_start, end, [Header(*h) for h in headers], [], parent,
+                bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8),
+                bool(flags & 16), boundary, bool(flags & 32), depth, bool(flags & 64), ct)
 
 
 def part_at(root: Part, numbers: list[int]) -> Part | None:
