@@ -62,6 +62,7 @@ from smime_proxy.imap.wire.spans import (
     FetchSpans,
     fetch_spans,
     item_value,
+    last_literal,
     metadata_items,
     uid_date_head,
     uid_literal_head,
@@ -198,7 +199,7 @@ class ContentFetch:
         if job.phase == "sort" and job.known is not None:
             self._sorted_known(job, raw)
             return
-        if job.phase == "sort" and self._sorted_plain(job, raw):
+        if job.phase == "sort" and self._sorted_usual(job, raw):
             return
         try:  # only as far as the items looked at (the sort pass puts them first)
             spans = fetch_spans(raw, _OPEN_NAMES if job.phase == "open" else SORT_NAMES)
@@ -214,19 +215,37 @@ class ContentFetch:
             return
         self._sorted(job, raw, spans)
 
-    def _sorted_plain(self, job: FetchJob, raw: bytes) -> bool:
+    def _sorted_usual(self, job: FetchJob, raw: bytes) -> bool:
         """A sort-pass answer in the usual shape (UID, the classification fields as a
-        literal, more items: `uid_literal_head`) of a message that needs no opening,
-        answered as `_sorted` would, without reading the rest. False: for `_sorted`."""
+        literal, more items: `uid_literal_head`), answered as `_sorted` would without
+        reading it all: a message that needs no opening; one to open whose whole stored
+        bytes end the answer (a client's first read). False: for `_sorted`."""
         head = uid_literal_head(raw, CLASSIFY_NAME)
-        if head is None or needs_opening(raw[head.value_start : head.rest_start - 1]):
+        if head is None:
             return False
-        self._known_plain(head.uid)
-        if job.relays_items:
-            self._pass_on(job, head.without(raw, UID_NAME in job.strip,
-                                            CLASSIFY_NAME in job.strip))
+        header = raw[head.value_start : head.rest_start - 1]
+        if not needs_opening(header):
+            self._known_plain(head.uid)
+            if job.relays_items:
+                self._pass_on(job, head.without(raw, UID_NAME in job.strip,
+                                                CLASSIFY_NAME in job.strip))
+            else:
+                job.plain.append(head.uid if job.command.uid else head.number)
+            return True
+        if not job.relays_items or self.mailbox is None:
+            return False
+        whole = last_literal(raw, head.rest_start, fetch_rewrite.WHOLE_NAME)
+        if whole is None or self._listed_while_locked(job, header):
+            return False
+        # what `_to_answer` keeps of this answer: the UID (the content items are computed)
+        entry = FetchEntry(number=head.number, uid=head.uid, items={UID_NAME: head.uid})
+        job.entries.append(entry)
+        view = self.views.get(self.mailbox, head.uid)
+        if view is not None:
+            entry.view = view
+            self._flush_job(job)
         else:
-            job.plain.append(head.uid if job.command.uid else head.number)
+            self._open(entry, raw[whole[0] : whole[1]])
         return True
 
     @staticmethod

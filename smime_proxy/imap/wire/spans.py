@@ -21,8 +21,9 @@ from typing import Final, NamedTuple
 
 from .errors import ParseError
 
-__all__ = ["FetchSpans", "ItemSpan", "UidHead", "fetch_spans", "item_value", "metadata_items",
-           "uid_date_head", "uid_literal_head", "uid_size_head", "uid_value", "without_items"]
+__all__ = ["FetchSpans", "ItemSpan", "UidHead", "fetch_spans", "item_value", "last_literal",
+           "metadata_items", "uid_date_head", "uid_literal_head", "uid_size_head", "uid_value",
+           "without_items"]
 
 _PREFIX: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \(", re.IGNORECASE)
 _LITERAL: Final = re.compile(rb"~?\{([0-9]{1,19})\+?\}\r\n")
@@ -297,6 +298,21 @@ def uid_literal_head(raw: bytes, name: bytes) -> UidHead | None:
     if raw[end : end + 1] != b" " or not raw[end + 1 : end + 2].isalpha():
         return None
     return UidHead(int(head[1]), int(head[3]), head.start(2), start, literal.end(), end + 1)
+
+
+def last_literal(raw: bytes, start: int, name: bytes) -> tuple[int, int] | None:
+    """Where the data of the item `name` (upper case) lies, when it starts at `start`, its
+    value is a literal and it ends the response; None for any other shape."""
+    after = start + len(name)
+    if raw[start:after].upper() != name or raw[after : after + 1] != b" ":
+        return None
+    literal = _LITERAL.match(raw, after + 1)  # as `fetch_spans` reads a literal
+    if literal is None:
+        return None
+    end = literal.end() + int(literal[1])
+    if len(raw) != end + 3 or raw[end:] != b")\r\n":
+        return None
+    return literal.end(), end
 
 
 def item_value(raw: bytes, span: ItemSpan) -> bytes | None:

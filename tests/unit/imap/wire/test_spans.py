@@ -13,6 +13,7 @@ from smime_proxy.imap.wire import spans as spans_module
 from smime_proxy.imap.wire.spans import (
     fetch_spans,
     item_value,
+    last_literal,
     metadata_items,
     uid_date_head,
     uid_literal_head,
@@ -257,3 +258,33 @@ def test_the_uid_and_literal_head_needs_that_shape() -> None:
                 b"* 2 FETCH (" + FIELDS + b" {3}\r\nabc UID 4 FLAGS ())\r\n",  # order
                 b"* 2 FETCH (UID 4 BODY[] {3}\r\nabc FLAGS ())\r\n"):  # another item
         assert uid_literal_head(raw, FIELDS) is None, raw
+
+
+@given(responses, st.binary(max_size=40), st.booleans())
+@settings(max_examples=200)
+def test_the_last_literal_is_the_items_value_as_the_spans_read_it(
+        response: FetchResponse, data: bytes, lower: bool) -> None:
+    """`BODY[] {n}` ending a response: the literal's data where `fetch_spans` finds it."""
+    if any(i.render().upper() == b"BODY[]" for i, _ in response.items):
+        return
+    head = response.render()[: -len(b")\r\n")] + b" "
+    raw = head + (b"body[]" if lower else b"BODY[]") + b" {%d}\r\n" % len(data) + data + b")\r\n"
+    found = last_literal(raw, len(head), b"BODY[]")
+    span = fetch_spans(raw).find(b"BODY[]")
+    assert found is not None and span is not None
+    assert raw[found[0] : found[1]] == item_value(raw, span) == data
+
+
+def test_the_last_literal_needs_that_shape() -> None:
+    start = len(b"* 2 FETCH (UID 4 ")
+    assert last_literal(b"* 2 FETCH (UID 4 BODY[] {3}\r\nabc)\r\n", start, b"BODY[]") == (
+        start + 12, start + 15)
+    for raw in (b"* 2 FETCH (UID 4 BODY[] {3}\r\nabc FLAGS ())\r\n",  # more after it
+                b"* 2 FETCH (UID 4 BODY[] {3}\r\nabc)\r\nx",  # bytes after the end
+                b"* 2 FETCH (UID 4 BODY[] {4}\r\nabc)\r\n",  # too short
+                b"* 2 FETCH (UID 4 BODY[] {2}\r\nabc)\r\n",  # too long
+                b'* 2 FETCH (UID 4 BODY[] "abc")\r\n',  # not a literal
+                b"* 2 FETCH (UID 4 BODY[] NIL)\r\n",  # gone
+                b"* 2 FETCH (UID 4 BODY[]<0> {3}\r\nabc)\r\n",  # a part of it
+                b"* 2 FETCH (UID 4 BODY[]{3}\r\nabc)\r\n"):
+        assert last_literal(raw, start, b"BODY[]") is None, raw
