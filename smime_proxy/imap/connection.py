@@ -8,9 +8,10 @@ front's shared state are `imap.server.ImapFront`'s).
 - Client STARTTLS: whatever the client sent after the command, before the handshake, is
   dropped (the session drops what it was fed; the shell clears the stream's read buffer,
   which asyncio has no public call for).
-- `OpenMessage` requests run `imap.opening.open_for_client` in the front's worker threads
-  (`ImapSettings.open_workers`), with the user's key agent when the message is encrypted
-  and the key is unlocked; `SealCopy` runs `imap.opening.seal_for_user` there too.
+- `OpenMessage` requests run `imap.opening.open_for_client` in the front's opening threads
+  (`imap.opening_threads`, `ImapSettings.open_workers`), with the user's key agent when
+  the message is encrypted and the key is unlocked; their results come back in batches.
+  `SealCopy` runs `imap.opening.seal_for_user` in the front's other worker threads.
 - Turns: a read from either side is fed to the session and its actions carried out under
   one lock (`imap.streams.TurnLock`), so actions go out in the order the session gave
   them. Once logged in, a read is taken in the connection's protocol callback when nothing
@@ -37,9 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
-import functools
 import logging
 import ssl
 import time
@@ -52,6 +51,7 @@ from smime_proxy.errors import KeyLocked, SmimeProxyError
 from smime_proxy.event_loop import write_if_open
 from smime_proxy.imap.events import ConvertRequested
 from smime_proxy.imap.opening import open_for_client, seal_for_user
+from smime_proxy.imap.opening_threads import Inbox
 from smime_proxy.imap.session import (
     Action,
     Close,
@@ -95,10 +95,11 @@ class ClientConnection:
         self.up_writer: asyncio.StreamWriter | None = None
         self.session: ImapSession | None = None
         self.closed = False
-        self.opens: set[concurrent.futures.Future[MessageOpened]] = set()
-        # opened, not yet handed to the session (`_opened`), and the task that hands them
+        # messages being opened for this connection (made with the first), and what was
+        # opened and not yet handed to the session (`_opened`), and the task that hands them
+        self.inbox: Inbox[tuple[str, int], MessageOpened] | None = None
         self.ready: collections.deque[
-            tuple[concurrent.futures.Future[MessageOpened], str, int]] = collections.deque()
+            tuple[tuple[str, int], MessageOpened | BaseException]] = collections.deque()
         self.feeder: asyncio.Future[None] | None = None
         self.lock = TurnLock()  # one batch of the session's actions at a time, in order
         self.turns: set[asyncio.Task[None]] | None = None  # callback turns going on
@@ -353,23 +354,17 @@ class ClientConnection:
         self.changed.clear()
         await self.changed.wait()
 
-    def _call_back(self, loop: asyncio.AbstractEventLoop, user: str, locks_before: int,
-                   future: concurrent.futures.Future[MessageOpened]) -> None:
-        """In the worker thread (in this one when cancelled): the loop takes it from here."""
-        with contextlib.suppress(RuntimeError):  # the loop has closed
-            loop.call_soon_threadsafe(self._opened, future, user, locks_before)
-
-    def _opened(self, future: concurrent.futures.Future[MessageOpened], user: str,
-                locks_before: int) -> None:
-        """A message was opened (in a worker thread): the session hears of it in order.
+    def _opened(self, results: list[tuple[tuple[str, int], MessageOpened | BaseException]]
+                ) -> None:
+        """Messages were opened (in the opening threads): the session hears of them in
+        order.
 
         Results wait in `ready` for one feeding task, which hands the session all that
         arrived meanwhile and writes their answers at once: a task, a lock and a drain per
         message cost the event loop as much as a tenth of opening one."""
-        self.opens.discard(future)
         if self.closed:
             return
-        self.ready.append((future, user, locks_before))
+        self.ready.extend(results)
         if self.feeder is None:
             self.feeder = asyncio.ensure_future(self._feed_opened())
 
@@ -381,13 +376,12 @@ class ClientConnection:
                 while self.ready and not self.closed:
                     actions: list[Action] = []
                     while self.ready:
-                        future, user, locks_before = self.ready.popleft()
-                        try:
-                            result = future.result()
-                        except Exception as exc:  # a bug: never show anything uncertain
+                        (user, locks_before), result = self.ready.popleft()
+                        if isinstance(result, BaseException):
+                            # a bug: never show anything uncertain
                             log.error("opening a message failed", extra={
                                 "user": session.user, "command": "FETCH",
-                                "reason": type(exc).__name__})
+                                "reason": type(result).__name__})
                             await self._do([*actions, SendToClient(b"* BYE Internal error\r\n"),
                                             Close("open failed")])
                             return
@@ -411,7 +405,7 @@ class ClientConnection:
         timeout = self.front.settings.idle_timeout
         while not self.closed:
             left = self.last_activity + timeout - time.monotonic()
-            if left <= 0 and not self.opens:
+            if left <= 0 and (self.inbox is None or not self.inbox.pending):
                 await self.close(b"* BYE Autologout; idle for too long\r\n")
                 return
             await asyncio.sleep(max(left, 1.0))
@@ -447,7 +441,7 @@ class ClientConnection:
         PBKDF2, unless the key is already unlocked under this password)."""
         services = self.front.services
         await asyncio.get_running_loop().run_in_executor(
-            self.front.openers, services.secure_mail.mail_login_logged,
+            self.front.workers, services.secure_mail.mail_login_logged,
             self.front.accounts.user(action.user), action.password, services.now())
 
     def _convert(self, action: ConvertRequested) -> None:
@@ -471,7 +465,7 @@ class ClientConnection:
         user = self.front.accounts.user(action.user)
         try:
             sealed = await asyncio.get_running_loop().run_in_executor(
-                self.front.openers, seal_for_user, self.front.services, user, action.message)
+                self.front.workers, seal_for_user, self.front.services, user, action.message)
         except Exception as exc:  # stored as written: the client's copy is never lost
             log.warning("cannot seal a stored copy",
                         extra={"user": user, "command": "APPEND", "reason": type(exc).__name__})
@@ -496,14 +490,11 @@ class ClientConnection:
             elif isinstance(action, OpenMessage):
                 user = self.front.accounts.user(action.user)
                 locks_before = self.front.views.lock_count(user)
-                # the executor's own future, not an asyncio one chained to it: the worker
-                # thread calls the loop back once (`_opened`)
-                future = self.front.openers.submit(
-                    open_for_client, self.front.services, user, action.raw,
-                    action.request_id, self.front.processes)
-                self.opens.add(future)
-                future.add_done_callback(functools.partial(
-                    self._call_back, asyncio.get_running_loop(), user, locks_before))
+                if self.inbox is None:
+                    self.inbox = Inbox(asyncio.get_running_loop(), self._opened)
+                self.front.opening.submit(
+                    self.inbox, (user, locks_before), open_for_client, self.front.services,
+                    user, action.raw, action.request_id, self.front.processes)
             elif isinstance(action, MailLogin):
                 if self.front.folder_operations is not None:
                     self.mail_password = action.password
@@ -573,8 +564,8 @@ class ClientConnection:
             if counts[self.counted] <= 0:
                 del counts[self.counted]
             self.counted = None
-        for future in self.opens:
-            future.cancel()
+        if self.inbox is not None:
+            self.inbox.close()
         self.changed.set()
         for writer in (self.writer, self.up_writer):
             if writer is None:

@@ -3,7 +3,8 @@
 
 - Listener per `listeners.imap`: implicit TLS, STARTTLS offered on the plain port, or plain
   text (login only from a loopback client with `plaintext_loopback: true`).
-- Shared by the front's clients: the worker threads (and processes) that open messages,
+- Shared by the front's clients: the threads (`imap.opening_threads`) and processes that
+  open messages, the worker threads for mail logins and sealing stored copies,
   the opened views (`imap.view_cache.OpenedViews`, dropped on lock), the login throttle
   and the per user and address connection counts.
 - `stop(grace)`: stop accepting, wait up to `grace` for commands in progress, then
@@ -27,6 +28,7 @@ from smime_proxy.config import ListenerConfig, UpstreamEndpoint
 from smime_proxy.errors import ConfigError
 from smime_proxy.imap.connection import ClientConnection
 from smime_proxy.imap.open_processes import OpenProcesses
+from smime_proxy.imap.opening_threads import OpeningThreads
 from smime_proxy.imap.streams import start_stream_server
 from smime_proxy.imap.view_cache import OpenedViews
 from smime_proxy.imap.wire import MAX_LINE
@@ -93,9 +95,12 @@ class ImapFront:
         # with worker processes, a thread recovers a message's key and waits for its
         # process: two threads per process keep them busy
         self.processes: OpenProcesses | None = None
-        self.openers = concurrent.futures.ThreadPoolExecutor(
-            self.settings.open_workers + 2 * config.imap.open_processes,
-            thread_name_prefix="imap-open")
+        self.opening = OpeningThreads(
+            self.settings.open_workers + 2 * config.imap.open_processes, "imap-open")
+        # the other blocking jobs of a session: a mail login's key derivation, sealing a
+        # stored copy
+        self.workers = concurrent.futures.ThreadPoolExecutor(
+            self.settings.open_workers, thread_name_prefix="imap-work")
 
     @property
     def port(self) -> int:
@@ -148,7 +153,8 @@ class ImapFront:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
-        self.openers.shutdown(wait=False, cancel_futures=True)
+        self.opening.shutdown()
+        self.workers.shutdown(wait=False, cancel_futures=True)
         if self.processes is not None:
             self.processes.shutdown()
             self.processes = None

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry points", ("__main__", "cli")),
     ("composition root", ("app", "demo")),
     ("I/O shells", ("imap.server", "imap.connection", "imap.streams", "imap.upstream",
+                    "imap.opening_threads",
                     "smtp.server", "smtp.relay", "control", "harness", "lmtp.server",
                     "lmtp.upstream", "at_rest.convert", "at_rest.operation",
                     "at_rest.operations", "at_rest.listing", "agent.server", "agent.client",

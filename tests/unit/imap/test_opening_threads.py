@@ -1,0 +1,116 @@
+"""`imap.opening_threads`: jobs run in the worker threads, results reach the event loop in
+batches and in the order they finished, none after the inbox closed, none lost."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from smime_proxy.imap.opening_threads import CancelledJob, Inbox, OpeningThreads
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int | BaseException]]] = []
+        self.arrived = asyncio.Event()
+
+    def deliver(self, results: list[tuple[int, int | BaseException]]) -> None:
+        assert threading.current_thread() is threading.main_thread()  # on the loop
+        self.batches.append(results)
+        self.arrived.set()
+
+    async def until(self, count: int) -> list[tuple[int, int | BaseException]]:
+        while sum(map(len, self.batches)) < count:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 10)
+        return [result for batch in self.batches for result in batch]
+
+
+def square(number: int) -> int:
+    return number * number
+
+
+def fails(number: int) -> int:
+    raise ValueError(number)
+
+
+async def test_every_result_arrives_once_with_its_context() -> None:
+    threads = OpeningThreads(2, "test-open")
+    collected = Collected()
+    inbox: Inbox[int, int] = Inbox(asyncio.get_running_loop(), collected.deliver)
+    try:
+        for number in range(200):
+            threads.submit(inbox, number, square, number)
+        assert inbox.pending == 200
+        results = await collected.until(200)
+        assert sorted(results, key=lambda pair: pair[0]) == [(n, n * n) for n in range(200)]
+        await asyncio.sleep(0.05)  # a second call of the loop delivers nothing more
+        assert sum(map(len, collected.batches)) == 200 and inbox.pending == 0
+        assert len(collected.batches) < 200  # many arrived in one call
+    finally:
+        threads.shutdown()
+
+
+async def test_a_job_that_raises_gives_its_exception() -> None:
+    threads = OpeningThreads(1, "test-open")
+    collected = Collected()
+    inbox: Inbox[int, int] = Inbox(asyncio.get_running_loop(), collected.deliver)
+    try:
+        threads.submit(inbox, 7, fails, 7)
+        [(context, result)] = await collected.until(1)
+        assert context == 7 and isinstance(result, ValueError)
+    finally:
+        threads.shutdown()
+
+
+async def test_a_closed_inbox_gets_nothing_and_its_jobs_are_not_run() -> None:
+    threads = OpeningThreads(1, "test-open")
+    collected = Collected()
+    inbox: Inbox[int, int] = Inbox(asyncio.get_running_loop(), collected.deliver)
+    started, release = threading.Event(), threading.Event()
+    ran: list[int] = []
+
+    def blocking(number: int) -> int:
+        started.set()
+        release.wait(10)
+        ran.append(number)
+        return number
+
+    try:
+        threads.submit(inbox, 1, blocking, 1)
+        threads.submit(inbox, 2, blocking, 2)
+        assert await asyncio.to_thread(started.wait, 10)
+        inbox.close()
+        release.set()
+        for _ in range(100):
+            if inbox.pending == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert inbox.pending == 0  # both counted off
+        assert ran == [1] and collected.batches == []  # the second never ran
+    finally:
+        threads.shutdown()
+
+
+async def test_after_shutdown_jobs_not_begun_are_cancelled() -> None:
+    threads = OpeningThreads(1, "test-open")
+    collected = Collected()
+    inbox: Inbox[int, int] = Inbox(asyncio.get_running_loop(), collected.deliver)
+    started, release = threading.Event(), threading.Event()
+
+    def blocking() -> int:
+        started.set()
+        release.wait(10)
+        return 1
+
+    threads.submit(inbox, 1, blocking)
+    threads.submit(inbox, 2, square, 2)
+    assert await asyncio.to_thread(started.wait, 10)
+    threads.shutdown()
+    release.set()
+    results = dict(await collected.until(2))
+    assert results[1] == 1 and isinstance(results[2], CancelledJob)
+    with pytest.raises(RuntimeError):
+        threads.submit(inbox, 3, square, 3)
