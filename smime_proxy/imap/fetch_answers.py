@@ -354,7 +354,8 @@ class ContentFetch:
                 response = parse_response(raw)
             else:
                 spans = fetch_spans(raw)  # all of it now
-                content = frozenset(s.name for s in spans.items if _is_content_name(s.name))
+                content = frozenset(span.name for span in spans.items
+                                    if fetch_rewrite.is_content_name(span.name))
                 whole = spans.find(fetch_rewrite.WHOLE_NAME)
                 response = parse_response(without_items(raw, spans, content))
                 stored = item_value(raw, whole) if whole is not None else None
@@ -365,7 +366,7 @@ class ContentFetch:
         if (view is None and header is not None and job.relays_items
                 and self._listed_while_locked(job, header)):
             try:
-                self._pass_on(job, _as_stored_for_listing(raw, spans, job.strip))
+                self._pass_on(job, fetch_rewrite.as_stored_for_listing(raw, spans, job.strip))
             except ParseError:
                 self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
             return
@@ -596,25 +597,3 @@ def _copying(number: int, plan: fetch_rewrite.CopyPlan, view: MessageView,
         return fetch_rewrite.answer_copying(number, plan, view, items)
     except Exception:  # a bug in the views, or UnknownCte: see `_answer_view`
         return None
-
-
-def _as_stored_for_listing(raw: bytes, spans: FetchSpans, strip: frozenset[bytes]) -> bytes:
-    """A sort-pass response answered as the upstream stores the message (`is_listing` items
-    only), minus the items the proxy added and any incoming X-SMIME-Status field in the
-    header items: only the proxy writes that field (DESIGN 5). Raises ParseError."""
-    response = parse_response(without_items(raw, spans, strip))
-    assert isinstance(response, FetchResponse)
-    items = tuple(
-        (item, without_field(value, STATUS_HEADER)
-         if isinstance(value, bytes) and item.name in ("BODY", "RFC822.HEADER") else value)
-        for item, value in response.items)
-    return FetchResponse(response.number, items).render()
-
-
-_CONTENT_PREFIXES: Final = (b"BODY", b"BINARY", b"RFC822", b"ENVELOPE")
-
-
-def _is_content_name(name: bytes) -> bool:
-    """Whether a response item name is a content item (`fetch_rewrite.CONTENT_ITEMS`, any
-    section): BODY, BODY[...], BODYSTRUCTURE, BINARY[...], RFC822*, ENVELOPE."""
-    return name.startswith(_CONTENT_PREFIXES)

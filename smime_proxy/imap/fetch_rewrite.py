@@ -31,7 +31,9 @@ from smime_proxy.imap.wire import (
     parse_response,
     render,
 )
+from smime_proxy.imap.wire.spans import FetchSpans, without_items
 from smime_proxy.imap.wire.values import Binary, Literal, render_structure
+from smime_proxy.mime.entity import STATUS_HEADER, without_field
 from smime_proxy.native import native
 
 __all__ = [
@@ -39,9 +41,11 @@ __all__ = [
     "WHOLE",
     "answer",
     "answer_copying",
+    "as_stored_for_listing",
     "content_value",
     "copy_plan",
     "is_content",
+    "is_content_name",
     "is_listing",
     "lists_only",
     "needs_rewrite",
@@ -376,3 +380,25 @@ def only_known_plain(command: FetchCommand, known_plain: set[int]) -> bool:
             return False
         uids.extend(range(low, high + 1))
     return all(uid in known_plain for uid in uids)
+
+
+def as_stored_for_listing(raw: bytes, spans: FetchSpans, strip: frozenset[bytes]) -> bytes:
+    """A sort-pass response answered as the upstream stores the message (`is_listing` items
+    only), minus the items the proxy added and any incoming X-SMIME-Status field in the
+    header items: only the proxy writes that field (DESIGN 5). Raises ParseError."""
+    response = parse_response(without_items(raw, spans, strip))
+    assert isinstance(response, FetchResponse)
+    items = tuple(
+        (item, without_field(value, STATUS_HEADER)
+         if isinstance(value, bytes) and item.name in ("BODY", "RFC822.HEADER") else value)
+        for item, value in response.items)
+    return FetchResponse(response.number, items).render()
+
+
+_CONTENT_PREFIXES: Final = (b"BODY", b"BINARY", b"RFC822", b"ENVELOPE")
+
+
+def is_content_name(name: bytes) -> bool:
+    """Whether a response item name is a content item (`fetch_rewrite.CONTENT_ITEMS`, any
+    section): BODY, BODY[...], BODYSTRUCTURE, BINARY[...], RFC822*, ENVELOPE."""
+    return name.startswith(_CONTENT_PREFIXES)
