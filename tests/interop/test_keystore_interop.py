@@ -298,9 +298,19 @@ def test_legacy_export_imported_by_gpgsm(
 ) -> None:
     cert = mail.generate("carol", "carol@example.org", SECURE_PW, NOW)
     p12 = files / "carol-legacy.p12"
-    p12.write_bytes(mail.export_pkcs12("carol", SECURE_PW, EXPORT_PW, legacy=True))
-    out = gpgsm(gnupghome, files / "export-pw", "--import", str(p12)).decode()
-    assert "secret keys imported: 1" in out, out
+    # gpgsm 2.2 refuses about 1 in 40 files every time for that file (test below; also
+    # with files pyca writes alone): what the README tells users, export again, is done
+    # here. A real problem fails every attempt.
+    for _ in range(3):
+        p12.write_bytes(mail.export_pkcs12("carol", SECURE_PW, EXPORT_PW, legacy=True))
+        with contextlib.suppress(AssertionError):
+            out = gpgsm(gnupghome, files / "export-pw", "--import", str(p12)).decode()
+            assert "secret keys imported: 1" in out, out
+            break
+    else:  # the last export, and what gpgsm says of it
+        p12.write_bytes(mail.export_pkcs12("carol", SECURE_PW, EXPORT_PW, legacy=True))
+        out = gpgsm(gnupghome, files / "export-pw", "--import", str(p12)).decode()
+        assert "secret keys imported: 1" in out, out
     listing = gpgsm(gnupghome, files / "export-pw", "--list-secret-keys", "--with-colons")
     fingerprint = cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303 - gpgsm's key id
     assert fingerprint.upper() in listing.decode()
