@@ -1,9 +1,12 @@
 # Types of the native module built from native/src/lib.rs (see smime_proxy/native.py).
 
+from typing import TypeVar
+
 INTERFACE: int
 MAX_NESTING: int
 MAX_PARTS: int
 
+_Field = TypeVar("_Field", bound=tuple[str, bytes])
 _ContentType = tuple[bytes, bytes | None, list[tuple[bytes, bytes]], int]
 _Header = tuple[bytes, int, int, int, bool, bytes | None]
 _Part = tuple[int, int, int, int, int, bytes | None, int, _ContentType | None, list[_Header]]
@@ -33,3 +36,4 @@ def decode_base64(data: bytes, start: int) -> bytes | None: ...
 def decrypt_content(mode: str, key: bytes, parameters: bytes, ciphertext: bytes,
                     tag: bytes) -> bytes | None: ...
 def render_views(message: bytes) -> tuple[bytes | None, bytes | None]: ...
+def header_fields(header: bytes, make: type[_Field]) -> tuple[_Field, ...]: ...

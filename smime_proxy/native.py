@@ -14,7 +14,7 @@ import os
 from types import ModuleType
 
 # the interface this Python code expects; native/src/lib.rs says which one it implements
-INTERFACE = 11
+INTERFACE = 12
 
 
 def _load() -> ModuleType | None:

@@ -6,11 +6,12 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 mod base64;
 mod cms;
 mod decrypt;
+mod fields;
 mod render;
 mod rfc822;
 mod structure;
@@ -270,9 +271,24 @@ fn render_views(py: Python<'_>, message: &PyBytes) -> (Option<PyObject>, Option<
     (wire(structure), wire(envelope))
 }
 
+/// mime/entity.py `_fields`: the header fields of `header` (the header block, its empty
+/// line left out), each made by `make(name, raw)` (the `HeaderField` named tuple, made by
+/// `tuple.__new__`: no Python frame per field).
+#[pyfunction]
+fn header_fields(py: Python<'_>, header: &PyBytes, make: &PyAny) -> PyResult<PyObject> {
+    let data = header.as_bytes();
+    let new = py.get_type::<PyTuple>().getattr("__new__")?;
+    let mut fields = Vec::new();
+    for (start, end, name) in fields::split(data) {
+        let pair = (PyString::intern(py, &name), PyBytes::new(py, &data[start..end]));
+        fields.push(new.call1((make, pair))?);
+    }
+    Ok(PyTuple::new(py, fields).into())
+}
+
 #[pymodule]
 fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
-    m.add("INTERFACE", 11)?; // smime_proxy/native.py INTERFACE: bumped with every change here
+    m.add("INTERFACE", 12)?; // smime_proxy/native.py INTERFACE: bumped with every change here
     m.add("MAX_NESTING", tree::MAX_NESTING)?;
     m.add("MAX_PARTS", tree::MAX_PARTS)?;
     m.add_function(wrap_pyfunction!(parse_tree, m)?)?;
@@ -285,5 +301,6 @@ fn _native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_base64, m)?)?;
     m.add_function(wrap_pyfunction!(decrypt_content, m)?)?;
     m.add_function(wrap_pyfunction!(render_views, m)?)?;
+    m.add_function(wrap_pyfunction!(header_fields, m)?)?;
     Ok(())
 }

@@ -6,7 +6,7 @@ its delimiters (RFC 2046 section 5.1.1), and canonicalise line ends to CRLF (RFC
 The IMAP views use the fuller byte-offset tree of this package; these helpers stay small
 because signatures must be computed over exactly the bytes that are sent.
 
-May import: errors, stdlib.
+May import: errors, native, stdlib.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from email.message import Message
 from typing import NamedTuple
 
 from smime_proxy.errors import MalformedMessage
+from smime_proxy.native import native
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 MAX_HEADER_BYTES = 1024 * 1024
@@ -108,7 +109,10 @@ def parse_entity(data: bytes) -> Entity:
     else:
         start, body_start = found
         header_end = start + (2 if data[start] == 0x0D else 1)
-    return Entity(data, header_end, body_start, tuple(_fields(data[:header_end])))
+    header = data[:header_end]
+    fields = (native.header_fields(header, HeaderField) if native is not None
+              else tuple(_fields(header)))
+    return Entity(data, header_end, body_start, fields)
 
 
 def header_end_of(data: bytes, limit: int) -> tuple[int, int] | None:
@@ -128,6 +132,8 @@ def header_end_of(data: bytes, limit: int) -> tuple[int, int] | None:
 
 
 def _fields(header: bytes) -> list[HeaderField]:
+    """The header's fields (its empty line left out); native/src/fields.rs is the twin
+    `parse_entity` uses when built."""
     lines = header.splitlines(keepends=True)
     if any(fold in header for fold in _FOLDS):  # continuation lines joined to their field
         raws: list[bytes] = []

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smime_proxy.mime import tree
+from smime_proxy.mime import entity, tree
 from smime_proxy.mime.rfc822 import parse_content_type
 from support.damage import NATIVE_FUZZ, mutated_message, require_native
 
@@ -143,3 +143,29 @@ def test_rfc2231_merges_are_the_same(value: bytes) -> None:
                  st.binary(max_size=80)))
 def test_any_content_type_is_read_the_same(value: bytes) -> None:
     assert core.parse_content_type(value) == parse_content_type(value)
+
+
+_FIELD_TOKENS = [b"\r\n", b"\n", b"\r", b" ", b"\t", b":", b"From", b"subject", b"X-A",
+                 b"\xe9", b"\x0b", b"\x0c", b"value", b"\r\n ", b"\n\t", b"\r\n\r\n", b""]
+
+
+def _header_of(data: bytes) -> bytes:
+    """What `parse_entity` hands the field splitter: the header block, no empty line."""
+    return data[: entity.parse_entity(data).header_end] if data else data
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: str(len(m)))
+def test_the_vectors_give_the_same_header_fields(message: bytes) -> None:
+    header = _header_of(message)
+    assert core.header_fields(header, entity.HeaderField) == tuple(entity._fields(header))
+
+
+@NATIVE_FUZZ
+@given(st.one_of(st.lists(st.sampled_from(_FIELD_TOKENS), max_size=60).map(b"".join),
+                 mutated_message(SAMPLES, _FIELD_TOKENS), st.binary(max_size=300)))
+def test_any_header_gives_the_same_fields(data: bytes) -> None:
+    """Any bytes as a header block (line ends, folds, names with white space, bytes outside
+    ASCII, no colon): the fields `mime.entity._fields` makes, as the same named tuples."""
+    fields = core.header_fields(data, entity.HeaderField)
+    assert fields == tuple(entity._fields(data))
+    assert all(type(field) is entity.HeaderField for field in fields)
