@@ -190,10 +190,15 @@ class ClientConnection:
                 and session.client.buffered >= self.front.settings.max_client_backlog)
 
     def _upstream_held_back(self) -> bool:
-        """The upstream is not read while many messages wait to be opened."""
+        """The upstream is not read while many messages, or many bytes of them, wait to be
+        opened (a message read meanwhile is held whole until it is answered)."""
         session = self.session
-        return (session is not None
-                and session.pending_opens >= self.front.settings.max_pending_opens)
+        if session is None:
+            return False
+        count, size = session.pending_opens
+        settings = self.front.settings
+        return count >= settings.max_pending_opens or (
+            count > 0 and size >= settings.max_pending_open_bytes)
 
     def _from_up_reader(self, data: bytes) -> list[Action]:
         assert self.session is not None

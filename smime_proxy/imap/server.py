@@ -42,7 +42,12 @@ from smime_proxy.tlsconfig import listener_context
 class ImapSettings:
     connect_timeout: float = 30.0
     tls_handshake_timeout: float = 30.0
-    max_pending_opens: int = 8  # messages read from upstream and not yet opened
+    # Messages read from the upstream and not yet opened, and their stored bytes: enough
+    # for the threads never to wait for the next one (first encrypted fetch, two interleaved
+    # runs of 5 rounds, 8 against 32: 749 -> 804 and 914 -> 939 messages/s), few enough
+    # bytes to hold (8 of any size before; a message larger than the bound is opened alone).
+    max_pending_opens: int = 32
+    max_pending_open_bytes: int = 8 * 1024 * 1024
     max_client_backlog: int = 256 * 1024  # unread client bytes held by the session
     max_user_ip_connections: int = 10  # per user and address; config imap.max_userip_connections
     idle_timeout: float = 30 * 60  # nothing from client nor upstream: autologout

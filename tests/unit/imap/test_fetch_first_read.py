@@ -118,3 +118,18 @@ def test_a_first_read_is_opened_from_the_sort_pass() -> None:
     assert opened == [b"smime"] and upstream == b""
     assert client == (b"* 2 FETCH (BODY[] " + literal(SHOWN + b"smime") + b")\r\n"
                       b"a OK done\r\n")
+
+
+def test_the_messages_being_opened_are_counted_with_their_bytes() -> None:
+    """What the shell's back-pressure reads (`ClientConnection._upstream_held_back`)."""
+    run: Run = logged_in(Views())
+    run.client(b"s SELECT INBOX\r\n")
+    run.upstream(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 7] Ok\r\ns OK [READ-WRITE] Done\r\n")
+    run.client(b"a FETCH 1:3 (BODY.PEEK[])\r\n")
+    assert run.session.pending_opens == (0, 0)
+    run.upstream(_message(1, 4, b" BODY[] " + literal(b"x" * 100))
+                 + _message(2, 7, b" BODY[] " + literal(b"y" * 50)))
+    assert run.session.pending_opens == (2, 150)
+    first = run.opens.pop(0)
+    run.opened(MessageOpened(first.request_id, "opened", SHOWN, decrypted=True))
+    assert run.session.pending_opens == (1, 50)
