@@ -93,6 +93,15 @@ class FetchJob:
     # a planned pass's mark: the item that tells its answers from unsolicited FETCH data
     mark: bytes = b"INTERNALDATE"
 
+    def pending_opens(self) -> tuple[int, int]:
+        """Messages handed out to be opened and not yet back, and their stored bytes."""
+        count = size = 0
+        for entry in self.entries:
+            if entry.request_id is not None and entry.result is None:
+                count += 1
+                size += len(entry.stored)
+        return count, size
+
 
 @dataclass
 class Stream:
@@ -122,6 +131,10 @@ class SearchJob:
     views: dict[int, MessageView] = field(default_factory=dict)  # number -> shown message
     opening: dict[int, int] = field(default_factory=dict)  # request id -> number
     done: bytes = b""  # the upstream's tagged answer to pass 1, with the client's tag
+
+    def pending_opens(self) -> tuple[int, int]:
+        """`FetchJob.pending_opens`; a search keeps no stored bytes of them."""
+        return len(self.opening), 0
 
 
 @dataclass

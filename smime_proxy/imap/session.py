@@ -202,19 +202,9 @@ class ImapSession(Logins, ContentFetch, EncryptedSearch, StoredCopies, StreamedL
 
     @property
     def pending_opens(self) -> tuple[int, int]:
-        """Messages handed out to be opened and not yet back, and their stored bytes (for a
-        search, its count only: it keeps no bytes of them)."""
+        """Messages handed out to be opened and not yet back, and their stored bytes."""
         job = self._inflight
-        if isinstance(job, SearchJob):
-            return len(job.opening), 0
-        if not isinstance(job, FetchJob):
-            return 0, 0
-        count = size = 0
-        for entry in job.entries:
-            if entry.request_id is not None and entry.result is None:
-                count += 1
-                size += len(entry.stored)
-        return count, size
+        return job.pending_opens() if isinstance(job, FetchJob | SearchJob) else (0, 0)
 
     @property
     def busy(self) -> bool:
