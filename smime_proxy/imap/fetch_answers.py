@@ -237,15 +237,12 @@ class ContentFetch:
         whole = last_literal(raw, head.rest_start, fetch_rewrite.WHOLE_NAME)
         if whole is None or self._listed_while_locked(job, header):
             return False
-        # what `_to_answer` keeps of this answer: the UID (the content items are computed)
-        entry = FetchEntry(number=head.number, uid=head.uid, items={UID_NAME: head.uid})
-        job.entries.append(entry)
+        # what `_to_answer` keeps of this answer: the UID (the content items are computed),
+        # also as the text `answer` would render for it
+        entry = FetchEntry(number=head.number, uid=head.uid, items={UID_NAME: head.uid},
+                           copied={UID_NAME: b"UID %d" % head.uid})
         view = self.views.get(self.mailbox, head.uid)
-        if view is not None:
-            entry.view = view
-            self._flush_job(job)
-        else:
-            self._open(entry, raw[whole[0] : whole[1]])
+        self._queue(job, entry, view, None if view is not None else raw[whole[0] : whole[1]])
         return True
 
     @staticmethod
@@ -305,8 +302,8 @@ class ContentFetch:
                 number, known_uid, items = quick
                 if known_uid not in self.known_plain and job.copy_plan is not None:
                     view = self._planned_view(job, known_uid)
-                    answer = (None if view is None
-                              else _copying(number, job.copy_plan, view, items))
+                    answer = None if view is None else fetch_rewrite.copying_or_none(
+                        number, job.copy_plan, view, items)
                     if answer is not None:
                         self._pass_on(job, answer)
                         return
@@ -326,7 +323,7 @@ class ContentFetch:
         view = self._planned_view(job, uid)
         if view is not None and job.copy_plan is not None:
             # nothing to learn from the upstream's items: copied as it wrote them
-            answer = _copying(spans.number, job.copy_plan, view,
+            answer = fetch_rewrite.copying_or_none(spans.number, job.copy_plan, view,
                               {span.name: raw[span.start : span.end] for span in spans.items})
             if answer is not None:
                 self._pass_on(job, answer)
@@ -371,16 +368,21 @@ class ContentFetch:
                 self._fatal("bad upstream FETCH response", b"* BYE Upstream server error\r\n")
             return
         items = {item.render(): value for item, value in response.items}
-        entry = FetchEntry(number=response.number, uid=uid, items=items)
+        self._queue(job, FetchEntry(number=response.number, uid=uid, items=items), view, stored)
+
+    def _queue(self, job: FetchJob, entry: FetchEntry, view: MessageView | None,
+               stored: bytes | None) -> None:
+        """A message the proxy answers, in its place: from `view`, else once opened from
+        `stored`, else once the open pass brings its stored bytes."""
         job.entries.append(entry)
         if view is not None:
             entry.view = view
             self._flush_job(job)
         elif stored is not None:
             self._open(entry, stored)
-        elif uid is not None:
+        elif entry.uid is not None:
             entry.waiting = True
-            job.to_open[uid] = entry
+            job.to_open[entry.uid] = entry
         else:
             self._fatal("upstream FETCH without UID", b"* BYE Upstream server error\r\n")
 
@@ -569,6 +571,14 @@ class ContentFetch:
         """Send the client's response for one message from its view; False when the views
         failed (UnknownCte is noted in the job, the client is told)."""
         command = job.command
+        if entry.copied is not None and view.size < LARGE_ANSWER:  # no \\Seen to set
+            if job.first_read_plan is None:
+                job.first_read_plan = fetch_rewrite.copy_plan(command)
+            copied = fetch_rewrite.copying_or_none(entry.number, job.first_read_plan, view,
+                                                   entry.copied)
+            if copied is not None:  # else the long way, which says what failed
+                self._out.append(SendToClient(copied))
+                return True
         mark_seen = not self.read_only and fetch_rewrite.newly_seen(command, entry.items)
         try:
             response = fetch_rewrite.answer(entry.number, command, view, entry.items,
@@ -588,12 +598,3 @@ class ContentFetch:
         self._out.extend(SendToClient(piece) for piece in response if piece)
         return True
 
-
-def _copying(number: int, plan: fetch_rewrite.CopyPlan, view: MessageView,
-             items: dict[bytes, bytes]) -> bytes | None:
-    """`fetch_rewrite.answer_copying`, or None when the views fail (the message is then
-    answered the long way, which tells the client why)."""
-    try:
-        return fetch_rewrite.answer_copying(number, plan, view, items)
-    except Exception:  # a bug in the views, or UnknownCte: see `_answer_view`
-        return None

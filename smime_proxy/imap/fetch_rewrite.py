@@ -44,6 +44,7 @@ __all__ = [
     "as_stored_for_listing",
     "content_value",
     "copy_plan",
+    "copying_or_none",
     "is_content",
     "is_content_name",
     "is_listing",
@@ -349,6 +350,16 @@ def answer_copying(number: int, plan: CopyPlan, view: MessageView,
             out.append(b" ")
     out[-1] = b")\r\n"
     return b"".join(out)
+
+
+def copying_or_none(number: int, plan: CopyPlan, view: MessageView,
+                    items: Mapping[bytes, bytes]) -> bytes | None:
+    """`answer_copying`, or None when the views fail (the message is then answered the long
+    way, `answer`, which tells the client why: UnknownCte, or a bug in the views)."""
+    try:
+        return answer_copying(number, plan, view, items)
+    except Exception:
+        return None
 
 
 def without_content(raw: bytes) -> bytes:

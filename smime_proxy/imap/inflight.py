@@ -50,6 +50,9 @@ class FetchEntry:
     result: MessageOpened | None = None
     waiting: bool = False
     view: MessageView | None = None
+    # the upstream's items as it wrote them (name to text), when the answer copies them
+    # (`fetch_rewrite.answer_copying`: a first read whose sort-pass answer had the usual shape)
+    copied: dict[bytes, bytes] | None = None
 
     @property
     def is_raw(self) -> bool:
@@ -92,6 +95,8 @@ class FetchJob:
     copy_plan: tuple[tuple[bytes, FetchItem | None], ...] | None = None
     # a planned pass's mark: the item that tells its answers from unsolicited FETCH data
     mark: bytes = b"INTERNALDATE"
+    # how the entries with `copied` items are answered (made with the first of them)
+    first_read_plan: tuple[tuple[bytes, FetchItem | None], ...] | None = None
 
     def pending_opens(self) -> tuple[int, int]:
         """Messages handed out to be opened and not yet back, and their stored bytes."""
