@@ -288,31 +288,35 @@ def uid_literal_head(raw: bytes, name: bytes) -> UidHead | None:
     if head is None:
         return None
     start = head.end()
-    after = start + len(name)
-    if raw[start:after].upper() != name or raw[after : after + 1] != b" ":
+    found = _literal_item(raw, start, name)
+    if found is None:
         return None
-    literal = _LITERAL.match(raw, after + 1)  # as `fetch_spans` reads a literal
-    if literal is None:
-        return None
-    end = literal.end() + int(literal[1])
+    value_start, end = found
     if raw[end : end + 1] != b" " or not raw[end + 1 : end + 2].isalpha():
         return None
-    return UidHead(int(head[1]), int(head[3]), head.start(2), start, literal.end(), end + 1)
+    return UidHead(int(head[1]), int(head[3]), head.start(2), start, value_start, end + 1)
 
 
 def last_literal(raw: bytes, start: int, name: bytes) -> tuple[int, int] | None:
     """Where the data of the item `name` (upper case) lies, when it starts at `start`, its
     value is a literal and it ends the response; None for any other shape."""
+    found = _literal_item(raw, start, name)
+    if found is None or raw[found[1] :] != b")\r\n":
+        return None
+    return found
+
+
+def _literal_item(raw: bytes, start: int, name: bytes) -> tuple[int, int] | None:
+    """(start, end) of the data of the item `name` (upper case) starting at `start`, when
+    its value is a literal (the end as its length says: the caller checks what follows);
+    None for any other shape."""
     after = start + len(name)
     if raw[start:after].upper() != name or raw[after : after + 1] != b" ":
         return None
     literal = _LITERAL.match(raw, after + 1)  # as `fetch_spans` reads a literal
     if literal is None:
         return None
-    end = literal.end() + int(literal[1])
-    if len(raw) != end + 3 or raw[end:] != b")\r\n":
-        return None
-    return literal.end(), end
+    return literal.end(), literal.end() + int(literal[1])
 
 
 def item_value(raw: bytes, span: ItemSpan) -> bytes | None:
