@@ -15,7 +15,8 @@ from smime_proxy.imap.session import (
     SendToUpstream,
     SessionSettings,
 )
-from smime_proxy.imap.view_cache import ViewCache
+from smime_proxy.imap.view_cache import MailboxKey, ViewCache
+from smime_proxy.imap.views import MessageView
 
 UP_CAPS = (b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE STARTTLS "
            b"AUTH=PLAIN AUTH=LOGIN COMPRESS=DEFLATE NOTIFY\r\n")
@@ -105,3 +106,22 @@ def sorted_reply(number: int, uid: int, fields: bytes, rest: bytes = b"") -> byt
 
 def literal(data: bytes) -> bytes:
     return b"{%d}\r\n" % len(data) + data
+
+
+class KeptViews(ViewCache):
+    """A view cache that keeps every view put in it, by UID (whatever the mailbox), until a
+    test says an unlock ended (`ended`)."""
+
+    def __init__(self, kept: dict[int, MessageView] | None = None) -> None:
+        self.kept: dict[int, MessageView] = dict(kept or {})
+        self.ended = 0  # unlocks ended so far
+
+    def locks(self) -> int:
+        return self.ended
+
+    def get(self, mailbox: MailboxKey, uid: int) -> MessageView | None:
+        return self.kept.get(uid)
+
+    def put(self, mailbox: MailboxKey, uid: int, view: MessageView, *,
+            decrypted: bool, unlock: object | None = None) -> None:
+        self.kept[uid] = view

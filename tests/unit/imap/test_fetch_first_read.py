@@ -11,13 +11,13 @@ import pytest
 
 from smime_proxy.imap import fetch_answers
 from smime_proxy.imap.session import MessageOpened
-from smime_proxy.imap.view_cache import MailboxKey, ViewCache
 from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire.spans import last_literal
 from support.imap_transcript import (
     PLAIN,
     SMIME_FIELDS,
     STATUS,
+    KeptViews,
     Run,
     literal,
     logged_in,
@@ -27,26 +27,11 @@ from support.imap_transcript import (
 SHOWN = STATUS + PLAIN
 
 
-class Views(ViewCache):
-    def __init__(self, kept: dict[int, MessageView] | None = None) -> None:
-        self.kept = dict(kept or {})
-
-    def locks(self) -> int:
-        return 0
-
-    def get(self, mailbox: MailboxKey, uid: int) -> MessageView | None:
-        return self.kept.get(uid)
-
-    def put(self, mailbox: MailboxKey, uid: int, view: MessageView, *,
-            decrypted: bool, unlock: object | None = None) -> None:
-        self.kept[uid] = view
-
-
 def _transcript(command: bytes, replies: bytes, kept: dict[int, MessageView],
                 select: bool = True) -> tuple[bytes, bytes, list[bytes]]:
     """The client's and the upstream's bytes (after the sort pass) and the opened messages
     of one FETCH, every message opened to SHOWN + its stored bytes."""
-    run: Run = logged_in(Views(kept))
+    run: Run = logged_in(KeptViews(kept))
     if select:
         run.client(b"s SELECT INBOX\r\n")
         run.upstream(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 7] Ok\r\ns OK [READ-WRITE] Done\r\n")
@@ -122,7 +107,7 @@ def test_a_first_read_is_opened_from_the_sort_pass() -> None:
 
 def test_the_messages_being_opened_are_counted_with_their_bytes() -> None:
     """What the shell's back-pressure reads (`ClientConnection._upstream_held_back`)."""
-    run: Run = logged_in(Views())
+    run: Run = logged_in(KeptViews())
     run.client(b"s SELECT INBOX\r\n")
     run.upstream(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 7] Ok\r\ns OK [READ-WRITE] Done\r\n")
     run.client(b"a FETCH 1:3 (BODY.PEEK[])\r\n")

@@ -5,7 +5,6 @@ cached view, and every answer still decided by its own UID."""
 from __future__ import annotations
 
 from smime_proxy.imap.session import MessageOpened
-from smime_proxy.imap.view_cache import MailboxKey, ViewCache
 from smime_proxy.imap.views import MessageView
 from smime_proxy.imap.wire.spans import metadata_items
 from support.imap_transcript import (
@@ -13,6 +12,7 @@ from support.imap_transcript import (
     PLAIN,
     SMIME_FIELDS,
     STATUS,
+    KeptViews,
     Run,
     literal,
     logged_in,
@@ -23,23 +23,7 @@ SHOWN = STATUS + PLAIN
 DATE = b' INTERNALDATE "01-Jun-2026 12:00:00 +0000"'
 
 
-class Views(ViewCache):
-    def __init__(self) -> None:
-        self.kept: dict[int, MessageView] = {}
-        self.ended = 0  # unlocks ended so far
-
-    def locks(self) -> int:
-        return self.ended
-
-    def get(self, mailbox: MailboxKey, uid: int) -> MessageView | None:
-        return self.kept.get(uid)
-
-    def put(self, mailbox: MailboxKey, uid: int, view: MessageView, *,
-            decrypted: bool, unlock: object | None = None) -> None:
-        self.kept[uid] = view
-
-
-def selected(views: Views) -> Run:
+def selected(views: KeptViews) -> Run:
     """INBOX with 1 (UID 4, plain) and 2 (UID 9, S/MIME), both fetched once: 9 is cached."""
     run = logged_in(views)
     run.client(b"s SELECT INBOX\r\n")
@@ -58,7 +42,7 @@ def selected(views: Views) -> Run:
 
 
 def test_a_resync_of_opened_messages_asks_for_no_content() -> None:
-    views = Views()
+    views = KeptViews()
     run = selected(views)
     run.client(b"f2 FETCH 1:* (FLAGS BODYSTRUCTURE RFC822.SIZE)\r\n")
     assert run.upstream_out() == b"f2 FETCH 1:* (UID INTERNALDATE FLAGS)\r\n"
@@ -81,7 +65,7 @@ def test_a_resync_of_opened_messages_asks_for_no_content() -> None:
 def test_a_prediction_that_no_longer_holds_is_opened() -> None:
     """The upstream's UID is not the one predicted (the map was wrong): the message is
     fetched whole and opened."""
-    views = Views()
+    views = KeptViews()
     run = selected(views)
     run.client(b"f2 FETCH 2 (BODY.PEEK[])\r\n")
     assert run.upstream_out() == b"f2 FETCH 2 (UID INTERNALDATE FLAGS)\r\n"
@@ -97,7 +81,7 @@ def test_a_prediction_that_no_longer_holds_is_opened() -> None:
 
 def test_a_number_that_turns_out_to_be_another_message_is_opened() -> None:
     """All plain by the map, but the upstream's UID says otherwise: not relayed as plain."""
-    views = Views()
+    views = KeptViews()
     run = selected(views)
     views.kept.clear()  # 9 forgotten: message 2 is not known, message 1 is plain
     run.client(b"f2 FETCH 1 (BODY.PEEK[])\r\n")
@@ -111,7 +95,7 @@ def test_a_number_that_turns_out_to_be_another_message_is_opened() -> None:
 
 
 def test_known_plain_messages_are_relayed_without_the_added_items() -> None:
-    views = Views()
+    views = KeptViews()
     run = selected(views)
     run.client(b"f2 FETCH 1 (FLAGS BODY.PEEK[])\r\n")
     assert run.upstream_out() == b"f2 FETCH 1 (UID INTERNALDATE FLAGS BODY.PEEK[])\r\n"
@@ -123,7 +107,7 @@ def test_known_plain_messages_are_relayed_without_the_added_items() -> None:
 
 
 def test_an_expunge_renumbers_the_plan() -> None:
-    views = Views()
+    views = KeptViews()
     run = selected(views)
     run.client(b"n NOOP\r\n")
     run.upstream_out()
@@ -142,7 +126,7 @@ def test_the_usual_answer_and_any_other_shape_give_the_same_response() -> None:
     response is the same either way."""
     outputs = []
     for extra in (b"", b" X-GUID 9a8b7c"):
-        views = Views()
+        views = KeptViews()
         run = selected(views)
         run.client(b"f2 FETCH 2 (FLAGS RFC822.SIZE)\r\n")
         assert run.upstream_out() == b"f2 FETCH 2 (UID INTERNALDATE FLAGS)\r\n"
@@ -169,7 +153,7 @@ def test_a_lock_during_a_planned_fetch_serves_nothing_it_found_before() -> None:
     """The plan holds the views it found; if the key locks before the upstream answers,
     they are not served (nothing decrypted outlives its unlock): the message is opened
     again, which asks for the key."""
-    views = Views()
+    views = KeptViews()
     run = selected(views)
     run.client(b"f2 FETCH 2 (BODY.PEEK[])\r\n")
     assert run.upstream_out() == b"f2 FETCH 2 (UID INTERNALDATE FLAGS)\r\n"
@@ -189,7 +173,7 @@ def test_a_resync_of_plain_messages_is_marked_by_the_clients_own_size() -> None:
     is added (no INTERNALDATE for the upstream to look up), the client's items go in its
     order after UID; its answers are relayed less UID, whatever their shape; unsolicited
     flags pass on as they are."""
-    views = Views()
+    views = KeptViews()
     run = selected(views)  # message 1 (UID 4) known plain
     run.client(b"f2 FETCH 1 (FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)\r\n")
     assert run.upstream_out() == b"f2 FETCH 1 (UID FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE)\r\n"
