@@ -12,9 +12,12 @@ from smime_proxy.imap.opening_threads import CancelledJob, Inbox, OpeningThreads
 
 
 class Collected:
+    """An inbox on the running loop, and what it delivered, batch by batch."""
+
     def __init__(self) -> None:
         self.batches: list[list[tuple[int, int | BaseException]]] = []
         self.arrived = asyncio.Event()
+        self.inbox: Inbox[int, int] = Inbox(asyncio.get_running_loop(), self.deliver)
 
     def deliver(self, results: list[tuple[int, int | BaseException]]) -> None:
         assert threading.current_thread() is threading.main_thread()  # on the loop
@@ -36,10 +39,27 @@ def fails(number: int) -> int:
     raise ValueError(number)
 
 
+class Gate:
+    """A job that holds its thread until `release` is set, and says when it began."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        self.ran: list[int] = []
+
+    def job(self, number: int) -> int:
+        self.started.set()
+        self.release.wait(10)
+        self.ran.append(number)
+        return number
+
+    async def begun(self) -> bool:
+        return await asyncio.to_thread(self.started.wait, 10)
+
+
 async def test_every_result_arrives_once_with_its_context() -> None:
     threads = OpeningThreads(2, "test-open")
     collected = Collected()
-    inbox: Inbox[int, int] = Inbox(asyncio.get_running_loop(), collected.deliver)
+    inbox = collected.inbox
     try:
         for number in range(200):
             threads.submit(inbox, number, square, number)
@@ -56,7 +76,7 @@ async def test_every_result_arrives_once_with_its_context() -> None:
 async def test_a_job_that_raises_gives_its_exception() -> None:
     threads = OpeningThreads(1, "test-open")
     collected = Collected()
-    inbox: Inbox[int, int] = Inbox(asyncio.get_running_loop(), collected.deliver)
+    inbox = collected.inbox
     try:
         threads.submit(inbox, 7, fails, 7)
         [(context, result)] = await collected.until(1)
@@ -68,28 +88,20 @@ async def test_a_job_that_raises_gives_its_exception() -> None:
 async def test_a_closed_inbox_gets_nothing_and_its_jobs_are_not_run() -> None:
     threads = OpeningThreads(1, "test-open")
     collected = Collected()
-    inbox: Inbox[int, int] = Inbox(asyncio.get_running_loop(), collected.deliver)
-    started, release = threading.Event(), threading.Event()
-    ran: list[int] = []
-
-    def blocking(number: int) -> int:
-        started.set()
-        release.wait(10)
-        ran.append(number)
-        return number
-
+    inbox = collected.inbox
+    gate = Gate()
     try:
-        threads.submit(inbox, 1, blocking, 1)
-        threads.submit(inbox, 2, blocking, 2)
-        assert await asyncio.to_thread(started.wait, 10)
+        threads.submit(inbox, 1, gate.job, 1)
+        threads.submit(inbox, 2, gate.job, 2)
+        assert await gate.begun()
         inbox.close()
-        release.set()
+        gate.release.set()
         for _ in range(100):
             if inbox.pending == 0:
                 break
             await asyncio.sleep(0.02)
         assert inbox.pending == 0  # both counted off
-        assert ran == [1] and collected.batches == []  # the second never ran
+        assert gate.ran == [1] and collected.batches == []  # the second never ran
     finally:
         threads.shutdown()
 
@@ -97,19 +109,13 @@ async def test_a_closed_inbox_gets_nothing_and_its_jobs_are_not_run() -> None:
 async def test_after_shutdown_jobs_not_begun_are_cancelled() -> None:
     threads = OpeningThreads(1, "test-open")
     collected = Collected()
-    inbox: Inbox[int, int] = Inbox(asyncio.get_running_loop(), collected.deliver)
-    started, release = threading.Event(), threading.Event()
-
-    def blocking() -> int:
-        started.set()
-        release.wait(10)
-        return 1
-
-    threads.submit(inbox, 1, blocking)
+    inbox = collected.inbox
+    gate = Gate()
+    threads.submit(inbox, 1, gate.job, 1)
     threads.submit(inbox, 2, square, 2)
-    assert await asyncio.to_thread(started.wait, 10)
+    assert await gate.begun()
     threads.shutdown()
-    release.set()
+    gate.release.set()
     results = dict(await collected.until(2))
     assert results[1] == 1 and isinstance(results[2], CancelledJob)
     with pytest.raises(RuntimeError):
