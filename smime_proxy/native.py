@@ -14,7 +14,7 @@ import os
 from types import ModuleType
 
 # the interface this Python code expects; native/src/lib.rs says which one it implements
-INTERFACE = 12
+INTERFACE = 13
 
 
 def _load() -> ModuleType | None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from smime_proxy.errors import InputError
 from smime_proxy.imap.wire.values import Value
 from smime_proxy.mime.address import Address, parse_address_list
+from smime_proxy.mime.entity import has_bare_lf
 from smime_proxy.mime.rfc822 import (
     parse_content_type,
     parse_language,
@@ -56,7 +57,7 @@ class SectionError(InputError):
 
 def to_crlf(data: bytes) -> bytes:
     """Bare LF -> CRLF (a no-op, without copying, when every LF already has its CR)."""
-    if data.count(b"\n") == data.count(b"\r\n"):
+    if not has_bare_lf(data):
         return data
     return _BARE_LF.sub(b"\r\n", data)
 

@@ -214,15 +214,27 @@ def content_type_by_email_package(value: bytes) -> tuple[str, dict[str, str]]:
     return message.get_content_type(), params
 
 
+def has_bare_lf(data: bytes) -> bool:
+    """Whether some LF in `data` has no CR before it (native/src/lib.rs is the twin, one
+    pass where this counts twice). Each CRLF holds one LF, so the counts differ exactly
+    when one LF is bare."""
+    if native is not None:
+        return bool(native.has_bare_lf(data))
+    return _has_bare_lf(data)
+
+
+def _has_bare_lf(data: bytes) -> bool:
+    return data.count(b"\n") != data.count(b"\r\n")
+
+
 def canonical_crlf(data: bytes) -> bytes:
     """Every bare LF becomes CRLF (the canonical form signatures are computed over).
 
-    Counting and replacing run at C speed; a look-behind regex took 0.4 s on 25 MB.
+    Replacing runs at C speed; a look-behind regex took 0.4 s on 25 MB.
     """
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") == crlf:
+    if not has_bare_lf(data):
         return data
-    if crlf == 0:  # LF-only: one pass, one copy
+    if b"\r\n" not in data:  # LF-only: one pass, one copy
         return data.replace(b"\n", b"\r\n")
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 

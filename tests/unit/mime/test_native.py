@@ -169,3 +169,22 @@ def test_any_header_gives_the_same_fields(data: bytes) -> None:
     fields = core.header_fields(data, entity.HeaderField)
     assert fields == tuple(entity._fields(data))
     assert all(type(field) is entity.HeaderField for field in fields)
+
+
+_LINE_END_TOKENS = [b"\r\n", b"\n", b"\r", b"\r\r\n", b"\n\r", b"x", b"", b"\0"]
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: str(len(m)))
+def test_the_vectors_have_the_same_bare_lf(message: bytes) -> None:
+    for data in (message, message.replace(b"\r\n", b"\n"), message.replace(b"\n", b"\r\n")):
+        assert core.has_bare_lf(data) is entity._has_bare_lf(data)
+
+
+@NATIVE_FUZZ
+@given(st.one_of(st.lists(st.sampled_from(_LINE_END_TOKENS), max_size=60).map(b"".join),
+                 mutated_message(SAMPLES, _LINE_END_TOKENS), st.binary(max_size=300)))
+def test_any_bytes_have_the_same_bare_lf(data: bytes) -> None:
+    """A bare LF anywhere (first byte, after a lone CR, after CR CR, at the end): the
+    native one-pass scan answers as the two counts do."""
+    assert core.has_bare_lf(data) is entity._has_bare_lf(data)
+    assert entity.canonical_crlf(data).count(b"\n") == entity.canonical_crlf(data).count(b"\r\n")
