@@ -112,7 +112,10 @@ def open_message(
         report = inspect_signature(signed, trust_roots, now=now)
         if report.opaque and report.content is not None and report.signers:
             content = merge_outer_fields(signed, (report.content,))
-    del signed  # nor does this keep a replaced `content`
+    # the parsed `content`, for the shown message's header below; nor does this keep a
+    # replaced `content`
+    parsed: Entity | None = signed if signed.data is content else None
+    del signed
     revoked: str | None = None
     if report is not None and report.valid and revocation is not None:
         words = {revocation(signer) for signer in report.signers}
@@ -122,6 +125,8 @@ def open_message(
                 "signer certificate revoked" if revoked == "revoked"
                 else "signer certificate's revocation status unknown"))
     shown = without_field(content, STATUS_HEADER)
+    if shown is not content:
+        parsed = None
     valid = report is not None and report.valid
     protected = None
     stripped: list[Piece] | None = None  # the shown message in pieces, joined once below
@@ -129,7 +134,8 @@ def open_message(
         protection = (report.protection if report.protection is not None  # read once
                       else protected_fields(report.content))
         if signatures == "strip" or report.opaque:
-            fields, rest = shown_parts(shown, report.content, protection)
+            fields, rest = shown_parts(shown if parsed is None else parsed, report.content,
+                                       protection)
             protected = fields_protected(fields + b"\r\n", protection.content)
             stripped = [fields, *rest]
         else:
@@ -157,6 +163,7 @@ def open_message(
         # before the one copy that is made of what is shown
         del content
         shown = b""
+        parsed = None
     return OpenedMessage(
         b"".join([status_line, *(stripped if stripped is not None else [shown])]),
         status,

@@ -33,6 +33,7 @@ from smime_proxy.crypto.signed import (
     build_signed_data,
     parse_signed_data,
 )
+from smime_proxy.crypto.signer_info import issuer_and_serial_of
 from smime_proxy.errors import (
     ChainUntrusted,
     DecryptionFailed,
@@ -505,8 +506,7 @@ def _preferred_certificate(
     kind, value = preference
     for candidate in candidates:
         if kind == "issuer-serial":
-            named = (candidate.issuer.public_bytes() == value[0]
-                     and candidate.serial_number == value[1])
+            named = issuer_and_serial_of(candidate) == (value[1], value[0])
         else:
             try:
                 named = candidate.extensions.get_extension_for_class(

@@ -171,9 +171,9 @@ def named_by(ias: Any, certificate: x509.Certificate) -> bool:
     """Whether an IssuerAndSerialNumber (asn1crypto's, RFC 5652 10.2.4) names `certificate`:
     the serial first, then the issuer byte for byte, and only when the bytes differ RFC 5280
     7.1 name matching (asn1crypto's, ~2 ms a name)."""
-    if ias["serial_number"].native != certificate.serial_number:
+    serial, issuer = issuer_and_serial_of(certificate)
+    if ias["serial_number"].native != serial:
         return False
-    issuer = _issuer_der(certificate)
     named = ias["issuer"]
     return bool(named.dump() == issuer or named == asn1_x509.Name.load(issuer))
 
@@ -181,15 +181,30 @@ def named_by(ias: Any, certificate: x509.Certificate) -> bool:
 def named_by_parts(issuer: bytes, serial: int, certificate: x509.Certificate) -> bool:
     """`named_by` for an IssuerAndSerialNumber read apart: the issuer Name's DER and the
     serial number (crypto.enveloped's native reading)."""
-    if serial != certificate.serial_number:
+    ours_serial, ours = issuer_and_serial_of(certificate)
+    if serial != ours_serial:
         return False
-    ours = _issuer_der(certificate)
     return bool(issuer == ours or asn1_x509.Name.load(issuer) == asn1_x509.Name.load(ours))
 
 
-@functools.lru_cache(maxsize=256)
-def _issuer_der(certificate: x509.Certificate) -> bytes:
-    return certificate.issuer.public_bytes()
+_NAMING: dict[int, tuple[x509.Certificate, int, bytes]] = {}
+_NAMING_KEPT = 512
+
+
+def issuer_and_serial_of(certificate: x509.Certificate) -> tuple[int, bytes]:
+    """The certificate's serial number and its issuer Name's DER, kept for the certificate
+    object itself (by identity, the object held with them so that its id is not reused).
+    Each signed message asks them of each bundled certificate: cryptography makes the
+    serial and the Name anew at each call, and hashing a certificate for an lru_cache took
+    as long as making them."""
+    kept = _NAMING.get(id(certificate))
+    if kept is not None and kept[0] is certificate:
+        return kept[1], kept[2]
+    serial, issuer = certificate.serial_number, certificate.issuer.public_bytes()
+    if len(_NAMING) >= _NAMING_KEPT:
+        _NAMING.clear()  # the certificates of the mail being read come back at once
+    _NAMING[id(certificate)] = (certificate, serial, issuer)
+    return serial, issuer
 
 
 @functools.lru_cache(maxsize=256)

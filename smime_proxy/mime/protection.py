@@ -86,15 +86,17 @@ def shown_message(outer: bytes, entity: bytes) -> bytes:
     return b"".join([fields, *rest])
 
 
-def shown_parts(outer: bytes, entity: bytes, protection: Protected | None = None
+def shown_parts(outer: bytes | Entity, entity: bytes, protection: Protected | None = None
                 ) -> tuple[bytes, list[Piece]]:
     """`shown_message` in two: its header fields (MIME-Version last, no Content-* field),
     and the rest (Content-* fields, the empty line, the body), whose body shares the
     entity's memory: a large message is copied once, by whoever joins the pieces.
-    `protection`: `protected_fields(entity)`, when the caller has it."""
+    `outer` parsed already, when the caller has it; `protection`: `protected_fields(entity)`,
+    when the caller has it."""
     if protection is None:
         protection = protected_fields(entity)
-    header = _header_fields(parse_entity(outer), protection)
+    header = _header_fields(outer if isinstance(outer, Entity) else parse_entity(outer),
+                            protection)
     fields = b"".join([*header, b"MIME-Version: 1.0\r\n"])
     content = protection.content
     content_fields = [f.line() for f in content.content_fields()
