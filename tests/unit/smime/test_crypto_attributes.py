@@ -158,3 +158,23 @@ def test_a_signature_with_malformed_attributes_is_not_valid(alice: Identity) -> 
     signed[at] = 0x31
     (check,) = parse_signed_data(bytes(signed), b"hello\r\n").signers
     assert not check.signature_valid and check.problem
+
+
+def test_issuer_and_serial_are_each_certificates_own(alice: Identity, bob: Identity) -> None:
+    """`signer_info.issuer_and_serial_of` keeps them per certificate object: each object gets
+    its own, a new object of the same DER too, and past the memo's size (cleared, ids
+    free for reuse) nothing is answered for the wrong certificate."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from smime_proxy.crypto import signer_info
+
+    def own(cert: x509.Certificate) -> tuple[int, bytes]:
+        return cert.serial_number, cert.issuer.public_bytes()
+
+    for cert in (alice.cert, bob.cert, *alice.chain, alice.cert):
+        assert signer_info.issuer_and_serial_of(cert) == own(cert)
+    for _ in range(3 * signer_info._NAMING_KEPT // 2):  # objects come and go: ids repeat
+        for source in (alice.cert, bob.cert, alice.chain[0]):
+            copy = x509.load_der_x509_certificate(source.public_bytes(Encoding.DER))
+            assert signer_info.issuer_and_serial_of(copy) == own(source)
+    assert len(signer_info._NAMING) <= signer_info._NAMING_KEPT
