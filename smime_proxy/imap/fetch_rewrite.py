@@ -336,18 +336,31 @@ def answer_copying(number: int, plan: CopyPlan, view: MessageView,
     to its text in the upstream's response, name and value) copied as the upstream wrote
     them instead of parsed and rendered again: what a client's resync of opened messages
     costs (issue 10's encrypted_sync_cached). An item the upstream did not send is left
-    out, as in `answer`."""
+    out, as in `answer`, which differs only for a missing UID or FLAGS (NIL, ()): the
+    passes that copy always ask for both (tests/unit/imap/test_answer_copying.py)."""
     out: list[bytes] = [b"* %d FETCH (" % number]
+    rendered = view.rendered
     for name, item in plan:
-        if item is not None:
-            out.append(name + b" ")
-            out.extend(_rendered(view, item).pieces)
-            out.append(b" ")
+        if item is None:
+            text = items.get(name)
+            if text is not None:
+                out.append(text)
+                out.append(b" ")
             continue
-        text = items.get(name)
-        if text is not None:
-            out.append(text)
-            out.append(b" ")
+        out.append(name)
+        out.append(b" ")
+        # the items of a resync, read here without a call each (`_rendered` makes them)
+        kind = item.name
+        if kind == "RFC822.SIZE":
+            out.append(b"%d" % len(view.data))
+        elif (kind in _STRUCTURES or (kind == "BODY" and item.section is None)) and (
+                done := rendered.get(kind)) is not None:
+            out.append(done)
+        else:
+            out.extend(_rendered(view, item).pieces)
+        out.append(b" ")
+    if len(out) == 1:  # no item at all (the upstream sent none of those asked)
+        out.append(b" ")
     out[-1] = b")\r\n"
     return b"".join(out)
 
