@@ -218,7 +218,7 @@ def has_bare_lf(data: bytes) -> bool:
     """Whether some LF in `data` has no CR before it (native/src/lib.rs is the twin, one
     pass where this counts twice). Each CRLF holds one LF, so the counts differ exactly
     when one LF is bare."""
-    if native is not None:
+    if native is not None and type(data) is bytes:  # the native call takes bytes only
         return bool(native.has_bare_lf(data))
     return _has_bare_lf(data)
 
