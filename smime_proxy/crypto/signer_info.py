@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
 from smime_proxy.crypto import asn1, attributes
+from smime_proxy.crypto.per_certificate import per_certificate
 
 
 @dataclass(frozen=True)
@@ -187,27 +188,14 @@ def named_by_parts(issuer: bytes, serial: int, certificate: x509.Certificate) ->
     return bool(issuer == ours or asn1_x509.Name.load(issuer) == asn1_x509.Name.load(ours))
 
 
-_NAMING: dict[int, tuple[x509.Certificate, int, bytes]] = {}
-_NAMING_KEPT = 512
-
-
+@per_certificate
 def issuer_and_serial_of(certificate: x509.Certificate) -> tuple[int, bytes]:
-    """The certificate's serial number and its issuer Name's DER, kept for the certificate
-    object itself (by identity, the object held with them so that its id is not reused).
-    Each signed message asks them of each bundled certificate: cryptography makes the
-    serial and the Name anew at each call, and hashing a certificate for an lru_cache took
-    as long as making them."""
-    kept = _NAMING.get(id(certificate))
-    if kept is not None and kept[0] is certificate:
-        return kept[1], kept[2]
-    serial, issuer = certificate.serial_number, certificate.issuer.public_bytes()
-    if len(_NAMING) >= _NAMING_KEPT:
-        _NAMING.clear()  # the certificates of the mail being read come back at once
-    _NAMING[id(certificate)] = (certificate, serial, issuer)
-    return serial, issuer
+    """The certificate's serial number and its issuer Name's DER. Each signed message asks
+    them of each bundled certificate, and cryptography makes them anew at each call."""
+    return certificate.serial_number, certificate.issuer.public_bytes()
 
 
-@functools.lru_cache(maxsize=256)
+@per_certificate
 def subject_key_identifier(certificate: x509.Certificate) -> bytes | None:
     """The certificate's subjectKeyIdentifier (RFC 5280 4.2.1.2), None when it has none."""
     try:

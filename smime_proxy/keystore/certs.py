@@ -1,11 +1,10 @@
 """Certificate helpers of the key store: addresses, fingerprints, key descriptions, loading.
 
-May import: errors, cryptography, stdlib.
+May import: errors, crypto.per_certificate, cryptography, stdlib.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
+from smime_proxy.crypto.per_certificate import per_certificate
 from smime_proxy.errors import ImportRejected, InputError
 
 MAX_CERTIFICATE_FILE_SIZE = 1 << 20
@@ -41,7 +41,7 @@ def _clean(address: str) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=1024)
+@per_certificate
 def certificate_addresses(certificate: x509.Certificate) -> tuple[str, ...]:
     """Lowercase rfc822Name SANs; the subject's emailAddress only when there is no such SAN.
 
@@ -65,14 +65,14 @@ def certificate_addresses(certificate: x509.Certificate) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-@functools.lru_cache(maxsize=1024)
+@per_certificate
 def subject_and_issuer(certificate: x509.Certificate) -> tuple[str, str]:
     """The subject and issuer names as RFC 4514 strings. Kept per certificate (immutable):
     cryptography builds them anew at each call, a tenth of a signer's report."""
     return certificate.subject.rfc4514_string(), certificate.issuer.rfc4514_string()
 
 
-@functools.lru_cache(maxsize=1024)
+@per_certificate
 def fingerprint(certificate: x509.Certificate) -> str:
     """SHA-256 of the DER certificate, lowercase hex."""
     return certificate.fingerprint(hashes.SHA256()).hex()

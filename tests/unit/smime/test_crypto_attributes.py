@@ -9,6 +9,7 @@ its subject key identifier and with an issuer name written in another form.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import pytest
 from asn1crypto import cms, core, parser
@@ -160,21 +161,28 @@ def test_a_signature_with_malformed_attributes_is_not_valid(alice: Identity) -> 
     assert not check.signature_valid and check.problem
 
 
-def test_issuer_and_serial_are_each_certificates_own(alice: Identity, bob: Identity) -> None:
-    """`signer_info.issuer_and_serial_of` keeps them per certificate object: each object gets
-    its own, a new object of the same DER too, and past the memo's size (cleared, ids
-    free for reuse) nothing is answered for the wrong certificate."""
+def test_answers_kept_per_certificate_are_each_certificates_own(alice: Identity,
+                                                                  bob: Identity) -> None:
+    """`crypto.per_certificate`: each certificate object gets its own answer, a new object of
+    the same DER too, and past the bound (the answers dropped, ids free for reuse) nothing
+    is answered for the wrong certificate. Every function kept so answers as it would
+    anew."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from smime_proxy.crypto import signer_info
+    from smime_proxy.crypto import per_certificate, signer_info
+    from smime_proxy.keystore import certs
 
-    def own(cert: x509.Certificate) -> tuple[int, bytes]:
-        return cert.serial_number, cert.issuer.public_bytes()
+    kept: list[per_certificate.PerCertificate[Any]] = [
+        signer_info.issuer_and_serial_of, signer_info.subject_key_identifier,
+        certs.certificate_addresses, certs.subject_and_issuer, certs.fingerprint]
+
+    def same(cert: x509.Certificate) -> None:
+        for function in kept:
+            assert function(cert) == function.__wrapped__(cert)
 
     for cert in (alice.cert, bob.cert, *alice.chain, alice.cert):
-        assert signer_info.issuer_and_serial_of(cert) == own(cert)
-    for _ in range(3 * signer_info._NAMING_KEPT // 2):  # objects come and go: ids repeat
+        same(cert)
+    for _ in range(3 * per_certificate.KEPT // 2):  # objects come and go: ids repeat
         for source in (alice.cert, bob.cert, alice.chain[0]):
-            copy = x509.load_der_x509_certificate(source.public_bytes(Encoding.DER))
-            assert signer_info.issuer_and_serial_of(copy) == own(source)
-    assert len(signer_info._NAMING) <= signer_info._NAMING_KEPT
+            same(x509.load_der_x509_certificate(source.public_bytes(Encoding.DER)))
+    assert all(len(function) <= per_certificate.KEPT for function in kept)
