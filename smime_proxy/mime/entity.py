@@ -57,6 +57,10 @@ class Entity:
     header_end: int  # header block: the fields with their line ends, no blank line
     body_start: int
     fields: tuple[HeaderField, ...]
+    # `content_type()` once read: one message's entity is asked several times (is it
+    # encrypted? signed? where is its CMS object?)
+    _content_type: tuple[str, dict[str, str]] | None = dataclass_field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def header(self) -> bytes:
@@ -82,7 +86,11 @@ class Entity:
         return [field.value() for field in self.fields if field.name == name]
 
     def content_type(self) -> tuple[str, dict[str, str]]:
-        return parse_content_type(self.get("content-type"))
+        known = self._content_type
+        if known is None:
+            known = parse_content_type(self.get("content-type"))
+            object.__setattr__(self, "_content_type", known)  # frozen: set once, here
+        return known[0], dict(known[1])  # the caller's own, as `parse_content_type` gives
 
     def content_fields(self) -> list[HeaderField]:
         """Content-* and MIME-Version fields: what belongs to the MIME entity itself."""
