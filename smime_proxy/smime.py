@@ -33,7 +33,7 @@ from smime_proxy.crypto.signed import (
     build_signed_data,
     parse_signed_data,
 )
-from smime_proxy.crypto.signer_info import issuer_and_serial_of
+from smime_proxy.crypto.signer_info import issuer_and_serial_of, subject_key_identifier
 from smime_proxy.errors import (
     ChainUntrusted,
     DecryptionFailed,
@@ -508,11 +508,7 @@ def _preferred_certificate(
         if kind == "issuer-serial":
             named = issuer_and_serial_of(candidate) == (value[1], value[0])
         else:
-            try:
-                named = candidate.extensions.get_extension_for_class(
-                    x509.SubjectKeyIdentifier).value.digest == value
-            except x509.ExtensionNotFound:
-                named = False
+            named = subject_key_identifier(candidate) == value
         if named:
             if candidate is candidates[0]:
                 return candidate  # the signer's own: the caller validated its chain
