@@ -175,10 +175,15 @@ def _response_item(item: FetchItem) -> FetchItem:
 _STRUCTURES: Final = frozenset({"BODYSTRUCTURE", "ENVELOPE"})
 
 
+def _is_structure(item: FetchItem) -> bool:
+    """BODYSTRUCTURE, ENVELOPE or BODY without a section: a value rendered as a structure,
+    the same for every request of it (kept rendered in the view)."""
+    return item.name in _STRUCTURES or (item.name == "BODY" and item.section is None)
+
+
 def render_item_value(item: FetchItem, value: Value) -> bytes:
     """The wire bytes that follow the item's name, structures by `render_structure`."""
-    structured = item.name in _STRUCTURES or (item.name == "BODY" and item.section is None)
-    return render_structure(value) if structured else render(value)
+    return render_structure(value) if _is_structure(item) else render(value)
 
 
 class Rendered:
@@ -212,8 +217,7 @@ def _rendered(view: MessageView, item: FetchItem) -> Rendered:
     client's resync asks for again and again) are rendered once per view; a literal's data
     stays one piece (a message can be tens of MB)."""
     name = item.name
-    structured = name in _STRUCTURES or (name == "BODY" and item.section is None)
-    if structured:
+    if _is_structure(item):
         done = view.rendered.get(name)  # a structure has no section: its name says it all
         if done is None:
             done = view.rendered[name] = render_item_value(item, content_value(view, item))
@@ -353,8 +357,7 @@ def answer_copying(number: int, plan: CopyPlan, view: MessageView,
         kind = item.name
         if kind == "RFC822.SIZE":
             out.append(b"%d" % len(view.data))
-        elif (kind in _STRUCTURES or (kind == "BODY" and item.section is None)) and (
-                done := rendered.get(kind)) is not None:
+        elif _is_structure(item) and (done := rendered.get(kind)) is not None:
             out.append(done)
         else:
             out.extend(_rendered(view, item).pieces)
