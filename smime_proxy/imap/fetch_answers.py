@@ -232,8 +232,8 @@ class ContentFetch:
             else:
                 job.plain.append(head.uid if job.command.uid else head.number)
             return True
-        if not job.relays_items or self.mailbox is None:
-            return False
+        if not job.relays_items or self.mailbox is None or head.second_start != head.uid_end:
+            return False  # (items between UID and the fields would be lost below)
         whole = last_literal(raw, head.rest_start, fetch_rewrite.WHOLE_NAME)
         if whole is None or self._listed_while_locked(job, header):
             return False

@@ -98,10 +98,12 @@ NO_FIELDS = b"\r\n"
 SMIME_FIELDS = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n"
 
 
-def sorted_reply(number: int, uid: int, fields: bytes, rest: bytes = b"") -> bytes:
-    """A sort-pass response: UID, the classification fields, then `rest` (items)."""
-    return (b"* %d FETCH (UID %d " % (number, uid) + CLS_R + b" {%d}\r\n" % len(fields)
-            + fields + rest + b")\r\n")
+def sorted_reply(number: int, uid: int, fields: bytes, rest: bytes = b"",
+                 between: bytes = b"") -> bytes:
+    """A sort-pass response: UID, `between` (items, each with a space after it: Dovecot
+    writes FLAGS and RFC822.SIZE there), the classification fields, then `rest` (items)."""
+    return (b"* %d FETCH (UID %d " % (number, uid) + between + CLS_R
+            + b" {%d}\r\n" % len(fields) + fields + rest + b")\r\n")
 
 
 def literal(data: bytes) -> bytes:

@@ -230,18 +230,24 @@ def metadata_items(raw: bytes) -> tuple[int, int, dict[bytes, bytes]] | None:
 # 7.5.2). Any other shape is read by `fetch_spans`.
 _UID_HEAD: Final = re.compile(rb"\* ([0-9]{1,10}) FETCH \((UID ([0-9]{1,10}) )", re.IGNORECASE)
 _DATE_ITEM: Final = re.compile(rb'INTERNALDATE ("[^"\\\r\n]*") (?=[A-Za-z])', re.IGNORECASE)
+# the items with a short fixed form Dovecot writes before a literal (RFC 9051 7.5.2, RFC
+# 7162 3.1.4.1): `* 1 FETCH (UID 1 FLAGS () RFC822.SIZE 9 BODY[HEADER.FIELDS (..)] {73}`
+_SHORT_ITEMS: Final = re.compile(
+    rb'(?:(?:FLAGS \([^()\r\n]*\)|RFC822\.SIZE [0-9]{1,20}|MODSEQ \([0-9]{1,20}\)'
+    rb'|INTERNALDATE "[^"\\\r\n]*") )*', re.IGNORECASE)
 # RFC822.SIZE next, or after the flags (Dovecot writes the client's FLAGS first)
 _SIZE_ITEM: Final = re.compile(rb"(?:FLAGS \([^()\r\n]*\) )?RFC822\.SIZE [0-9]{1,20}[ )]",
                                re.IGNORECASE)
 
 
 class UidHead(NamedTuple):
-    """Where `UID n SP` and the item after it (with its SP) are at the head of a FETCH
-    response whose other items follow."""
+    """Where `UID n SP` and a second item (with its SP) are at the head of a FETCH response
+    whose other items follow; between them only items that are kept."""
 
     number: int
     uid: int
     uid_start: int
+    uid_end: int  # after `UID n SP`
     second_start: int
     value_start: int  # the second item's value (a literal's data)
     rest_start: int  # the first of the other items
@@ -252,9 +258,10 @@ class UidHead(NamedTuple):
         repeated them later would keep the repetition here)."""
         if not (uid or second):
             return raw
-        kept = (b"" if uid else raw[self.uid_start : self.second_start]) + (
-            b"" if second else raw[self.second_start : self.rest_start])
-        return raw[: self.uid_start] + kept + raw[self.rest_start :]
+        return b"".join((
+            raw[: self.uid_start], b"" if uid else raw[self.uid_start : self.uid_end],
+            raw[self.uid_end : self.second_start],
+            b"" if second else raw[self.second_start : self.rest_start], raw[self.rest_start :]))
 
 
 def uid_date_head(raw: bytes) -> UidHead | None:
@@ -266,8 +273,8 @@ def uid_date_head(raw: bytes) -> UidHead | None:
     date = _DATE_ITEM.match(raw, head.end())
     if date is None:
         return None
-    return UidHead(int(head[1]), int(head[3]), head.start(2), date.start(), date.start(1),
-                   date.end())
+    return UidHead(int(head[1]), int(head[3]), head.start(2), head.end(), date.start(),
+                   date.start(1), date.end())
 
 
 def uid_size_head(raw: bytes) -> UidHead | None:
@@ -278,23 +285,26 @@ def uid_size_head(raw: bytes) -> UidHead | None:
     if head is None or _SIZE_ITEM.match(raw, head.end()) is None:
         return None
     end = head.end()
-    return UidHead(int(head[1]), int(head[3]), head.start(2), end, end, end)
+    return UidHead(int(head[1]), int(head[3]), head.start(2), end, end, end, end)
 
 
 def uid_literal_head(raw: bytes, name: bytes) -> UidHead | None:
     """The head of a FETCH response that starts with UID and the item `name` (upper case)
-    whose value is a literal, and has more items; None for any other shape."""
+    whose value is a literal, maybe with FLAGS, RFC822.SIZE, MODSEQ or INTERNALDATE between
+    them (Dovecot's order), and has more items; None for any other shape."""
     head = _UID_HEAD.match(raw)
     if head is None:
         return None
-    start = head.end()
+    short = _SHORT_ITEMS.match(raw, head.end())  # (it matches nothing too)
+    start = head.end() if short is None else short.end()
     found = _literal_item(raw, start, name)
     if found is None:
         return None
     value_start, end = found
     if raw[end : end + 1] != b" " or not raw[end + 1 : end + 2].isalpha():
         return None
-    return UidHead(int(head[1]), int(head[3]), head.start(2), start, value_start, end + 1)
+    return UidHead(int(head[1]), int(head[3]), head.start(2), head.end(), start, value_start,
+                   end + 1)
 
 
 def last_literal(raw: bytes, start: int, name: bytes) -> tuple[int, int] | None:

@@ -49,8 +49,8 @@ def _transcript(command: bytes, replies: bytes, kept: dict[int, MessageView],
     return run.client_out(), run.upstream_out(), opened
 
 
-def _message(number: int, uid: int, rest: bytes) -> bytes:
-    return sorted_reply(number, uid, SMIME_FIELDS, rest)
+def _message(number: int, uid: int, rest: bytes, between: bytes = b"") -> bytes:
+    return sorted_reply(number, uid, SMIME_FIELDS, rest, between)
 
 
 CASES: list[tuple[bytes, bytes]] = [
@@ -66,7 +66,22 @@ CASES: list[tuple[bytes, bytes]] = [
      _message(2, 7, b" BODY[] " + literal(b"smime") + b" FLAGS (\\Seen)") + b"a OK done\r\n"),
     (b"a FETCH 2 BODY.PEEK[]<0.3>\r\n",
      _message(2, 7, b" BODY[]<0> " + literal(b"smi")) + b"a OK done\r\n"),
+    # Dovecot's order for a client that asks FLAGS and RFC822.SIZE too (Thunderbird): they
+    # come between UID and the fields
+    (b"a FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[])\r\n",
+     sorted_reply(1, 4, b"\r\n", b" BODY[] " + literal(PLAIN), b"FLAGS () RFC822.SIZE 3 ")
+     + _message(2, 7, b" BODY[] " + literal(b"smime one"),
+                b"FLAGS (\\Seen $Junk) RFC822.SIZE 9 ")
+     + _message(3, 9, b" BODY[] " + literal(b"smime two"), b"MODSEQ (5) ")
+     + b"a OK Fetch completed.\r\n"),
 ]
+# and a client's sync of plain messages, cut in place
+SHAPES = [*CASES, (
+    b"a FETCH 1:3 (FLAGS BODYSTRUCTURE RFC822.SIZE)\r\n",
+    sorted_reply(1, 4, b"\r\n", b" BODYSTRUCTURE NIL", b"FLAGS (\\Recent) RFC822.SIZE 3 ")
+    + sorted_reply(2, 5, b"Content-Type: text/plain\r\n\r\n", b" BODYSTRUCTURE NIL",
+                   b"FLAGS () RFC822.SIZE 31 ")
+    + b"a OK Fetch completed.\r\n")]
 
 
 @pytest.mark.parametrize(("command", "replies"), CASES)
@@ -94,6 +109,19 @@ def test_the_short_way_answers_as_the_long_way(
         assert any(taken)  # the short way was there to take
     if not cached and not short[1]:
         assert short[2]
+
+
+@pytest.mark.parametrize(("command", "replies"), SHAPES)
+@pytest.mark.parametrize("cached", [False, True])
+def test_the_heads_read_in_place_answer_as_the_whole_reading(
+        monkeypatch: pytest.MonkeyPatch, command: bytes, replies: bytes, cached: bool) -> None:
+    """Every answer read in place by its head (`uid_literal_head`: plain ones cut there,
+    S/MIME ones queued) is what reading each answer whole (`_sorted`) gives, also with
+    items between UID and the fields."""
+    kept = {7: MessageView(SHOWN + b"cached")} if cached else {}
+    short = _transcript(command, replies, kept)
+    monkeypatch.setattr(fetch_answers, "uid_literal_head", lambda raw, name: None)
+    assert short == _transcript(command, replies, kept)
 
 
 def test_a_first_read_is_opened_from_the_sort_pass() -> None:

@@ -174,7 +174,7 @@ def test_the_uid_and_date_head_cuts_what_the_spans_cut(
 
 def test_the_uid_and_date_head_needs_that_shape() -> None:
     assert uid_date_head(b'* 1 FETCH (UID 4 INTERNALDATE "d" FLAGS ())\r\n') == (
-        1, 4, 11, 17, 30, 34)
+        1, 4, 11, 17, 17, 30, 34)
     for raw in (b'* 1 FETCH (UID 4 INTERNALDATE "d")\r\n',  # nothing after it
                 b'* 1 FETCH (INTERNALDATE "d" UID 4 FLAGS ())\r\n',  # another order
                 b'* 1 FETCH (UID 4 INTERNALDATE "d\\"" FLAGS ())\r\n',  # an escape
@@ -220,19 +220,24 @@ def test_the_uid_and_size_head_needs_that_shape() -> None:
 FIELDS = b"BODY[HEADER.FIELDS (CONTENT-TYPE X-SMIME-STATUS)]"
 
 
+SHORT_ITEMS = [b"FLAGS () ", b"FLAGS (\\Seen $Junk) ", b"flags (a) ", b"RFC822.SIZE 15523 ",
+               b"MODSEQ (12) ", b'INTERNALDATE "17-Jul-1996 02:44:25 -0700" ']
+
+
 @given(responses, st.integers(0, 2**32 - 1), st.binary(max_size=80), st.booleans(),
-       st.booleans(), st.booleans())
+       st.booleans(), st.booleans(), st.lists(st.sampled_from(SHORT_ITEMS), max_size=3))
 @settings(max_examples=400)
 def test_the_uid_and_literal_head_cuts_what_the_spans_cut(
         response: FetchResponse, uid: int, fields: bytes, lower: bool, drop_uid: bool,
-        drop_fields: bool) -> None:
-    """A response starting `UID n` and an item whose value is a literal, with more items
-    (neither again): the head finds the literal's data and cuts what the spans cut."""
+        drop_fields: bool, between: list[bytes]) -> None:
+    """A response starting `UID n` and an item whose value is a literal, maybe with short
+    items between them (Dovecot writes FLAGS and RFC822.SIZE there), with more items
+    (none again): the head finds the literal's data and cuts what the spans cut."""
     if any(i.render().upper() in (b"UID", FIELDS) for i, _ in response.items):
         return
     body = response.render()[len(b"* %d FETCH (" % response.number):]
-    head = b"UID %d " % uid + (FIELDS.lower() if lower else FIELDS) + b" {%d}\r\n" % len(
-        fields) + fields + b" "
+    head = b"UID %d " % uid + b"".join(between) + (FIELDS.lower() if lower else FIELDS) + (
+        b" {%d}\r\n" % len(fields)) + fields + b" "
     raw = b"* %d FETCH (" % response.number + head + body
     found = uid_literal_head(raw, FIELDS)
     if not body[:1].isalpha():
@@ -250,13 +255,21 @@ def test_the_uid_and_literal_head_cuts_what_the_spans_cut(
 
 def test_the_uid_and_literal_head_needs_that_shape() -> None:
     good = b"* 2 FETCH (UID 4 " + FIELDS + b" {3}\r\nabc FLAGS ())\r\n"
-    assert uid_literal_head(good, FIELDS) == (2, 4, 11, 17, 72, 76)
+    assert uid_literal_head(good, FIELDS) == (2, 4, 11, 17, 17, 72, 76)
+    dovecot = (b"* 2 FETCH (UID 4 FLAGS (\\Recent) RFC822.SIZE 9 " + FIELDS
+               + b" {3}\r\nabc ENVELOPE NIL)\r\n")
+    found = uid_literal_head(dovecot, FIELDS)
+    assert found is not None and dovecot[found.value_start : found.rest_start - 1] == b"abc"
+    assert found.without(dovecot, True, True) == (
+        b"* 2 FETCH (FLAGS (\\Recent) RFC822.SIZE 9 ENVELOPE NIL)\r\n")
     for raw in (b"* 2 FETCH (UID 4 " + FIELDS + b" {3}\r\nabc)\r\n",  # nothing after it
                 b"* 2 FETCH (UID 4 " + FIELDS + b' "abc" FLAGS ())\r\n',  # not a literal
                 b"* 2 FETCH (UID 4 " + FIELDS + b" NIL FLAGS ())\r\n",  # gone
                 b"* 2 FETCH (UID 4 " + FIELDS + b" {4}\r\nabc FLAGS ())\r\n",  # too short
                 b"* 2 FETCH (" + FIELDS + b" {3}\r\nabc UID 4 FLAGS ())\r\n",  # order
-                b"* 2 FETCH (UID 4 BODY[] {3}\r\nabc FLAGS ())\r\n"):  # another item
+                b"* 2 FETCH (UID 4 BODY[] {3}\r\nabc FLAGS ())\r\n",  # another item
+                b"* 2 FETCH (UID 4 ENVELOPE NIL " + FIELDS + b" {3}\r\nabc FLAGS ())\r\n",  # long
+                b"* 2 FETCH (UID 4 FLAGS (a (b)) " + FIELDS + b" {3}\r\nabc FLAGS ())\r\n"):
         assert uid_literal_head(raw, FIELDS) is None, raw
 
 
