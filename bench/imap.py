@@ -81,7 +81,9 @@ serve` runs on (uvloop, or asyncio's with `SMIME_PROXY_EVENT_LOOP=asyncio`): `ev
 `imaptest_proxy_errors` (with --imaptest), the CPU per message of the encrypted first fetch
 (`encrypted_first_fetch_{daemon,loop,worker}_cpu_ms_per_msg`: the daemon, its event loop
 thread of that, its worker processes), `encrypted_open_cpu_ms_per_msg` and
-`encrypted_open_parallel_per_s` (opening alone, `measure_opening`), the bare relay's ratios
+`encrypted_open_parallel_per_s` (opening alone, `measure_opening`), `machine_rsa2048_sign_ms`
+(the machine's speed apart from the proxy's code: one RSA-2048 signature's CPU), the bare
+relay's ratios
 `plain_fetch_seq_relay_ratio` and `imaptest_relay_ratio` (the floors above),
 `plain_fetch_seq_proxy_cpu_us_per_cmd` and `plain_fetch_seq_relay_cpu_us_per_cmd`, the absolute
 figures behind them (`*_direct_s`,
@@ -939,7 +941,26 @@ def measure_opening(env: Env) -> dict[str, float]:
             opened = sum(pool.map(_open_each, [sample] * cores, chunksize=1))
             rates.append(opened / (time.perf_counter() - start))
     return {"encrypted_open_cpu_ms_per_msg": round(statistics.median(cpu) * 1000, 2),
-            "encrypted_open_parallel_per_s": round(statistics.median(rates), 1)}
+            "encrypted_open_parallel_per_s": round(statistics.median(rates), 1),
+            "machine_rsa2048_sign_ms": machine_gauge()}
+
+
+def machine_gauge() -> float:
+    """The machine's speed, apart from the proxy's code: ms of one thread's CPU for one
+    RSA-2048 PKCS#1 v1.5 signature through `cryptography` (the system's OpenSSL), median of
+    5 x 100. The development VM's speed moved 3x between days (docs/imap-front.md "Speed"):
+    runs are compared by it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    each = []
+    for _ in range(5):
+        start = time.thread_time()
+        for _ in range(100):
+            key.sign(b"gauge", padding.PKCS1v15(), hashes.SHA256())
+        each.append((time.thread_time() - start) / 100)
+    return round(statistics.median(each) * 1000, 3)
 
 
 def dovecot_limit_lines(up: Upstream, since: int) -> list[str]:
@@ -1354,6 +1375,8 @@ def report(r: dict[str, object], args: argparse.Namespace) -> None:
         print(f"  opening alone: {fmt('encrypted_open_cpu_ms_per_msg', '.2f', ' ms')} of CPU per"
               f" message in one thread; {os.cpu_count()} processes at once, nothing else "
               f"running: {fmt('encrypted_open_parallel_per_s', '.0f')} msg/s (the ceiling)")
+        print(f"  the machine: {fmt('machine_rsa2048_sign_ms', '.3f', ' ms')} of CPU for one "
+              "RSA-2048 signature (OpenSSL, one thread)")
     print(f"encrypted, same FETCH again: {fmt('encrypted_cached_fetch_s', '.3f', ' s')} "
           f"({fmt('encrypted_cached_fetch_per_s', '.1f')} msg/s), "
           f"{fmt('encrypted_cached_fetch_ratio', '.3f')} x direct plain FETCH")

@@ -25,7 +25,7 @@ KEYS = [
     "idle_rss_per_connection_kb", "idle_1000_rss_mb",
     "large_25m_mb", "large_25m_direct_s", "large_25m_proxy_s", "large_25m_rss_growth_mb",
     "large_25m_rss_ratio", "plain_fetch_seq_relay_s", "plain_fetch_seq_relay_ratio",
-    "encrypted_open_cpu_ms_per_msg", "encrypted_open_parallel_per_s",
+    "encrypted_open_cpu_ms_per_msg", "encrypted_open_parallel_per_s", "machine_rsa2048_sign_ms",
     "idle_after_fetch_rss_per_connection_kb",
     "plain_fetch_seq_proxy_cpu_us_per_cmd", "plain_fetch_seq_relay_cpu_us_per_cmd",
 ]
