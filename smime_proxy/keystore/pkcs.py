@@ -16,7 +16,7 @@ safe is decrypted; its count is then limited by the size cap, not checked.
 
 No function here puts a password or key material in a repr or an error message.
 
-May import: errors, keystore.pkcs12_check, cryptography, asn1crypto, stdlib.
+May import: errors, keystore.pkcs12_check, keystore.pbes2, cryptography, asn1crypto, stdlib.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ from datetime import datetime
 from asn1crypto import keys as asn1_keys
 from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from smime_proxy.errors import ImportRejected, KeyStoreError, UsageError, WrongPassword
+from smime_proxy.keystore.pbes2 import decrypt_pbes2
 from smime_proxy.keystore.pkcs12_check import (
     IMPORT_ITERATION_CAP,
     LEGACY_INSPECTION_CAP,
@@ -154,8 +156,14 @@ def unwrap_private_key(
     if not password:
         raise WrongPassword("wrong password")
     try:
-        key = serialization.load_der_private_key(blob, password)
-    except (ValueError, TypeError):
+        # the KDF outside the GIL where the form allows (keystore.pbes2: the daemon's other
+        # threads run meanwhile)
+        plain = decrypt_pbes2(blob, password, max_iterations)
+        key = (serialization.load_der_private_key(blob, password) if plain is None
+               else serialization.load_der_private_key(plain, None))
+    except (ValueError, TypeError, CryptographyUnsupported):
+        # (a damaged key can decrypt to another algorithm's identifier: CBC lets a changed
+        # ciphertext bit through to the next block; as a wrong password, it opens nothing)
         raise WrongPassword("wrong password") from None
     return _supported_key(key, error=KeyStoreError)
 

@@ -1,0 +1,157 @@
+"""A stored key opened with its KDF outside the GIL (`keystore.pbes2`): the same key as
+`cryptography`'s own loader gives, for the store's form and OpenSSL's `-v2` exports; the
+same failure for a wrong password and for every damage to the blob; None (the loader's
+turn) for the forms it does not read; and the daemon's other threads run while it works."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smime_proxy.errors import KeyStoreError, WrongPassword
+from smime_proxy.keystore import pkcs
+from smime_proxy.keystore.pbes2 import decrypt_pbes2
+
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PASSWORD = b"correct horse"
+FAST = 1000  # iterations, for the tests that open many
+EC_BLOB = pkcs.wrap_private_key(EC_KEY, PASSWORD, iterations=FAST)
+
+
+def _der(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _reference(blob: bytes, password: bytes) -> bytes | str:
+    """What the loader alone makes of it: the key's PKCS#8, or that it failed."""
+    try:
+        return _der(serialization.load_der_private_key(blob, password))  # type: ignore[arg-type]
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return "failed"
+
+
+def _ours(blob: bytes, password: bytes) -> bytes | str:
+    try:
+        return _der(pkcs.unwrap_private_key(blob, password))
+    except (WrongPassword, KeyStoreError):
+        return "failed"
+
+
+@pytest.mark.parametrize("key", [EC_KEY, RSA_KEY], ids=["ec", "rsa"])
+def test_the_stores_form_opens_to_the_same_key(key: ec.EllipticCurvePrivateKey
+                                               | rsa.RSAPrivateKey) -> None:
+    blob = pkcs.wrap_private_key(key, PASSWORD, iterations=FAST)
+    assert decrypt_pbes2(blob, PASSWORD, 10**6) is not None  # read here, not by the loader
+    assert _ours(blob, PASSWORD) == _reference(blob, PASSWORD) == _der(key)
+    with pytest.raises(WrongPassword):
+        pkcs.unwrap_private_key(blob, b"not it")
+
+
+@pytest.mark.parametrize(("args", "read_here"), [
+    (["-v2", "aes-256-cbc", "-v2prf", "hmacWithSHA256"], True),
+    (["-v2", "aes-128-cbc", "-v2prf", "hmacWithSHA1"], True),
+    (["-v2", "aes-192-cbc", "-v2prf", "hmacWithSHA512"], True),
+    (["-v2", "des3"], False),  # PBES2 with another cipher: the loader's
+])
+def test_what_openssl_writes_opens_the_same_either_way(tmp_path: Path, args: list[str],
+                                                       read_here: bool) -> None:
+    plain = tmp_path / "key.der"
+    plain.write_bytes(_der(EC_KEY))
+    (tmp_path / "pw").write_bytes(PASSWORD)
+    blob = subprocess.run(
+        ["openssl", "pkcs8", "-topk8", "-inform", "DER", "-outform", "DER", "-in", str(plain),
+         "-passout", f"file:{tmp_path / 'pw'}", "-iter", str(FAST), *args],
+        check=True, capture_output=True).stdout
+    assert (decrypt_pbes2(blob, PASSWORD, 10**6) is not None) == read_here
+    assert _ours(blob, PASSWORD) == _reference(blob, PASSWORD) == _der(EC_KEY)
+    assert _ours(blob, b"wrong") == "failed"
+
+
+def test_pbes1_is_not_read_here_and_not_taken_as_a_stored_key(tmp_path: Path) -> None:
+    plain = tmp_path / "key.der"
+    plain.write_bytes(_der(EC_KEY))
+    (tmp_path / "pw").write_bytes(PASSWORD)
+    blob = subprocess.run(
+        ["openssl", "pkcs8", "-topk8", "-inform", "DER", "-outform", "DER", "-in", str(plain),
+         "-passout", f"file:{tmp_path / 'pw'}", "-v1", "PBE-SHA1-3DES"],
+        check=True, capture_output=True).stdout
+    assert decrypt_pbes2(blob, PASSWORD, 10**6) is None
+    with pytest.raises(KeyStoreError, match="not PBES2"):
+        pkcs.unwrap_private_key(blob, PASSWORD)
+
+
+def test_an_iteration_count_over_the_cap_is_refused_before_any_work() -> None:
+    with pytest.raises(ValueError, match="iteration"):
+        decrypt_pbes2(EC_BLOB, PASSWORD, FAST - 1)
+
+
+@st.composite
+def _damaged(draw: st.DrawFn) -> bytes:
+    data = bytearray(EC_BLOB)
+    for _ in range(draw(st.integers(1, 3))):
+        pos = draw(st.integers(0, len(data) - 1))
+        action = draw(st.sampled_from(["flip", "set", "delete", "insert"]))
+        if action == "flip":
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif action == "set":
+            data[pos] = draw(st.sampled_from([0x00, 0x01, 0x10, 0x80, 0x81, 0xFF, 0x30, 0x04]))
+        elif action == "delete":
+            del data[pos : pos + draw(st.integers(1, 4))]
+        else:
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=4))
+    return bytes(data)
+
+
+@given(_damaged(), st.sampled_from([PASSWORD, b"wrong"]))
+@settings(max_examples=300, deadline=None)
+def test_any_damage_fails_or_opens_as_the_loader_says(blob: bytes, password: bytes) -> None:
+    """The same key or a failure, as the loader alone (never another key, never a crash)."""
+    try:
+        pkcs.pbes2_parameters(blob)
+    except KeyStoreError:
+        return  # refused before either reading (the cap, not PBES2, corrupt)
+    ours, reference = _ours(blob, password), _reference(blob, password)
+    if ours != "failed":
+        assert ours == reference
+    else:
+        # a padding the loader's OpenSSL let through and a key it then read would be a
+        # difference; the loader may read a damaged DER more leniently, never to a key of
+        # ours that differs
+        assert reference in ("failed", _der(EC_KEY))
+
+
+def test_other_threads_run_while_the_key_is_derived() -> None:
+    """The store's default 600,000 iterations, the EC key (whose reading is quick): a
+    thread that wakes every millisecond keeps waking (it missed the whole KDF before)."""
+    blob = pkcs.wrap_private_key(EC_KEY, PASSWORD)
+    ticks = 0
+    done = threading.Event()
+
+    def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            time.sleep(0.001)
+            ticks += 1
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    time.sleep(0.01)
+    before = ticks
+    try:
+        key = pkcs.unwrap_private_key(blob, PASSWORD)
+    finally:
+        done.set()
+        thread.join()
+    assert _der(key) == _der(EC_KEY)
+    assert ticks - before >= 5
