@@ -18,10 +18,12 @@ May import: errors, cryptography, asn1crypto, stdlib.
 
 from __future__ import annotations
 
+import os
 from typing import Final
 
+from asn1crypto import algos, core
 from asn1crypto import keys as asn1_keys
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
@@ -73,3 +75,23 @@ def decrypt_pbes2(blob: bytes, password: bytes, max_iterations: int) -> bytes | 
     if not 1 <= pad <= 16 or padded[-pad:] != bytes([pad]) * pad:
         raise WrongPassword("wrong password")
     return padded[:-pad]
+
+
+def encrypt_pbes2(pkcs8: bytes, password: bytes, iterations: int) -> bytes:
+    """`pkcs8` (a PrivateKeyInfo's DER) as the store keeps it: an EncryptedPrivateKeyInfo,
+    PBES2 with PBKDF2-HMAC-SHA256 (`iterations`, a 128-bit salt; GIL released) and
+    AES-256-CBC (RFC 8018 6.2.1), the form `cryptography`'s PKCS#12 builder writes."""
+    salt, iv = os.urandom(16), os.urandom(16)
+    key = PBKDF2HMAC(hashes.SHA256(), 32, salt, iterations).derive(password)
+    padder = padding.PKCS7(128).padder()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padder.update(pkcs8) + padder.finalize()) + encryptor.finalize()
+    info = asn1_keys.EncryptedPrivateKeyInfo({
+        "encryption_algorithm": {"algorithm": "pbes2", "parameters": {
+            "key_derivation_func": {"algorithm": "pbkdf2", "parameters": {
+                "salt": algos.Pbkdf2Salt(name="specified", value=salt),
+                "iteration_count": iterations,
+                "prf": {"algorithm": "sha256", "parameters": core.Null()}}},
+            "encryption_scheme": {"algorithm": "aes256_cbc", "parameters": iv}}},
+        "encrypted_data": ciphertext})
+    return bytes(info.dump())

@@ -1,12 +1,11 @@
 """Private keys at rest, PKCS#12 import (with a KDF cap checked before decrypting) and export.
 
 At rest (DESIGN decision 10) a key is a DER PKCS#8 `EncryptedPrivateKeyInfo` with PBES2:
-AES-256-CBC, PBKDF2-HMAC-SHA256, `KDF_ITERATIONS` (600,000) iterations, 128-bit salt. The
-encryption itself is done by `cryptography` (its PKCS#12 encryption builder writes exactly that
-PBES2 shrouded key bag; `BestAvailableEncryption` for PKCS#8 would use only 2,048 iterations),
-and the bag is taken out of the PKCS#12 with asn1crypto: the PKCS#12 MAC that `cryptography`
-adds is computed with a fixed 2,048 iterations and would be a cheap password oracle, so the
-whole PFX is never stored.
+AES-256-CBC, PBKDF2-HMAC-SHA256, `KDF_ITERATIONS` (600,000) iterations, 128-bit salt,
+written and read by `keystore.pbes2` with the KDF outside the GIL (`cryptography`'s own
+PKCS#8 and PKCS#12 paths hold it for the whole KDF, which froze the daemon; its
+`BestAvailableEncryption` for PKCS#8 would also use only 2,048 iterations). No PKCS#12 MAC
+is ever stored: one computed with a fixed 2,048 iterations would be a cheap password oracle.
 
 Import accepts what Outlook, Thunderbird/NSS, OpenSSL and gpgsm export, including legacy
 PBE-SHA1-3DES and RC2; every KDF iteration count visible before decryption (MAC, shrouded key
@@ -27,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from asn1crypto import keys as asn1_keys
-from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from smime_proxy.errors import ImportRejected, KeyStoreError, UsageError, WrongPassword
-from smime_proxy.keystore.pbes2 import decrypt_pbes2
+from smime_proxy.keystore.pbes2 import decrypt_pbes2, encrypt_pbes2
 from smime_proxy.keystore.pkcs12_check import (
     IMPORT_ITERATION_CAP,
     LEGACY_INSPECTION_CAP,
@@ -91,33 +89,20 @@ def wrap_private_key(
     _check_password(password)
     if not password:
         raise UsageError("an empty password cannot protect a key")
-    encryption = (
-        serialization.PrivateFormat.PKCS12.encryption_builder()
-        .kdf_rounds(iterations)
-        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
-        .hmac_hash(hashes.SHA256())
-        .build(password)
-    )
-    pfx_der = pkcs12.serialize_key_and_certificates(None, private_key, None, None, encryption)
-    pfx = asn1_pkcs12.Pfx.load(pfx_der)
-    safes = asn1_pkcs12.AuthenticatedSafe.load(pfx["auth_safe"]["content"].native)
-    for content_info in safes:
-        if content_info["content_type"].native != "data":
-            continue
-        for bag in asn1_pkcs12.SafeContents.load(content_info["content"].native):
-            if bag["bag_id"].native == "pkcs8_shrouded_key_bag":
-                blob: bytes = bag["bag_value"].untag().dump()
-                params = pbes2_parameters(blob)
-                # Belt and braces: never store anything weaker than asked for.
-                if (
-                    params.cipher != "aes256_cbc"
-                    or params.prf != "sha256"
-                    or params.iterations != iterations
-                    or params.salt_length < 16
-                ):
-                    raise KeyStoreError("the key encryption does not have the required strength")
-                return blob
-    raise KeyStoreError("cannot encrypt the key")  # pragma: no cover - cryptography changed
+    plain = private_key.private_bytes(serialization.Encoding.DER,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+    blob = encrypt_pbes2(plain, password, iterations)  # the KDF outside the GIL
+    params = pbes2_parameters(blob)
+    # Belt and braces: never store anything weaker than asked for.
+    if (
+        params.cipher != "aes256_cbc"
+        or params.prf != "sha256"
+        or params.iterations != iterations
+        or params.salt_length < 16
+    ):
+        raise KeyStoreError("the key encryption does not have the required strength")
+    return blob
 
 
 def pbes2_parameters(blob: bytes) -> Pbes2Parameters:
