@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -33,32 +32,6 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
 }
-
-
-class _RandomPool(threading.local):
-    """Random bytes for one thread (`_fallback_key`), read from the OS 8 KiB at a time."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.taken = 0
-        self.pid = os.getpid()
-
-
-_RANDOM_POOL = _RandomPool()
-
-
-def _fallback_key(length: int) -> bytes:
-    """`length` fresh random bytes, never handed out twice: the key that stands in for a
-    key transport that did not decrypt (RFC 3218 2.3.2), made for every message. Taken
-    from a pool because `os.urandom` releases the GIL: on the opening threads, each release
-    means waiting to get it back behind the other thread and the event loop (interleaved
-    first fetches, stop 30). A forked child reads its own."""
-    pool = _RANDOM_POOL
-    if pool.taken + length > len(pool.data) or pool.pid != os.getpid():
-        pool.data, pool.taken, pool.pid = os.urandom(max(8192, length)), 0, os.getpid()
-    start = pool.taken
-    pool.taken = start + length
-    return pool.data[start : pool.taken]
 
 
 def hash_algorithm(name: str) -> hashes.HashAlgorithm:
@@ -159,7 +132,7 @@ class InProcessKeyAgent:
     def unwrap_key(
         self, encrypted_key: bytes, pad: KeyTransportPadding, expected_length: int
     ) -> bytes:
-        fallback = _fallback_key(expected_length)
+        fallback = os.urandom(expected_length)
         key = self._rsa_key
         if key is None:
             return fallback

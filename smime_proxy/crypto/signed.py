@@ -47,23 +47,8 @@ _CAPABILITIES = (
 )
 
 
-# hashlib releases the GIL for an update of 2048 bytes or more (CPython's
-# HASHLIB_GIL_MINSIZE). On the opening threads, giving the GIL away for the 11 µs a 20 KB
-# message takes means waiting to get it back behind the other thread and the event loop:
-# a usual message is hashed in smaller pieces, holding it; a large one (the native calls'
-# threshold, native/src/lib.rs) with it released, as the event loop must not wait on it.
-_HASH_PIECE = 2047
-_HASH_HOLDING_GIL_BELOW = 1 << 18
-
-
 def _digest(hash_name: str, data: bytes) -> bytes:
-    if len(data) >= _HASH_HOLDING_GIL_BELOW:
-        return hashlib.new(hash_name, data).digest()
-    hasher = hashlib.new(hash_name)
-    view = memoryview(data)
-    for at in range(0, len(view), _HASH_PIECE):
-        hasher.update(view[at : at + _HASH_PIECE])
-    return hasher.digest()
+    return hashlib.new(hash_name, data).digest()
 
 
 def issuer_and_serial(cert: x509.Certificate) -> bytes:

@@ -62,7 +62,7 @@ def _streamed(tmp: Path, cipher: str) -> bytes:
 @pytest.fixture(autouse=True)
 def _no_random_fallback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # RFC 3218's random key on a failed unwrap, made the same for both readings
-    monkeypatch.setattr("smime_proxy.crypto.keyagent._fallback_key", lambda n: b"\x01" * n)
+    monkeypatch.setattr("smime_proxy.crypto.keyagent.os.urandom", lambda n: b"\x01" * n)
     yield
 
 
