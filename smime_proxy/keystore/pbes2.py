@@ -7,7 +7,8 @@ a user who unlocks by it froze every IMAP and SMTP session of every user for tha
 (stop 30: a 1 ms ticker thread missed 107 ms, the RSA key's check included). Here the key
 is derived by `cryptography`'s `PBKDF2HMAC`, which releases the GIL, the AES-CBC
 decryption is `cryptography`'s too, and the PrivateKeyInfo it gives is read by the same
-loader without a password (its check of an RSA key, about 35 ms, still holds the GIL).
+loader without a password (`keystore.pkcs` checks an RSA key itself: OpenSSL's check took
+35 ms holding the GIL).
 Written here, not taken from a library, for that reason only. It reads the forms the key
 store writes and OpenSSL's `-v2` exports (PBKDF2 with an HMAC-SHA PRF, AES-CBC);
 `decrypt_pbes2` answers None for anything else, which the caller hands to the loader as

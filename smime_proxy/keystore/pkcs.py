@@ -145,12 +145,40 @@ def unwrap_private_key(
         # threads run meanwhile)
         plain = decrypt_pbes2(blob, password, max_iterations)
         key = (serialization.load_der_private_key(blob, password) if plain is None
-               else serialization.load_der_private_key(plain, None))
+               else _load_checked(plain))
     except (ValueError, TypeError, CryptographyUnsupported):
         # (a damaged key can decrypt to another algorithm's identifier: CBC lets a changed
         # ciphertext bit through to the next block; as a wrong password, it opens nothing)
         raise WrongPassword("wrong password") from None
     return _supported_key(key, error=KeyStoreError)
+
+
+def _load_checked(pkcs8: bytes) -> object:
+    """A decrypted PrivateKeyInfo, an RSA key checked by `rsa_key_consistent` instead of
+    OpenSSL's check (ValueError if it fails). OpenSSL's check proves p and q prime, which
+    took 35 ms holding the GIL at every unlock (the daemon stood still). The callers
+    compare the key with its certificate's public key, so p * q is that certificate's
+    modulus, which was a product of two primes when the key was generated or imported
+    (with OpenSSL's full check); what a damaged or altered blob can change is caught here."""
+    key = serialization.load_der_private_key(pkcs8, None, unsafe_skip_rsa_key_validation=True)
+    if isinstance(key, rsa.RSAPrivateKey) and not rsa_key_consistent(key.private_numbers()):
+        raise ValueError("inconsistent RSA key")
+    return key
+
+
+def rsa_key_consistent(numbers: rsa.RSAPrivateNumbers) -> bool:
+    """OpenSSL's RSA_check_key without the primality tests: n = p q with p and q odd, e odd
+    and above 1, d e = 1 mod p - 1 and mod q - 1, each CRT value what d, p and q make it.
+    A changed CRT value would make signatures that reveal the key (the Bellcore attack)."""
+    p, q, d = numbers.p, numbers.q, numbers.d
+    n, e = numbers.public_numbers.n, numbers.public_numbers.e
+    return (
+        p > 2 and q > 2 and p % 2 == 1 and q % 2 == 1 and p * q == n
+        and e > 1 and e % 2 == 1 and d > 0
+        and d * e % (p - 1) == 1 and d * e % (q - 1) == 1
+        and numbers.dmp1 == d % (p - 1) and numbers.dmq1 == d % (q - 1)
+        and 0 < numbers.iqmp < p and numbers.iqmp * q % p == 1
+    )
 
 
 def public_key_der(key: PrivateKey | x509.Certificate) -> bytes:

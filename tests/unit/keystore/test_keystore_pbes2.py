@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from asn1crypto import keys as asn1_keys
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -176,3 +177,87 @@ def test_other_threads_run_while_the_key_is_derived() -> None:
     keys: list[object] = []
     assert _ticks_during(lambda: keys.append(pkcs.unwrap_private_key(blobs[0], PASSWORD))) >= 5
     assert _der(keys[0]) == _der(EC_KEY)  # type: ignore[arg-type]
+
+
+# --- an RSA key's check (`pkcs.rsa_key_consistent`, OpenSSL's check less the primality tests)
+
+# 1024 bits: quick for OpenSSL's check, made for each example
+SMALL_RSA = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_numbers()  # noqa: S505
+_FIELDS = ("modulus", "public_exponent", "private_exponent", "prime1", "prime2", "exponent1",
+           "exponent2", "coefficient")
+
+
+def _rsa_values(numbers: rsa.RSAPrivateNumbers) -> dict[str, int]:
+    return {"modulus": numbers.public_numbers.n, "public_exponent": numbers.public_numbers.e,
+            "private_exponent": numbers.d, "prime1": numbers.p, "prime2": numbers.q,
+            "exponent1": numbers.dmp1, "exponent2": numbers.dmq1,
+            "coefficient": numbers.iqmp}
+
+
+def _pkcs8(values: dict[str, int]) -> bytes:
+    """Any eight integers as an RSA PrivateKeyInfo (cryptography would refuse to write most)."""
+    inner = asn1_keys.RSAPrivateKey({"version": 0, **values})
+    return bytes(asn1_keys.PrivateKeyInfo.wrap(inner, "rsa").dump())
+
+
+def _accepted(load: Callable[[], object]) -> bool:
+    try:
+        load()
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+@st.composite
+def _altered(draw: st.DrawFn) -> dict[str, int]:
+    values = _rsa_values(SMALL_RSA)
+    if draw(st.booleans()):  # p and q swapped, the CRT values made anew: a valid key
+        p, q = values["prime2"], values["prime1"]
+        d = values["private_exponent"]
+        values.update(prime1=p, prime2=q, exponent1=d % (p - 1), exponent2=d % (q - 1),
+                      coefficient=pow(q, -1, p))
+    for _ in range(draw(st.integers(0, 2))):
+        name = draw(st.sampled_from(_FIELDS))
+        value = values[name]
+        action = draw(st.sampled_from(["add", "flip", "set", "other"]))
+        if action == "add":
+            values[name] = value + draw(st.integers(-4, 4))
+        elif action == "flip":
+            values[name] = value ^ (1 << draw(st.integers(0, max(0, value.bit_length() - 1))))
+        elif action == "set":
+            values[name] = draw(st.sampled_from([0, 1, 2, 3, 65537, -1]))
+        else:  # another field's value
+            values[name] = values[draw(st.sampled_from(_FIELDS))]
+    return values
+
+
+@given(_altered())
+@settings(max_examples=300, deadline=None)
+def test_the_rsa_check_accepts_what_openssls_accepts(values: dict[str, int]) -> None:
+    """On keys with any of their numbers changed: the same verdict as OpenSSL's check
+    (cryptography's loader with validation), p and q staying the real primes or changed
+    into numbers whose product is not n (a change that kept p q = n with other factors
+    is what only the certificate comparison after it catches)."""
+    der = _pkcs8(values)
+    assert _accepted(lambda: pkcs._load_checked(der)) == _accepted(
+        lambda: serialization.load_der_private_key(der, None))
+
+
+def test_the_rsa_check_refuses_each_changed_crt_value() -> None:
+    """The values a Bellcore attack needs changed: each refused (and by OpenSSL too)."""
+    for name in ("exponent1", "exponent2", "coefficient", "private_exponent"):
+        values = _rsa_values(SMALL_RSA)
+        values[name] += 2
+        der = _pkcs8(values)
+        assert not _accepted(lambda der=der: pkcs._load_checked(der)), name  # type: ignore[misc]
+        assert not _accepted(lambda der=der: serialization.load_der_private_key(der, None))  # type: ignore[misc]
+    assert _accepted(lambda: pkcs._load_checked(_pkcs8(_rsa_values(SMALL_RSA))))
+
+
+def test_opening_an_rsa_key_does_not_stop_other_threads() -> None:
+    """The 2048-bit key's own check (OpenSSL's primality tests: 35 ms holding the GIL
+    here) is not made when the store's key is opened."""
+    blob = pkcs.wrap_private_key(RSA_KEY, PASSWORD)
+    keys: list[object] = []
+    assert _ticks_during(lambda: keys.append(pkcs.unwrap_private_key(blob, PASSWORD))) >= 5
+    assert _der(keys[0]) == _der(RSA_KEY)  # type: ignore[arg-type]
