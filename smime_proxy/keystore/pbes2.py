@@ -1,6 +1,7 @@
-"""Opening a stored key (PBES2, RFC 8018 6.2) with its KDF run outside the GIL.
+"""Writing and opening a stored key (PBES2, RFC 8018 6.2) with its KDF run outside the GIL.
 
-`cryptography`'s PKCS#8 loader runs PBKDF2 holding the GIL: 600,000 iterations, about
+`cryptography`'s PKCS#8 loader (and its PKCS#12 builder, which wrote the stored keys)
+runs PBKDF2 holding the GIL: 600,000 iterations, about
 70 ms here (three times that on a slower machine), during which no other thread of the
 daemon runs. Every unlock, every wrong Secure Mail Password and every first mail login of
 a user who unlocks by it froze every IMAP and SMTP session of every user for that long
@@ -8,11 +9,10 @@ a user who unlocks by it froze every IMAP and SMTP session of every user for tha
 is derived by `cryptography`'s `PBKDF2HMAC`, which releases the GIL, the AES-CBC
 decryption is `cryptography`'s too, and the PrivateKeyInfo it gives is read by the same
 loader without a password (`keystore.pkcs` checks an RSA key itself: OpenSSL's check took
-35 ms holding the GIL).
-Written here, not taken from a library, for that reason only. It reads the forms the key
-store writes and OpenSSL's `-v2` exports (PBKDF2 with an HMAC-SHA PRF, AES-CBC);
-`decrypt_pbes2` answers None for anything else, which the caller hands to the loader as
-before.
+35 ms holding the GIL). Written here, not taken from a library, for that reason only.
+`encrypt_pbes2` writes the store's one form; `decrypt_pbes2` reads it and OpenSSL's `-v2`
+exports (PBKDF2 with an HMAC-SHA PRF, AES-CBC) and answers None for anything else, which
+the caller hands to the loader as before.
 
 May import: errors, cryptography, asn1crypto, stdlib.
 """
