@@ -154,15 +154,16 @@ def unwrap_private_key(
 
 
 def _load_checked(pkcs8: bytes) -> object:
-    """A decrypted PrivateKeyInfo, an RSA key checked by `rsa_key_consistent` instead of
-    OpenSSL's check (ValueError if it fails). OpenSSL's check proves p and q prime, which
-    took 35 ms holding the GIL at every unlock (the daemon stood still). The callers
-    compare the key with its certificate's public key, so p * q is that certificate's
-    modulus, which was a product of two primes when the key was generated or imported
-    (with OpenSSL's full check); what a damaged or altered blob can change is caught here."""
+    """A decrypted PrivateKeyInfo, an RSA key checked by `rsa_key_consistent` before
+    OpenSSL's check, which proves p and q prime and took 35 ms holding the GIL at every
+    unlock (the daemon stood still). The callers compare the key with its certificate's
+    public key, so p * q is that certificate's modulus, which was a product of two primes
+    when the key was generated or imported (with OpenSSL's full check); what a damaged or
+    altered blob can change is caught here. A key that fails it is left to OpenSSL's check
+    (ValueError), so no key OpenSSL takes (a multi-prime one) is refused."""
     key = serialization.load_der_private_key(pkcs8, None, unsafe_skip_rsa_key_validation=True)
     if isinstance(key, rsa.RSAPrivateKey) and not rsa_key_consistent(key.private_numbers()):
-        raise ValueError("inconsistent RSA key")
+        return serialization.load_der_private_key(pkcs8, None)
     return key
 
 
