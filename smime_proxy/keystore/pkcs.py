@@ -160,7 +160,8 @@ def _load_checked(pkcs8: bytes) -> object:
     public key, so p * q is that certificate's modulus, which was a product of two primes
     when the key was generated or imported (with OpenSSL's full check); what a damaged or
     altered blob can change is caught here. A key that fails it is left to OpenSSL's check
-    (ValueError), so no key OpenSSL takes (a multi-prime one) is refused."""
+    (ValueError if that fails too): the two agree on every altered key the tests try, and
+    should they not, no key OpenSSL takes is refused."""
     key = serialization.load_der_private_key(pkcs8, None, unsafe_skip_rsa_key_validation=True)
     if isinstance(key, rsa.RSAPrivateKey) and not rsa_key_consistent(key.private_numbers()):
         return serialization.load_der_private_key(pkcs8, None)
