@@ -1,7 +1,7 @@
 """Damage done to test inputs by hypothesis, shared by the fuzz tests and the tests of the
-native core against its Python twins: a mail message mutated by tokens, and DER with one
-element changed. Also what those native tests check first (`require_native`) and the
-examples they run (`NATIVE_FUZZ`, `MIME_FUZZ_EXAMPLES`, default 600).
+native core against its Python twins: a mail message mutated by tokens, bytes damaged at
+a place, and DER with one element changed. Also what those native tests check first
+(`require_native`) and the examples they run (`NATIVE_FUZZ`, `MIME_FUZZ_EXAMPLES`, default 600).
 """
 
 from __future__ import annotations
@@ -50,6 +50,24 @@ def mutated_message(draw: st.DrawFn, samples: Sequence[bytes],
         elif pos < len(data):
             data[pos] ^= 1 << draw(st.integers(0, 7))
     return bytes(data)
+
+
+BYTE_VALUES = (0x00, 0x80, 0x81, 0x82, 0xFF, 0x30, 0x04, 0xA0)  # DER tags and lengths
+
+
+def damage_at(draw: st.DrawFn, data: bytearray, pos: int,
+              values: Sequence[int] = BYTE_VALUES) -> None:
+    """Damage `data` in place at `pos`: a bit flipped, the byte set to one of `values`, 1-4
+    bytes deleted, or 1-4 random bytes inserted."""
+    action = draw(st.sampled_from(["flip", "set", "delete", "insert"]))
+    if action == "flip":
+        data[pos] ^= 1 << draw(st.integers(0, 7))
+    elif action == "set":
+        data[pos] = draw(st.sampled_from(values))
+    elif action == "delete":
+        del data[pos : pos + draw(st.integers(1, 4))]
+    else:
+        data[pos:pos] = draw(st.binary(min_size=1, max_size=4))
 
 
 def element_at(der: bytes, *path: int) -> Tlv:

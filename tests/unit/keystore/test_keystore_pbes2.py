@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from smime_proxy.errors import KeyStoreError, WrongPassword
 from smime_proxy.keystore import pkcs
 from smime_proxy.keystore.pbes2 import decrypt_pbes2
+from support.damage import BYTE_VALUES, damage_at
 
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -103,16 +104,8 @@ def test_an_iteration_count_over_the_cap_is_refused_before_any_work() -> None:
 def _damaged(draw: st.DrawFn) -> bytes:
     data = bytearray(EC_BLOB)
     for _ in range(draw(st.integers(1, 3))):
-        pos = draw(st.integers(0, len(data) - 1))
-        action = draw(st.sampled_from(["flip", "set", "delete", "insert"]))
-        if action == "flip":
-            data[pos] ^= 1 << draw(st.integers(0, 7))
-        elif action == "set":
-            data[pos] = draw(st.sampled_from([0x00, 0x01, 0x10, 0x80, 0x81, 0xFF, 0x30, 0x04]))
-        elif action == "delete":
-            del data[pos : pos + draw(st.integers(1, 4))]
-        else:
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=4))
+        # 0x01 and 0x10 too: the padding's bytes
+        damage_at(draw, data, draw(st.integers(0, len(data) - 1)), (*BYTE_VALUES, 0x01, 0x10))
     return bytes(data)
 
 

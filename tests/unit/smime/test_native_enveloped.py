@@ -29,7 +29,13 @@ from smime_proxy.crypto.enveloped import (
 )
 from smime_proxy.crypto.keyagent import InProcessKeyAgent
 from smime_proxy.errors import SmimeProxyError
-from support.damage import NATIVE_FUZZ, damaged_element, element_at, require_native
+from support.damage import (
+    NATIVE_FUZZ,
+    damage_at,
+    damaged_element,
+    element_at,
+    require_native,
+)
 from support.pki import Identity, make_ca, make_user
 
 require_native()
@@ -115,15 +121,7 @@ def _mutated(draw: st.DrawFn) -> bytes:
         at_end = draw(st.booleans()) and len(data) > 40
         pos = (len(data) - draw(st.integers(1, 40)) if at_end
                else draw(st.integers(0, head - 1)))
-        action = draw(st.sampled_from(["flip", "set", "delete", "insert"]))
-        if action == "flip":
-            data[pos] ^= 1 << draw(st.integers(0, 7))
-        elif action == "set":
-            data[pos] = draw(st.sampled_from([0x00, 0x80, 0x81, 0x82, 0xFF, 0x30, 0x04, 0xA0]))
-        elif action == "delete":
-            del data[pos : pos + draw(st.integers(1, 4))]
-        else:
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=4))
+        damage_at(draw, data, pos)
     return bytes(data)
 
 
